@@ -1,0 +1,389 @@
+//! The scenario format: `scenarios/<id>/scenario.yaml` plus plain CNPG manifests.
+//!
+//! ```yaml
+//! description: pgvector from an image volume
+//! images:
+//!   - reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie
+//!     fixture: ../../fixtures/pgvector        # or `oci: path/to/layout-or-archive`
+//! steps:
+//!   - apply: {file: cluster.yaml}
+//!   - verify: {}
+//!   - sql: {query: "CREATE EXTENSION vector"}
+//!   - sql: {query: "SELECT '[1,2,3]'::vector <-> '[4,5,6]'", rows: [["5.196152422706632"]]}
+//! ```
+//! Scenario files are strict: an unknown field or step is an error with its line.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::cluster::{ClusterDoc, Manifest};
+use crate::error::InputError;
+use crate::version::CnpgVersion;
+use crate::yaml;
+
+pub const SCENARIO_FILE: &str = "scenario.yaml";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScenarioFile {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    images: Vec<ImageEntry>,
+    steps: Vec<Step>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImageEntry {
+    reference: String,
+    #[serde(default)]
+    fixture: Option<String>,
+    #[serde(default)]
+    oci: Option<String>,
+}
+
+// Shadow documents that keep the line of every step and image entry.
+#[derive(Deserialize)]
+struct Lines {
+    #[serde(default)]
+    images: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+    #[serde(default)]
+    steps: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
+}
+
+/// One step. Exactly one action per list item, Chainsaw style.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Step {
+    /// `kubectl apply -f`: the first apply of a Cluster creates it, later ones update it.
+    Apply(ApplyStep),
+    /// Run SQL on one or more instances, optionally checking rows or an error.
+    Sql(SqlStep),
+    /// `kubectl cnpg restart`: a rolling restart of every instance.
+    Restart(RestartStep),
+    /// On every instance: GUCs, `LD_LIBRARY_PATH` and mounted files equal the derived plan.
+    Verify(VerifyStep),
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApplyStep {
+    pub file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What the operator should do to running instances. Default: `expected` when the pod
+    /// spec changes (image volumes), `none` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<Rollout>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rollout {
+    Expected,
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Target {
+    #[default]
+    Primary,
+    Replicas,
+    All,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SqlStep {
+    pub query: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default = "default_database")]
+    pub database: String,
+    #[serde(default = "default_user")]
+    pub user: String,
+    #[serde(default)]
+    pub on: Target,
+    /// Expected rows, every value as PostgreSQL's text output; `null` is SQL NULL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rows: Option<Vec<Vec<Option<String>>>>,
+    /// The statement must fail with an error containing this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+fn default_database() -> String {
+    "app".into()
+}
+fn default_user() -> String {
+    "postgres".into()
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestartStep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyStep {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl Step {
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Step::Apply(_) => "apply",
+            Step::Sql(_) => "sql",
+            Step::Restart(_) => "restart",
+            Step::Verify(_) => "verify",
+        }
+    }
+
+    /// The user's name for the step, or a short description.
+    pub fn title(&self) -> String {
+        let named = match self {
+            Step::Apply(s) => s.name.clone(),
+            Step::Sql(s) => s.name.clone(),
+            Step::Restart(s) => s.name.clone(),
+            Step::Verify(s) => s.name.clone(),
+        };
+        named.unwrap_or_else(|| match self {
+            Step::Apply(s) => format!("apply {}", s.file),
+            Step::Sql(s) => {
+                let q: String = s.query.split_whitespace().collect::<Vec<_>>().join(" ");
+                if q.chars().count() > 60 {
+                    format!("sql {}…", q.chars().take(60).collect::<String>())
+                } else {
+                    format!("sql {q}")
+                }
+            }
+            Step::Restart(_) => "restart".into(),
+            Step::Verify(_) => "verify plan on every instance".into(),
+        })
+    }
+}
+
+/// Where an extension image comes from.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageOrigin {
+    /// Built at test time from a recipe directory (`fixtures/<name>`).
+    Fixture(PathBuf),
+    /// An OCI layout directory, OCI archive or docker archive.
+    Oci(PathBuf),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ImageSpec {
+    pub reference: String,
+    pub origin: ImageOrigin,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocatedStep {
+    /// 1-based position in `steps`.
+    pub index: usize,
+    pub line: u64,
+    pub step: Step,
+}
+
+/// A loaded, validated scenario.
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub id: String,
+    pub dir: PathBuf,
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub tags: Vec<String>,
+    pub images: Vec<ImageSpec>,
+    pub steps: Vec<LocatedStep>,
+    /// Every manifest file named by an `apply` step, by the name used in the step.
+    pub manifests: BTreeMap<String, Vec<Manifest>>,
+}
+
+impl Scenario {
+    /// Loads `path` (a scenario directory or its `scenario.yaml`), its manifests, and checks
+    /// them as the operator release `cnpg` would.
+    pub fn load(path: &Path, cnpg: CnpgVersion) -> Result<Scenario, InputError> {
+        let file = if path.is_dir() { path.join(SCENARIO_FILE) } else { path.to_path_buf() };
+        let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let text = yaml::read(&file)?;
+        let parsed: ScenarioFile = yaml::parse(&file, &text)?;
+        let lines: Lines = yaml::parse(&file, &text)?;
+        let line_of = |v: &[serde_saphyr::Spanned<serde::de::IgnoredAny>], i: usize| {
+            v.get(i).map(|s| s.referenced.line()).unwrap_or(1)
+        };
+        let id = match parsed.id {
+            Some(id) => id,
+            None => dir
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "scenario".into()),
+        };
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
+            return Err(InputError::new(&file, None, "id", format!("`{id}`: use letters, digits, `-` and `_`")));
+        }
+        if parsed.steps.is_empty() {
+            return Err(InputError::new(&file, None, "steps", "a scenario needs at least one step"));
+        }
+
+        let mut images = Vec::new();
+        let mut refs = BTreeSet::new();
+        for (i, e) in parsed.images.iter().enumerate() {
+            let line = Some(line_of(&lines.images, i));
+            let field = |f: &str| format!("images[{i}].{f}");
+            if !refs.insert(e.reference.clone()) {
+                return Err(InputError::new(&file, line, field("reference"), format!("`{}` is listed twice", e.reference)));
+            }
+            let origin = match (&e.fixture, &e.oci) {
+                (Some(f), None) => ImageOrigin::Fixture(dir.join(f)),
+                (None, Some(o)) => ImageOrigin::Oci(dir.join(o)),
+                _ => {
+                    return Err(InputError::new(
+                        &file,
+                        line,
+                        field("fixture"),
+                        "give exactly one of `fixture` (a recipe directory) or `oci` (a layout or archive)",
+                    ))
+                }
+            };
+            let path = match &origin {
+                ImageOrigin::Fixture(p) | ImageOrigin::Oci(p) => p,
+            };
+            if !path.exists() {
+                let which = if matches!(origin, ImageOrigin::Fixture(_)) { "fixture" } else { "oci" };
+                return Err(InputError::new(&file, line, field(which), format!("{} does not exist", path.display())));
+            }
+            images.push(ImageSpec { reference: e.reference.clone(), origin });
+        }
+
+        let mut steps = Vec::new();
+        let mut manifests: BTreeMap<String, Vec<Manifest>> = BTreeMap::new();
+        for (i, step) in parsed.steps.into_iter().enumerate() {
+            let line = line_of(&lines.steps, i);
+            match &step {
+                Step::Apply(a) => {
+                    if !manifests.contains_key(&a.file) {
+                        let mpath = dir.join(&a.file);
+                        if !mpath.is_file() {
+                            return Err(InputError::new(
+                                &file,
+                                Some(line),
+                                format!("steps[{i}].apply.file"),
+                                format!("{} does not exist", mpath.display()),
+                            ));
+                        }
+                        let docs = Manifest::load_file(&mpath)?;
+                        for d in &docs {
+                            if let Manifest::Cluster(c) = d {
+                                c.validate(cnpg)?;
+                                check_images_listed(c, &refs)?;
+                            }
+                        }
+                        if !docs.iter().any(|d| matches!(d, Manifest::Cluster(_) | Manifest::Database(_))) {
+                            return Err(InputError::new(
+                                &mpath,
+                                None,
+                                "kind",
+                                "no postgresql.cnpg.io/v1 Cluster or Database in this file",
+                            ));
+                        }
+                        manifests.insert(a.file.clone(), docs);
+                    }
+                }
+                Step::Sql(s) => {
+                    if s.rows.is_some() && s.error.is_some() {
+                        return Err(InputError::new(
+                            &file,
+                            Some(line),
+                            format!("steps[{i}].sql"),
+                            "expect either `rows` or `error`, not both",
+                        ));
+                    }
+                }
+                Step::Restart(_) | Step::Verify(_) => {}
+            }
+            steps.push(LocatedStep { index: i + 1, line, step });
+        }
+        if !matches!(steps[0].step, Step::Apply(_)) {
+            return Err(InputError::new(&file, Some(steps[0].line), "steps[0]", "the first step must `apply` a Cluster"));
+        }
+        Ok(Scenario {
+            id,
+            dir,
+            file,
+            description: parsed.description,
+            tags: parsed.tags,
+            images,
+            steps,
+            manifests,
+        })
+    }
+
+    /// Every Cluster document the scenario applies, in step order.
+    pub fn clusters(&self) -> impl Iterator<Item = &ClusterDoc> {
+        self.manifests.values().flatten().filter_map(|m| match m {
+            Manifest::Cluster(c) => Some(c),
+            _ => None,
+        })
+    }
+}
+
+/// Image references in a Cluster must come from the scenario's `images` (nothing is pulled).
+fn check_images_listed(c: &ClusterDoc, refs: &BTreeSet<String>) -> Result<(), InputError> {
+    for (i, e) in c.cluster.spec.postgresql.extensions.iter().enumerate() {
+        if !refs.contains(&e.image.reference) {
+            return Err(InputError::new(
+                &c.file,
+                c.extension_lines.get(i).copied(),
+                format!("spec.postgresql.extensions[{i}].image.reference"),
+                format!(
+                    "`{}` is not among the scenario's `images`; add it there with a `fixture` or `oci` source",
+                    e.image.reference
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Finds scenario files under `paths`: a `scenario.yaml`, a directory holding one, or a
+/// directory whose subdirectories hold them. Sorted, without duplicates.
+pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, InputError> {
+    let mut found = BTreeSet::new();
+    for p in paths {
+        if p.is_file() {
+            found.insert(p.clone());
+        } else if p.join(SCENARIO_FILE).is_file() {
+            found.insert(p.join(SCENARIO_FILE));
+        } else if p.is_dir() {
+            let entries = std::fs::read_dir(p)
+                .map_err(|e| InputError::new(p, None, "(path)", format!("cannot read directory: {e}")))?;
+            let before = found.len();
+            for entry in entries.flatten() {
+                let candidate = entry.path().join(SCENARIO_FILE);
+                if candidate.is_file() {
+                    found.insert(candidate);
+                }
+            }
+            if found.len() == before {
+                return Err(InputError::new(p, None, "(path)", "no scenario.yaml here or in its subdirectories"));
+            }
+        } else {
+            return Err(InputError::new(p, None, "(path)", "no such scenario file or directory"));
+        }
+    }
+    Ok(found.into_iter().collect())
+}
