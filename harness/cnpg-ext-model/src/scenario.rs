@@ -266,6 +266,11 @@ impl Scenario {
                 let which = if matches!(origin, ImageOrigin::Fixture(_)) { "fixture" } else { "oci" };
                 return Err(InputError::new(&file, line, field(which), format!("{} does not exist", path.display())));
             }
+            // One image may be named from several scenarios: compare sources by real path.
+            let origin = match origin {
+                ImageOrigin::Fixture(p) => ImageOrigin::Fixture(p.canonicalize().unwrap_or(p)),
+                ImageOrigin::Oci(p) => ImageOrigin::Oci(p.canonicalize().unwrap_or(p)),
+            };
             images.push(ImageSpec { reference: e.reference.clone(), origin });
         }
 

@@ -1,0 +1,295 @@
+//! A whole run: load and check every scenario, prepare PostgreSQL and the images once, run
+//! the scenarios in parallel on fresh backends, write the report, clean up.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cnpg_ext_model::{CnpgVersion, Scenario};
+use cnpg_ext_pg::{PgInstall, ProvisionOptions};
+
+use cnpg_ext_model::backend::Backend;
+
+use crate::container::{ContainerBackend, ContainerEnv, EngineOptions};
+use crate::error::HarnessError;
+use crate::local::{LocalBackend, LocalEnv};
+use crate::progress::Progress;
+use crate::report::{Environment, ImageRecord, RunReport, ScenarioResult};
+use crate::run_as::RunAs;
+use crate::runner::{ScenarioRun, Status};
+use crate::store::ImageStore;
+use crate::{fsutil, procs};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Container,
+}
+
+impl BackendKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendKind::Local => "local",
+            BackendKind::Container => "container",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub paths: Vec<PathBuf>,
+    pub backend: BackendKind,
+    pub jobs: usize,
+    pub report_dir: Option<PathBuf>,
+    pub keep: bool,
+    pub cnpg: CnpgVersion,
+    pub pg_config: Option<PathBuf>,
+    pub run_as: Option<String>,
+    pub workdir: Option<PathBuf>,
+    pub progress: bool,
+    pub command: Vec<String>,
+    pub engine: EngineOptions,
+}
+
+/// What a run prepared once for its backend; makes one backend per scenario.
+enum Prepared {
+    Local(Arc<LocalEnv>),
+    Container(Arc<ContainerEnv>),
+}
+
+impl Prepared {
+    fn backend(&self, store: &Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf, id: &str) -> Box<dyn Backend> {
+        match self {
+            Prepared::Local(env) => Box::new(LocalBackend::new(env.clone(), store.clone(), cnpg, dir)),
+            Prepared::Container(env) => Box::new(ContainerBackend::new(env.clone(), store.clone(), cnpg, id)),
+        }
+    }
+
+    fn finish(&self, keep: bool) {
+        if let Prepared::Container(env) = self {
+            env.finish(keep);
+        }
+    }
+}
+
+pub struct RunOutcome {
+    pub report: RunReport,
+    pub report_files: Vec<PathBuf>,
+    /// Kept work directory (with `--keep`).
+    pub kept: Option<PathBuf>,
+}
+
+/// Loads every scenario under `paths`; the first invalid one stops the run (exit 2).
+pub fn load_scenarios(paths: &[PathBuf], cnpg: CnpgVersion) -> Result<Vec<Scenario>, HarnessError> {
+    let files = cnpg_ext_model::scenario::discover(paths)?;
+    let mut out: Vec<Scenario> = Vec::new();
+    for f in files {
+        let s = Scenario::load(&f, cnpg)?;
+        if let Some(other) = out.iter().find(|o| o.id == s.id) {
+            return Err(HarnessError::Input(format!(
+                "{}: scenario id `{}` is already used by {}",
+                s.file.display(),
+                s.id,
+                other.file.display()
+            )));
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+pub fn locate_postgres(pg_config: Option<PathBuf>) -> Result<PgInstall, HarnessError> {
+    let mut opts = ProvisionOptions::from_env();
+    if pg_config.is_some() {
+        opts.pg_config = pg_config;
+    }
+    Ok(cnpg_ext_pg::locate(&opts)?)
+}
+
+pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
+    let started_at = chrono::Utc::now();
+    let t0 = Instant::now();
+    let scenarios = load_scenarios(&opts.paths, opts.cnpg)?;
+    let progress = Arc::new(Progress::new(opts.progress));
+    let run_as = RunAs::resolve(opts.run_as.as_deref()).map_err(HarnessError::Environment)?;
+
+    let parent = opts.workdir.clone().unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
+    let workdir = tempfile::Builder::new()
+        .prefix("cnpg-ext-")
+        .tempdir_in(&parent)
+        .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
+        .keep();
+    procs::register_dir(workdir.clone());
+    let guard = WorkdirGuard { dir: workdir.clone(), keep: opts.keep };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&workdir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| HarnessError::Environment(e.to_string()))?;
+    }
+
+    let pg_config = opts.pg_config.clone();
+    let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
+    progress.line(&format!("PostgreSQL {} from {}", pg.version.text, describe_origin(&pg)));
+
+    let specs: Vec<_> = scenarios.iter().flat_map(|s| s.images.iter().cloned()).collect();
+    let (store, prepared) = {
+        let pg = pg.clone();
+        let dir = workdir.clone();
+        let run_as = run_as.clone();
+        let (backend, engine) = (opts.backend, opts.engine.clone());
+        tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
+            let store = ImageStore::prepare(&specs, &pg, &dir.join("images"))?;
+            let prepared = match backend {
+                BackendKind::Local => Prepared::Local(Arc::new(
+                    LocalEnv::prepare(&pg, &store.exclusions(), &dir, run_as).map_err(HarnessError::Environment)?,
+                )),
+                BackendKind::Container => {
+                    let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &dir, &run_id, &engine)?))
+                }
+            };
+            Ok((store, prepared))
+        })
+        .await
+        .expect("prepare task")?
+    };
+    let store = Arc::new(store);
+    let prepared = Arc::new(prepared);
+
+    let sem = Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1)));
+    let mut tasks = Vec::new();
+    for scenario in scenarios {
+        let (sem, store, prepared, progress) = (sem.clone(), store.clone(), prepared.clone(), progress.clone());
+        let dir = workdir.join("s").join(&scenario.id);
+        let (cnpg, keep) = (opts.cnpg, opts.keep);
+        let id = scenario.id.clone();
+        let file = scenario.file.display().to_string();
+        let description = scenario.description.clone();
+        let handle = tokio::spawn(async move {
+            let _permit = sem.acquire_owned().await.expect("semaphore");
+            progress.scenario_started(&scenario.id);
+            let t = Instant::now();
+            let mut backend = prepared.backend(&store, cnpg, dir, &scenario.id);
+            let on_step = |title: &str| progress.step(&scenario.id, title);
+            let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
+            let teardown = backend.teardown(keep).await;
+            let status = if steps.iter().any(|s| s.status == Status::Failed) { Status::Failed } else { Status::Passed };
+            let result = ScenarioResult {
+                id: scenario.id.clone(),
+                file: scenario.file.display().to_string(),
+                description: scenario.description.clone(),
+                status,
+                duration_ms: t.elapsed().as_millis() as u64,
+                error: teardown.err().map(|e| format!("teardown: {e}")),
+                steps,
+            };
+            progress.scenario_finished(&scenario.id, &verdict_line(&result));
+            result
+        });
+        tasks.push((id, file, description, handle));
+    }
+    let mut results = Vec::new();
+    for (id, file, description, handle) in tasks {
+        match handle.await {
+            Ok(r) => results.push(r),
+            Err(e) => results.push(ScenarioResult {
+                id,
+                file,
+                description,
+                status: Status::Failed,
+                duration_ms: 0,
+                error: Some(format!("the harness panicked while running this scenario: {e}")),
+                steps: Vec::new(),
+            }),
+        }
+    }
+
+    let report = RunReport {
+        schema_version: crate::report::REPORT_SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: git_revision(),
+        started_at: started_at.to_rfc3339(),
+        duration_ms: t0.elapsed().as_millis() as u64,
+        command: opts.command.clone(),
+        environment: Environment {
+            backend: opts.backend.name().into(),
+            postgresql: pg.version.text.clone(),
+            postgresql_source: describe_origin(&pg),
+            cnpg_modelled: opts.cnpg.to_string(),
+            kubernetes: None,
+            runtime: None,
+        },
+        images: store
+            .all()
+            .map(|i| ImageRecord {
+                reference: i.reference.clone(),
+                manifest_digest: i.manifest_digest.clone(),
+                source: i.source.display().to_string(),
+            })
+            .collect(),
+        totals: RunReport::totals_of(&results),
+        scenarios: results,
+    };
+    let report_files = match &opts.report_dir {
+        Some(dir) => report
+            .write(dir)
+            .map_err(|e| HarnessError::Environment(format!("cannot write the report into {}: {e}", dir.display())))?,
+        None => Vec::new(),
+    };
+    prepared.finish(opts.keep);
+    drop(prepared);
+    drop(store);
+    let kept = guard.finish();
+    Ok(RunOutcome { report, report_files, kept })
+}
+
+/// Removes the work directory when the run ends (also on error), unless `--keep`.
+struct WorkdirGuard {
+    dir: PathBuf,
+    keep: bool,
+}
+
+impl WorkdirGuard {
+    fn finish(self) -> Option<PathBuf> {
+        if self.keep {
+            Some(self.dir.clone())
+        } else {
+            None
+        }
+    }
+}
+
+impl Drop for WorkdirGuard {
+    fn drop(&mut self) {
+        procs::unregister_dir(&self.dir);
+        if !self.keep {
+            let _ = fsutil::remove_tree(&self.dir);
+        }
+    }
+}
+
+pub fn verdict_line(r: &ScenarioResult) -> String {
+    match r.status {
+        Status::Passed => format!("PASS ({} ms)", r.duration_ms),
+        Status::Skipped => "SKIP".into(),
+        Status::Failed => format!("FAIL ({} ms)", r.duration_ms),
+    }
+}
+
+pub fn describe_origin(pg: &PgInstall) -> String {
+    match &pg.origin {
+        cnpg_ext_pg::PgOrigin::PgConfig(p) => format!("PG_CONFIG {}", p.display()),
+        cnpg_ext_pg::PgOrigin::Path(p) => format!("{} on PATH", p.display()),
+        cnpg_ext_pg::PgOrigin::Wheel { wheel_sha256, .. } => {
+            format!("{} (sha256 {wheel_sha256})", cnpg_ext_pg::WHEEL_SPEC)
+        }
+    }
+}
+
+fn git_revision() -> Option<String> {
+    option_env!("CNPG_EXT_HARNESS_GIT_REV").map(str::to_string).or_else(|| {
+        let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
+        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+    })
+}

@@ -1,0 +1,75 @@
+//! The command line: `run`, `list`, `plan`, `image …`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use cnpg_ext_model::CnpgVersion;
+
+use crate::app::BackendKind;
+
+#[derive(Debug, Parser)]
+#[command(name = "cnpg-ext-harness", version, about = "Conformance harness for CloudNativePG image-volume extensions")]
+pub struct Cli {
+    /// More logging (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run scenarios. Exit 0 all passed, 1 a scenario failed, 2 invalid input, 3 environment unusable.
+    Run(RunArgs),
+    /// List the scenarios found under PATHs (validates them).
+    List {
+        #[arg(default_value = "scenarios")]
+        paths: Vec<PathBuf>,
+        #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
+        cnpg_version: CnpgVersion,
+    },
+    /// Print what the operator derives from a scenario's Cluster manifests (GUCs, mounts, volumes).
+    Plan {
+        path: PathBuf,
+        #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
+        cnpg_version: CnpgVersion,
+    },
+    // IMAGE-CLI
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// Scenario directories, `scenario.yaml` files, or directories of scenarios.
+    #[arg(default_value = "scenarios")]
+    pub paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value_t = BackendKind::Local)]
+    pub backend: BackendKind,
+    /// Scenarios run at once (default: number of CPUs).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Where report.json and junit.xml are written.
+    #[arg(long)]
+    pub report_dir: Option<PathBuf>,
+    /// Leave the work directory (data directories, logs, unpacked images) behind.
+    #[arg(long)]
+    pub keep: bool,
+    /// CloudNativePG release whose behaviour is modelled (volume names, name rules).
+    #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
+    pub cnpg_version: CnpgVersion,
+    /// pg_config of the PostgreSQL ≥ 18 to use (also: PG_CONFIG); default: PATH, else the pinned wheel.
+    #[arg(long, env = "PG_CONFIG")]
+    pub pg_config: Option<PathBuf>,
+    /// Unprivileged user PostgreSQL runs as when the harness runs as root.
+    #[arg(long, default_value = "nobody")]
+    pub run_as: String,
+    /// Parent of the run's work directory (default: the system temp dir).
+    #[arg(long, env = "CNPG_EXT_HARNESS_WORKDIR")]
+    pub workdir: Option<PathBuf>,
+    /// No progress bars even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+fn parse_cnpg(s: &str) -> Result<CnpgVersion, String> {
+    s.parse()
+}

@@ -1,0 +1,72 @@
+//! What each subcommand prints and which exit code it returns.
+
+use std::path::Path;
+
+use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
+
+use crate::app::{self, RunOptions};
+use crate::cli::RunArgs;
+use crate::error::{EXIT_FAILED, EXIT_PASSED};
+use crate::runner::Status;
+
+pub async fn run(args: RunArgs) -> i32 {
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let opts = RunOptions {
+        paths: args.paths,
+        backend: args.backend,
+        jobs,
+        report_dir: args.report_dir,
+        keep: args.keep,
+        cnpg: args.cnpg_version,
+        pg_config: args.pg_config,
+        run_as: Some(args.run_as),
+        workdir: args.workdir,
+        progress: !args.no_progress,
+        command: std::env::args().collect(),
+        engine: crate::container::EngineOptions::default(),
+    };
+    match app::run(opts).await {
+        Ok(out) => {
+            let r = &out.report;
+            println!();
+            for s in &r.scenarios {
+                println!("{} {}  {}", if s.status == Status::Passed { "PASS" } else { "FAIL" }, s.id, app::verdict_line(s));
+                if let Some(f) = s.failure_summary() {
+                    println!("  {}", f.replace('\n', "\n  "));
+                }
+            }
+            println!();
+            println!("{}/{} passed on the {} backend ({})", r.totals.passed, r.scenarios.len(), r.environment.backend, r.environment.postgresql);
+            for f in &out.report_files {
+                println!("report: {}", f.display());
+            }
+            if let Some(dir) = &out.kept {
+                println!("kept: {}", dir.display());
+            }
+            println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
+            if r.totals.failed == 0 { EXIT_PASSED } else { EXIT_FAILED }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
+    match Scenario::load(path, cnpg) {
+        Ok(s) => {
+            for c in s.clusters() {
+                let plan = ClusterPlan::derive(&c.cluster, &PlanOptions { cnpg, ..PlanOptions::default() });
+                println!("# {}", c.file.display());
+                println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
+            }
+            EXIT_PASSED
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            crate::error::EXIT_INVALID
+        }
+    }
+}
+

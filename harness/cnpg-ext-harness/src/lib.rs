@@ -1,0 +1,21 @@
+//! cnpg-ext-harness: proves, through SQL, that CloudNativePG image-volume extensions work.
+//!
+//! The data path: scenario files → [`cnpg_ext_model`] (validated manifests, derived plan) →
+//! [`store`] (images built/unpacked once) → a backend ([`local`]) driven by [`runner`] →
+//! [`verify`] (written once) → [`report`].
+
+pub mod app;
+pub mod cli;
+pub mod commands;
+pub mod container;
+pub mod error;
+pub mod fsutil;
+pub mod local;
+pub mod procs;
+pub mod progress;
+pub mod report;
+pub mod run_as;
+pub mod runner;
+pub mod sql;
+pub mod store;
+pub mod verify;

@@ -1,0 +1,118 @@
+//! What every local cluster of a run shares: a minimal PostgreSQL install (the base image,
+//! without the extensions under test) and a data directory template made once by initdb.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cnpg_ext_pg::{Exclusions, PgInstall};
+
+use crate::run_as::RunAs;
+
+/// Settings every local instance starts with (the operator's are written per instance).
+const BASE_CONF: &str = "
+# --- cnpg-ext-harness: local backend defaults ---
+listen_addresses = ''
+port = 5432
+max_connections = 30
+shared_buffers = 16MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+# reconnect to a restarted primary quickly (default 5s)
+wal_retrieve_retry_interval = '100ms'
+logging_collector = off
+log_min_messages = warning
+include_if_exists = 'cnpg-ext.conf'
+";
+
+pub struct LocalEnv {
+    /// The install instances run from: no extension under test is in its default dirs.
+    pub pg: PgInstall,
+    /// initdb'd data directory with the `app` role and database, as CNPG bootstraps them.
+    pub template: PathBuf,
+    pub run_as: RunAs,
+    pub root: PathBuf,
+}
+
+impl LocalEnv {
+    /// Prepares `root` (which the unprivileged user must be able to traverse).
+    pub fn prepare(full: &PgInstall, without: &Exclusions, root: &Path, run_as: RunAs) -> Result<LocalEnv, String> {
+        let pg = full
+            .minimal_copy(&root.join("pg"), without)
+            .map_err(|e| format!("cannot make the minimal PostgreSQL install: {e}"))?;
+        let template = root.join("template");
+        let env = LocalEnv { pg, template, run_as, root: root.to_path_buf() };
+        env.init_template()?;
+        Ok(env)
+    }
+
+    fn init_template(&self) -> Result<(), String> {
+        let t = &self.template;
+        std::fs::create_dir_all(t).map_err(|e| format!("{}: {e}", t.display()))?;
+        self.run_as.own(t).map_err(|e| format!("{}: {e}", t.display()))?;
+        let mut initdb = Command::new(self.pg.bin("initdb"));
+        initdb
+            .args(["-D"])
+            .arg(t)
+            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LANG", "C");
+        self.run_as.apply(&mut initdb);
+        let out = initdb.output().map_err(|e| format!("cannot run initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "initdb failed ({}):\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let conf = t.join("postgresql.conf");
+        let mut f = std::fs::OpenOptions::new().append(true).open(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        f.write_all(BASE_CONF.as_bytes()).map_err(|e| e.to_string())?;
+        // Like CNPG's initdb bootstrap: an `app` owner and database.
+        self.single_user("CREATE ROLE app LOGIN;\n\nCREATE DATABASE app OWNER app;\n\n")
+    }
+
+    /// Runs SQL in single-user mode against the template (no server, no socket).
+    fn single_user(&self, sql: &str) -> Result<(), String> {
+        let mut cmd = Command::new(self.pg.bin("postgres"));
+        cmd.arg("--single")
+            .arg("-j")
+            .arg("-D")
+            .arg(&self.template)
+            .arg("postgres")
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        self.run_as.apply(&mut cmd);
+        let mut child = cmd.spawn().map_err(|e| format!("cannot run postgres --single: {e}"))?;
+        child.stdin.take().unwrap().write_all(sql.as_bytes()).map_err(|e| e.to_string())?;
+        let out = child.wait_with_output().map_err(|e| e.to_string())?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() || stderr.contains("ERROR") {
+            return Err(format!("bootstrap SQL failed: {}{stderr}", String::from_utf8_lossy(&out.stdout)));
+        }
+        Ok(())
+    }
+
+    /// A fresh data directory for a new primary, copied from the template as the unprivileged user.
+    pub fn new_data_dir(&self, dest: &Path) -> Result<(), String> {
+        let mut cp = Command::new("cp");
+        cp.arg("-a").arg(&self.template).arg(dest);
+        self.run_as.apply(&mut cp);
+        let out = cp.output().map_err(|e| format!("cannot run cp: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("copying the data template failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,109 @@
+//! One running `postgres` process: started as the unprivileged user in its own process
+//! group, with exactly the environment the operator would give it, and stopped on drop.
+
+use std::fs::File;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+
+use crate::procs;
+use crate::run_as::RunAs;
+
+pub struct Postmaster {
+    child: Option<Child>,
+    pub pid: u32,
+    pub log: PathBuf,
+}
+
+pub struct StartSpec<'a> {
+    pub postgres: &'a Path,
+    pub data: &'a Path,
+    pub socket_dir: &'a Path,
+    pub log: &'a Path,
+    pub ld_library_path: Option<&'a str>,
+    pub run_as: &'a RunAs,
+}
+
+impl Postmaster {
+    pub fn start(spec: &StartSpec<'_>) -> Result<Postmaster, String> {
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(spec.log)
+            .map_err(|e| format!("cannot open {}: {e}", spec.log.display()))?;
+        spec.run_as.own(spec.log).map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(spec.postgres);
+        cmd.arg("-D")
+            .arg(spec.data)
+            .arg("-k")
+            .arg(spec.socket_dir)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .env("LANG", "C")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().map_err(|e| e.to_string())?)
+            .stderr(log)
+            .process_group(0);
+        if let Some(ld) = spec.ld_library_path {
+            cmd.env("LD_LIBRARY_PATH", ld);
+        }
+        spec.run_as.apply(&mut cmd);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
+        let pid = child.id();
+        procs::register(pid, &spec.data.display().to_string());
+        Ok(Postmaster { child: Some(child), pid, log: spec.log.to_path_buf() })
+    }
+
+    /// Whether the process has exited (and its status).
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Some(status.to_string()),
+            Some(Ok(None)) => None,
+            Some(Err(e)) => Some(e.to_string()),
+            None => Some("stopped".into()),
+        }
+    }
+
+    /// Fast shutdown (SIGINT), then SIGKILL after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        let Some(mut child) = self.child.take() else { return };
+        let group = Pid::from_raw(self.pid as i32);
+        let _ = killpg(group, Signal::SIGINT);
+        let deadline = Instant::now() + grace;
+        loop {
+            match child.try_wait() {
+                Ok(Some(_)) | Err(_) => break,
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = killpg(group, Signal::SIGKILL);
+                    let _ = child.wait();
+                    break;
+                }
+                Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+        procs::unregister(self.pid);
+    }
+
+    /// The last lines of the server log, for error messages.
+    pub fn log_tail(&self, lines: usize) -> String {
+        log_tail(&self.log, lines)
+    }
+}
+
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+impl Drop for Postmaster {
+    fn drop(&mut self) {
+        self.stop(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,53 @@
+use std::process::ExitCode;
+
+use clap::Parser;
+use cnpg_ext_harness::cli::{Cli, Command};
+use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
+use cnpg_ext_harness::{app, commands, procs};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing(cli.verbose);
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let code = rt.block_on(async move {
+        tokio::select! {
+            code = dispatch(cli.command) => code,
+            _ = tokio::signal::ctrl_c() => {
+                let n = procs::stop_all(std::time::Duration::from_secs(10), false);
+                eprintln!("interrupted: stopped {n} process(es) and removed the work directory");
+                EXIT_INTERRUPTED
+            }
+        }
+    });
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
+async fn dispatch(cmd: Command) -> i32 {
+    match cmd {
+        Command::Run(args) => commands::run(args).await,
+        Command::List { paths, cnpg_version } => match app::load_scenarios(&paths, cnpg_version) {
+            Ok(list) => {
+                for s in list {
+                    println!("{}\t{}\t{}", s.id, s.file.display(), s.description.unwrap_or_default());
+                }
+                0
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                e.exit_code()
+            }
+        },
+        Command::Plan { path, cnpg_version } => commands::plan(&path, cnpg_version),
+        // IMAGE-CLI
+    }
+}
+
+fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

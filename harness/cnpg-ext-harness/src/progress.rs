@@ -1,0 +1,55 @@
+//! Progress: one line per running scenario with its current step on a terminal (indicatif),
+//! plain line-oriented output otherwise (CI logs).
+
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use std::sync::Mutex;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+pub struct Progress {
+    multi: Option<MultiProgress>,
+    bars: Mutex<HashMap<String, ProgressBar>>,
+}
+
+impl Progress {
+    pub fn new(enabled: bool) -> Progress {
+        let multi = (enabled && std::io::stderr().is_terminal()).then(MultiProgress::new);
+        Progress { multi, bars: Mutex::new(HashMap::new()) }
+    }
+
+    pub fn line(&self, msg: &str) {
+        match &self.multi {
+            Some(m) => {
+                let _ = m.println(msg);
+            }
+            None => eprintln!("{msg}"),
+        }
+    }
+
+    pub fn scenario_started(&self, id: &str) {
+        if let Some(m) = &self.multi {
+            let bar = m.add(ProgressBar::new_spinner());
+            bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").unwrap());
+            bar.set_prefix(id.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(120));
+            self.bars.lock().unwrap().insert(id.to_string(), bar);
+        } else {
+            eprintln!("[{id}] started");
+        }
+    }
+
+    pub fn step(&self, id: &str, title: &str) {
+        match self.bars.lock().unwrap().get(id) {
+            Some(bar) => bar.set_message(title.to_string()),
+            None => eprintln!("[{id}] {title}"),
+        }
+    }
+
+    pub fn scenario_finished(&self, id: &str, verdict: &str) {
+        if let Some(bar) = self.bars.lock().unwrap().remove(id) {
+            bar.finish_and_clear();
+        }
+        self.line(&format!("[{id}] {verdict}"));
+    }
+}

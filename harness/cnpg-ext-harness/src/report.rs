@@ -1,0 +1,143 @@
+//! The run record: `report.json` (versioned schema, see docs/report-schema.md) and
+//! `junit.xml` (one testcase per scenario; failures carry the step and expected vs actual).
+
+use std::path::{Path, PathBuf};
+
+use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+use serde::Serialize;
+
+use crate::runner::{Status, StepResult};
+
+pub const REPORT_SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ImageRecord {
+    pub reference: String,
+    pub manifest_digest: String,
+    pub source: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ScenarioResult {
+    pub id: String,
+    pub file: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub status: Status,
+    pub duration_ms: u64,
+    /// Why the scenario could not run at all (its steps are then skipped).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub steps: Vec<StepResult>,
+}
+
+impl ScenarioResult {
+    /// The first failure: `file:line step N (title)` and what differed.
+    pub fn failure_summary(&self) -> Option<String> {
+        if let Some(e) = &self.error {
+            return Some(format!("{}: {e}", self.file));
+        }
+        let step = self.steps.iter().find(|s| s.status == Status::Failed)?;
+        let mut out = step.locator(&self.file);
+        if let (Some(e), Some(a)) = (&step.expected, &step.actual) {
+            out += &format!("\n  expected: {}\n  actual:   {}", indent(e), indent(a));
+        }
+        if let Some(m) = &step.message {
+            if step.expected.is_none() {
+                out += &format!("\n  error: {}", indent(m));
+            }
+        }
+        Some(out)
+    }
+}
+
+fn indent(s: &str) -> String {
+    s.replace('\n', "\n            ")
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Environment {
+    pub backend: String,
+    pub postgresql: String,
+    pub postgresql_source: String,
+    pub cnpg_modelled: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RunReport {
+    pub schema_version: u32,
+    pub harness_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub git_revision: Option<String>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    pub command: Vec<String>,
+    pub environment: Environment,
+    pub images: Vec<ImageRecord>,
+    pub totals: Totals,
+    pub scenarios: Vec<ScenarioResult>,
+}
+
+impl RunReport {
+    pub fn totals_of(scenarios: &[ScenarioResult]) -> Totals {
+        let count = |s: Status| scenarios.iter().filter(|r| r.status == s).count();
+        Totals { passed: count(Status::Passed), failed: count(Status::Failed), skipped: count(Status::Skipped) }
+    }
+
+    /// Writes `report.json` and `junit.xml` into `dir`; returns their paths.
+    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join("report.json");
+        std::fs::write(&json, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
+        let junit = dir.join("junit.xml");
+        std::fs::write(&junit, self.junit().to_string().map_err(std::io::Error::other)?)?;
+        Ok(vec![json, junit])
+    }
+
+    pub fn junit(&self) -> Report {
+        let mut report = Report::new("cnpg-ext-harness");
+        let mut suite = TestSuite::new(format!("scenarios ({})", self.environment.backend));
+        for s in &self.scenarios {
+            let status = match s.status {
+                Status::Passed => TestCaseStatus::success(),
+                Status::Skipped => TestCaseStatus::skipped(),
+                Status::Failed => {
+                    let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                    if let TestCaseStatus::NonSuccess { message, description, kind, .. } = &mut st {
+                        let failed = s.steps.iter().find(|x| x.status == Status::Failed);
+                        *message = Some(match failed {
+                            Some(step) => format!("step {} ({}) failed", step.index, step.title).into(),
+                            None => s.error.clone().unwrap_or_default().into(),
+                        });
+                        *description = s.failure_summary().map(Into::into);
+                        *kind = NonSuccessKind::Failure;
+                    }
+                    st
+                }
+            };
+            let mut case = TestCase::new(s.id.clone(), status);
+            case.set_classname(format!("{}.{}", self.environment.backend, s.id));
+            case.set_time(std::time::Duration::from_millis(s.duration_ms));
+            let steps: Vec<String> = s
+                .steps
+                .iter()
+                .map(|x| format!("{:?} step {} {} ({} ms)", x.status, x.index, x.title, x.duration_ms).to_lowercase())
+                .collect();
+            case.set_system_out(steps.join("\n"));
+            suite.add_test_case(case);
+        }
+        report.add_test_suite(suite);
+        report
+    }
+}

@@ -1,0 +1,288 @@
+//! Runs one scenario's steps against a backend and records, for each step, what was expected
+//! and what was seen. The first failing step fails the scenario; later steps are skipped.
+
+use std::time::Instant;
+
+use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
+use cnpg_ext_model::cluster::Manifest;
+use cnpg_ext_model::scenario::{ApplyStep, LocatedStep, Rollout, SqlStep, Step, Target};
+use cnpg_ext_model::{Cluster, ClusterPlan, PlanOptions, Scenario};
+use serde::Serialize;
+
+use crate::sql;
+use crate::store::ImageStore;
+use crate::verify::{self, Check};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StepResult {
+    pub index: usize,
+    pub line: u64,
+    pub kind: String,
+    pub title: String,
+    pub status: Status,
+    pub duration_ms: u64,
+    /// What the step expected and what was seen, when they differ (or the error).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expected: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub actual: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Every comparison the step made.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub checks: Vec<Check>,
+}
+
+impl StepResult {
+    /// `file:line step N (title)`: where to look.
+    pub fn locator(&self, scenario_file: &str) -> String {
+        format!("{scenario_file}:{} step {} ({})", self.line, self.index, self.title)
+    }
+}
+
+/// What a step produced before it is judged.
+#[derive(Default)]
+struct Outcome {
+    checks: Vec<Check>,
+    message: Option<String>,
+}
+
+impl Outcome {
+    fn check(&mut self, c: Check) {
+        self.checks.push(c);
+    }
+    fn checks(&mut self, cs: impl IntoIterator<Item = Check>) {
+        self.checks.extend(cs);
+    }
+}
+
+/// Drives one scenario on one backend.
+pub struct ScenarioRun<'a> {
+    pub scenario: &'a Scenario,
+    pub images: &'a ImageStore,
+    pub backend: &'a mut dyn Backend,
+    applied: Option<Cluster>,
+}
+
+impl<'a> ScenarioRun<'a> {
+    pub fn new(scenario: &'a Scenario, images: &'a ImageStore, backend: &'a mut dyn Backend) -> Self {
+        ScenarioRun { scenario, images, backend, applied: None }
+    }
+
+    /// Runs every step; `on_step` is told each step's title as it starts.
+    pub async fn run(&mut self, on_step: &(dyn Fn(&str) + Send + Sync)) -> Vec<StepResult> {
+        let mut results = Vec::new();
+        let mut failed = false;
+        for ls in &self.scenario.steps {
+            let title = ls.step.title();
+            let mut r = StepResult {
+                index: ls.index,
+                line: ls.line,
+                kind: ls.step.kind().into(),
+                title: title.clone(),
+                status: Status::Skipped,
+                duration_ms: 0,
+                expected: None,
+                actual: None,
+                message: None,
+                checks: Vec::new(),
+            };
+            if failed {
+                results.push(r);
+                continue;
+            }
+            on_step(&title);
+            let started = Instant::now();
+            let outcome = self.step(ls).await;
+            r.duration_ms = started.elapsed().as_millis() as u64;
+            match outcome {
+                Ok(o) => {
+                    let bad: Vec<&Check> = o.checks.iter().filter(|c| !c.ok).collect();
+                    if bad.is_empty() {
+                        r.status = Status::Passed;
+                    } else {
+                        r.status = Status::Failed;
+                        r.expected = Some(bad.iter().map(|c| line_of(c, &c.expected)).collect::<Vec<_>>().join("\n"));
+                        r.actual = Some(bad.iter().map(|c| line_of(c, &c.actual)).collect::<Vec<_>>().join("\n"));
+                    }
+                    r.message = o.message;
+                    r.checks = o.checks;
+                }
+                Err(e) => {
+                    r.status = Status::Failed;
+                    r.message = Some(e.to_string());
+                }
+            }
+            failed = r.status == Status::Failed;
+            results.push(r);
+        }
+        results
+    }
+
+    async fn step(&mut self, ls: &LocatedStep) -> Result<Outcome, BackendError> {
+        match &ls.step {
+            Step::Apply(a) => self.apply(a).await,
+            Step::Sql(s) => self.sql(s).await,
+            Step::Restart(_) => self.restart().await,
+            Step::Verify(_) => {
+                let cluster = self.applied.clone().ok_or_else(|| BackendError::Failed("nothing applied yet".into()))?;
+                let mut o = Outcome::default();
+                o.checks(verify::verify_plan(&*self.backend, &cluster, self.images).await?);
+                Ok(o)
+            }
+        }
+    }
+
+    async fn apply(&mut self, a: &ApplyStep) -> Result<Outcome, BackendError> {
+        let mut o = Outcome::default();
+        let docs = self.scenario.manifests.get(&a.file).cloned().unwrap_or_default();
+        for doc in docs {
+            match doc {
+                Manifest::Cluster(c) => self.apply_cluster(&c.cluster, a.rollout, &mut o).await?,
+                Manifest::Database(d) => {
+                    let messages = self.backend.apply_database(&d.database).await?;
+                    o.message = Some(messages.join("; "));
+                }
+                Manifest::Other { .. } => {}
+            }
+        }
+        Ok(o)
+    }
+
+    async fn apply_cluster(&mut self, cluster: &Cluster, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {
+        let Some(prev) = self.applied.clone() else {
+            let outcome = self.backend.apply_cluster(cluster).await?;
+            o.check(Check::new("cluster created", None, "created", outcome_name(&outcome)));
+            self.applied = Some(cluster.clone());
+            return Ok(());
+        };
+        let fingerprint = |c: &Cluster| ClusterPlan::derive(c, &PlanOptions::default()).pod_spec_fingerprint();
+        let expected = rollout.unwrap_or(if fingerprint(&prev) != fingerprint(cluster) { Rollout::Expected } else { Rollout::None });
+        let before = verify::start_times(&*self.backend).await?;
+        let token = format!("{}-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        verify::write_sentinel(&*self.backend, &token).await?;
+        let outcome = self.backend.apply_cluster(cluster).await?;
+        self.applied = Some(cluster.clone());
+        let after = verify::start_times(&*self.backend).await?;
+        match (expected, &outcome) {
+            (Rollout::Expected, ApplyOutcome::RolledOut { record }) => {
+                o.checks(verify::verify_rollout(record, &before, &after));
+                o.message = Some(describe_rollout(record));
+            }
+            (Rollout::Expected, other) => {
+                o.check(Check::new("rolling update", None, "rolled_out", outcome_name(other)));
+                let none = cnpg_ext_model::backend::RolloutRecord::default();
+                o.checks(verify::verify_rollout(&none, &before, &after));
+            }
+            (Rollout::None, ApplyOutcome::RolledOut { record }) => {
+                o.check(Check::new("no rolling update", None, "no restart", describe_rollout(record)));
+            }
+            (Rollout::None, _) => {
+                o.message = Some(format!("applied: {}", outcome_name(&outcome)));
+                o.checks(verify::verify_no_restart(&before, &after));
+            }
+        }
+        o.checks(verify::check_sentinel(&*self.backend, &token).await?);
+        Ok(())
+    }
+
+    async fn restart(&mut self) -> Result<Outcome, BackendError> {
+        let mut o = Outcome::default();
+        let before = verify::start_times(&*self.backend).await?;
+        let token = format!("{}-restart-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        verify::write_sentinel(&*self.backend, &token).await?;
+        let record = self.backend.restart().await?;
+        let after = verify::start_times(&*self.backend).await?;
+        o.checks(verify::verify_rollout(&record, &before, &after));
+        o.checks(verify::check_sentinel(&*self.backend, &token).await?);
+        o.message = Some(describe_rollout(&record));
+        Ok(o)
+    }
+
+    async fn sql(&mut self, s: &SqlStep) -> Result<Outcome, BackendError> {
+        let mut o = Outcome::default();
+        let targets: Vec<_> = self
+            .backend
+            .instances()
+            .await?
+            .into_iter()
+            .filter(|i| match s.on {
+                Target::Primary => i.role == Role::Primary,
+                Target::Replicas => i.role == Role::Replica,
+                Target::All => true,
+            })
+            .collect();
+        if targets.is_empty() {
+            o.check(Check::new("instances to run on", None, format!("{:?}", s.on).to_lowercase(), "none"));
+        }
+        for inst in targets {
+            // Replicas may still be replaying what the primary just wrote.
+            let patience = if inst.role == Role::Replica { 10_000 } else { 0 };
+            let deadline = Instant::now() + std::time::Duration::from_millis(patience);
+            loop {
+                let client = self.backend.connect(&inst.name, &s.database, &s.user).await?;
+                let result = sql::query_text(&client, &s.query).await;
+                let check = judge_sql(s, &inst.name, result);
+                if check.ok || Instant::now() >= deadline {
+                    o.check(check);
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+        Ok(o)
+    }
+}
+
+fn judge_sql(s: &SqlStep, instance: &str, result: Result<sql::Rows, tokio_postgres::Error>) -> Check {
+    let inst = Some(instance);
+    match (result, &s.rows, &s.error) {
+        (Ok(rows), Some(want), _) => Check::new("rows", inst, sql::render_rows(want), sql::render_rows(&rows)),
+        (Ok(rows), None, Some(want)) => {
+            Check::that("error", inst, format!("an error containing {want:?}"), format!("success: {}", sql::render_rows(&rows)), false)
+        }
+        (Ok(_), None, None) => Check::new("statement succeeded", inst, "success", "success"),
+        (Err(e), _, Some(want)) => {
+            let msg = sql::describe_error(&e);
+            let ok = msg.contains(want.as_str());
+            Check::that("error", inst, format!("an error containing {want:?}"), msg, ok)
+        }
+        (Err(e), Some(want), None) => Check::that("rows", inst, sql::render_rows(want), sql::describe_error(&e), false),
+        (Err(e), None, None) => Check::that("statement succeeded", inst, "success", sql::describe_error(&e), false),
+    }
+}
+
+fn line_of(c: &Check, value: &str) -> String {
+    let at = c.instance.as_deref().map(|i| format!(" on {i}")).unwrap_or_default();
+    if value.contains('\n') {
+        format!("{}{at}:\n  {}", c.what, value.replace('\n', "\n  "))
+    } else {
+        format!("{}{at}: {value}", c.what)
+    }
+}
+
+fn outcome_name(o: &ApplyOutcome) -> String {
+    match o {
+        ApplyOutcome::Created => "created".into(),
+        ApplyOutcome::RolledOut { record } => format!("rolled_out ({})", describe_rollout(record)),
+        ApplyOutcome::Reloaded => "reloaded (no restart)".into(),
+        ApplyOutcome::Unchanged => "unchanged (no restart)".into(),
+    }
+}
+
+fn describe_rollout(r: &cnpg_ext_model::backend::RolloutRecord) -> String {
+    let parts: Vec<String> = r
+        .restarts
+        .iter()
+        .map(|x| format!("{} ({:?}) {}→{}", x.instance, x.role, x.old_id, x.new_id).to_lowercase())
+        .collect();
+    format!("restarted in order: {}", parts.join(", "))
+}

@@ -1,0 +1,122 @@
+//! The images of a run: built from fixture recipes or read from OCI layouts/archives, once
+//! per run, each unpacked (hardened) into a root filesystem that backends mount from.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use cnpg_ext_images::{BuildOptions, UnpackOptions};
+use cnpg_ext_model::scenario::{ImageOrigin, ImageSpec};
+use cnpg_ext_pg::{Exclusions, PgInstall};
+use serde::Serialize;
+
+use crate::error::HarnessError;
+use crate::fsutil;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StoredImage {
+    pub reference: String,
+    pub origin: ImageOrigin,
+    /// OCI image layout directory (built fixtures) or the archive/layout given.
+    pub source: PathBuf,
+    pub manifest_digest: String,
+    #[serde(skip)]
+    pub rootfs: PathBuf,
+    /// Regular files of the image, relative, sorted.
+    #[serde(skip)]
+    pub files: Vec<String>,
+    /// Extension control names shipped (`<name>.control` anywhere in the image).
+    pub extensions: Vec<String>,
+    /// Module basenames shipped (`<name>.so`).
+    pub modules: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+pub struct ImageStore {
+    images: BTreeMap<String, StoredImage>,
+}
+
+impl ImageStore {
+    /// Builds or reads every image in `specs` (deduplicated by reference) under `dir`.
+    pub fn prepare(specs: &[ImageSpec], pg: &PgInstall, dir: &Path) -> Result<ImageStore, HarnessError> {
+        let mut store = ImageStore::default();
+        for (n, spec) in specs.iter().enumerate() {
+            if let Some(existing) = store.images.get(&spec.reference) {
+                if existing.origin != spec.origin {
+                    return Err(HarnessError::Input(format!(
+                        "image `{}` is given two different sources ({:?} and {:?}); one reference, one image",
+                        spec.reference, existing.origin, spec.origin
+                    )));
+                }
+                continue;
+            }
+            let work = dir.join(n.to_string());
+            std::fs::create_dir_all(&work).map_err(|e| HarnessError::Environment(format!("{}: {e}", work.display())))?;
+            let source = match &spec.origin {
+                ImageOrigin::Fixture(recipe) => build_fixture(recipe, &spec.reference, pg, &work)?,
+                ImageOrigin::Oci(path) => path.clone(),
+            };
+            let rootfs = work.join("rootfs");
+            let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default()).map_err(|e| {
+                HarnessError::Input(format!("image `{}` ({}): {e}", spec.reference, source.display()))
+            })?;
+            let files = fsutil::list_files(&rootfs);
+            let stem = |f: &String, suffix: &str| -> Option<String> {
+                let name = Path::new(f).file_name()?.to_string_lossy().into_owned();
+                name.strip_suffix(suffix).map(str::to_string)
+            };
+            let mut extensions: Vec<String> = files.iter().filter_map(|f| stem(f, ".control")).collect();
+            let mut modules: Vec<String> = files.iter().filter_map(|f| stem(f, ".so")).collect();
+            extensions.sort();
+            extensions.dedup();
+            modules.sort();
+            modules.dedup();
+            store.images.insert(
+                spec.reference.clone(),
+                StoredImage {
+                    reference: spec.reference.clone(),
+                    origin: spec.origin.clone(),
+                    source,
+                    manifest_digest: unpacked.manifest_digest,
+                    rootfs,
+                    files,
+                    extensions,
+                    modules,
+                },
+            );
+        }
+        Ok(store)
+    }
+
+    pub fn get(&self, reference: &str) -> Option<&StoredImage> {
+        self.images.get(reference)
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &StoredImage> {
+        self.images.values()
+    }
+
+    /// What the base install must not contain: everything the images provide.
+    pub fn exclusions(&self) -> Exclusions {
+        let mut ex = Exclusions::default();
+        for img in self.images.values() {
+            ex.extensions.extend(img.extensions.iter().cloned());
+            ex.modules.extend(img.modules.iter().cloned());
+        }
+        ex.extensions.sort();
+        ex.extensions.dedup();
+        ex.modules.sort();
+        ex.modules.dedup();
+        ex
+    }
+}
+
+fn build_fixture(recipe: &Path, reference: &str, pg: &PgInstall, work: &Path) -> Result<PathBuf, HarnessError> {
+    let tree = work.join("tree");
+    let built = cnpg_ext_pg::fixture::build_fixture(recipe, pg, &tree)?;
+    let mut opts = BuildOptions::new(reference);
+    opts.labels = built.labels.clone();
+    let layout = work.join("oci");
+    cnpg_ext_images::build_layout(&tree, &opts, &layout)
+        .map_err(|e| HarnessError::Input(format!("building image `{reference}` from {}: {e}", recipe.display())))?;
+    Ok(layout)
+}

@@ -1,0 +1,616 @@
+//! Extension image linter: checks an image against the
+//! postgres-extensions-containers conventions and what PostgreSQL needs to
+//! load the extension from an image volume.
+//!
+//! Finding codes are stable kebab-case strings (see [`codes`]).
+
+use crate::control::parse_control;
+use crate::elf::{arch_machine, is_elf, machine_name, read_elf, read_header, BaseLibs};
+use crate::error::ImageError;
+use crate::platform::{host_arch, normalize_arch, Platform};
+use crate::unpack::{unpack_with_names, ImageConfigSummary, UnpackOptions};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Stable finding codes.
+pub mod codes {
+    pub const MISSING_LABEL: &str = "missing-label";
+    pub const PG_MAJOR_MISMATCH: &str = "pg-major-mismatch";
+    pub const OS_MISMATCH: &str = "os-mismatch";
+    pub const ARCH_MISMATCH: &str = "arch-mismatch";
+    pub const ROOT_USER: &str = "root-user";
+    pub const NO_CONTROL_FILES: &str = "no-control-files";
+    pub const CONTROL_PARSE_ERROR: &str = "control-parse-error";
+    pub const MISSING_DEFAULT_VERSION: &str = "missing-default-version";
+    pub const MISSING_INSTALL_SCRIPT: &str = "missing-install-script";
+    pub const MISSING_MODULE: &str = "missing-module";
+    pub const ABSOLUTE_MODULE_PATHNAME: &str = "absolute-module-pathname";
+    pub const ABSOLUTE_DIRECTORY: &str = "absolute-directory";
+    pub const NOT_ELF: &str = "not-elf";
+    pub const WRONG_ARCH: &str = "wrong-arch";
+    pub const WRONG_ELF_CLASS: &str = "wrong-elf-class";
+    pub const UNPARSABLE_ELF: &str = "unparsable-elf";
+    pub const NOT_SHARED_OBJECT: &str = "not-shared-object";
+    pub const MISSING_PG_MAGIC: &str = "missing-pg-magic";
+    pub const MISSING_NEEDED_LIBRARY: &str = "missing-needed-library";
+    pub const UNEXPECTED_TOP_LEVEL_ENTRY: &str = "unexpected-top-level-entry";
+    pub const MISSING_LICENSES: &str = "missing-licenses";
+    pub const SQL_VERSION_MISMATCH: &str = "sql-version-mismatch";
+    pub const TAG_PG_MAJOR_MISMATCH: &str = "tag-pg-major-mismatch";
+    pub const DANGLING_SYMLINK: &str = "dangling-symlink";
+    pub const INVALID_PATH_OPTION: &str = "invalid-path-option";
+}
+
+/// Labels every extension image must carry.
+pub const REQUIRED_LABELS: &[&str] = &[
+    crate::LABEL_BASE_NAME,
+    crate::LABEL_BASE_PGMAJOR,
+    crate::LABEL_BASE_OS,
+    crate::LABEL_SQL_VERSION,
+];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+/// One problem found.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    pub severity: Severity,
+    /// Stable kebab-case code, e.g. `missing-install-script`.
+    pub code: String,
+    /// Path inside the image, when the finding is about one file.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+/// Result of [`lint`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LintReport {
+    pub image: String,
+    pub manifest_digest: String,
+    pub findings: Vec<Finding>,
+}
+
+impl LintReport {
+    pub fn errors(&self) -> usize {
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+    }
+    pub fn warnings(&self) -> usize {
+        self.findings.len() - self.errors()
+    }
+    pub fn has_errors(&self) -> bool {
+        self.errors() > 0
+    }
+    /// Whether a finding with `code` is present.
+    pub fn has(&self, code: &str) -> bool {
+        self.findings.iter().any(|f| f.code == code)
+    }
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes")
+    }
+    /// Human-readable rendering, one finding per line.
+    pub fn to_text(&self) -> String {
+        let mut s = format!("image: {}\nmanifest: {}\n", self.image, self.manifest_digest);
+        for f in &self.findings {
+            let sev = match f.severity {
+                Severity::Error => "error",
+                Severity::Warning => "warning",
+            };
+            let _ = write!(s, "{sev:<7} {:<28} ", f.code);
+            if let Some(p) = &f.path {
+                let _ = write!(s, "{p}: ");
+            }
+            let _ = writeln!(s, "{}", f.message);
+        }
+        let _ = writeln!(s, "{} error(s), {} warning(s)", self.errors(), self.warnings());
+        s
+    }
+}
+
+/// Options of [`lint`].
+#[derive(Debug, Clone)]
+pub struct LintOptions {
+    /// Expected PostgreSQL major; default 18.
+    pub pg_major: u32,
+    /// Expected architecture (OCI spelling); default the host's.
+    pub arch: String,
+    /// Expected OS distribution label (e.g. `trixie`); `None`: not checked.
+    pub os: Option<String>,
+    /// Libraries the base image provides; default [`BaseLibs::glibc`].
+    pub base_libs: BaseLibs,
+    /// CNPG `extension_control_path`; default `["share"]`.
+    pub extension_control_path: Vec<String>,
+    /// CNPG `dynamic_library_path`; default `["lib"]`.
+    pub dynamic_library_path: Vec<String>,
+    /// CNPG `ld_library_path`; default `["system"]`.
+    pub ld_library_path: Vec<String>,
+    /// Unpack limits (the platform is taken from `arch`).
+    pub unpack: UnpackOptions,
+}
+
+impl Default for LintOptions {
+    fn default() -> Self {
+        LintOptions {
+            pg_major: 18,
+            arch: host_arch(),
+            os: None,
+            base_libs: BaseLibs::glibc(),
+            extension_control_path: vec!["share".into()],
+            dynamic_library_path: vec!["lib".into()],
+            ld_library_path: vec!["system".into()],
+            unpack: UnpackOptions::default(),
+        }
+    }
+}
+
+/// Unpack `image` into a temporary directory (removed afterwards) with the
+/// hardened unpacker and lint it. `Err` only when the image cannot be read.
+pub fn lint(image: &Path, opts: &LintOptions) -> Result<LintReport, ImageError> {
+    let tmp = tempfile::Builder::new()
+        .prefix("cnpg-ext-lint-")
+        .tempdir()
+        .map_err(|e| ImageError::io(std::env::temp_dir(), e))?;
+    let root = tmp.path().join("rootfs");
+    let mut uo = opts.unpack.clone();
+    uo.platform = Some(Platform::linux(&opts.arch));
+    let (u, names) = match unpack_with_names(image, &root, &uo) {
+        Err(ImageError::PlatformNotFound { .. }) => {
+            // A single-platform image of another arch: unpack it anyway so
+            // the mismatch is reported as findings.
+            uo.platform = None;
+            unpack_with_names(image, &root, &uo)?
+        }
+        other => other?,
+    };
+    let findings = lint_tree(&root, &u.config, &names, opts);
+    Ok(LintReport {
+        image: image.display().to_string(),
+        manifest_digest: u.manifest_digest,
+        findings,
+    })
+}
+
+struct Ctx<'a> {
+    root: &'a Path,
+    opts: &'a LintOptions,
+    out: Vec<Finding>,
+}
+
+impl Ctx<'_> {
+    fn add(&mut self, severity: Severity, code: &str, path: Option<&Path>, message: String) {
+        self.out.push(Finding {
+            severity,
+            code: code.into(),
+            path: path.map(|p| p.strip_prefix(self.root).unwrap_or(p).display().to_string()),
+            message,
+        });
+    }
+    fn err(&mut self, code: &str, path: Option<&Path>, message: String) {
+        self.add(Severity::Error, code, path, message)
+    }
+    fn warn(&mut self, code: &str, path: Option<&Path>, message: String) {
+        self.add(Severity::Warning, code, path, message)
+    }
+}
+
+/// A relative, `..`-free option path, else `None`.
+fn safe_rel(p: &str) -> Option<PathBuf> {
+    let pb = PathBuf::from(p);
+    let ok = !p.is_empty()
+        && pb.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+    ok.then_some(pb)
+}
+
+/// Lint an already unpacked image root. `ref_names` are the image's
+/// reference names (for the tag check).
+pub fn lint_tree(root: &Path, config: &ImageConfigSummary, ref_names: &[String], opts: &LintOptions) -> Vec<Finding> {
+    let mut cx = Ctx {
+        root,
+        opts,
+        out: Vec::new(),
+    };
+    let dirs = |cx: &mut Ctx, list: &[String], what: &str| -> Vec<PathBuf> {
+        let mut v = Vec::new();
+        for p in list {
+            match safe_rel(p) {
+                Some(r) => v.push(r),
+                None => cx.err(codes::INVALID_PATH_OPTION, None, format!("{what} entry {p:?} must be a relative path without '..'")),
+            }
+        }
+        v
+    };
+    let control_dirs = dirs(&mut cx, &opts.extension_control_path, "extension_control_path");
+    let lib_dirs = dirs(&mut cx, &opts.dynamic_library_path, "dynamic_library_path");
+    let sys_dirs = dirs(&mut cx, &opts.ld_library_path, "ld_library_path");
+
+    check_config(&mut cx, config, ref_names);
+    let (modules, default_versions) = check_controls(&mut cx, &control_dirs, &lib_dirs);
+    if let Some(v) = config.labels.get(crate::LABEL_SQL_VERSION) {
+        if !default_versions.is_empty() && !default_versions.contains(v) {
+            cx.warn(
+                codes::SQL_VERSION_MISMATCH,
+                None,
+                format!(
+                    "label {} = {v:?} matches no control file default_version ({})",
+                    crate::LABEL_SQL_VERSION,
+                    default_versions.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
+        }
+    }
+    check_elves(&mut cx, &lib_dirs, &sys_dirs, &modules);
+    check_top_level(&mut cx, &[&control_dirs, &lib_dirs, &sys_dirs]);
+    cx.out
+}
+
+fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String]) {
+    let opts = cx.opts;
+    for l in REQUIRED_LABELS {
+        if !config.labels.contains_key(*l) {
+            cx.err(codes::MISSING_LABEL, None, format!("image config lacks label {l}"));
+        }
+    }
+    if let Some(v) = config.labels.get(crate::LABEL_BASE_PGMAJOR) {
+        if v.trim().parse::<u32>().ok() != Some(opts.pg_major) {
+            cx.err(
+                codes::PG_MAJOR_MISMATCH,
+                None,
+                format!("label {} = {v:?} but PostgreSQL {} is expected", crate::LABEL_BASE_PGMAJOR, opts.pg_major),
+            );
+        }
+    }
+    if let (Some(want), Some(have)) = (&opts.os, config.labels.get(crate::LABEL_BASE_OS)) {
+        if want != have {
+            cx.err(codes::OS_MISMATCH, None, format!("label {} = {have:?} but {want:?} is expected", crate::LABEL_BASE_OS));
+        }
+    }
+    if normalize_arch(&config.architecture) != normalize_arch(&opts.arch) || config.os != "linux" {
+        cx.err(
+            codes::ARCH_MISMATCH,
+            None,
+            format!("image is {}/{} but linux/{} is expected", config.os, config.architecture, normalize_arch(&opts.arch)),
+        );
+    }
+    let user = config.user.as_deref().unwrap_or("").trim();
+    let uid = user.split(':').next().unwrap_or("");
+    if uid.is_empty() || uid == "0" || uid == "root" {
+        let why = if uid.is_empty() { "is empty, so the container runs as root".to_string() } else { format!("{user:?} is root") };
+        cx.err(codes::ROOT_USER, None, format!("config User {why}; use a non-root user such as 65532:65532"));
+    }
+    for name in ref_names {
+        let last = name.rsplit('/').next().unwrap_or(name);
+        let Some((_, tag)) = last.split_once(':') else { continue };
+        let parts: Vec<&str> = tag.split('-').collect();
+        if parts.len() >= 3 {
+            let major = parts[parts.len() - 2];
+            if major.chars().all(|c| c.is_ascii_digit()) && major.parse::<u32>().ok() != Some(opts.pg_major) {
+                cx.warn(
+                    codes::TAG_PG_MAJOR_MISMATCH,
+                    None,
+                    format!("tag {tag:?} names PostgreSQL {major} but {} is expected", opts.pg_major),
+                );
+            }
+        }
+    }
+}
+
+/// Resolve a module name (`$libdir/x`, `x`, `x.so`) in the library dirs.
+fn find_module(root: &Path, lib_dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
+    let file = if name.ends_with(".so") { name.to_string() } else { format!("{name}.so") };
+    lib_dirs.iter().flat_map(|d| [root.join(d).join(&file), root.join(d).join(name)]).find(|p| p.is_file())
+}
+
+/// `$libdir/<name>` references in SQL text.
+fn libdir_refs(sql: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = sql;
+    while let Some(i) = rest.find("$libdir/") {
+        rest = &rest[i + "$libdir/".len()..];
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c))).unwrap_or(rest.len());
+        if end > 0 {
+            out.insert(rest[..end].to_string());
+        }
+    }
+    out
+}
+
+/// Whether `target` is reachable from an install script along update scripts.
+fn install_reachable(ext: &str, scripts: &[String], target: &str) -> bool {
+    let prefix = format!("{ext}--");
+    let mut bases = Vec::new();
+    let mut edges: HashMap<String, Vec<String>> = HashMap::new();
+    for s in scripts {
+        let Some(v) = s.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".sql")) else { continue };
+        match v.split_once("--") {
+            Some((a, b)) => edges.entry(a.to_string()).or_default().push(b.to_string()),
+            None => bases.push(v.to_string()),
+        }
+    }
+    let mut seen: BTreeSet<String> = bases.iter().cloned().collect();
+    let mut q: VecDeque<String> = bases.into();
+    while let Some(v) = q.pop_front() {
+        if v == target {
+            return true;
+        }
+        for n in edges.get(&v).into_iter().flatten() {
+            if seen.insert(n.clone()) {
+                q.push_back(n.clone());
+            }
+        }
+    }
+    false
+}
+
+fn sorted_names(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// Returns the module files referenced and the default versions seen.
+fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
+    let root = cx.root;
+    let mut modules = BTreeSet::new();
+    let mut versions = BTreeSet::new();
+    let mut found = 0usize;
+    let lib_list = cx.opts.dynamic_library_path.join(", ");
+    for cd in control_dirs {
+        let share = root.join(cd);
+        let ext_dir = share.join("extension");
+        for name in sorted_names(&ext_dir) {
+            let Some(stem) = name.strip_suffix(".control") else { continue };
+            let path = ext_dir.join(&name);
+            if !path.is_file() {
+                continue;
+            }
+            let text = match std::fs::read(&path) {
+                Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+                Err(e) => {
+                    cx.err(codes::CONTROL_PARSE_ERROR, Some(&path), format!("unreadable: {e}"));
+                    continue;
+                }
+            };
+            let parsed = match parse_control(&text) {
+                Ok(c) => c,
+                Err(e) => {
+                    cx.err(codes::CONTROL_PARSE_ERROR, Some(&path), e.to_string());
+                    continue;
+                }
+            };
+            if stem.contains("--") {
+                continue; // secondary control file: syntax checked only
+            }
+            found += 1;
+            let script_dir = match parsed.directory() {
+                Some(d) if d.starts_with('/') => {
+                    cx.warn(codes::ABSOLUTE_DIRECTORY, Some(&path), format!("directory = {d:?} is absolute and cannot point into the image volume"));
+                    None
+                }
+                Some(d) => match safe_rel(d) {
+                    Some(r) => Some(share.join(r)),
+                    None => {
+                        cx.err(codes::INVALID_PATH_OPTION, Some(&path), format!("directory = {d:?} leaves the image"));
+                        None
+                    }
+                },
+                None => Some(ext_dir.clone()),
+            };
+            let scripts: Vec<String> = script_dir
+                .as_deref()
+                .map(sorted_names)
+                .unwrap_or_default()
+                .into_iter()
+                .filter(|n| n.starts_with(&format!("{stem}--")) && n.ends_with(".sql"))
+                .collect();
+            match parsed.default_version() {
+                None => cx.warn(codes::MISSING_DEFAULT_VERSION, Some(&path), "no default_version; CREATE EXTENSION needs an explicit VERSION".into()),
+                Some(v) => {
+                    versions.insert(v.to_string());
+                    if script_dir.is_some() && !install_reachable(stem, &scripts, v) {
+                        cx.err(
+                            codes::MISSING_INSTALL_SCRIPT,
+                            Some(&path),
+                            format!("default_version {v:?} has no install script {stem}--{v}.sql and no update path to it from another install script"),
+                        );
+                    }
+                }
+            }
+            if let Some(m) = parsed.module_pathname() {
+                let name = m.strip_prefix("$libdir/");
+                match name {
+                    None if m.contains('/') => cx.warn(
+                        codes::ABSOLUTE_MODULE_PATHNAME,
+                        Some(&path),
+                        format!("module_pathname {m:?} is a path; use '$libdir/<name>' so dynamic_library_path finds it"),
+                    ),
+                    _ => {
+                        let n = name.unwrap_or(m);
+                        match find_module(root, lib_dirs, n) {
+                            Some(p) => {
+                                modules.insert(p);
+                            }
+                            None => cx.err(
+                                codes::MISSING_MODULE,
+                                Some(&path),
+                                format!("module_pathname {m:?}: no {n}.so in the library dirs ({lib_list})"),
+                            ),
+                        }
+                    }
+                }
+            }
+            if let Some(sd) = &script_dir {
+                for s in &scripts {
+                    let sp = sd.join(s);
+                    let sql = std::fs::read(&sp).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    for r in libdir_refs(&sql) {
+                        match find_module(root, lib_dirs, &r) {
+                            Some(p) => {
+                                modules.insert(p);
+                            }
+                            None => cx.err(codes::MISSING_MODULE, Some(&sp), format!("references '$libdir/{r}' but no {r}.so is in the library dirs ({lib_list})")),
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if found == 0 {
+        let where_ = control_dirs.iter().map(|d| format!("{}/extension", d.display())).collect::<Vec<_>>().join(", ");
+        cx.err(codes::NO_CONTROL_FILES, None, format!("no extension control file in {where_}"));
+    }
+    (modules, versions)
+}
+
+fn looks_like_shared_object(name: &str) -> bool {
+    name.ends_with(".so") || name.contains(".so.")
+}
+
+/// Lexically resolve `$ORIGIN`-relative runpath `rp` for a file in `dir`
+/// (relative to the root); `None` if it leaves the root or is absolute.
+fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
+    let rest = rp.strip_prefix("$ORIGIN").or_else(|| rp.strip_prefix("${ORIGIN}"))?;
+    let mut out: Vec<std::ffi::OsString> = dir_rel.iter().map(|c| c.to_os_string()).collect();
+    for c in rest.split('/') {
+        match c {
+            "" | "." => {}
+            ".." => {
+                out.pop()?;
+            }
+            c => out.push(c.into()),
+        }
+    }
+    Some(out.iter().collect())
+}
+
+fn check_elves(cx: &mut Ctx, lib_dirs: &[PathBuf], sys_dirs: &[PathBuf], modules: &BTreeSet<PathBuf>) {
+    let root = cx.root;
+    let expected = arch_machine(&cx.opts.arch);
+    let lib_abs: Vec<PathBuf> = lib_dirs.iter().map(|d| root.join(d)).collect();
+    let mut missing_reported: BTreeMap<(PathBuf, String), ()> = BTreeMap::new();
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name() {
+        let Ok(e) = e else { continue };
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if e.file_type().is_symlink() {
+            if std::fs::metadata(path).is_err() {
+                let t = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+                cx.warn(codes::DANGLING_SYMLINK, Some(path), format!("symlink to {t:?}, which does not exist"));
+            }
+            continue;
+        }
+        if !e.file_type().is_file() || !looks_like_shared_object(&name) {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(path) else { continue };
+        if !is_elf(&bytes) {
+            cx.err(codes::NOT_ELF, Some(path), "named like a shared object but is not an ELF file".into());
+            continue;
+        }
+        let (machine, is64, le, _) = match read_header(&bytes) {
+            Ok(h) => h,
+            Err(err) => {
+                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("bad ELF header: {err}"));
+                continue;
+            }
+        };
+        if let Some((want_m, want_64, want_le)) = expected {
+            if machine != want_m || le != want_le {
+                cx.err(
+                    codes::WRONG_ARCH,
+                    Some(path),
+                    format!("ELF for {} but the image must be {}", machine_name(machine), normalize_arch(&cx.opts.arch)),
+                );
+                continue;
+            }
+            if is64 != want_64 {
+                cx.err(codes::WRONG_ELF_CLASS, Some(path), format!("{}-bit ELF on a {}-bit architecture", if is64 { 64 } else { 32 }, if want_64 { 64 } else { 32 }));
+                continue;
+            }
+        }
+        let info = match read_elf(&bytes) {
+            Ok(i) => i,
+            Err(err) => {
+                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("cannot parse ELF: {err}"));
+                continue;
+            }
+        };
+        if info.elf_type != goblin::elf::header::ET_DYN {
+            cx.warn(codes::NOT_SHARED_OBJECT, Some(path), "not a shared object (ET_DYN)".into());
+        }
+        let parent = path.parent().unwrap_or(root);
+        let is_module = modules.contains(path) || lib_abs.iter().any(|d| d == parent);
+        if is_module && !info.exports_pg_magic {
+            cx.err(codes::MISSING_PG_MAGIC, Some(path), "extension module does not export Pg_magic_func (not built with PG_MODULE_MAGIC?)".into());
+        }
+        let dir_rel = parent.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let origin_dirs: Vec<PathBuf> = info.runpath.iter().filter_map(|rp| origin_dir(&dir_rel, rp)).collect();
+        for n in &info.needed {
+            if cx.opts.base_libs.contains(n) {
+                continue;
+            }
+            let found = sys_dirs.iter().chain(origin_dirs.iter()).any(|d| root.join(d).join(n).exists());
+            if !found && missing_reported.insert((path.to_path_buf(), n.clone()), ()).is_none() {
+                let sys = cx.opts.ld_library_path.join(", ");
+                cx.err(
+                    codes::MISSING_NEEDED_LIBRARY,
+                    Some(path),
+                    format!("needs {n}, which is neither in the image's system library dirs ({sys}) nor in the base image library list"),
+                );
+            }
+        }
+    }
+}
+
+fn check_top_level(cx: &mut Ctx, configured: &[&Vec<PathBuf>]) {
+    let mut allowed: BTreeSet<String> = ["lib", "share", "system", "licenses"].iter().map(|s| s.to_string()).collect();
+    for list in configured {
+        for p in list.iter() {
+            if let Some(first) = p.iter().next() {
+                allowed.insert(first.to_string_lossy().into_owned());
+            }
+        }
+    }
+    let names = sorted_names(cx.root);
+    for n in &names {
+        if !allowed.contains(n) {
+            let p = cx.root.join(n);
+            cx.warn(codes::UNEXPECTED_TOP_LEVEL_ENTRY, Some(&p), format!("unexpected top-level entry; expected only {}", allowed.iter().cloned().collect::<Vec<_>>().join(", ")));
+        }
+    }
+    if !names.iter().any(|n| n == "licenses") {
+        cx.warn(codes::MISSING_LICENSES, None, "no licenses/ directory".into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn update_paths() {
+        let s: Vec<String> = ["vector--0.5.0.sql", "vector--0.5.0--0.6.0.sql", "vector--0.6.0--0.8.1.sql", "vectorx--0.9.sql"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert!(install_reachable("vector", &s, "0.8.1"));
+        assert!(install_reachable("vector", &s, "0.5.0"));
+        assert!(!install_reachable("vector", &s, "0.9"));
+        assert!(!install_reachable("vector", &["vector--0.6.0--0.8.1.sql".into()], "0.8.1"));
+    }
+
+    #[test]
+    fn libdir_references() {
+        let r = libdir_refs("CREATE FUNCTION f() RETURNS int AS '$libdir/vector', 'f' LANGUAGE C; AS 'MODULE_PATHNAME'");
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec!["vector".to_string()]);
+        assert_eq!(origin_dir(Path::new("lib"), "$ORIGIN/../system"), Some(PathBuf::from("system")));
+        assert_eq!(origin_dir(Path::new(""), "$ORIGIN/.."), None);
+    }
+}

@@ -1,0 +1,99 @@
+//! Options of a kind/Kubernetes run (the CLI flags of `run --backend kind`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use cnpg_ext_model::CnpgVersion;
+
+/// Deadlines of the waits. Every wait names what it awaited when it runs out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Operator deployment available and its webhook answering.
+    pub operator: Duration,
+    /// A new Cluster healthy with every instance ready.
+    pub cluster_ready: Duration,
+    /// A rolling update (or restart) finished.
+    pub rollout: Duration,
+    /// A Database resource applied (`status.applied`).
+    pub database: Duration,
+    /// When no rollout is expected: how long to watch for one anyway.
+    pub settle: Duration,
+    /// Time between two polls of the API server.
+    pub poll: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            operator: Duration::from_secs(300),
+            cluster_ready: Duration::from_secs(600),
+            rollout: Duration::from_secs(900),
+            database: Duration::from_secs(180),
+            settle: Duration::from_secs(15),
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Everything the kind backend needs besides the scenario.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KindOptions {
+    /// Name of the kind cluster (`--kind-cluster`): images are loaded into its nodes with
+    /// `kind load image-archive`, and the kubeconfig context defaults to `kind-<name>`.
+    /// `None`: existing-cluster mode (any conformant cluster; images must be pullable).
+    pub kind_cluster: Option<String>,
+    /// `--kubeconfig` (default: `$KUBECONFIG`, then `~/.kube/config`).
+    pub kubeconfig: Option<PathBuf>,
+    /// `--context` (default: `kind-<kind_cluster>`, else the kubeconfig's current context).
+    pub context: Option<String>,
+    /// `--cnpg-version`: the operator release to install / expect.
+    pub cnpg_version: CnpgVersion,
+    /// `--cnpg-versions-file` (default: the `kind-config/cnpg-versions.yaml` built in).
+    pub versions_file: Option<PathBuf>,
+    /// `--operator-manifest`: a local copy of the release manifest (checked against the pin).
+    pub operator_manifest: Option<PathBuf>,
+    /// `--allow-unpinned-operator`: apply a manifest whose version has no sha256 pin.
+    pub allow_unpinned_operator: bool,
+    /// `--skip-operator-install`: expect the operator to be there (vendor clusters).
+    pub skip_operator_install: bool,
+    /// `--registry`: use a local registry mirror instead of `kind load` (not implemented yet).
+    pub registry: bool,
+    /// `--keep`: leave namespaces (and the cluster) in place.
+    pub keep: bool,
+    /// `--report-dir`: diagnostics go to `<report_dir>/diagnostics/<namespace>/`.
+    pub report_dir: PathBuf,
+    /// `pullPolicy` filled into extension images that have none (`IfNotPresent` or `Never`).
+    pub pull_policy: String,
+    /// Set `spec.enableSuperuserAccess: true` when the manifest does not say, so that SQL
+    /// steps can connect as `postgres` (the scenario default user).
+    pub superuser_access: bool,
+    pub timeouts: Timeouts,
+}
+
+impl Default for KindOptions {
+    fn default() -> Self {
+        KindOptions {
+            kind_cluster: None,
+            kubeconfig: None,
+            context: None,
+            cnpg_version: CnpgVersion::DEFAULT,
+            versions_file: None,
+            operator_manifest: None,
+            allow_unpinned_operator: false,
+            skip_operator_install: false,
+            registry: false,
+            keep: false,
+            report_dir: PathBuf::from("reports"),
+            pull_policy: "IfNotPresent".into(),
+            superuser_access: true,
+            timeouts: Timeouts::default(),
+        }
+    }
+}
+
+impl KindOptions {
+    /// The kubeconfig context to use.
+    pub fn effective_context(&self) -> Option<String> {
+        self.context.clone().or_else(|| self.kind_cluster.as_ref().map(|n| format!("kind-{n}")))
+    }
+}

@@ -1,0 +1,206 @@
+//! Waits: small composable conditions with a deadline and a description of what is
+//! awaited (kube-rs `runtime::wait::Condition` style). A timeout says what was awaited and
+//! the last state seen.
+//!
+//! Waits poll (`get`/`list`) rather than watch: recorded object sequences replay
+//! deterministically against the fake API, and a poll every second is plenty for pods
+//! that take tens of seconds to roll. Time is `tokio::time`, so tests run with paused time.
+
+use std::future::Future;
+use std::time::Duration;
+
+use cnpg_ext_model::backend::BackendError;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::api::{Api, DynamicObject};
+use serde_json::Value;
+
+use crate::errors::kube_error;
+
+/// What a probe saw: done (with a value), or not yet (with the state to report).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Probe<T> {
+    Done(T),
+    Pending(String),
+}
+
+/// A condition on an object of type `K` (absent objects are `None`).
+pub struct Condition<K> {
+    pub description: String,
+    check: Box<dyn Fn(Option<&K>) -> bool + Send + Sync>,
+    state: Box<dyn Fn(Option<&K>) -> String + Send + Sync>,
+}
+
+impl<K: 'static> Condition<K> {
+    pub fn new(
+        description: impl Into<String>,
+        check: impl Fn(Option<&K>) -> bool + Send + Sync + 'static,
+        state: impl Fn(Option<&K>) -> String + Send + Sync + 'static,
+    ) -> Self {
+        Condition { description: description.into(), check: Box::new(check), state: Box::new(state) }
+    }
+    pub fn matches(&self, obj: Option<&K>) -> bool {
+        (self.check)(obj)
+    }
+    pub fn state(&self, obj: Option<&K>) -> String {
+        (self.state)(obj)
+    }
+    /// Both conditions; the state shows both.
+    pub fn and(self, other: Condition<K>) -> Condition<K> {
+        let description = format!("{} and {}", self.description, other.description);
+        let (c1, c2, s1, s2) = (self.check, other.check, self.state, other.state);
+        Condition {
+            description,
+            check: Box::new(move |o| c1(o) && c2(o)),
+            state: Box::new(move |o| {
+                let (a, b) = (s1(o), s2(o));
+                if a == b { a } else { format!("{a}; {b}") }
+            }),
+        }
+    }
+}
+
+/// Polls `probe` every `poll` until it is done or `timeout` passes.
+pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, poll: Duration, mut probe: F) -> Result<T, BackendError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<Probe<T>, BackendError>>,
+{
+    let start = tokio::time::Instant::now();
+    let deadline = start + timeout;
+    let mut last = String::from("nothing observed yet");
+    loop {
+        match probe().await? {
+            Probe::Done(v) => return Ok(v),
+            Probe::Pending(s) => last = s,
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(BackendError::Failed(format!(
+                "timed out after {}s waiting for {what}; last state: {last}",
+                timeout.as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(poll.max(Duration::from_millis(1))).await;
+    }
+}
+
+/// Waits until `cond` holds for the object `name` read through `api`.
+pub async fn await_object<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    cond: &Condition<K>,
+    timeout: Duration,
+    poll: Duration,
+) -> Result<K, BackendError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + 'static,
+{
+    let desc = format!("{what}: {}", cond.description);
+    poll_until(&desc, timeout, poll, || async {
+        let obj = api.get_opt(name).await.map_err(|e| kube_error(format!("reading {what}"), e))?;
+        if cond.matches(obj.as_ref()) {
+            Ok(Probe::Done(obj.expect("a condition that matches an absent object is not used with await_object")))
+        } else {
+            Ok(Probe::Pending(cond.state(obj.as_ref())))
+        }
+    })
+    .await
+}
+
+pub const HEALTHY: &str = "Cluster in healthy state";
+
+fn status_field<'a>(o: &'a DynamicObject, f: &str) -> Option<&'a Value> {
+    o.data.get("status").and_then(|s| s.get(f))
+}
+
+/// `status.readyInstances == instances` and `status.phase == "Cluster in healthy state"`.
+pub fn cluster_ready(instances: u32) -> Condition<DynamicObject> {
+    Condition::new(
+        format!("{instances} ready instance(s) and phase \"{HEALTHY}\""),
+        move |o| {
+            o.is_some_and(|o| {
+                status_field(o, "readyInstances").and_then(Value::as_u64) == Some(instances as u64)
+                    && status_field(o, "phase").and_then(Value::as_str) == Some(HEALTHY)
+            })
+        },
+        move |o| cluster_state(o, instances),
+    )
+}
+
+pub fn cluster_state(o: Option<&DynamicObject>, instances: u32) -> String {
+    match o {
+        None => "the Cluster does not exist".into(),
+        Some(o) => {
+            let phase = status_field(o, "phase").and_then(Value::as_str).unwrap_or("<no phase yet>");
+            let ready = status_field(o, "readyInstances").and_then(Value::as_u64).unwrap_or(0);
+            let reason = status_field(o, "phaseReason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default();
+            format!("phase \"{phase}\"{reason}, readyInstances {ready}/{instances}")
+        }
+    }
+}
+
+/// Database: `status.applied` set for the current generation.
+pub fn database_reconciled() -> Condition<DynamicObject> {
+    Condition::new(
+        "status.applied reported for the current generation",
+        |o| {
+            o.is_some_and(|o| {
+                let gen = o.metadata.generation.unwrap_or(0);
+                let observed = status_field(o, "observedGeneration").and_then(Value::as_i64).unwrap_or(-1);
+                status_field(o, "applied").and_then(Value::as_bool).is_some() && observed >= gen
+            })
+        },
+        database_state,
+    )
+}
+
+pub fn database_state(o: Option<&DynamicObject>) -> String {
+    match o {
+        None => "the Database does not exist".into(),
+        Some(o) => {
+            let applied = status_field(o, "applied").map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+            let msg = status_field(o, "message").and_then(Value::as_str).unwrap_or("");
+            let observed = status_field(o, "observedGeneration").map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+            format!(
+                "applied={applied}, observedGeneration={observed}, generation={}, message \"{msg}\"",
+                o.metadata.generation.unwrap_or(0)
+            )
+        }
+    }
+}
+
+/// Deployment rolled out and available (all replicas updated and available).
+pub fn deployment_available() -> Condition<Deployment> {
+    Condition::new(
+        "all replicas updated and available",
+        |o| {
+            o.is_some_and(|d| {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                st.observed_generation.unwrap_or(0) >= d.metadata.generation.unwrap_or(0)
+                    && st.updated_replicas.unwrap_or(0) >= want
+                    && st.available_replicas.unwrap_or(0) >= want
+                    && st.unavailable_replicas.unwrap_or(0) == 0
+            })
+        },
+        |o| match o {
+            None => "the Deployment does not exist".into(),
+            Some(d) => {
+                let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+                let st = d.status.clone().unwrap_or_default();
+                let conds: Vec<String> = st
+                    .conditions
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|c| format!("{}={}{}", c.type_, c.status, c.message.map(|m| format!(" ({m})")).unwrap_or_default()))
+                    .collect();
+                format!(
+                    "replicas wanted {want}, updated {}, available {}; conditions: [{}]",
+                    st.updated_replicas.unwrap_or(0),
+                    st.available_replicas.unwrap_or(0),
+                    conds.join(", ")
+                )
+            }
+        },
+    )
+}
