@@ -15,8 +15,12 @@ pub(crate) fn input_error(file: &Path, err: &serde_saphyr::Error) -> InputError 
         .lines()
         .find(|l| !l.trim().is_empty())
         .unwrap_or("invalid YAML")
-        .trim()
-        .to_string();
+        .trim();
+    // Drop serde-saphyr's own "error: line N column M:" prefix: the location is ours to print.
+    let message = match message.strip_prefix("error: ").and_then(|m| m.split_once(": ")) {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+        _ => message.to_string(),
+    };
     let field = field_from_message(&rendered).unwrap_or_else(|| "(document)".to_string());
     InputError::new(file, line, field, message)
 }

@@ -1,0 +1,134 @@
+//! Bad input is rejected with the file, the line and the field.
+
+use std::path::Path;
+
+use cnpg_ext_model::{CnpgVersion, InputError, Scenario};
+
+fn write(dir: &Path, name: &str, text: &str) {
+    std::fs::write(dir.join(name), text).unwrap();
+}
+
+const CLUSTER: &str = "apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata:
+  name: c
+spec:
+  instances: 1
+  postgresql:
+    extensions:
+      - name: NAME
+        image:
+          reference: example/x:1
+        PATHS
+";
+
+fn load(scenario: &str, cluster: &str) -> Result<Scenario, InputError> {
+    let dir = tempfile::Builder::new().prefix("scn").tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fx")).unwrap();
+    write(dir.path(), "scenario.yaml", scenario);
+    write(dir.path(), "cluster.yaml", cluster);
+    Scenario::load(dir.path(), CnpgVersion::DEFAULT)
+}
+
+const SCENARIO: &str = "images:
+  - reference: example/x:1
+    fixture: fx
+steps:
+  - apply: {file: cluster.yaml}
+";
+
+fn cluster(name: &str, paths: &str) -> String {
+    CLUSTER.replace("NAME", name).replace("PATHS", paths)
+}
+
+#[test]
+fn a_valid_scenario_loads() {
+    let s = load(SCENARIO, &cluster("x", "")).unwrap();
+    assert_eq!(s.steps.len(), 1);
+}
+
+#[test]
+fn unknown_step_names_line_and_variant() {
+    let e = load(&format!("{SCENARIO}  - sleep: {{seconds: 1}}\n"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.at.line, Some(6), "{e}");
+    assert_eq!(e.field, "sleep", "{e}");
+    assert!(e.to_string().contains("scenario.yaml:6"), "{e}");
+}
+
+#[test]
+fn unknown_field_in_a_step() {
+    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, rowz: []}}\n"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.field, "rowz", "{e}");
+    assert_eq!(e.at.line, Some(6), "{e}");
+}
+
+#[test]
+fn rows_and_error_together() {
+    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, rows: [], error: x}}\n"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.field, "steps[1].sql");
+    assert_eq!(e.at.line, Some(6));
+}
+
+#[test]
+fn missing_fixture_directory() {
+    let e = load(&SCENARIO.replace("fixture: fx", "fixture: nope"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.field, "images[0].fixture");
+    assert!(e.message.contains("does not exist"));
+}
+
+#[test]
+fn image_not_listed_in_scenario() {
+    let e = load(SCENARIO, &cluster("x", "").replace("example/x:1", "example/other:2")).unwrap_err();
+    assert_eq!(e.field, "spec.postgresql.extensions[0].image.reference");
+    assert_eq!(e.at.line, Some(9), "{e}");
+}
+
+#[rstest::rstest]
+#[case::uppercase("Vector", "", "spec.postgresql.extensions[0].name")]
+#[case::dot("a.b", "", "spec.postgresql.extensions[0].name")]
+#[case::absolute("x", "extension_control_path: [/usr/share]", "spec.postgresql.extensions[0].extension_control_path[0]")]
+#[case::dotdot("x", "dynamic_library_path: [lib/../../etc]", "spec.postgresql.extensions[0].dynamic_library_path[0]")]
+#[case::empty("x", "ld_library_path: ['']", "spec.postgresql.extensions[0].ld_library_path[0]")]
+fn operator_rules(#[case] name: &str, #[case] paths: &str, #[case] field: &str) {
+    let e = load(SCENARIO, &cluster(name, paths)).unwrap_err();
+    assert_eq!(e.field, field, "{e}");
+    assert_eq!(e.at.line, Some(9), "{e}");
+    assert!(e.at.file.ends_with("cluster.yaml"));
+}
+
+#[test]
+fn names_colliding_after_sanitizing() {
+    let two = "apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: c}
+spec:
+  postgresql:
+    extensions:
+      - name: my-ext
+        image: {reference: example/x:1}
+      - name: my_ext
+        image: {reference: example/x:1}
+";
+    let e = load(SCENARIO, two).unwrap_err();
+    assert_eq!(e.field, "spec.postgresql.extensions[1].name");
+    assert_eq!(e.at.line, Some(9));
+    assert!(e.message.contains("ext-my-ext") || e.message.contains("my-ext"), "{e}");
+}
+
+#[test]
+fn underscores_before_the_release_that_allows_them() {
+    let dir = tempfile::Builder::new().prefix("scn").tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fx")).unwrap();
+    write(dir.path(), "scenario.yaml", SCENARIO);
+    write(dir.path(), "cluster.yaml", &cluster("my_ext", ""));
+    assert!(Scenario::load(dir.path(), CnpgVersion::new(1, 28, 1)).is_ok());
+    let e = Scenario::load(dir.path(), CnpgVersion::new(1, 28, 0)).unwrap_err();
+    assert!(e.message.contains("1.27.3 / 1.28.1"), "{e}");
+}
+
+#[test]
+fn invalid_yaml_in_a_later_document_points_at_its_line() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n---\napiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  instances: [oops\n";
+    let e = load(SCENARIO, text).unwrap_err();
+    assert!(e.at.line.unwrap_or(0) >= 9, "{e}");
+}
