@@ -113,7 +113,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let progress = Arc::new(Progress::new(opts.progress));
     let run_as = RunAs::resolve(opts.run_as.as_deref()).map_err(HarnessError::Environment)?;
 
-    let parent = opts.workdir.clone().unwrap_or_else(std::env::temp_dir);
+    let parent = opts.workdir.clone().unwrap_or_else(default_workdir_parent);
     std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
     let workdir = tempfile::Builder::new()
         .prefix("cnpg-ext-")
@@ -242,6 +242,18 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     drop(store);
     let kept = guard.finish();
     Ok(RunOutcome { report, report_files, kept })
+}
+
+/// Data directories are copied for every instance: in memory (`/dev/shm`) when it is there
+/// and writable, the system temp dir otherwise. `--workdir` overrides.
+fn default_workdir_parent() -> PathBuf {
+    let shm = PathBuf::from("/dev/shm");
+    let writable = nix::unistd::access(&shm, nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK).is_ok();
+    if shm.is_dir() && writable {
+        shm
+    } else {
+        std::env::temp_dir()
+    }
 }
 
 /// Removes the work directory when the run ends (also on error), unless `--keep`.

@@ -68,6 +68,18 @@ pub struct RunArgs {
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Container engine of `--backend container`: podman or docker ≥ 28 (or a path); default: podman, then docker.
+    #[arg(long, env = "CNPG_EXT_HARNESS_ENGINE")]
+    pub engine: Option<String>,
+    /// PostgreSQL operand image for `--backend container` (pulled if missing); default: one built from the local PostgreSQL.
+    #[arg(long, env = "CNPG_EXT_HARNESS_PG_IMAGE")]
+    pub pg_image: Option<String>,
+    /// Global engine flags, split like a shell, e.g. "--runtime runc --cgroup-manager cgroupfs".
+    #[arg(long, env = "CNPG_EXT_HARNESS_ENGINE_FLAGS", allow_hyphen_values = true)]
+    pub engine_flags: Option<String>,
+    /// Flags added to every container `run`, split like a shell, e.g. "--ulimit nofile=20000:20000".
+    #[arg(long, env = "CNPG_EXT_HARNESS_RUN_FLAGS", allow_hyphen_values = true)]
+    pub engine_run_flags: Option<String>,
 }
 
 fn parse_cnpg(s: &str) -> Result<CnpgVersion, String> {

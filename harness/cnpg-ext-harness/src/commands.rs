@@ -23,7 +23,13 @@ pub async fn run(args: RunArgs) -> i32 {
         workdir: args.workdir,
         progress: !args.no_progress,
         command: std::env::args().collect(),
-        engine: crate::container::EngineOptions::default(),
+        engine: crate::container::EngineOptions {
+            engine: args.engine,
+            pg_image: args.pg_image,
+            engine_flags: args.engine_flags,
+            run_flags: args.engine_run_flags,
+            pg_bindir: None,
+        },
     };
     match app::run(opts).await {
         Ok(out) => {

@@ -12,6 +12,23 @@ use nix::unistd::Pid;
 static LIVE: Mutex<BTreeMap<i32, String>> = Mutex::new(BTreeMap::new());
 static DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
+/// Something [`stop_all`] runs before removing directories (e.g. removing the containers,
+/// volumes and images of a run); given `keep`.
+pub type CleanupHook = Box<dyn Fn(bool) + Send>;
+static HOOKS: Mutex<BTreeMap<u64, CleanupHook>> = Mutex::new(BTreeMap::new());
+static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Registers a cleanup hook; returns the id to unregister it with.
+pub fn register_cleanup(hook: CleanupHook) -> u64 {
+    let id = NEXT_HOOK.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    HOOKS.lock().unwrap().insert(id, hook);
+    id
+}
+
+pub fn unregister_cleanup(id: u64) {
+    HOOKS.lock().unwrap().remove(&id);
+}
+
 pub fn register(pid: u32, what: &str) {
     LIVE.lock().unwrap().insert(pid as i32, what.to_string());
 }
@@ -47,6 +64,10 @@ pub fn stop_all(grace: Duration, keep: bool) -> usize {
         }
     }
     LIVE.lock().unwrap().clear();
+    let hooks: Vec<CleanupHook> = std::mem::take(&mut *HOOKS.lock().unwrap()).into_values().collect();
+    for hook in hooks {
+        hook(keep);
+    }
     if !keep {
         let dirs: Vec<PathBuf> = std::mem::take(&mut *DIRS.lock().unwrap()).into_iter().collect();
         for d in dirs {

@@ -1,49 +1,681 @@
 //! The `container` backend: instances are containers of a real OCI engine (podman, docker ≥ 28)
 //! with one `--mount type=image` per extension, the mechanism kubelet asks of the runtime.
+//!
+//! Each instance is a container of the PostgreSQL operand image running as uid 26, with its
+//! data in an engine volume (so that a rolling update *replaces* the container and keeps the
+//! data), its `postgresql.conf` in a host directory mounted read-only (rewritten and reloaded
+//! on a search-path change) and its unix socket in a host directory (no network at all:
+//! `--network none`; replicas stream from the primary through its socket directory). The
+//! engine CLI is driven directly: testcontainers offers bind/volume/tmpfs mounts only.
 
-use std::path::Path;
-use std::sync::Arc;
+mod argv;
+mod engine;
+mod operand;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, RolloutRecord};
+use chrono::Utc;
+use cnpg_ext_model::backend::{
+    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, InstanceRestart, MountObservation, Role,
+    RolloutRecord,
+};
+use cnpg_ext_model::plan::PlanOptions;
 use cnpg_ext_model::{Cluster, ClusterPlan, CnpgVersion, Database};
 use cnpg_ext_pg::PgInstall;
+
+pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
+pub use engine::{split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
+pub use operand::OPERAND_REPO;
+
+use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
+use engine::strings;
 
 use crate::error::HarnessError;
 use crate::store::ImageStore;
 
-/// Engine selection and flags (see README: some hosts need extra flags).
+const READY_TIMEOUT: Duration = Duration::from_secs(60);
+/// Seconds the engine waits after SIGINT (fast shutdown) before SIGKILL.
+const STOP_GRACE_SECS: &str = "20";
+
+/// Engine selection and flags (see README: some hosts need extra flags). `None` fields are
+/// read from the environment (`CNPG_EXT_HARNESS_ENGINE`, `…_PG_IMAGE`, `…_ENGINE_FLAGS`,
+/// `…_RUN_FLAGS`, `…_PG_BINDIR`).
 #[derive(Debug, Clone, Default)]
 pub struct EngineOptions {
+    /// `podman`, `docker` or a path to either; default: podman, then docker.
     pub engine: Option<String>,
+    /// PostgreSQL operand image to use (pulled when missing) instead of building one.
     pub pg_image: Option<String>,
+    /// Global engine flags, split like a shell: `--runtime runc --cgroup-manager cgroupfs`.
+    pub engine_flags: Option<String>,
+    /// Flags added to every `run`, split like a shell: `--ulimit nofile=20000:20000`.
+    pub run_flags: Option<String>,
+    /// Directory of the PostgreSQL programs inside `pg_image` (default: its PATH).
+    pub pg_bindir: Option<String>,
+}
+
+impl EngineOptions {
+    /// Every field from its environment variable.
+    pub fn from_env() -> EngineOptions {
+        EngineOptions::default().resolved()
+    }
+
+    /// Fills unset fields from the environment.
+    pub fn resolved(&self) -> EngineOptions {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        EngineOptions {
+            engine: self.engine.clone().or_else(|| var(ENV_ENGINE)),
+            pg_image: self.pg_image.clone().or_else(|| var(ENV_PG_IMAGE)),
+            engine_flags: self.engine_flags.clone().or_else(|| var(ENV_ENGINE_FLAGS)),
+            run_flags: self.run_flags.clone().or_else(|| var(ENV_RUN_FLAGS)),
+            pg_bindir: self.pg_bindir.clone().or_else(|| var(ENV_PG_BINDIR)),
+        }
+    }
+}
+
+/// An extension image this run loaded into the engine.
+#[derive(Debug, Clone)]
+struct LoadedImage {
+    reference: String,
+    /// Id the reference pointed to before the run (a user's image: restored, never deleted).
+    previous: Option<String>,
+    id: Option<String>,
 }
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
 /// extension images. Removes what it created when finished.
-pub struct ContainerEnv {}
+pub struct ContainerEnv {
+    engine: Engine,
+    run_id: String,
+    operand: operand::Operand,
+    /// Host directories of the instances (sockets, configuration).
+    root: PathBuf,
+    loaded: Arc<Mutex<Vec<LoadedImage>>>,
+    hook: Mutex<Option<u64>>,
+    finished: std::sync::atomic::AtomicBool,
+}
 
 impl ContainerEnv {
     pub fn prepare(
-        _pg: &PgInstall,
-        _store: &ImageStore,
-        _workdir: &Path,
-        _run_id: &str,
-        _opts: &EngineOptions,
+        pg: &PgInstall,
+        store: &ImageStore,
+        workdir: &Path,
+        run_id: &str,
+        opts: &EngineOptions,
     ) -> Result<ContainerEnv, HarnessError> {
-        Err(HarnessError::Environment("the container backend is not built yet".into()))
+        let opts = opts.resolved();
+        let flags = |what: &str, v: &Option<String>| -> Result<Vec<String>, HarnessError> {
+            v.as_deref()
+                .map(split_flags)
+                .transpose()
+                .map(Option::unwrap_or_default)
+                .map_err(|e| HarnessError::Input(format!("{what}: {e}")))
+        };
+        let global = flags(ENV_ENGINE_FLAGS, &opts.engine_flags)?;
+        let run_flags = flags(ENV_RUN_FLAGS, &opts.run_flags)?;
+        let engine = engine::detect(opts.engine.as_deref(), global, run_flags).map_err(HarnessError::Environment)?;
+        tracing::info!(engine = engine.name(), version = %engine.version, "container engine");
+        let run_id = argv::sanitize(run_id);
+        let root = workdir.join("c");
+        std::fs::create_dir_all(&root).map_err(|e| HarnessError::Environment(format!("{}: {e}", root.display())))?;
+
+        let loaded: Arc<Mutex<Vec<LoadedImage>>> = Arc::default();
+        // From here on, Ctrl-C removes whatever the run created.
+        let hook = {
+            let (engine, run_id, loaded) = (engine.clone(), run_id.clone(), loaded.clone());
+            crate::procs::register_cleanup(Box::new(move |keep| {
+                engine::set_stopping();
+                engine::wait_idle(Duration::from_secs(15));
+                if !keep {
+                    let images = loaded.lock().map(|l| l.clone()).unwrap_or_default();
+                    sweep(&engine, &run_id, &images);
+                }
+            }))
+        };
+        let env_unusable = |what: &str, e: String| {
+            HarnessError::Environment(format!(
+                "{} {} cannot {what}: {e}\n(hint: {})",
+                engine.name(),
+                engine.version,
+                engine::ENGINE_HINT
+            ))
+        };
+        let result = (|| -> Result<operand::Operand, HarnessError> {
+            let op = operand::ensure(
+                &engine,
+                pg,
+                &store.exclusions(),
+                &root,
+                &run_id,
+                opts.pg_image.as_deref(),
+                opts.pg_bindir.as_deref(),
+            )
+            .map_err(|e| env_unusable("provide the PostgreSQL image", e))?;
+            tracing::info!(image = %op.image, built = op.built, "PostgreSQL operand image");
+            load_images(&engine, store, &root, &loaded)?;
+            probe(&engine, &run_id, &op, store).map_err(|e| env_unusable("run a container with an image mount", e))?;
+            Ok(op)
+        })();
+        let mut env = ContainerEnv {
+            engine,
+            run_id,
+            operand: operand::Operand { image: String::new(), bindir: String::new(), built: false },
+            root,
+            loaded,
+            hook: Mutex::new(Some(hook)),
+            finished: false.into(),
+        };
+        match result {
+            Ok(op) => {
+                env.operand = op;
+                Ok(env)
+            }
+            Err(e) => {
+                env.finish(false);
+                Err(e)
+            }
+        }
     }
 
-    /// Removes images/volumes/networks the run created, unless `keep`.
-    pub fn finish(&self, _keep: bool) {}
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Removes containers, volumes and loaded images of the run, unless `keep`.
+    pub fn finish(&self, keep: bool) {
+        if self.finished.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        if let Some(id) = self.hook.lock().unwrap().take() {
+            crate::procs::unregister_cleanup(id);
+        }
+        let images = self.loaded.lock().map(|l| l.clone()).unwrap_or_default();
+        if keep {
+            let e = &self.engine;
+            tracing::warn!(
+                "kept the containers, volumes and images of run {id}; remove them with:\n  {n} rm -f $({n} ps -aq --filter label={LABEL_RUN}={id}); {n} volume rm $({n} volume ls -q --filter label={LABEL_RUN}={id}); {n} rmi {refs}",
+                id = self.run_id,
+                n = e.name(),
+                refs = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.as_str()).collect::<Vec<_>>().join(" ")
+            );
+            return;
+        }
+        sweep(&self.engine, &self.run_id, &images);
+    }
 }
 
-pub struct ContainerBackend {}
+impl Drop for ContainerEnv {
+    fn drop(&mut self) {
+        // A run that ended early (error before `finish`) still cleans up.
+        self.finish(false);
+    }
+}
+
+/// Removes every container and volume labelled with the run, and the images it loaded.
+fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
+    let filter = format!("label={LABEL_RUN}={run_id}");
+    if let Some(out) = engine.run_quiet(&strings(&["ps", "-aq", "--filter", &filter])) {
+        let ids: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        if !ids.is_empty() {
+            let mut args = rm_force(engine);
+            args.extend(ids);
+            engine.run_quiet(&args);
+        }
+    }
+    if let Some(out) = engine.run_quiet(&strings(&["volume", "ls", "-q", "--filter", &filter])) {
+        let vols: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+        if !vols.is_empty() {
+            let mut args = strings(&["volume", "rm", "-f"]);
+            args.extend(vols);
+            engine.run_quiet(&args);
+        }
+    }
+    for img in images {
+        match (&img.previous, &img.id) {
+            (None, _) => {
+                engine.run_quiet(&strings(&["rmi", &img.reference]));
+            }
+            (Some(prev), Some(ours)) if prev != ours => {
+                // Give the reference back to the user's image, then drop ours.
+                engine.run_quiet(&strings(&["tag", prev, &img.reference]));
+                engine.run_quiet(&strings(&["rmi", ours]));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn rm_force(engine: &Engine) -> Vec<String> {
+    match engine.kind {
+        // No grace: the data is being thrown away.
+        EngineKind::Podman => strings(&["rm", "-f", "-t", "0"]),
+        EngineKind::Docker => strings(&["rm", "-f"]),
+    }
+}
+
+/// Loads every image of the store from an archive the harness writes (nothing is pulled).
+fn load_images(engine: &Engine, store: &ImageStore, root: &Path, loaded: &Mutex<Vec<LoadedImage>>) -> Result<(), HarnessError> {
+    let dir = root.join("archives");
+    std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Environment(format!("{}: {e}", dir.display())))?;
+    for (n, img) in store.all().enumerate() {
+        let previous = engine.image_id(&img.reference);
+        let archive = dir.join(format!("{n}.tar"));
+        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, &archive)
+            .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
+        // Recorded before loading, so that an interrupted load is cleaned up too.
+        loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
+        engine
+            .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
+            .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+        let id = engine.image_id(&img.reference);
+        if let Some(l) = loaded.lock().unwrap().iter_mut().rev().find(|l| l.reference == img.reference) {
+            l.id = id;
+        }
+        if previous.is_some() {
+            tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");
+        }
+        let _ = std::fs::remove_file(&archive);
+    }
+    Ok(())
+}
+
+/// One short container with an image mount: the engine and runtime really can do it.
+fn probe(engine: &Engine, run_id: &str, op: &operand::Operand, store: &ImageStore) -> Result<(), String> {
+    let source = store.all().next().map(|i| i.reference.clone()).unwrap_or_else(|| op.image.clone());
+    let name = argv::sanitize(&format!("{run_id}-probe"));
+    let labels = vec![(LABEL_RUN.to_string(), run_id.to_string())];
+    let mut args =
+        argv::oneoff_run_args(engine.kind, &engine.run_flags, &name, &labels, false, &op.image, &[op.program("postgres"), "--version".into()]);
+    args.insert(1, "--rm".into());
+    let image_at = args.iter().position(|a| a == &op.image).expect("image in args");
+    let m = ImageMount { reference: source, destination: "/cnpg-ext-harness-probe".into() };
+    args.insert(image_at, argv::image_mount_arg(engine.kind, &m));
+    args.insert(image_at, "--mount".into());
+    let out = engine.run_sync(&args)?;
+    if !out.contains("PostgreSQL") {
+        return Err(format!("`postgres --version` in the operand image printed {out:?}"));
+    }
+    Ok(())
+}
+
+struct Instance {
+    name: String,
+    ordinal: u32,
+    role: Role,
+    /// Host directory: `run/` (socket) and `conf/`.
+    dir: PathBuf,
+    /// Container and volume name.
+    cname: String,
+    /// Id of the running container.
+    container: Option<String>,
+    /// Whether its volume was created.
+    volume: bool,
+}
+
+impl Instance {
+    fn socket_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+    fn conf_dir(&self) -> PathBuf {
+        self.dir.join("conf")
+    }
+    fn short_id(&self) -> String {
+        self.container.as_deref().map(|c| c.chars().take(12).collect()).unwrap_or_default()
+    }
+}
+
+pub struct ContainerBackend {
+    env: Arc<ContainerEnv>,
+    #[allow(dead_code)]
+    images: Arc<ImageStore>,
+    cnpg: CnpgVersion,
+    scenario: String,
+    dir: PathBuf,
+    cluster: Option<Cluster>,
+    instances: Vec<Instance>,
+}
 
 impl ContainerBackend {
-    pub fn new(_env: Arc<ContainerEnv>, _store: Arc<ImageStore>, _cnpg: CnpgVersion, _scenario_id: &str) -> ContainerBackend {
-        ContainerBackend {}
+    pub fn new(env: Arc<ContainerEnv>, store: Arc<ImageStore>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
+        let dir = env.root.join(argv::sanitize(scenario_id));
+        ContainerBackend {
+            env,
+            images: store,
+            cnpg,
+            scenario: scenario_id.to_string(),
+            dir,
+            cluster: None,
+            instances: Vec::new(),
+        }
     }
+
+    fn engine(&self) -> &Engine {
+        &self.env.engine
+    }
+
+    fn plan(&self, cluster: &Cluster) -> ClusterPlan {
+        ClusterPlan::derive(cluster, &PlanOptions { mount_root: MOUNT_ROOT.into(), cnpg: self.cnpg })
+    }
+
+    fn labels(&self, inst: &Instance) -> Vec<(String, String)> {
+        vec![
+            (LABEL_RUN.to_string(), self.env.run_id.clone()),
+            (LABEL_SCENARIO.to_string(), argv::sanitize(&self.scenario)),
+            (LABEL_INSTANCE.to_string(), inst.name.clone()),
+        ]
+    }
+
+    fn write_conf(&self, inst: &Instance, plan: &ClusterPlan) -> Result<(), BackendError> {
+        let path = inst.conf_dir().join("postgresql.conf");
+        std::fs::write(&path, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", path.display())))
+    }
+
+    async fn start(&mut self, idx: usize, plan: &ClusterPlan) -> Result<(), BackendError> {
+        let inst = &self.instances[idx];
+        self.write_conf(inst, plan)?;
+        let labels = self.labels(inst);
+        let mounts: Vec<ImageMount> =
+            plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect();
+        let primary_socket = (inst.role == Role::Replica).then(|| self.instances[0].socket_dir());
+        let (socket_dir, conf_dir) = (inst.socket_dir(), inst.conf_dir());
+        let run = InstanceRun {
+            container: &inst.cname,
+            labels: &labels,
+            image: &self.env.operand.image,
+            bindir: &self.env.operand.bindir,
+            volume: &inst.cname,
+            socket_dir: &socket_dir,
+            conf_dir: &conf_dir,
+            primary_socket_dir: primary_socket.as_deref(),
+            mounts: &mounts,
+            ld_library_path: plan.ld_library_path.as_deref(),
+        };
+        let args = argv::instance_run_args(self.engine().kind, &self.engine().run_flags, &run);
+        let out = self.engine().run(&args).await.map_err(|e| failed(format!("starting {}: {e}", inst.name)))?;
+        let id = out.trim().lines().last().unwrap_or("").trim().to_string();
+        self.instances[idx].container = Some(if id.is_empty() { self.instances[idx].cname.clone() } else { id });
+        self.wait_ready(idx).await
+    }
+
+    /// Stops (fast shutdown, SIGKILL after the grace) and removes the container; the volume stays.
+    async fn stop_remove(&mut self, idx: usize) -> Result<(), BackendError> {
+        let Some(id) = self.instances[idx].container.take() else { return Ok(()) };
+        let name = self.instances[idx].name.clone();
+        self.engine()
+            .run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id]))
+            .await
+            .map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        self.engine().run(&strings(&["rm", &id])).await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
+        Ok(())
+    }
+
+    async fn wait_ready(&self, idx: usize) -> Result<(), BackendError> {
+        let inst = &self.instances[idx];
+        let id = inst.container.clone().unwrap_or_default();
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let cfg = conn_config(&inst.socket_dir(), "postgres", "postgres");
+        let mut last = String::new();
+        let mut next_state_check = Instant::now() + Duration::from_millis(500);
+        loop {
+            match cfg.connect(tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    // A standby accepts connections before it has replayed to consistency.
+                    if client.simple_query("SELECT 1").await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= next_state_check {
+                next_state_check = Instant::now() + Duration::from_secs(1);
+                let state = self
+                    .engine()
+                    .run(&strings(&["inspect", "--format", "{{.State.Status}}", &id]))
+                    .await
+                    .unwrap_or_default();
+                let state = state.trim();
+                if matches!(state, "exited" | "dead" | "stopped") {
+                    return Err(failed(format!(
+                        "the container of {} ({}) {state} while PostgreSQL was starting; its log:\n{}",
+                        inst.name,
+                        inst.short_id(),
+                        self.logs(&id).await
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "waited {}s for {} to accept connections; last error: {last}; log:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    inst.name,
+                    self.logs(&id).await
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    async fn logs(&self, id: &str) -> String {
+        match self.engine().run(&strings(&["logs", "--tail", "15", id])).await {
+            Ok(s) => s,
+            Err(e) => e,
+        }
+    }
+
+    async fn create(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+        for ordinal in 1..=cluster.spec.instances {
+            let name = format!("{}-{}", cluster.metadata.name, ordinal);
+            let dir = self.dir.join(ordinal.to_string());
+            let inst = Instance {
+                cname: argv::sanitize(&format!("{}-{}-{}", self.env.run_id, self.scenario, name)),
+                name,
+                ordinal,
+                role: if ordinal == 1 { Role::Primary } else { Role::Replica },
+                dir,
+                container: None,
+                volume: false,
+            };
+            prepare_dirs(&inst).map_err(failed)?;
+            let mut args = strings(&["volume", "create"]);
+            args.extend(argv::label_args(&self.labels(&inst)));
+            args.push(inst.cname.clone());
+            let created = self.engine().run(&args).await;
+            let volume = created.is_ok();
+            self.instances.push(Instance { volume, ..inst });
+            created.map_err(|e| failed(format!("creating the volume of {}: {e}", self.instances[self.instances.len() - 1].name)))?;
+        }
+        // The primary from the template in the image (copy-up into its empty volume), then
+        // each replica by streaming base backup.
+        let plan = self.plan(cluster);
+        self.start(0, &plan).await?;
+        for idx in 1..self.instances.len() {
+            self.base_backup(idx).await?;
+            self.start(idx, &plan).await?;
+        }
+        Ok(())
+    }
+
+    async fn base_backup(&self, idx: usize) -> Result<(), BackendError> {
+        let inst = &self.instances[idx];
+        let labels = self.labels(inst);
+        let args = argv::base_backup_args(
+            self.engine().kind,
+            &self.engine().run_flags,
+            &format!("{}-basebackup", inst.cname),
+            &labels,
+            &self.env.operand.image,
+            &self.env.operand.bindir,
+            &inst.cname,
+            &self.instances[0].socket_dir(),
+        );
+        self.engine().run(&args).await.map_err(|e| failed(format!("pg_basebackup for {}: {e}", inst.name)))?;
+        Ok(())
+    }
+
+    /// Replicas first (highest ordinal first), then the primary: the operator's order.
+    fn rollout_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.instances.len()).filter(|i| self.instances[*i].role == Role::Replica).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(self.instances[*i].ordinal));
+        order.extend((0..self.instances.len()).filter(|i| self.instances[*i].role == Role::Primary));
+        order
+    }
+
+    /// Replaces every container (new id, same volume) with the plan of `cluster`.
+    async fn rolling_restart(&mut self, cluster: &Cluster) -> Result<RolloutRecord, BackendError> {
+        let mut record = RolloutRecord::default();
+        let plan = self.plan(cluster);
+        for idx in self.rollout_order() {
+            let old_id = self.instances[idx].short_id();
+            self.stop_remove(idx).await?;
+            self.start(idx, &plan).await?;
+            let inst = &self.instances[idx];
+            record.restarts.push(InstanceRestart {
+                instance: inst.name.clone(),
+                role: inst.role,
+                old_id,
+                new_id: inst.short_id(),
+                at: Utc::now(),
+            });
+        }
+        Ok(record)
+    }
+
+    async fn reload_all(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+        let plan = self.plan(cluster);
+        for idx in 0..self.instances.len() {
+            self.write_conf(&self.instances[idx], &plan)?;
+            let name = self.instances[idx].name.clone();
+            let client = self.connect(&name, "postgres", "postgres").await?;
+            client.simple_query("SELECT pg_reload_conf()").await.map_err(|e| failed(format!("reload of {name}: {e}")))?;
+        }
+        // The postmaster applies the reload asynchronously; give its children a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+
+    fn instance(&self, name: &str) -> Result<&Instance, BackendError> {
+        self.instances.iter().find(|i| i.name == name).ok_or_else(|| failed(format!("no instance named `{name}`")))
+    }
+
+    /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
+    /// container (through PostgreSQL itself, then `cat`, then the container config).
+    async fn postmaster_ld_path(&self, inst: &Instance, client: &tokio_postgres::Client) -> Result<Option<String>, BackendError> {
+        const SQL: &str = "SELECT pg_read_binary_file('/proc/' || split_part(pg_read_file('postmaster.pid'), E'\\n', 1) || '/environ')";
+        let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
+            Ok(row) => row.try_get::<_, Vec<u8>>(0).ok(),
+            Err(e) => {
+                tracing::debug!("reading the postmaster environment through SQL: {}", crate::sql::describe_error(&e));
+                None
+            }
+        };
+        let id = inst.container.clone().unwrap_or_default();
+        let environ = match environ {
+            Some(e) => e,
+            None => match self.engine().run(&strings(&["exec", &id, "cat", "/proc/1/environ"])).await {
+                Ok(s) => s.into_bytes(),
+                Err(e) => {
+                    tracing::debug!("reading /proc/1/environ with exec: {e}");
+                    let out = self
+                        .engine()
+                        .run(&strings(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &id]))
+                        .await
+                        .map_err(|e| failed(format!("cannot read the environment of {}: {e}", inst.name)))?;
+                    out.replace('\n', "\0").into_bytes()
+                }
+            },
+        };
+        let env: BTreeMap<String, String> = environ
+            .split(|b| *b == 0)
+            .filter_map(|kv| {
+                let s = String::from_utf8_lossy(kv);
+                s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        Ok(env.get("LD_LIBRARY_PATH").cloned())
+    }
+
+    /// Regular files below each mount, listed inside the container as the postgres uid;
+    /// unreadable ones are reported as such (so that the comparison with the image fails).
+    async fn list_mounts(&self, inst: &Instance, plan: &ClusterPlan) -> BTreeMap<String, Option<Vec<String>>> {
+        let mut out: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+        if plan.extensions.is_empty() {
+            return out;
+        }
+        let id = inst.container.clone().unwrap_or_default();
+        let mut args = strings(&["exec", "--user", &format!("{PG_UID}:{PG_UID}"), &id, "find"]);
+        args.extend(plan.extensions.iter().map(|e| e.mount_path.clone()));
+        args.extend(strings(&["-type", "f", "(", "-readable", "-printf", "r\\t%H\\t%P\\n", "-o", "-printf", "u\\t%H\\t%P\\n", ")"]));
+        let text = match self.engine().run(&args).await {
+            Ok(t) => t,
+            // find exits 1 when a starting point is missing; what it printed is still right.
+            Err(e) => {
+                tracing::debug!("find in {}: {e}", inst.name);
+                e
+            }
+        };
+        for line in text.lines() {
+            let mut parts = line.splitn(3, '\t');
+            let (Some(flag), Some(start), Some(rel)) = (parts.next(), parts.next(), parts.next()) else { continue };
+            let entry = out.entry(start.to_string()).or_insert_with(|| Some(Vec::new()));
+            if let Some(files) = entry {
+                files.push(if flag == "r" { rel.to_string() } else { format!("{rel} (not readable by uid {PG_UID})") });
+            }
+        }
+        for ext in &plan.extensions {
+            if !out.contains_key(&ext.mount_path) {
+                // Nothing listed: an empty mount, or none at all (checked below).
+                let present = self
+                    .engine()
+                    .run(&strings(&["exec", "--user", &format!("{PG_UID}:{PG_UID}"), &id, "find", &ext.mount_path, "-maxdepth", "0", "-type", "d"]))
+                    .await
+                    .is_ok_and(|s| !s.trim().is_empty());
+                out.insert(ext.mount_path.clone(), present.then(Vec::new));
+            }
+        }
+        for files in out.values_mut().flatten() {
+            files.sort();
+        }
+        out
+    }
+}
+
+fn prepare_dirs(inst: &Instance) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let (run, conf) = (inst.socket_dir(), inst.conf_dir());
+    for d in [&run, &conf] {
+        std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+    }
+    // The postgres uid of the container creates its socket here.
+    if nix::unistd::Uid::effective().is_root() {
+        nix::unistd::chown(&run, Some(nix::unistd::Uid::from_raw(PG_UID)), Some(nix::unistd::Gid::from_raw(PG_UID)))
+            .map_err(|e| format!("{}: {e}", run.display()))?;
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o700)).map_err(|e| e.to_string())?;
+    } else {
+        // Rootless engines map uid 26 to a subordinate uid.
+        std::fs::set_permissions(&run, std::fs::Permissions::from_mode(0o777)).map_err(|e| e.to_string())?;
+    }
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn failed(msg: impl Into<String>) -> BackendError {
+    BackendError::Failed(msg.into())
+}
+
+fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(socket_dir).port(5432).user(user).dbname(database).application_name("cnpg-ext-harness");
+    cfg.connect_timeout(Duration::from_secs(10));
+    cfg
 }
 
 #[async_trait]
@@ -51,28 +683,184 @@ impl Backend for ContainerBackend {
     fn name(&self) -> &'static str {
         "container"
     }
+
     fn plan_for(&self, cluster: &Cluster, _instance: &str) -> ClusterPlan {
-        ClusterPlan::derive(cluster, &Default::default())
+        self.plan(cluster)
     }
-    async fn apply_cluster(&mut self, _cluster: &Cluster) -> Result<ApplyOutcome, BackendError> {
-        Err(BackendError::Unusable("not built".into()))
+
+    async fn apply_cluster(&mut self, cluster: &Cluster) -> Result<ApplyOutcome, BackendError> {
+        let Some(current) = self.cluster.clone() else {
+            self.create(cluster).await?;
+            self.cluster = Some(cluster.clone());
+            return Ok(ApplyOutcome::Created);
+        };
+        if current.metadata.name != cluster.metadata.name {
+            return Err(BackendError::Rejected(format!(
+                "this scenario already has Cluster `{}`; the container backend runs one Cluster per scenario",
+                current.metadata.name
+            )));
+        }
+        if current.spec.instances != cluster.spec.instances {
+            return Err(BackendError::Rejected("changing spec.instances is not modelled by the container backend".into()));
+        }
+        let before = self.plan(&current);
+        let after = self.plan(cluster);
+        self.cluster = Some(cluster.clone());
+        if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
+            let record = self.rolling_restart(cluster).await?;
+            return Ok(ApplyOutcome::RolledOut { record });
+        }
+        if before.extension_control_path != after.extension_control_path
+            || before.dynamic_library_path != after.dynamic_library_path
+        {
+            self.reload_all(cluster).await?;
+            return Ok(ApplyOutcome::Reloaded);
+        }
+        // `ld_library_path` alone: stored in the spec, applied when the containers are replaced.
+        Ok(ApplyOutcome::Unchanged)
     }
-    async fn apply_database(&mut self, _database: &Database) -> Result<Vec<String>, BackendError> {
-        Err(BackendError::Unusable("not built".into()))
+
+    async fn apply_database(&mut self, db: &Database) -> Result<Vec<String>, BackendError> {
+        let primary = self.instances.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
+        let admin = self.connect(&primary, "postgres", "postgres").await?;
+        let exists = admin
+            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db.spec.name])
+            .await
+            .map_err(|e| failed(e.to_string()))?;
+        if exists.is_none() {
+            let sql = format!(
+                "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {owner_lit}) THEN CREATE ROLE {owner} LOGIN; END IF; END$$; CREATE DATABASE {name} OWNER {owner}",
+                owner_lit = quote_literal(&db.spec.owner),
+                owner = quote_ident(&db.spec.owner),
+                name = quote_ident(&db.spec.name)
+            );
+            admin.batch_execute(&sql).await.map_err(|e| failed(crate::sql::describe_error(&e)))?;
+        }
+        let client = self.connect(&primary, &db.spec.name, "postgres").await?;
+        let mut messages = Vec::new();
+        for ext in &db.spec.extensions {
+            let sql = match ext.ensure.as_str() {
+                "present" => {
+                    let mut s = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(&ext.name));
+                    if let Some(schema) = &ext.schema {
+                        s += &format!(" SCHEMA {}", quote_ident(schema));
+                    }
+                    if let Some(v) = &ext.version {
+                        s += &format!(" VERSION {}", quote_literal(v));
+                    }
+                    s
+                }
+                "absent" => format!("DROP EXTENSION IF EXISTS {}", quote_ident(&ext.name)),
+                other => {
+                    return Err(BackendError::Rejected(format!("extension `{}`: ensure `{other}` is not present|absent", ext.name)))
+                }
+            };
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(|e| failed(format!("extension `{}`: {}", ext.name, crate::sql::describe_error(&e))))?;
+            messages.push(format!("{}: {}", ext.name, ext.ensure));
+        }
+        Ok(messages)
     }
+
     async fn restart(&mut self) -> Result<RolloutRecord, BackendError> {
-        Err(BackendError::Unusable("not built".into()))
+        let cluster = self.cluster.clone().ok_or_else(|| failed("no cluster to restart: apply a Cluster first"))?;
+        self.rolling_restart(&cluster).await
     }
+
     async fn instances(&self) -> Result<Vec<InstanceRef>, BackendError> {
-        Ok(Vec::new())
+        Ok(self.instances.iter().map(|i| InstanceRef { name: i.name.clone(), role: i.role }).collect())
     }
-    async fn connect(&self, _i: &str, _d: &str, _u: &str) -> Result<tokio_postgres::Client, BackendError> {
-        Err(BackendError::Unusable("not built".into()))
+
+    async fn connect(&self, instance: &str, database: &str, user: &str) -> Result<tokio_postgres::Client, BackendError> {
+        let inst = self.instance(instance)?;
+        let (client, conn) = conn_config(&inst.socket_dir(), database, user)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e))))?;
+        tokio::spawn(conn);
+        Ok(client)
     }
-    async fn inspect(&self, _i: &str, _p: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
-        Err(BackendError::Unusable("not built".into()))
+
+    async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
+        let inst = self.instance(instance)?;
+        let client = self.connect(instance, "postgres", "postgres").await?;
+        let ld_library_path = self.postmaster_ld_path(inst, &client).await?;
+        let listed = self.list_mounts(inst, plan).await;
+        let mut mounts = Vec::new();
+        for ext in &plan.extensions {
+            let files = listed.get(&ext.mount_path).cloned().flatten();
+            let present = files.is_some();
+            // A write attempt by the postgres process itself, inside the container.
+            let read_only = if present {
+                let probe = format!("{}/.cnpg-ext-harness-write-probe", ext.mount_path);
+                match client.batch_execute(&format!("COPY (SELECT 1) TO {}", quote_literal(&probe))).await {
+                    Ok(()) => Some(false),
+                    Err(e) => {
+                        let msg = crate::sql::describe_error(&e);
+                        if msg.contains("Read-only file system") || msg.contains("Permission denied") {
+                            Some(true)
+                        } else {
+                            tracing::debug!("write probe in {}: {msg}", ext.mount_path);
+                            None
+                        }
+                    }
+                }
+            } else {
+                None
+            };
+            mounts.push(MountObservation {
+                name: ext.name.clone(),
+                path: ext.mount_path.clone(),
+                present,
+                files: files.unwrap_or_default(),
+                read_only,
+            });
+        }
+        Ok(InstanceObservation { instance: instance.to_string(), ld_library_path, mounts })
     }
-    async fn teardown(&mut self, _keep: bool) -> Result<(), BackendError> {
-        Ok(())
+
+    async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
+        let ids: Vec<String> = self.instances.iter().rev().filter_map(|i| i.container.clone()).collect();
+        let vols: Vec<String> = self.instances.iter().filter(|i| i.volume).map(|i| i.cname.clone()).collect();
+        if keep {
+            for id in ids {
+                let _ = self.engine().run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id])).await;
+            }
+            return Ok(());
+        }
+        let mut problems = Vec::new();
+        if !ids.is_empty() {
+            let mut args = rm_force(self.engine());
+            args.extend(ids);
+            if let Err(e) = self.engine().run(&args).await {
+                problems.push(e);
+            }
+        }
+        if !vols.is_empty() {
+            let mut args = strings(&["volume", "rm", "-f"]);
+            args.extend(vols);
+            if let Err(e) = self.engine().run(&args).await {
+                problems.push(e);
+            }
+        }
+        for i in &mut self.instances {
+            i.container = None;
+            i.volume = false;
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(failed(problems.join("; ")))
+        }
     }
+}
+
+fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
 }

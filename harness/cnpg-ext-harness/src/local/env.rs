@@ -23,6 +23,7 @@ wal_level = replica
 max_wal_senders = 10
 max_replication_slots = 10
 hot_standby = on
+wal_writer_delay = '10ms'
 # reconnect to a restarted primary quickly (default 5s)
 wal_retrieve_retry_interval = '100ms'
 logging_collector = off
@@ -60,6 +61,8 @@ impl LocalEnv {
             .args(["-D"])
             .arg(t)
             .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
+            // 1 MB WAL segments: every instance copies the template; 16 MB of empty WAL each is waste.
+            .arg("--wal-segsize=1")
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("LANG", "C");

@@ -1,0 +1,318 @@
+//! Command lines and files the container backend produces, as pure functions (snapshotted).
+
+use std::path::Path;
+
+use cnpg_ext_model::ClusterPlan;
+
+use super::engine::EngineKind;
+
+/// Every container, volume and image a run creates carries this label with the run id.
+pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
+pub const LABEL_SCENARIO: &str = "io.cnpg-ext-harness.scenario";
+pub const LABEL_INSTANCE: &str = "io.cnpg-ext-harness.instance";
+/// Operand images the harness built (kept across runs as a cache).
+pub const LABEL_OPERAND: &str = "io.cnpg-ext-harness.operand";
+
+/// uid/gid PostgreSQL runs as in the container (CloudNativePG's operand images use 26).
+pub const PG_UID: u32 = 26;
+/// Where the instance volume is mounted; PGDATA is `pgdata` below it (as in CNPG pods).
+pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+/// An empty directory owned by the postgres uid in the operand image: a new replica volume
+/// is first mounted here so that it gets that owner, then filled by `pg_basebackup`.
+pub const STANDBY_MOUNT: &str = "/var/lib/postgresql/standby";
+/// Host directories bind-mounted into each instance: its unix socket and its configuration.
+pub const SOCKET_DIR: &str = "/controller/run";
+pub const CONF_DIR: &str = "/controller/conf";
+/// The primary's socket directory, seen from replicas (streaming replication, base backups).
+pub const PRIMARY_SOCKET_DIR: &str = "/controller/primary";
+/// Where extension images are mounted (what the operator does in the pod).
+pub const MOUNT_ROOT: &str = "/extensions";
+
+/// One image volume of an instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageMount {
+    pub reference: String,
+    pub destination: String,
+}
+
+/// `--mount` value for an image volume, read-only.
+pub fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
+    match kind {
+        // podman: image mounts are read-only unless rw=true; say so explicitly.
+        EngineKind::Podman => format!("type=image,source={},destination={},rw=false", m.reference, m.destination),
+        EngineKind::Docker => format!("type=image,source={},destination={},readonly", m.reference, m.destination),
+    }
+}
+
+pub fn label_args(labels: &[(String, String)]) -> Vec<String> {
+    labels.iter().flat_map(|(k, v)| ["--label".to_string(), format!("{k}={v}")]).collect()
+}
+
+/// Everything that differs between two instance containers.
+#[derive(Debug, Clone)]
+pub struct InstanceRun<'a> {
+    pub container: &'a str,
+    pub labels: &'a [(String, String)],
+    pub image: &'a str,
+    /// Directory of the PostgreSQL programs inside `image`.
+    pub bindir: &'a str,
+    pub volume: &'a str,
+    pub socket_dir: &'a Path,
+    pub conf_dir: &'a Path,
+    /// Replicas: the primary's socket directory on the host.
+    pub primary_socket_dir: Option<&'a Path>,
+    pub mounts: &'a [ImageMount],
+    pub ld_library_path: Option<&'a str>,
+}
+
+/// Options every container of the backend gets: non-root, no network, fast shutdown on stop.
+fn common_run(kind: EngineKind, run_flags: &[String], name: &str, labels: &[(String, String)]) -> Vec<String> {
+    let _ = kind;
+    let mut a: Vec<String> = vec!["run".into()];
+    a.extend(["--name".into(), name.to_string()]);
+    a.extend(label_args(labels));
+    a.extend(["--user".into(), format!("{PG_UID}:{PG_UID}")]);
+    a.extend(["--network".into(), "none".into()]);
+    a.extend(run_flags.iter().cloned());
+    a
+}
+
+/// `run -d …` of one PostgreSQL instance.
+pub fn instance_run_args(kind: EngineKind, run_flags: &[String], r: &InstanceRun<'_>) -> Vec<String> {
+    let mut a = common_run(kind, run_flags, r.container, r.labels);
+    a.insert(1, "--detach".into());
+    // PostgreSQL's fast shutdown (SIGINT), like the local backend; SIGKILL after the grace.
+    a.extend(["--stop-signal".into(), "SIGINT".into()]);
+    a.extend(["--volume".into(), format!("{}:{DATA_MOUNT}", r.volume)]);
+    a.extend(["--volume".into(), format!("{}:{SOCKET_DIR}", r.socket_dir.display())]);
+    a.extend(["--volume".into(), format!("{}:{CONF_DIR}:ro", r.conf_dir.display())]);
+    if let Some(p) = r.primary_socket_dir {
+        a.extend(["--volume".into(), format!("{}:{PRIMARY_SOCKET_DIR}", p.display())]);
+    }
+    for m in r.mounts {
+        a.extend(["--mount".into(), image_mount_arg(kind, m)]);
+    }
+    a.extend(["--env".into(), "LANG=C".into()]);
+    if let Some(ld) = r.ld_library_path {
+        a.extend(["--env".into(), format!("LD_LIBRARY_PATH={ld}")]);
+    }
+    a.push(r.image.to_string());
+    a.push(format!("{}/postgres", r.bindir));
+    a.extend(["-D".into(), PGDATA.into()]);
+    a.extend(["-c".into(), format!("config_file={CONF_DIR}/postgresql.conf")]);
+    a
+}
+
+/// `run --rm …` that fills a new replica volume with `pg_basebackup -R` from the primary.
+pub fn base_backup_args(
+    kind: EngineKind,
+    run_flags: &[String],
+    container: &str,
+    labels: &[(String, String)],
+    image: &str,
+    bindir: &str,
+    volume: &str,
+    primary_socket_dir: &Path,
+) -> Vec<String> {
+    let mut a = common_run(kind, run_flags, container, labels);
+    a.insert(1, "--rm".into());
+    a.extend(["--volume".into(), format!("{volume}:{STANDBY_MOUNT}")]);
+    a.extend(["--volume".into(), format!("{}:{PRIMARY_SOCKET_DIR}", primary_socket_dir.display())]);
+    a.push(image.to_string());
+    a.push(format!("{bindir}/pg_basebackup"));
+    a.extend(["-D".into(), format!("{STANDBY_MOUNT}/pgdata")]);
+    a.extend(["-h".into(), PRIMARY_SOCKET_DIR.into()]);
+    a.extend(
+        ["-p", "5432", "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"].iter().map(|s| s.to_string()),
+    );
+    a
+}
+
+/// `run` of a one-off step while deriving the operand image (initdb, bootstrap SQL).
+pub fn oneoff_run_args(
+    kind: EngineKind,
+    run_flags: &[String],
+    container: &str,
+    labels: &[(String, String)],
+    interactive: bool,
+    image: &str,
+    command: &[String],
+) -> Vec<String> {
+    let mut a = common_run(kind, run_flags, container, labels);
+    if interactive {
+        a.insert(1, "--interactive".into());
+    }
+    a.push(image.to_string());
+    a.extend(command.iter().cloned());
+    a
+}
+
+/// Settings every container instance starts with (the local backend's defaults).
+const BASE_CONF: &str = "listen_addresses = ''
+port = 5432
+unix_socket_directories = '/controller/run'
+max_connections = 30
+shared_buffers = 16MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+# reconnect to a restarted primary quickly (default 5s)
+wal_retrieve_retry_interval = '100ms'
+logging_collector = off
+log_min_messages = warning
+";
+
+/// The instance's `postgresql.conf` (bind-mounted read-only, named by `-c config_file`):
+/// base settings plus what the operator derives. Rewritten and reloaded on a search-path change.
+pub fn postgresql_conf(plan: &ClusterPlan) -> String {
+    format!(
+        "# written by cnpg-ext-harness (container backend)\n{BASE_CONF}\n# --- what the operator sets ---\nextension_control_path = '{}'\ndynamic_library_path = '{}'\n",
+        plan.extension_control_path.replace('\'', "''"),
+        plan.dynamic_library_path.replace('\'', "''"),
+    )
+}
+
+/// A name the engines accept for containers and volumes.
+pub fn sanitize(s: &str) -> String {
+    let mut out: String = s
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' { c } else { '-' })
+        .collect();
+    if !out.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        out.insert(0, 'x');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnpg_ext_model::cluster::Manifest;
+    use cnpg_ext_model::{Cluster, PlanOptions};
+
+    fn cluster() -> Cluster {
+        let yaml = r#"
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: c}
+spec:
+  instances: 2
+  postgresql:
+    extensions:
+      - name: pgvector
+        image: {reference: "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie"}
+      - name: greet
+        image: {reference: "ghcr.io/example/greet:1.0-18-trixie"}
+        ld_library_path: [system]
+"#;
+        match Manifest::parse(Path::new("c.yaml"), yaml).unwrap().remove(0) {
+            Manifest::Cluster(d) => d.cluster,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn labels() -> Vec<(String, String)> {
+        vec![
+            (LABEL_RUN.into(), "cnpg-ext-AbC123".into()),
+            (LABEL_SCENARIO.into(), "system-library".into()),
+            (LABEL_INSTANCE.into(), "c-2".into()),
+        ]
+    }
+
+    fn mounts(plan: &ClusterPlan) -> Vec<ImageMount> {
+        plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect()
+    }
+
+    fn run_flags() -> Vec<String> {
+        super::super::engine::split_flags("--ulimit nofile=20000:20000 --ulimit nproc=1024:1024").unwrap()
+    }
+
+    macro_rules! snap {
+        ($name:expr, $value:expr) => {
+            insta::with_settings!({snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../../snapshots/container"), prepend_module_to_snapshot => false}, {
+                insta::assert_yaml_snapshot!($name, $value);
+            })
+        };
+    }
+
+    #[test]
+    fn replica_run_command() {
+        let plan = ClusterPlan::derive(&cluster(), &PlanOptions::default());
+        let m = mounts(&plan);
+        let labels = labels();
+        let r = InstanceRun {
+            container: "cnpg-ext-AbC123-system-library-c-2",
+            labels: &labels,
+            image: "localhost/cnpg-ext-harness/postgres:18.6-0123456789ab",
+            bindir: "/usr/lib/postgresql/18/bin",
+            volume: "cnpg-ext-AbC123-system-library-c-2",
+            socket_dir: Path::new("/tmp/cnpg-ext-AbC123/c/system-library/2/run"),
+            conf_dir: Path::new("/tmp/cnpg-ext-AbC123/c/system-library/2/conf"),
+            primary_socket_dir: Some(Path::new("/tmp/cnpg-ext-AbC123/c/system-library/1/run")),
+            mounts: &m,
+            ld_library_path: plan.ld_library_path.as_deref(),
+        };
+        snap!("podman_replica_run", instance_run_args(EngineKind::Podman, &run_flags(), &r));
+        snap!("docker_replica_run", instance_run_args(EngineKind::Docker, &[], &r));
+    }
+
+    #[test]
+    fn primary_without_extensions_has_no_mounts_or_ld_path() {
+        let r = InstanceRun {
+            container: "n",
+            labels: &[],
+            image: "img",
+            bindir: "/b",
+            volume: "v",
+            socket_dir: Path::new("/s"),
+            conf_dir: Path::new("/c"),
+            primary_socket_dir: None,
+            mounts: &[],
+            ld_library_path: None,
+        };
+        let a = instance_run_args(EngineKind::Podman, &[], &r);
+        assert!(!a.iter().any(|x| x == "--mount" || x.starts_with("LD_LIBRARY_PATH") || x.contains(PRIMARY_SOCKET_DIR)));
+        assert_eq!(a[..3], ["run", "--detach", "--name"]);
+    }
+
+    #[test]
+    fn base_backup_command() {
+        snap!(
+            "podman_base_backup",
+            base_backup_args(
+                EngineKind::Podman,
+                &run_flags(),
+                "cnpg-ext-AbC123-system-library-c-2-basebackup",
+                &labels(),
+                "localhost/cnpg-ext-harness/postgres:18.6-0123456789ab",
+                "/usr/lib/postgresql/18/bin",
+                "cnpg-ext-AbC123-system-library-c-2",
+                Path::new("/tmp/cnpg-ext-AbC123/c/system-library/1/run"),
+            )
+        );
+    }
+
+    #[test]
+    fn conf_has_the_operator_gucs() {
+        let plan = ClusterPlan::derive(&cluster(), &PlanOptions::default());
+        snap!("postgresql_conf", postgresql_conf(&plan));
+    }
+
+    #[test]
+    fn image_mounts_are_read_only() {
+        let m = ImageMount { reference: "r:1".into(), destination: "/extensions/x".into() };
+        assert_eq!(image_mount_arg(EngineKind::Podman, &m), "type=image,source=r:1,destination=/extensions/x,rw=false");
+        assert!(image_mount_arg(EngineKind::Docker, &m).ends_with(",readonly"));
+    }
+
+    #[test]
+    fn names_are_sanitized() {
+        assert_eq!(sanitize("cnpg-ext-Ab_1/x y"), "cnpg-ext-Ab_1-x-y");
+        assert_eq!(sanitize("-x"), "x-x");
+    }
+}
