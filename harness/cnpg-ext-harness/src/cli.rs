@@ -34,7 +34,9 @@ pub enum Command {
         #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
         cnpg_version: CnpgVersion,
     },
-    // IMAGE-CLI
+    /// Build, unpack or lint extension images.
+    #[command(subcommand)]
+    Image(cnpg_ext_images::cli::ImageCommand),
 }
 
 #[derive(Debug, clap::Args)]

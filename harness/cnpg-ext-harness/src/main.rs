@@ -38,7 +38,10 @@ async fn dispatch(cmd: Command) -> i32 {
             }
         },
         Command::Plan { path, cnpg_version } => commands::plan(&path, cnpg_version),
-        // IMAGE-CLI
+        Command::Image(cmd) => match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
+            Ok(code) => code,
+            Err(_) => EXIT_INVALID,
+        },
     }
 }
 

@@ -110,7 +110,55 @@ impl ImageStore {
     }
 }
 
+/// Built fixture images are reproducible (same inputs, same digest), so a warm run reuses
+/// them from the cache, keyed by every input: recipe files, reference, PostgreSQL, compiler.
 fn build_fixture(recipe: &Path, reference: &str, pg: &PgInstall, work: &Path) -> Result<PathBuf, HarnessError> {
+    let cache = cnpg_ext_pg::ProvisionOptions::from_env().cache_dir.map(|c| c.join("fixtures"));
+    let key = fixture_key(recipe, reference, pg);
+    if let (Some(cache), Some(key)) = (&cache, &key) {
+        let hit = cache.join(key);
+        if hit.join("index.json").is_file() {
+            return Ok(hit);
+        }
+    }
+    let layout = build_fixture_uncached(recipe, reference, pg, work)?;
+    if let (Some(cache), Some(key)) = (cache, key) {
+        // Best effort: a cache that cannot be written only costs time.
+        let staging = cache.join(format!(".{key}.{}", std::process::id()));
+        if std::fs::create_dir_all(&cache).is_ok() && fsutil::link_or_copy_tree(&layout, &staging).is_ok() {
+            if std::fs::rename(&staging, cache.join(&key)).is_err() {
+                let _ = fsutil::remove_tree(&staging);
+            }
+        }
+    }
+    Ok(layout)
+}
+
+fn fixture_key(recipe: &Path, reference: &str, pg: &PgInstall) -> Option<String> {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        "fixture-v1",
+        reference,
+        &pg.version.text,
+        &pg.bindir.display().to_string(),
+        &std::env::var("CC").unwrap_or_default(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    let mut files: Vec<_> = walkdir::WalkDir::new(recipe).follow_links(true).into_iter().collect::<Result<_, _>>().ok()?;
+    files.sort_by(|a, b| a.path().cmp(b.path()));
+    for f in files.iter().filter(|f| f.file_type().is_file()) {
+        h.update(f.path().strip_prefix(recipe).ok()?.to_string_lossy().as_bytes());
+        h.update([0]);
+        h.update(std::fs::read(f.path()).ok()?);
+        h.update([0]);
+    }
+    Some(hex::encode(h.finalize()))
+}
+
+fn build_fixture_uncached(recipe: &Path, reference: &str, pg: &PgInstall, work: &Path) -> Result<PathBuf, HarnessError> {
     let tree = work.join("tree");
     let built = cnpg_ext_pg::fixture::build_fixture(recipe, pg, &tree)?;
     let mut opts = BuildOptions::new(reference);

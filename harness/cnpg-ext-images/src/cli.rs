@@ -7,8 +7,8 @@
 use crate::elf::BaseLibs;
 use crate::lint::{lint, LintOptions};
 use crate::{
-    build_layout, control, unpack, write_docker_archive, write_oci_archive, BuildOptions, ImageError, Platform,
-    UnpackOptions, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
+    build_layout, control, unpack, write_docker_archive, write_oci_archive, BuildOptions,
+    ImageError, Platform, UnpackOptions, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
 };
 use std::path::{Path, PathBuf};
 
@@ -130,7 +130,8 @@ pub fn run(cmd: ImageCommand) -> i32 {
             if let Some(a) = arch {
                 opts.arch = crate::normalize_arch(&a);
             }
-            opts.labels.insert(crate::LABEL_BASE_PGMAJOR.into(), pg_major.to_string());
+            opts.labels
+                .insert(crate::LABEL_BASE_PGMAJOR.into(), pg_major.to_string());
             opts.labels.insert(crate::LABEL_BASE_OS.into(), os.clone());
             opts.labels.insert(
                 crate::LABEL_BASE_NAME.into(),
@@ -195,7 +196,10 @@ pub fn run(cmd: ImageCommand) -> i32 {
                 match std::fs::read_to_string(&f) {
                     Ok(t) => opts.base_libs = BaseLibs::from_list(&t),
                     Err(e) => {
-                        eprintln!("error: {}: {e}; pass a readable file of library names, one per line", f.display());
+                        eprintln!(
+                            "error: {}: {e}; pass a readable file of library names, one per line",
+                            f.display()
+                        );
                         return 2;
                     }
                 }
@@ -226,7 +230,11 @@ pub fn run(cmd: ImageCommand) -> i32 {
 /// `default_version` of the first primary control file in `share/extension`.
 fn tree_default_version(tree: &Path) -> Option<String> {
     let dir = tree.join("share/extension");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .collect();
     names.sort();
     names.into_iter().find_map(|p| {
         let n = p.file_name()?.to_str()?;
@@ -238,7 +246,12 @@ fn tree_default_version(tree: &Path) -> Option<String> {
     })
 }
 
-fn build_cmd(tree: &Path, opts: &BuildOptions, output: &Path, format: BuildFormat) -> Result<String, ImageError> {
+fn build_cmd(
+    tree: &Path,
+    opts: &BuildOptions,
+    output: &Path,
+    format: BuildFormat,
+) -> Result<String, ImageError> {
     match format {
         BuildFormat::Oci => Ok(build_layout(tree, opts, output)?.manifest_digest),
         BuildFormat::OciArchive | BuildFormat::DockerArchive => {

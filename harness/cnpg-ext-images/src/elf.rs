@@ -67,7 +67,10 @@ pub fn read_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
     let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
     let exports_pg_magic = elf.dynsyms.iter().any(|s| {
         s.st_shndx != 0
-            && matches!(s.st_bind(), goblin::elf::sym::STB_GLOBAL | goblin::elf::sym::STB_WEAK)
+            && matches!(
+                s.st_bind(),
+                goblin::elf::sym::STB_GLOBAL | goblin::elf::sym::STB_WEAK
+            )
             && elf.dynstrtab.get_at(s.st_name) == Some("Pg_magic_func")
     });
     let mut runpath = Vec::new();
@@ -165,7 +168,10 @@ impl BaseLibs {
         if queue.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!("{}: no bin/ or lib/ files (not a PostgreSQL install?)", dir.display()),
+                format!(
+                    "{}: no bin/ or lib/ files (not a PostgreSQL install?)",
+                    dir.display()
+                ),
             ));
         }
         let triplet = format!("{}-linux-gnu", std::env::consts::ARCH);
@@ -173,7 +179,11 @@ impl BaseLibs {
         for d in ["/lib", "/usr/lib"] {
             search.push(Path::new(d).join(&triplet));
         }
-        search.extend(["/lib64", "/usr/lib64", "/lib", "/usr/lib"].iter().map(PathBuf::from));
+        search.extend(
+            ["/lib64", "/usr/lib64", "/lib", "/usr/lib"]
+                .iter()
+                .map(PathBuf::from),
+        );
         let mut seen: HashSet<PathBuf> = HashSet::new();
         let mut names = BTreeSet::new();
         while let Some(p) = queue.pop_front() {
@@ -181,7 +191,9 @@ impl BaseLibs {
             if !seen.insert(canon) {
                 continue;
             }
-            let Ok(bytes) = std::fs::read(&p) else { continue };
+            let Ok(bytes) = std::fs::read(&p) else {
+                continue;
+            };
             if !is_elf(&bytes) {
                 continue;
             }
@@ -193,11 +205,21 @@ impl BaseLibs {
             let own: Vec<PathBuf> = info
                 .runpath
                 .iter()
-                .map(|r| PathBuf::from(r.replace("$ORIGIN", &origin.to_string_lossy()).replace("${ORIGIN}", &origin.to_string_lossy())))
+                .map(|r| {
+                    PathBuf::from(
+                        r.replace("$ORIGIN", &origin.to_string_lossy())
+                            .replace("${ORIGIN}", &origin.to_string_lossy()),
+                    )
+                })
                 .collect();
             for n in &info.needed {
                 names.insert(n.clone());
-                if let Some(found) = own.iter().chain(search.iter()).map(|d| d.join(n)).find(|c| c.is_file()) {
+                if let Some(found) = own
+                    .iter()
+                    .chain(search.iter())
+                    .map(|d| d.join(n))
+                    .find(|c| c.is_file())
+                {
                     queue.push_back(found);
                 }
             }

@@ -71,14 +71,20 @@ impl Resolved {
         let container = Container::open(image, max_decompressed)?;
         let is_dir = matches!(container, Container::Dir(_));
         if container.exists("index.json") {
-            let format = if is_dir { ImageFormat::OciLayout } else { ImageFormat::OciArchive };
+            let format = if is_dir {
+                ImageFormat::OciLayout
+            } else {
+                ImageFormat::OciArchive
+            };
             resolve_oci(image, container, format, platform)
         } else if container.exists("manifest.json") {
             resolve_docker(image, container, platform)
         } else {
             Err(ImageError::NotAnImage {
                 path: image.into(),
-                reason: "no index.json (OCI layout/archive) or manifest.json (docker-archive) found".into(),
+                reason:
+                    "no index.json (OCI layout/archive) or manifest.json (docker-archive) found"
+                        .into(),
             })
         }
     }
@@ -107,7 +113,14 @@ fn missing(image: &Path, digest: &str, what: &str) -> ImageError {
     }
 }
 
-fn check_blob(image: &Path, digest: &str, what: &str, size: u64, n: u64, actual: &str) -> Result<(), ImageError> {
+fn check_blob(
+    image: &Path,
+    digest: &str,
+    what: &str,
+    size: u64,
+    n: u64,
+    actual: &str,
+) -> Result<(), ImageError> {
     if n != size {
         return Err(ImageError::SizeMismatch {
             image: image.into(),
@@ -139,9 +152,16 @@ pub(crate) fn blob_path(image: &Path, digest: &str, what: &str) -> Result<String
 }
 
 /// Read a small blob fully, checking size (before reading) and digest.
-fn read_blob(c: &Container, image: &Path, desc: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
+fn read_blob(
+    c: &Container,
+    image: &Path,
+    desc: &Descriptor,
+    what: &str,
+) -> Result<Vec<u8>, ImageError> {
     let rel = blob_path(image, &desc.digest, what)?;
-    let stored = c.size(&rel).ok_or_else(|| missing(image, &desc.digest, what))?;
+    let stored = c
+        .size(&rel)
+        .ok_or_else(|| missing(image, &desc.digest, what))?;
     if stored != desc.size {
         return Err(ImageError::SizeMismatch {
             image: image.into(),
@@ -160,12 +180,21 @@ fn read_blob(c: &Container, image: &Path, desc: &Descriptor, what: &str) -> Resu
     }
     let bytes = read_member(c, image, &rel)?;
     let actual = sha256_digest(&bytes);
-    check_blob(image, &desc.digest, what, desc.size, bytes.len() as u64, &actual)?;
+    check_blob(
+        image,
+        &desc.digest,
+        what,
+        desc.size,
+        bytes.len() as u64,
+        &actual,
+    )?;
     Ok(bytes)
 }
 
 fn read_member(c: &Container, image: &Path, rel: &str) -> Result<Vec<u8>, ImageError> {
-    let mut r = c.open_member(rel).map_err(|e| ImageError::io(image.join(rel), e))?;
+    let mut r = c
+        .open_member(rel)
+        .map_err(|e| ImageError::io(image.join(rel), e))?;
     let mut buf = Vec::new();
     r.by_ref()
         .take(MAX_JSON + 1)
@@ -181,7 +210,11 @@ fn read_member(c: &Container, image: &Path, rel: &str) -> Result<Vec<u8>, ImageE
     Ok(buf)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(image: &Path, what: &str, bytes: &[u8]) -> Result<T, ImageError> {
+fn parse<T: serde::de::DeserializeOwned>(
+    image: &Path,
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, ImageError> {
     serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
         image: image.into(),
         what: what.into(),
@@ -253,7 +286,11 @@ fn collect(
     Ok(())
 }
 
-fn load_manifest(c: &Container, image: &Path, desc: &Descriptor) -> Result<(Manifest, ImageConfig, Vec<u8>), ImageError> {
+fn load_manifest(
+    c: &Container,
+    image: &Path,
+    desc: &Descriptor,
+) -> Result<(Manifest, ImageConfig, Vec<u8>), ImageError> {
     let what = format!("manifest {}", desc.digest);
     let bytes = read_blob(c, image, desc, &what)?;
     let manifest: Manifest = parse(image, &what, &bytes)?;
@@ -298,7 +335,9 @@ fn select<'a>(
         };
         plats.push(p);
     }
-    let real: Vec<usize> = (0..cands.len()).filter(|&i| plats[i].os != "unknown").collect();
+    let real: Vec<usize> = (0..cands.len())
+        .filter(|&i| plats[i].os != "unknown")
+        .collect();
     let chosen = match platform {
         None if real.len() == 1 => Some(real[0]),
         _ => {
@@ -336,7 +375,11 @@ fn resolve_oci(
         Some(l) => l,
         None => load_manifest(&c, image, &cand.desc)?,
     };
-    let diff_ids = config.rootfs.as_ref().map(|r| r.diff_ids.clone()).unwrap_or_default();
+    let diff_ids = config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
     if diff_ids.len() != manifest.layers.len() {
         return Err(ImageError::Invalid {
             image: image.into(),
@@ -382,13 +425,23 @@ fn resolve_oci(
 /// Digest implied by a docker-archive member name (`<hex>.json`,
 /// `blobs/sha256/<hex>`), if any.
 fn implied_digest(rel: &str) -> Option<String> {
-    let base = rel.strip_prefix("blobs/sha256/").or_else(|| rel.strip_suffix(".json"))?;
+    let base = rel
+        .strip_prefix("blobs/sha256/")
+        .or_else(|| rel.strip_suffix(".json"))?;
     let d = format!("sha256:{base}");
     sha256_hex(&d).is_some().then_some(d)
 }
 
-fn resolve_docker(image: &Path, c: Container, platform: Option<&Platform>) -> Result<Resolved, ImageError> {
-    let entries: Vec<DockerArchiveEntry> = parse(image, "manifest.json", &read_member(&c, image, "manifest.json")?)?;
+fn resolve_docker(
+    image: &Path,
+    c: Container,
+    platform: Option<&Platform>,
+) -> Result<Resolved, ImageError> {
+    let entries: Vec<DockerArchiveEntry> = parse(
+        image,
+        "manifest.json",
+        &read_member(&c, image, "manifest.json")?,
+    )?;
     if entries.is_empty() {
         return Err(ImageError::NotAnImage {
             path: image.into(),
@@ -400,7 +453,10 @@ fn resolve_docker(image: &Path, c: Container, platform: Option<&Platform>) -> Re
         let rel = normalize_rel(&e.config).ok_or_else(|| ImageError::Invalid {
             image: image.into(),
             what: "manifest.json".into(),
-            reason: format!("config path {:?} is not a relative path inside the archive", e.config),
+            reason: format!(
+                "config path {:?} is not a relative path inside the archive",
+                e.config
+            ),
         })?;
         let bytes = read_member(&c, image, &rel)?;
         let digest = sha256_digest(&bytes);
@@ -434,7 +490,11 @@ fn resolve_docker(image: &Path, c: Container, platform: Option<&Platform>) -> Re
     };
     let entry = &entries[i];
     let (config_digest, config, config_bytes) = loaded.swap_remove(i);
-    let diff_ids = config.rootfs.as_ref().map(|r| r.diff_ids.clone()).unwrap_or_default();
+    let diff_ids = config
+        .rootfs
+        .as_ref()
+        .map(|r| r.diff_ids.clone())
+        .unwrap_or_default();
     if diff_ids.len() != entry.layers.len() {
         return Err(ImageError::Invalid {
             image: image.into(),
@@ -453,7 +513,9 @@ fn resolve_docker(image: &Path, c: Container, platform: Option<&Platform>) -> Re
             what: "manifest.json".into(),
             reason: format!("layer path {l:?} is not a relative path inside the archive"),
         })?;
-        let size = c.size(&rel).ok_or_else(|| missing(image, &diff_id, &format!("layer {rel}")))?;
+        let size = c
+            .size(&rel)
+            .ok_or_else(|| missing(image, &diff_id, &format!("layer {rel}")))?;
         let digest = implied_digest(&rel);
         layers.push(LayerRef {
             label: rel.clone(),

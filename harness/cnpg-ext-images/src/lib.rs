@@ -24,14 +24,17 @@ mod source;
 pub mod spec;
 mod unpack;
 
-pub use build::{build_layout, validate_reference, write_docker_archive, write_oci_archive, BuildOptions, BuiltImage, CREATED, GZIP_LEVEL};
+pub use build::{
+    build_layout, validate_reference, write_docker_archive, write_oci_archive, BuildOptions,
+    BuiltImage, CREATED, GZIP_LEVEL,
+};
 pub use digest::sha256_digest;
 pub use error::ImageError;
 pub use layout::ImageFormat;
 pub use platform::{host_arch, normalize_arch, Platform};
 pub use unpack::{
-    inspect, unpack, ImageConfigSummary, ImageSummary, UnpackOptions, UnpackedImage, DEFAULT_MAX_ENTRIES,
-    DEFAULT_MAX_TOTAL_BYTES,
+    inspect, unpack, ImageConfigSummary, ImageSummary, UnpackOptions, UnpackedImage,
+    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
 };
 
 /// Label: base image name.

@@ -79,7 +79,10 @@ pub struct LintReport {
 
 impl LintReport {
     pub fn errors(&self) -> usize {
-        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Error)
+            .count()
     }
     pub fn warnings(&self) -> usize {
         self.findings.len() - self.errors()
@@ -96,7 +99,10 @@ impl LintReport {
     }
     /// Human-readable rendering, one finding per line.
     pub fn to_text(&self) -> String {
-        let mut s = format!("image: {}\nmanifest: {}\n", self.image, self.manifest_digest);
+        let mut s = format!(
+            "image: {}\nmanifest: {}\n",
+            self.image, self.manifest_digest
+        );
         for f in &self.findings {
             let sev = match f.severity {
                 Severity::Error => "error",
@@ -108,7 +114,12 @@ impl LintReport {
             }
             let _ = writeln!(s, "{}", f.message);
         }
-        let _ = writeln!(s, "{} error(s), {} warning(s)", self.errors(), self.warnings());
+        let _ = writeln!(
+            s,
+            "{} error(s), {} warning(s)",
+            self.errors(),
+            self.warnings()
+        );
         s
     }
 }
@@ -203,13 +214,23 @@ impl Ctx<'_> {
 fn safe_rel(p: &str) -> Option<PathBuf> {
     let pb = PathBuf::from(p);
     let ok = !p.is_empty()
-        && pb.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
+        && pb.components().all(|c| {
+            matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        });
     ok.then_some(pb)
 }
 
 /// Lint an already unpacked image root. `ref_names` are the image's
 /// reference names (for the tag check).
-pub fn lint_tree(root: &Path, config: &ImageConfigSummary, ref_names: &[String], opts: &LintOptions) -> Vec<Finding> {
+pub fn lint_tree(
+    root: &Path,
+    config: &ImageConfigSummary,
+    ref_names: &[String],
+    opts: &LintOptions,
+) -> Vec<Finding> {
     let mut cx = Ctx {
         root,
         opts,
@@ -220,12 +241,20 @@ pub fn lint_tree(root: &Path, config: &ImageConfigSummary, ref_names: &[String],
         for p in list {
             match safe_rel(p) {
                 Some(r) => v.push(r),
-                None => cx.err(codes::INVALID_PATH_OPTION, None, format!("{what} entry {p:?} must be a relative path without '..'")),
+                None => cx.err(
+                    codes::INVALID_PATH_OPTION,
+                    None,
+                    format!("{what} entry {p:?} must be a relative path without '..'"),
+                ),
             }
         }
         v
     };
-    let control_dirs = dirs(&mut cx, &opts.extension_control_path, "extension_control_path");
+    let control_dirs = dirs(
+        &mut cx,
+        &opts.extension_control_path,
+        "extension_control_path",
+    );
     let lib_dirs = dirs(&mut cx, &opts.dynamic_library_path, "dynamic_library_path");
     let sys_dirs = dirs(&mut cx, &opts.ld_library_path, "ld_library_path");
 
@@ -239,7 +268,11 @@ pub fn lint_tree(root: &Path, config: &ImageConfigSummary, ref_names: &[String],
                 format!(
                     "label {} = {v:?} matches no control file default_version ({})",
                     crate::LABEL_SQL_VERSION,
-                    default_versions.iter().cloned().collect::<Vec<_>>().join(", ")
+                    default_versions
+                        .iter()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 ),
             );
         }
@@ -253,7 +286,11 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
     let opts = cx.opts;
     for l in REQUIRED_LABELS {
         if !config.labels.contains_key(*l) {
-            cx.err(codes::MISSING_LABEL, None, format!("image config lacks label {l}"));
+            cx.err(
+                codes::MISSING_LABEL,
+                None,
+                format!("image config lacks label {l}"),
+            );
         }
     }
     if let Some(v) = config.labels.get(crate::LABEL_BASE_PGMAJOR) {
@@ -261,39 +298,70 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
             cx.err(
                 codes::PG_MAJOR_MISMATCH,
                 None,
-                format!("label {} = {v:?} but PostgreSQL {} is expected", crate::LABEL_BASE_PGMAJOR, opts.pg_major),
+                format!(
+                    "label {} = {v:?} but PostgreSQL {} is expected",
+                    crate::LABEL_BASE_PGMAJOR,
+                    opts.pg_major
+                ),
             );
         }
     }
     if let (Some(want), Some(have)) = (&opts.os, config.labels.get(crate::LABEL_BASE_OS)) {
         if want != have {
-            cx.err(codes::OS_MISMATCH, None, format!("label {} = {have:?} but {want:?} is expected", crate::LABEL_BASE_OS));
+            cx.err(
+                codes::OS_MISMATCH,
+                None,
+                format!(
+                    "label {} = {have:?} but {want:?} is expected",
+                    crate::LABEL_BASE_OS
+                ),
+            );
         }
     }
     if normalize_arch(&config.architecture) != normalize_arch(&opts.arch) || config.os != "linux" {
         cx.err(
             codes::ARCH_MISMATCH,
             None,
-            format!("image is {}/{} but linux/{} is expected", config.os, config.architecture, normalize_arch(&opts.arch)),
+            format!(
+                "image is {}/{} but linux/{} is expected",
+                config.os,
+                config.architecture,
+                normalize_arch(&opts.arch)
+            ),
         );
     }
     let user = config.user.as_deref().unwrap_or("").trim();
     let uid = user.split(':').next().unwrap_or("");
     if uid.is_empty() || uid == "0" || uid == "root" {
-        let why = if uid.is_empty() { "is empty, so the container runs as root".to_string() } else { format!("{user:?} is root") };
-        cx.err(codes::ROOT_USER, None, format!("config User {why}; use a non-root user such as 65532:65532"));
+        let why = if uid.is_empty() {
+            "is empty, so the container runs as root".to_string()
+        } else {
+            format!("{user:?} is root")
+        };
+        cx.err(
+            codes::ROOT_USER,
+            None,
+            format!("config User {why}; use a non-root user such as 65532:65532"),
+        );
     }
     for name in ref_names {
         let last = name.rsplit('/').next().unwrap_or(name);
-        let Some((_, tag)) = last.split_once(':') else { continue };
+        let Some((_, tag)) = last.split_once(':') else {
+            continue;
+        };
         let parts: Vec<&str> = tag.split('-').collect();
         if parts.len() >= 3 {
             let major = parts[parts.len() - 2];
-            if major.chars().all(|c| c.is_ascii_digit()) && major.parse::<u32>().ok() != Some(opts.pg_major) {
+            if major.chars().all(|c| c.is_ascii_digit())
+                && major.parse::<u32>().ok() != Some(opts.pg_major)
+            {
                 cx.warn(
                     codes::TAG_PG_MAJOR_MISMATCH,
                     None,
-                    format!("tag {tag:?} names PostgreSQL {major} but {} is expected", opts.pg_major),
+                    format!(
+                        "tag {tag:?} names PostgreSQL {major} but {} is expected",
+                        opts.pg_major
+                    ),
                 );
             }
         }
@@ -302,8 +370,15 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
 
 /// Resolve a module name (`$libdir/x`, `x`, `x.so`) in the library dirs.
 fn find_module(root: &Path, lib_dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    let file = if name.ends_with(".so") { name.to_string() } else { format!("{name}.so") };
-    lib_dirs.iter().flat_map(|d| [root.join(d).join(&file), root.join(d).join(name)]).find(|p| p.is_file())
+    let file = if name.ends_with(".so") {
+        name.to_string()
+    } else {
+        format!("{name}.so")
+    };
+    lib_dirs
+        .iter()
+        .flat_map(|d| [root.join(d).join(&file), root.join(d).join(name)])
+        .find(|p| p.is_file())
 }
 
 /// `$libdir/<name>` references in SQL text.
@@ -312,7 +387,9 @@ fn libdir_refs(sql: &str) -> BTreeSet<String> {
     let mut rest = sql;
     while let Some(i) = rest.find("$libdir/") {
         rest = &rest[i + "$libdir/".len()..];
-        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c))).unwrap_or(rest.len());
+        let end = rest
+            .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
+            .unwrap_or(rest.len());
         if end > 0 {
             out.insert(rest[..end].to_string());
         }
@@ -326,7 +403,9 @@ fn install_reachable(ext: &str, scripts: &[String], target: &str) -> bool {
     let mut bases = Vec::new();
     let mut edges: HashMap<String, Vec<String>> = HashMap::new();
     for s in scripts {
-        let Some(v) = s.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".sql")) else { continue };
+        let Some(v) = s.strip_prefix(&prefix).and_then(|r| r.strip_suffix(".sql")) else {
+            continue;
+        };
         match v.split_once("--") {
             Some((a, b)) => edges.entry(a.to_string()).or_default().push(b.to_string()),
             None => bases.push(v.to_string()),
@@ -349,14 +428,22 @@ fn install_reachable(ext: &str, scripts: &[String], target: &str) -> bool {
 
 fn sorted_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     v.sort();
     v
 }
 
 /// Returns the module files referenced and the default versions seen.
-fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
+fn check_controls(
+    cx: &mut Ctx,
+    control_dirs: &[PathBuf],
+    lib_dirs: &[PathBuf],
+) -> (BTreeSet<PathBuf>, BTreeSet<String>) {
     let root = cx.root;
     let mut modules = BTreeSet::new();
     let mut versions = BTreeSet::new();
@@ -366,7 +453,9 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
         let share = root.join(cd);
         let ext_dir = share.join("extension");
         for name in sorted_names(&ext_dir) {
-            let Some(stem) = name.strip_suffix(".control") else { continue };
+            let Some(stem) = name.strip_suffix(".control") else {
+                continue;
+            };
             let path = ext_dir.join(&name);
             if !path.is_file() {
                 continue;
@@ -374,7 +463,11 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
             let text = match std::fs::read(&path) {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
-                    cx.err(codes::CONTROL_PARSE_ERROR, Some(&path), format!("unreadable: {e}"));
+                    cx.err(
+                        codes::CONTROL_PARSE_ERROR,
+                        Some(&path),
+                        format!("unreadable: {e}"),
+                    );
                     continue;
                 }
             };
@@ -391,13 +484,23 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
             found += 1;
             let script_dir = match parsed.directory() {
                 Some(d) if d.starts_with('/') => {
-                    cx.warn(codes::ABSOLUTE_DIRECTORY, Some(&path), format!("directory = {d:?} is absolute and cannot point into the image volume"));
+                    cx.warn(
+                        codes::ABSOLUTE_DIRECTORY,
+                        Some(&path),
+                        format!(
+                            "directory = {d:?} is absolute and cannot point into the image volume"
+                        ),
+                    );
                     None
                 }
                 Some(d) => match safe_rel(d) {
                     Some(r) => Some(share.join(r)),
                     None => {
-                        cx.err(codes::INVALID_PATH_OPTION, Some(&path), format!("directory = {d:?} leaves the image"));
+                        cx.err(
+                            codes::INVALID_PATH_OPTION,
+                            Some(&path),
+                            format!("directory = {d:?} leaves the image"),
+                        );
                         None
                     }
                 },
@@ -411,7 +514,11 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
                 .filter(|n| n.starts_with(&format!("{stem}--")) && n.ends_with(".sql"))
                 .collect();
             match parsed.default_version() {
-                None => cx.warn(codes::MISSING_DEFAULT_VERSION, Some(&path), "no default_version; CREATE EXTENSION needs an explicit VERSION".into()),
+                None => cx.warn(
+                    codes::MISSING_DEFAULT_VERSION,
+                    Some(&path),
+                    "no default_version; CREATE EXTENSION needs an explicit VERSION".into(),
+                ),
                 Some(v) => {
                     versions.insert(v.to_string());
                     if script_dir.is_some() && !install_reachable(stem, &scripts, v) {
@@ -449,7 +556,9 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
             if let Some(sd) = &script_dir {
                 for s in &scripts {
                     let sp = sd.join(s);
-                    let sql = std::fs::read(&sp).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
+                    let sql = std::fs::read(&sp)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default();
                     for r in libdir_refs(&sql) {
                         match find_module(root, lib_dirs, &r) {
                             Some(p) => {
@@ -463,8 +572,16 @@ fn check_controls(cx: &mut Ctx, control_dirs: &[PathBuf], lib_dirs: &[PathBuf]) 
         }
     }
     if found == 0 {
-        let where_ = control_dirs.iter().map(|d| format!("{}/extension", d.display())).collect::<Vec<_>>().join(", ");
-        cx.err(codes::NO_CONTROL_FILES, None, format!("no extension control file in {where_}"));
+        let where_ = control_dirs
+            .iter()
+            .map(|d| format!("{}/extension", d.display()))
+            .collect::<Vec<_>>()
+            .join(", ");
+        cx.err(
+            codes::NO_CONTROL_FILES,
+            None,
+            format!("no extension control file in {where_}"),
+        );
     }
     (modules, versions)
 }
@@ -476,7 +593,9 @@ fn looks_like_shared_object(name: &str) -> bool {
 /// Lexically resolve `$ORIGIN`-relative runpath `rp` for a file in `dir`
 /// (relative to the root); `None` if it leaves the root or is absolute.
 fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
-    let rest = rp.strip_prefix("$ORIGIN").or_else(|| rp.strip_prefix("${ORIGIN}"))?;
+    let rest = rp
+        .strip_prefix("$ORIGIN")
+        .or_else(|| rp.strip_prefix("${ORIGIN}"))?;
     let mut out: Vec<std::ffi::OsString> = dir_rel.iter().map(|c| c.to_os_string()).collect();
     for c in rest.split('/') {
         match c {
@@ -490,34 +609,59 @@ fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
     Some(out.iter().collect())
 }
 
-fn check_elves(cx: &mut Ctx, lib_dirs: &[PathBuf], sys_dirs: &[PathBuf], modules: &BTreeSet<PathBuf>) {
+fn check_elves(
+    cx: &mut Ctx,
+    lib_dirs: &[PathBuf],
+    sys_dirs: &[PathBuf],
+    modules: &BTreeSet<PathBuf>,
+) {
     let root = cx.root;
     let expected = arch_machine(&cx.opts.arch);
     let lib_abs: Vec<PathBuf> = lib_dirs.iter().map(|d| root.join(d)).collect();
     let mut missing_reported: BTreeMap<(PathBuf, String), ()> = BTreeMap::new();
-    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name() {
+    for e in walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
         let Ok(e) = e else { continue };
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         if e.file_type().is_symlink() {
             if std::fs::metadata(path).is_err() {
-                let t = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
-                cx.warn(codes::DANGLING_SYMLINK, Some(path), format!("symlink to {t:?}, which does not exist"));
+                let t = std::fs::read_link(path)
+                    .map(|t| t.display().to_string())
+                    .unwrap_or_default();
+                cx.warn(
+                    codes::DANGLING_SYMLINK,
+                    Some(path),
+                    format!("symlink to {t:?}, which does not exist"),
+                );
             }
             continue;
         }
         if !e.file_type().is_file() || !looks_like_shared_object(&name) {
             continue;
         }
-        let Ok(bytes) = std::fs::read(path) else { continue };
+        let Ok(bytes) = std::fs::read(path) else {
+            continue;
+        };
         if !is_elf(&bytes) {
-            cx.err(codes::NOT_ELF, Some(path), "named like a shared object but is not an ELF file".into());
+            cx.err(
+                codes::NOT_ELF,
+                Some(path),
+                "named like a shared object but is not an ELF file".into(),
+            );
             continue;
         }
         let (machine, is64, le, _) = match read_header(&bytes) {
             Ok(h) => h,
             Err(err) => {
-                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("bad ELF header: {err}"));
+                cx.err(
+                    codes::UNPARSABLE_ELF,
+                    Some(path),
+                    format!("bad ELF header: {err}"),
+                );
                 continue;
             }
         };
@@ -526,38 +670,77 @@ fn check_elves(cx: &mut Ctx, lib_dirs: &[PathBuf], sys_dirs: &[PathBuf], modules
                 cx.err(
                     codes::WRONG_ARCH,
                     Some(path),
-                    format!("ELF for {} but the image must be {}", machine_name(machine), normalize_arch(&cx.opts.arch)),
+                    format!(
+                        "ELF for {} but the image must be {}",
+                        machine_name(machine),
+                        normalize_arch(&cx.opts.arch)
+                    ),
                 );
                 continue;
             }
             if is64 != want_64 {
-                cx.err(codes::WRONG_ELF_CLASS, Some(path), format!("{}-bit ELF on a {}-bit architecture", if is64 { 64 } else { 32 }, if want_64 { 64 } else { 32 }));
+                cx.err(
+                    codes::WRONG_ELF_CLASS,
+                    Some(path),
+                    format!(
+                        "{}-bit ELF on a {}-bit architecture",
+                        if is64 { 64 } else { 32 },
+                        if want_64 { 64 } else { 32 }
+                    ),
+                );
                 continue;
             }
         }
         let info = match read_elf(&bytes) {
             Ok(i) => i,
             Err(err) => {
-                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("cannot parse ELF: {err}"));
+                cx.err(
+                    codes::UNPARSABLE_ELF,
+                    Some(path),
+                    format!("cannot parse ELF: {err}"),
+                );
                 continue;
             }
         };
         if info.elf_type != goblin::elf::header::ET_DYN {
-            cx.warn(codes::NOT_SHARED_OBJECT, Some(path), "not a shared object (ET_DYN)".into());
+            cx.warn(
+                codes::NOT_SHARED_OBJECT,
+                Some(path),
+                "not a shared object (ET_DYN)".into(),
+            );
         }
         let parent = path.parent().unwrap_or(root);
         let is_module = modules.contains(path) || lib_abs.iter().any(|d| d == parent);
         if is_module && !info.exports_pg_magic {
-            cx.err(codes::MISSING_PG_MAGIC, Some(path), "extension module does not export Pg_magic_func (not built with PG_MODULE_MAGIC?)".into());
+            cx.err(
+                codes::MISSING_PG_MAGIC,
+                Some(path),
+                "extension module does not export Pg_magic_func (not built with PG_MODULE_MAGIC?)"
+                    .into(),
+            );
         }
-        let dir_rel = parent.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
-        let origin_dirs: Vec<PathBuf> = info.runpath.iter().filter_map(|rp| origin_dir(&dir_rel, rp)).collect();
+        let dir_rel = parent
+            .strip_prefix(root)
+            .unwrap_or(Path::new(""))
+            .to_path_buf();
+        let origin_dirs: Vec<PathBuf> = info
+            .runpath
+            .iter()
+            .filter_map(|rp| origin_dir(&dir_rel, rp))
+            .collect();
         for n in &info.needed {
             if cx.opts.base_libs.contains(n) {
                 continue;
             }
-            let found = sys_dirs.iter().chain(origin_dirs.iter()).any(|d| root.join(d).join(n).exists());
-            if !found && missing_reported.insert((path.to_path_buf(), n.clone()), ()).is_none() {
+            let found = sys_dirs
+                .iter()
+                .chain(origin_dirs.iter())
+                .any(|d| root.join(d).join(n).exists());
+            if !found
+                && missing_reported
+                    .insert((path.to_path_buf(), n.clone()), ())
+                    .is_none()
+            {
                 let sys = cx.opts.ld_library_path.join(", ");
                 cx.err(
                     codes::MISSING_NEEDED_LIBRARY,
@@ -570,7 +753,10 @@ fn check_elves(cx: &mut Ctx, lib_dirs: &[PathBuf], sys_dirs: &[PathBuf], modules
 }
 
 fn check_top_level(cx: &mut Ctx, configured: &[&Vec<PathBuf>]) {
-    let mut allowed: BTreeSet<String> = ["lib", "share", "system", "licenses"].iter().map(|s| s.to_string()).collect();
+    let mut allowed: BTreeSet<String> = ["lib", "share", "system", "licenses"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
     for list in configured {
         for p in list.iter() {
             if let Some(first) = p.iter().next() {
@@ -582,11 +768,22 @@ fn check_top_level(cx: &mut Ctx, configured: &[&Vec<PathBuf>]) {
     for n in &names {
         if !allowed.contains(n) {
             let p = cx.root.join(n);
-            cx.warn(codes::UNEXPECTED_TOP_LEVEL_ENTRY, Some(&p), format!("unexpected top-level entry; expected only {}", allowed.iter().cloned().collect::<Vec<_>>().join(", ")));
+            cx.warn(
+                codes::UNEXPECTED_TOP_LEVEL_ENTRY,
+                Some(&p),
+                format!(
+                    "unexpected top-level entry; expected only {}",
+                    allowed.iter().cloned().collect::<Vec<_>>().join(", ")
+                ),
+            );
         }
     }
     if !names.iter().any(|n| n == "licenses") {
-        cx.warn(codes::MISSING_LICENSES, None, "no licenses/ directory".into());
+        cx.warn(
+            codes::MISSING_LICENSES,
+            None,
+            "no licenses/ directory".into(),
+        );
     }
 }
 
@@ -596,21 +793,36 @@ mod tests {
 
     #[test]
     fn update_paths() {
-        let s: Vec<String> = ["vector--0.5.0.sql", "vector--0.5.0--0.6.0.sql", "vector--0.6.0--0.8.1.sql", "vectorx--0.9.sql"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let s: Vec<String> = [
+            "vector--0.5.0.sql",
+            "vector--0.5.0--0.6.0.sql",
+            "vector--0.6.0--0.8.1.sql",
+            "vectorx--0.9.sql",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
         assert!(install_reachable("vector", &s, "0.8.1"));
         assert!(install_reachable("vector", &s, "0.5.0"));
         assert!(!install_reachable("vector", &s, "0.9"));
-        assert!(!install_reachable("vector", &["vector--0.6.0--0.8.1.sql".into()], "0.8.1"));
+        assert!(!install_reachable(
+            "vector",
+            &["vector--0.6.0--0.8.1.sql".into()],
+            "0.8.1"
+        ));
     }
 
     #[test]
     fn libdir_references() {
         let r = libdir_refs("CREATE FUNCTION f() RETURNS int AS '$libdir/vector', 'f' LANGUAGE C; AS 'MODULE_PATHNAME'");
-        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec!["vector".to_string()]);
-        assert_eq!(origin_dir(Path::new("lib"), "$ORIGIN/../system"), Some(PathBuf::from("system")));
+        assert_eq!(
+            r.into_iter().collect::<Vec<_>>(),
+            vec!["vector".to_string()]
+        );
+        assert_eq!(
+            origin_dir(Path::new("lib"), "$ORIGIN/../system"),
+            Some(PathBuf::from("system"))
+        );
         assert_eq!(origin_dir(Path::new(""), "$ORIGIN/.."), None);
     }
 }

@@ -46,7 +46,9 @@ impl Platform {
     /// A requested variant must match (`arm64` has the implied variant `v8`);
     /// no requested variant accepts any.
     pub fn accepts(&self, have: &Platform) -> bool {
-        if self.os != have.os || normalize_arch(&self.architecture) != normalize_arch(&have.architecture) {
+        if self.os != have.os
+            || normalize_arch(&self.architecture) != normalize_arch(&have.architecture)
+        {
             return false;
         }
         match &self.variant {
@@ -78,7 +80,8 @@ impl FromStr for Platform {
     /// Parse `os/arch[/variant]`, or a bare `arch` meaning `linux/arch`.
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
-        let bad = || format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64");
+        let bad =
+            || format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64");
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
@@ -114,6 +117,9 @@ mod tests {
             ..Platform::linux("arm64")
         }));
         assert!("linux//x".parse::<Platform>().is_err());
-        assert_eq!("amd64".parse::<Platform>().unwrap().to_string(), "linux/amd64");
+        assert_eq!(
+            "amd64".parse::<Platform>().unwrap().to_string(),
+            "linux/amd64"
+        );
     }
 }

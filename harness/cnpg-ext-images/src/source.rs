@@ -54,7 +54,8 @@ impl Container {
         let mut magic = [0u8; 2];
         let n = f.read(&mut magic).map_err(|e| ImageError::io(image, e))?;
         if n == 2 && magic == [0x1f, 0x8b] {
-            f.seek(SeekFrom::Start(0)).map_err(|e| ImageError::io(image, e))?;
+            f.seek(SeekFrom::Start(0))
+                .map_err(|e| ImageError::io(image, e))?;
             let mut tmp = tempfile::NamedTempFile::new().map_err(|e| ImageError::io(image, e))?;
             let dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(f));
             let copied = io::copy(&mut dec.take(max_decompressed + 1), tmp.as_file_mut());
@@ -94,7 +95,7 @@ impl Container {
         match self {
             Container::Dir(d) => {
                 let m = std::fs::metadata(d.join(&rel)).ok()?;
-                m.is_file().then(|| m.len())
+                m.is_file().then_some(m.len())
             }
             Container::Tar { members, .. } => members.get(&rel).map(|&(_, s)| s),
         }
@@ -140,7 +141,9 @@ fn index_tar(file: &Path, image: &Path) -> Result<HashMap<String, (u64, u64)>, I
     for entry in ar.entries().map_err(bad)? {
         let entry = entry.map_err(bad)?;
         let path = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
-        let Some(norm) = normalize_rel(&path) else { continue };
+        let Some(norm) = normalize_rel(&path) else {
+            continue;
+        };
         let kind = entry.header().entry_type();
         if kind.is_file() {
             members.insert(norm, (entry.raw_file_position(), entry.size()));
@@ -199,7 +202,10 @@ mod tests {
 
     #[test]
     fn normalizes() {
-        assert_eq!(normalize_rel("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
+        assert_eq!(
+            normalize_rel("./blobs//sha256/x").as_deref(),
+            Some("blobs/sha256/x")
+        );
         assert_eq!(normalize_rel("/etc"), None);
         assert_eq!(normalize_rel("a/../b"), None);
         assert_eq!(normalize_dotdot("a/../b").as_deref(), Some("b"));

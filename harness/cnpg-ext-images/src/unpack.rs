@@ -82,7 +82,9 @@ pub(crate) fn summary(r: &Resolved) -> ImageConfigSummary {
 }
 
 fn outer_cap(opts: &UnpackOptions) -> u64 {
-    opts.max_total_bytes.saturating_mul(2).saturating_add(1 << 30)
+    opts.max_total_bytes
+        .saturating_mul(2)
+        .saturating_add(1 << 30)
 }
 
 /// Read an image's metadata (verified) without extracting it.
@@ -111,7 +113,11 @@ pub fn inspect(image: &Path, platform: Option<&Platform>) -> Result<ImageSummary
 /// directory next to `dest`, renamed into place only when everything
 /// succeeded; on error nothing is left behind. See the `extract` module docs
 /// for the rules on unsafe entries.
-pub fn unpack(image: &Path, dest: &Path, opts: &UnpackOptions) -> Result<UnpackedImage, ImageError> {
+pub fn unpack(
+    image: &Path,
+    dest: &Path,
+    opts: &UnpackOptions,
+) -> Result<UnpackedImage, ImageError> {
     unpack_with_names(image, dest, opts).map(|(u, _)| u)
 }
 
@@ -124,9 +130,9 @@ pub(crate) fn unpack_with_names(
     if dest.symlink_metadata().is_ok() {
         return Err(ImageError::DestExists { path: dest.into() });
     }
-    let name = dest
-        .file_name()
-        .ok_or_else(|| ImageError::InvalidArgument(format!("destination {} has no file name", dest.display())))?;
+    let name = dest.file_name().ok_or_else(|| {
+        ImageError::InvalidArgument(format!("destination {} has no file name", dest.display()))
+    })?;
     let parent: PathBuf = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.into(),
         _ => ".".into(),
@@ -140,22 +146,29 @@ pub(crate) fn unpack_with_names(
         max_bytes: opts.max_total_bytes,
         max_entries: opts.max_entries,
     };
-    let mut ex = Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
+    let mut ex =
+        Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
     for layer in &r.layers {
         if layer.media_type.ends_with("+zstd") {
             return Err(ImageError::UnsupportedMediaType {
                 image: image.into(),
                 media_type: layer.media_type.clone(),
-                what: format!("layer {} (zstd layers are not supported; re-export with gzip)", layer.label),
+                what: format!(
+                    "layer {} (zstd layers are not supported; re-export with gzip)",
+                    layer.label
+                ),
             });
         }
         r.verify_layer_blob(layer)?;
         let what = format!("layer {}", layer.rel);
-        let reader = r.container.open_member(&layer.rel).map_err(|_| ImageError::BlobMissing {
-            image: image.into(),
-            digest: layer.digest.clone().unwrap_or_else(|| layer.label.clone()),
-            what,
-        })?;
+        let reader = r
+            .container
+            .open_member(&layer.rel)
+            .map_err(|_| ImageError::BlobMissing {
+                image: image.into(),
+                digest: layer.digest.clone().unwrap_or_else(|| layer.label.clone()),
+                what,
+            })?;
         let ctx = LayerCtx {
             image,
             layer: &layer.label,
@@ -171,7 +184,9 @@ pub(crate) fn unpack_with_names(
         rustix::fs::RenameFlags::NOREPLACE,
     )
     .map_err(|e| match e {
-        rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => ImageError::DestExists { path: dest.into() },
+        rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => {
+            ImageError::DestExists { path: dest.into() }
+        }
         e => ImageError::io(dest, e.into()),
     })?;
     // Renamed: nothing left for the guard to remove.

@@ -1,0 +1,31 @@
+//! `image lint` passes on every fixture image, built exactly as the scenarios build them.
+
+mod common;
+
+use cnpg_ext_images::elf::BaseLibs;
+use cnpg_ext_images::lint::{lint, LintOptions};
+use cnpg_ext_images::BuildOptions;
+
+#[rstest::rstest]
+#[case::pgvector("pgvector", &["share"], &["lib"])]
+#[case::cube("cube", &["share"], &["lib"])]
+#[case::earthdistance("earthdistance", &["share"], &["lib"])]
+#[case::custom_path("custom-path", &["opt/ctl"], &["opt/modules"])]
+#[case::greet("greet", &["share"], &["lib"])]
+fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[case] libs: &[&str]) {
+    let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
+    let work = tempfile::tempdir().unwrap();
+    let built = cnpg_ext_pg::fixture::build_fixture(&common::repo().join("fixtures").join(name), &pg, &work.path().join("tree"))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let mut opts = BuildOptions::new(format!("example.com/{name}:1-18-bookworm"));
+    opts.labels = built.labels.clone();
+    let layout = work.path().join("oci");
+    cnpg_ext_images::build_layout(&work.path().join("tree"), &opts, &layout).unwrap();
+
+    let mut lo = LintOptions::default();
+    lo.extension_control_path = control.iter().map(|s| s.to_string()).collect();
+    lo.dynamic_library_path = libs.iter().map(|s| s.to_string()).collect();
+    lo.base_libs.extend(&BaseLibs::from_pg_install(&pg.bindir.join("..")).unwrap_or_else(|_| BaseLibs::glibc()));
+    let report = lint(&layout, &lo).unwrap();
+    assert!(!report.has_errors(), "{name}:\n{}", report.to_text());
+}
