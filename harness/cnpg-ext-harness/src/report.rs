@@ -102,7 +102,46 @@ impl RunReport {
         std::fs::write(&json, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         let junit = dir.join("junit.xml");
         std::fs::write(&junit, self.junit().to_string().map_err(std::io::Error::other)?)?;
-        Ok(vec![json, junit])
+        let summary = dir.join("summary.md");
+        std::fs::write(&summary, self.summary_markdown())?;
+        Ok(vec![json, junit, summary])
+    }
+
+    /// A GitHub step summary: the verdict table, each failure's expected vs actual, and how
+    /// to reproduce the run.
+    pub fn summary_markdown(&self) -> String {
+        let mut md = format!(
+            "## cnpg-ext-harness: {}/{} passed ({} backend)\n\n| scenario | status | time |\n| --- | --- | --- |\n",
+            self.totals.passed,
+            self.scenarios.len(),
+            self.environment.backend
+        );
+        for s in &self.scenarios {
+            let mark = match s.status {
+                Status::Passed => "✅ passed",
+                Status::Failed => "❌ failed",
+                Status::Skipped => "⏭ skipped",
+            };
+            md += &format!("| `{}` | {mark} | {} ms |\n", s.id, s.duration_ms);
+        }
+        for s in self.scenarios.iter().filter(|s| s.status == Status::Failed) {
+            md += &format!("\n### `{}`\n\n```\n{}\n```\n", s.id, s.failure_summary().unwrap_or_default());
+        }
+        md += "\n### Reproduce\n\n```sh\n";
+        md += &self.command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        md += "\n```\n\n";
+        md += &format!(
+            "- harness {} ({})\n- PostgreSQL: {} from {}\n- CloudNativePG behaviour modelled: {}\n",
+            self.harness_version,
+            self.git_revision.as_deref().unwrap_or("unknown revision"),
+            self.environment.postgresql,
+            self.environment.postgresql_source,
+            self.environment.cnpg_modelled
+        );
+        for i in &self.images {
+            md += &format!("- image `{}` @ `{}`\n", i.reference, i.manifest_digest);
+        }
+        md
     }
 
     pub fn junit(&self) -> Report {
@@ -139,5 +178,13 @@ impl RunReport {
         }
         report.add_test_suite(suite);
         report
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,".contains(c)) {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
     }
 }
