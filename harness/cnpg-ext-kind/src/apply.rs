@@ -10,18 +10,30 @@ use crate::options::KindOptions;
 use crate::FIELD_MANAGER;
 
 pub fn cluster_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"), "clusters")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
+        "clusters",
+    )
 }
 
 pub fn database_resource() -> ApiResource {
-    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Database"), "databases")
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Database"),
+        "databases",
+    )
 }
 
 /// A namespace name for a scenario: `cnpg-ext-<id>`, DNS-1123, at most 63 characters.
 pub fn namespace_for(scenario_id: &str) -> String {
     let mut s: String = scenario_id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_lowercase() } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '-'
+            }
+        })
         .collect();
     s = format!("cnpg-ext-{s}");
     s.truncate(63);
@@ -45,16 +57,21 @@ pub fn namespace_doc(namespace: &str) -> Value {
 pub fn namespaced_cluster(raw: &Value, namespace: &str, opts: &KindOptions) -> Value {
     let mut doc = raw.clone();
     set_namespace(&mut doc, namespace);
-    if let Some(exts) = doc.pointer_mut("/spec/postgresql/extensions").and_then(Value::as_array_mut) {
+    if let Some(exts) = doc
+        .pointer_mut("/spec/postgresql/extensions")
+        .and_then(Value::as_array_mut)
+    {
         for e in exts {
             if let Some(img) = e.get_mut("image").and_then(Value::as_object_mut) {
-                img.entry("pullPolicy").or_insert_with(|| Value::String(opts.pull_policy.clone()));
+                img.entry("pullPolicy")
+                    .or_insert_with(|| Value::String(opts.pull_policy.clone()));
             }
         }
     }
     if opts.superuser_access {
         if let Some(spec) = doc.get_mut("spec").and_then(Value::as_object_mut) {
-            spec.entry("enableSuperuserAccess").or_insert(Value::Bool(true));
+            spec.entry("enableSuperuserAccess")
+                .or_insert(Value::Bool(true));
         }
     }
     doc
@@ -97,9 +114,17 @@ fn name_of(doc: &Value) -> Result<String, BackendError> {
 }
 
 /// Server-side apply (forced: the harness owns these objects) of one document.
-pub async fn server_side_apply(api: &Api<DynamicObject>, kind: &str, doc: &Value) -> Result<DynamicObject, BackendError> {
+pub async fn server_side_apply(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    doc: &Value,
+) -> Result<DynamicObject, BackendError> {
     let name = name_of(doc)?;
-    let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str).map(|n| format!("{n}/")).unwrap_or_default();
+    let ns = doc
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .map(|n| format!("{n}/"))
+        .unwrap_or_default();
     let pp = PatchParams::apply(FIELD_MANAGER).force();
     api.patch(&name, &pp, &Patch::Apply(doc))
         .await

@@ -15,7 +15,8 @@ use crate::operator::OPERATOR_LABEL;
 
 fn yaml<T: Serialize>(v: &T) -> String {
     let value = serde_json::to_value(v).unwrap_or_default();
-    serde_saphyr::to_string(&value).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n{value:#}"))
+    serde_saphyr::to_string(&value)
+        .unwrap_or_else(|e| format!("# cannot render YAML: {e}\n{value:#}"))
 }
 
 fn write(dir: &Path, name: &str, text: &str, errors: &mut Vec<String>) {
@@ -25,19 +26,25 @@ fn write(dir: &Path, name: &str, text: &str, errors: &mut Vec<String>) {
 }
 
 /// Collects the bundle for `namespace` under `report_dir`; returns its directory.
-pub async fn collect(client: &kube::Client, namespace: &str, report_dir: &Path) -> Result<PathBuf, BackendError> {
+pub async fn collect(
+    client: &kube::Client,
+    namespace: &str,
+    report_dir: &Path,
+) -> Result<PathBuf, BackendError> {
     let dir = report_dir.join("diagnostics").join(namespace);
     std::fs::create_dir_all(dir.join("logs"))
         .map_err(|e| BackendError::Failed(format!("creating {}: {e}", dir.display())))?;
     let mut errors = Vec::new();
     let lp = ListParams::default();
 
-    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &cluster_resource());
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &cluster_resource());
     match clusters.list(&lp).await {
         Ok(l) => write(&dir, "clusters.yaml", &yaml(&l.items), &mut errors),
         Err(e) => errors.push(format!("listing Clusters: {e}")),
     }
-    let dbs: Api<DynamicObject> = Api::namespaced_with(client.clone(), namespace, &database_resource());
+    let dbs: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), namespace, &database_resource());
     match dbs.list(&lp).await {
         Ok(l) => write(&dir, "databases.yaml", &yaml(&l.items), &mut errors),
         Err(e) => errors.push(format!("listing Databases: {e}")),
@@ -48,12 +55,24 @@ pub async fn collect(client: &kube::Client, namespace: &str, report_dir: &Path) 
             write(&dir, "pods.yaml", &yaml(&l.items), &mut errors);
             for p in &l.items {
                 let name = p.metadata.name.clone().unwrap_or_default();
-                let containers: Vec<String> =
-                    p.spec.as_ref().map(|s| s.containers.iter().map(|c| c.name.clone()).collect()).unwrap_or_default();
+                let containers: Vec<String> = p
+                    .spec
+                    .as_ref()
+                    .map(|s| s.containers.iter().map(|c| c.name.clone()).collect())
+                    .unwrap_or_default();
                 for c in containers {
-                    let params = LogParams { container: Some(c.clone()), tail_lines: Some(2000), ..Default::default() };
+                    let params = LogParams {
+                        container: Some(c.clone()),
+                        tail_lines: Some(2000),
+                        ..Default::default()
+                    };
                     match pods.logs(&name, &params).await {
-                        Ok(text) => write(&dir.join("logs"), &format!("{name}.{c}.log"), &text, &mut errors),
+                        Ok(text) => write(
+                            &dir.join("logs"),
+                            &format!("{name}.{c}.log"),
+                            &text,
+                            &mut errors,
+                        ),
                         Err(e) => errors.push(format!("logs of {name}/{c}: {e}")),
                     }
                 }
@@ -71,7 +90,10 @@ pub async fn collect(client: &kube::Client, namespace: &str, report_dir: &Path) 
                     let obj = &e.involved_object;
                     format!(
                         "{} {} {}/{}: {} {}",
-                        e.last_timestamp.as_ref().map(|t| t.0.to_string()).unwrap_or_default(),
+                        e.last_timestamp
+                            .as_ref()
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_default(),
                         e.type_.clone().unwrap_or_default(),
                         obj.kind.clone().unwrap_or_default(),
                         obj.name.clone().unwrap_or_default(),
@@ -86,14 +108,28 @@ pub async fn collect(client: &kube::Client, namespace: &str, report_dir: &Path) 
         Err(e) => errors.push(format!("listing events: {e}")),
     }
     let ops: Api<Pod> = Api::all(client.clone());
-    match ops.list(&ListParams::default().labels(OPERATOR_LABEL)).await {
+    match ops
+        .list(&ListParams::default().labels(OPERATOR_LABEL))
+        .await
+    {
         Ok(l) => {
             for p in &l.items {
-                let (ns, name) = (p.metadata.namespace.clone().unwrap_or_default(), p.metadata.name.clone().unwrap_or_default());
+                let (ns, name) = (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                );
                 let api: Api<Pod> = Api::namespaced(client.clone(), &ns);
-                let params = LogParams { tail_lines: Some(5000), ..Default::default() };
+                let params = LogParams {
+                    tail_lines: Some(5000),
+                    ..Default::default()
+                };
                 match api.logs(&name, &params).await {
-                    Ok(text) => write(&dir.join("logs"), &format!("operator.{name}.log"), &text, &mut errors),
+                    Ok(text) => write(
+                        &dir.join("logs"),
+                        &format!("operator.{name}.log"),
+                        &text,
+                        &mut errors,
+                    ),
                     Err(e) => errors.push(format!("operator logs of {ns}/{name}: {e}")),
                 }
             }
@@ -101,7 +137,12 @@ pub async fn collect(client: &kube::Client, namespace: &str, report_dir: &Path) 
         Err(e) => errors.push(format!("listing operator pods: {e}")),
     }
     if !errors.is_empty() {
-        write(&dir, "errors.txt", &(errors.join("\n") + "\n"), &mut Vec::new());
+        write(
+            &dir,
+            "errors.txt",
+            &(errors.join("\n") + "\n"),
+            &mut Vec::new(),
+        );
     }
     Ok(dir)
 }

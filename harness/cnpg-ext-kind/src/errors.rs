@@ -24,7 +24,10 @@ pub fn kube_error(what: impl Display, e: kube::Error) -> BackendError {
                     status.message
                 ))
             } else {
-                BackendError::Failed(format!("{what}: HTTP {} {}: {}", status.code, status.reason, status.message))
+                BackendError::Failed(format!(
+                    "{what}: HTTP {} {}: {}",
+                    status.code, status.reason, status.message
+                ))
             }
         }
         other => BackendError::Failed(format!("{what}: {other}")),

@@ -24,7 +24,13 @@ pub struct ExecOutput {
 
 #[async_trait]
 pub trait PodExec: Send + Sync {
-    async fn exec(&self, namespace: &str, pod: &str, container: &str, command: &[String]) -> Result<ExecOutput, BackendError>;
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, BackendError>;
 }
 
 /// `pods/exec` over the websocket API.
@@ -34,16 +40,36 @@ pub struct KubeExec {
 
 #[async_trait]
 impl PodExec for KubeExec {
-    async fn exec(&self, namespace: &str, pod: &str, container: &str, command: &[String]) -> Result<ExecOutput, BackendError> {
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, BackendError> {
         let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
-        let ap = AttachParams::default().container(container).stdin(false).stdout(true).stderr(true);
+        let ap = AttachParams::default()
+            .container(container)
+            .stdin(false)
+            .stdout(true)
+            .stderr(true);
         let what = format!("exec in pod {namespace}/{pod} (container {container})");
-        let mut proc = api.exec(pod, command.to_vec(), &ap).await.map_err(|e| kube_error(&what, e))?;
-        let mut out_r = proc.stdout().ok_or_else(|| BackendError::Failed(format!("{what}: no stdout stream")))?;
-        let mut err_r = proc.stderr().ok_or_else(|| BackendError::Failed(format!("{what}: no stderr stream")))?;
+        let mut proc = api
+            .exec(pod, command.to_vec(), &ap)
+            .await
+            .map_err(|e| kube_error(&what, e))?;
+        let mut out_r = proc
+            .stdout()
+            .ok_or_else(|| BackendError::Failed(format!("{what}: no stdout stream")))?;
+        let mut err_r = proc
+            .stderr()
+            .ok_or_else(|| BackendError::Failed(format!("{what}: no stderr stream")))?;
         let status = proc.take_status();
         let (mut out, mut err) = (String::new(), String::new());
-        let (r1, r2) = tokio::join!(out_r.read_to_string(&mut out), err_r.read_to_string(&mut err));
+        let (r1, r2) = tokio::join!(
+            out_r.read_to_string(&mut out),
+            err_r.read_to_string(&mut err)
+        );
         r1.map_err(|e| BackendError::Failed(format!("{what}: reading stdout: {e}")))?;
         r2.map_err(|e| BackendError::Failed(format!("{what}: reading stderr: {e}")))?;
         let st = match status {
@@ -51,9 +77,18 @@ impl PodExec for KubeExec {
             None => None,
         };
         let _ = proc.join().await;
-        let success = st.as_ref().is_none_or(|s| s.status.as_deref() == Some("Success"));
-        let message = st.filter(|_| !success).map(|s| s.message.unwrap_or_default());
-        Ok(ExecOutput { stdout: out, stderr: err, success, message })
+        let success = st
+            .as_ref()
+            .is_none_or(|s| s.status.as_deref() == Some("Success"));
+        let message = st
+            .filter(|_| !success)
+            .map(|s| s.message.unwrap_or_default());
+        Ok(ExecOutput {
+            stdout: out,
+            stderr: err,
+            success,
+            message,
+        })
     }
 }
 
@@ -73,20 +108,38 @@ impl FakeExec {
     pub fn set(&self, pod: &str, stdout: &str) {
         self.outputs.lock().unwrap().insert(
             pod.to_string(),
-            ExecOutput { stdout: stdout.into(), stderr: String::new(), success: true, message: None },
+            ExecOutput {
+                stdout: stdout.into(),
+                stderr: String::new(),
+                success: true,
+                message: None,
+            },
         );
     }
 }
 
 #[async_trait]
 impl PodExec for FakeExec {
-    async fn exec(&self, namespace: &str, pod: &str, container: &str, command: &[String]) -> Result<ExecOutput, BackendError> {
-        self.calls.lock().unwrap().push((pod.to_string(), container.to_string(), command.to_vec()));
+    async fn exec(
+        &self,
+        namespace: &str,
+        pod: &str,
+        container: &str,
+        command: &[String],
+    ) -> Result<ExecOutput, BackendError> {
+        self.calls
+            .lock()
+            .unwrap()
+            .push((pod.to_string(), container.to_string(), command.to_vec()));
         self.outputs
             .lock()
             .unwrap()
             .get(pod)
             .cloned()
-            .ok_or_else(|| BackendError::Failed(format!("exec in pod {namespace}/{pod}: pod not found (fake)")))
+            .ok_or_else(|| {
+                BackendError::Failed(format!(
+                    "exec in pod {namespace}/{pod}: pod not found (fake)"
+                ))
+            })
     }
 }

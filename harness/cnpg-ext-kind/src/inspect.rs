@@ -35,7 +35,11 @@ pub fn check_pod_spec(pod: &Pod, plan: &ClusterPlan) -> Result<Vec<SpecMount>, B
         .containers
         .iter()
         .find(|c| c.name == POSTGRES_CONTAINER)
-        .ok_or_else(|| BackendError::Failed(format!("pod {ns}/{name} has no `{POSTGRES_CONTAINER}` container")))?;
+        .ok_or_else(|| {
+            BackendError::Failed(format!(
+                "pod {ns}/{name} has no `{POSTGRES_CONTAINER}` container"
+            ))
+        })?;
     let mounts = container.volume_mounts.clone().unwrap_or_default();
     let mut out = Vec::new();
     for ext in &plan.extensions {
@@ -103,7 +107,11 @@ pub fn inspect_script(plan: &ClusterPlan) -> String {
     s.push_str("if [ -n \"$pid\" ] && [ -r \"/proc/$pid/environ\" ]; then\n");
     s.push_str("  tr '\\000' '\\n' < \"/proc/$pid/environ\" | while IFS= read -r l; do case \"$l\" in LD_LIBRARY_PATH=*) echo \"@@env $l\";; esac; done\n");
     s.push_str("  echo \"@@environ read\"\nfi\n");
-    let paths: Vec<String> = plan.extensions.iter().map(|e| sh_quote(&e.mount_path)).collect();
+    let paths: Vec<String> = plan
+        .extensions
+        .iter()
+        .map(|e| sh_quote(&e.mount_path))
+        .collect();
     if !paths.is_empty() {
         s.push_str(&format!("for m in {}; do\n", paths.join(" ")));
         s.push_str("  if [ -d \"$m\" ]; then\n");
@@ -123,18 +131,31 @@ pub fn inspect_command(plan: &ClusterPlan) -> Vec<String> {
 }
 
 /// Parses the script's output into an observation for `instance`.
-pub fn parse_inspect_output(instance: &str, plan: &ClusterPlan, stdout: &str) -> Result<InstanceObservation, BackendError> {
+pub fn parse_inspect_output(
+    instance: &str,
+    plan: &ClusterPlan,
+    stdout: &str,
+) -> Result<InstanceObservation, BackendError> {
     let mut pid: Option<String> = None;
     let mut environ_read = false;
     let mut ld: Option<String> = None;
     let mut mounts: Vec<MountObservation> = plan
         .extensions
         .iter()
-        .map(|e| MountObservation { name: e.name.clone(), path: e.mount_path.clone(), present: false, files: vec![], read_only: None })
+        .map(|e| MountObservation {
+            name: e.name.clone(),
+            path: e.mount_path.clone(),
+            present: false,
+            files: vec![],
+            read_only: None,
+        })
         .collect();
-    let find = |mounts: &mut Vec<MountObservation>, path: &str| mounts.iter().position(|m| m.path == path);
+    let find =
+        |mounts: &mut Vec<MountObservation>, path: &str| mounts.iter().position(|m| m.path == path);
     for line in stdout.lines() {
-        let Some(rest) = line.strip_prefix("@@") else { continue };
+        let Some(rest) = line.strip_prefix("@@") else {
+            continue;
+        };
         let (tag, rest) = rest.split_once(' ').unwrap_or((rest, ""));
         match tag {
             "pid" => pid = Some(rest.trim().to_string()).filter(|p| !p.is_empty()),
@@ -183,5 +204,9 @@ pub fn parse_inspect_output(instance: &str, plan: &ClusterPlan, stdout: &str) ->
         m.files.sort();
         m.files.dedup();
     }
-    Ok(InstanceObservation { instance: instance.to_string(), ld_library_path: ld, mounts })
+    Ok(InstanceObservation {
+        instance: instance.to_string(),
+        ld_library_path: ld,
+        mounts,
+    })
 }

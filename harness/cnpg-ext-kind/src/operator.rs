@@ -30,8 +30,14 @@ pub fn parse_manifest(text: &str) -> Result<Vec<Value>, BackendError> {
     .map_err(|e| BackendError::Unusable(format!("the operator manifest is not valid YAML: {e}")))?;
     let docs: Vec<Value> = docs.into_iter().filter(|d| !d.is_null()).collect();
     for (i, d) in docs.iter().enumerate() {
-        if d.get("kind").and_then(Value::as_str).is_none() || d.pointer("/metadata/name").and_then(Value::as_str).is_none() {
-            return Err(BackendError::Unusable(format!("operator manifest document {i} has no kind or metadata.name")));
+        if d.get("kind").and_then(Value::as_str).is_none()
+            || d.pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .is_none()
+        {
+            return Err(BackendError::Unusable(format!(
+                "operator manifest document {i} has no kind or metadata.name"
+            )));
         }
     }
     Ok(docs)
@@ -64,7 +70,10 @@ pub fn describe(docs: &[Value]) -> Vec<String> {
     docs.iter()
         .map(|d| {
             let kind = d.get("kind").and_then(Value::as_str).unwrap_or("?");
-            let name = d.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?");
+            let name = d
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or("?");
             match d.pointer("/metadata/namespace").and_then(Value::as_str) {
                 Some(ns) => format!("{kind} {ns}/{name}"),
                 None => format!("{kind} {name}"),
@@ -75,7 +84,10 @@ pub fn describe(docs: &[Value]) -> Vec<String> {
 
 /// The API resource of a manifest document: a table for what release manifests hold,
 /// discovery for anything else.
-pub async fn resource_of(client: &kube::Client, doc: &Value) -> Result<(ApiResource, bool), BackendError> {
+pub async fn resource_of(
+    client: &kube::Client,
+    doc: &Value,
+) -> Result<(ApiResource, bool), BackendError> {
     let api_version = doc.get("apiVersion").and_then(Value::as_str).unwrap_or("");
     let kind = doc.get("kind").and_then(Value::as_str).unwrap_or("");
     let (group, version) = match api_version.split_once('/') {
@@ -88,14 +100,20 @@ pub async fn resource_of(client: &kube::Client, doc: &Value) -> Result<(ApiResou
         ("", "ConfigMap") => Some(("configmaps", true)),
         ("", "Secret") => Some(("secrets", true)),
         ("", "Service") => Some(("services", true)),
-        ("apiextensions.k8s.io", "CustomResourceDefinition") => Some(("customresourcedefinitions", false)),
+        ("apiextensions.k8s.io", "CustomResourceDefinition") => {
+            Some(("customresourcedefinitions", false))
+        }
         ("rbac.authorization.k8s.io", "ClusterRole") => Some(("clusterroles", false)),
         ("rbac.authorization.k8s.io", "ClusterRoleBinding") => Some(("clusterrolebindings", false)),
         ("rbac.authorization.k8s.io", "Role") => Some(("roles", true)),
         ("rbac.authorization.k8s.io", "RoleBinding") => Some(("rolebindings", true)),
         ("apps", "Deployment") => Some(("deployments", true)),
-        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => Some(("mutatingwebhookconfigurations", false)),
-        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => Some(("validatingwebhookconfigurations", false)),
+        ("admissionregistration.k8s.io", "MutatingWebhookConfiguration") => {
+            Some(("mutatingwebhookconfigurations", false))
+        }
+        ("admissionregistration.k8s.io", "ValidatingWebhookConfiguration") => {
+            Some(("validatingwebhookconfigurations", false))
+        }
         _ => None,
     };
     let gvk = GroupVersionKind::gvk(group, version, kind);
@@ -109,21 +127,37 @@ pub async fn resource_of(client: &kube::Client, doc: &Value) -> Result<(ApiResou
 }
 
 /// Applies the ordered documents; waits for CRDs to be established before going on.
-pub async fn apply_manifest(client: &kube::Client, docs: &[Value], timeouts: &Timeouts) -> Result<(), BackendError> {
+pub async fn apply_manifest(
+    client: &kube::Client,
+    docs: &[Value],
+    timeouts: &Timeouts,
+) -> Result<(), BackendError> {
     let mut crds = Vec::new();
     for (i, doc) in docs.iter().enumerate() {
         let (ar, namespaced) = resource_of(client, doc).await?;
         let api: Api<DynamicObject> = if namespaced {
-            let ns = doc.pointer("/metadata/namespace").and_then(Value::as_str).unwrap_or(OPERATOR_NAMESPACE);
+            let ns = doc
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .unwrap_or(OPERATOR_NAMESPACE);
             Api::namespaced_with(client.clone(), ns, &ar)
         } else {
             Api::all_with(client.clone(), &ar)
         };
         server_side_apply(&api, &ar.kind, doc).await?;
         if ar.kind == "CustomResourceDefinition" {
-            crds.push(doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or_default().to_string());
+            crds.push(
+                doc.pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string(),
+            );
         }
-        let next_is_crd = docs.get(i + 1).and_then(|d| d.get("kind")).and_then(Value::as_str) == Some("CustomResourceDefinition");
+        let next_is_crd = docs
+            .get(i + 1)
+            .and_then(|d| d.get("kind"))
+            .and_then(Value::as_str)
+            == Some("CustomResourceDefinition");
         if !crds.is_empty() && !next_is_crd {
             wait_crds(client, &crds, timeouts).await?;
             crds.clear();
@@ -132,14 +166,21 @@ pub async fn apply_manifest(client: &kube::Client, docs: &[Value], timeouts: &Ti
     Ok(())
 }
 
-async fn wait_crds(client: &kube::Client, names: &[String], timeouts: &Timeouts) -> Result<(), BackendError> {
+async fn wait_crds(
+    client: &kube::Client,
+    names: &[String],
+    timeouts: &Timeouts,
+) -> Result<(), BackendError> {
     let api: Api<CustomResourceDefinition> = Api::all(client.clone());
     let cond = crate::wait::Condition::new(
         "condition Established=True",
         |o: Option<&CustomResourceDefinition>| {
             o.and_then(|c| c.status.as_ref())
                 .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Established" && c.status == "True"))
+                .is_some_and(|cs| {
+                    cs.iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True")
+                })
         },
         |o: Option<&CustomResourceDefinition>| match o {
             None => "not found".into(),
@@ -147,7 +188,15 @@ async fn wait_crds(client: &kube::Client, names: &[String], timeouts: &Timeouts)
         },
     );
     for n in names {
-        await_object(&api, n, &format!("CustomResourceDefinition {n}"), &cond, timeouts.operator, timeouts.poll).await?;
+        await_object(
+            &api,
+            n,
+            &format!("CustomResourceDefinition {n}"),
+            &cond,
+            timeouts.operator,
+            timeouts.poll,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -164,7 +213,11 @@ pub fn webhook_probe_cluster(namespace: &str) -> Value {
 
 /// Waits for the operator deployment to be available, then for its webhook to answer a
 /// server-side dry-run create of a Cluster (a rejection also proves it answers).
-pub async fn wait_operator_ready(client: &kube::Client, namespace: &str, timeouts: &Timeouts) -> Result<(), BackendError> {
+pub async fn wait_operator_ready(
+    client: &kube::Client,
+    namespace: &str,
+    timeouts: &Timeouts,
+) -> Result<(), BackendError> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), namespace);
     await_object(
         &deployments,
@@ -175,10 +228,14 @@ pub async fn wait_operator_ready(client: &kube::Client, namespace: &str, timeout
         timeouts.poll,
     )
     .await?;
-    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), "default", &cluster_resource());
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), "default", &cluster_resource());
     let probe = webhook_probe_cluster("default");
     let obj: DynamicObject = serde_json::from_value(probe).expect("static probe object");
-    let pp = PostParams { dry_run: true, ..Default::default() };
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     poll_until(
         "the CloudNativePG webhook to answer (server-side dry-run create of a Cluster)",
         timeouts.operator,
@@ -213,7 +270,9 @@ pub fn version_from_image(image: &str) -> Option<CnpgVersion> {
     core.parse().ok()
 }
 
-pub async fn installed_operator(client: &kube::Client) -> Result<Option<InstalledOperator>, BackendError> {
+pub async fn installed_operator(
+    client: &kube::Client,
+) -> Result<Option<InstalledOperator>, BackendError> {
     let api: Api<Deployment> = Api::all(client.clone());
     let list = api
         .list(&ListParams::default().labels(OPERATOR_LABEL))

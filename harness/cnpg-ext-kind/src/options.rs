@@ -94,6 +94,8 @@ impl Default for KindOptions {
 impl KindOptions {
     /// The kubeconfig context to use.
     pub fn effective_context(&self) -> Option<String> {
-        self.context.clone().or_else(|| self.kind_cluster.as_ref().map(|n| format!("kind-{n}")))
+        self.context
+            .clone()
+            .or_else(|| self.kind_cluster.as_ref().map(|n| format!("kind-{n}")))
     }
 }

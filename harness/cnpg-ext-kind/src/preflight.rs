@@ -64,12 +64,23 @@ pub fn probe_kept_image_volume(returned: &Pod) -> bool {
         .spec
         .as_ref()
         .and_then(|s| s.volumes.as_ref())
-        .is_some_and(|vs| vs.iter().any(|v| v.name == "ext-probe" && v.image.as_ref().and_then(|i| i.reference.as_deref()) == Some(PROBE_IMAGE)))
+        .is_some_and(|vs| {
+            vs.iter().any(|v| {
+                v.name == "ext-probe"
+                    && v.image.as_ref().and_then(|i| i.reference.as_deref()) == Some(PROBE_IMAGE)
+            })
+        })
 }
 
-pub async fn check_image_volume_gate(client: &kube::Client, namespace: &str) -> Result<(), BackendError> {
+pub async fn check_image_volume_gate(
+    client: &kube::Client,
+    namespace: &str,
+) -> Result<(), BackendError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pp = PostParams { dry_run: true, ..Default::default() };
+    let pp = PostParams {
+        dry_run: true,
+        ..Default::default()
+    };
     let returned = pods
         .create(&pp, &image_volume_probe_pod(namespace))
         .await
@@ -88,7 +99,11 @@ pub async fn check_image_volume_gate(client: &kube::Client, namespace: &str) -> 
 /// containerd ≥ 2.1 or CRI-O ≥ 1.31 (`status.nodeInfo.containerRuntimeVersion`).
 pub fn check_runtime(node: &str, runtime: &str) -> Result<(), String> {
     let (name, version) = runtime.split_once("://").unwrap_or((runtime, ""));
-    let core = version.trim_start_matches('v').split(['-', '+', '~']).next().unwrap_or("");
+    let core = version
+        .trim_start_matches('v')
+        .split(['-', '+', '~'])
+        .next()
+        .unwrap_or("");
     let mut it = core.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
     let v = (it.next().unwrap_or(0), it.next().unwrap_or(0));
     let need = match name {
@@ -111,12 +126,20 @@ pub fn check_runtime(node: &str, runtime: &str) -> Result<(), String> {
 
 pub async fn check_nodes(client: &kube::Client) -> Result<Vec<(String, String)>, BackendError> {
     let nodes: Api<Node> = Api::all(client.clone());
-    let list = nodes.list(&ListParams::default()).await.map_err(|e| kube_error("listing nodes", e))?;
+    let list = nodes
+        .list(&ListParams::default())
+        .await
+        .map_err(|e| kube_error("listing nodes", e))?;
     let mut seen = Vec::new();
     let mut problems = Vec::new();
     for n in &list.items {
         let name = n.metadata.name.clone().unwrap_or_default();
-        let rt = n.status.as_ref().and_then(|s| s.node_info.as_ref()).map(|i| i.container_runtime_version.clone()).unwrap_or_default();
+        let rt = n
+            .status
+            .as_ref()
+            .and_then(|s| s.node_info.as_ref())
+            .map(|i| i.container_runtime_version.clone())
+            .unwrap_or_default();
         if let Err(p) = check_runtime(&name, &rt) {
             problems.push(p);
         }
@@ -133,7 +156,10 @@ pub async fn check_nodes(client: &kube::Client) -> Result<Vec<(String, String)>,
 
 /// The operator must be a release with image-volume extensions and with what the
 /// scenario's Clusters use (underscore names need 1.27.3 / 1.28.1).
-pub fn check_operator_for(installed: CnpgVersion, clusters: &[&Cluster]) -> Result<(), BackendError> {
+pub fn check_operator_for(
+    installed: CnpgVersion,
+    clusters: &[&Cluster],
+) -> Result<(), BackendError> {
     if installed < CnpgVersion::FIRST_WITH_EXTENSIONS {
         return Err(BackendError::Unusable(format!(
             "CloudNativePG {installed} has no image-volume extensions: install 1.27.0 or later (--cnpg-version)"
@@ -162,12 +188,16 @@ pub struct PreflightReport {
 
 /// Server version, ImageVolume gate (dry-run probe in `namespace`), node runtimes.
 pub async fn run(client: &kube::Client, namespace: &str) -> Result<PreflightReport, BackendError> {
-    let info = client
-        .apiserver_version()
-        .await
-        .map_err(|e| BackendError::Unusable(format!("cannot reach the Kubernetes API server: {e}; check --kubeconfig/--context")))?;
+    let info = client.apiserver_version().await.map_err(|e| {
+        BackendError::Unusable(format!(
+            "cannot reach the Kubernetes API server: {e}; check --kubeconfig/--context"
+        ))
+    })?;
     check_server_version(&info)?;
     check_image_volume_gate(client, namespace).await?;
     let nodes = check_nodes(client).await?;
-    Ok(PreflightReport { server_version: info.git_version, nodes })
+    Ok(PreflightReport {
+        server_version: info.git_version,
+        nodes,
+    })
 }

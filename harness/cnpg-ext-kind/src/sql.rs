@@ -40,17 +40,27 @@ pub fn credentials_from(secret: &Secret, user: &str) -> Result<(String, String),
     Ok((username, get("password")?))
 }
 
-pub async fn credentials(client: &kube::Client, namespace: &str, cluster: &str, user: &str) -> Result<(String, String), BackendError> {
+pub async fn credentials(
+    client: &kube::Client,
+    namespace: &str,
+    cluster: &str,
+    user: &str,
+) -> Result<(String, String), BackendError> {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), namespace);
     let name = secret_for(cluster, user);
-    let secret = secrets.get_opt(&name).await.map_err(|e| kube_error(format!("reading secret {namespace}/{name}"), e))?;
+    let secret = secrets
+        .get_opt(&name)
+        .await
+        .map_err(|e| kube_error(format!("reading secret {namespace}/{name}"), e))?;
     let Some(secret) = secret else {
         let hint = if user == "postgres" {
             " (superuser access is off: set `spec.enableSuperuserAccess: true` in the Cluster, or use `user: app`)"
         } else {
             ""
         };
-        return Err(BackendError::Failed(format!("secret {namespace}/{name} not found{hint}")));
+        return Err(BackendError::Failed(format!(
+            "secret {namespace}/{name} not found{hint}"
+        )));
     };
     credentials_from(&secret, user)
 }
@@ -67,16 +77,26 @@ pub async fn connect(
     let (username, password) = credentials(client, namespace, cluster, user).await?;
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let what = format!("port-forward to pod {namespace}/{pod}:5432");
-    let mut pf = pods.portforward(pod, &[5432]).await.map_err(|e| kube_error(&what, e))?;
+    let mut pf = pods
+        .portforward(pod, &[5432])
+        .await
+        .map_err(|e| kube_error(&what, e))?;
     let stream = pf
         .take_stream(5432)
         .ok_or_else(|| BackendError::Failed(format!("{what}: no stream for port 5432")))?;
     let mut cfg = tokio_postgres::Config::new();
-    cfg.user(&username).password(password).dbname(database).application_name("cnpg-ext-harness");
+    cfg.user(&username)
+        .password(password)
+        .dbname(database)
+        .application_name("cnpg-ext-harness");
     let (pg, conn) = cfg
         .connect_raw(stream, tokio_postgres::NoTls)
         .await
-        .map_err(|e| BackendError::Failed(format!("connecting to database `{database}` as `{user}` on pod {namespace}/{pod}: {e}")))?;
+        .map_err(|e| {
+            BackendError::Failed(format!(
+                "connecting to database `{database}` as `{user}` on pod {namespace}/{pod}: {e}"
+            ))
+        })?;
     tokio::spawn(async move {
         // The forwarder lives as long as the connection.
         let _ = conn.await;

@@ -9,7 +9,10 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 /// The versions file shipped in `kind-config/`, built into the binary.
-pub const EMBEDDED: &str = include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../kind-config/cnpg-versions.yaml"));
+pub const EMBEDDED: &str = include_str!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../kind-config/cnpg-versions.yaml"
+));
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -34,12 +37,17 @@ pub struct VersionsFile {
 
 impl VersionsFile {
     pub fn embedded() -> VersionsFile {
-        Self::parse(Path::new("kind-config/cnpg-versions.yaml"), EMBEDDED).expect("the built-in versions file is valid")
+        Self::parse(Path::new("kind-config/cnpg-versions.yaml"), EMBEDDED)
+            .expect("the built-in versions file is valid")
     }
 
     pub fn load(path: &Path) -> Result<VersionsFile, BackendError> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| BackendError::Unusable(format!("{}: cannot read the CNPG versions file: {e}", path.display())))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            BackendError::Unusable(format!(
+                "{}: cannot read the CNPG versions file: {e}",
+                path.display()
+            ))
+        })?;
         Self::parse(path, &text)
     }
 
@@ -49,9 +57,16 @@ impl VersionsFile {
             .map_err(|e| BackendError::Unusable(format!("{p}: invalid CNPG versions file: {e}")))?;
         f.origin = path.to_path_buf();
         for (i, r) in f.versions.iter().enumerate() {
-            let v: CnpgVersion = r.version.parse().map_err(|e| BackendError::Unusable(format!("{p}: versions[{i}].version: {e}")))?;
+            let v: CnpgVersion = r
+                .version
+                .parse()
+                .map_err(|e| BackendError::Unusable(format!("{p}: versions[{i}].version: {e}")))?;
             if let Some(s) = &r.sha256 {
-                if s.len() != 64 || !s.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()) {
+                if s.len() != 64
+                    || !s
+                        .chars()
+                        .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+                {
                     return Err(BackendError::Unusable(format!(
                         "{p}: versions[{i}].sha256: `{s}` is not 64 lowercase hex digits (or null when not pinned)"
                     )));
@@ -65,10 +80,14 @@ impl VersionsFile {
                 )));
             }
             if r.source.trim().is_empty() {
-                return Err(BackendError::Unusable(format!("{p}: versions[{i}].source: say where the checksum comes from")));
+                return Err(BackendError::Unusable(format!(
+                    "{p}: versions[{i}].source: say where the checksum comes from"
+                )));
             }
         }
-        f.default.parse::<CnpgVersion>().map_err(|e| BackendError::Unusable(format!("{p}: default: {e}")))?;
+        f.default
+            .parse::<CnpgVersion>()
+            .map_err(|e| BackendError::Unusable(format!("{p}: default: {e}")))?;
         Ok(f)
     }
 
@@ -106,7 +125,11 @@ pub struct ManifestCheck {
 
 /// Refuses a manifest whose sha256 differs from the pin, or that has no pin unless
 /// `allow_unpinned` (then the notice carries the computed hash to pin).
-pub fn check_manifest(release: &OperatorRelease, bytes: &[u8], allow_unpinned: bool) -> Result<ManifestCheck, BackendError> {
+pub fn check_manifest(
+    release: &OperatorRelease,
+    bytes: &[u8],
+    allow_unpinned: bool,
+) -> Result<ManifestCheck, BackendError> {
     let got = sha256_hex(bytes);
     match &release.sha256 {
         Some(want) if *want == got => Ok(ManifestCheck { sha256: got, pinned: true, notice: None }),
@@ -140,13 +163,21 @@ pub async fn fetch_manifest(
     allow_unpinned: bool,
 ) -> Result<(String, ManifestCheck), BackendError> {
     let bytes = match local {
-        Some(p) => std::fs::read(p)
-            .map_err(|e| BackendError::Unusable(format!("{}: cannot read the operator manifest: {e}", p.display())))?,
+        Some(p) => std::fs::read(p).map_err(|e| {
+            BackendError::Unusable(format!(
+                "{}: cannot read the operator manifest: {e}",
+                p.display()
+            ))
+        })?,
         None => download(&release.manifest).await?,
     };
     let check = check_manifest(release, &bytes, allow_unpinned)?;
-    let text = String::from_utf8(bytes)
-        .map_err(|_| BackendError::Unusable(format!("operator manifest {} is not UTF-8 text", release.manifest)))?;
+    let text = String::from_utf8(bytes).map_err(|_| {
+        BackendError::Unusable(format!(
+            "operator manifest {} is not UTF-8 text",
+            release.manifest
+        ))
+    })?;
     Ok((text, check))
 }
 
@@ -155,12 +186,15 @@ pub async fn download(url: &str) -> Result<Vec<u8>, BackendError> {
     use http_body_util::{BodyExt, Empty};
     let connector = hyper_rustls::HttpsConnectorBuilder::new()
         .with_native_roots()
-        .map_err(|e| BackendError::Unusable(format!("no TLS root certificates to download {url}: {e}")))?
+        .map_err(|e| {
+            BackendError::Unusable(format!("no TLS root certificates to download {url}: {e}"))
+        })?
         .https_only()
         .enable_http1()
         .build();
     let client: hyper_util::client::legacy::Client<_, Empty<bytes::Bytes>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
     let mut current = url.to_string();
     for _ in 0..8 {
         let uri: http::Uri = current
@@ -177,12 +211,16 @@ pub async fn download(url: &str) -> Result<Vec<u8>, BackendError> {
                 .headers()
                 .get(http::header::LOCATION)
                 .and_then(|l| l.to_str().ok())
-                .ok_or_else(|| BackendError::Unusable(format!("{current}: redirect without a Location")))?;
+                .ok_or_else(|| {
+                    BackendError::Unusable(format!("{current}: redirect without a Location"))
+                })?;
             current = loc.to_string();
             continue;
         }
         if !status.is_success() {
-            return Err(BackendError::Unusable(format!("downloading {current}: HTTP {status}")));
+            return Err(BackendError::Unusable(format!(
+                "downloading {current}: HTTP {status}"
+            )));
         }
         let body = resp
             .into_body()
@@ -191,5 +229,7 @@ pub async fn download(url: &str) -> Result<Vec<u8>, BackendError> {
             .map_err(|e| BackendError::Unusable(format!("downloading {current}: {e}")))?;
         return Ok(body.to_bytes().to_vec());
     }
-    Err(BackendError::Unusable(format!("downloading {url}: too many redirects")))
+    Err(BackendError::Unusable(format!(
+        "downloading {url}: too many redirects"
+    )))
 }

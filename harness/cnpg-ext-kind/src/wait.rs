@@ -23,11 +23,14 @@ pub enum Probe<T> {
     Pending(String),
 }
 
+type Check<K> = Box<dyn Fn(Option<&K>) -> bool + Send + Sync>;
+type State<K> = Box<dyn Fn(Option<&K>) -> String + Send + Sync>;
+
 /// A condition on an object of type `K` (absent objects are `None`).
 pub struct Condition<K> {
     pub description: String,
-    check: Box<dyn Fn(Option<&K>) -> bool + Send + Sync>,
-    state: Box<dyn Fn(Option<&K>) -> String + Send + Sync>,
+    check: Check<K>,
+    state: State<K>,
 }
 
 impl<K: 'static> Condition<K> {
@@ -36,7 +39,11 @@ impl<K: 'static> Condition<K> {
         check: impl Fn(Option<&K>) -> bool + Send + Sync + 'static,
         state: impl Fn(Option<&K>) -> String + Send + Sync + 'static,
     ) -> Self {
-        Condition { description: description.into(), check: Box::new(check), state: Box::new(state) }
+        Condition {
+            description: description.into(),
+            check: Box::new(check),
+            state: Box::new(state),
+        }
     }
     pub fn matches(&self, obj: Option<&K>) -> bool {
         (self.check)(obj)
@@ -53,26 +60,34 @@ impl<K: 'static> Condition<K> {
             check: Box::new(move |o| c1(o) && c2(o)),
             state: Box::new(move |o| {
                 let (a, b) = (s1(o), s2(o));
-                if a == b { a } else { format!("{a}; {b}") }
+                if a == b {
+                    a
+                } else {
+                    format!("{a}; {b}")
+                }
             }),
         }
     }
 }
 
 /// Polls `probe` every `poll` until it is done or `timeout` passes.
-pub async fn poll_until<T, F, Fut>(what: &str, timeout: Duration, poll: Duration, mut probe: F) -> Result<T, BackendError>
+pub async fn poll_until<T, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    poll: Duration,
+    mut probe: F,
+) -> Result<T, BackendError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<Probe<T>, BackendError>>,
 {
     let start = tokio::time::Instant::now();
     let deadline = start + timeout;
-    let mut last = String::from("nothing observed yet");
     loop {
-        match probe().await? {
+        let last = match probe().await? {
             Probe::Done(v) => return Ok(v),
-            Probe::Pending(s) => last = s,
-        }
+            Probe::Pending(s) => s,
+        };
         if tokio::time::Instant::now() >= deadline {
             return Err(BackendError::Failed(format!(
                 "timed out after {}s waiting for {what}; last state: {last}",
@@ -97,9 +112,14 @@ where
 {
     let desc = format!("{what}: {}", cond.description);
     poll_until(&desc, timeout, poll, || async {
-        let obj = api.get_opt(name).await.map_err(|e| kube_error(format!("reading {what}"), e))?;
+        let obj = api
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_error(format!("reading {what}"), e))?;
         if cond.matches(obj.as_ref()) {
-            Ok(Probe::Done(obj.expect("a condition that matches an absent object is not used with await_object")))
+            Ok(Probe::Done(obj.expect(
+                "a condition that matches an absent object is not used with await_object",
+            )))
         } else {
             Ok(Probe::Pending(cond.state(obj.as_ref())))
         }
@@ -131,9 +151,16 @@ pub fn cluster_state(o: Option<&DynamicObject>, instances: u32) -> String {
     match o {
         None => "the Cluster does not exist".into(),
         Some(o) => {
-            let phase = status_field(o, "phase").and_then(Value::as_str).unwrap_or("<no phase yet>");
-            let ready = status_field(o, "readyInstances").and_then(Value::as_u64).unwrap_or(0);
-            let reason = status_field(o, "phaseReason").and_then(Value::as_str).map(|r| format!(" ({r})")).unwrap_or_default();
+            let phase = status_field(o, "phase")
+                .and_then(Value::as_str)
+                .unwrap_or("<no phase yet>");
+            let ready = status_field(o, "readyInstances")
+                .and_then(Value::as_u64)
+                .unwrap_or(0);
+            let reason = status_field(o, "phaseReason")
+                .and_then(Value::as_str)
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default();
             format!("phase \"{phase}\"{reason}, readyInstances {ready}/{instances}")
         }
     }
@@ -146,8 +173,13 @@ pub fn database_reconciled() -> Condition<DynamicObject> {
         |o| {
             o.is_some_and(|o| {
                 let gen = o.metadata.generation.unwrap_or(0);
-                let observed = status_field(o, "observedGeneration").and_then(Value::as_i64).unwrap_or(-1);
-                status_field(o, "applied").and_then(Value::as_bool).is_some() && observed >= gen
+                let observed = status_field(o, "observedGeneration")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(-1);
+                status_field(o, "applied")
+                    .and_then(Value::as_bool)
+                    .is_some()
+                    && observed >= gen
             })
         },
         database_state,
@@ -158,9 +190,15 @@ pub fn database_state(o: Option<&DynamicObject>) -> String {
     match o {
         None => "the Database does not exist".into(),
         Some(o) => {
-            let applied = status_field(o, "applied").map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
-            let msg = status_field(o, "message").and_then(Value::as_str).unwrap_or("");
-            let observed = status_field(o, "observedGeneration").map(|v| v.to_string()).unwrap_or_else(|| "unset".into());
+            let applied = status_field(o, "applied")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unset".into());
+            let msg = status_field(o, "message")
+                .and_then(Value::as_str)
+                .unwrap_or("");
+            let observed = status_field(o, "observedGeneration")
+                .map(|v| v.to_string())
+                .unwrap_or_else(|| "unset".into());
             format!(
                 "applied={applied}, observedGeneration={observed}, generation={}, message \"{msg}\"",
                 o.metadata.generation.unwrap_or(0)
@@ -173,7 +211,7 @@ pub fn database_state(o: Option<&DynamicObject>) -> String {
 pub fn deployment_available() -> Condition<Deployment> {
     Condition::new(
         "all replicas updated and available",
-        |o| {
+        |o: Option<&Deployment>| {
             o.is_some_and(|d| {
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
                 let st = d.status.clone().unwrap_or_default();
@@ -183,7 +221,7 @@ pub fn deployment_available() -> Condition<Deployment> {
                     && st.unavailable_replicas.unwrap_or(0) == 0
             })
         },
-        |o| match o {
+        |o: Option<&Deployment>| match o {
             None => "the Deployment does not exist".into(),
             Some(d) => {
                 let want = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
@@ -192,7 +230,14 @@ pub fn deployment_available() -> Condition<Deployment> {
                     .conditions
                     .unwrap_or_default()
                     .into_iter()
-                    .map(|c| format!("{}={}{}", c.type_, c.status, c.message.map(|m| format!(" ({m})")).unwrap_or_default()))
+                    .map(|c| {
+                        format!(
+                            "{}={}{}",
+                            c.type_,
+                            c.status,
+                            c.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                        )
+                    })
                     .collect();
                 format!(
                     "replicas wanted {want}, updated {}, available {}; conditions: [{}]",

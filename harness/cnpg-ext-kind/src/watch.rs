@@ -29,7 +29,9 @@ pub struct PodView {
 /// Role from `cnpg.io/instanceRole` (or the older `role` label).
 pub fn pod_role(pod: &Pod) -> Option<Role> {
     let labels = pod.metadata.labels.as_ref()?;
-    let r = labels.get("cnpg.io/instanceRole").or_else(|| labels.get("role"))?;
+    let r = labels
+        .get("cnpg.io/instanceRole")
+        .or_else(|| labels.get("role"))?;
     match r.as_str() {
         "primary" => Some(Role::Primary),
         "replica" => Some(Role::Replica),
@@ -39,13 +41,19 @@ pub fn pod_role(pod: &Pod) -> Option<Role> {
 
 /// Instance pods of a Cluster (not the initdb/join job pods).
 pub fn is_instance_pod(pod: &Pod) -> bool {
-    let Some(labels) = pod.metadata.labels.as_ref() else { return false };
+    let Some(labels) = pod.metadata.labels.as_ref() else {
+        return false;
+    };
     if labels.contains_key("cnpg.io/jobRole") {
         return false;
     }
     match labels.get("cnpg.io/podRole") {
         Some(r) => r == "instance",
-        None => labels.contains_key("cnpg.io/instanceRole") || labels.contains_key("role") || labels.contains_key("cnpg.io/instanceName"),
+        None => {
+            labels.contains_key("cnpg.io/instanceRole")
+                || labels.contains_key("role")
+                || labels.contains_key("cnpg.io/instanceName")
+        }
     }
 }
 
@@ -79,8 +87,14 @@ pub struct RolloutObserver {
 impl RolloutObserver {
     /// Starts from the pods and phase seen before the change was applied.
     pub fn new(pods: &[PodView], phase: Option<&str>) -> Self {
-        let baseline = pods.iter().map(|p| (p.name.clone(), (p.uid.clone(), p.role))).collect();
-        let current = pods.iter().map(|p| (p.name.clone(), p.uid.clone())).collect();
+        let baseline = pods
+            .iter()
+            .map(|p| (p.name.clone(), (p.uid.clone(), p.role)))
+            .collect();
+        let current = pods
+            .iter()
+            .map(|p| (p.name.clone(), p.uid.clone()))
+            .collect();
         RolloutObserver {
             baseline,
             current,
@@ -135,7 +149,9 @@ impl RolloutObserver {
 
     /// Every instance present at the start has been replaced at least once.
     pub fn replaced_all(&self) -> bool {
-        self.baseline.keys().all(|name| self.restarts.iter().any(|r| &r.instance == name))
+        self.baseline
+            .keys()
+            .all(|name| self.restarts.iter().any(|r| &r.instance == name))
     }
 
     pub fn any_restart(&self) -> bool {
@@ -150,14 +166,20 @@ impl RolloutObserver {
     }
 
     pub fn record(&self) -> RolloutRecord {
-        RolloutRecord { restarts: self.restarts.clone(), phases: self.phases.clone() }
+        RolloutRecord {
+            restarts: self.restarts.clone(),
+            phases: self.phases.clone(),
+        }
     }
 
     /// The last state, for timeout messages.
     pub fn summary(&self) -> String {
         let replaced: Vec<String> = self.restarts.iter().map(|r| r.instance.clone()).collect();
-        let waiting: Vec<&String> =
-            self.baseline.keys().filter(|n| !self.restarts.iter().any(|r| &r.instance == *n)).collect();
+        let waiting: Vec<&String> = self
+            .baseline
+            .keys()
+            .filter(|n| !self.restarts.iter().any(|r| &r.instance == *n))
+            .collect();
         let pods: Vec<String> = self
             .last_pods
             .iter()
@@ -167,7 +189,13 @@ impl RolloutObserver {
                     Some(Role::Replica) => "replica",
                     None => "no role",
                 };
-                let state = if p.deleting { "terminating" } else if p.ready { "ready" } else { "not ready" };
+                let state = if p.deleting {
+                    "terminating"
+                } else if p.ready {
+                    "ready"
+                } else {
+                    "not ready"
+                };
                 format!("{} {role} {state} uid {}", p.name, short(&p.uid))
             })
             .collect();
@@ -175,7 +203,11 @@ impl RolloutObserver {
             "phase \"{}\"; replaced [{}]; not yet replaced [{}]; pods [{}]; phases seen [{}]",
             self.last_phase.as_deref().unwrap_or("<none>"),
             replaced.join(", "),
-            waiting.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+            waiting
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
             pods.join(", "),
             self.phases.join(" → ")
         )
@@ -202,8 +234,16 @@ pub async fn snapshot(
         .and_then(Value::as_str)
         .map(String::from);
     let lp = ListParams::default().labels(&format!("cnpg.io/cluster={cluster}"));
-    let list = pods.list(&lp).await.map_err(|e| kube_error(format!("listing pods of Cluster {cluster}"), e))?;
-    let mut views: Vec<PodView> = list.items.iter().filter(|p| is_instance_pod(p)).map(pod_view).collect();
+    let list = pods
+        .list(&lp)
+        .await
+        .map_err(|e| kube_error(format!("listing pods of Cluster {cluster}"), e))?;
+    let mut views: Vec<PodView> = list
+        .items
+        .iter()
+        .filter(|p| is_instance_pod(p))
+        .map(pod_view)
+        .collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((phase, views))
 }
@@ -249,15 +289,23 @@ pub async fn observe_rollout(
                 }
             }
         };
-        Ok(if done { Probe::Done(()) } else { Probe::Pending(o.summary()) })
+        Ok(if done {
+            Probe::Done(())
+        } else {
+            Probe::Pending(o.summary())
+        })
     })
     .await;
-    drop(obs);
+    let _ = obs.into_inner();
     result.map(|_| observer.record())
 }
 
 fn pods_namespace(pods: &Api<Pod>) -> String {
     // `Api` does not expose its namespace; the resource URL does.
     let url = pods.resource_url();
-    url.split("/namespaces/").nth(1).and_then(|s| s.split('/').next()).unwrap_or("?").to_string()
+    url.split("/namespaces/")
+        .nth(1)
+        .and_then(|s| s.split('/').next())
+        .unwrap_or("?")
+        .to_string()
 }

@@ -1,0 +1,124 @@
+//! `--dry-run`: every manifest and kind config the run would apply, written to files
+//! without contacting a cluster.
+
+use std::path::{Path, PathBuf};
+
+use cnpg_ext_model::backend::BackendError;
+use cnpg_ext_model::scenario::{Scenario, Step};
+use cnpg_ext_model::Manifest;
+use serde_json::{json, Value};
+
+use crate::apply::{namespace_doc, namespace_for, namespaced, namespaced_cluster, restart_patch};
+use crate::config::{render_kind_config, Topology, DEFAULT_KUBERNETES};
+use crate::options::KindOptions;
+use crate::preflight::image_volume_probe_pod;
+use crate::versions::VersionsFile;
+
+pub fn to_yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n{v:#}\n"))
+}
+
+/// Every document the run applies for `scenario`, in order, as (file name, document).
+pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(String, Value)> {
+    let ns = namespace_for(&scenario.id);
+    let mut out = vec![
+        ("00-namespace.yaml".to_string(), namespace_doc(&ns)),
+        (
+            "00-imagevolume-probe-pod.dry-run.yaml".to_string(),
+            serde_json::to_value(image_volume_probe_pod(&ns)).expect("pod serializes"),
+        ),
+    ];
+    let mut last_cluster: Option<String> = None;
+    for ls in &scenario.steps {
+        let n = ls.index;
+        match &ls.step {
+            Step::Apply(a) => {
+                for m in scenario.manifests.get(&a.file).into_iter().flatten() {
+                    let (kind, doc) = match m {
+                        Manifest::Cluster(c) => {
+                            last_cluster = Some(c.cluster.metadata.name.clone());
+                            ("cluster", namespaced_cluster(&c.raw, &ns, opts))
+                        }
+                        Manifest::Database(d) => ("database", namespaced(&d.raw, &ns)),
+                        Manifest::Other { kind, raw } => (kind.as_str(), namespaced(raw, &ns)),
+                    };
+                    let name = doc
+                        .pointer("/metadata/name")
+                        .and_then(Value::as_str)
+                        .unwrap_or("unnamed")
+                        .to_string();
+                    out.push((
+                        format!("{n:02}-apply-{}-{name}.yaml", kind.to_lowercase()),
+                        doc,
+                    ));
+                }
+            }
+            Step::Restart(_) => {
+                let c = last_cluster.clone().unwrap_or_else(|| "cluster".into());
+                let at = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
+                    .expect("fixed")
+                    .to_utc();
+                let mut patch = restart_patch(at);
+                patch["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
+                    json!("<RFC3339 time of the restart>");
+                out.push((format!("{n:02}-restart-{c}.merge-patch.yaml"), patch));
+            }
+            Step::Sql(_) | Step::Verify(_) => {}
+        }
+    }
+    out
+}
+
+/// Writes the kind config, the operator release and every scenario document under
+/// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, `operator-release.yaml`,
+/// `<scenario-id>/NN-….yaml`. Returns the files written.
+pub fn render_dry_run(
+    scenario: &Scenario,
+    opts: &KindOptions,
+    out_dir: &Path,
+) -> Result<Vec<PathBuf>, BackendError> {
+    let io =
+        |p: &Path, e: std::io::Error| BackendError::Failed(format!("writing {}: {e}", p.display()));
+    let dir = out_dir.join(&scenario.id);
+    std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
+    let mut written = Vec::new();
+    let mut put = |path: PathBuf, text: String| -> Result<(), BackendError> {
+        std::fs::write(&path, text).map_err(|e| io(&path, e))?;
+        written.push(path);
+        Ok(())
+    };
+
+    put(
+        out_dir.join("kind-config.yaml"),
+        render_kind_config(DEFAULT_KUBERNETES, Topology::Single, opts.registry)?,
+    )?;
+
+    let versions = match &opts.versions_file {
+        Some(p) => VersionsFile::load(p)?,
+        None => VersionsFile::embedded(),
+    };
+    let release = versions.find(opts.cnpg_version)?;
+    let mut rel = serde_json::to_value(release).expect("release serializes");
+    if let Some(local) = &opts.operator_manifest {
+        let text = std::fs::read_to_string(local).map_err(|e| {
+            BackendError::Unusable(format!(
+                "{}: cannot read the operator manifest: {e}",
+                local.display()
+            ))
+        })?;
+        let check = crate::versions::check_manifest(
+            release,
+            text.as_bytes(),
+            opts.allow_unpinned_operator,
+        )?;
+        let docs = crate::operator::apply_order(crate::operator::parse_manifest(&text)?);
+        rel["computed_sha256"] = json!(check.sha256);
+        rel["apply_order"] = json!(crate::operator::describe(&docs));
+    }
+    put(out_dir.join("operator-release.yaml"), to_yaml(&rel))?;
+
+    for (name, doc) in scenario_documents(scenario, opts) {
+        put(dir.join(name), to_yaml(&doc))?;
+    }
+    Ok(written)
+}
