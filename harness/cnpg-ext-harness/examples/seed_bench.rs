@@ -31,6 +31,7 @@ fn options() -> RunOptions {
         progress: false,
         command: vec![],
         engine: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -24,6 +24,7 @@ use crate::{fsutil, procs};
 pub enum BackendKind {
     Local,
     Container,
+    Kind,
 }
 
 impl BackendKind {
@@ -31,6 +32,7 @@ impl BackendKind {
         match self {
             BackendKind::Local => "local",
             BackendKind::Container => "container",
+            BackendKind::Kind => "kind",
         }
     }
 }
@@ -49,20 +51,27 @@ pub struct RunOptions {
     pub progress: bool,
     pub command: Vec<String>,
     pub engine: EngineOptions,
+    pub kind: cnpg_ext_kind::KindOptions,
 }
 
 /// What a run prepared once for its backend; makes one backend per scenario.
 enum Prepared {
     Local(Arc<LocalEnv>),
     Container(Arc<ContainerEnv>),
+    Kind { env: Option<Arc<cnpg_ext_kind::KindEnvironment>>, archives: Vec<(String, PathBuf)> },
 }
 
 impl Prepared {
-    fn backend(&self, store: &Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf, id: &str) -> Box<dyn Backend> {
-        match self {
+    fn backend(&self, store: &Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf, scenario: &Scenario) -> Result<Box<dyn Backend>, String> {
+        Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::new(env.clone(), store.clone(), cnpg, dir)),
-            Prepared::Container(env) => Box::new(ContainerBackend::new(env.clone(), store.clone(), cnpg, id)),
-        }
+            Prepared::Container(env) => Box::new(ContainerBackend::new(env.clone(), store.clone(), cnpg, &scenario.id)),
+            Prepared::Kind { env, archives } => {
+                let env = env.as_ref().ok_or("the kind environment was not prepared")?;
+                env.check_scenario(scenario).map_err(|e| e.to_string())?;
+                Box::new(env.backend(scenario, archives.clone()))
+            }
+        })
     }
 
     fn finish(&self, keep: bool) {
@@ -144,6 +153,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 BackendKind::Local => Prepared::Local(Arc::new(
                     LocalEnv::prepare(&pg, &store.exclusions(), &dir, run_as).map_err(HarnessError::Environment)?,
                 )),
+                BackendKind::Kind => {
+                    // Docker archives for `kind load image-archive`; the cluster is contacted below.
+                    let mut archives = Vec::new();
+                    for (n, img) in store.all().enumerate() {
+                        let tar = dir.join("images").join(format!("{n}.docker.tar"));
+                        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, &tar)
+                            .map_err(|e| HarnessError::Input(format!("image `{}`: {e}", img.reference)))?;
+                        archives.push((img.reference.clone(), tar));
+                    }
+                    Prepared::Kind { env: None, archives }
+                }
                 BackendKind::Container => {
                     let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                     Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &dir, &run_id, &engine)?))
@@ -155,6 +175,22 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         .expect("prepare task")?
     };
     let store = Arc::new(store);
+    let prepared = match prepared {
+        Prepared::Kind { archives, .. } => {
+            let mut kopts = opts.kind.clone();
+            kopts.cnpg_version = opts.cnpg;
+            kopts.keep = opts.keep;
+            if let Some(dir) = &opts.report_dir {
+                kopts.report_dir = dir.clone();
+            }
+            let env = cnpg_ext_kind::prepare(&kopts).await.map_err(|e| match e {
+                cnpg_ext_model::backend::BackendError::Unusable(m) => HarnessError::Environment(m),
+                other => HarnessError::Environment(other.to_string()),
+            })?;
+            Prepared::Kind { env: Some(Arc::new(env)), archives }
+        }
+        other => other,
+    };
     let prepared = Arc::new(prepared);
 
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1)));
@@ -170,18 +206,24 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             let _permit = sem.acquire_owned().await.expect("semaphore");
             progress.scenario_started(&scenario.id);
             let t = Instant::now();
-            let mut backend = prepared.backend(&store, cnpg, dir, &scenario.id);
-            let on_step = |title: &str| progress.step(&scenario.id, title);
-            let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
-            let teardown = backend.teardown(keep).await;
-            let status = if steps.iter().any(|s| s.status == Status::Failed) { Status::Failed } else { Status::Passed };
+            let (steps, error) = match prepared.backend(&store, cnpg, dir, &scenario) {
+                Ok(mut backend) => {
+                    let on_step = |title: &str| progress.step(&scenario.id, title);
+                    let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
+                    let teardown = backend.teardown(keep).await;
+                    (steps, teardown.err().map(|e| format!("teardown: {e}")))
+                }
+                Err(e) => (Vec::new(), Some(e)),
+            };
+            let failed = error.is_some() || steps.iter().any(|s| s.status == Status::Failed);
+            let status = if failed { Status::Failed } else { Status::Passed };
             let result = ScenarioResult {
                 id: scenario.id.clone(),
                 file: scenario.file.display().to_string(),
                 description: scenario.description.clone(),
                 status,
                 duration_ms: t.elapsed().as_millis() as u64,
-                error: teardown.err().map(|e| format!("teardown: {e}")),
+                error,
                 steps,
             };
             progress.scenario_finished(&scenario.id, &verdict_line(&result));

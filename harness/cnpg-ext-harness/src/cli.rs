@@ -34,6 +34,9 @@ pub enum Command {
         #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
         cnpg_version: CnpgVersion,
     },
+    /// Create, delete or show a kind cluster for the kind backend (ImageVolume gate on).
+    #[command(subcommand)]
+    Kind(cnpg_ext_kind::cli::KindCommand),
     /// Build, unpack or lint extension images.
     #[command(subcommand)]
     Image(cnpg_ext_images::cli::ImageCommand),
@@ -70,6 +73,24 @@ pub struct RunArgs {
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// kind backend: the kind cluster to use (images are loaded into its nodes).
+    #[arg(long)]
+    pub kind_cluster: Option<String>,
+    /// kind backend, existing-cluster mode: kubeconfig of the cluster under test.
+    #[arg(long, env = "KUBECONFIG")]
+    pub kubeconfig: Option<PathBuf>,
+    /// kind backend: kubeconfig context.
+    #[arg(long)]
+    pub context: Option<String>,
+    /// kind backend: the operator is already installed (vendor clusters).
+    #[arg(long)]
+    pub skip_operator_install: bool,
+    /// kind backend: apply an operator manifest that has no sha256 pin (prints its hash).
+    #[arg(long)]
+    pub allow_unpinned_operator: bool,
+    /// kind backend: render every manifest into <report-dir>/manifests/ and contact nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Container engine of `--backend container`: podman or docker ≥ 28 (or a path); default: podman, then docker.
     #[arg(long, env = "CNPG_EXT_HARNESS_ENGINE")]
     pub engine: Option<String>,

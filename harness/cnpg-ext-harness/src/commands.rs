@@ -10,6 +10,10 @@ use crate::error::{EXIT_FAILED, EXIT_PASSED};
 use crate::runner::Status;
 
 pub async fn run(args: RunArgs) -> i32 {
+    if args.dry_run {
+        return dry_run(&args);
+    }
+    let kind = kind_options(&args);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = RunOptions {
         paths: args.paths,
@@ -23,6 +27,7 @@ pub async fn run(args: RunArgs) -> i32 {
         workdir: args.workdir,
         progress: !args.no_progress,
         command: std::env::args().collect(),
+        kind,
         engine: crate::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,
@@ -76,3 +81,44 @@ pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
     }
 }
 
+
+fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
+    cnpg_ext_kind::KindOptions {
+        kind_cluster: args.kind_cluster.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        cnpg_version: args.cnpg_version,
+        allow_unpinned_operator: args.allow_unpinned_operator,
+        skip_operator_install: args.skip_operator_install,
+        keep: args.keep,
+        report_dir: args.report_dir.clone().unwrap_or_else(|| "reports".into()),
+        ..Default::default()
+    }
+}
+
+/// `--dry-run`: the manifests the kind backend would apply, written out; no cluster contacted.
+fn dry_run(args: &RunArgs) -> i32 {
+    let scenarios = match app::load_scenarios(&args.paths, args.cnpg_version) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let opts = kind_options(args);
+    let out = opts.report_dir.join("manifests");
+    for s in &scenarios {
+        match cnpg_ext_kind::render::render_dry_run(s, &opts, &out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", s.file.display());
+                return crate::error::EXIT_INVALID;
+            }
+        }
+    }
+    EXIT_PASSED
+}

@@ -22,6 +22,7 @@ pub fn options(paths: Vec<PathBuf>) -> RunOptions {
         progress: false,
         command: vec!["cargo test".into()],
         engine: Default::default(),
+        kind: Default::default(),
     }
 }
 

@@ -45,6 +45,18 @@ pub fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
     }
 }
 
+/// `volume create` options of a volume backed by a host directory.
+pub fn bind_volume_opts(dir: &Path) -> Vec<String> {
+    vec![
+        "--opt".into(),
+        "type=none".into(),
+        "--opt".into(),
+        "o=bind".into(),
+        "--opt".into(),
+        format!("device={}", dir.display()),
+    ]
+}
+
 pub fn label_args(labels: &[(String, String)]) -> Vec<String> {
     labels.iter().flat_map(|(k, v)| ["--label".to_string(), format!("{k}={v}")]).collect()
 }
@@ -64,6 +76,9 @@ pub struct InstanceRun<'a> {
     pub primary_socket_dir: Option<&'a Path>,
     pub mounts: &'a [ImageMount],
     pub ld_library_path: Option<&'a str>,
+    /// A new replica: this command (the base backup) runs first, in the same container,
+    /// then postgres replaces the shell (`sh -c '… && exec postgres …'`).
+    pub bootstrap: Option<&'a [String]>,
 }
 
 /// Options every container of the backend gets: non-root, no network, fast shutdown on stop.
@@ -98,9 +113,31 @@ pub fn instance_run_args(kind: EngineKind, run_flags: &[String], r: &InstanceRun
         a.extend(["--env".into(), format!("LD_LIBRARY_PATH={ld}")]);
     }
     a.push(r.image.to_string());
-    a.push(format!("{}/postgres", r.bindir));
-    a.extend(["-D".into(), PGDATA.into()]);
-    a.extend(["-c".into(), format!("config_file={CONF_DIR}/postgresql.conf")]);
+    let postgres = vec![
+        super::operand::program(r.bindir, "postgres"),
+        "-D".into(),
+        PGDATA.into(),
+        "-c".into(),
+        format!("config_file={CONF_DIR}/postgresql.conf"),
+    ];
+    match r.bootstrap {
+        None => a.extend(postgres),
+        Some(first) => {
+            let quote = |v: &[String]| v.iter().map(|w| super::engine::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            a.extend(["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]);
+        }
+    }
+    a
+}
+
+/// `pg_basebackup -R` from the primary's socket directory into `<mount_at>/pgdata`.
+pub fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
+    let mut a = vec![super::operand::program(bindir, "pg_basebackup")];
+    a.extend(["-D".into(), format!("{mount_at}/pgdata")]);
+    a.extend(["-h".into(), PRIMARY_SOCKET_DIR.into()]);
+    a.extend(
+        ["-p", "5432", "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"].iter().map(|s| s.to_string()),
+    );
     a
 }
 
@@ -113,19 +150,15 @@ pub fn base_backup_args(
     image: &str,
     bindir: &str,
     volume: &str,
+    mount_at: &str,
     primary_socket_dir: &Path,
 ) -> Vec<String> {
     let mut a = common_run(kind, run_flags, container, labels);
     a.insert(1, "--rm".into());
-    a.extend(["--volume".into(), format!("{volume}:{STANDBY_MOUNT}")]);
+    a.extend(["--volume".into(), format!("{volume}:{mount_at}")]);
     a.extend(["--volume".into(), format!("{}:{PRIMARY_SOCKET_DIR}", primary_socket_dir.display())]);
     a.push(image.to_string());
-    a.push(format!("{bindir}/pg_basebackup"));
-    a.extend(["-D".into(), format!("{STANDBY_MOUNT}/pgdata")]);
-    a.extend(["-h".into(), PRIMARY_SOCKET_DIR.into()]);
-    a.extend(
-        ["-p", "5432", "-U", "postgres", "-R", "-X", "stream", "-c", "fast", "--no-sync"].iter().map(|s| s.to_string()),
-    );
+    a.extend(base_backup_command(bindir, mount_at));
     a
 }
 
@@ -256,9 +289,19 @@ spec:
             primary_socket_dir: Some(Path::new("/tmp/cnpg-ext-AbC123/c/system-library/1/run")),
             mounts: &m,
             ld_library_path: plan.ld_library_path.as_deref(),
+            bootstrap: None,
         };
         snap!("podman_replica_run", instance_run_args(EngineKind::Podman, &run_flags(), &r));
         snap!("docker_replica_run", instance_run_args(EngineKind::Docker, &[], &r));
+        let bb = base_backup_command(r.bindir, DATA_MOUNT);
+        let first = InstanceRun { bootstrap: Some(&bb), ..r.clone() };
+        let args = instance_run_args(EngineKind::Podman, &[], &first);
+        snap!("podman_new_replica_command", &args[args.iter().position(|a| a == r.image).unwrap()..]);
+        // The shell command gives back the words it was built from.
+        let script = args.last().unwrap();
+        let words = super::super::engine::split_flags(&script.replace(" && exec ", " ")).unwrap();
+        assert_eq!(words.len(), bb.len() + 5);
+        assert_eq!(&words[..bb.len()], &bb[..]);
     }
 
     #[test]
@@ -274,6 +317,7 @@ spec:
             primary_socket_dir: None,
             mounts: &[],
             ld_library_path: None,
+            bootstrap: None,
         };
         let a = instance_run_args(EngineKind::Podman, &[], &r);
         assert!(!a.iter().any(|x| x == "--mount" || x.starts_with("LD_LIBRARY_PATH") || x.contains(PRIMARY_SOCKET_DIR)));
@@ -292,6 +336,7 @@ spec:
                 "localhost/cnpg-ext-harness/postgres:18.6-0123456789ab",
                 "/usr/lib/postgresql/18/bin",
                 "cnpg-ext-AbC123-system-library-c-2",
+                STANDBY_MOUNT,
                 Path::new("/tmp/cnpg-ext-AbC123/c/system-library/1/run"),
             )
         );

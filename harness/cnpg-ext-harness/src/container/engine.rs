@@ -206,6 +206,26 @@ impl Engine {
     }
 }
 
+impl Engine {
+    /// Every tagged image as `reference → id`, in one call; `None` if listing fails.
+    pub fn image_ids(&self) -> Option<std::collections::BTreeMap<String, String>> {
+        let args = strings(&["images", "--format", "{{.Repository}}:{{.Tag}} {{.ID}}", "--no-trunc"]);
+        let _g = InFlight::enter();
+        let out = self.std_command(&args).stderr(Stdio::null()).output().ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter_map(|l| l.split_once(' '))
+                .filter(|(r, _)| !r.contains("<none>"))
+                .map(|(r, id)| (r.to_string(), id.trim().trim_start_matches("sha256:").to_string()))
+                .collect(),
+        )
+    }
+}
+
 fn result_of(engine: &Engine, args: &[String], out: Output) -> Result<String, String> {
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())

@@ -95,6 +95,11 @@ pub struct ContainerEnv {
     /// Host directories of the instances (sockets, configuration).
     root: PathBuf,
     loaded: Arc<Mutex<Vec<LoadedImage>>>,
+    /// Host copy of the image's data directory template (`<dir>/pgdata`, owned by uid 26),
+    /// made when running as root: instance volumes are then bind-backed by a directory of the
+    /// work dir, filled from it (fast), instead of filled by the engine's copy-up (slow where
+    /// creating files in the engine's storage is slow).
+    template: Option<PathBuf>,
     hook: Mutex<Option<u64>>,
     finished: std::sync::atomic::AtomicBool,
 }
@@ -144,7 +149,7 @@ impl ContainerEnv {
                 engine::ENGINE_HINT
             ))
         };
-        let result = (|| -> Result<operand::Operand, HarnessError> {
+        let result = (|| -> Result<(operand::Operand, Option<PathBuf>), HarnessError> {
             let op = operand::ensure(
                 &engine,
                 pg,
@@ -156,9 +161,28 @@ impl ContainerEnv {
             )
             .map_err(|e| env_unusable("provide the PostgreSQL image", e))?;
             tracing::info!(image = %op.image, built = op.built, "PostgreSQL operand image");
-            load_images(&engine, store, &root, &loaded)?;
-            probe(&engine, &run_id, &op, store).map_err(|e| env_unusable("run a container with an image mount", e))?;
-            Ok(op)
+            // Loading the extension images, the runtime probe and the template copy overlap.
+            let (loads, probed, template) = std::thread::scope(|s| {
+                let loads = s.spawn(|| load_images(&engine, store, &root, &loaded));
+                let template = s.spawn(|| {
+                    if !nix::unistd::Uid::effective().is_root() {
+                        return None;
+                    }
+                    let dir = root.join("template");
+                    match extract_template(&engine, &run_id, &op, &dir) {
+                        Ok(()) => Some(dir),
+                        Err(e) => {
+                            tracing::info!("no host copy of the data directory template (volumes are filled by the engine): {e}");
+                            None
+                        }
+                    }
+                });
+                let probed = probe(&engine, &run_id, &op);
+                (loads.join().expect("image loading thread"), probed, template.join().expect("template thread"))
+            });
+            probed.map_err(|e| env_unusable("run a container with an image mount", e))?;
+            loads?;
+            Ok((op, template))
         })();
         let mut env = ContainerEnv {
             engine,
@@ -166,12 +190,14 @@ impl ContainerEnv {
             operand: operand::Operand { image: String::new(), bindir: String::new(), built: false },
             root,
             loaded,
+            template: None,
             hook: Mutex::new(Some(hook)),
             finished: false.into(),
         };
         match result {
-            Ok(op) => {
+            Ok((op, template)) => {
                 env.operand = op;
+                env.template = template;
                 Ok(env)
             }
             Err(e) => {
@@ -222,33 +248,48 @@ impl Drop for ContainerEnv {
 /// Removes every container and volume labelled with the run, and the images it loaded.
 fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
     let filter = format!("label={LABEL_RUN}={run_id}");
-    if let Some(out) = engine.run_quiet(&strings(&["ps", "-aq", "--filter", &filter])) {
-        let ids: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-        if !ids.is_empty() {
-            let mut args = rm_force(engine);
-            args.extend(ids);
-            engine.run_quiet(&args);
-        }
-    }
-    if let Some(out) = engine.run_quiet(&strings(&["volume", "ls", "-q", "--filter", &filter])) {
-        let vols: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-        if !vols.is_empty() {
-            let mut args = strings(&["volume", "rm", "-f"]);
-            args.extend(vols);
-            engine.run_quiet(&args);
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            if let Some(out) = engine.run_quiet(&strings(&["ps", "-aq", "--filter", &filter])) {
+                let ids: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+                if !ids.is_empty() {
+                    let mut args = rm_force(engine);
+                    args.extend(ids);
+                    engine.run_quiet(&args);
+                }
+            }
+            if let Some(out) = engine.run_quiet(&strings(&["volume", "ls", "-q", "--filter", &filter])) {
+                let vols: Vec<String> = out.split_whitespace().map(str::to_string).collect();
+                if !vols.is_empty() {
+                    let mut args = strings(&["volume", "rm", "-f"]);
+                    args.extend(vols);
+                    engine.run_quiet(&args);
+                }
+            }
+        });
+        s.spawn(|| remove_images(engine, images));
+    });
+}
+
+fn remove_images(engine: &Engine, images: &[LoadedImage]) {
+    let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
+    if !ours.is_empty() {
+        let mut args = strings(&["rmi"]);
+        args.extend(ours.iter().cloned());
+        if engine.run_quiet(&args).is_none() {
+            // One missing (an interrupted load) fails the batch: one by one.
+            for r in &ours {
+                engine.run_quiet(&strings(&["rmi", r]));
+            }
         }
     }
     for img in images {
-        match (&img.previous, &img.id) {
-            (None, _) => {
-                engine.run_quiet(&strings(&["rmi", &img.reference]));
-            }
-            (Some(prev), Some(ours)) if prev != ours => {
+        if let (Some(prev), Some(ours)) = (&img.previous, &img.id) {
+            if prev != ours {
                 // Give the reference back to the user's image, then drop ours.
                 engine.run_quiet(&strings(&["tag", prev, &img.reference]));
                 engine.run_quiet(&strings(&["rmi", ours]));
             }
-            _ => {}
         }
     }
 }
@@ -261,35 +302,156 @@ fn rm_force(engine: &Engine) -> Vec<String> {
     }
 }
 
-/// Loads every image of the store from an archive the harness writes (nothing is pulled).
+/// Loads every image of the store from an archive the harness writes (nothing is pulled),
+/// several at once.
 fn load_images(engine: &Engine, store: &ImageStore, root: &Path, loaded: &Mutex<Vec<LoadedImage>>) -> Result<(), HarnessError> {
     let dir = root.join("archives");
     std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Environment(format!("{}: {e}", dir.display())))?;
-    for (n, img) in store.all().enumerate() {
-        let previous = engine.image_id(&img.reference);
-        let archive = dir.join(format!("{n}.tar"));
-        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, &archive)
-            .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
-        // Recorded before loading, so that an interrupted load is cleaned up too.
-        loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
-        engine
-            .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
-            .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+    let images: Vec<_> = store.all().collect();
+    let present = engine.image_ids();
+    let results: Vec<Result<(), HarnessError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = images
+            .iter()
+            .enumerate()
+            .map(|(n, img)| {
+                let dir = &dir;
+                let previous = match &present {
+                    Some(map) => map.get(&normalize_reference(&img.reference)).cloned(),
+                    None => engine.image_id(&img.reference),
+                };
+                s.spawn(move || load_one(engine, img, previous, &dir.join(format!("{n}.tar")), loaded))
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("image load thread")).collect()
+    });
+    results.into_iter().collect()
+}
+
+fn load_one(
+    engine: &Engine,
+    img: &crate::store::StoredImage,
+    previous: Option<String>,
+    archive: &Path,
+    loaded: &Mutex<Vec<LoadedImage>>,
+) -> Result<(), HarnessError> {
+    cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
+        .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
+    // Recorded before loading, so that an interrupted load is cleaned up too.
+    loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
+    engine
+        .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
+        .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+    if previous.is_some() {
+        // Only needed to give the reference back to the user's image afterwards.
         let id = engine.image_id(&img.reference);
-        if let Some(l) = loaded.lock().unwrap().iter_mut().rev().find(|l| l.reference == img.reference) {
+        if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
             l.id = id;
         }
-        if previous.is_some() {
-            tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");
+        tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");
+    }
+    let _ = std::fs::remove_file(archive);
+    Ok(())
+}
+
+/// `registry/repo:tag` as engines list it (`docker.io/library/` and `:latest` made explicit).
+fn normalize_reference(r: &str) -> String {
+    let last = r.rsplit('/').next().unwrap_or(r);
+    let mut out = if last.contains(':') || r.contains('@') { r.to_string() } else { format!("{r}:latest") };
+    let first = out.split('/').next().unwrap_or("");
+    let has_registry = out.contains('/') && (first.contains('.') || first.contains(':') || first == "localhost");
+    if !has_registry {
+        out = if out.contains('/') { format!("docker.io/{out}") } else { format!("docker.io/library/{out}") };
+    }
+    out
+}
+
+/// Copies the data directory template out of the operand image into `dest/pgdata`.
+fn extract_template(engine: &Engine, run_id: &str, op: &operand::Operand, dest: &Path) -> Result<(), String> {
+    use std::process::{Command, Stdio};
+    if engine.kind == EngineKind::Podman {
+        // Rootful podman mounts the image on the host: copy straight from it.
+        if let Ok(out) = engine.run_sync(&strings(&["image", "mount", &op.image])) {
+            let mounted = PathBuf::from(out.trim());
+            let copied = copy_tree_owned(&mounted.join(argv::PGDATA.trim_start_matches('/')), &dest.join("pgdata"));
+            engine.run_quiet(&strings(&["image", "unmount", &op.image]));
+            match copied {
+                Ok(()) if dest.join("pgdata/PG_VERSION").is_file() => return Ok(()),
+                Ok(()) => return Err(format!("{} has no data directory template at {}", op.image, argv::PGDATA)),
+                Err(e) => {
+                    tracing::debug!("copying the template from the mounted image: {e}");
+                    let _ = crate::fsutil::remove_tree(dest);
+                }
+            }
         }
-        let _ = std::fs::remove_file(&archive);
+    }
+    let name = argv::sanitize(&format!("{run_id}-template"));
+    let mut create = strings(&["create", "--name", &name, "--label", &format!("{LABEL_RUN}={run_id}")]);
+    create.push(op.image.clone());
+    create.push(op.program("postgres"));
+    engine.run_sync(&create)?;
+    std::fs::create_dir_all(dest).map_err(|e| format!("{}: {e}", dest.display()))?;
+    let result = (|| -> Result<(), String> {
+        let mut cp = Command::new(&engine.program)
+            .args(&engine.global)
+            .args(["cp", &format!("{name}:{}", argv::PGDATA), "-"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let tar = Command::new("tar")
+            .args(["-x", "--numeric-owner", "--same-owner", "--same-permissions", "-C"])
+            .arg(dest)
+            .stdin(cp.stdout.take().expect("piped"))
+            .output()
+            .map_err(|e| format!("cannot run tar: {e}"))?;
+        let cp = cp.wait_with_output().map_err(|e| e.to_string())?;
+        if !cp.status.success() || !tar.status.success() {
+            return Err(format!(
+                "copying the template out of {}: {}{}",
+                op.image,
+                String::from_utf8_lossy(&cp.stderr).trim(),
+                String::from_utf8_lossy(&tar.stderr).trim()
+            ));
+        }
+        if !dest.join("pgdata/PG_VERSION").is_file() {
+            return Err(format!("{} has no data directory template at {}", op.image, argv::PGDATA));
+        }
+        Ok(())
+    })();
+    engine.run_quiet(&strings(&["rm", "-f", &name]));
+    result
+}
+
+/// Copies a tree keeping modes and owners (we are root).
+fn copy_tree_owned(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mut dirs = Vec::new();
+    for entry in walkdir::WalkDir::new(src).follow_links(false) {
+        let entry = entry.map_err(std::io::Error::other)?;
+        let rel = entry.path().strip_prefix(src).map_err(std::io::Error::other)?;
+        let target = dst.join(rel);
+        let meta = entry.path().symlink_metadata()?;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            std::fs::create_dir_all(&target)?;
+            dirs.push((target.clone(), meta.mode()));
+        } else if ft.is_symlink() {
+            std::os::unix::fs::symlink(std::fs::read_link(entry.path())?, &target)?;
+        } else {
+            std::fs::copy(entry.path(), &target)?;
+        }
+        std::os::unix::fs::lchown(&target, Some(meta.uid()), Some(meta.gid()))?;
+    }
+    for (d, mode) in dirs.into_iter().rev() {
+        std::fs::set_permissions(&d, std::fs::Permissions::from_mode(mode & 0o7777))?;
     }
     Ok(())
 }
 
 /// One short container with an image mount: the engine and runtime really can do it.
-fn probe(engine: &Engine, run_id: &str, op: &operand::Operand, store: &ImageStore) -> Result<(), String> {
-    let source = store.all().next().map(|i| i.reference.clone()).unwrap_or_else(|| op.image.clone());
+fn probe(engine: &Engine, run_id: &str, op: &operand::Operand) -> Result<(), String> {
+    let source = op.image.clone();
     let name = argv::sanitize(&format!("{run_id}-probe"));
     let labels = vec![(LABEL_RUN.to_string(), run_id.to_string())];
     let mut args =
@@ -326,6 +488,9 @@ impl Instance {
     }
     fn conf_dir(&self) -> PathBuf {
         self.dir.join("conf")
+    }
+    fn data_dir(&self) -> PathBuf {
+        self.dir.join("data")
     }
     fn short_id(&self) -> String {
         self.container.as_deref().map(|c| c.chars().take(12).collect()).unwrap_or_default()
@@ -379,6 +544,10 @@ impl ContainerBackend {
     }
 
     async fn start(&mut self, idx: usize, plan: &ClusterPlan) -> Result<(), BackendError> {
+        self.start_with(idx, plan, None).await
+    }
+
+    async fn start_with(&mut self, idx: usize, plan: &ClusterPlan, bootstrap: Option<&[String]>) -> Result<(), BackendError> {
         let inst = &self.instances[idx];
         self.write_conf(inst, plan)?;
         let labels = self.labels(inst);
@@ -397,6 +566,7 @@ impl ContainerBackend {
             primary_socket_dir: primary_socket.as_deref(),
             mounts: &mounts,
             ld_library_path: plan.ld_library_path.as_deref(),
+            bootstrap,
         };
         let args = argv::instance_run_args(self.engine().kind, &self.engine().run_flags, &run);
         let out = self.engine().run(&args).await.map_err(|e| failed(format!("starting {}: {e}", inst.name)))?;
@@ -409,6 +579,15 @@ impl ContainerBackend {
     async fn stop_remove(&mut self, idx: usize) -> Result<(), BackendError> {
         let Some(id) = self.instances[idx].container.take() else { return Ok(()) };
         let name = self.instances[idx].name.clone();
+        if self.engine().kind == EngineKind::Podman {
+            // podman stops with the stop signal (SIGINT) and the grace, then removes.
+            return self
+                .engine()
+                .run(&strings(&["rm", "-f", "-t", STOP_GRACE_SECS, &id]))
+                .await
+                .map(|_| ())
+                .map_err(|e| failed(format!("stopping and removing the container of {name}: {e}")));
+        }
         self.engine()
             .run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id]))
             .await
@@ -423,7 +602,7 @@ impl ContainerBackend {
         let deadline = Instant::now() + READY_TIMEOUT;
         let cfg = conn_config(&inst.socket_dir(), "postgres", "postgres");
         let mut last = String::new();
-        let mut next_state_check = Instant::now() + Duration::from_millis(500);
+        let mut next_state_check = Instant::now() + Duration::from_millis(1500);
         loop {
             match cfg.connect(tokio_postgres::NoTls).await {
                 Ok((client, conn)) => {
@@ -485,26 +664,61 @@ impl ContainerBackend {
                 volume: false,
             };
             prepare_dirs(&inst).map_err(failed)?;
-            let mut args = strings(&["volume", "create"]);
-            args.extend(argv::label_args(&self.labels(&inst)));
-            args.push(inst.cname.clone());
-            let created = self.engine().run(&args).await;
+            let created = self.create_volume(&inst).await;
             let volume = created.is_ok();
             self.instances.push(Instance { volume, ..inst });
             created.map_err(|e| failed(format!("creating the volume of {}: {e}", self.instances[self.instances.len() - 1].name)))?;
         }
-        // The primary from the template in the image (copy-up into its empty volume), then
-        // each replica by streaming base backup.
+        // The primary from the data directory template of the image, then each replica by
+        // streaming base backup.
         let plan = self.plan(cluster);
         self.start(0, &plan).await?;
         for idx in 1..self.instances.len() {
-            self.base_backup(idx).await?;
-            self.start(idx, &plan).await?;
+            if self.env.template.is_some() {
+                // The volume already has an empty PGDATA owned by the postgres uid: the base
+                // backup runs first in the replica's own container.
+                let bb = argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT);
+                self.start_with(idx, &plan, Some(&bb)).await?;
+            } else {
+                self.base_backup(idx).await?;
+                self.start(idx, &plan).await?;
+            }
         }
         Ok(())
     }
 
+    /// `volume create` of an instance. With a host template (root), the volume is backed by
+    /// the instance's `data/` directory, filled here: the template for the primary, an empty
+    /// PGDATA owned by the postgres uid for a replica. Otherwise a plain engine volume that
+    /// the engine fills by copy-up from the image.
+    async fn create_volume(&self, inst: &Instance) -> Result<(), BackendError> {
+        let mut args = strings(&["volume", "create"]);
+        args.extend(argv::label_args(&self.labels(inst)));
+        if let Some(template) = self.env.template.clone() {
+            let data = inst.data_dir();
+            let pgdata = data.join("pgdata");
+            let primary = inst.role == Role::Primary;
+            tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+                std::fs::create_dir_all(&data)?;
+                if primary {
+                    copy_tree_owned(&template.join("pgdata"), &pgdata)
+                } else {
+                    make_owned_dir(&pgdata)
+                }
+            })
+            .await
+            .map_err(|e| failed(e.to_string()))?
+            .map_err(|e| failed(format!("preparing the data of {}: {e}", inst.name)))?;
+            args.extend(argv::bind_volume_opts(&inst.data_dir()));
+        }
+        args.push(inst.cname.clone());
+        self.engine().run(&args).await.map(|_| ()).map_err(|e| failed(format!("creating the volume of {}: {e}", inst.name)))
+    }
+
     async fn base_backup(&self, idx: usize) -> Result<(), BackendError> {
+        // The volume is first mounted on the image's empty standby directory (the engine's
+        // copy-up gives it the postgres uid as owner), then at its place in the instance.
+        let mount_at = argv::STANDBY_MOUNT;
         let inst = &self.instances[idx];
         let labels = self.labels(inst);
         let args = argv::base_backup_args(
@@ -515,6 +729,7 @@ impl ContainerBackend {
             &self.env.operand.image,
             &self.env.operand.bindir,
             &inst.cname,
+            mount_at,
             &self.instances[0].socket_dir(),
         );
         self.engine().run(&args).await.map_err(|e| failed(format!("pg_basebackup for {}: {e}", inst.name)))?;
@@ -605,11 +820,82 @@ impl ContainerBackend {
 
     /// Regular files below each mount, listed inside the container as the postgres uid;
     /// unreadable ones are reported as such (so that the comparison with the image fails).
-    async fn list_mounts(&self, inst: &Instance, plan: &ClusterPlan) -> BTreeMap<String, Option<Vec<String>>> {
-        let mut out: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
+    async fn list_mounts(
+        &self,
+        inst: &Instance,
+        plan: &ClusterPlan,
+        client: &tokio_postgres::Client,
+    ) -> BTreeMap<String, Option<Vec<String>>> {
         if plan.extensions.is_empty() {
+            return BTreeMap::new();
+        }
+        if let Some(out) = self.list_mounts_from_host(inst, plan, client).await {
             return out;
         }
+        self.list_mounts_exec(inst, plan).await
+    }
+
+    /// As root with a local engine: the container's own view of its mounts through
+    /// `/proc/<postmaster pid>/root` (its mount namespace), and readability checked by the
+    /// postgres process itself opening every file. `None` when that view is not reachable.
+    async fn list_mounts_from_host(
+        &self,
+        inst: &Instance,
+        plan: &ClusterPlan,
+        client: &tokio_postgres::Client,
+    ) -> Option<BTreeMap<String, Option<Vec<String>>>> {
+        if !nix::unistd::Uid::effective().is_root() {
+            return None;
+        }
+        let id = inst.container.clone()?;
+        let pid = self.engine().run(&strings(&["inspect", "--format", "{{.State.Pid}}", &id])).await.ok()?;
+        let pid: u32 = pid.trim().parse().ok().filter(|p| *p > 0)?;
+        let root = PathBuf::from(format!("/proc/{pid}/root"));
+        std::fs::read_dir(&root).ok()?;
+        let mut out = BTreeMap::new();
+        let mut all: Vec<String> = Vec::new();
+        for ext in &plan.extensions {
+            let dir = root.join(ext.mount_path.trim_start_matches('/'));
+            let listed = dir.is_dir().then(|| crate::fsutil::list_files(&dir));
+            if let Some(files) = &listed {
+                all.extend(files.iter().map(|f| format!("{}/{f}", ext.mount_path)));
+            }
+            out.insert(ext.mount_path.clone(), listed);
+        }
+        if all.is_empty() {
+            return Some(out);
+        }
+        let array = all.iter().map(|f| quote_literal(f)).collect::<Vec<_>>().join(",");
+        let sql = format!(
+            "DO $$DECLARE f text; bad text[] := '{{}}'; BEGIN \
+             FOREACH f IN ARRAY ARRAY[{array}]::text[] LOOP \
+             BEGIN PERFORM pg_read_binary_file(f, 0, 1); EXCEPTION WHEN OTHERS THEN bad := bad || f; END; \
+             END LOOP; \
+             IF cardinality(bad) > 0 THEN RAISE EXCEPTION 'cnpg-ext-unreadable:%', array_to_string(bad, E'\\n'); END IF; END$$"
+        );
+        if let Err(e) = client.batch_execute(&sql).await {
+            let msg = crate::sql::describe_error(&e);
+            let Some(list) = msg.split("cnpg-ext-unreadable:").nth(1) else {
+                tracing::debug!("readability check in {}: {msg}", inst.name);
+                return None;
+            };
+            let bad: Vec<&str> = list.lines().map(str::trim).collect();
+            for ext in &plan.extensions {
+                if let Some(Some(files)) = out.get_mut(&ext.mount_path) {
+                    for f in files.iter_mut() {
+                        if bad.contains(&format!("{}/{f}", ext.mount_path).as_str()) {
+                            *f = format!("{f} (not readable by uid {PG_UID})");
+                        }
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+
+    /// `find` run inside the container as the postgres uid.
+    async fn list_mounts_exec(&self, inst: &Instance, plan: &ClusterPlan) -> BTreeMap<String, Option<Vec<String>>> {
+        let mut out: BTreeMap<String, Option<Vec<String>>> = BTreeMap::new();
         let id = inst.container.clone().unwrap_or_default();
         let mut args = strings(&["exec", "--user", &format!("{PG_UID}:{PG_UID}"), &id, "find"]);
         args.extend(plan.extensions.iter().map(|e| e.mount_path.clone()));
@@ -665,6 +951,13 @@ fn prepare_dirs(inst: &Instance) -> Result<(), String> {
     }
     std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o755)).map_err(|e| e.to_string())?;
     Ok(())
+}
+
+fn make_owned_dir(dir: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir(dir)?;
+    std::os::unix::fs::chown(dir, Some(PG_UID), Some(PG_UID))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
 fn failed(msg: impl Into<String>) -> BackendError {
@@ -787,7 +1080,7 @@ impl Backend for ContainerBackend {
         let inst = self.instance(instance)?;
         let client = self.connect(instance, "postgres", "postgres").await?;
         let ld_library_path = self.postmaster_ld_path(inst, &client).await?;
-        let listed = self.list_mounts(inst, plan).await;
+        let listed = self.list_mounts(inst, plan, &client).await;
         let mut mounts = Vec::new();
         for ext in &plan.extensions {
             let files = listed.get(&ext.mount_path).cloned().flatten();
@@ -831,7 +1124,9 @@ impl Backend for ContainerBackend {
             return Ok(());
         }
         let mut problems = Vec::new();
-        if !ids.is_empty() {
+        // podman: `volume rm -f` also removes the containers using the volumes (one call).
+        let podman = self.engine().kind == EngineKind::Podman;
+        if !ids.is_empty() && !(podman && !vols.is_empty()) {
             let mut args = rm_force(self.engine());
             args.extend(ids);
             if let Err(e) = self.engine().run(&args).await {
@@ -839,7 +1134,7 @@ impl Backend for ContainerBackend {
             }
         }
         if !vols.is_empty() {
-            let mut args = strings(&["volume", "rm", "-f"]);
+            let mut args = if podman { strings(&["volume", "rm", "-f", "-t", "0"]) } else { strings(&["volume", "rm", "-f"]) };
             args.extend(vols);
             if let Err(e) = self.engine().run(&args).await {
                 problems.push(e);

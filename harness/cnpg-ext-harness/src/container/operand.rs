@@ -201,7 +201,7 @@ fn cache_key(pg: &PgInstall, without: &Exclusions) -> Result<String, String> {
             let _ = writeln!(text, "{p} {s} {t}");
         }
     }
-    for host in ["/usr/bin/find", "/usr/bin/cat", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6"] {
+    for host in ["/bin/sh", "/usr/bin/find", "/usr/bin/cat", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6"] {
         if let Ok(m) = std::fs::metadata(host) {
             let _ = writeln!(text, "host {host} {} {}", m.size(), m.mtime());
         }
@@ -214,8 +214,9 @@ fn hash_hex(text: &str) -> String {
 }
 
 /// Lays out the image root: PostgreSQL under /usr/lib/postgresql/<major>, the system
-/// libraries its programs and modules load (at the paths the host's loader resolves), `find`
-/// and `cat` for inspection, users and the directories PostgreSQL needs. Returns the bindir.
+/// libraries its programs and modules load (at the paths the host's loader resolves), `/bin/sh`
+/// (initdb's popen), `find` and `cat` for inspection, users and the directories PostgreSQL
+/// needs. Returns the bindir.
 fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<String, String> {
     if rootfs.exists() {
         crate::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
@@ -252,6 +253,11 @@ fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<St
             None => tracing::warn!("`{tool}` not found on this host; inspection inside containers will fall back"),
         }
     }
+    // initdb runs `postgres -V` through popen(), i.e. /bin/sh: a POSIX shell is required.
+    let sh = std::fs::canonicalize("/bin/sh").map_err(|e| format!("/bin/sh (initdb needs a shell in the image): {e}"))?;
+    let dest = rootfs.join("bin/sh");
+    copy_file(&sh, &dest)?;
+    elves.push(dest);
     let libs = resolve_libraries(&elves, &rootfs_c)?;
     for lib in &libs {
         let dest = rootfs.join(lib.strip_prefix("/").unwrap_or(lib));
