@@ -12,7 +12,7 @@ fn main() -> ExitCode {
     let code = rt.block_on(async move {
         tokio::select! {
             code = dispatch(cli.command) => code,
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupted() => {
                 let n = procs::stop_all(std::time::Duration::from_secs(10), false);
                 eprintln!("interrupted: stopped {n} process(es) and removed the work directory");
                 EXIT_INTERRUPTED
@@ -43,6 +43,16 @@ async fn dispatch(cmd: Command) -> i32 {
             Ok(code) => code,
             Err(_) => EXIT_INVALID,
         },
+    }
+}
+
+/// Ctrl-C, or SIGTERM (CI runners and `timeout` send it): both stop everything started.
+async fn interrupted() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }
 
