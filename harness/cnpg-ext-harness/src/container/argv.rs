@@ -141,6 +141,7 @@ pub fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
     a
 }
 
+#[allow(clippy::too_many_arguments)]
 /// `run --rm …` that fills a new replica volume with `pg_basebackup -R` from the primary.
 pub fn base_backup_args(
     kind: EngineKind,
@@ -325,7 +326,7 @@ spec:
     }
 
     #[test]
-    fn base_backup_command() {
+    fn base_backup_container() {
         snap!(
             "podman_base_backup",
             base_backup_args(

@@ -19,6 +19,9 @@ pub const ENV_PG_IMAGE: &str = "CNPG_EXT_HARNESS_PG_IMAGE";
 /// Directory of `postgres`/`initdb`/`pg_basebackup` inside `--pg-image`.
 pub const ENV_PG_BINDIR: &str = "CNPG_EXT_HARNESS_PG_BINDIR";
 
+/// Longest an engine command of a scenario may take (a hung engine fails the step).
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
+
 /// Minimum docker server version: `--mount type=image` arrived in 28.0.
 pub const DOCKER_MIN_MAJOR: u32 = 28;
 /// Minimum podman version with `--mount type=image`.
@@ -160,13 +163,15 @@ impl Engine {
         }
         let _g = InFlight::enter();
         tracing::debug!(cmd = %self.describe(args), "engine");
-        let out = tokio::process::Command::new(&self.program)
+        let child = tokio::process::Command::new(&self.program)
             .args(&self.global)
             .args(args)
             .stdin(Stdio::null())
-            .kill_on_drop(false)
-            .output()
+            .kill_on_drop(true)
+            .output();
+        let out = tokio::time::timeout(COMMAND_TIMEOUT, child)
             .await
+            .map_err(|_| format!("`{}` did not finish within {}s", self.describe(args), COMMAND_TIMEOUT.as_secs()))?
             .map_err(|e| format!("cannot run {}: {e}", self.program.display()))?;
         result_of(self, args, out)
     }

@@ -1124,9 +1124,8 @@ impl Backend for ContainerBackend {
             return Ok(());
         }
         let mut problems = Vec::new();
-        // podman: `volume rm -f` also removes the containers using the volumes (one call).
-        let podman = self.engine().kind == EngineKind::Podman;
-        if !ids.is_empty() && !(podman && !vols.is_empty()) {
+        // Containers first (`podman volume rm -f` of volumes in use deadlocks on podman 4.3).
+        if !ids.is_empty() {
             let mut args = rm_force(self.engine());
             args.extend(ids);
             if let Err(e) = self.engine().run(&args).await {
@@ -1134,7 +1133,7 @@ impl Backend for ContainerBackend {
             }
         }
         if !vols.is_empty() {
-            let mut args = if podman { strings(&["volume", "rm", "-f", "-t", "0"]) } else { strings(&["volume", "rm", "-f"]) };
+            let mut args = strings(&["volume", "rm", "-f"]);
             args.extend(vols);
             if let Err(e) = self.engine().run(&args).await {
                 problems.push(e);

@@ -314,7 +314,7 @@ fn resolve_libraries(files: &[PathBuf], skip_under: &Path) -> Result<BTreeSet<Pa
 fn parse_ldd_line(line: &str) -> Option<PathBuf> {
     let line = line.trim();
     let path = match line.split_once("=>") {
-        Some((_, rhs)) => rhs.trim().split_whitespace().next()?,
+        Some((_, rhs)) => rhs.split_whitespace().next()?,
         None if line.starts_with('/') && line.ends_with(')') => line.split_whitespace().next()?,
         None => return None,
     };
