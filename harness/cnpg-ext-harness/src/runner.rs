@@ -6,7 +6,7 @@ use std::time::Instant;
 use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
 use cnpg_ext_model::scenario::{ApplyStep, LocatedStep, Rollout, SqlStep, Step, Target};
-use cnpg_ext_model::{Cluster, ClusterPlan, PlanOptions, Scenario};
+use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, PlanOptions, Scenario};
 use serde::Serialize;
 
 use crate::sql;
@@ -146,9 +146,9 @@ impl<'a> ScenarioRun<'a> {
         let docs = self.scenario.manifests.get(&a.file).cloned().unwrap_or_default();
         for doc in docs {
             match doc {
-                Manifest::Cluster(c) => self.apply_cluster(&c.cluster, a.rollout, &mut o).await?,
+                Manifest::Cluster(c) => self.apply_cluster(&c, a.rollout, &mut o).await?,
                 Manifest::Database(d) => {
-                    let messages = self.backend.apply_database(&d.database).await?;
+                    let messages = self.backend.apply_database(&d).await?;
                     o.message = Some(messages.join("; "));
                 }
                 Manifest::Other { .. } => {}
@@ -157,9 +157,10 @@ impl<'a> ScenarioRun<'a> {
         Ok(o)
     }
 
-    async fn apply_cluster(&mut self, cluster: &Cluster, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {
+    async fn apply_cluster(&mut self, doc: &ClusterDoc, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {
+        let cluster = &doc.cluster;
         let Some(prev) = self.applied.clone() else {
-            let outcome = self.backend.apply_cluster(cluster).await?;
+            let outcome = self.backend.apply_cluster(doc).await?;
             o.check(Check::new("cluster created", None, "created", outcome_name(&outcome)));
             self.applied = Some(cluster.clone());
             return Ok(());
@@ -169,7 +170,7 @@ impl<'a> ScenarioRun<'a> {
         let before = verify::start_times(&*self.backend).await?;
         let token = format!("{}-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         verify::write_sentinel(&*self.backend, &token).await?;
-        let outcome = self.backend.apply_cluster(cluster).await?;
+        let outcome = self.backend.apply_cluster(doc).await?;
         self.applied = Some(cluster.clone());
         let after = verify::start_times(&*self.backend).await?;
         match (expected, &outcome) {

@@ -11,7 +11,7 @@ use cnpg_ext_model::backend::{
 };
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::scenario::Scenario;
-use cnpg_ext_model::{Cluster, Database, Manifest};
+use cnpg_ext_model::{Cluster, ClusterDoc, DatabaseDoc};
 use k8s_openapi::api::core::v1::{Namespace, Pod};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
@@ -39,8 +39,6 @@ pub struct KindBackend {
     images: Vec<(String, PathBuf)>,
     opts: KindOptions,
     exec: Arc<dyn PodExec>,
-    /// Raw documents by (kind, name), as written in the scenario's manifests.
-    raw: Vec<(String, String, Value)>,
     images_loaded: bool,
     namespace_ready: bool,
     cluster: Option<Cluster>,
@@ -65,7 +63,6 @@ impl KindBackend {
             images,
             opts,
             exec,
-            raw: Vec::new(),
             images_loaded: false,
             namespace_ready: false,
             cluster: None,
@@ -77,31 +74,6 @@ impl KindBackend {
     pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
         self.exec = exec;
         self
-    }
-
-    /// Registers the scenario's raw manifests: what is applied is the document as written
-    /// (the typed `Cluster` the `Backend` trait receives is only a subset of it).
-    pub fn register_manifests(&mut self, scenario: &Scenario) {
-        for m in scenario.manifests.values().flatten() {
-            match m {
-                Manifest::Cluster(c) => self.raw.push((
-                    "Cluster".into(),
-                    c.cluster.metadata.name.clone(),
-                    c.raw.clone(),
-                )),
-                Manifest::Database(d) => self.raw.push((
-                    "Database".into(),
-                    d.database.metadata.name.clone(),
-                    d.raw.clone(),
-                )),
-                Manifest::Other { .. } => {}
-            }
-        }
-    }
-
-    /// Registers one raw document (`kind` is `Cluster` or `Database`).
-    pub fn register_raw(&mut self, kind: &str, name: &str, raw: Value) {
-        self.raw.push((kind.to_string(), name.to_string(), raw));
     }
 
     pub fn namespace(&self) -> &str {
@@ -128,36 +100,6 @@ impl KindBackend {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
 
-    /// The raw document for a typed object: the registered document that parses to it,
-    /// else the registered one of that name with the typed fields laid over it, else the
-    /// typed object alone.
-    fn raw_for<T: serde::Serialize + serde::de::DeserializeOwned + PartialEq>(
-        &self,
-        kind: &str,
-        name: &str,
-        typed: &T,
-    ) -> Value {
-        let typed_value = serde_json::to_value(typed).expect("model types serialize");
-        let same_name: Vec<&Value> = self
-            .raw
-            .iter()
-            .filter(|(k, n, _)| k == kind && n == name)
-            .map(|(_, _, v)| v)
-            .collect();
-        for v in &same_name {
-            if serde_json::from_value::<T>((*v).clone()).ok().as_ref() == Some(typed) {
-                return (*v).clone();
-            }
-        }
-        match same_name.last() {
-            Some(base) => {
-                let mut merged = (*base).clone();
-                overlay(&mut merged, &typed_value);
-                merged
-            }
-            None => typed_value,
-        }
-    }
 
     /// Collects diagnostics and notes where they are.
     async fn failed(&mut self, e: BackendError) -> BackendError {
@@ -217,13 +159,13 @@ impl KindBackend {
 
     async fn apply_cluster_inner(
         &mut self,
-        cluster: &Cluster,
+        applied: &ClusterDoc,
     ) -> Result<ApplyOutcome, BackendError> {
         self.ensure_namespace().await?;
         self.ensure_images().await?;
+        let cluster = &applied.cluster;
         let name = cluster.metadata.name.clone();
-        let raw = self.raw_for("Cluster", &name, cluster);
-        let doc = namespaced_cluster(&raw, &self.namespace, &self.opts);
+        let doc = namespaced_cluster(&applied.raw, &self.namespace, &self.opts);
         let clusters = self.clusters();
         let pods = self.pods();
         let t = self.opts.timeouts.clone();
@@ -278,12 +220,11 @@ impl KindBackend {
 
     async fn apply_database_inner(
         &mut self,
-        database: &Database,
+        applied: &DatabaseDoc,
     ) -> Result<Vec<String>, BackendError> {
         self.ensure_namespace().await?;
-        let name = database.metadata.name.clone();
-        let raw = self.raw_for("Database", &name, database);
-        let doc = namespaced(&raw, &self.namespace);
+        let name = applied.database.metadata.name.clone();
+        let doc = namespaced(&applied.raw, &self.namespace);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.namespace, &database_resource());
         server_side_apply(&api, "Database", &doc).await?;
@@ -357,23 +298,6 @@ impl KindBackend {
     }
 }
 
-/// Lays `top` over `base` (objects merged key by key, anything else replaced).
-fn overlay(base: &mut Value, top: &Value) {
-    match (base, top) {
-        (Value::Object(b), Value::Object(t)) => {
-            for (k, v) in t {
-                match b.get_mut(k) {
-                    Some(bv) => overlay(bv, v),
-                    None => {
-                        b.insert(k.clone(), v.clone());
-                    }
-                }
-            }
-        }
-        (b, t) => *b = t.clone(),
-    }
-}
-
 /// Per-extension messages of a reconciled Database; an error when `status.applied` is false.
 pub fn database_outcome(what: &str, obj: &DynamicObject) -> Result<Vec<String>, BackendError> {
     let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
@@ -416,15 +340,15 @@ impl Backend for KindBackend {
         ClusterPlan::derive(cluster, &self.plan_options())
     }
 
-    async fn apply_cluster(&mut self, cluster: &Cluster) -> Result<ApplyOutcome, BackendError> {
-        match self.apply_cluster_inner(cluster).await {
+    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
+        match self.apply_cluster_inner(doc).await {
             Ok(o) => Ok(o),
             Err(e) => Err(self.failed(e).await),
         }
     }
 
-    async fn apply_database(&mut self, database: &Database) -> Result<Vec<String>, BackendError> {
-        match self.apply_database_inner(database).await {
+    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
+        match self.apply_database_inner(doc).await {
             Ok(o) => Ok(o),
             Err(e) => Err(self.failed(e).await),
         }
@@ -519,17 +443,9 @@ impl KindEnvironment {
         preflight::check_operator_for(v, &clusters)
     }
 
-    /// A backend for one scenario, in namespace `cnpg-ext-<scenario id>`, with its raw
-    /// manifests registered.
+    /// A backend for one scenario, in namespace `cnpg-ext-<scenario id>`.
     pub fn backend(&self, scenario: &Scenario, images: Vec<(String, PathBuf)>) -> KindBackend {
-        let mut b = KindBackend::new(
-            self.client.clone(),
-            namespace_for(&scenario.id),
-            images,
-            self.opts.clone(),
-        );
-        b.register_manifests(scenario);
-        b
+        KindBackend::new(self.client.clone(), namespace_for(&scenario.id), images, self.opts.clone())
     }
 }
 

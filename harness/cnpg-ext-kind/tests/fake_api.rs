@@ -281,9 +281,7 @@ fn ready_cluster() -> Value {
 }
 
 fn backend(api: &FakeApi, report: &std::path::Path, exec: Arc<FakeExec>) -> KindBackend {
-    let mut b = KindBackend::new(api.client(), NS, vec![], opts(report)).with_exec(exec);
-    b.register_raw("Cluster", "c", cluster_doc(CLUSTER_YAML).raw);
-    b
+    KindBackend::new(api.client(), NS, vec![], opts(report)).with_exec(exec)
 }
 
 fn route_namespace(api: &FakeApi) {
@@ -322,8 +320,7 @@ async fn apply_creates_by_server_side_apply_and_waits_ready() {
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    let cluster = cluster_doc(CLUSTER_YAML).cluster;
-    let outcome = b.apply_cluster(&cluster).await.unwrap();
+    let outcome = b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     assert_eq!(outcome, ApplyOutcome::Created);
     let patches = api.requests_to("PATCH", &cpath);
     assert_eq!(patches.len(), 1);
@@ -364,7 +361,7 @@ async fn cluster_that_never_gets_ready_times_out_with_last_phase() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     let err = b
-        .apply_cluster(&cluster_doc(CLUSTER_YAML).cluster)
+        .apply_cluster(&cluster_doc(CLUSTER_YAML))
         .await
         .unwrap_err()
         .to_string();
@@ -401,7 +398,7 @@ async fn webhook_rejection_is_rejected_with_the_webhook_message() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     let err = b
-        .apply_cluster(&cluster_doc(CLUSTER_YAML).cluster)
+        .apply_cluster(&cluster_doc(CLUSTER_YAML))
         .await
         .unwrap_err();
     match &err {
@@ -449,7 +446,7 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    b.apply_cluster(&cluster_doc(CLUSTER_YAML).cluster)
+    b.apply_cluster(&cluster_doc(CLUSTER_YAML))
         .await
         .unwrap();
     let record = b.restart().await.unwrap();
@@ -650,7 +647,7 @@ async fn database_applied_and_not_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     assert_eq!(
-        b.apply_database(&database).await.unwrap(),
+        b.apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone())).await.unwrap(),
         ["vector: applied=true"]
     );
 
@@ -663,7 +660,7 @@ async fn database_applied_and_not_applied() {
         vec![db(false, "extension \"vector\" is not available")],
     );
     let mut b = backend(&bad, tmp.path(), Arc::new(FakeExec::default()));
-    let err = b.apply_database(&database).await.unwrap_err().to_string();
+    let err = b.apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone())).await.unwrap_err().to_string();
     assert!(
         err.contains("Database cnpg-ext-t/app was not applied") && err.contains("is not available"),
         "{err}"

@@ -59,9 +59,8 @@ async fn cluster_create_restart_teardown() {
         vec![],
         opts.clone(),
     );
-    b.register_raw("Cluster", "c", doc.raw.clone());
     let r = async {
-        assert_eq!(b.apply_cluster(&doc.cluster).await?, ApplyOutcome::Created);
+        assert_eq!(b.apply_cluster(&doc).await?, ApplyOutcome::Created);
         let inst = b.instances().await?;
         assert_eq!(inst.len(), 2);
         let plan = b.plan_for(&doc.cluster, &inst[0].name);

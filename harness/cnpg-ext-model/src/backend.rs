@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::cluster::{Cluster, Database};
+use crate::cluster::{Cluster, ClusterDoc, DatabaseDoc};
 use crate::plan::ClusterPlan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,6 +28,7 @@ pub struct InstanceRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct InstanceRestart {
     pub instance: String,
+    /// The role the instance held when the rollout began.
     pub role: Role,
     /// Identity before and after: a pod UID, a container id, a postmaster pid.
     pub old_id: String,
@@ -96,12 +97,13 @@ pub trait Backend: Send + Sync {
     /// `/extensions` in a pod, a directory per instance locally).
     fn plan_for(&self, cluster: &Cluster, instance: &str) -> ClusterPlan;
 
-    /// Create the cluster, or update it to `cluster`. The backend (or the operator behind
-    /// it) decides whether instances roll; the record says what happened.
-    async fn apply_cluster(&mut self, cluster: &Cluster) -> Result<ApplyOutcome, BackendError>;
+    /// Create the cluster, or update it to `doc`. The backend (or the operator behind it)
+    /// decides whether instances roll; the record says what happened. A real cluster gets
+    /// `doc.raw`, the document as written; local stand-ins read the typed `doc.cluster`.
+    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError>;
 
     /// Reconcile a `Database` resource; returns the per-extension status messages.
-    async fn apply_database(&mut self, database: &Database) -> Result<Vec<String>, BackendError>;
+    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError>;
 
     /// `kubectl cnpg restart`: restart every instance, replicas first.
     async fn restart(&mut self) -> Result<RolloutRecord, BackendError>;

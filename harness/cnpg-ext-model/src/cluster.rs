@@ -163,6 +163,14 @@ pub struct DatabaseDoc {
     pub line: u64,
 }
 
+impl DatabaseDoc {
+    /// A document made from a typed Database: `raw` is its serialization.
+    pub fn from_typed(database: Database) -> DatabaseDoc {
+        let raw = serde_json::to_value(&database).expect("Database serializes");
+        DatabaseDoc { database, raw, file: PathBuf::from("(generated)"), line: 1 }
+    }
+}
+
 /// One document of a manifest file: typed where the harness understands it, raw otherwise.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Manifest {
@@ -289,6 +297,12 @@ fn split_documents(text: &str) -> Vec<(String, u64)> {
 }
 
 impl ClusterDoc {
+    /// A document made from a typed Cluster (tests, generated scenarios): `raw` is its serialization.
+    pub fn from_typed(cluster: Cluster) -> ClusterDoc {
+        let raw = serde_json::to_value(&cluster).expect("Cluster serializes");
+        ClusterDoc { cluster, raw, file: PathBuf::from("(generated)"), line: 1, extension_lines: Vec::new() }
+    }
+
     /// Checks what CloudNativePG's webhook checks for `spec.postgresql.extensions` (and the
     /// harness's own preconditions), for the operator version `cnpg`.
     pub fn validate(&self, cnpg: CnpgVersion) -> Result<(), InputError> {

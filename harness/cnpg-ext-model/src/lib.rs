@@ -12,7 +12,7 @@ pub mod scenario;
 pub mod version;
 mod yaml;
 
-pub use cluster::{Cluster, Database, ExtensionConfiguration, Manifest};
+pub use cluster::{Cluster, ClusterDoc, Database, DatabaseDoc, ExtensionConfiguration, Manifest};
 pub use error::{InputError, Located};
 pub use plan::{ClusterPlan, ExtensionMount, PlanOptions};
 pub use scenario::{Scenario, Step};

@@ -24,7 +24,7 @@ use cnpg_ext_model::backend::{
     RolloutRecord,
 };
 use cnpg_ext_model::plan::PlanOptions;
-use cnpg_ext_model::{Cluster, ClusterPlan, CnpgVersion, Database};
+use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, CnpgVersion, DatabaseDoc};
 use cnpg_ext_pg::PgInstall;
 
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
@@ -981,7 +981,8 @@ impl Backend for ContainerBackend {
         self.plan(cluster)
     }
 
-    async fn apply_cluster(&mut self, cluster: &Cluster) -> Result<ApplyOutcome, BackendError> {
+    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
+        let cluster = &doc.cluster;
         let Some(current) = self.cluster.clone() else {
             self.create(cluster).await?;
             self.cluster = Some(cluster.clone());
@@ -1013,7 +1014,8 @@ impl Backend for ContainerBackend {
         Ok(ApplyOutcome::Unchanged)
     }
 
-    async fn apply_database(&mut self, db: &Database) -> Result<Vec<String>, BackendError> {
+    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
+        let db = &doc.database;
         let primary = self.instances.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
         let admin = self.connect(&primary, "postgres", "postgres").await?;
         let exists = admin

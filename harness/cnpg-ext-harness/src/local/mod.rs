@@ -20,7 +20,7 @@ use cnpg_ext_model::backend::{
     RolloutRecord,
 };
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
-use cnpg_ext_model::{Cluster, CnpgVersion, Database};
+use cnpg_ext_model::{Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
 
 pub use env::LocalEnv;
 use postmaster::{Postmaster, StartSpec};
@@ -301,7 +301,8 @@ impl Backend for LocalBackend {
         }
     }
 
-    async fn apply_cluster(&mut self, cluster: &Cluster) -> Result<ApplyOutcome, BackendError> {
+    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
+        let cluster = &doc.cluster;
         let Some(current) = self.cluster.clone() else {
             self.create(cluster).await?;
             self.cluster = Some(cluster.clone());
@@ -334,7 +335,8 @@ impl Backend for LocalBackend {
         Ok(ApplyOutcome::Unchanged)
     }
 
-    async fn apply_database(&mut self, db: &Database) -> Result<Vec<String>, BackendError> {
+    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
+        let db = &doc.database;
         let primary = self.instances.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
         let admin = self.connect(&primary, "postgres", "postgres").await?;
         let exists = admin
