@@ -17,5 +17,6 @@ pub mod report;
 pub mod run_as;
 pub mod runner;
 pub mod sql;
+pub mod standin;
 pub mod store;
 pub mod verify;

@@ -55,3 +55,13 @@ pub fn render_rows(rows: &Rows) -> String {
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `"ident"` with embedded quotes doubled.
+pub fn quote_ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+/// `'literal'` with embedded quotes doubled.
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

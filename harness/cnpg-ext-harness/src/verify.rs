@@ -113,8 +113,8 @@ pub async fn write_sentinel(backend: &dyn Backend, token: &str) -> Result<(), Ba
     client
         .batch_execute(&format!(
             "CREATE TABLE IF NOT EXISTS cnpg_ext_harness_sentinel (token text PRIMARY KEY, at timestamptz DEFAULT now());
-             INSERT INTO cnpg_ext_harness_sentinel(token) VALUES ('{}') ON CONFLICT DO NOTHING",
-            token.replace('\'', "''")
+             INSERT INTO cnpg_ext_harness_sentinel(token) VALUES ({}) ON CONFLICT DO NOTHING",
+            sql::quote_literal(token)
         ))
         .await
         .map_err(db)
@@ -133,7 +133,7 @@ pub async fn primary(backend: &dyn Backend) -> Result<String, BackendError> {
 /// The sentinel row on every instance (replicas get a few seconds to replay).
 pub async fn check_sentinel(backend: &dyn Backend, token: &str) -> Result<Vec<Check>, BackendError> {
     let mut checks = Vec::new();
-    let q = format!("SELECT count(*) FROM cnpg_ext_harness_sentinel WHERE token = '{}'", token.replace('\'', "''"));
+    let q = format!("SELECT count(*) FROM cnpg_ext_harness_sentinel WHERE token = {}", sql::quote_literal(token));
     for inst in backend.instances().await? {
         let deadline = Instant::now() + Duration::from_secs(10);
         let got = loop {

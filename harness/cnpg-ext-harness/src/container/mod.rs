@@ -35,6 +35,8 @@ use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
 use engine::strings;
 
 use crate::error::HarnessError;
+use crate::sql::quote_literal;
+use crate::standin;
 use crate::store::ImageStore;
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -983,80 +985,31 @@ impl Backend for ContainerBackend {
 
     async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
         let cluster = &doc.cluster;
-        let Some(current) = self.cluster.clone() else {
-            self.create(cluster).await?;
-            self.cluster = Some(cluster.clone());
-            return Ok(ApplyOutcome::Created);
-        };
-        if current.metadata.name != cluster.metadata.name {
-            return Err(BackendError::Rejected(format!(
-                "this scenario already has Cluster `{}`; the container backend runs one Cluster per scenario",
-                current.metadata.name
-            )));
+        let change = standin::classify(self.cluster.as_ref(), cluster, self.cnpg, "container")?;
+        // Stored even when nothing happens now: an `ld_library_path` change waits for a restart.
+        let first = self.cluster.replace(cluster.clone()).is_none();
+        match change {
+            standin::Change::Create => {
+                if let Err(e) = self.create(cluster).await {
+                    if first {
+                        self.cluster = None;
+                    }
+                    return Err(e);
+                }
+                Ok(ApplyOutcome::Created)
+            }
+            standin::Change::Rollout => Ok(ApplyOutcome::RolledOut { record: self.rolling_restart(cluster).await? }),
+            standin::Change::Reload => {
+                self.reload_all(cluster).await?;
+                Ok(ApplyOutcome::Reloaded)
+            }
+            standin::Change::Nothing => Ok(ApplyOutcome::Unchanged),
         }
-        if current.spec.instances != cluster.spec.instances {
-            return Err(BackendError::Rejected("changing spec.instances is not modelled by the container backend".into()));
-        }
-        let before = self.plan(&current);
-        let after = self.plan(cluster);
-        self.cluster = Some(cluster.clone());
-        if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
-            let record = self.rolling_restart(cluster).await?;
-            return Ok(ApplyOutcome::RolledOut { record });
-        }
-        if before.extension_control_path != after.extension_control_path
-            || before.dynamic_library_path != after.dynamic_library_path
-        {
-            self.reload_all(cluster).await?;
-            return Ok(ApplyOutcome::Reloaded);
-        }
-        // `ld_library_path` alone: stored in the spec, applied when the containers are replaced.
-        Ok(ApplyOutcome::Unchanged)
     }
 
     async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
-        let db = &doc.database;
         let primary = self.instances.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
-        let admin = self.connect(&primary, "postgres", "postgres").await?;
-        let exists = admin
-            .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db.spec.name])
-            .await
-            .map_err(|e| failed(e.to_string()))?;
-        if exists.is_none() {
-            let sql = format!(
-                "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {owner_lit}) THEN CREATE ROLE {owner} LOGIN; END IF; END$$; CREATE DATABASE {name} OWNER {owner}",
-                owner_lit = quote_literal(&db.spec.owner),
-                owner = quote_ident(&db.spec.owner),
-                name = quote_ident(&db.spec.name)
-            );
-            admin.batch_execute(&sql).await.map_err(|e| failed(crate::sql::describe_error(&e)))?;
-        }
-        let client = self.connect(&primary, &db.spec.name, "postgres").await?;
-        let mut messages = Vec::new();
-        for ext in &db.spec.extensions {
-            let sql = match ext.ensure.as_str() {
-                "present" => {
-                    let mut s = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(&ext.name));
-                    if let Some(schema) = &ext.schema {
-                        s += &format!(" SCHEMA {}", quote_ident(schema));
-                    }
-                    if let Some(v) = &ext.version {
-                        s += &format!(" VERSION {}", quote_literal(v));
-                    }
-                    s
-                }
-                "absent" => format!("DROP EXTENSION IF EXISTS {}", quote_ident(&ext.name)),
-                other => {
-                    return Err(BackendError::Rejected(format!("extension `{}`: ensure `{other}` is not present|absent", ext.name)))
-                }
-            };
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(|e| failed(format!("extension `{}`: {}", ext.name, crate::sql::describe_error(&e))))?;
-            messages.push(format!("{}: {}", ext.name, ext.ensure));
-        }
-        Ok(messages)
+        standin::reconcile_database(&*self, &primary, &doc.database).await
     }
 
     async fn restart(&mut self) -> Result<RolloutRecord, BackendError> {
@@ -1153,10 +1106,4 @@ impl Backend for ContainerBackend {
     }
 }
 
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
 
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}

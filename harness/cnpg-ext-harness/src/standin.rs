@@ -1,0 +1,128 @@
+//! What the operator does, for the backends that have no operator (local, container): how a
+//! changed Cluster reaches the instances, and how a Database resource is reconciled.
+
+use cnpg_ext_model::backend::{Backend, BackendError};
+use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
+use cnpg_ext_model::{Cluster, CnpgVersion, Database};
+
+use crate::sql::{describe_error, quote_ident, quote_literal};
+
+/// How an applied Cluster reaches running instances.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// No cluster yet.
+    Create,
+    /// The pod spec (image volumes) changed: replace every instance, replicas first.
+    Rollout,
+    /// Only the search-path GUCs changed: a reload applies them.
+    Reload,
+    /// Nothing to do now; an `ld_library_path`-only change waits for the next restart.
+    Nothing,
+}
+
+/// Classifies `next` against the Cluster the backend runs (`current`), or rejects what a
+/// stand-in does not model.
+pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, backend: &str) -> Result<Change, BackendError> {
+    let Some(current) = current else { return Ok(Change::Create) };
+    if current.metadata.name != next.metadata.name {
+        return Err(BackendError::Rejected(format!(
+            "this scenario already has Cluster `{}`; the {backend} backend runs one Cluster per scenario",
+            current.metadata.name
+        )));
+    }
+    if current.spec.instances != next.spec.instances {
+        return Err(BackendError::Rejected(format!("changing spec.instances is not modelled by the {backend} backend")));
+    }
+    let opts = PlanOptions { mount_root: "/extensions".into(), cnpg };
+    let (before, after) = (ClusterPlan::derive(current, &opts), ClusterPlan::derive(next, &opts));
+    Ok(if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
+        Change::Rollout
+    } else if before.extension_control_path != after.extension_control_path
+        || before.dynamic_library_path != after.dynamic_library_path
+    {
+        Change::Reload
+    } else {
+        Change::Nothing
+    })
+}
+
+/// Reconciles a Database on `primary`: creates the database (and owner) when missing, then
+/// `ensure: present|absent` for each extension. Returns one message per extension.
+pub async fn reconcile_database<B: Backend + ?Sized>(backend: &B, primary: &str, db: &Database) -> Result<Vec<String>, BackendError> {
+    let failed = |m: String| BackendError::Failed(m);
+    let admin = backend.connect(primary, "postgres", "postgres").await?;
+    let exists = admin
+        .query_opt("SELECT 1 FROM pg_database WHERE datname = $1", &[&db.spec.name])
+        .await
+        .map_err(|e| failed(describe_error(&e)))?;
+    if exists.is_none() {
+        let sql = format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {owner_lit}) THEN CREATE ROLE {owner} LOGIN; END IF; END$$; CREATE DATABASE {name} OWNER {owner}",
+            owner_lit = quote_literal(&db.spec.owner),
+            owner = quote_ident(&db.spec.owner),
+            name = quote_ident(&db.spec.name)
+        );
+        admin.batch_execute(&sql).await.map_err(|e| failed(describe_error(&e)))?;
+    }
+    let client = backend.connect(primary, &db.spec.name, "postgres").await?;
+    let mut messages = Vec::new();
+    for ext in &db.spec.extensions {
+        let sql = match ext.ensure.as_str() {
+            "present" => {
+                let mut s = format!("CREATE EXTENSION IF NOT EXISTS {}", quote_ident(&ext.name));
+                if let Some(schema) = &ext.schema {
+                    s += &format!(" SCHEMA {}", quote_ident(schema));
+                }
+                if let Some(v) = &ext.version {
+                    s += &format!(" VERSION {}", quote_literal(v));
+                }
+                s
+            }
+            "absent" => format!("DROP EXTENSION IF EXISTS {}", quote_ident(&ext.name)),
+            other => {
+                return Err(BackendError::Rejected(format!("extension `{}`: ensure `{other}` is not present|absent", ext.name)))
+            }
+        };
+        client
+            .batch_execute(&sql)
+            .await
+            .map_err(|e| failed(format!("extension `{}`: {}", ext.name, describe_error(&e))))?;
+        messages.push(format!("{}: {}", ext.name, ext.ensure));
+    }
+    Ok(messages)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cnpg_ext_model::cluster::Manifest;
+    use std::path::Path;
+
+    fn cluster(extra: &str) -> Cluster {
+        let text = format!(
+            "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  instances: 2\n  postgresql:\n    extensions:\n      - name: e\n        image: {{reference: x/e:1}}\n{extra}"
+        );
+        match Manifest::parse(Path::new("t.yaml"), &text).unwrap().remove(0) {
+            Manifest::Cluster(d) => d.cluster,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn operator_semantics() {
+        let v = CnpgVersion::DEFAULT;
+        let base = cluster("");
+        assert_eq!(classify(None, &base, v, "t").unwrap(), Change::Create);
+        assert_eq!(classify(Some(&base), &base, v, "t").unwrap(), Change::Nothing);
+        let ld = cluster("        ld_library_path: [system]\n");
+        assert_eq!(classify(Some(&base), &ld, v, "t").unwrap(), Change::Nothing);
+        let paths = cluster("        extension_control_path: [opt]\n");
+        assert_eq!(classify(Some(&base), &paths, v, "t").unwrap(), Change::Reload);
+        let mut other_image = base.clone();
+        other_image.spec.postgresql.extensions[0].image.reference = "x/e:2".into();
+        assert_eq!(classify(Some(&base), &other_image, v, "t").unwrap(), Change::Rollout);
+        let mut scaled = base.clone();
+        scaled.spec.instances = 3;
+        assert!(matches!(classify(Some(&base), &scaled, v, "t"), Err(BackendError::Rejected(_))));
+    }
+}
