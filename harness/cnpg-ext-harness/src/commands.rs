@@ -41,7 +41,7 @@ pub async fn run(args: RunArgs) -> i32 {
             let r = &out.report;
             println!();
             for s in &r.scenarios {
-                println!("{} {}  {}", if s.status == Status::Passed { "PASS" } else { "FAIL" }, s.id, app::verdict_line(s));
+                println!("{} {} ({} ms)", if s.status == Status::Passed { "PASS" } else { "FAIL" }, s.id, s.duration_ms);
                 if let Some(f) = s.failure_summary() {
                     println!("  {}", f.replace('\n', "\n  "));
                 }

@@ -73,16 +73,15 @@ pub fn list_files(root: &Path) -> Vec<String> {
 /// Whether nothing below `root` can be written by `uid` (not the owner, or no write bits).
 pub fn read_only_for(root: &Path, uid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
-    walkdir::WalkDir::new(root).into_iter().flatten().all(|e| match e.metadata() {
-        Ok(m) if e.file_type().is_symlink() => {
-            let _ = m;
-            true
+    walkdir::WalkDir::new(root).into_iter().all(|e| {
+        let Ok(e) = e else { return false };
+        if e.file_type().is_symlink() {
+            return true; // a link's own mode means nothing; its target is checked on its own
         }
-        Ok(m) => {
-            let mode = m.mode();
-            let writable = if m.uid() == uid { mode & 0o200 != 0 } else { mode & 0o002 != 0 };
-            !writable
+        match e.metadata() {
+            Ok(m) if m.uid() == uid => m.mode() & 0o200 == 0,
+            Ok(m) => m.mode() & 0o002 == 0,
+            Err(_) => false,
         }
-        Err(_) => false,
     })
 }
