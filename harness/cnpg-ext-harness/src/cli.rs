@@ -40,6 +40,12 @@ pub enum Command {
     /// Build, unpack or lint extension images.
     #[command(subcommand)]
     Image(cnpg_ext_images::cli::ImageCommand),
+    /// Run a compatibility matrix (backend × PostgreSQL × CNPG × Kubernetes × scenarios). Exit 0 all
+    /// cells passed or unsupported, 1 a cell failed, 2 invalid matrix file, 3 no cell could run.
+    Matrix(crate::matrix::MatrixArgs),
+    /// Certify an extension image: lint, mount, CREATE/ALTER UPDATE/DROP every extension it ships.
+    /// Exit 0 only when it passes.
+    Certify(crate::certify::CertifyArgs),
 }
 
 #[derive(Debug, clap::Args)]

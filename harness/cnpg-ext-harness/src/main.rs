@@ -39,6 +39,8 @@ async fn dispatch(cmd: Command) -> i32 {
         },
         Command::Plan { path, cnpg_version } => commands::plan(&path, cnpg_version),
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
+        Command::Matrix(args) => cnpg_ext_harness::matrix::command(args).await,
+        Command::Certify(args) => cnpg_ext_harness::certify::command(args).await,
         Command::Image(cmd) => match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
             Ok(code) => code,
             Err(_) => EXIT_INVALID,

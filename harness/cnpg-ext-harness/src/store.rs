@@ -66,6 +66,9 @@ impl ImageStore {
             };
             let mut extensions: Vec<String> = files.iter().filter_map(|f| stem(f, ".control")).collect();
             let mut modules: Vec<String> = files.iter().filter_map(|f| stem(f, ".so")).collect();
+            // A module the image names but does not ship must not be found in the base
+            // install either, or a broken image would pass on the copy PostgreSQL ships.
+            modules.extend(files.iter().filter(|f| f.ends_with(".control")).flat_map(|f| named_modules(&rootfs.join(f))));
             extensions.sort();
             extensions.dedup();
             modules.sort();
@@ -108,6 +111,19 @@ impl ImageStore {
         ex.modules.dedup();
         ex
     }
+}
+
+/// Module basenames a control file refers to (`module_pathname = '$libdir/vector'` → `vector`).
+fn named_modules(control: &Path) -> Vec<String> {
+    let Ok(text) = std::fs::read_to_string(control) else { return Vec::new() };
+    let Ok(parsed) = cnpg_ext_images::control::parse_control(&text) else { return Vec::new() };
+    parsed
+        .params
+        .get("module_pathname")
+        .and_then(|m| Path::new(m).file_name())
+        .map(|n| n.to_string_lossy().trim_end_matches(".so").to_string())
+        .into_iter()
+        .collect()
 }
 
 /// Built fixture images are reproducible (same inputs, same digest), so a warm run reuses

@@ -114,3 +114,30 @@ fn keep_leaves_the_work_directory_and_stops_processes() {
     assert!(processes_mentioning(parent.path().to_str().unwrap()).is_empty());
     cnpg_ext_harness::fsutil::remove_tree(&kept[0].path()).unwrap();
 }
+
+#[test]
+fn a_module_the_image_names_but_lacks_is_not_taken_from_the_base_install() {
+    // pgvector's control and SQL files without vector.so: the base install ships vector.so,
+    // which must not stand in for the missing module.
+    let pg = cnpg_ext_harness::app::locate_postgres(None).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let tree = work.path().join("tree");
+    cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg, &tree).unwrap();
+    std::fs::remove_file(tree.join("lib/vector.so")).unwrap();
+    let dir = work.path().join("no-module");
+    std::fs::create_dir(&dir).unwrap();
+    let reference = "example.com/broken-pgvector:1";
+    cnpg_ext_images::build_layout(&tree, &cnpg_ext_images::BuildOptions::new(reference), &dir.join("image")).unwrap();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        format!("apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  instances: 1\n  postgresql:\n    extensions:\n      - name: pgvector\n        image: {{reference: \"{reference}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scenario.yaml"),
+        format!("images:\n  - reference: \"{reference}\"\n    oci: image\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - sql: {{query: CREATE EXTENSION vector, error: 'could not access file \"vector\": No such file or directory'}}\n"),
+    )
+    .unwrap();
+    let o = run(&["run", dir.to_str().unwrap(), "--no-progress"]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}

@@ -1,0 +1,271 @@
+//! `certify`: passes on the pgvector fixture image; fails with reasons when the module is
+//! missing or an update script is wrong; walks CREATE → ALTER EXTENSION UPDATE → DROP.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::*;
+
+fn pg() -> cnpg_ext_pg::PgInstall {
+    cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18")
+}
+
+fn layout(tree: &Path, reference: &str, labels: BTreeMap<String, String>, out: &Path) -> PathBuf {
+    let mut opts = cnpg_ext_images::BuildOptions::new(reference);
+    opts.labels = labels;
+    cnpg_ext_images::build_layout(tree, &opts, out).unwrap();
+    out.to_path_buf()
+}
+
+/// The pgvector fixture tree, changed by `edit` before it is packed.
+fn pgvector_image(scratch: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
+    let tree = scratch.join("tree");
+    let built =
+        cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg(), &tree)
+            .unwrap();
+    edit(&tree);
+    layout(
+        &tree,
+        "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie",
+        built.labels,
+        &scratch.join("oci"),
+    )
+}
+
+/// A SQL-only extension with versions 1.0 and 1.1, an update script 1.0 → 1.1.
+fn sql_only_image(scratch: &Path, update_script: &str) -> PathBuf {
+    let tree = scratch.join("tree");
+    let ext = tree.join("share/extension");
+    std::fs::create_dir_all(&ext).unwrap();
+    std::fs::create_dir_all(tree.join("licenses")).unwrap();
+    std::fs::write(tree.join("licenses/LICENSE"), "test fixture\n").unwrap();
+    std::fs::write(
+        ext.join("certdemo.control"),
+        "comment = 'certify test'\ndefault_version = '1.1'\nrelocatable = true\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ext.join("certdemo--1.0.sql"),
+        "CREATE FUNCTION certdemo_version() RETURNS int LANGUAGE sql AS 'SELECT 10';\n",
+    )
+    .unwrap();
+    std::fs::write(
+        ext.join("certdemo--1.1.sql"),
+        "CREATE FUNCTION certdemo_version() RETURNS int LANGUAGE sql AS 'SELECT 11';\n",
+    )
+    .unwrap();
+    std::fs::write(ext.join("certdemo--1.0--1.1.sql"), update_script).unwrap();
+    let labels: BTreeMap<String, String> = [
+        (cnpg_ext_images::LABEL_BASE_NAME, "certdemo"),
+        (cnpg_ext_images::LABEL_BASE_PGMAJOR, "18"),
+        (cnpg_ext_images::LABEL_BASE_OS, "trixie"),
+        (cnpg_ext_images::LABEL_SQL_VERSION, "1.1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    layout(
+        &tree,
+        "example.com/certdemo:1.1-18-trixie",
+        labels,
+        &scratch.join("oci"),
+    )
+}
+
+fn certify(image: &Path, report: &Path) -> (Option<i32>, String, serde_json::Value) {
+    let o = bin()
+        .args([
+            "certify",
+            image.to_str().unwrap(),
+            "--no-progress",
+            "--report-dir",
+            report.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let cert = std::fs::read(report.join("certification.json"))
+        .map(|b| serde_json::from_slice(&b).unwrap())
+        .unwrap_or_default();
+    (o.status.code(), text(&o), cert)
+}
+
+#[test]
+fn the_pgvector_fixture_image_passes() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image(scratch.path(), |_| {});
+    let report = repo().join("target/test-reports/certify-pgvector");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("verdict: pass"), "{out}");
+    assert_eq!(cert["verdict"], "pass");
+    assert_eq!(cert["inferred"]["name"], "pgvector");
+    assert_eq!(
+        cert["inferred"]["reference"],
+        "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie"
+    );
+    assert_eq!(
+        cert["inferred"]["extension_control_path"],
+        serde_json::json!(["share"])
+    );
+    assert_eq!(
+        cert["inferred"]["dynamic_library_path"],
+        serde_json::json!(["lib"])
+    );
+    assert_eq!(cert["inferred"]["extensions"][0]["name"], "vector");
+    // pgvector ships one install script and many update scripts: said, not hidden.
+    assert!(
+        cert["notes"].as_array().unwrap().iter().any(|n| n
+            .as_str()
+            .unwrap()
+            .contains("only the default version 0.8.6 has a full install script")),
+        "{cert:#}"
+    );
+    // The record: a re-runnable scenario, the run's report, JUnit with a lint suite, the page.
+    let scenario = std::fs::read_to_string(report.join("scenario/scenario.yaml")).unwrap();
+    assert!(
+        scenario.contains("CREATE EXTENSION \\\"vector\\\" CASCADE"),
+        "{scenario}"
+    );
+    assert!(
+        scenario.contains("DROP EXTENSION \\\"vector\\\""),
+        "{scenario}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(run["totals"]["passed"], 1);
+    let junit = std::fs::read_to_string(report.join("junit.xml")).unwrap();
+    assert!(junit.contains("<testsuite name=\"lint\""), "{junit}");
+    assert!(!junit.contains("<failure"), "{junit}");
+    assert!(std::fs::read_to_string(report.join("summary.md"))
+        .unwrap()
+        .starts_with("## Certification of"));
+    assert!(std::fs::read_to_string(report.join("index.html"))
+        .unwrap()
+        .contains("verdict: PASS"));
+    // The generated scenario runs on its own.
+    let o = bin()
+        .args([
+            "run",
+            report.join("scenario").to_str().unwrap(),
+            "--no-progress",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+}
+
+#[test]
+fn a_missing_module_fails_with_reasons() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image(scratch.path(), |tree| {
+        std::fs::remove_file(tree.join("lib/vector.so")).unwrap()
+    });
+    let report = scratch.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("verdict: fail"), "{out}");
+    assert_eq!(cert["verdict"], "fail");
+    let reasons: Vec<&str> = cert["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("lint missing-module")),
+        "{reasons:#?}"
+    );
+    assert!(
+        reasons.iter().any(
+            |r| r.contains("module `vector.so` named by a module_pathname is not in the image")
+        ),
+        "{reasons:#?}"
+    );
+    let junit = std::fs::read_to_string(report.join("junit.xml")).unwrap();
+    assert!(junit.contains("<failure"), "{junit}");
+    assert!(std::fs::read_to_string(report.join("index.html"))
+        .unwrap()
+        .contains("verdict: FAIL"));
+}
+
+#[test]
+fn a_module_that_is_not_a_library_fails_when_created() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image(scratch.path(), |tree| {
+        std::fs::write(tree.join("lib/vector.so"), b"not an ELF file").unwrap()
+    });
+    let report = scratch.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(1), "{out}");
+    let reasons: Vec<&str> = cert["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| r.as_str())
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.starts_with("lint not-elf")),
+        "{reasons:#?}"
+    );
+    // The real CREATE EXTENSION failed, with PostgreSQL's own words and the step.
+    assert!(
+        reasons.iter().any(|r| r
+            .contains("step 5 (vector: CREATE EXTENSION (version 0.8.6, CASCADE))")
+            && r.contains("vector.so")),
+        "{reasons:#?}"
+    );
+    // The failing instance's postgres.log tail is kept.
+    assert!(report.join("logs").is_dir(), "{out}");
+}
+
+#[test]
+fn update_scripts_are_walked_and_a_wrong_one_fails() {
+    let good = tempfile::tempdir().unwrap();
+    let image = sql_only_image(
+        good.path(),
+        "CREATE OR REPLACE FUNCTION certdemo_version() RETURNS int LANGUAGE sql AS 'SELECT 11';\n",
+    );
+    let report = good.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(0), "{out}");
+    let e = &cert["inferred"]["extensions"][0];
+    assert_eq!(e["create_version"], "1.0", "{cert:#}");
+    assert_eq!(e["update_path"], serde_json::json!(["1.1"]));
+    assert_eq!(cert["inferred"]["name"], "certdemo");
+    assert_eq!(
+        cert["inferred"]["reference"],
+        "example.com/certdemo:1.1-18-trixie"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    let titles: Vec<&str> = run["scenarios"][0]["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["title"].as_str().unwrap())
+        .collect();
+    assert!(
+        titles.contains(&"certdemo: ALTER EXTENSION UPDATE TO 1.1"),
+        "{titles:#?}"
+    );
+    assert!(
+        titles.contains(&"certdemo: installed version is 1.0"),
+        "{titles:#?}"
+    );
+
+    let bad = tempfile::tempdir().unwrap();
+    let image = sql_only_image(
+        bad.path(),
+        "CREATE OR REPLACE FUNCTION certdemo_version( RETURNS int;\n",
+    );
+    let report = bad.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(1), "{out}");
+    let reasons = cert["reasons"].to_string();
+    assert!(
+        reasons.contains("ALTER EXTENSION UPDATE TO 1.1") && reasons.contains("syntax error"),
+        "{reasons}"
+    );
+}
