@@ -31,6 +31,32 @@ log_min_messages = warning
 include_if_exists = 'cnpg-ext.conf'
 ";
 
+/// Everything initdb's result depends on.
+fn template_key(full: &PgInstall, run_as: &RunAs) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        "template-v1",
+        &full.version.text,
+        &full.bindir.display().to_string(),
+        BASE_CONF,
+        BOOTSTRAP_SQL,
+        &INITDB_ARGS.join(" "),
+        &run_as.uid.to_string(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+// 1 MB WAL segments: every instance copies the template; 16 MB of empty WAL each is waste.
+const INITDB_ARGS: &[&str] =
+    &["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions", "--wal-segsize=1"];
+
+/// Like CNPG's initdb bootstrap: an `app` owner and database (single-user mode, `-j` syntax).
+const BOOTSTRAP_SQL: &str = "CREATE ROLE app LOGIN;\n\nCREATE DATABASE app OWNER app;\n\n";
+
 pub struct LocalEnv {
     /// The install instances run from: no extension under test is in its default dirs.
     pub pg: PgInstall,
@@ -48,8 +74,48 @@ impl LocalEnv {
             .map_err(|e| format!("cannot make the minimal PostgreSQL install: {e}"))?;
         let template = root.join("template");
         let env = LocalEnv { pg, template, run_as, root: root.to_path_buf() };
-        env.init_template()?;
+        // initdb's output depends only on the binaries, the options and the bootstrap SQL:
+        // a warm run copies it from the cache instead of running initdb again.
+        let cached = cnpg_ext_pg::ProvisionOptions::from_env()
+            .cache_dir
+            .map(|c| c.join("templates").join(template_key(full, &env.run_as)));
+        match &cached {
+            Some(c) if c.join("PG_VERSION").is_file() => env.copy_tree(c, &env.template)?,
+            _ => {
+                env.init_template()?;
+                if let Some(c) = &cached {
+                    env.store_template(c);
+                }
+            }
+        }
         Ok(env)
+    }
+
+    /// `cp -a`, as root when we are root (the cache may not be readable by the unprivileged
+    /// user); ownership is preserved, so the copy belongs to the unprivileged user.
+    fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), String> {
+        let out = Command::new("cp")
+            .arg("-a")
+            .arg(from)
+            .arg(to)
+            .output()
+            .map_err(|e| format!("cannot run cp: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("copying {} failed: {}", from.display(), String::from_utf8_lossy(&out.stderr)));
+        }
+        Ok(())
+    }
+
+    /// Best effort: a cache that cannot be written only costs time next run.
+    fn store_template(&self, dest: &Path) {
+        let Some(parent) = dest.parent() else { return };
+        let staging = parent.join(format!(".staging-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&staging);
+        if std::fs::create_dir_all(parent).is_ok() && self.copy_tree(&self.template, &staging).is_ok() {
+            if std::fs::rename(&staging, dest).is_err() {
+                let _ = std::fs::remove_dir_all(&staging);
+            }
+        }
     }
 
     fn init_template(&self) -> Result<(), String> {
@@ -60,9 +126,7 @@ impl LocalEnv {
         initdb
             .args(["-D"])
             .arg(t)
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"])
-            // 1 MB WAL segments: every instance copies the template; 16 MB of empty WAL each is waste.
-            .arg("--wal-segsize=1")
+            .args(INITDB_ARGS)
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
             .env("LANG", "C");
@@ -79,8 +143,7 @@ impl LocalEnv {
         let conf = t.join("postgresql.conf");
         let mut f = std::fs::OpenOptions::new().append(true).open(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
         f.write_all(BASE_CONF.as_bytes()).map_err(|e| e.to_string())?;
-        // Like CNPG's initdb bootstrap: an `app` owner and database.
-        self.single_user("CREATE ROLE app LOGIN;\n\nCREATE DATABASE app OWNER app;\n\n")
+        self.single_user(BOOTSTRAP_SQL)
     }
 
     /// Runs SQL in single-user mode against the template (no server, no socket).
