@@ -97,6 +97,9 @@ pub struct RunArgs {
     /// kind backend: render every manifest into <report-dir>/manifests/ and contact nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// kind backend: a local registry mirror instead of `kind load` (--registry, --registry-port, --registry-image).
+    #[command(flatten)]
+    pub registry: cnpg_ext_kind::cli::RegistryArgs,
     /// Container engine of `--backend container`: podman or docker ≥ 28 (or a path); default: podman, then docker.
     #[arg(long, env = "CNPG_EXT_HARNESS_ENGINE")]
     pub engine: Option<String>,

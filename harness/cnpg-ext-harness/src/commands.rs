@@ -83,7 +83,7 @@ pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
 
 
 fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
-    cnpg_ext_kind::KindOptions {
+    let mut opts = cnpg_ext_kind::KindOptions {
         kind_cluster: args.kind_cluster.clone(),
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
@@ -93,7 +93,9 @@ fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
         keep: args.keep,
         report_dir: args.report_dir.clone().unwrap_or_else(|| "reports".into()),
         ..Default::default()
-    }
+    };
+    args.registry.apply(&mut opts);
+    opts
 }
 
 /// `--dry-run`: the manifests the kind backend would apply, written out; no cluster contacted.

@@ -1,7 +1,8 @@
 //! Harness CPU for observing and inspecting a recorded 3-instance rolling update, offline:
-//! the rollout watcher polls a fake API replaying the recording (GET Cluster + LIST pods
-//! per poll, JSON decoding included), then every instance is inspected (pod spec check +
-//! parsing of recorded exec output).
+//! the rollout watcher lists and watches a fake API replaying the recording (initial LIST of
+//! the Cluster and its pods, then the newline-delimited watch events, JSON decoding
+//! included), then every instance is inspected (pod spec check + parsing of recorded exec
+//! output).
 //!
 //! `cargo run --release -p cnpg-ext-kind --example replay_bench`
 
@@ -12,7 +13,7 @@ use cnpg_ext_kind::apply::cluster_resource;
 use cnpg_ext_kind::exec::FakeExec;
 use cnpg_ext_kind::testing::fixtures::{self, Vol};
 use cnpg_ext_kind::testing::FakeApi;
-use cnpg_ext_kind::watch::{observe_rollout, snapshot, Expect, RolloutObserver};
+use cnpg_ext_kind::watch::{Expect, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
 use cnpg_ext_model::backend::Backend;
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
@@ -78,19 +79,13 @@ fn main() {
         let clusters: Api<DynamicObject> =
             Api::namespaced_with(client.clone(), NS, &cluster_resource());
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        let (phase, views) = snapshot(&clusters, &pods, "c").await.unwrap();
-        let obs = RolloutObserver::new(&views, phase.as_deref());
-        let record = observe_rollout(
-            &clusters,
-            &pods,
-            "c",
-            obs,
-            Expect::Rollout,
-            Duration::from_secs(60),
-            Duration::ZERO,
-        )
-        .await
-        .unwrap();
+        let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
+            .await
+            .unwrap();
+        let record = watch
+            .finish(Expect::Rollout, Duration::from_secs(60))
+            .await
+            .unwrap();
         assert_eq!(record.restarts.len(), 3);
         let exec = FakeExec::default();
         for i in 1..=3 {
@@ -116,7 +111,7 @@ fn main() {
     let cpu = (cpu_time() - cpu0) / n;
     let wall = wall0.elapsed() / n;
     println!(
-        "replay of a 3-instance rolling update ({} polls, 3 inspections): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
+        "replay of a 3-instance rolling update (watch of {} recorded frames, 3 inspections): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
         fixtures::three_instance_rollout().len(),
         cpu.as_secs_f64() * 1e3,
         wall.as_secs_f64() * 1e3

@@ -28,9 +28,10 @@ use crate::inspect::{check_pod_spec, inspect_command, parse_inspect_output, POST
 use crate::operator::{self, InstalledOperator};
 use crate::options::KindOptions;
 use crate::preflight::{self, PreflightReport};
+use crate::registry::{prepare_registry, LocalRegistry};
 use crate::versions::{fetch_manifest, VersionsFile};
 use crate::wait::{await_object, cluster_ready, database_reconciled};
-use crate::watch::{observe_rollout, snapshot, Expect, RolloutObserver};
+use crate::watch::{snapshot, Expect, RolloutWatch};
 
 /// One scenario's view of the cluster.
 pub struct KindBackend {
@@ -43,6 +44,7 @@ pub struct KindBackend {
     namespace_ready: bool,
     cluster: Option<Cluster>,
     last_diagnostics: Option<PathBuf>,
+    registry: Option<LocalRegistry>,
 }
 
 impl KindBackend {
@@ -67,12 +69,19 @@ impl KindBackend {
             namespace_ready: false,
             cluster: None,
             last_diagnostics: None,
+            registry: None,
         }
     }
 
     /// Replaces the exec implementation (tests).
     pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
         self.exec = exec;
+        self
+    }
+
+    /// Images go through this local registry mirror instead of `kind load` (`--registry`).
+    pub fn with_registry(mut self, registry: Option<LocalRegistry>) -> Self {
+        self.registry = registry;
         self
     }
 
@@ -137,9 +146,14 @@ impl KindBackend {
         if self.images_loaded || self.images.is_empty() {
             return Ok(());
         }
-        match &self.opts.kind_cluster {
-            Some(name) => load_images(name, &self.images).await?,
-            None => tracing::warn!(
+        match (&self.opts.kind_cluster, &self.registry) {
+            (Some(name), Some(reg)) => {
+                let targets = reg.push_images(&self.images).await?;
+                let files = crate::registry::mirror_hosts_files(&targets, &reg.cfg);
+                reg.configure_nodes(name, &files).await?;
+            }
+            (Some(name), None) => load_images(name, &self.images).await?,
+            (None, _) => tracing::warn!(
                 "existing-cluster mode: {} extension image(s) are not loaded by the harness; the nodes must be able to pull them",
                 self.images.len()
             ),
@@ -166,6 +180,16 @@ impl KindBackend {
         let cluster = &applied.cluster;
         let name = cluster.metadata.name.clone();
         let doc = namespaced_cluster(&applied.raw, &self.namespace, &self.opts);
+        if self.registry.is_some() {
+            for e in &cluster.spec.postgresql.extensions {
+                if e.image.pull_policy.as_deref() == Some("Never") {
+                    tracing::warn!(
+                        "Cluster {name}: extension `{}` has pullPolicy Never: with --registry the image is pulled from the local mirror, not loaded into the nodes, so it will not be found",
+                        e.name
+                    );
+                }
+            }
+        }
         let clusters = self.clusters();
         let pods = self.pods();
         let t = self.opts.timeouts.clone();
@@ -188,8 +212,9 @@ impl KindBackend {
             self.cluster = Some(cluster.clone());
             return Ok(ApplyOutcome::Created);
         }
-        let (phase, views) = snapshot(&clusters, &pods, &name).await?;
-        let observer = RolloutObserver::new(&views, phase.as_deref());
+        // Watches first: their initial lists are the baseline, and every event after them
+        // (the operator reacting to the apply) is seen.
+        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
         server_side_apply(&clusters, "Cluster", &doc).await?;
         let new_plan = ClusterPlan::derive(cluster, &self.plan_options());
         let old_plan = self
@@ -203,8 +228,7 @@ impl KindBackend {
             Some(_) => Expect::Rollout,
             None => Expect::MaybeNothing { settle: t.settle },
         };
-        let record =
-            observe_rollout(&clusters, &pods, &name, observer, expect, t.rollout, t.poll).await?;
+        let record = watch.finish(expect, t.rollout).await?;
         self.cluster = Some(cluster.clone());
         Ok(if !record.restarts.is_empty() {
             ApplyOutcome::RolledOut { record }
@@ -246,24 +270,14 @@ impl KindBackend {
         let name = self.cluster_name()?;
         let clusters = self.clusters();
         let pods = self.pods();
-        let (phase, views) = snapshot(&clusters, &pods, &name).await?;
-        let observer = RolloutObserver::new(&views, phase.as_deref());
+        let t = self.opts.timeouts.clone();
+        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
         let patch = restart_patch(Utc::now());
         clusters
             .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
             .await
             .map_err(|e| kube_error(format!("restart (merge patch of kubectl.kubernetes.io/restartedAt) of Cluster {}/{name}", self.namespace), e))?;
-        let t = &self.opts.timeouts;
-        observe_rollout(
-            &clusters,
-            &pods,
-            &name,
-            observer,
-            Expect::Rollout,
-            t.rollout,
-            t.poll,
-        )
-        .await
+        watch.finish(Expect::Rollout, t.rollout).await
     }
 
     async fn inspect_inner(
@@ -433,6 +447,8 @@ pub struct KindEnvironment {
     pub operator: InstalledOperator,
     /// Warnings and notices to show the user (kind version, unpinned manifest hash, …).
     pub notices: Vec<String>,
+    /// The local registry mirror (`--registry`).
+    pub registry: Option<LocalRegistry>,
 }
 
 impl KindEnvironment {
@@ -446,6 +462,7 @@ impl KindEnvironment {
     /// A backend for one scenario, in namespace `cnpg-ext-<scenario id>`.
     pub fn backend(&self, scenario: &Scenario, images: Vec<(String, PathBuf)>) -> KindBackend {
         KindBackend::new(self.client.clone(), namespace_for(&scenario.id), images, self.opts.clone())
+            .with_registry(self.registry.clone())
     }
 }
 
@@ -507,11 +524,6 @@ pub async fn load_images(
 /// Connect, preflight (version, ImageVolume gate, runtimes), install or check the
 /// operator, wait for it.
 pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError> {
-    if opts.registry {
-        return Err(BackendError::Unusable(
-            "--registry (local registry mirror) is not implemented yet; images are loaded with `kind load image-archive` (drop --registry)".into(),
-        ));
-    }
     let mut notices = Vec::new();
     if opts.kind_cluster.is_some() {
         let out = tokio::process::Command::new("kind").arg("version").output().await.map_err(|e| {
@@ -524,8 +536,23 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
             notices.push(w);
         }
     }
+    // Before contacting the cluster: a missing engine is exit 3 with what to install.
+    let registry = if opts.registry {
+        let reg = prepare_registry(opts).await?;
+        notices.push(format!(
+            "images go through the local registry {} ({}, mirror for their own registry hosts)",
+            reg.cfg.host(),
+            reg.cfg.name
+        ));
+        Some(reg)
+    } else {
+        None
+    };
     let client = connect(opts).await?;
     let report = preflight::run(&client, "default").await?;
+    if let Some(reg) = &registry {
+        reg.publish_configmap(&client).await?;
+    }
     let operator = ensure_operator(&client, opts, &mut notices).await?;
     Ok(KindEnvironment {
         client,
@@ -533,6 +560,7 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
         preflight: report,
         operator,
         notices,
+        registry,
     })
 }
 

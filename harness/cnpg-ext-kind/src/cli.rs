@@ -11,8 +11,54 @@ use crate::config::{
     check_kind_config, check_kind_version, config_file_name, Topology, DEFAULT_KUBERNETES,
 };
 use crate::options::KindOptions;
+use crate::registry::{
+    self, hosts_toml_local, with_registry_patch, RegistryConfig, DEFAULT_REGISTRY_IMAGE,
+    DEFAULT_REGISTRY_PORT,
+};
 
 pub const DEFAULT_NAME: &str = "cnpg-ext";
+
+/// `--registry [--registry-port N] [--registry-image REF]`, for `kind up` and for
+/// `run --backend kind` (flatten it into the run arguments and call [`RegistryArgs::apply`]).
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct RegistryArgs {
+    /// A local registry container (`cnpg-ext-registry`) as the nodes' containerd mirror:
+    /// images are pushed to it (keeping their references) instead of `kind load`.
+    #[arg(long)]
+    pub registry: bool,
+    /// Host port the registry is published on (127.0.0.1:<port>).
+    #[arg(long, default_value_t = DEFAULT_REGISTRY_PORT, value_name = "PORT")]
+    pub registry_port: u16,
+    /// Image of the registry container (present locally or pullable).
+    #[arg(long, default_value = DEFAULT_REGISTRY_IMAGE, value_name = "REF")]
+    pub registry_image: String,
+}
+
+impl Default for RegistryArgs {
+    fn default() -> Self {
+        RegistryArgs {
+            registry: false,
+            registry_port: DEFAULT_REGISTRY_PORT,
+            registry_image: DEFAULT_REGISTRY_IMAGE.into(),
+        }
+    }
+}
+
+impl RegistryArgs {
+    pub fn apply(&self, opts: &mut KindOptions) {
+        opts.registry = self.registry;
+        opts.registry_port = self.registry_port;
+        opts.registry_image = self.registry_image.clone();
+    }
+
+    pub fn config(&self) -> RegistryConfig {
+        RegistryConfig {
+            name: registry::REGISTRY_NAME.into(),
+            image: self.registry_image.clone(),
+            port: self.registry_port,
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, clap::Subcommand)]
 pub enum KindCommand {
@@ -26,11 +72,16 @@ pub enum KindCommand {
         /// Accept node images not pinned by digest.
         #[arg(long)]
         allow_unpinned: bool,
+        #[command(flatten)]
+        registry: RegistryArgs,
     },
     /// Delete the kind cluster.
     Down {
         #[arg(long, default_value = DEFAULT_NAME)]
         name: String,
+        /// Also remove the local registry container (`cnpg-ext-registry`).
+        #[arg(long)]
+        registry: bool,
     },
     /// Show whether the cluster exists and can run image-volume extensions.
     Status {
@@ -81,8 +132,9 @@ pub async fn run(cmd: KindCommand) -> i32 {
             name,
             config,
             allow_unpinned,
-        } => up(&name, config, allow_unpinned).await,
-        KindCommand::Down { name } => down(&name).await,
+            registry,
+        } => up(&name, config, allow_unpinned, &registry).await,
+        KindCommand::Down { name, registry } => down(&name, registry).await,
         KindCommand::Status { name } => status(&name).await,
     };
     match r {
@@ -94,7 +146,12 @@ pub async fn run(cmd: KindCommand) -> i32 {
     }
 }
 
-async fn up(name: &str, config: Option<PathBuf>, allow_unpinned: bool) -> Result<(), BackendError> {
+async fn up(
+    name: &str,
+    config: Option<PathBuf>,
+    allow_unpinned: bool,
+    reg_args: &RegistryArgs,
+) -> Result<(), BackendError> {
     let kind_version = check_tools().await?;
     let path = config.unwrap_or_else(|| {
         crate::kind_config_dir().join(config_file_name(DEFAULT_KUBERNETES, Topology::Single))
@@ -113,28 +170,98 @@ async fn up(name: &str, config: Option<PathBuf>, allow_unpinned: bool) -> Result
         eprintln!("warning: {w}");
     }
     let path_s = path.to_string_lossy().into_owned();
+    // The registry first (as kind's local-registry guide does), then the cluster with the
+    // containerd patch, then the registry joins the `kind` network.
+    let mut patched: Option<PathBuf> = None;
+    let reg = if reg_args.registry {
+        let cli = registry::detect_engine().await?;
+        let (reg, created) = registry::ensure_registry(&cli, &reg_args.config()).await?;
+        eprintln!(
+            "{} registry container {} ({}) on 127.0.0.1:{}",
+            if created { "started" } else { "reusing" },
+            reg.cfg.name,
+            reg.cfg.image,
+            reg.cfg.port
+        );
+        let with_patch = with_registry_patch(&text)?;
+        if with_patch != text {
+            let p = std::env::temp_dir()
+                .join(format!("cnpg-ext-kind-{name}-{}.yaml", std::process::id()));
+            std::fs::write(&p, &with_patch)
+                .map_err(|e| BackendError::Failed(format!("writing {}: {e}", p.display())))?;
+            patched = Some(p);
+        }
+        Some(reg)
+    } else {
+        None
+    };
+    let config_s = patched
+        .as_ref()
+        .map(|p| p.to_string_lossy().into_owned())
+        .unwrap_or_else(|| path_s.clone());
     eprintln!(
-        "creating kind cluster `{name}` from {path_s} ({})",
+        "creating kind cluster `{name}` from {path_s}{} ({})",
+        if patched.is_some() {
+            " + containerd config_path patch"
+        } else {
+            ""
+        },
         info.images.join(", ")
     );
     let out = tokio::process::Command::new("kind")
         .args([
-            "create", "cluster", "--name", name, "--config", &path_s, "--wait", "180s",
+            "create", "cluster", "--name", name, "--config", &config_s, "--wait", "180s",
         ])
         .status()
         .await
-        .map_err(|e| BackendError::Unusable(format!("cannot run kind: {e}")))?;
-    if !out.success() {
+        .map_err(|e| BackendError::Unusable(format!("cannot run kind: {e}")));
+    if let Some(p) = &patched {
+        let _ = std::fs::remove_file(p);
+    }
+    if !out?.success() {
         return Err(BackendError::Failed(format!(
             "`kind create cluster --name {name} --config {path_s}` failed (see its output above)"
         )));
     }
-    println!("cluster `{name}` is up (context kind-{name}); run scenarios with `--backend kind --kind-cluster {name}`");
+    if let Some(reg) = &reg {
+        reg.connect_kind_network().await?;
+        let nodes = reg
+            .configure_nodes(name, &[(reg.cfg.host(), hosts_toml_local(&reg.cfg))])
+            .await?;
+        let opts = KindOptions {
+            kind_cluster: Some(name.to_string()),
+            ..Default::default()
+        };
+        let client = crate::backend::connect(&opts).await?;
+        reg.publish_configmap(&client).await?;
+        println!(
+            "registry {} (container {} on the kind network) is the containerd mirror of {} node(s); ConfigMap kube-public/local-registry-hosting written",
+            reg.cfg.host(),
+            reg.cfg.name,
+            nodes.len()
+        );
+    }
+    let flag = if reg_args.registry {
+        if reg_args.registry_port == DEFAULT_REGISTRY_PORT {
+            " --registry".to_string()
+        } else {
+            format!(" --registry --registry-port {}", reg_args.registry_port)
+        }
+    } else {
+        String::new()
+    };
+    println!("cluster `{name}` is up (context kind-{name}); run scenarios with `--backend kind --kind-cluster {name}{flag}`");
     Ok(())
 }
 
-async fn down(name: &str) -> Result<(), BackendError> {
+async fn down(name: &str, remove_registry: bool) -> Result<(), BackendError> {
     check_tools().await?;
+    if remove_registry {
+        let cli = registry::detect_engine().await?;
+        let argv = registry::remove_args(&cli, &RegistryArgs::default().config());
+        // `rm -f` of an absent container fails; nothing to remove then.
+        let _ = registry::run(&argv, None).await?;
+    }
     let out = tokio::process::Command::new("kind")
         .args(["delete", "cluster", "--name", name])
         .status()
@@ -172,6 +299,24 @@ async fn status(name: &str) -> Result<(), BackendError> {
     );
     for (node, rt) in &report.nodes {
         println!("  node {node}: {rt}");
+    }
+    if let Ok(cli) = registry::detect_engine().await {
+        let cfg = RegistryArgs::default().config();
+        let state = registry::run(&registry::inspect_running_args(&cli, &cfg), None).await;
+        match state {
+            Ok(o) if o.status.success() => {
+                let port = registry::run_ok(&registry::port_args(&cli, &cfg), None)
+                    .await
+                    .unwrap_or_default();
+                println!(
+                    "registry: {} running={} published on {}",
+                    cfg.name,
+                    String::from_utf8_lossy(&o.stdout).trim(),
+                    port.trim()
+                );
+            }
+            _ => println!("registry: none (`kind up --registry` starts {})", cfg.name),
+        }
     }
     match crate::operator::installed_operator(&client).await? {
         Some(op) => println!(

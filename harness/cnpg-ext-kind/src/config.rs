@@ -129,7 +129,11 @@ pub fn render_kind_config(
     s.push_str("  # Image volumes (KEP-4639): off by default before 1.35; CloudNativePG mounts extensions with them.\n");
     s.push_str("  ImageVolume: true\n");
     if registry {
-        s.push_str("containerdConfigPatches:\n  - |-\n    [plugins.\"io.containerd.cri.v1.images\".registry]\n      config_path = \"/etc/containerd/certs.d\"\n");
+        s.push_str("# --registry: containerd reads registry hosts from certs.d (kind's nodes use the v2 config format).\n");
+        s.push_str("containerdConfigPatches:\n  - |-\n");
+        for line in crate::registry::CONTAINERD_PATCH.lines() {
+            s.push_str(&format!("    {line}\n"));
+        }
     }
     s.push_str("nodes:\n");
     let image = img.reference();

@@ -7,9 +7,10 @@
 //!   containerd ≥ 2.1 / CRI-O ≥ 1.31, an operator recent enough for the scenario).
 //! * [`apply`]: namespaced Cluster/Database documents and their server-side apply.
 //! * [`wait`]: small conditions with a deadline and a description of what is awaited.
-//! * [`watch`]: rolling-update observation (pod UIDs per instance, Cluster phases).
+//! * [`watch`]: rolling-update observation from watches (every pod UID change, Cluster phases).
 //! * [`inspect`], [`exec`]: what every instance pod really has (volumes, files, env).
 //! * [`sql`]: SQL sessions through a port-forward.
+//! * [`registry`]: `--registry`, a local registry container as the nodes' containerd mirror.
 //! * [`diagnostics`]: the failure bundle. [`render`]: `--dry-run`.
 //! * [`backend`]: [`KindBackend`] (the model's `Backend`), [`prepare`].
 //! * [`cli`]: `kind up|down|status`. [`testing`]: an in-process fake Kubernetes API.
@@ -25,6 +26,7 @@ pub mod inspect;
 pub mod operator;
 pub mod options;
 pub mod preflight;
+pub mod registry;
 pub mod render;
 pub mod sql;
 pub mod testing;

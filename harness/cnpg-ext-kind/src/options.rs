@@ -56,8 +56,14 @@ pub struct KindOptions {
     pub allow_unpinned_operator: bool,
     /// `--skip-operator-install`: expect the operator to be there (vendor clusters).
     pub skip_operator_install: bool,
-    /// `--registry`: use a local registry mirror instead of `kind load` (not implemented yet).
+    /// `--registry`: images reach the nodes through a local registry container used as a
+    /// containerd mirror instead of `kind load` (see [`crate::registry`]); needs
+    /// `kind_cluster`.
     pub registry: bool,
+    /// `--registry-port`: host port of the registry (`127.0.0.1:<port>`), default 5001.
+    pub registry_port: u16,
+    /// `--registry-image`: the registry container's image, default `registry:2`.
+    pub registry_image: String,
     /// `--keep`: leave namespaces (and the cluster) in place.
     pub keep: bool,
     /// `--report-dir`: diagnostics go to `<report_dir>/diagnostics/<namespace>/`.
@@ -82,6 +88,8 @@ impl Default for KindOptions {
             allow_unpinned_operator: false,
             skip_operator_install: false,
             registry: false,
+            registry_port: crate::registry::DEFAULT_REGISTRY_PORT,
+            registry_image: crate::registry::DEFAULT_REGISTRY_IMAGE.into(),
             keep: false,
             report_dir: PathBuf::from("reports"),
             pull_policy: "IfNotPresent".into(),

@@ -71,7 +71,8 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
 
 /// Writes the kind config, the operator release and every scenario document under
 /// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, `operator-release.yaml`,
-/// `<scenario-id>/NN-….yaml`. Returns the files written.
+/// `<scenario-id>/NN-….yaml`; with `--registry` also `registry-*` (ConfigMap, nodes'
+/// `hosts.toml`, where each image is pushed). Returns the files written.
 pub fn render_dry_run(
     scenario: &Scenario,
     opts: &KindOptions,
@@ -92,6 +93,40 @@ pub fn render_dry_run(
         out_dir.join("kind-config.yaml"),
         render_kind_config(DEFAULT_KUBERNETES, Topology::Single, opts.registry)?,
     )?;
+
+    if opts.registry {
+        // What `--registry` writes besides the kind config: the KEP-1755 ConfigMap and the
+        // nodes' hosts.toml (localhost:<port> and each image's own registry host).
+        let cfg = crate::registry::RegistryConfig::from_options(opts);
+        put(
+            out_dir.join("registry-local-registry-hosting.yaml"),
+            to_yaml(&crate::registry::local_registry_hosting(&cfg)),
+        )?;
+        let targets = scenario
+            .images
+            .iter()
+            .map(|i| crate::registry::mirror_target(&i.reference, &cfg))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut files = vec![(cfg.host(), crate::registry::hosts_toml_local(&cfg))];
+        files.extend(crate::registry::mirror_hosts_files(&targets, &cfg));
+        for (host, text) in files {
+            put(
+                out_dir.join(format!(
+                    "registry-certs.d-{}-hosts.toml",
+                    host.replace(':', "_")
+                )),
+                text,
+            )?;
+        }
+        let pushes: Vec<String> = targets
+            .iter()
+            .map(|t| format!("{} -> {}", t.reference, t.push))
+            .collect();
+        put(
+            out_dir.join("registry-pushes.txt"),
+            pushes.join("\n") + "\n",
+        )?;
+    }
 
     let versions = match &opts.versions_file {
         Some(p) => VersionsFile::load(p)?,

@@ -1,17 +1,32 @@
 //! An in-process fake Kubernetes API for tests and the replay benchmark: a
 //! `kube::Client` over a `tower` service that serves recorded JSON object sequences.
 //!
-//! Each route (method + path) has a sequence of responses; every request to it returns the
-//! next one, and the last one repeats. Requests are recorded (with their JSON bodies) so
-//! tests can check what was sent. Unrouted requests get a 404 `Status`.
+//! Two kinds of routes:
+//!
+//! * **Sequences** ([`FakeApi::on`]): each route (method + path) has a sequence of responses;
+//!   every request to it returns the next one, and the last one repeats.
+//! * **Collections** ([`FakeApi::serve_collection`]): a list path with initial objects and a
+//!   recorded sequence of watch events (`ADDED`/`MODIFIED`/`DELETED`), each given the next
+//!   `resourceVersion`. A LIST answers the objects as of the last event delivered to a
+//!   watcher (the initial objects before any watch) with that `resourceVersion`; a
+//!   `?watch=true&resourceVersion=N` request streams every later event as newline-delimited
+//!   JSON `{"type":…,"object":…}` and then stays open, like a real watch with nothing more to
+//!   say; GET `<path>/<name>` answers the object or 404. `labelSelector` (`k=v`, `k!=v`) and
+//!   `fieldSelector` (`metadata.name`, `metadata.namespace`) are applied.
+//!
+//! A sequence route wins over a collection for the same method and path. Requests are
+//! recorded (with their JSON bodies) so tests can check what was sent. Unrouted requests
+//! get a 404 `Status`.
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use futures::StreamExt;
 use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
 use serde_json::{json, Value};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -23,15 +38,75 @@ pub struct RecordedRequest {
     pub body: Option<Value>,
 }
 
+impl RecordedRequest {
+    /// A watch request (`watch=true` or `watch=1`).
+    pub fn is_watch(&self) -> bool {
+        query_param(&self.query, "watch").is_some_and(|v| v == "true" || v == "1")
+    }
+}
+
 #[derive(Default)]
 struct Route {
     responses: Vec<(u16, Value)>,
     cursor: usize,
 }
 
+/// The kind of a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+impl WatchType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WatchType::Added => "ADDED",
+            WatchType::Modified => "MODIFIED",
+            WatchType::Deleted => "DELETED",
+        }
+    }
+}
+
+struct Collection {
+    initial: Vec<Value>,
+    /// (resourceVersion, type, object with that resourceVersion).
+    events: Vec<(u64, WatchType, Value)>,
+    /// Highest resourceVersion written to a watch stream.
+    delivered: u64,
+    list_kind: String,
+}
+
+impl Collection {
+    /// The objects (in insertion order) as of `rv`.
+    fn state_at(&self, rv: u64) -> Vec<Value> {
+        let mut items: Vec<Value> = self.initial.clone();
+        for (erv, ty, obj) in &self.events {
+            if *erv > rv {
+                break;
+            }
+            let name = obj.pointer("/metadata/name").cloned();
+            let pos = items
+                .iter()
+                .position(|o| o.pointer("/metadata/name").cloned() == name);
+            match (ty, pos) {
+                (WatchType::Deleted, Some(i)) => {
+                    items.remove(i);
+                }
+                (WatchType::Deleted, None) => {}
+                (_, Some(i)) => items[i] = obj.clone(),
+                (_, None) => items.push(obj.clone()),
+            }
+        }
+        items
+    }
+}
+
 #[derive(Default)]
 struct State {
     routes: BTreeMap<(String, String), Route>,
+    collections: BTreeMap<String, Collection>,
     log: Vec<RecordedRequest>,
 }
 
@@ -42,6 +117,91 @@ pub struct FakeApi {
 
 pub fn status_body(code: u16, reason: &str, message: &str) -> Value {
     json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure", "message": message, "reason": reason, "code": code})
+}
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+enum Answer {
+    Json(u16, Value),
+    /// Newline-delimited watch events, then the connection stays open.
+    Watch(Vec<Bytes>),
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |j: usize| (b[j] as char).to_digit(16);
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() && hex(i + 1).is_some() && hex(i + 2).is_some() => {
+                out.push((hex(i + 1).unwrap() * 16 + hex(i + 2).unwrap()) as u8);
+                i += 2;
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The (decoded) value of `key` in a query string.
+pub fn query_param(query: &str, key: &str) -> Option<String> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (percent_decode(k) == key).then(|| percent_decode(v))
+    })
+}
+
+/// Does `obj` match a label or field selector (equality terms only: `k=v`, `k==v`, `k!=v`)?
+fn matches_selector(obj: &Value, selector: &str, field: bool) -> bool {
+    selector
+        .split(',')
+        .filter(|t| !t.trim().is_empty())
+        .all(|term| {
+            let (key, want, negate) = if let Some((k, v)) = term.split_once("!=") {
+                (k, v, true)
+            } else if let Some((k, v)) = term.split_once("==") {
+                (k, v, false)
+            } else if let Some((k, v)) = term.split_once('=') {
+                (k, v, false)
+            } else {
+                // `key` alone: the label exists.
+                let has = obj
+                    .pointer("/metadata/labels")
+                    .and_then(|l| l.get(term.trim()))
+                    .is_some();
+                return has;
+            };
+            let (key, want) = (key.trim(), want.trim());
+            let have = if field {
+                match key {
+                    "metadata.name" => obj.pointer("/metadata/name").and_then(Value::as_str),
+                    "metadata.namespace" => {
+                        obj.pointer("/metadata/namespace").and_then(Value::as_str)
+                    }
+                    _ => return true,
+                }
+            } else {
+                obj.pointer("/metadata/labels")
+                    .and_then(|l| l.get(key))
+                    .and_then(Value::as_str)
+            };
+            (have == Some(want)) != negate
+        })
+}
+
+fn selected(obj: &Value, query: &str) -> bool {
+    query_param(query, "labelSelector").is_none_or(|s| matches_selector(obj, &s, false))
+        && query_param(query, "fieldSelector").is_none_or(|s| matches_selector(obj, &s, true))
+}
+
+fn with_rv(mut obj: Value, rv: u64) -> Value {
+    if let Some(m) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        m.insert("resourceVersion".into(), Value::String(rv.to_string()));
+    }
+    obj
 }
 
 impl FakeApi {
@@ -67,6 +227,39 @@ impl FakeApi {
         self
     }
 
+    /// Serves the collection at `path` (e.g. `/api/v1/namespaces/ns/pods`) for LIST, WATCH
+    /// and GET of one object: `initial` objects, then `events` in order (see the module doc).
+    /// `list_kind` is the list's `kind` (`PodList`).
+    pub fn serve_collection(
+        &self,
+        path: &str,
+        list_kind: &str,
+        initial: Vec<Value>,
+        events: Vec<(WatchType, Value)>,
+    ) -> &Self {
+        const BASE_RV: u64 = 100;
+        let initial = initial.into_iter().map(|o| with_rv(o, BASE_RV)).collect();
+        let events = events
+            .into_iter()
+            .enumerate()
+            .map(|(i, (ty, obj))| {
+                let rv = BASE_RV + 1 + i as u64;
+                (rv, ty, with_rv(obj, rv))
+            })
+            .collect();
+        let mut st = self.state.lock().unwrap();
+        st.collections.insert(
+            path.to_string(),
+            Collection {
+                initial,
+                events,
+                delivered: BASE_RV,
+                list_kind: list_kind.to_string(),
+            },
+        );
+        self
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().log.clone()
     }
@@ -78,25 +271,81 @@ impl FakeApi {
             .collect()
     }
 
-    fn answer(&self, req: RecordedRequest) -> (u16, Value) {
+    fn answer(&self, req: RecordedRequest) -> Answer {
         let mut st = self.state.lock().unwrap();
         let key = (req.method.clone(), req.path.clone());
+        let watch = req.is_watch();
+        let query = req.query.clone();
         st.log.push(req);
-        match st.routes.get_mut(&key) {
-            Some(route) if !route.responses.is_empty() => {
+        if !watch {
+            if let Some(route) = st.routes.get_mut(&key).filter(|r| !r.responses.is_empty()) {
                 let i = route.cursor.min(route.responses.len() - 1);
                 route.cursor += 1;
-                route.responses[i].clone()
+                let (code, body) = route.responses[i].clone();
+                return Answer::Json(code, body);
             }
-            _ => (
-                404,
-                status_body(
-                    404,
-                    "NotFound",
-                    &format!("fake API: no route for {} {}", key.0, key.1),
-                ),
-            ),
         }
+        if key.0 == "GET" {
+            if let Some(c) = st.collections.get_mut(&key.1) {
+                if watch {
+                    let from = query_param(&query, "resourceVersion")
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .filter(|v| *v > 0)
+                        .unwrap_or(c.delivered);
+                    let mut lines = Vec::new();
+                    for (rv, ty, obj) in &c.events {
+                        if *rv <= from {
+                            continue;
+                        }
+                        c.delivered = c.delivered.max(*rv);
+                        if selected(obj, &query) {
+                            let mut line =
+                                serde_json::to_vec(&json!({"type": ty.as_str(), "object": obj}))
+                                    .expect("json");
+                            line.push(b'\n');
+                            lines.push(Bytes::from(line));
+                        }
+                    }
+                    return Answer::Watch(lines);
+                }
+                let items: Vec<Value> = c
+                    .state_at(c.delivered)
+                    .into_iter()
+                    .filter(|o| selected(o, &query))
+                    .collect();
+                let api_version = items
+                    .first()
+                    .and_then(|o| o.get("apiVersion").cloned())
+                    .unwrap_or_else(|| json!("v1"));
+                return Answer::Json(
+                    200,
+                    json!({"apiVersion": api_version, "kind": c.list_kind, "metadata": {"resourceVersion": c.delivered.to_string()}, "items": items}),
+                );
+            }
+            if let Some((parent, name)) = key.1.rsplit_once('/') {
+                if let Some(c) = st.collections.get(parent) {
+                    return match c
+                        .state_at(c.delivered)
+                        .into_iter()
+                        .find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
+                    {
+                        Some(o) => Answer::Json(200, o),
+                        None => Answer::Json(
+                            404,
+                            status_body(404, "NotFound", &format!("\"{name}\" not found")),
+                        ),
+                    };
+                }
+            }
+        }
+        Answer::Json(
+            404,
+            status_body(
+                404,
+                "NotFound",
+                &format!("fake API: no route for {} {}", key.0, key.1),
+            ),
+        )
     }
 
     /// A client whose every request goes to this fake.
@@ -125,19 +374,33 @@ impl FakeApi {
                 } else {
                     serde_json::from_slice(&bytes).ok()
                 };
-                let (code, value) = fake.answer(RecordedRequest {
+                let answer = fake.answer(RecordedRequest {
                     method,
                     path,
                     query,
                     content_type,
                     body,
                 });
+                let (code, body): (u16, Body) = match answer {
+                    Answer::Json(code, value) => (
+                        code,
+                        Full::new(Bytes::from(serde_json::to_vec(&value).expect("json")))
+                            .boxed_unsync(),
+                    ),
+                    Answer::Watch(lines) => {
+                        let frames = futures::stream::iter(
+                            lines
+                                .into_iter()
+                                .map(|l| Ok::<_, Infallible>(http_body::Frame::data(l))),
+                        )
+                        .chain(futures::stream::pending());
+                        (200, StreamBody::new(frames).boxed_unsync())
+                    }
+                };
                 let resp = Response::builder()
                     .status(code)
                     .header("content-type", "application/json")
-                    .body(Full::new(Bytes::from(
-                        serde_json::to_vec(&value).expect("json"),
-                    )))
+                    .body(body)
                     .expect("response");
                 Ok::<_, Infallible>(resp)
             }
@@ -241,7 +504,36 @@ pub mod fixtures {
         pub pods: Vec<(&'a str, &'a str, &'a str, bool)>,
     }
 
-    /// Routes GET Cluster and LIST pods so that the n-th poll sees frame n.
+    pub fn clusters_path(ns: &str) -> String {
+        format!("/apis/postgresql.cnpg.io/v1/namespaces/{ns}/clusters")
+    }
+
+    /// The watch events that turn one list of objects into the next (by name):
+    /// `DELETED` + `ADDED` when the uid changed, `MODIFIED` when anything else did.
+    pub fn diff_events(prev: &[Value], next: &[Value]) -> Vec<(WatchType, Value)> {
+        let name = |o: &Value| o.pointer("/metadata/name").cloned();
+        let uid = |o: &Value| o.pointer("/metadata/uid").cloned();
+        let mut out = Vec::new();
+        for p in prev {
+            match next.iter().find(|n| name(n) == name(p)) {
+                None => out.push((WatchType::Deleted, p.clone())),
+                Some(n) if uid(n) != uid(p) => out.push((WatchType::Deleted, p.clone())),
+                Some(_) => {}
+            }
+        }
+        for n in next {
+            match prev.iter().find(|p| name(p) == name(n)) {
+                None => out.push((WatchType::Added, n.clone())),
+                Some(p) if uid(p) != uid(n) => out.push((WatchType::Added, n.clone())),
+                Some(p) if p != n => out.push((WatchType::Modified, n.clone())),
+                Some(_) => {}
+            }
+        }
+        out
+    }
+
+    /// Serves the Cluster and its pods as collections (list, watch, get) whose events take
+    /// them through `frames` in order: a watcher sees every change between two frames.
     pub fn serve_frames(
         api: &FakeApi,
         ns: &str,
@@ -250,24 +542,41 @@ pub mod fixtures {
         frames: &[Frame],
         vols: &[Vol],
     ) {
-        let clusters = frames
+        let clusters: Vec<Value> = frames
             .iter()
             .map(|f| cluster(ns, cluster_name, instances, f.ready, f.phase))
             .collect();
-        let pods = frames
+        let pods: Vec<Vec<Value>> = frames
             .iter()
             .map(|f| {
-                list(
-                    "Pod",
-                    f.pods
-                        .iter()
-                        .map(|(n, u, r, ok)| pod(ns, cluster_name, n, u, r, *ok, vols))
-                        .collect(),
-                )
+                f.pods
+                    .iter()
+                    .map(|(n, u, r, ok)| pod(ns, cluster_name, n, u, r, *ok, vols))
+                    .collect()
             })
             .collect();
-        api.on("GET", &cluster_path(ns, cluster_name), clusters);
-        api.on("GET", &pods_path(ns), pods);
+        let mut cluster_events = Vec::new();
+        for w in clusters.windows(2) {
+            if w[0] != w[1] {
+                cluster_events.push((WatchType::Modified, w[1].clone()));
+            }
+        }
+        let mut pod_events = Vec::new();
+        for w in pods.windows(2) {
+            pod_events.extend(diff_events(&w[0], &w[1]));
+        }
+        api.serve_collection(
+            &clusters_path(ns),
+            "ClusterList",
+            clusters.first().cloned().into_iter().collect(),
+            cluster_events,
+        );
+        api.serve_collection(
+            &pods_path(ns),
+            "PodList",
+            pods.first().cloned().unwrap_or_default(),
+            pod_events,
+        );
     }
 
     /// A realistic 3-instance rolling update: replicas c-2 and c-3 replaced one at a time,

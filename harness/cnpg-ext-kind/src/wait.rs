@@ -2,9 +2,10 @@
 //! awaited (kube-rs `runtime::wait::Condition` style). A timeout says what was awaited and
 //! the last state seen.
 //!
-//! Waits poll (`get`/`list`) rather than watch: recorded object sequences replay
-//! deterministically against the fake API, and a poll every second is plenty for pods
-//! that take tens of seconds to roll. Time is `tokio::time`, so tests run with paused time.
+//! These waits poll (`get`) once per `Timeouts::poll`: they wait for one state (ready,
+//! applied), and missing an intermediate one costs nothing. Rollouts, where every
+//! intermediate pod matters, are watched instead (`crate::watch`). Time is `tokio::time`,
+//! so tests run with paused time.
 
 use std::future::Future;
 use std::time::Duration;

@@ -1,20 +1,29 @@
 //! Rolling-update observation: pod UIDs per instance, the order instances were replaced
 //! (with the role each had when the rollout began), and the Cluster phases seen.
 //!
-//! [`RolloutObserver`] is pure (fed snapshots); [`observe_rollout`] polls the API for them.
-//! The observer never judges the order: the verifier does (replicas before primary).
+//! [`RolloutObserver`] is pure: it is fed watch events (or whole snapshots after a relist).
+//! [`RolloutWatch`] feeds it from two `kube::runtime::watcher` streams started *before* the
+//! change is applied: the instance pods (label `cnpg.io/cluster=<name>`) and the Cluster
+//! (field `metadata.name=<name>`). Every pod UID change is recorded in the order the API
+//! server reports it, so a pod replaced twice between two reads shows twice (a poll every
+//! second would see it once). The observer never judges the order: the verifier does
+//! (each instance exactly once, replicas before the primary).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use cnpg_ext_model::backend::{BackendError, InstanceRestart, Role, RolloutRecord};
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DynamicObject, ListParams};
+use kube::runtime::watcher::{self, watcher, Event};
+use kube::runtime::WatchStreamExt;
 use serde_json::Value;
 
 use crate::errors::kube_error;
-use crate::wait::{poll_until, Probe, HEALTHY};
+use crate::wait::HEALTHY;
 
 /// The part of an instance pod the observer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,7 +89,8 @@ pub struct RolloutObserver {
     current: BTreeMap<String, String>,
     restarts: Vec<InstanceRestart>,
     phases: Vec<String>,
-    last_pods: Vec<PodView>,
+    /// The instance pods that exist now (by name), as last reported.
+    pods: BTreeMap<String, PodView>,
     last_phase: Option<String>,
 }
 
@@ -100,7 +110,7 @@ impl RolloutObserver {
             current,
             restarts: Vec::new(),
             phases: phase.map(|p| vec![p.to_string()]).unwrap_or_default(),
-            last_pods: pods.to_vec(),
+            pods: pods.iter().map(|p| (p.name.clone(), p.clone())).collect(),
             last_phase: phase.map(String::from),
         }
     }
@@ -109,42 +119,71 @@ impl RolloutObserver {
         self.baseline.len()
     }
 
-    /// Feeds one snapshot.
-    pub fn observe(&mut self, phase: Option<&str>, pods: &[PodView], at: DateTime<Utc>) {
+    /// The Cluster's phase as reported now (`None`: no phase, or the Cluster is gone).
+    pub fn phase_seen(&mut self, phase: Option<&str>) {
         if let Some(p) = phase {
             if self.phases.last().map(String::as_str) != Some(p) {
                 self.phases.push(p.to_string());
             }
         }
-        for pod in pods {
-            if pod.uid.is_empty() {
-                continue;
+        self.last_phase = phase.map(String::from);
+    }
+
+    /// An instance pod was added or modified: a new UID for a known instance is a restart.
+    pub fn pod_seen(&mut self, pod: &PodView, at: DateTime<Utc>) {
+        if pod.uid.is_empty() {
+            return;
+        }
+        match self.current.get(&pod.name) {
+            Some(old) if *old != pod.uid => {
+                let role = self
+                    .baseline
+                    .get(&pod.name)
+                    .and_then(|(_, r)| *r)
+                    .or(pod.role)
+                    .unwrap_or(Role::Replica);
+                self.restarts.push(InstanceRestart {
+                    instance: pod.name.clone(),
+                    role,
+                    old_id: old.clone(),
+                    new_id: pod.uid.clone(),
+                    at,
+                });
+                self.current.insert(pod.name.clone(), pod.uid.clone());
             }
-            match self.current.get(&pod.name) {
-                Some(old) if *old != pod.uid => {
-                    let role = self
-                        .baseline
-                        .get(&pod.name)
-                        .and_then(|(_, r)| *r)
-                        .or(pod.role)
-                        .unwrap_or(Role::Replica);
-                    self.restarts.push(InstanceRestart {
-                        instance: pod.name.clone(),
-                        role,
-                        old_id: old.clone(),
-                        new_id: pod.uid.clone(),
-                        at,
-                    });
-                    self.current.insert(pod.name.clone(), pod.uid.clone());
-                }
-                Some(_) => {}
-                None => {
-                    self.current.insert(pod.name.clone(), pod.uid.clone());
-                }
+            Some(_) => {}
+            None => {
+                self.current.insert(pod.name.clone(), pod.uid.clone());
             }
         }
-        self.last_pods = pods.to_vec();
-        self.last_phase = phase.map(String::from);
+        self.pods.insert(pod.name.clone(), pod.clone());
+    }
+
+    /// An instance pod was deleted. The restart is recorded when its successor appears.
+    pub fn pod_gone(&mut self, pod: &PodView) {
+        if self
+            .pods
+            .get(&pod.name)
+            .is_some_and(|p| p.uid == pod.uid || pod.uid.is_empty())
+        {
+            self.pods.remove(&pod.name);
+        }
+    }
+
+    /// A whole snapshot (a poll, or a watcher's relist): the phase, and exactly these pods.
+    pub fn observe(&mut self, phase: Option<&str>, pods: &[PodView], at: DateTime<Utc>) {
+        self.phase_seen(phase);
+        self.replace_pods(pods, at);
+    }
+
+    /// The pods are exactly `pods` now (a relist): UID changes are recorded, absent pods
+    /// are gone.
+    pub fn replace_pods(&mut self, pods: &[PodView], at: DateTime<Utc>) {
+        for pod in pods {
+            self.pod_seen(pod, at);
+        }
+        self.pods
+            .retain(|name, _| pods.iter().any(|p| &p.name == name));
     }
 
     /// Every instance present at the start has been replaced at least once.
@@ -161,8 +200,8 @@ impl RolloutObserver {
     /// Healthy phase, `instances` pods all ready and none being deleted.
     pub fn settled(&self, instances: usize) -> bool {
         self.last_phase.as_deref() == Some(HEALTHY)
-            && self.last_pods.len() == instances
-            && self.last_pods.iter().all(|p| p.ready && !p.deleting)
+            && self.pods.len() == instances
+            && self.pods.values().all(|p| p.ready && !p.deleting)
     }
 
     pub fn record(&self) -> RolloutRecord {
@@ -175,14 +214,15 @@ impl RolloutObserver {
     /// The last state, for timeout messages.
     pub fn summary(&self) -> String {
         let replaced: Vec<String> = self.restarts.iter().map(|r| r.instance.clone()).collect();
-        let waiting: Vec<&String> = self
+        let waiting: Vec<&str> = self
             .baseline
             .keys()
             .filter(|n| !self.restarts.iter().any(|r| &r.instance == *n))
+            .map(String::as_str)
             .collect();
         let pods: Vec<String> = self
-            .last_pods
-            .iter()
+            .pods
+            .values()
             .map(|p| {
                 let role = match p.role {
                     Some(Role::Primary) => "primary",
@@ -203,19 +243,37 @@ impl RolloutObserver {
             "phase \"{}\"; replaced [{}]; not yet replaced [{}]; pods [{}]; phases seen [{}]",
             self.last_phase.as_deref().unwrap_or("<none>"),
             replaced.join(", "),
-            waiting
-                .iter()
-                .map(|s| s.as_str())
-                .collect::<Vec<_>>()
-                .join(", "),
+            waiting.join(", "),
             pods.join(", "),
             self.phases.join(" → ")
         )
+    }
+
+    /// Is what `expect` waits for there, `elapsed` after the change was applied?
+    pub fn done(&self, expect: Expect, elapsed: Duration) -> bool {
+        let instances = self.instances();
+        match expect {
+            Expect::Rollout => self.replaced_all() && self.settled(instances),
+            Expect::MaybeNothing { settle } => {
+                if self.any_restart() {
+                    self.replaced_all() && self.settled(instances)
+                } else {
+                    elapsed >= settle && self.settled(instances)
+                }
+            }
+        }
     }
 }
 
 fn short(uid: &str) -> &str {
     &uid[..uid.len().min(8)]
+}
+
+fn phase_of(c: &DynamicObject) -> Option<String> {
+    c.data
+        .pointer("/status/phase")
+        .and_then(Value::as_str)
+        .map(String::from)
 }
 
 /// One snapshot from the API: Cluster phase and instance pods.
@@ -228,11 +286,7 @@ pub async fn snapshot(
         .get_opt(cluster)
         .await
         .map_err(|e| kube_error(format!("reading Cluster {cluster}"), e))?;
-    let phase = c
-        .as_ref()
-        .and_then(|c| c.data.pointer("/status/phase"))
-        .and_then(Value::as_str)
-        .map(String::from);
+    let phase = c.as_ref().and_then(phase_of);
     let lp = ListParams::default().labels(&format!("cnpg.io/cluster={cluster}"));
     let list = pods
         .list(&lp)
@@ -257,47 +311,216 @@ pub enum Expect {
     MaybeNothing { settle: Duration },
 }
 
-/// Observes from `observer`'s baseline until the rollout finished (or, for
-/// [`Expect::MaybeNothing`], until the settle time passed without one).
-pub async fn observe_rollout(
-    clusters: &Api<DynamicObject>,
-    pods: &Api<Pod>,
-    cluster: &str,
-    mut observer: RolloutObserver,
-    expect: Expect,
-    timeout: Duration,
-    poll: Duration,
-) -> Result<RolloutRecord, BackendError> {
-    let instances = observer.instances();
-    let start = tokio::time::Instant::now();
-    let obs = std::sync::Mutex::new(&mut observer);
-    let what = format!(
-        "the rolling update of Cluster {}/{cluster} (every instance replaced once, then phase \"{HEALTHY}\" with {instances} ready pods)",
-        pods_namespace(pods)
-    );
-    let result = poll_until(&what, timeout, poll, || async {
-        let (phase, views) = snapshot(clusters, pods, cluster).await?;
-        let mut o = obs.lock().expect("observer lock");
-        o.observe(phase.as_deref(), &views, Utc::now());
-        let done = match expect {
-            Expect::Rollout => o.replaced_all() && o.settled(instances),
-            Expect::MaybeNothing { settle } => {
-                if o.any_restart() {
-                    o.replaced_all() && o.settled(instances)
-                } else {
-                    start.elapsed() >= settle && o.settled(instances)
+// One event at a time, moved once: the variants' size difference does not matter.
+#[allow(clippy::large_enum_variant)]
+enum Item {
+    Pod(Result<Event<Pod>, watcher::Error>),
+    Cluster(Result<Event<DynamicObject>, watcher::Error>),
+}
+
+/// Watches of a Cluster and its instance pods, started before a change is applied.
+///
+/// ```text
+/// let watch = RolloutWatch::start(&clusters, &pods, "c", timeout).await?;  // baseline = initial lists
+/// /* apply the change */
+/// let record = watch.finish(Expect::Rollout, timeout).await?;             // every event since
+/// ```
+pub struct RolloutWatch {
+    events: BoxStream<'static, Item>,
+    observer: RolloutObserver,
+    what: String,
+    /// Pods of a relist in progress (the watcher lost its place and listed again).
+    relist: Option<Vec<PodView>>,
+    last_error: Option<String>,
+    events_seen: usize,
+}
+
+fn watch_error(what: &str, e: watcher::Error) -> BackendError {
+    match e {
+        watcher::Error::InitialListFailed(k)
+        | watcher::Error::WatchStartFailed(k)
+        | watcher::Error::WatchFailed(k) => kube_error(what, k),
+        other => BackendError::Failed(format!("{what}: {other}")),
+    }
+}
+
+impl RolloutWatch {
+    /// Starts both watches and waits for their initial lists (the baseline). Errors of the
+    /// initial lists fail at once (RBAC, missing CRD); later watch errors are retried with
+    /// backoff and shown in the timeout message.
+    pub async fn start(
+        clusters: &Api<DynamicObject>,
+        pods: &Api<Pod>,
+        cluster: &str,
+        timeout: Duration,
+    ) -> Result<Self, BackendError> {
+        let ns = pods_namespace(pods);
+        let pod_cfg = watcher::Config::default().labels(&format!("cnpg.io/cluster={cluster}"));
+        let cluster_cfg = watcher::Config::default().fields(&format!("metadata.name={cluster}"));
+        let pod_events = watcher(pods.clone(), pod_cfg)
+            .default_backoff()
+            .map(Item::Pod);
+        let cluster_events = watcher(clusters.clone(), cluster_cfg)
+            .default_backoff()
+            .map(Item::Cluster);
+        let mut events = futures::stream::select(pod_events, cluster_events).boxed();
+
+        let mut pods_listed: Option<Vec<PodView>> = None;
+        let mut phase_listed: Option<Option<String>> = None;
+        let mut pod_buf = Vec::new();
+        let mut phase_buf = None;
+        let deadline = tokio::time::Instant::now() + timeout;
+        while pods_listed.is_none() || phase_listed.is_none() {
+            let item = tokio::select! {
+                item = events.next() => item,
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BackendError::Failed(format!(
+                        "timed out after {}s waiting for the initial lists of Cluster {ns}/{cluster} and its pods (rollout watch)",
+                        timeout.as_secs_f64()
+                    )));
+                }
+            };
+            match item {
+                None => {
+                    return Err(BackendError::Failed(format!(
+                        "the watch of Cluster {ns}/{cluster} ended before its initial list"
+                    )))
+                }
+                Some(Item::Pod(Err(e))) => {
+                    return Err(watch_error(
+                        &format!("watching pods of Cluster {ns}/{cluster}"),
+                        e,
+                    ))
+                }
+                Some(Item::Cluster(Err(e))) => {
+                    return Err(watch_error(&format!("watching Cluster {ns}/{cluster}"), e))
+                }
+                Some(Item::Pod(Ok(ev))) => match ev {
+                    Event::Init => pod_buf.clear(),
+                    Event::InitApply(p) if is_instance_pod(&p) => pod_buf.push(pod_view(&p)),
+                    Event::InitDone => pods_listed = Some(std::mem::take(&mut pod_buf)),
+                    _ => {}
+                },
+                Some(Item::Cluster(Ok(ev))) => match ev {
+                    Event::Init => phase_buf = None,
+                    Event::InitApply(c) => phase_buf = phase_of(&c),
+                    Event::InitDone => phase_listed = Some(phase_buf.take()),
+                    _ => {}
+                },
+            }
+        }
+        let mut views = pods_listed.unwrap_or_default();
+        views.sort_by(|a, b| a.name.cmp(&b.name));
+        let phase = phase_listed.flatten();
+        let observer = RolloutObserver::new(&views, phase.as_deref());
+        let instances = observer.instances();
+        Ok(RolloutWatch {
+            events,
+            observer,
+            what: format!(
+                "the rolling update of Cluster {ns}/{cluster} (every instance replaced once, then phase \"{HEALTHY}\" with {instances} ready pods)"
+            ),
+            relist: None,
+            last_error: None,
+            events_seen: 0,
+        })
+    }
+
+    /// The state so far (baseline plus the events consumed).
+    pub fn observer(&self) -> &RolloutObserver {
+        &self.observer
+    }
+
+    fn apply(&mut self, item: Item) {
+        let now = Utc::now();
+        self.events_seen += 1;
+        match item {
+            Item::Pod(Ok(ev)) => match ev {
+                Event::Apply(p) if is_instance_pod(&p) => {
+                    self.observer.pod_seen(&pod_view(&p), now)
+                }
+                Event::Delete(p) if is_instance_pod(&p) => self.observer.pod_gone(&pod_view(&p)),
+                Event::Init => self.relist = Some(Vec::new()),
+                Event::InitApply(p) if is_instance_pod(&p) => {
+                    self.relist.get_or_insert_with(Vec::new).push(pod_view(&p))
+                }
+                Event::InitDone => {
+                    let pods = self.relist.take().unwrap_or_default();
+                    self.observer.replace_pods(&pods, now);
+                }
+                _ => {}
+            },
+            Item::Cluster(Ok(ev)) => match ev {
+                Event::Apply(c) | Event::InitApply(c) => {
+                    self.observer.phase_seen(phase_of(&c).as_deref())
+                }
+                Event::Delete(_) => self.observer.phase_seen(None),
+                Event::Init | Event::InitDone => {}
+            },
+            Item::Pod(Err(e)) | Item::Cluster(Err(e)) => {
+                tracing::warn!("rollout watch: {e} (retrying)");
+                self.last_error = Some(e.to_string());
+            }
+        }
+    }
+
+    /// Consumes events until `expect` is met (or, for [`Expect::MaybeNothing`], the settle
+    /// time passed without a rollout) or `timeout` passes: the error then says what was
+    /// awaited and the last state seen.
+    pub async fn finish(
+        mut self,
+        expect: Expect,
+        timeout: Duration,
+    ) -> Result<RolloutRecord, BackendError> {
+        let start = tokio::time::Instant::now();
+        let deadline = start + timeout;
+        let settle_at = match expect {
+            Expect::MaybeNothing { settle } => Some(start + settle),
+            Expect::Rollout => None,
+        };
+        let mut settle_pending = settle_at.is_some();
+        loop {
+            if self.observer.done(expect, start.elapsed()) {
+                tracing::debug!(
+                    "{}: done after {} watch events",
+                    self.what,
+                    self.events_seen
+                );
+                return Ok(self.observer.record());
+            }
+            tokio::select! {
+                biased;
+                item = self.events.next() => match item {
+                    Some(item) => self.apply(item),
+                    None => {
+                        return Err(BackendError::Failed(format!(
+                            "the watch ended while waiting for {}; last state: {}",
+                            self.what,
+                            self.state()
+                        )))
+                    }
+                },
+                _ = tokio::time::sleep_until(settle_at.unwrap_or(deadline)), if settle_pending => {
+                    settle_pending = false;
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    return Err(BackendError::Failed(format!(
+                        "timed out after {}s waiting for {}; last state: {}",
+                        timeout.as_secs_f64(),
+                        self.what,
+                        self.state()
+                    )));
                 }
             }
-        };
-        Ok(if done {
-            Probe::Done(())
-        } else {
-            Probe::Pending(o.summary())
-        })
-    })
-    .await;
-    let _ = obs.into_inner();
-    result.map(|_| observer.record())
+        }
+    }
+
+    fn state(&self) -> String {
+        match &self.last_error {
+            Some(e) => format!("{}; last watch error: {e}", self.observer.summary()),
+            None => self.observer.summary(),
+        }
+    }
 }
 
 fn pods_namespace(pods: &Api<Pod>) -> String {

@@ -14,8 +14,8 @@ use cnpg_ext_kind::preflight::{
     check_image_volume_gate, check_operator_for, check_runtime, check_server_version,
 };
 use cnpg_ext_kind::testing::fixtures::{self, Frame, Vol, HEALTHY};
-use cnpg_ext_kind::testing::{status_body, FakeApi};
-use cnpg_ext_kind::watch::{observe_rollout, snapshot, Expect, RolloutObserver};
+use cnpg_ext_kind::testing::{query_param, status_body, FakeApi};
+use cnpg_ext_kind::watch::{snapshot, Expect, RolloutObserver, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
 use cnpg_ext_model::backend::{
     ApplyOutcome, Backend, BackendError, InstanceObservation, Role, RolloutRecord,
@@ -69,17 +69,25 @@ fn vols(keep_image: bool) -> Vec<Vol<'static>> {
     ]
 }
 
-/// The verifier's rule, as the shared verification layer states it: every instance once,
-/// replicas before the primary.
+/// The verifier's rule, as the shared verification layer states it (`verify_rollout`):
+/// every instance restarted exactly once, replicas before the primary.
 fn judge(record: &RolloutRecord, instances: usize) -> Result<(), String> {
-    let mut seen = std::collections::BTreeSet::new();
+    let mut counts = std::collections::BTreeMap::new();
     for r in &record.restarts {
-        if !seen.insert(r.instance.clone()) {
-            return Err(format!("{} restarted twice", r.instance));
+        *counts.entry(r.instance.clone()).or_insert(0) += 1;
+    }
+    for (name, n) in &counts {
+        if *n != 1 {
+            return Err(format!(
+                "restarted exactly once: {name}: expected 1, actual {n}"
+            ));
         }
     }
-    if seen.len() != instances {
-        return Err(format!("{} of {instances} instances restarted", seen.len()));
+    if counts.len() != instances {
+        return Err(format!(
+            "{} of {instances} instances restarted",
+            counts.len()
+        ));
     }
     let primary_at = record.restarts.iter().position(|r| r.role == Role::Primary);
     let last_replica = record
@@ -100,18 +108,8 @@ async fn observe(api: &FakeApi, timeout: Duration) -> Result<RolloutRecord, Back
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
-    let (phase, views) = snapshot(&clusters, &pods, "c").await?;
-    let baseline = RolloutObserver::new(&views, phase.as_deref());
-    observe_rollout(
-        &clusters,
-        &pods,
-        "c",
-        baseline,
-        Expect::Rollout,
-        timeout,
-        Duration::from_millis(500),
-    )
-    .await
+    let watch = RolloutWatch::start(&clusters, &pods, "c", timeout).await?;
+    watch.finish(Expect::Rollout, timeout).await
 }
 
 #[tokio::test(start_paused = true)]
@@ -258,22 +256,180 @@ async fn settle_mode_returns_empty_record_when_nothing_rolls() {
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
-    let (phase, views) = snapshot(&clusters, &pods, "c").await.unwrap();
-    let obs = RolloutObserver::new(&views, phase.as_deref());
-    let rec = observe_rollout(
-        &clusters,
-        &pods,
-        "c",
-        obs,
-        Expect::MaybeNothing {
-            settle: Duration::from_secs(5),
-        },
-        Duration::from_secs(60),
-        Duration::from_millis(500),
-    )
-    .await
-    .unwrap();
+    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let t0 = tokio::time::Instant::now();
+    let rec = watch
+        .finish(
+            Expect::MaybeNothing {
+                settle: Duration::from_secs(5),
+            },
+            Duration::from_secs(60),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        t0.elapsed(),
+        Duration::from_secs(5),
+        "returns when the settle time is over"
+    );
     assert!(rec.restarts.is_empty());
+}
+
+/// A replica replaced twice (2a → 2b → 2c) between two reads of the pod list: a poll sees
+/// one change, the watch reports both and the verifier's "restarted exactly once" fails.
+#[tokio::test(start_paused = true)]
+async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
+    let v = vols(true);
+    let pod = |n: &str, u: &str, r: &str, ok: bool| fixtures::pod(NS, "c", n, u, r, ok, &v);
+    let mut job = pod("c-1-initdb", "job-1", "primary", true);
+    job["metadata"]["labels"] = json!({"cnpg.io/cluster": "c", "cnpg.io/jobRole": "initdb"});
+    let other = fixtures::pod(NS, "other", "other-1", "o-1", "primary", true, &v);
+    use cnpg_ext_kind::testing::WatchType::{Added, Deleted, Modified};
+    let pod_events = vec![
+        (Deleted, pod("c-2", "2a", "replica", true)),
+        (Added, pod("c-2", "2b", "replica", false)),
+        (Added, job.clone()),
+        (Modified, pod("c-2", "2b", "replica", true)),
+        (Deleted, pod("c-2", "2b", "replica", true)),
+        (Added, other.clone()),
+        (Added, pod("c-2", "2c", "replica", false)),
+        (Modified, pod("c-2", "2c", "replica", true)),
+        (Deleted, job),
+        (Deleted, pod("c-3", "3a", "replica", true)),
+        (Added, pod("c-3", "3b", "replica", true)),
+        (Deleted, pod("c-1", "1a", "primary", true)),
+        (Added, pod("c-1", "1b", "primary", false)),
+        (Modified, pod("c-1", "1b", "primary", true)),
+    ];
+    let initial = vec![
+        pod("c-1", "1a", "primary", true),
+        pod("c-2", "2a", "replica", true),
+        pod("c-3", "3a", "replica", true),
+    ];
+    let api = FakeApi::new();
+    api.serve_collection(&fixtures::pods_path(NS), "PodList", initial, pod_events);
+    let phase = |p: &str, ready| (Modified, fixtures::cluster(NS, "c", 3, ready, p));
+    api.serve_collection(
+        &fixtures::clusters_path(NS),
+        "ClusterList",
+        vec![fixtures::cluster(NS, "c", 3, 3, HEALTHY)],
+        vec![
+            phase("Upgrading cluster", 2),
+            phase(
+                "Primary instance is being restarted without a switchover",
+                2,
+            ),
+            phase(HEALTHY, 3),
+        ],
+    );
+    let client = api.client();
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), NS, &cluster_resource());
+    let pods: Api<Pod> = Api::namespaced(client, NS);
+
+    // What a poller sees: one list before the rollout, one after.
+    let (phase0, before) = snapshot(&clusters, &pods, "c").await.unwrap();
+    let mut poller = RolloutObserver::new(&before, phase0.as_deref());
+
+    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let record = watch
+        .finish(Expect::Rollout, Duration::from_secs(60))
+        .await
+        .unwrap();
+    let (phase1, after) = snapshot(&clusters, &pods, "c").await.unwrap();
+    poller.observe(phase1.as_deref(), &after, chrono::Utc::now());
+    assert_eq!(
+        poller
+            .record()
+            .restarts
+            .iter()
+            .map(|r| r.instance.as_str())
+            .collect::<Vec<_>>(),
+        ["c-1", "c-2", "c-3"],
+        "two lists show c-2 replaced once (2a → 2c)"
+    );
+
+    let seen: Vec<(&str, &str, &str)> = record
+        .restarts
+        .iter()
+        .map(|r| (r.instance.as_str(), r.old_id.as_str(), r.new_id.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("c-2", "2a", "2b"),
+            ("c-2", "2b", "2c"),
+            ("c-3", "3a", "3b"),
+            ("c-1", "1a", "1b")
+        ],
+        "every UID change in order; the job pod and the other Cluster's pod are not instances"
+    );
+    assert_eq!(
+        judge(&record, 3).unwrap_err(),
+        "restarted exactly once: c-2: expected 1, actual 2"
+    );
+
+    // The pods were watched with the Cluster's label, the Cluster by name, each from the
+    // resourceVersion of its initial list.
+    let watches: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.is_watch())
+        .collect();
+    let pod_watch = watches
+        .iter()
+        .find(|r| r.path == fixtures::pods_path(NS))
+        .expect("a pod watch");
+    assert_eq!(
+        query_param(&pod_watch.query, "labelSelector").as_deref(),
+        Some("cnpg.io/cluster=c")
+    );
+    assert_eq!(
+        query_param(&pod_watch.query, "resourceVersion").as_deref(),
+        Some("100")
+    );
+    let cluster_watch = watches
+        .iter()
+        .find(|r| r.path == fixtures::clusters_path(NS))
+        .expect("a Cluster watch");
+    assert_eq!(
+        query_param(&cluster_watch.query, "fieldSelector").as_deref(),
+        Some("metadata.name=c")
+    );
+    assert_eq!(record.phases.last().map(String::as_str), Some(HEALTHY));
+}
+
+#[test]
+fn relist_replaces_the_pod_set_and_records_uid_changes() {
+    let view = |n: &str, u: &str, ready| cnpg_ext_kind::watch::PodView {
+        name: n.into(),
+        uid: u.into(),
+        role: Some(Role::Replica),
+        ready,
+        deleting: false,
+    };
+    let mut o = RolloutObserver::new(
+        &[view("c-1", "a", true), view("c-2", "b", true)],
+        Some(HEALTHY),
+    );
+    let now = chrono::Utc::now();
+    o.pod_gone(&view("c-2", "b", true));
+    assert!(!o.settled(2));
+    // A relist (after the watch lost its place) shows c-1 replaced and c-2 back.
+    o.replace_pods(&[view("c-1", "a2", true), view("c-2", "b", true)], now);
+    assert_eq!(o.record().restarts.len(), 1);
+    assert!(o.settled(2));
+    o.replace_pods(&[view("c-1", "a2", true)], now);
+    assert!(!o.settled(2), "c-2 is gone after a relist without it");
+    assert!(
+        o.summary().contains("pods [c-1 replica ready uid a2]"),
+        "{}",
+        o.summary()
+    );
 }
 
 fn ready_cluster() -> Value {
@@ -420,35 +576,19 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
     let cpath = fixtures::cluster_path(NS, "c");
-    let mut cluster_seq = vec![
-        (404, status_body(404, "NotFound", "not found")),
-        (200, ready_cluster()),
-    ];
-    cluster_seq.extend(
-        frames
-            .iter()
-            .map(|f| (200, fixtures::cluster(NS, "c", 3, f.ready, f.phase))),
+    api.on_responses(
+        "GET",
+        &cpath,
+        vec![
+            (404, status_body(404, "NotFound", "not found")),
+            (200, ready_cluster()),
+        ],
     );
-    api.on_responses("GET", &cpath, cluster_seq);
-    let pods_seq = frames
-        .iter()
-        .map(|f| {
-            fixtures::list(
-                "Pod",
-                f.pods
-                    .iter()
-                    .map(|(n, u, r, ok)| fixtures::pod(NS, "c", n, u, r, *ok, &vols(true)))
-                    .collect(),
-            )
-        })
-        .collect();
-    api.on("GET", &fixtures::pods_path(NS), pods_seq);
+    fixtures::serve_frames(&api, NS, "c", 3, &frames, &vols(true));
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    b.apply_cluster(&cluster_doc(CLUSTER_YAML))
-        .await
-        .unwrap();
+    b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let record = b.restart().await.unwrap();
     let merge: Vec<_> = api
         .requests_to("PATCH", &cpath)
@@ -647,7 +787,9 @@ async fn database_applied_and_not_applied() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     assert_eq!(
-        b.apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone())).await.unwrap(),
+        b.apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone()))
+            .await
+            .unwrap(),
         ["vector: applied=true"]
     );
 
@@ -660,7 +802,11 @@ async fn database_applied_and_not_applied() {
         vec![db(false, "extension \"vector\" is not available")],
     );
     let mut b = backend(&bad, tmp.path(), Arc::new(FakeExec::default()));
-    let err = b.apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone())).await.unwrap_err().to_string();
+    let err = b
+        .apply_database(&cnpg_ext_model::DatabaseDoc::from_typed(database.clone()))
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("Database cnpg-ext-t/app was not applied") && err.contains("is not available"),
         "{err}"

@@ -288,4 +288,28 @@ fn dry_run_renders_everything_the_run_applies() {
         ));
     }
     snap!(insta::assert_snapshot!("dry-run", listing));
+
+    // --registry: the same scenario documents (references unchanged), plus what is written
+    // into the nodes and kube-public.
+    let reg_out = tmp.path().join("reports-registry/manifests");
+    let reg_opts = KindOptions {
+        registry: true,
+        ..Default::default()
+    };
+    let reg_files = render_dry_run(&scenario, &reg_opts, &reg_out).unwrap();
+    let mut reg_listing = String::new();
+    for f in &reg_files {
+        let rel = f.strip_prefix(&reg_out).unwrap().display().to_string();
+        let text = std::fs::read_to_string(f).unwrap();
+        if rel.starts_with("registry-") || rel == "kind-config.yaml" {
+            reg_listing.push_str(&format!("### {rel}\n{text}\n"));
+        } else if rel != "operator-release.yaml" {
+            let plain = std::fs::read_to_string(out.join(&rel)).unwrap();
+            assert_eq!(
+                text, plain,
+                "{rel}: a registry run applies the same document"
+            );
+        }
+    }
+    snap!(insta::assert_snapshot!("dry-run-registry", reg_listing));
 }
