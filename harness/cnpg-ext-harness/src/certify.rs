@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::app::{self, BackendKind, RunOptions};
 use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, EXIT_PASSED};
 use crate::runview::RunView;
+use crate::sql::{quote_ident, quote_literal};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertifyArgs {
@@ -204,14 +205,6 @@ fn cnpg_name(s: &str) -> String {
     } else {
         n
     }
-}
-
-fn quote_ident(s: &str) -> String {
-    format!("\"{}\"", s.replace('"', "\"\""))
-}
-
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
 
 /// Reads the unpacked image: where control files, modules and system libraries live, and

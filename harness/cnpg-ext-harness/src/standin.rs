@@ -7,6 +7,35 @@ use cnpg_ext_model::{Cluster, CnpgVersion, Database};
 
 use crate::sql::{describe_error, quote_ident, quote_literal};
 
+/// Settings every stand-in instance starts with: replication on, durability off (test data),
+/// quick reconnects after a restart. The socket directory is set per backend.
+pub const INSTANCE_CONF: &str = "listen_addresses = ''
+port = 5432
+max_connections = 30
+shared_buffers = 16MB
+fsync = off
+synchronous_commit = off
+full_page_writes = off
+wal_level = replica
+max_wal_senders = 10
+max_replication_slots = 10
+hot_standby = on
+wal_writer_delay = '10ms'
+# reconnect to a restarted primary quickly (default 5s)
+wal_retrieve_retry_interval = '100ms'
+logging_collector = off
+log_min_messages = warning
+";
+
+/// The two GUCs the operator derives, as configuration lines.
+pub fn operator_conf(plan: &ClusterPlan) -> String {
+    format!(
+        "# --- what the operator sets ---\nextension_control_path = {}\ndynamic_library_path = {}\n",
+        quote_literal(&plan.extension_control_path),
+        quote_literal(&plan.dynamic_library_path),
+    )
+}
+
 /// How an applied Cluster reaches running instances.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {

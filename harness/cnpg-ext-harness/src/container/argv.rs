@@ -182,32 +182,14 @@ pub fn oneoff_run_args(
     a
 }
 
-/// Settings every container instance starts with (the local backend's defaults).
-const BASE_CONF: &str = "listen_addresses = ''
-port = 5432
-unix_socket_directories = '/controller/run'
-max_connections = 30
-shared_buffers = 16MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-wal_level = replica
-max_wal_senders = 10
-max_replication_slots = 10
-hot_standby = on
-# reconnect to a restarted primary quickly (default 5s)
-wal_retrieve_retry_interval = '100ms'
-logging_collector = off
-log_min_messages = warning
-";
 
 /// The instance's `postgresql.conf` (bind-mounted read-only, named by `-c config_file`):
 /// base settings plus what the operator derives. Rewritten and reloaded on a search-path change.
 pub fn postgresql_conf(plan: &ClusterPlan) -> String {
     format!(
-        "# written by cnpg-ext-harness (container backend)\n{BASE_CONF}\n# --- what the operator sets ---\nextension_control_path = '{}'\ndynamic_library_path = '{}'\n",
-        plan.extension_control_path.replace('\'', "''"),
-        plan.dynamic_library_path.replace('\'', "''"),
+        "# written by cnpg-ext-harness (container backend)\n{}unix_socket_directories = '/controller/run'\n\n{}",
+        crate::standin::INSTANCE_CONF,
+        crate::standin::operator_conf(plan),
     )
 }
 

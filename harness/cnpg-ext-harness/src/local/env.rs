@@ -8,28 +8,12 @@ use std::process::{Command, Stdio};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
 use crate::run_as::RunAs;
+use crate::standin;
 
-/// Settings every local instance starts with (the operator's are written per instance).
-const BASE_CONF: &str = "
-# --- cnpg-ext-harness: local backend defaults ---
-listen_addresses = ''
-port = 5432
-max_connections = 30
-shared_buffers = 16MB
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-wal_level = replica
-max_wal_senders = 10
-max_replication_slots = 10
-hot_standby = on
-wal_writer_delay = '10ms'
-# reconnect to a restarted primary quickly (default 5s)
-wal_retrieve_retry_interval = '100ms'
-logging_collector = off
-log_min_messages = warning
-include_if_exists = 'cnpg-ext.conf'
-";
+/// Appended to the template's postgresql.conf; the operator's settings go in `cnpg-ext.conf`.
+fn base_conf() -> String {
+    format!("\n# --- cnpg-ext-harness: local backend defaults ---\n{}include_if_exists = 'cnpg-ext.conf'\n", standin::INSTANCE_CONF)
+}
 
 /// Everything initdb's result depends on.
 fn template_key(full: &PgInstall, run_as: &RunAs) -> String {
@@ -39,7 +23,7 @@ fn template_key(full: &PgInstall, run_as: &RunAs) -> String {
         "template-v1",
         &full.version.text,
         &full.bindir.display().to_string(),
-        BASE_CONF,
+        &base_conf(),
         BOOTSTRAP_SQL,
         &INITDB_ARGS.join(" "),
         &run_as.uid.to_string(),
@@ -142,7 +126,7 @@ impl LocalEnv {
         }
         let conf = t.join("postgresql.conf");
         let mut f = std::fs::OpenOptions::new().append(true).open(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
-        f.write_all(BASE_CONF.as_bytes()).map_err(|e| e.to_string())?;
+        f.write_all(base_conf().as_bytes()).map_err(|e| e.to_string())?;
         self.single_user(BOOTSTRAP_SQL)
     }
 

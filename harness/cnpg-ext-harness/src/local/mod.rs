@@ -98,11 +98,7 @@ impl LocalBackend {
     /// The operator's settings for this instance, in the file `postgresql.conf` includes.
     fn write_conf(&self, inst: &Instance, plan: &ClusterPlan) -> Result<(), BackendError> {
         let path = inst.data().join("cnpg-ext.conf");
-        let text = format!(
-            "# written by cnpg-ext-harness as the operator would\nextension_control_path = '{}'\ndynamic_library_path = '{}'\n",
-            plan.extension_control_path.replace('\'', "''"),
-            plan.dynamic_library_path.replace('\'', "''"),
-        );
+        let text = format!("# written by cnpg-ext-harness as the operator would\n{}", standin::operator_conf(plan));
         std::fs::write(&path, text).map_err(|e| failed(format!("{}: {e}", path.display())))?;
         self.env.run_as.own(&path).map_err(|e| failed(format!("{}: {e}", path.display())))
     }
