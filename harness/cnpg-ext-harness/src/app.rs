@@ -316,7 +316,11 @@ impl WorkdirGuard {
 
 impl Drop for WorkdirGuard {
     fn drop(&mut self) {
-        procs::unregister_dir(&self.dir);
+        // Interrupted: tasks still running may write here after this removal; the directory
+        // stays registered so that the final sweep after they end removes it again.
+        if !procs::interrupted() {
+            procs::unregister_dir(&self.dir);
+        }
         if !self.keep {
             let _ = fsutil::remove_tree(&self.dir);
         }

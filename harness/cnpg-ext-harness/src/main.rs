@@ -19,6 +19,12 @@ fn main() -> ExitCode {
             }
         }
     });
+    if code == EXIT_INTERRUPTED {
+        // Tasks that were mid-step may have written into the work directory or started
+        // something after the first sweep: let them end, then sweep again.
+        rt.shutdown_timeout(std::time::Duration::from_secs(5));
+        procs::stop_all(std::time::Duration::from_secs(5), false);
+    }
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
@@ -56,6 +62,8 @@ async fn interrupted() {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
     }
+    // Before `select!` in main drops the run (and its work-directory guard).
+    procs::mark_interrupted();
 }
 
 fn init_tracing(verbose: u8) {

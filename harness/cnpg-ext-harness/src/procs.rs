@@ -29,7 +29,24 @@ pub fn unregister_cleanup(id: u64) {
     HOOKS.lock().unwrap().remove(&id);
 }
 
+static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Marks the run interrupted (first thing on Ctrl-C / SIGTERM, before any future is dropped).
+pub fn mark_interrupted() {
+    INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether the run was interrupted: nothing new may be started.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
+}
+
+/// Registers a started process group; one started after an interruption is killed at once.
 pub fn register(pid: u32, what: &str) {
+    if interrupted() {
+        let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
+        return;
+    }
     LIVE.lock().unwrap().insert(pid as i32, what.to_string());
 }
 
@@ -47,8 +64,10 @@ pub fn unregister_dir(dir: &PathBuf) {
 }
 
 /// Stops every registered process (fast shutdown, then kill after `grace`) and removes the
-/// registered directories unless `keep`. Used on Ctrl-C.
+/// registered directories unless `keep`. Used on Ctrl-C and SIGTERM; marks the run
+/// interrupted, and can be called again once tasks still running have ended.
 pub fn stop_all(grace: Duration, keep: bool) -> usize {
+    mark_interrupted();
     let pids: Vec<i32> = LIVE.lock().unwrap().keys().copied().collect();
     for pid in &pids {
         // Each postmaster leads its own process group: signal the group.
@@ -69,9 +88,12 @@ pub fn stop_all(grace: Duration, keep: bool) -> usize {
         hook(keep);
     }
     if !keep {
-        let dirs: Vec<PathBuf> = std::mem::take(&mut *DIRS.lock().unwrap()).into_iter().collect();
+        // Kept registered: a second call removes what a task still running wrote meanwhile.
+        let dirs: Vec<PathBuf> = DIRS.lock().unwrap().iter().cloned().collect();
         for d in dirs {
-            let _ = crate::fsutil::remove_tree(&d);
+            if let Err(e) = crate::fsutil::remove_tree(&d) {
+                eprintln!("could not remove {}: {e}", d.display());
+            }
         }
     }
     pids.len()

@@ -30,6 +30,9 @@ pub struct StartSpec<'a> {
 
 impl Postmaster {
     pub fn start(spec: &StartSpec<'_>) -> Result<Postmaster, String> {
+        if procs::interrupted() {
+            return Err("interrupted: not starting postgres".into());
+        }
         let log = File::options()
             .create(true)
             .append(true)
