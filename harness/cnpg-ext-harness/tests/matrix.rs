@@ -34,13 +34,7 @@ fn cell<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 fn engine_available() -> bool {
-    ["podman", "docker"].iter().any(|e| {
-        std::process::Command::new(e)
-            .arg("--version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false)
-    })
+    cnpg_ext_harness::container::engine_available(&cnpg_ext_harness::container::EngineOptions::from_env())
 }
 
 /// Opens `index.html` in headless Chromium and keeps the screenshot next to it. Skipped

@@ -31,6 +31,14 @@ pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
 pub use engine::{split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
 pub use operand::OPERAND_REPO;
 
+/// Whether an engine the backend accepts is installed (podman >= 4, or docker >= 28 with a
+/// daemon), with the flags of `opts`. Whether it can run containers is probed at run time.
+pub fn engine_available(opts: &EngineOptions) -> bool {
+    let o = opts.resolved();
+    let flags = |f: &Option<String>| split_flags(f.as_deref().unwrap_or("")).unwrap_or_default();
+    engine::detect(o.engine.as_deref(), flags(&o.engine_flags), flags(&o.run_flags)).is_ok()
+}
+
 use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
 use engine::strings;
 
