@@ -17,9 +17,9 @@ use cnpg_ext_harness::matrix::{
     self, CellResult, CellScenario, CellSpec, CellStatus, CellTotals, MatrixArgs, MatrixReport,
     Named, ScenarioSet,
 };
-use cnpg_ext_harness::report::{Environment, RunReport, ScenarioResult};
+use cnpg_ext_harness::reports::run::{Environment, RunReport, ScenarioResult};
 use cnpg_ext_harness::runner::{Status, StepResult};
-use cnpg_ext_harness::runview::{Failure, RunView};
+use cnpg_ext_harness::reports::view::{Failure, RunView};
 
 fn step(i: usize, failed: bool) -> StepResult {
     StepResult {
@@ -64,7 +64,7 @@ fn scenarios(n: usize) -> Vec<ScenarioResult> {
 fn run_report(n: usize) -> RunReport {
     let scenarios = scenarios(n);
     RunReport {
-        schema_version: cnpg_ext_harness::report::REPORT_SCHEMA_VERSION,
+        schema_version: cnpg_ext_harness::reports::run::REPORT_SCHEMA_VERSION,
         harness_version: "bench".into(),
         git_revision: None,
         started_at: "2026-01-01T00:00:00Z".into(),
@@ -188,7 +188,7 @@ async fn main() {
         let t = Instant::now();
         let dir = out.path().join("run");
         report.write(&dir).unwrap();
-        let html = cnpg_ext_harness::html::run_page(&RunView::of(&report), "bench");
+        let html = cnpg_ext_harness::reports::html::run_page(&RunView::of(&report), "bench");
         std::fs::write(dir.join("index.html"), html).unwrap();
         run_times.push(t.elapsed());
     }

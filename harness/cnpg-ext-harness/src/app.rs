@@ -10,11 +10,11 @@ use cnpg_ext_pg::{PgInstall, ProvisionOptions};
 
 use cnpg_ext_model::backend::Backend;
 
-use crate::container::{ContainerBackend, ContainerEnv, EngineOptions};
+use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::error::HarnessError;
-use crate::local::{LocalBackend, LocalEnv};
+use crate::backends::local::{LocalBackend, LocalEnv};
 use crate::progress::Progress;
-use crate::report::{Environment, ImageRecord, RunReport, ScenarioResult};
+use crate::reports::run::{Environment, ImageRecord, RunReport, ScenarioResult};
 use crate::run_as::RunAs;
 use crate::runner::{ScenarioRun, Status};
 use crate::store::ImageStore;
@@ -64,8 +64,8 @@ enum Prepared {
 impl Prepared {
     fn backend(&self, store: &Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf, scenario: &Scenario) -> Result<Box<dyn Backend>, String> {
         Ok(match self {
-            Prepared::Local(env) => Box::new(LocalBackend::new(env.clone(), store.clone(), cnpg, dir)),
-            Prepared::Container(env) => Box::new(ContainerBackend::new(env.clone(), store.clone(), cnpg, &scenario.id)),
+            Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
+            Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
             Prepared::Kind { env, archives } => {
                 let env = env.as_ref().ok_or("the kind environment was not prepared")?;
                 env.check_scenario(scenario).map_err(|e| e.to_string())?;
@@ -248,9 +248,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     }
 
     let report = RunReport {
-        schema_version: crate::report::REPORT_SCHEMA_VERSION,
+        schema_version: crate::reports::run::REPORT_SCHEMA_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_revision: git_revision(),
+        git_revision: crate::shell::git_revision(),
         started_at: started_at.to_rfc3339(),
         duration_ms: t0.elapsed().as_millis() as u64,
         command: opts.command.clone(),
@@ -345,9 +345,3 @@ pub fn describe_origin(pg: &PgInstall) -> String {
     }
 }
 
-fn git_revision() -> Option<String> {
-    option_env!("CNPG_EXT_HARNESS_GIT_REV").map(str::to_string).or_else(|| {
-        let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    })
-}

@@ -19,7 +19,7 @@ use serde::Serialize;
 
 use crate::app::{self, BackendKind, RunOptions};
 use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_INVALID, EXIT_PASSED};
-use crate::runview::RunView;
+use crate::reports::view::RunView;
 use crate::sql::{quote_ident, quote_literal};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -729,7 +729,7 @@ pub async fn certify(
             workdir: keep_parent.as_ref().map(|k| k.path().to_path_buf()),
             progress: !args.no_progress,
             command: command.clone(),
-            engine: crate::container::EngineOptions::from_env(),
+            engine: crate::backends::container::EngineOptions::from_env(),
             kind: Default::default(),
         };
         match app::run(opts).await {
@@ -985,18 +985,18 @@ fn write_record(
     if let Some(i) = &c.inferred {
         extra += &format!(
             "<p>Mounted as <code>{}</code> from <code>{}</code>: extension_control_path <code>{}</code>, dynamic_library_path <code>{}</code>, ld_library_path <code>{}</code></p>",
-            crate::html::esc(&i.name),
-            crate::html::esc(&i.reference),
-            crate::html::esc(&i.extension_control_path.join(", ")),
-            crate::html::esc(&i.dynamic_library_path.join(", ")),
-            crate::html::esc(&if i.ld_library_path.is_empty() { "(none)".to_string() } else { i.ld_library_path.join(", ") }),
+            crate::reports::html::esc(&i.name),
+            crate::reports::html::esc(&i.reference),
+            crate::reports::html::esc(&i.extension_control_path.join(", ")),
+            crate::reports::html::esc(&i.dynamic_library_path.join(", ")),
+            crate::reports::html::esc(&if i.ld_library_path.is_empty() { "(none)".to_string() } else { i.ld_library_path.join(", ") }),
         );
     }
     for r in &c.reasons {
-        extra += &format!("<pre>{}</pre>", crate::html::esc(r));
+        extra += &format!("<pre>{}</pre>", crate::reports::html::esc(r));
     }
     for n in &c.notes {
-        extra += &format!("<p class=\"muted\">note: {}</p>", crate::html::esc(n));
+        extra += &format!("<p class=\"muted\">note: {}</p>", crate::reports::html::esc(n));
     }
     extra += "<h3>Lint</h3><table>";
     for f in &c.lint.findings {
@@ -1004,8 +1004,8 @@ fn write_record(
             "<tr><td><span class=\"dot d-{}\"></span>{:?}</td><td><code>{}</code></td><td>{}</td></tr>",
             if f.severity == Severity::Error { "failed" } else { "error" },
             f.severity,
-            crate::html::esc(&f.code),
-            crate::html::esc(&format!("{}{}", f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message)),
+            crate::reports::html::esc(&f.code),
+            crate::reports::html::esc(&format!("{}{}", f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message)),
         );
     }
     if c.lint.findings.is_empty() {
@@ -1018,7 +1018,7 @@ fn write_record(
         Verdict::Inconclusive => ("unsupported", "verdict: INCONCLUSIVE"),
     };
     let empty = RunView::default();
-    let html = crate::html::run_page_with(
+    let html = crate::reports::html::run_page_with(
         view.unwrap_or(&empty),
         &format!("Certification of {}", c.image),
         Some((class, text)),

@@ -28,7 +28,7 @@ pub async fn run(args: RunArgs) -> i32 {
         progress: !args.no_progress,
         command: std::env::args().collect(),
         kind,
-        engine: crate::container::EngineOptions {
+        engine: crate::backends::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,
             engine_flags: args.engine_flags,

@@ -5,22 +5,19 @@
 //! [`verify`] (written once) → [`report`].
 
 pub mod app;
+pub mod backends;
 pub mod certify;
 pub mod cli;
 pub mod commands;
-pub mod container;
 pub mod error;
 pub mod fsutil;
-pub mod html;
-pub mod local;
 pub mod matrix;
 pub mod procs;
+pub mod reports;
 pub mod progress;
-pub mod report;
 pub mod run_as;
+pub mod shell;
 pub mod runner;
-pub mod runview;
 pub mod sql;
-pub mod standin;
 pub mod store;
 pub mod verify;

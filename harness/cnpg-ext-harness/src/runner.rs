@@ -6,7 +6,7 @@ use std::time::Instant;
 use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
 use cnpg_ext_model::scenario::{ApplyStep, LocatedStep, Rollout, SqlStep, Step, Target};
-use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, PlanOptions, Scenario};
+use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, PlanOptions, Scenario};
 use serde::Serialize;
 
 use crate::sql;
@@ -165,8 +165,9 @@ impl<'a> ScenarioRun<'a> {
             self.applied = Some(cluster.clone());
             return Ok(());
         };
-        let fingerprint = |c: &Cluster| ClusterPlan::derive(c, &PlanOptions::default()).pod_spec_fingerprint();
-        let expected = rollout.unwrap_or(if fingerprint(&prev) != fingerprint(cluster) { Rollout::Expected } else { Rollout::None });
+        let derive = |c: &Cluster| ClusterPlan::derive(c, &PlanOptions::default());
+        let change = Change::between(&derive(&prev), &derive(cluster));
+        let expected = rollout.unwrap_or(if change.restarts() { Rollout::Expected } else { Rollout::None });
         let before = verify::start_times(&*self.backend).await?;
         let token = format!("{}-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         verify::write_sentinel(&*self.backend, &token).await?;

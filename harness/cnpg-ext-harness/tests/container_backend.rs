@@ -11,7 +11,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use cnpg_ext_harness::app::{self, BackendKind, RunOptions};
-use cnpg_ext_harness::container::{split_flags, EngineOptions, LABEL_RUN};
+use cnpg_ext_harness::backends::container::{split_flags, EngineOptions, LABEL_RUN};
 use cnpg_ext_harness::error::HarnessError;
 use cnpg_ext_harness::runner::Status;
 use cnpg_ext_model::CnpgVersion;

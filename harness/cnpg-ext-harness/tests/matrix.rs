@@ -34,7 +34,7 @@ fn cell<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 fn engine_available() -> bool {
-    cnpg_ext_harness::container::engine_available(&cnpg_ext_harness::container::EngineOptions::from_env())
+    cnpg_ext_harness::backends::container::engine_available(&cnpg_ext_harness::backends::container::EngineOptions::from_env())
 }
 
 /// Opens `index.html` in headless Chromium and keeps the screenshot next to it. Skipped

@@ -5,13 +5,16 @@
 //! Nothing here starts a process or touches a cluster; everything is unit-tested.
 
 pub mod backend;
+pub mod change;
 pub mod cluster;
 pub mod error;
+pub mod judge;
 pub mod plan;
 pub mod scenario;
 pub mod version;
 mod yaml;
 
+pub use change::Change;
 pub use cluster::{Cluster, ClusterDoc, Database, DatabaseDoc, ExtensionConfiguration, Manifest};
 pub use error::{InputError, Located};
 pub use plan::{ClusterPlan, ExtensionMount, PlanOptions};

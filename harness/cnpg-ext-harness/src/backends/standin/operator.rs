@@ -1,9 +1,9 @@
-//! What the operator does, for the backends that have no operator (local, container): how a
+//! The operator's rules the stand-in follows (local, container): how a
 //! changed Cluster reaches the instances, and how a Database resource is reconciled.
 
 use cnpg_ext_model::backend::{Backend, BackendError};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
-use cnpg_ext_model::{Cluster, CnpgVersion, Database};
+use cnpg_ext_model::{Change, Cluster, CnpgVersion, Database};
 
 use crate::sql::{describe_error, quote_ident, quote_literal};
 
@@ -36,23 +36,19 @@ pub fn operator_conf(plan: &ClusterPlan) -> String {
     )
 }
 
-/// How an applied Cluster reaches running instances.
+/// What the stand-in does with an applied Cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub enum Action {
     /// No cluster yet.
     Create,
-    /// The pod spec (image volumes) changed: replace every instance, replicas first.
-    Rollout,
-    /// Only the search-path GUCs changed: a reload applies them.
-    Reload,
-    /// Nothing to do now; an `ld_library_path`-only change waits for the next restart.
-    Nothing,
+    /// Apply a change to running instances, as the operator would.
+    Update(Change),
 }
 
-/// Classifies `next` against the Cluster the backend runs (`current`), or rejects what a
-/// stand-in does not model.
-pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, backend: &str) -> Result<Change, BackendError> {
-    let Some(current) = current else { return Ok(Change::Create) };
+/// Classifies `next` against the Cluster the backend runs (`current`) with the model's one
+/// classifier, or rejects what a stand-in does not model.
+pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, backend: &str) -> Result<Action, BackendError> {
+    let Some(current) = current else { return Ok(Action::Create) };
     if current.metadata.name != next.metadata.name {
         return Err(BackendError::Rejected(format!(
             "this scenario already has Cluster `{}`; the {backend} backend runs one Cluster per scenario",
@@ -63,16 +59,7 @@ pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, ba
         return Err(BackendError::Rejected(format!("changing spec.instances is not modelled by the {backend} backend")));
     }
     let opts = PlanOptions { mount_root: "/extensions".into(), cnpg };
-    let (before, after) = (ClusterPlan::derive(current, &opts), ClusterPlan::derive(next, &opts));
-    Ok(if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
-        Change::Rollout
-    } else if before.extension_control_path != after.extension_control_path
-        || before.dynamic_library_path != after.dynamic_library_path
-    {
-        Change::Reload
-    } else {
-        Change::Nothing
-    })
+    Ok(Action::Update(Change::between(&ClusterPlan::derive(current, &opts), &ClusterPlan::derive(next, &opts))))
 }
 
 /// Reconciles a Database on `primary`: creates the database (and owner) when missing, then
@@ -141,15 +128,15 @@ mod tests {
     fn operator_semantics() {
         let v = CnpgVersion::DEFAULT;
         let base = cluster("");
-        assert_eq!(classify(None, &base, v, "t").unwrap(), Change::Create);
-        assert_eq!(classify(Some(&base), &base, v, "t").unwrap(), Change::Nothing);
+        assert_eq!(classify(None, &base, v, "t").unwrap(), Action::Create);
+        assert_eq!(classify(Some(&base), &base, v, "t").unwrap(), Action::Update(Change::Nothing));
         let ld = cluster("        ld_library_path: [system]\n");
-        assert_eq!(classify(Some(&base), &ld, v, "t").unwrap(), Change::Nothing);
+        assert_eq!(classify(Some(&base), &ld, v, "t").unwrap(), Action::Update(Change::LdLibraryPathOnly));
         let paths = cluster("        extension_control_path: [opt]\n");
-        assert_eq!(classify(Some(&base), &paths, v, "t").unwrap(), Change::Reload);
+        assert_eq!(classify(Some(&base), &paths, v, "t").unwrap(), Action::Update(Change::SearchPathReload));
         let mut other_image = base.clone();
         other_image.spec.postgresql.extensions[0].image.reference = "x/e:2".into();
-        assert_eq!(classify(Some(&base), &other_image, v, "t").unwrap(), Change::Rollout);
+        assert_eq!(classify(Some(&base), &other_image, v, "t").unwrap(), Action::Update(Change::PodSpecRollout));
         let mut scaled = base.clone();
         scaled.spec.instances = 3;
         assert!(matches!(classify(Some(&base), &scaled, v, "t"), Err(BackendError::Rejected(_))));

@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -16,7 +16,6 @@ use crate::run_as::RunAs;
 pub struct Postmaster {
     child: Option<Child>,
     pub pid: u32,
-    pub log: PathBuf,
 }
 
 pub struct StartSpec<'a> {
@@ -60,7 +59,7 @@ impl Postmaster {
             .map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
         let pid = child.id();
         procs::register(pid, &spec.data.display().to_string());
-        Ok(Postmaster { child: Some(child), pid, log: spec.log.to_path_buf() })
+        Ok(Postmaster { child: Some(child), pid })
     }
 
     /// Whether the process has exited (and its status).
@@ -93,10 +92,6 @@ impl Postmaster {
         procs::unregister(self.pid);
     }
 
-    /// The last lines of the server log, for error messages.
-    pub fn log_tail(&self, lines: usize) -> String {
-        log_tail(&self.log, lines)
-    }
 }
 
 pub fn log_tail(path: &Path, lines: usize) -> String {

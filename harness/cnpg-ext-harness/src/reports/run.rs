@@ -128,7 +128,7 @@ impl RunReport {
             md += &format!("\n### `{}`\n\n```\n{}\n```\n", s.id, s.failure_summary().unwrap_or_default());
         }
         md += "\n### Reproduce\n\n```sh\n";
-        md += &self.command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ");
+        md += &self.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ");
         md += "\n```\n\n";
         md += &format!(
             "- harness {} ({})\n- PostgreSQL: {} from {}\n- CloudNativePG behaviour modelled: {}\n",
@@ -181,10 +181,3 @@ impl RunReport {
     }
 }
 
-fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:@,".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}

@@ -6,7 +6,7 @@
 //! data), its `postgresql.conf` in a host directory mounted read-only (rewritten and reloaded
 //! on a search-path change) and its unix socket in a host directory (no network at all:
 //! `--network none`; replicas stream from the primary through its socket directory). The
-//! engine CLI is driven directly: testcontainers offers bind/volume/tmpfs mounts only.
+//! stand-in operator (`backends::standin`) decides; this module only runs containers.
 
 mod argv;
 mod engine;
@@ -15,16 +15,11 @@ mod operand;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
-use cnpg_ext_model::backend::{
-    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, InstanceRestart, MountObservation, Role,
-    RolloutRecord,
-};
-use cnpg_ext_model::plan::PlanOptions;
-use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, CnpgVersion, DatabaseDoc};
+use cnpg_ext_model::backend::{BackendError, InstanceObservation, MountObservation, Role};
+use cnpg_ext_model::{ClusterPlan, CnpgVersion};
 use cnpg_ext_pg::PgInstall;
 
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
@@ -44,10 +39,9 @@ use engine::strings;
 
 use crate::error::HarnessError;
 use crate::sql::quote_literal;
-use crate::standin;
+use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::store::ImageStore;
 
-const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// Seconds the engine waits after SIGINT (fast shutdown) before SIGKILL.
 const STOP_GRACE_SECS: &str = "20";
 
@@ -480,7 +474,6 @@ fn probe(engine: &Engine, run_id: &str, op: &operand::Operand) -> Result<(), Str
 
 struct Instance {
     name: String,
-    ordinal: u32,
     role: Role,
     /// Host directory: `run/` (socket) and `conf/`.
     dir: PathBuf,
@@ -490,6 +483,8 @@ struct Instance {
     container: Option<String>,
     /// Whether its volume was created.
     volume: bool,
+    /// A replica whose first container runs the base backup into its empty volume first.
+    bootstrap: bool,
 }
 
 impl Instance {
@@ -507,37 +502,31 @@ impl Instance {
     }
 }
 
-pub struct ContainerBackend {
-    env: Arc<ContainerEnv>,
-    #[allow(dead_code)]
-    images: Arc<ImageStore>,
-    cnpg: CnpgVersion,
-    scenario: String,
-    dir: PathBuf,
-    cluster: Option<Cluster>,
-    instances: Vec<Instance>,
-}
+/// The container backend: the stand-in operator over engine containers.
+pub type ContainerBackend = StandIn<ContainerRuntime>;
 
 impl ContainerBackend {
-    pub fn new(env: Arc<ContainerEnv>, store: Arc<ImageStore>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
+    pub fn container(env: Arc<ContainerEnv>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
         let dir = env.root.join(argv::sanitize(scenario_id));
-        ContainerBackend {
-            env,
-            images: store,
-            cnpg,
-            scenario: scenario_id.to_string(),
-            dir,
-            cluster: None,
-            instances: Vec::new(),
-        }
+        StandIn::new(ContainerRuntime { env, scenario: scenario_id.to_string(), dir, instances: BTreeMap::new() }, cnpg)
     }
+}
 
+pub struct ContainerRuntime {
+    env: Arc<ContainerEnv>,
+    scenario: String,
+    dir: PathBuf,
+    /// By instance name.
+    instances: BTreeMap<String, Instance>,
+}
+
+impl ContainerRuntime {
     fn engine(&self) -> &Engine {
         &self.env.engine
     }
 
-    fn plan(&self, cluster: &Cluster) -> ClusterPlan {
-        ClusterPlan::derive(cluster, &PlanOptions { mount_root: MOUNT_ROOT.into(), cnpg: self.cnpg })
+    fn inst(&self, slot: &Slot) -> Result<&Instance, BackendError> {
+        self.instances.get(&slot.name).ok_or_else(|| failed(format!("no instance named `{}`", slot.name)))
     }
 
     fn labels(&self, inst: &Instance) -> Vec<(String, String)> {
@@ -548,153 +537,11 @@ impl ContainerBackend {
         ]
     }
 
-    fn write_conf(&self, inst: &Instance, plan: &ClusterPlan) -> Result<(), BackendError> {
-        let path = inst.conf_dir().join("postgresql.conf");
-        std::fs::write(&path, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", path.display())))
-    }
-
-    async fn start(&mut self, idx: usize, plan: &ClusterPlan) -> Result<(), BackendError> {
-        self.start_with(idx, plan, None).await
-    }
-
-    async fn start_with(&mut self, idx: usize, plan: &ClusterPlan, bootstrap: Option<&[String]>) -> Result<(), BackendError> {
-        let inst = &self.instances[idx];
-        self.write_conf(inst, plan)?;
-        let labels = self.labels(inst);
-        let mounts: Vec<ImageMount> =
-            plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect();
-        let primary_socket = (inst.role == Role::Replica).then(|| self.instances[0].socket_dir());
-        let (socket_dir, conf_dir) = (inst.socket_dir(), inst.conf_dir());
-        let run = InstanceRun {
-            container: &inst.cname,
-            labels: &labels,
-            image: &self.env.operand.image,
-            bindir: &self.env.operand.bindir,
-            volume: &inst.cname,
-            socket_dir: &socket_dir,
-            conf_dir: &conf_dir,
-            primary_socket_dir: primary_socket.as_deref(),
-            mounts: &mounts,
-            ld_library_path: plan.ld_library_path.as_deref(),
-            bootstrap,
-        };
-        let args = argv::instance_run_args(self.engine().kind, &self.engine().run_flags, &run);
-        let out = self.engine().run(&args).await.map_err(|e| failed(format!("starting {}: {e}", inst.name)))?;
-        let id = out.trim().lines().last().unwrap_or("").trim().to_string();
-        self.instances[idx].container = Some(if id.is_empty() { self.instances[idx].cname.clone() } else { id });
-        self.wait_ready(idx).await
-    }
-
-    /// Stops (fast shutdown, SIGKILL after the grace) and removes the container; the volume stays.
-    async fn stop_remove(&mut self, idx: usize) -> Result<(), BackendError> {
-        let Some(id) = self.instances[idx].container.take() else { return Ok(()) };
-        let name = self.instances[idx].name.clone();
-        if self.engine().kind == EngineKind::Podman {
-            // podman stops with the stop signal (SIGINT) and the grace, then removes.
-            return self
-                .engine()
-                .run(&strings(&["rm", "-f", "-t", STOP_GRACE_SECS, &id]))
-                .await
-                .map(|_| ())
-                .map_err(|e| failed(format!("stopping and removing the container of {name}: {e}")));
-        }
-        self.engine()
-            .run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id]))
-            .await
-            .map_err(|e| failed(format!("stopping {name}: {e}")))?;
-        self.engine().run(&strings(&["rm", &id])).await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
-        Ok(())
-    }
-
-    async fn wait_ready(&self, idx: usize) -> Result<(), BackendError> {
-        let inst = &self.instances[idx];
-        let id = inst.container.clone().unwrap_or_default();
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let cfg = conn_config(&inst.socket_dir(), "postgres", "postgres");
-        let mut last = String::new();
-        let mut next_state_check = Instant::now() + Duration::from_millis(1500);
-        loop {
-            match cfg.connect(tokio_postgres::NoTls).await {
-                Ok((client, conn)) => {
-                    tokio::spawn(conn);
-                    // A standby accepts connections before it has replayed to consistency.
-                    if client.simple_query("SELECT 1").await.is_ok() {
-                        return Ok(());
-                    }
-                }
-                Err(e) => last = e.to_string(),
-            }
-            if Instant::now() >= next_state_check {
-                next_state_check = Instant::now() + Duration::from_secs(1);
-                let state = self
-                    .engine()
-                    .run(&strings(&["inspect", "--format", "{{.State.Status}}", &id]))
-                    .await
-                    .unwrap_or_default();
-                let state = state.trim();
-                if matches!(state, "exited" | "dead" | "stopped") {
-                    return Err(failed(format!(
-                        "the container of {} ({}) {state} while PostgreSQL was starting; its log:\n{}",
-                        inst.name,
-                        inst.short_id(),
-                        self.logs(&id).await
-                    )));
-                }
-            }
-            if Instant::now() >= deadline {
-                return Err(failed(format!(
-                    "waited {}s for {} to accept connections; last error: {last}; log:\n{}",
-                    READY_TIMEOUT.as_secs(),
-                    inst.name,
-                    self.logs(&id).await
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-    }
-
     async fn logs(&self, id: &str) -> String {
         match self.engine().run(&strings(&["logs", "--tail", "15", id])).await {
             Ok(s) => s,
             Err(e) => e,
         }
-    }
-
-    async fn create(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
-        for ordinal in 1..=cluster.spec.instances {
-            let name = format!("{}-{}", cluster.metadata.name, ordinal);
-            let dir = self.dir.join(ordinal.to_string());
-            let inst = Instance {
-                cname: argv::sanitize(&format!("{}-{}-{}", self.env.run_id, self.scenario, name)),
-                name,
-                ordinal,
-                role: if ordinal == 1 { Role::Primary } else { Role::Replica },
-                dir,
-                container: None,
-                volume: false,
-            };
-            prepare_dirs(&inst).map_err(failed)?;
-            let created = self.create_volume(&inst).await;
-            let volume = created.is_ok();
-            self.instances.push(Instance { volume, ..inst });
-            created.map_err(|e| failed(format!("creating the volume of {}: {e}", self.instances[self.instances.len() - 1].name)))?;
-        }
-        // The primary from the data directory template of the image, then each replica by
-        // streaming base backup.
-        let plan = self.plan(cluster);
-        self.start(0, &plan).await?;
-        for idx in 1..self.instances.len() {
-            if self.env.template.is_some() {
-                // The volume already has an empty PGDATA owned by the postgres uid: the base
-                // backup runs first in the replica's own container.
-                let bb = argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT);
-                self.start_with(idx, &plan, Some(&bb)).await?;
-            } else {
-                self.base_backup(idx).await?;
-                self.start(idx, &plan).await?;
-            }
-        }
-        Ok(())
     }
 
     /// `volume create` of an instance. With a host template (root), the volume is backed by
@@ -725,11 +572,12 @@ impl ContainerBackend {
         self.engine().run(&args).await.map(|_| ()).map_err(|e| failed(format!("creating the volume of {}: {e}", inst.name)))
     }
 
-    async fn base_backup(&self, idx: usize) -> Result<(), BackendError> {
+    async fn base_backup(&self, slot: &Slot, primary: &Slot) -> Result<(), BackendError> {
         // The volume is first mounted on the image's empty standby directory (the engine's
         // copy-up gives it the postgres uid as owner), then at its place in the instance.
         let mount_at = argv::STANDBY_MOUNT;
-        let inst = &self.instances[idx];
+        let inst = self.inst(slot)?;
+        let primary_socket = self.inst(primary)?.socket_dir();
         let labels = self.labels(inst);
         let args = argv::base_backup_args(
             self.engine().kind,
@@ -740,55 +588,10 @@ impl ContainerBackend {
             &self.env.operand.bindir,
             &inst.cname,
             mount_at,
-            &self.instances[0].socket_dir(),
+            &primary_socket,
         );
         self.engine().run(&args).await.map_err(|e| failed(format!("pg_basebackup for {}: {e}", inst.name)))?;
         Ok(())
-    }
-
-    /// Replicas first (highest ordinal first), then the primary: the operator's order.
-    fn rollout_order(&self) -> Vec<usize> {
-        let mut order: Vec<usize> = (0..self.instances.len()).filter(|i| self.instances[*i].role == Role::Replica).collect();
-        order.sort_by_key(|i| std::cmp::Reverse(self.instances[*i].ordinal));
-        order.extend((0..self.instances.len()).filter(|i| self.instances[*i].role == Role::Primary));
-        order
-    }
-
-    /// Replaces every container (new id, same volume) with the plan of `cluster`.
-    async fn rolling_restart(&mut self, cluster: &Cluster) -> Result<RolloutRecord, BackendError> {
-        let mut record = RolloutRecord::default();
-        let plan = self.plan(cluster);
-        for idx in self.rollout_order() {
-            let old_id = self.instances[idx].short_id();
-            self.stop_remove(idx).await?;
-            self.start(idx, &plan).await?;
-            let inst = &self.instances[idx];
-            record.restarts.push(InstanceRestart {
-                instance: inst.name.clone(),
-                role: inst.role,
-                old_id,
-                new_id: inst.short_id(),
-                at: Utc::now(),
-            });
-        }
-        Ok(record)
-    }
-
-    async fn reload_all(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
-        let plan = self.plan(cluster);
-        for idx in 0..self.instances.len() {
-            self.write_conf(&self.instances[idx], &plan)?;
-            let name = self.instances[idx].name.clone();
-            let client = self.connect(&name, "postgres", "postgres").await?;
-            client.simple_query("SELECT pg_reload_conf()").await.map_err(|e| failed(format!("reload of {name}: {e}")))?;
-        }
-        // The postmaster applies the reload asynchronously; give its children a moment.
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        Ok(())
-    }
-
-    fn instance(&self, name: &str) -> Result<&Instance, BackendError> {
-        self.instances.iter().find(|i| i.name == name).ok_or_else(|| failed(format!("no instance named `{name}`")))
     }
 
     /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
@@ -974,76 +777,125 @@ fn failed(msg: impl Into<String>) -> BackendError {
     BackendError::Failed(msg.into())
 }
 
-fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postgres::Config {
-    let mut cfg = tokio_postgres::Config::new();
-    cfg.host_path(socket_dir).port(5432).user(user).dbname(database).application_name("cnpg-ext-harness");
-    cfg.connect_timeout(Duration::from_secs(10));
-    cfg
-}
-
 #[async_trait]
-impl Backend for ContainerBackend {
+impl InstanceRuntime for ContainerRuntime {
     fn name(&self) -> &'static str {
         "container"
     }
 
-    fn plan_for(&self, cluster: &Cluster, _instance: &str) -> ClusterPlan {
-        self.plan(cluster)
+    fn mount_root(&self, _slot: &Slot) -> String {
+        MOUNT_ROOT.into()
     }
 
-    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
-        let cluster = &doc.cluster;
-        let change = standin::classify(self.cluster.as_ref(), cluster, self.cnpg, "container")?;
-        // Stored even when nothing happens now: an `ld_library_path` change waits for a restart.
-        let first = self.cluster.replace(cluster.clone()).is_none();
-        match change {
-            standin::Change::Create => {
-                if let Err(e) = self.create(cluster).await {
-                    if first {
-                        self.cluster = None;
-                    }
-                    return Err(e);
-                }
-                Ok(ApplyOutcome::Created)
-            }
-            standin::Change::Rollout => Ok(ApplyOutcome::RolledOut { record: self.rolling_restart(cluster).await? }),
-            standin::Change::Reload => {
-                self.reload_all(cluster).await?;
-                Ok(ApplyOutcome::Reloaded)
-            }
-            standin::Change::Nothing => Ok(ApplyOutcome::Unchanged),
+    async fn provision(&mut self, slot: &Slot, primary: &Slot) -> Result<(), BackendError> {
+        let inst = Instance {
+            cname: argv::sanitize(&format!("{}-{}-{}", self.env.run_id, self.scenario, slot.name)),
+            name: slot.name.clone(),
+            role: slot.role,
+            dir: self.dir.join(slot.ordinal.to_string()),
+            container: None,
+            volume: false,
+            bootstrap: false,
+        };
+        prepare_dirs(&inst).map_err(failed)?;
+        let created = self.create_volume(&inst).await;
+        let volume = created.is_ok();
+        // With a host template the replica's volume holds an empty PGDATA owned by the
+        // postgres uid: its first container runs the base backup itself.
+        let bootstrap = slot.role == Role::Replica && self.env.template.is_some();
+        self.instances.insert(slot.name.clone(), Instance { volume, bootstrap, ..inst });
+        created.map_err(|e| failed(format!("creating the volume of {}: {e}", slot.name)))?;
+        if slot.role == Role::Replica && !bootstrap {
+            self.base_backup(slot, primary).await?;
         }
+        Ok(())
     }
 
-    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
-        let primary = self.instances.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
-        standin::reconcile_database(&*self, &primary, &doc.database).await
+    async fn start(&mut self, slot: &Slot, plan: &ClusterPlan) -> Result<(), BackendError> {
+        let primary_socket = self.instances.values().find(|i| i.role == Role::Primary).map(|p| p.socket_dir());
+        let inst = self.inst(slot)?;
+        let conf = inst.conf_dir().join("postgresql.conf");
+        std::fs::write(&conf, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", conf.display())))?;
+        let labels = self.labels(inst);
+        let mounts: Vec<ImageMount> =
+            plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect();
+        let bootstrap = inst.bootstrap.then(|| argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT));
+        let primary_socket = (inst.role == Role::Replica).then_some(primary_socket).flatten();
+        let (socket_dir, conf_dir) = (inst.socket_dir(), inst.conf_dir());
+        let run = InstanceRun {
+            container: &inst.cname,
+            labels: &labels,
+            image: &self.env.operand.image,
+            bindir: &self.env.operand.bindir,
+            volume: &inst.cname,
+            socket_dir: &socket_dir,
+            conf_dir: &conf_dir,
+            primary_socket_dir: primary_socket.as_deref(),
+            mounts: &mounts,
+            ld_library_path: plan.ld_library_path.as_deref(),
+            bootstrap: bootstrap.as_deref(),
+        };
+        let args = argv::instance_run_args(self.engine().kind, &self.engine().run_flags, &run);
+        let out = self.engine().run(&args).await.map_err(|e| failed(format!("starting {}: {e}", slot.name)))?;
+        let id = out.trim().lines().last().unwrap_or("").trim().to_string();
+        let inst = self.instances.get_mut(&slot.name).expect("provisioned");
+        inst.container = Some(if id.is_empty() { inst.cname.clone() } else { id });
+        inst.bootstrap = false;
+        Ok(())
     }
 
-    async fn restart(&mut self) -> Result<RolloutRecord, BackendError> {
-        let cluster = self.cluster.clone().ok_or_else(|| failed("no cluster to restart: apply a Cluster first"))?;
-        self.rolling_restart(&cluster).await
+    async fn stopped(&mut self, slot: &Slot) -> Option<String> {
+        let id = self.instances.get(&slot.name)?.container.clone()?;
+        let state = self.engine().run(&strings(&["inspect", "--format", "{{.State.Status}}", &id])).await.unwrap_or_default();
+        let state = state.trim();
+        matches!(state, "exited" | "dead" | "stopped").then(|| format!("its container {} is {state}", &id[..id.len().min(12)]))
     }
 
-    async fn instances(&self) -> Result<Vec<InstanceRef>, BackendError> {
-        Ok(self.instances.iter().map(|i| InstanceRef { name: i.name.clone(), role: i.role }).collect())
+    fn exit_poll_interval(&self) -> Duration {
+        // Each look is an engine call; PostgreSQL usually answers well before the first one.
+        Duration::from_millis(1000)
     }
 
-    async fn connect(&self, instance: &str, database: &str, user: &str) -> Result<tokio_postgres::Client, BackendError> {
-        let inst = self.instance(instance)?;
-        let (client, conn) = conn_config(&inst.socket_dir(), database, user)
-            .connect(tokio_postgres::NoTls)
-            .await
-            .map_err(|e| failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e))))?;
-        tokio::spawn(conn);
-        Ok(client)
+    async fn log_tail(&self, slot: &Slot) -> String {
+        let id = self.instances.get(&slot.name).and_then(|i| i.container.clone()).unwrap_or_default();
+        self.logs(&id).await
     }
 
-    async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
-        let inst = self.instance(instance)?;
-        let client = self.connect(instance, "postgres", "postgres").await?;
-        let ld_library_path = self.postmaster_ld_path(inst, &client).await?;
-        let listed = self.list_mounts(inst, plan, &client).await;
+    /// Stops (fast shutdown, SIGKILL after the grace) and removes the container; the volume stays.
+    async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError> {
+        let Some(id) = self.instances.get_mut(&slot.name).and_then(|i| i.container.take()) else { return Ok(()) };
+        let name = &slot.name;
+        if self.engine().kind == EngineKind::Podman {
+            // podman stops with the stop signal (SIGINT) and the grace, then removes.
+            return self
+                .engine()
+                .run(&strings(&["rm", "-f", "-t", STOP_GRACE_SECS, &id]))
+                .await
+                .map(|_| ())
+                .map_err(|e| failed(format!("stopping and removing the container of {name}: {e}")));
+        }
+        self.engine().run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id])).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        self.engine().run(&strings(&["rm", &id])).await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
+        Ok(())
+    }
+
+    fn identity(&self, slot: &Slot) -> String {
+        self.instances.get(&slot.name).map(Instance::short_id).unwrap_or_default()
+    }
+
+    fn socket_dir(&self, slot: &Slot) -> PathBuf {
+        self.instances.get(&slot.name).map(Instance::socket_dir).unwrap_or_else(|| self.dir.join(slot.ordinal.to_string()).join("run"))
+    }
+
+    fn write_settings(&self, slot: &Slot, plan: &ClusterPlan) -> Result<(), BackendError> {
+        let path = self.inst(slot)?.conf_dir().join("postgresql.conf");
+        std::fs::write(&path, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", path.display())))
+    }
+
+    async fn observe(&self, slot: &Slot, plan: &ClusterPlan, client: &tokio_postgres::Client) -> Result<InstanceObservation, BackendError> {
+        let inst = self.inst(slot)?;
+        let ld_library_path = self.postmaster_ld_path(inst, client).await?;
+        let listed = self.list_mounts(inst, plan, client).await;
         let mut mounts = Vec::new();
         for ext in &plan.extensions {
             let files = listed.get(&ext.mount_path).cloned().flatten();
@@ -1074,12 +926,12 @@ impl Backend for ContainerBackend {
                 read_only,
             });
         }
-        Ok(InstanceObservation { instance: instance.to_string(), ld_library_path, mounts })
+        Ok(InstanceObservation { instance: slot.name.clone(), ld_library_path, mounts })
     }
 
-    async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
-        let ids: Vec<String> = self.instances.iter().rev().filter_map(|i| i.container.clone()).collect();
-        let vols: Vec<String> = self.instances.iter().filter(|i| i.volume).map(|i| i.cname.clone()).collect();
+    async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError> {
+        let ids: Vec<String> = slots.iter().filter_map(|s| self.instances.get(&s.name)?.container.clone()).collect();
+        let vols: Vec<String> = self.instances.values().filter(|i| i.volume).map(|i| i.cname.clone()).collect();
         if keep {
             for id in ids {
                 let _ = self.engine().run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id])).await;
@@ -1102,7 +954,7 @@ impl Backend for ContainerBackend {
                 problems.push(e);
             }
         }
-        for i in &mut self.instances {
+        for i in self.instances.values_mut() {
             i.container = None;
             i.volume = false;
         }
@@ -1113,5 +965,3 @@ impl Backend for ContainerBackend {
         }
     }
 }
-
-

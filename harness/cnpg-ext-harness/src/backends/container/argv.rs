@@ -123,7 +123,7 @@ pub fn instance_run_args(kind: EngineKind, run_flags: &[String], r: &InstanceRun
     match r.bootstrap {
         None => a.extend(postgres),
         Some(first) => {
-            let quote = |v: &[String]| v.iter().map(|w| super::engine::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            let quote = |v: &[String]| v.iter().map(|w| crate::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
             a.extend(["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]);
         }
     }
@@ -188,8 +188,8 @@ pub fn oneoff_run_args(
 pub fn postgresql_conf(plan: &ClusterPlan) -> String {
     format!(
         "# written by cnpg-ext-harness (container backend)\n{}unix_socket_directories = '/controller/run'\n\n{}",
-        crate::standin::INSTANCE_CONF,
-        crate::standin::operator_conf(plan),
+        crate::backends::standin::INSTANCE_CONF,
+        crate::backends::standin::operator_conf(plan),
     )
 }
 

@@ -98,7 +98,7 @@ impl Engine {
         let mut v = vec![self.name().to_string()];
         v.extend(self.global.iter().cloned());
         v.extend(args.iter().cloned());
-        v.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
+        v.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")
     }
 
     fn std_command(&self, args: &[String]) -> std::process::Command {
@@ -409,14 +409,6 @@ pub fn split_flags(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-/// Quotes one word for display so that [`split_flags`] gives it back.
-pub fn shell_quote(s: &str) -> String {
-    if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+{}".contains(c)) {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -441,7 +433,7 @@ mod tests {
     #[test]
     fn quoting_round_trips() {
         for w in ["plain", "with space", "it's", "", "a=b:c", "$HOME"] {
-            assert_eq!(split_flags(&shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
+            assert_eq!(split_flags(&crate::shell::shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
         }
     }
 }

@@ -5,8 +5,8 @@
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 
-use crate::matrix::{CellResult, CellStatus, MatrixReport};
-use crate::runview::RunView;
+use crate::reports::matrix::{CellResult, CellStatus, MatrixReport};
+use crate::reports::view::RunView;
 
 /// Escapes text for HTML element content and attribute values.
 pub fn esc(s: &str) -> String {
@@ -117,7 +117,7 @@ fn badge(class: &str, text: &str) -> String {
     format!("<span class=\"badge b-{class}\">{}</span>", esc(text))
 }
 
-fn failure_block(f: &crate::runview::Failure) -> String {
+fn failure_block(f: &crate::reports::view::Failure) -> String {
     let mut out = format!("<pre>{}", esc(&f.locator));
     if let (Some(e), Some(a)) = (&f.expected, &f.actual) {
         let _ = write!(
@@ -290,7 +290,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
          <tr><th>started</th><td>{}</td></tr><tr><th>wall time</th><td>{} ms ({} cell(s) at once; cells took {} ms in total)</td></tr>\
          <tr><th>harness</th><td>{} {}</td></tr>{}</table><p class=\"muted\">Aggregate files: <a href=\"report.json\">report.json</a> · <a href=\"junit.xml\">junit.xml</a> · <a href=\"summary.md\">summary.md</a></p></section>",
         esc(&r.matrix_file),
-        esc(&r.command.iter().map(|a| crate::matrix::shell_quote(a)).collect::<Vec<_>>().join(" ")),
+        esc(&r.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
         esc(&r.started_at),
         r.duration_ms,
         r.jobs,
@@ -438,7 +438,7 @@ pub fn run_page_with(
         esc(&v.environment.postgresql),
         esc(&v.environment.postgresql_source),
         esc(&v.environment.cnpg_modelled),
-        esc(&v.command.iter().map(|a| crate::matrix::shell_quote(a)).collect::<Vec<_>>().join(" ")),
+        esc(&v.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
     );
     for i in &v.images {
         let _ = write!(

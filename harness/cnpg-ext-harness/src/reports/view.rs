@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::report::RunReport;
+use crate::reports::run::RunReport;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct RunView {

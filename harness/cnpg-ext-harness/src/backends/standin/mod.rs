@@ -1,0 +1,235 @@
+//! The stand-in operator: what CloudNativePG does to a Cluster's instances, written once for
+//! every backend that has no operator, over an [`InstanceRuntime`] (local postmasters,
+//! containers). It creates the primary then streaming replicas, classifies every applied
+//! change with the model's one classifier ([`cnpg_ext_model::Change`]) and acts on it
+//! (rolling replacement replicas-first, reload, or nothing), reconciles `Database` resources,
+//! and reports what it did; it never judges.
+
+mod operator;
+mod runtime;
+
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use cnpg_ext_model::backend::{
+    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, InstanceRestart, Role, RolloutRecord,
+};
+use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
+use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
+
+pub use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
+pub use runtime::{InstanceRuntime, Slot};
+
+/// How long an instance may take to accept connections after a start.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A [`Backend`] made of the stand-in operator and one runtime.
+pub struct StandIn<R: InstanceRuntime> {
+    runtime: R,
+    cnpg: CnpgVersion,
+    cluster: Option<Cluster>,
+    slots: Vec<Slot>,
+}
+
+impl<R: InstanceRuntime> StandIn<R> {
+    pub fn new(runtime: R, cnpg: CnpgVersion) -> StandIn<R> {
+        StandIn { runtime, cnpg, cluster: None, slots: Vec::new() }
+    }
+
+    pub fn runtime(&self) -> &R {
+        &self.runtime
+    }
+
+    fn plan(&self, cluster: &Cluster, slot: &Slot) -> ClusterPlan {
+        ClusterPlan::derive(cluster, &PlanOptions { mount_root: self.runtime.mount_root(slot), cnpg: self.cnpg })
+    }
+
+    fn slot(&self, name: &str) -> Result<&Slot, BackendError> {
+        self.slots.iter().find(|s| s.name == name).ok_or_else(|| failed(format!("no instance named `{name}`")))
+    }
+
+    async fn start(&mut self, idx: usize, cluster: &Cluster) -> Result<(), BackendError> {
+        let slot = self.slots[idx].clone();
+        let plan = self.plan(cluster, &slot);
+        self.runtime.start(&slot, &plan).await?;
+        self.wait_ready(&slot).await
+    }
+
+    /// Until the instance answers SQL (a standby accepts connections before it is consistent),
+    /// failing fast with the instance's own log when it stops while starting.
+    async fn wait_ready(&mut self, slot: &Slot) -> Result<(), BackendError> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let cfg = runtime::conn_config(&self.runtime.socket_dir(slot), "postgres", "postgres");
+        let poll = self.runtime.exit_poll_interval();
+        let mut next_poll = Instant::now() + poll;
+        let mut last = String::new();
+        loop {
+            match cfg.connect(tokio_postgres::NoTls).await {
+                Ok((client, conn)) => {
+                    tokio::spawn(conn);
+                    if client.simple_query("SELECT 1").await.is_ok() {
+                        return Ok(());
+                    }
+                }
+                Err(e) => last = e.to_string(),
+            }
+            if Instant::now() >= next_poll {
+                next_poll = Instant::now() + poll;
+                if let Some(why) = self.runtime.stopped(slot).await {
+                    return Err(failed(format!(
+                        "{} stopped while PostgreSQL was starting ({why}); its log:\n{}",
+                        slot.name,
+                        self.runtime.log_tail(slot).await
+                    )));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(failed(format!(
+                    "waited {}s for {} to accept connections; last error: {last}; log:\n{}",
+                    READY_TIMEOUT.as_secs(),
+                    slot.name,
+                    self.runtime.log_tail(slot).await
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// The primary, then each replica from a base backup of the running primary.
+    async fn create(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+        self.slots = (1..=cluster.spec.instances)
+            .map(|ordinal| Slot {
+                name: format!("{}-{ordinal}", cluster.metadata.name),
+                ordinal,
+                role: if ordinal == 1 { Role::Primary } else { Role::Replica },
+            })
+            .collect();
+        let primary = self.slots[0].clone();
+        for idx in 0..self.slots.len() {
+            let slot = self.slots[idx].clone();
+            self.runtime.provision(&slot, &primary).await?;
+            self.start(idx, cluster).await?;
+        }
+        Ok(())
+    }
+
+    /// Replicas first (highest ordinal first), then the primary: the operator's order.
+    fn rollout_order(&self) -> Vec<usize> {
+        let mut order: Vec<usize> = (0..self.slots.len()).filter(|i| self.slots[*i].role == Role::Replica).collect();
+        order.sort_by_key(|i| std::cmp::Reverse(self.slots[*i].ordinal));
+        order.extend((0..self.slots.len()).filter(|i| self.slots[*i].role == Role::Primary));
+        order
+    }
+
+    async fn rolling_restart(&mut self, cluster: &Cluster) -> Result<RolloutRecord, BackendError> {
+        let mut record = RolloutRecord::default();
+        for idx in self.rollout_order() {
+            let slot = self.slots[idx].clone();
+            let old_id = self.runtime.identity(&slot);
+            self.runtime.stop(&slot).await?;
+            self.start(idx, cluster).await?;
+            record.restarts.push(InstanceRestart {
+                instance: slot.name.clone(),
+                role: slot.role,
+                old_id,
+                new_id: self.runtime.identity(&slot),
+                at: Utc::now(),
+            });
+        }
+        Ok(record)
+    }
+
+    async fn reload_all(&mut self, cluster: &Cluster) -> Result<(), BackendError> {
+        for slot in self.slots.clone() {
+            let plan = self.plan(cluster, &slot);
+            self.runtime.write_settings(&slot, &plan)?;
+            let client = self.connect(&slot.name, "postgres", "postgres").await?;
+            client
+                .simple_query("SELECT pg_reload_conf()")
+                .await
+                .map_err(|e| failed(format!("reload of {}: {}", slot.name, crate::sql::describe_error(&e))))?;
+        }
+        // The postmaster applies a reload asynchronously; give its children a moment.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        Ok(())
+    }
+}
+
+fn failed(msg: impl Into<String>) -> BackendError {
+    BackendError::Failed(msg.into())
+}
+
+#[async_trait]
+impl<R: InstanceRuntime> Backend for StandIn<R> {
+    fn name(&self) -> &'static str {
+        self.runtime.name()
+    }
+
+    fn plan_for(&self, cluster: &Cluster, instance: &str) -> ClusterPlan {
+        match self.slots.iter().find(|s| s.name == instance) {
+            Some(slot) => self.plan(cluster, slot),
+            None => ClusterPlan::derive(cluster, &PlanOptions { mount_root: "/extensions".into(), cnpg: self.cnpg }),
+        }
+    }
+
+    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
+        let cluster = &doc.cluster;
+        let action = classify(self.cluster.as_ref(), cluster, self.cnpg, self.runtime.name())?;
+        // Stored even when nothing happens now: an `ld_library_path` change waits for a restart.
+        let first = self.cluster.replace(cluster.clone()).is_none();
+        match action {
+            Action::Create => match self.create(cluster).await {
+                Ok(()) => Ok(ApplyOutcome::Created),
+                Err(e) => {
+                    if first {
+                        self.cluster = None;
+                    }
+                    Err(e)
+                }
+            },
+            Action::Update(Change::PodSpecRollout) => Ok(ApplyOutcome::RolledOut { record: self.rolling_restart(cluster).await? }),
+            Action::Update(Change::SearchPathReload) => {
+                self.reload_all(cluster).await?;
+                Ok(ApplyOutcome::Reloaded)
+            }
+            Action::Update(Change::LdLibraryPathOnly | Change::Nothing) => Ok(ApplyOutcome::Unchanged),
+        }
+    }
+
+    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
+        let primary = self.slots.first().ok_or_else(|| failed("no cluster yet: apply a Cluster first"))?.name.clone();
+        reconcile_database(&*self, &primary, &doc.database).await
+    }
+
+    async fn restart(&mut self) -> Result<RolloutRecord, BackendError> {
+        let cluster = self.cluster.clone().ok_or_else(|| failed("no cluster to restart: apply a Cluster first"))?;
+        self.rolling_restart(&cluster).await
+    }
+
+    async fn instances(&self) -> Result<Vec<InstanceRef>, BackendError> {
+        Ok(self.slots.iter().map(|s| InstanceRef { name: s.name.clone(), role: s.role }).collect())
+    }
+
+    async fn connect(&self, instance: &str, database: &str, user: &str) -> Result<tokio_postgres::Client, BackendError> {
+        let slot = self.slot(instance)?;
+        let (client, conn) = runtime::conn_config(&self.runtime.socket_dir(slot), database, user)
+            .connect(tokio_postgres::NoTls)
+            .await
+            .map_err(|e| failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e))))?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
+
+    async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
+        let slot = self.slot(instance)?.clone();
+        let client = self.connect(instance, "postgres", "postgres").await?;
+        self.runtime.observe(&slot, plan, &client).await
+    }
+
+    async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
+        let mut slots = self.slots.clone();
+        slots.reverse();
+        self.runtime.teardown(&slots, keep).await
+    }
+}

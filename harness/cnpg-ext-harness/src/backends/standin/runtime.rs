@@ -1,0 +1,71 @@
+//! What the stand-in operator needs from the place instances run: start one from its plan,
+//! stop it, tell its identity, reach its socket, observe it. Nothing here decides anything.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use cnpg_ext_model::backend::{BackendError, InstanceObservation, Role};
+use cnpg_ext_model::plan::ClusterPlan;
+
+/// One instance of the Cluster, as the operator names it (`<cluster>-<ordinal>`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Slot {
+    pub name: String,
+    pub ordinal: u32,
+    pub role: Role,
+}
+
+#[async_trait]
+pub trait InstanceRuntime: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// Where image volumes are mounted, as the instance's postgres sees them.
+    fn mount_root(&self, slot: &Slot) -> String;
+
+    /// Storage for a new instance before its first start: the primary's data directory from
+    /// the initdb template, a replica's by a base backup from `primary` (running).
+    async fn provision(&mut self, slot: &Slot, primary: &Slot) -> Result<(), BackendError>;
+
+    /// Starts the instance with `plan`'s mounts, settings and environment; returns once it
+    /// is launched (the stand-in waits for it to answer).
+    async fn start(&mut self, slot: &Slot, plan: &ClusterPlan) -> Result<(), BackendError>;
+
+    /// Why the instance is no longer running, if it is not.
+    async fn stopped(&mut self, slot: &Slot) -> Option<String>;
+
+    /// How often [`Self::stopped`] is worth asking while waiting for a start.
+    fn exit_poll_interval(&self) -> Duration;
+
+    /// The last lines of the instance's server log.
+    async fn log_tail(&self, slot: &Slot) -> String;
+
+    /// Stops the instance (fast shutdown, then kill); its data is kept.
+    async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError>;
+
+    /// What changes when the instance is replaced: a postmaster pid, a container id.
+    fn identity(&self, slot: &Slot) -> String;
+
+    /// The directory holding the instance's unix socket (port 5432).
+    fn socket_dir(&self, slot: &Slot) -> PathBuf;
+
+    /// Rewrites the operator's settings of a running instance, for a reload.
+    fn write_settings(&self, slot: &Slot, plan: &ClusterPlan) -> Result<(), BackendError>;
+
+    /// The postmaster's environment and the mounts as the instance sees them; `client` is a
+    /// superuser session on it.
+    async fn observe(&self, slot: &Slot, plan: &ClusterPlan, client: &tokio_postgres::Client)
+        -> Result<InstanceObservation, BackendError>;
+
+    /// Stops every instance (`slots` in stop order) and removes what the runtime made, unless
+    /// `keep`.
+    async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError>;
+}
+
+/// A session to an instance over its unix socket.
+pub fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postgres::Config {
+    let mut cfg = tokio_postgres::Config::new();
+    cfg.host_path(socket_dir).port(5432).user(user).dbname(database).application_name("cnpg-ext-harness");
+    cfg.connect_timeout(Duration::from_secs(10));
+    cfg
+}

@@ -1,0 +1,582 @@
+//! The matrix file: axes, exclusions, cells; strict parsing with file:line errors.
+
+use std::path::{Component, Path, PathBuf};
+
+use cnpg_ext_model::{CnpgVersion, InputError};
+use serde::{Deserialize, Serialize};
+use serde_saphyr::Spanned;
+
+use crate::error::HarnessError;
+
+
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MatrixFile {
+    #[serde(default)]
+    description: Option<String>,
+    #[serde(default)]
+    jobs_per_cell: Option<usize>,
+    axes: AxesFile,
+    #[serde(default)]
+    exclude: Vec<Spanned<ExcludeFile>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AxesFile {
+    backend: Vec<Spanned<String>>,
+    #[serde(default)]
+    postgres: Vec<Spanned<PgEntry>>,
+    #[serde(default)]
+    cnpg: Vec<Spanned<String>>,
+    #[serde(default)]
+    kubernetes: Vec<Spanned<K8sEntry>>,
+    scenarios: Vec<Spanned<ScenarioEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum PgEntry {
+    Plain(String),
+    Named(NamedPg),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NamedPg {
+    name: String,
+    pg_config: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum K8sEntry {
+    Plain(String),
+    Named(NamedK8s),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NamedK8s {
+    name: String,
+    kind_config: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum ScenarioEntry {
+    Plain(String),
+    Named(NamedScenarios),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NamedScenarios {
+    name: String,
+    paths: Vec<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ExcludeFile {
+    #[serde(default)]
+    backend: Option<String>,
+    #[serde(default)]
+    postgres: Option<String>,
+    #[serde(default)]
+    cnpg: Option<String>,
+    #[serde(default)]
+    kubernetes: Option<String>,
+    #[serde(default)]
+    scenarios: Option<String>,
+}
+
+/// An axis value: a short name (used in cell ids and exclusions) and what it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScenarioSet {
+    pub name: String,
+    /// Absolute scenario paths.
+    pub paths: Vec<String>,
+}
+
+/// One cell: a point of the product of the axes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub id: String,
+    pub backend: String,
+    /// `value` is `wheel` or the path of a pg_config.
+    pub postgres: Named,
+    pub cnpg: String,
+    /// kind cells only: the kind config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Named>,
+    #[serde(rename = "scenario_set")]
+    pub scenarios: ScenarioSet,
+}
+
+#[derive(Debug, Clone)]
+pub struct Matrix {
+    pub file: PathBuf,
+    pub description: Option<String>,
+    pub jobs_per_cell: usize,
+    pub cells: Vec<CellSpec>,
+}
+
+/// The value `wheel` of the postgres axis.
+pub const PG_WHEEL: &str = "wheel";
+
+pub(crate) fn invalid(
+    file: &Path,
+    line: Option<u64>,
+    field: impl Into<String>,
+    message: impl Into<String>,
+) -> HarnessError {
+    HarnessError::Input(InputError::new(file, line, field, message).to_string())
+}
+
+/// serde-saphyr's error as `file:line: field: message`.
+pub(crate) fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> HarnessError {
+    let line = err.location().map(|l| l.line()).filter(|l| *l > 0);
+    let rendered = err.to_string();
+    let first = rendered
+        .lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("invalid YAML")
+        .trim();
+    let message = match first
+        .strip_prefix("error: ")
+        .and_then(|m| m.split_once(": "))
+    {
+        Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
+        _ => first.to_string(),
+    };
+    let mut field = "(document)".to_string();
+    for marker in [
+        "unknown field `",
+        "missing field `",
+        "unknown variant `",
+        "duplicate field `",
+    ] {
+        if let Some(start) = rendered.find(marker) {
+            let rest = &rendered[start + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                field = rest[..end].to_string();
+                break;
+            }
+        }
+    }
+    if message.contains("did not match any variant") {
+        field = "(entry)".into();
+    }
+    invalid(file, line, field, message)
+}
+
+/// A name usable in a cell id: letters, digits, `.`, `_` and `-`.
+pub(crate) fn sanitize(s: &str) -> String {
+    let out: String = s
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    out.trim_matches('-').to_string()
+}
+
+pub(crate) fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+}
+
+/// `/usr/lib/postgresql/15/bin/pg_config` → `pg15`; `/opt/pg18/bin/pg_config` → `pg18`.
+pub(crate) fn pg_name(path: &str) -> String {
+    let p = Path::new(path);
+    let mut dir = p.parent().unwrap_or(Path::new(""));
+    if dir.file_name().map(|n| n == "bin").unwrap_or(false) {
+        dir = dir.parent().unwrap_or(Path::new(""));
+    }
+    let base = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pg".into());
+    let base = sanitize(&base);
+    if base.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        format!("pg{base}")
+    } else {
+        base
+    }
+}
+
+/// `kind-1.33.yaml` → `k8s-1.33`.
+pub(crate) fn k8s_name(path: &str) -> String {
+    let stem = Path::new(path)
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stem = stem.strip_prefix("kind-").unwrap_or(&stem);
+    format!("k8s-{}", sanitize(stem))
+}
+
+pub(crate) fn set_name(path: &str) -> String {
+    let p = Path::new(path);
+    let last = p
+        .components()
+        .rev()
+        .find_map(|c| match c {
+            Component::Normal(n) if n != "scenario.yaml" => Some(n.to_string_lossy().into_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "scenarios".into());
+    sanitize(&last)
+}
+
+pub(crate) fn absolute(base: &Path, p: &str) -> PathBuf {
+    let joined = base.join(p);
+    joined.canonicalize().unwrap_or(joined)
+}
+
+impl Matrix {
+    /// Reads and checks a matrix file; every scenario set is loaded (and so validated) for
+    /// every modelled CNPG release. Errors name the file, the line and the field (exit 2).
+    pub fn load(file: &Path) -> Result<Matrix, HarnessError> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| invalid(file, None, "(file)", format!("cannot read: {e}")))?;
+        let parsed: MatrixFile = serde_saphyr::from_str(&text).map_err(|e| yaml_error(file, &e))?;
+        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let line = |l: &serde_saphyr::Location| Some(l.line()).filter(|l| *l > 0);
+
+        let jobs_per_cell = parsed.jobs_per_cell.unwrap_or(1);
+        if jobs_per_cell == 0 {
+            return Err(invalid(file, None, "jobs_per_cell", "must be at least 1"));
+        }
+
+        // backend
+        if parsed.axes.backend.is_empty() {
+            return Err(invalid(
+                file,
+                None,
+                "axes.backend",
+                "give at least one backend (local, container, kind)",
+            ));
+        }
+        let mut backends = Vec::new();
+        for (i, b) in parsed.axes.backend.iter().enumerate() {
+            let v = b.value.trim();
+            if !["local", "container", "kind"].contains(&v) {
+                return Err(invalid(
+                    file,
+                    line(&b.referenced),
+                    format!("axes.backend[{i}]"),
+                    format!("`{v}`: expected local, container or kind"),
+                ));
+            }
+            if backends.contains(&v.to_string()) {
+                return Err(invalid(
+                    file,
+                    line(&b.referenced),
+                    format!("axes.backend[{i}]"),
+                    format!("`{v}` is listed twice"),
+                ));
+            }
+            backends.push(v.to_string());
+        }
+
+        // postgres
+        let mut postgres: Vec<Named> = Vec::new();
+        for (i, e) in parsed.axes.postgres.iter().enumerate() {
+            let field = format!("axes.postgres[{i}]");
+            let (name, value) = match &e.value {
+                PgEntry::Plain(v) if v == PG_WHEEL => (PG_WHEEL.to_string(), PG_WHEEL.to_string()),
+                PgEntry::Plain(v) => (pg_name(v), v.clone()),
+                PgEntry::Named(n) => (n.name.clone(), n.pg_config.clone()),
+            };
+            let value = if value == PG_WHEEL {
+                value
+            } else {
+                let p = absolute(&base, &value);
+                if !p.is_file() {
+                    return Err(invalid(
+                        file,
+                        line(&e.referenced),
+                        field,
+                        format!("{} is not a file (a pg_config, or `wheel`)", p.display()),
+                    ));
+                }
+                p.display().to_string()
+            };
+            if !valid_name(&name) {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    format!("{field}.name"),
+                    format!("`{name}`: use letters, digits, `.`, `_` and `-`"),
+                ));
+            }
+            if postgres.iter().any(|p| p.name == name) {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    field,
+                    format!("the name `{name}` is used twice; give this entry `{{name: ..., pg_config: ...}}`"),
+                ));
+            }
+            postgres.push(Named { name, value });
+        }
+        if postgres.is_empty() {
+            postgres.push(Named {
+                name: PG_WHEEL.into(),
+                value: PG_WHEEL.into(),
+            });
+        }
+
+        // cnpg
+        let mut cnpg: Vec<(String, CnpgVersion)> = Vec::new();
+        for (i, c) in parsed.axes.cnpg.iter().enumerate() {
+            let v: CnpgVersion = c.value.trim().parse().map_err(|e: String| {
+                invalid(
+                    file,
+                    line(&c.referenced),
+                    format!("axes.cnpg[{i}]"),
+                    format!("`{}`: {e}", c.value),
+                )
+            })?;
+            if cnpg.iter().any(|(_, x)| *x == v) {
+                return Err(invalid(
+                    file,
+                    line(&c.referenced),
+                    format!("axes.cnpg[{i}]"),
+                    format!("`{v}` is listed twice"),
+                ));
+            }
+            cnpg.push((v.to_string(), v));
+        }
+        if cnpg.is_empty() {
+            cnpg.push((CnpgVersion::DEFAULT.to_string(), CnpgVersion::DEFAULT));
+        }
+
+        // kubernetes (kind cells only)
+        let mut kubernetes: Vec<Named> = Vec::new();
+        for (i, e) in parsed.axes.kubernetes.iter().enumerate() {
+            let field = format!("axes.kubernetes[{i}]");
+            let (name, value) = match &e.value {
+                K8sEntry::Plain(v) => (k8s_name(v), v.clone()),
+                K8sEntry::Named(n) => (n.name.clone(), n.kind_config.clone()),
+            };
+            let p = absolute(&base, &value);
+            if !p.is_file() {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    field,
+                    format!("{} is not a file (a kind config)", p.display()),
+                ));
+            }
+            if !valid_name(&name) || kubernetes.iter().any(|k| k.name == name) {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    field,
+                    format!("`{name}`: names must be unique letters, digits, `.`, `_`, `-`"),
+                ));
+            }
+            kubernetes.push(Named {
+                name,
+                value: p.display().to_string(),
+            });
+        }
+        if backends.iter().any(|b| b == "kind") && kubernetes.is_empty() {
+            let dflt = base.join("../kind-config/kind-1.33.yaml");
+            kubernetes.push(Named {
+                name: "k8s-1.33".into(),
+                value: dflt.canonicalize().unwrap_or(dflt).display().to_string(),
+            });
+        }
+
+        // scenarios
+        if parsed.axes.scenarios.is_empty() {
+            return Err(invalid(
+                file,
+                None,
+                "axes.scenarios",
+                "give at least one scenario path or set",
+            ));
+        }
+        let mut sets: Vec<ScenarioSet> = Vec::new();
+        for (i, e) in parsed.axes.scenarios.iter().enumerate() {
+            let field = format!("axes.scenarios[{i}]");
+            let (name, paths) = match &e.value {
+                ScenarioEntry::Plain(p) => (set_name(p), vec![p.clone()]),
+                ScenarioEntry::Named(n) => (n.name.clone(), n.paths.clone()),
+            };
+            if paths.is_empty() {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    format!("{field}.paths"),
+                    "give at least one path",
+                ));
+            }
+            let mut abs = Vec::new();
+            for (j, p) in paths.iter().enumerate() {
+                let a = absolute(&base, p);
+                if !a.exists() {
+                    let f = if matches!(e.value, ScenarioEntry::Named(_)) {
+                        format!("{field}.paths[{j}]")
+                    } else {
+                        field.clone()
+                    };
+                    return Err(invalid(
+                        file,
+                        line(&e.referenced),
+                        f,
+                        format!("{} does not exist", a.display()),
+                    ));
+                }
+                abs.push(a);
+            }
+            for (_, v) in &cnpg {
+                crate::app::load_scenarios(&abs, *v).map_err(|err| {
+                    invalid(
+                        file,
+                        line(&e.referenced),
+                        field.clone(),
+                        format!("scenario set `{name}` (CNPG {v}) is invalid: {err}"),
+                    )
+                })?;
+            }
+            if !valid_name(&name) || sets.iter().any(|s| s.name == name) {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    field,
+                    format!("the set name `{name}` is invalid or used twice; give `{{name: ..., paths: [...]}}`"),
+                ));
+            }
+            sets.push(ScenarioSet {
+                name,
+                paths: abs.iter().map(|p| p.display().to_string()).collect(),
+            });
+        }
+
+        // exclusions: by names that exist
+        let mut excludes = Vec::new();
+        for (i, x) in parsed.exclude.iter().enumerate() {
+            let l = line(&x.referenced);
+            let check =
+                |axis: &str, v: &Option<String>, names: Vec<String>| -> Result<(), HarnessError> {
+                    match v {
+                        Some(v) if !names.contains(v) => Err(invalid(
+                            file,
+                            l,
+                            format!("exclude[{i}].{axis}"),
+                            format!(
+                                "`{v}` is not a value of axes.{axis} (values: {})",
+                                names.join(", ")
+                            ),
+                        )),
+                        _ => Ok(()),
+                    }
+                };
+            let e = &x.value;
+            check("backend", &e.backend, backends.clone())?;
+            check(
+                "postgres",
+                &e.postgres,
+                postgres.iter().map(|p| p.name.clone()).collect(),
+            )?;
+            check("cnpg", &e.cnpg, cnpg.iter().map(|c| c.0.clone()).collect())?;
+            check(
+                "kubernetes",
+                &e.kubernetes,
+                kubernetes.iter().map(|k| k.name.clone()).collect(),
+            )?;
+            check(
+                "scenarios",
+                &e.scenarios,
+                sets.iter().map(|s| s.name.clone()).collect(),
+            )?;
+            if e.backend.is_none()
+                && e.postgres.is_none()
+                && e.cnpg.is_none()
+                && e.kubernetes.is_none()
+                && e.scenarios.is_none()
+            {
+                return Err(invalid(
+                    file,
+                    l,
+                    format!("exclude[{i}]"),
+                    "an empty exclusion would exclude every cell",
+                ));
+            }
+            excludes.push(e);
+        }
+
+        let mut cells = Vec::new();
+        for b in &backends {
+            let k8s: Vec<Option<&Named>> = if b == "kind" {
+                kubernetes.iter().map(Some).collect()
+            } else {
+                vec![None]
+            };
+            for pg in &postgres {
+                for (c, _) in &cnpg {
+                    for k in &k8s {
+                        for s in &sets {
+                            let excluded = excludes.iter().any(|x| {
+                                x.backend.as_ref().is_none_or(|v| v == b)
+                                    && x.postgres.as_ref().is_none_or(|v| *v == pg.name)
+                                    && x.cnpg.as_ref().is_none_or(|v| v == c)
+                                    && x.kubernetes
+                                        .as_ref()
+                                        .is_none_or(|v| k.map(|k| &k.name) == Some(v))
+                                    && x.scenarios.as_ref().is_none_or(|v| *v == s.name)
+                            });
+                            if excluded {
+                                continue;
+                            }
+                            let mut parts = vec![b.clone()];
+                            if let Some(k) = k {
+                                parts.push(k.name.clone());
+                            }
+                            parts.extend([pg.name.clone(), format!("cnpg-{c}"), s.name.clone()]);
+                            cells.push(CellSpec {
+                                id: parts.join("_"),
+                                backend: b.clone(),
+                                postgres: pg.clone(),
+                                cnpg: c.clone(),
+                                kubernetes: k.cloned(),
+                                scenarios: s.clone(),
+                            });
+                        }
+                    }
+                }
+            }
+        }
+        if cells.is_empty() {
+            return Err(invalid(file, None, "exclude", "every cell is excluded"));
+        }
+        Ok(Matrix {
+            file: file.to_path_buf(),
+            description: parsed.description,
+            jobs_per_cell,
+            cells,
+        })
+    }
+}
+

@@ -1,0 +1,302 @@
+//! The aggregate record of a matrix: cells, totals, report.json / junit.xml / summary.md.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_PASSED};
+use crate::reports::view::Failure;
+
+use crate::matrix::{CellSpec, MATRIX_REPORT_KIND};
+
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CellStatus {
+    Passed,
+    Failed,
+    Unsupported,
+    Error,
+}
+
+impl CellStatus {
+    pub fn name(self) -> &'static str {
+        match self {
+            CellStatus::Passed => "passed",
+            CellStatus::Failed => "failed",
+            CellStatus::Unsupported => "unsupported",
+            CellStatus::Error => "error",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellScenario {
+    pub id: String,
+    pub status: String,
+    pub duration_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<Failure>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CellTotals {
+    pub passed: usize,
+    pub failed: usize,
+    pub skipped: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CellResult {
+    #[serde(flatten)]
+    pub spec: CellSpec,
+    pub status: CellStatus,
+    /// Why a cell is unsupported or errored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// The cell's report directory, relative to the matrix report directory.
+    pub dir: String,
+    /// Files of the cell (report.json, junit.xml, summary.md, output.log, logs/…), relative to
+    /// the matrix report directory.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// The harness command line the cell ran (re-run it by hand).
+    #[serde(default)]
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postgresql: Option<String>,
+    #[serde(default)]
+    pub totals: CellTotals,
+    #[serde(default)]
+    pub scenarios: Vec<CellScenario>,
+    /// Set when `--rerun-failed` carried this cell over from an earlier report unchanged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carried_over_from: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct MatrixTotals {
+    pub passed: usize,
+    pub failed: usize,
+    pub unsupported: usize,
+    pub error: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MatrixReport {
+    pub kind: String,
+    pub schema_version: u32,
+    pub harness_version: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_revision: Option<String>,
+    pub matrix_file: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// Cells run at once.
+    pub jobs: usize,
+    /// Sum of the durations of the cells run by this invocation (not carried over).
+    pub cell_time_ms: u64,
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rerun_of: Option<String>,
+    pub totals: MatrixTotals,
+    pub cells: Vec<CellResult>,
+}
+
+impl MatrixReport {
+    pub fn totals_of(cells: &[CellResult]) -> MatrixTotals {
+        let n = |s: CellStatus| cells.iter().filter(|c| c.status == s).count();
+        MatrixTotals {
+            passed: n(CellStatus::Passed),
+            failed: n(CellStatus::Failed),
+            unsupported: n(CellStatus::Unsupported),
+            error: n(CellStatus::Error),
+        }
+    }
+
+    /// 0 all passed or unsupported, 1 a cell failed or errored, 3 no cell ran at all.
+    pub fn exit_code(&self) -> i32 {
+        let t = &self.totals;
+        if t.passed + t.failed == 0 {
+            // Every cell errored or is unsupported: nothing ran.
+            EXIT_ENVIRONMENT
+        } else if t.failed + t.error > 0 {
+            EXIT_FAILED
+        } else {
+            EXIT_PASSED
+        }
+    }
+
+    pub fn load(path: &Path) -> Result<MatrixReport, String> {
+        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let r: MatrixReport = serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{}: not a matrix report: {e}", path.display()))?;
+        if r.kind != MATRIX_REPORT_KIND {
+            return Err(format!(
+                "{}: not a matrix report (kind `{}`)",
+                path.display(),
+                r.kind
+            ));
+        }
+        Ok(r)
+    }
+
+    /// `report.json`, `junit.xml`, `summary.md` and `index.html` into `dir`.
+    pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+        std::fs::create_dir_all(dir)?;
+        let json = dir.join("report.json");
+        std::fs::write(
+            &json,
+            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
+        )?;
+        let junit = dir.join("junit.xml");
+        std::fs::write(
+            &junit,
+            self.junit().to_string().map_err(std::io::Error::other)?,
+        )?;
+        let summary = dir.join("summary.md");
+        std::fs::write(&summary, self.summary_markdown())?;
+        let html = dir.join("index.html");
+        std::fs::write(&html, crate::reports::html::matrix_page(self))?;
+        Ok(vec![json, junit, summary, html])
+    }
+
+    /// One testsuite per cell, one testcase per scenario (a cell that did not run is one
+    /// testcase: skipped when unsupported, an error otherwise).
+    pub fn junit(&self) -> quick_junit::Report {
+        use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
+        let mut report = Report::new("cnpg-ext-harness matrix");
+        for c in &self.cells {
+            let mut suite = TestSuite::new(c.spec.id.clone());
+            suite.add_property(quick_junit::Property::new(
+                "backend",
+                c.spec.backend.clone(),
+            ));
+            suite.add_property(quick_junit::Property::new(
+                "postgres",
+                c.spec.postgres.value.clone(),
+            ));
+            suite.add_property(quick_junit::Property::new("cnpg", c.spec.cnpg.clone()));
+            if let Some(k) = &c.spec.kubernetes {
+                suite.add_property(quick_junit::Property::new("kubernetes", k.value.clone()));
+            }
+            suite.add_property(quick_junit::Property::new("status", c.status.name()));
+            if c.scenarios.is_empty() {
+                let status = match c.status {
+                    CellStatus::Passed => TestCaseStatus::success(),
+                    CellStatus::Unsupported => {
+                        let mut s = TestCaseStatus::skipped();
+                        if let TestCaseStatus::Skipped { message, .. } = &mut s {
+                            *message = c.reason.clone().map(Into::into);
+                        }
+                        s
+                    }
+                    CellStatus::Failed | CellStatus::Error => {
+                        let kind = if c.status == CellStatus::Error {
+                            NonSuccessKind::Error
+                        } else {
+                            NonSuccessKind::Failure
+                        };
+                        let mut s = TestCaseStatus::non_success(kind);
+                        if let TestCaseStatus::NonSuccess { message, .. } = &mut s {
+                            *message = c.reason.clone().map(Into::into);
+                        }
+                        s
+                    }
+                };
+                let mut case = TestCase::new("cell", status);
+                case.set_classname(c.spec.id.clone());
+                case.set_time(std::time::Duration::from_millis(c.duration_ms));
+                suite.add_test_case(case);
+            }
+            for s in &c.scenarios {
+                let status = match s.status.as_str() {
+                    "passed" => TestCaseStatus::success(),
+                    "skipped" => TestCaseStatus::skipped(),
+                    _ => {
+                        let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                        if let TestCaseStatus::NonSuccess {
+                            message,
+                            description,
+                            ..
+                        } = &mut st
+                        {
+                            *message = s.failure.as_ref().map(|f| f.locator.clone().into());
+                            *description = s.failure.as_ref().map(|f| f.text().into());
+                        }
+                        st
+                    }
+                };
+                let mut case = TestCase::new(s.id.clone(), status);
+                case.set_classname(c.spec.id.clone());
+                case.set_time(std::time::Duration::from_millis(s.duration_ms));
+                suite.add_test_case(case);
+            }
+            report.add_test_suite(suite);
+        }
+        report
+    }
+
+    pub fn summary_markdown(&self) -> String {
+        let t = &self.totals;
+        let mut md = format!(
+            "## cnpg-ext-harness matrix: {} passed, {} failed, {} unsupported, {} error ({} cells)\n\n",
+            t.passed,
+            t.failed,
+            t.unsupported,
+            t.error,
+            self.cells.len()
+        );
+        md += "| cell | backend | PostgreSQL | CNPG | scenarios | status | time |\n| --- | --- | --- | --- | --- | --- | --- |\n";
+        for c in &self.cells {
+            let mark = match c.status {
+                CellStatus::Passed => "✅ passed".to_string(),
+                CellStatus::Failed => {
+                    format!("❌ failed ({}/{})", c.totals.failed, c.scenarios.len())
+                }
+                CellStatus::Unsupported => {
+                    format!("⚪ {}", c.reason.as_deref().unwrap_or("unsupported"))
+                }
+                CellStatus::Error => "⚠️ error".to_string(),
+            };
+            let backend = match &c.spec.kubernetes {
+                Some(k) => format!("{} ({})", c.spec.backend, k.name),
+                None => c.spec.backend.clone(),
+            };
+            md += &format!(
+                "| [`{}`]({}/summary.md) | {backend} | {} | {} | {} | {mark} | {} ms |\n",
+                c.spec.id,
+                c.dir,
+                c.spec.postgres.name,
+                c.spec.cnpg,
+                c.spec.scenarios.name,
+                c.duration_ms
+            );
+        }
+        for c in self
+            .cells
+            .iter()
+            .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Error))
+        {
+            md += &format!("\n### `{}`\n\n", c.spec.id);
+            if let Some(r) = &c.reason {
+                md += &format!("{r}\n\n");
+            }
+            for s in c.scenarios.iter().filter(|s| s.failure.is_some()) {
+                md += &format!(
+                    "```\n{}: {}\n```\n",
+                    s.id,
+                    s.failure.as_ref().map(Failure::text).unwrap_or_default()
+                );
+            }
+        }
+        md
+    }
+}
+

@@ -1,0 +1,138 @@
+//! The pure judgments of the verification layer: a [`Check`] (expected vs actual) and the
+//! rules a rolling update must satisfy. Every backend's observations — local postmasters,
+//! containers, kind pods recorded offline — are judged by these functions and no copy of them.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::backend::{Role, RolloutRecord};
+
+/// One comparison; a step fails when any of its checks is not `ok`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Check {
+    pub what: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    pub expected: String,
+    pub actual: String,
+    pub ok: bool,
+}
+
+impl Check {
+    pub fn new(what: impl Into<String>, instance: Option<&str>, expected: impl Into<String>, actual: impl Into<String>) -> Check {
+        let (expected, actual) = (expected.into(), actual.into());
+        Check { what: what.into(), instance: instance.map(str::to_string), ok: expected == actual, expected, actual }
+    }
+
+    pub fn that(what: impl Into<String>, instance: Option<&str>, expected: impl Into<String>, actual: impl Into<String>, ok: bool) -> Check {
+        Check { what: what.into(), instance: instance.map(str::to_string), expected: expected.into(), actual: actual.into(), ok }
+    }
+}
+
+/// What an instance looked like before an operation that may restart it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceState {
+    pub role: Role,
+    pub started: String,
+}
+
+/// A rollout: every instance restarted exactly once, replicas before the primary, each
+/// postmaster start time moved forward.
+pub fn verify_rollout(
+    record: &RolloutRecord,
+    before: &BTreeMap<String, InstanceState>,
+    after: &BTreeMap<String, InstanceState>,
+) -> Vec<Check> {
+    let mut checks = Vec::new();
+    for (name, state) in before {
+        let times = record.restarts.iter().filter(|r| &r.instance == name).count();
+        checks.push(Check::new("restarted exactly once", Some(name), "1", times.to_string()));
+        let now = after.get(name).map(|s| s.started.clone()).unwrap_or_else(|| "(gone)".into());
+        let moved = now != "(gone)" && now > state.started;
+        checks.push(Check::that(
+            "pg_postmaster_start_time() moved forward",
+            Some(name),
+            format!("later than {}", state.started),
+            now,
+            moved,
+        ));
+    }
+    let order: Vec<String> = record.restarts.iter().map(|r| format!("{}({:?})", r.instance, r.role).to_lowercase()).collect();
+    let first_primary = record.restarts.iter().position(|r| r.role == Role::Primary);
+    let last_replica = record.restarts.iter().rposition(|r| r.role == Role::Replica);
+    let ok = match (first_primary, last_replica) {
+        (Some(p), Some(r)) => r < p,
+        _ => true,
+    };
+    checks.push(Check::that("replicas restarted before the primary", None, "replicas first, primary last", order.join(" → "), ok));
+    checks
+}
+
+/// No rollout: every postmaster kept its start time.
+pub fn verify_no_restart(before: &BTreeMap<String, InstanceState>, after: &BTreeMap<String, InstanceState>) -> Vec<Check> {
+    before
+        .iter()
+        .map(|(name, state)| {
+            let now = after.get(name).map(|s| s.started.clone()).unwrap_or_else(|| "(gone)".into());
+            Check::new("not restarted (pg_postmaster_start_time unchanged)", Some(name), state.started.clone(), now)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Utc;
+    use cnpg_ext_model::backend::InstanceRestart;
+
+    fn state(role: Role, t: &str) -> InstanceState {
+        InstanceState { role, started: t.into() }
+    }
+
+    fn restart(name: &str, role: Role) -> InstanceRestart {
+        InstanceRestart { instance: name.into(), role, old_id: "1".into(), new_id: "2".into(), at: Utc::now() }
+    }
+
+    fn before() -> BTreeMap<String, InstanceState> {
+        [("c-1", Role::Primary), ("c-2", Role::Replica)]
+            .into_iter()
+            .map(|(n, r)| (n.to_string(), state(r, "2026-01-01 00:00:00+00")))
+            .collect()
+    }
+
+    fn later() -> BTreeMap<String, InstanceState> {
+        before().into_iter().map(|(n, s)| (n, state(s.role, "2026-01-01 00:00:05+00"))).collect()
+    }
+
+    #[test]
+    fn a_good_rollout_passes() {
+        let rec = RolloutRecord { restarts: vec![restart("c-2", Role::Replica), restart("c-1", Role::Primary)], phases: vec![] };
+        assert!(verify_rollout(&rec, &before(), &later()).iter().all(|c| c.ok));
+    }
+
+    #[test]
+    fn primary_first_fails() {
+        let rec = RolloutRecord { restarts: vec![restart("c-1", Role::Primary), restart("c-2", Role::Replica)], phases: vec![] };
+        let bad: Vec<_> = verify_rollout(&rec, &before(), &later()).into_iter().filter(|c| !c.ok).collect();
+        assert_eq!(bad.len(), 1);
+        assert_eq!(bad[0].what, "replicas restarted before the primary");
+    }
+
+    #[test]
+    fn twice_or_never_fails() {
+        let rec = RolloutRecord {
+            restarts: vec![restart("c-2", Role::Replica), restart("c-2", Role::Replica), restart("c-1", Role::Primary)],
+            phases: vec![],
+        };
+        assert!(verify_rollout(&rec, &before(), &later()).iter().any(|c| !c.ok && c.instance.as_deref() == Some("c-2")));
+        let none = RolloutRecord::default();
+        assert!(verify_rollout(&none, &before(), &before()).iter().filter(|c| !c.ok).count() >= 4);
+    }
+
+    #[test]
+    fn unchanged_start_time_is_no_restart() {
+        assert!(verify_no_restart(&before(), &before()).iter().all(|c| c.ok));
+        assert!(verify_no_restart(&before(), &later()).iter().all(|c| !c.ok));
+    }
+}
