@@ -32,6 +32,7 @@ fn options() -> RunOptions {
         command: vec![],
         engine: Default::default(),
         kind: Default::default(),
+        operand: Default::default(),
     }
 }
 

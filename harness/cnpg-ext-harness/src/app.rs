@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cnpg_ext_model::{CnpgVersion, Scenario};
-use cnpg_ext_pg::{PgInstall, ProvisionOptions};
+use cnpg_ext_pg::{OperandFlavor, PgInstall, ProvisionOptions};
 
 use cnpg_ext_model::backend::Backend;
 
@@ -14,7 +14,7 @@ use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::error::HarnessError;
 use crate::backends::local::{LocalBackend, LocalEnv};
 use crate::progress::Progress;
-use crate::reports::run::{Environment, ImageRecord, RunReport, ScenarioResult};
+use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
 use crate::run_as::RunAs;
 use crate::runner::{ScenarioRun, Status};
 use crate::store::ImageStore;
@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub command: Vec<String>,
     pub engine: EngineOptions,
     pub kind: cnpg_ext_kind::KindOptions,
+    /// The CNPG operand image the stand-ins imitate (local, container).
+    pub operand: OperandFlavor,
 }
 
 /// What a run prepared once for its backend; makes one backend per scenario.
@@ -141,17 +143,21 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
     progress.line(&format!("PostgreSQL {} from {}", pg.version.text, describe_origin(&pg)));
 
+    let operand = pg
+        .operand(opts.operand)
+        .map_err(|e| HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display())))?;
     let specs: Vec<_> = scenarios.iter().flat_map(|s| s.images.iter().cloned()).collect();
     let (store, prepared) = {
         let pg = pg.clone();
         let dir = workdir.clone();
         let run_as = run_as.clone();
         let (backend, engine) = (opts.backend, opts.engine.clone());
+        let without = operand.exclusions.clone();
         tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
             let store = ImageStore::prepare(&specs, &pg, &dir.join("images"))?;
             let prepared = match backend {
                 BackendKind::Local => Prepared::Local(Arc::new(
-                    LocalEnv::prepare(&pg, &store.exclusions(), &dir, run_as).map_err(HarnessError::Environment)?,
+                    LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,
                 )),
                 BackendKind::Kind => {
                     // Docker archives for `kind load image-archive`; the cluster is contacted below.
@@ -166,7 +172,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 }
                 BackendKind::Container => {
                     let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &dir, &run_id, &engine)?))
+                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &without, &dir, &run_id, &engine)?))
                 }
             };
             Ok((store, prepared))
@@ -261,6 +267,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             cnpg_modelled: opts.cnpg.to_string(),
             kubernetes: None,
             runtime: None,
+            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
+                flavor: operand.flavor.as_str().into(),
+                extensions: operand.extensions.clone(),
+            }),
         },
         images: store
             .all()

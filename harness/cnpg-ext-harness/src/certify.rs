@@ -731,6 +731,7 @@ pub async fn certify(
             command: command.clone(),
             engine: crate::backends::container::EngineOptions::from_env(),
             kind: Default::default(),
+        operand: Default::default(),
         };
         match app::run(opts).await {
             Ok(out) => {

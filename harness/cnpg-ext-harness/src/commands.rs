@@ -28,6 +28,7 @@ pub async fn run(args: RunArgs) -> i32 {
         progress: !args.no_progress,
         command: std::env::args().collect(),
         kind,
+        operand: args.operand,
         engine: crate::backends::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::sql;
 use crate::store::ImageStore;
-use crate::verify::{self, Check};
+use crate::verify::{self, origin, Check};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,11 +70,13 @@ pub struct ScenarioRun<'a> {
     pub images: &'a ImageStore,
     pub backend: &'a mut dyn Backend,
     applied: Option<Cluster>,
+    /// Instances of the running SQL step and their extensions before it.
+    pending_origin: Vec<(String, Role, Vec<origin::Installed>)>,
 }
 
 impl<'a> ScenarioRun<'a> {
     pub fn new(scenario: &'a Scenario, images: &'a ImageStore, backend: &'a mut dyn Backend) -> Self {
-        ScenarioRun { scenario, images, backend, applied: None }
+        ScenarioRun { scenario, images, backend, applied: None, pending_origin: Vec::new() }
     }
 
     /// Runs every step; `on_step` is told each step's title as it starts.
@@ -104,6 +106,13 @@ impl<'a> ScenarioRun<'a> {
             let outcome = self.step(ls).await;
             r.duration_ms = started.elapsed().as_millis() as u64;
             match outcome {
+                Ok(o) if o.checks.is_empty() => {
+                    r.status = Status::Failed;
+                    r.message = Some(format!(
+                        "the step made no check{}: a step that proves nothing cannot pass",
+                        o.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                    ));
+                }
                 Ok(o) => {
                     let bad: Vec<&Check> = o.checks.iter().filter(|c| !c.ok).collect();
                     if bad.is_empty() {
@@ -148,8 +157,15 @@ impl<'a> ScenarioRun<'a> {
             match doc {
                 Manifest::Cluster(c) => self.apply_cluster(&c, a.rollout, &mut o).await?,
                 Manifest::Database(d) => {
+                    let db = d.database.spec.name.clone();
+                    let before = self.installed_on_primary(&db).await.unwrap_or_default();
                     let messages = self.backend.apply_database(&d).await?;
+                    o.check(Check::new(format!("Database {} reconciled", d.database.metadata.name), None, "applied", "applied"));
                     o.message = Some(messages.join("; "));
+                    let after = self.installed_on_primary(&db).await?;
+                    let created: Vec<String> = origin::changed(&before, &after).into_iter().map(|e| e.name).collect();
+                    let primary = verify::primary(&*self.backend).await?;
+                    o.checks(self.origin_checks(&primary, &db, &created).await?);
                 }
                 Manifest::Other { .. } => {}
             }
@@ -210,6 +226,74 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn sql(&mut self, s: &SqlStep) -> Result<Outcome, BackendError> {
+        let mut o = self.sql_statement(s).await?;
+        let (skip, expect_failure) = match &s.origin {
+            Some(spec) => (spec.skip.clone(), spec.expect_failure.clone()),
+            None => (None, None),
+        };
+        if let Some(reason) = skip {
+            o.message = Some(format!("origin not checked: {reason}"));
+            return Ok(o);
+        }
+        let mut checks = Vec::new();
+        for (inst, role, before) in std::mem::take(&mut self.pending_origin) {
+            let after = {
+                let client = self.backend.connect(&inst, &s.database, "postgres").await?;
+                origin::installed(&client).await?
+            };
+            let names: Vec<String> = if role == Role::Primary {
+                origin::changed(&before, &after).into_iter().map(|e| e.name).collect()
+            } else if s.error.is_none() {
+                // A replica creates nothing: prove where what it just used comes from.
+                self.claimed_by_images(&inst, after.iter().map(|e| e.name.clone()))
+            } else {
+                Vec::new()
+            };
+            checks.extend(self.origin_checks(&inst, &s.database, &names).await?);
+        }
+        match expect_failure {
+            None => o.checks(checks),
+            Some(want) => {
+                let failing: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+                let hit = failing.iter().find(|c| c.actual.contains(want.as_str()));
+                let actual = match (hit, failing.first()) {
+                    (Some(c), _) => line_of(c, &c.actual),
+                    (None, Some(c)) => format!("another origin failure: {}", line_of(c, &c.actual)),
+                    (None, None) if checks.is_empty() => "no origin was checked (no extension created)".into(),
+                    (None, None) => "origin proven: the image under test was used".into(),
+                };
+                if let Some(c) = hit {
+                    o.message = Some(format!("origin check failed as expected: {}", line_of(c, &c.actual)));
+                }
+                o.check(Check::that("origin check fails", None, format!("an origin failure containing {want:?}"), actual, hit.is_some()));
+            }
+        }
+        Ok(o)
+    }
+
+    /// The extensions of `database` on the primary (empty when the database does not exist yet).
+    async fn installed_on_primary(&self, database: &str) -> Result<Vec<origin::Installed>, BackendError> {
+        let primary = verify::primary(&*self.backend).await?;
+        let client = self.backend.connect(&primary, database, "postgres").await?;
+        origin::installed(&client).await
+    }
+
+    /// Names among `names` whose control file an image of the applied Cluster ships.
+    fn claimed_by_images(&self, instance: &str, names: impl Iterator<Item = String>) -> Vec<String> {
+        let Some(cluster) = &self.applied else { return Vec::new() };
+        let plan = self.backend.plan_for(cluster, instance);
+        let files = |r: &str| self.images.get(r).map(|i| i.files.clone());
+        names.filter(|n| origin::expected_control(&plan, &files, n).is_some()).collect()
+    }
+
+    async fn origin_checks(&self, instance: &str, database: &str, names: &[String]) -> Result<Vec<Check>, BackendError> {
+        let Some(cluster) = &self.applied else { return Ok(Vec::new()) };
+        let plan = self.backend.plan_for(cluster, instance);
+        origin::check_origins(&*self.backend, &plan, self.images, instance, database, names).await
+    }
+
+    /// The statement itself on every target instance.
+    async fn sql_statement(&mut self, s: &SqlStep) -> Result<Outcome, BackendError> {
         let mut o = Outcome::default();
         let targets: Vec<_> = self
             .backend
@@ -224,6 +308,19 @@ impl<'a> ScenarioRun<'a> {
             .collect();
         if targets.is_empty() {
             o.check(Check::new("instances to run on", None, format!("{:?}", s.on).to_lowercase(), "none"));
+        }
+        for inst in &targets {
+            // What the database holds before: the extensions this step creates are those new after it.
+            if s.origin.as_ref().is_none_or(|o| o.skip.is_none()) {
+                let before = match inst.role {
+                    Role::Primary => match self.backend.connect(&inst.name, &s.database, "postgres").await {
+                        Ok(client) => origin::installed(&client).await.unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    },
+                    Role::Replica => Vec::new(),
+                };
+                self.pending_origin.push((inst.name.clone(), inst.role, before));
+            }
         }
         for inst in targets {
             // Replicas may still be replaying what the primary just wrote.

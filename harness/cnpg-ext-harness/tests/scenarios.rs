@@ -23,6 +23,7 @@ pub fn options(paths: Vec<PathBuf>) -> RunOptions {
         command: vec!["cargo test".into()],
         engine: Default::default(),
         kind: Default::default(),
+        operand: Default::default(),
     }
 }
 

@@ -118,6 +118,22 @@ pub struct SqlStep {
     /// The statement must fail with an error containing this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Proof of origin of the extensions this step creates (checked by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginSpec>,
+}
+
+/// How a step's proof of origin is treated; the default is "must be proven".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSpec {
+    /// Do not check; the reason is shown in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
+    /// The origin check must fail with a message containing this text (e.g. `shadowed`):
+    /// the step then passes and shows the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_failure: Option<String>,
 }
 
 fn default_database() -> String {
@@ -316,6 +332,17 @@ impl Scenario {
                             format!("steps[{i}].sql"),
                             "expect either `rows` or `error`, not both",
                         ));
+                    }
+                    if let Some(o) = &s.origin {
+                        let reason = |v: &Option<String>| v.as_deref().is_some_and(|t| !t.trim().is_empty());
+                        if reason(&o.skip) == reason(&o.expect_failure) {
+                            return Err(InputError::new(
+                                &file,
+                                Some(line),
+                                format!("steps[{i}].sql.origin"),
+                                "give exactly one of `skip: <reason>` or `expect_failure: <text>` (non-empty)",
+                            ));
+                        }
                     }
                 }
                 Step::Restart(_) | Step::Verify(_) => {}

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cnpg_ext_model::backend::{BackendError, InstanceObservation, MountObservation, Role};
 use cnpg_ext_model::{ClusterPlan, CnpgVersion};
-use cnpg_ext_pg::PgInstall;
+use cnpg_ext_pg::{Exclusions, PgInstall};
 
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
 pub use engine::{split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
@@ -112,6 +112,7 @@ impl ContainerEnv {
     pub fn prepare(
         pg: &PgInstall,
         store: &ImageStore,
+        without: &Exclusions,
         workdir: &Path,
         run_id: &str,
         opts: &EngineOptions,
@@ -157,7 +158,7 @@ impl ContainerEnv {
             let op = operand::ensure(
                 &engine,
                 pg,
-                &store.exclusions(),
+                without,
                 &root,
                 &run_id,
                 opts.pg_image.as_deref(),

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use cnpg_ext_model::backend::{Backend, BackendError, InstanceRef, Role};
 pub use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
+
+pub mod origin;
 use cnpg_ext_model::Cluster;
 
 use crate::sql;
