@@ -33,6 +33,7 @@ fn options() -> RunOptions {
         engine: Default::default(),
         kind: Default::default(),
         operand: Default::default(),
+        wrap: None,
     }
 }
 

@@ -54,6 +54,40 @@ pub struct RunOptions {
     pub kind: cnpg_ext_kind::KindOptions,
     /// The CNPG operand image the stand-ins imitate (local, container).
     pub operand: OperandFlavor,
+    /// Wraps every scenario's backend (tests: a backend that tampers with what it runs).
+    pub wrap: Option<BackendWrap>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            paths: Vec::new(),
+            backend: BackendKind::Local,
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            report_dir: None,
+            keep: false,
+            cnpg: CnpgVersion::DEFAULT,
+            pg_config: None,
+            run_as: None,
+            workdir: None,
+            progress: false,
+            command: vec!["cnpg-ext-harness (library)".into()],
+            engine: EngineOptions::default(),
+            kind: Default::default(),
+            operand: OperandFlavor::default(),
+            wrap: None,
+        }
+    }
+}
+
+/// A function that wraps the backend of each scenario (given the scenario id).
+#[derive(Clone)]
+pub struct BackendWrap(pub Arc<dyn Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync>);
+
+impl std::fmt::Debug for BackendWrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendWrap(..)")
+    }
 }
 
 /// What a run prepared once for its backend; makes one backend per scenario.
@@ -208,11 +242,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let id = scenario.id.clone();
         let file = scenario.file.display().to_string();
         let description = scenario.description.clone();
+        let wrap = opts.wrap.clone();
         let handle = tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
             progress.scenario_started(&scenario.id);
             let t = Instant::now();
-            let (steps, error) = match prepared.backend(&store, cnpg, dir, &scenario) {
+            let made = prepared.backend(&store, cnpg, dir, &scenario);
+            let made = match &wrap {
+                Some(w) => made.map(|b| (w.0)(&scenario.id, b)),
+                None => made,
+            };
+            let (steps, error) = match made {
                 Ok(mut backend) => {
                     let on_step = |title: &str| progress.step(&scenario.id, title);
                     let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;

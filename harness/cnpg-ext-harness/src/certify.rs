@@ -732,6 +732,7 @@ pub async fn certify(
             engine: crate::backends::container::EngineOptions::from_env(),
             kind: Default::default(),
         operand: Default::default(),
+        wrap: None,
         };
         match app::run(opts).await {
             Ok(out) => {

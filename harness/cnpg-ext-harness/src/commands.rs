@@ -29,6 +29,7 @@ pub async fn run(args: RunArgs) -> i32 {
         command: std::env::args().collect(),
         kind,
         operand: args.operand,
+        wrap: None,
         engine: crate::backends::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,

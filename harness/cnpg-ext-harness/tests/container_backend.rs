@@ -32,6 +32,7 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         engine,
         kind: Default::default(),
         operand: Default::default(),
+        wrap: None,
     }
 }
 

@@ -47,9 +47,15 @@ pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &Imag
             // An empty mount (seen with some runtimes) must fail even if the image were empty.
             let ok = !m.files.is_empty() && m.files == want;
             checks.push(Check::that(format!("files in {}", m.path), Some(name), summary(&want), summary(&m.files), ok));
-            if let Some(ro) = m.read_only {
-                checks.push(Check::new(format!("{} read-only", m.path), Some(name), "read-only", if ro { "read-only" } else { "writable" }));
-            }
+            // A mount that is there but whose write probe gave no answer is reported as not
+            // checked — a failure — never dropped.
+            let ro = match m.read_only {
+                Some(true) => "read-only",
+                Some(false) => "writable",
+                None if m.present => "not checked: the write probe gave no clear answer",
+                None => continue,
+            };
+            checks.push(Check::new(format!("{} read-only", m.path), Some(name), "read-only", ro));
         }
     }
     Ok(checks)

@@ -222,9 +222,25 @@ pub async fn check_origins(
                     continue;
                 }
             };
+            // Overlay-backed image mounts (podman, containerd) map the file of the image's
+            // layer: the kernel then names it by its path inside the image. That path is
+            // the expected file only if nothing else answers to it in the instance's own
+            // filesystem (else the operand's file could hide behind the same name).
+            let in_image = match &want {
+                Some(w) if got.len() == 1 && got[0] != w.path => {
+                    let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
+                    let exists_outside = one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner))).await?;
+                    (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
+                }
+                _ => None,
+            };
             let (actual, ok) = match (&want, got.as_slice()) {
                 (_, []) => (format!("{module}.so is not mapped after resolving a function of {probin}"), false),
                 (Some(w), [one]) if *one == w.path => (one.clone(), true),
+                (Some(w), [one]) if in_image.is_some() => (
+                    format!("{one} (the file inside the image mounted at {}: the mount is overlay-backed, and no {one} exists outside it)", mount_of(plan, &w.mount)),
+                    true,
+                ),
                 (None, paths) => (format!("{} — the image does not ship {module}.so: PostgreSQL loaded the operand's", paths.join(", ")), false),
                 (Some(_), paths) => {
                     let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
@@ -237,6 +253,11 @@ pub async fn check_origins(
         }
     }
     Ok(checks)
+}
+
+/// Mount path of the Cluster's extension `name`.
+fn mount_of(plan: &ClusterPlan, name: &str) -> String {
+    plan.extensions.iter().find(|m| m.name == name).map(|m| m.mount_path.clone()).unwrap_or_default()
 }
 
 async fn one(client: &Client, q: &str) -> Result<String, BackendError> {

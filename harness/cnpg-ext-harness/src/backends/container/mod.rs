@@ -596,7 +596,8 @@ impl ContainerRuntime {
     }
 
     /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
-    /// container (through PostgreSQL itself, then `cat`, then the container config).
+    /// container (through PostgreSQL itself, else `cat` in the container) — never from the
+    /// container's configuration, which says what was asked, not what the process has.
     async fn postmaster_ld_path(&self, inst: &Instance, client: &tokio_postgres::Client) -> Result<Option<String>, BackendError> {
         const SQL: &str = "SELECT pg_read_binary_file('/proc/' || split_part(pg_read_file('postmaster.pid'), E'\\n', 1) || '/environ')";
         let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
@@ -609,18 +610,13 @@ impl ContainerRuntime {
         let id = inst.container.clone().unwrap_or_default();
         let environ = match environ {
             Some(e) => e,
-            None => match self.engine().run(&strings(&["exec", &id, "cat", "/proc/1/environ"])).await {
-                Ok(s) => s.into_bytes(),
-                Err(e) => {
-                    tracing::debug!("reading /proc/1/environ with exec: {e}");
-                    let out = self
-                        .engine()
-                        .run(&strings(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &id]))
-                        .await
-                        .map_err(|e| failed(format!("cannot read the environment of {}: {e}", inst.name)))?;
-                    out.replace('\n', "\0").into_bytes()
-                }
-            },
+            // The container's first process is the postmaster (`exec postgres`).
+            None => self
+                .engine()
+                .run(&strings(&["exec", &id, "cat", "/proc/1/environ"]))
+                .await
+                .map(String::into_bytes)
+                .map_err(|e| failed(format!("cannot read the postmaster's environment in {}: {e}", inst.name)))?,
         };
         let env: BTreeMap<String, String> = environ
             .split(|b| *b == 0)
