@@ -5,8 +5,8 @@ use std::time::Instant;
 
 use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
-use cnpg_ext_model::scenario::{ApplyStep, LocatedStep, Rollout, SqlStep, Step, Target};
-use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, PlanOptions, Scenario};
+use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, SqlStep, Step, Target};
+use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};
 use serde::Serialize;
 
 use crate::sql;
@@ -155,22 +155,96 @@ impl<'a> ScenarioRun<'a> {
         let docs = self.scenario.manifests.get(&a.file).cloned().unwrap_or_default();
         for doc in docs {
             match doc {
-                Manifest::Cluster(c) => self.apply_cluster(&c, a.rollout, &mut o).await?,
-                Manifest::Database(d) => {
-                    let db = d.database.spec.name.clone();
-                    let before = self.installed_on_primary(&db).await.unwrap_or_default();
-                    let messages = self.backend.apply_database(&d).await?;
-                    o.check(Check::new(format!("Database {} reconciled", d.database.metadata.name), None, "applied", "applied"));
-                    o.message = Some(messages.join("; "));
-                    let after = self.installed_on_primary(&db).await?;
-                    let created: Vec<String> = origin::changed(&before, &after).into_iter().map(|e| e.name).collect();
-                    let primary = verify::primary(&*self.backend).await?;
-                    o.checks(self.origin_checks(&primary, &db, &created).await?);
+                Manifest::Cluster(c) => {
+                    match &a.error {
+                        None => self.apply_cluster(&c, a.rollout, &mut o).await?,
+                        Some(want) => {
+                            let result = self.backend.apply_cluster(&c).await;
+                            self.applied = Some(c.cluster.clone());
+                            let expected = format!("the apply fails with an error containing {want:?}");
+                            o.check(match result {
+                                Ok(outcome) => Check::that("apply fails", None, expected, format!("it succeeded: {}", outcome_name(&outcome)), false),
+                                Err(e) => {
+                                    let msg = e.to_string();
+                                    Check::that("apply fails", None, expected, msg.clone(), msg.contains(want.as_str()))
+                                }
+                            });
+                        }
+                    }
+                    self.note_pull_policy(&c.cluster, &mut o);
                 }
+                Manifest::Database(d) => self.apply_database(&d, a.expect.as_ref(), &mut o).await?,
                 Manifest::Other { .. } => {}
             }
         }
         Ok(o)
+    }
+
+    /// A Database reconciled by the operator (or its stand-in): the status it ends in is
+    /// judged against `expect` (default: applied), then the origin of what it created.
+    async fn apply_database(&mut self, d: &DatabaseDoc, expect: Option<&DatabaseExpect>, o: &mut Outcome) -> Result<(), BackendError> {
+        let db = d.database.spec.name.clone();
+        let name = &d.database.metadata.name;
+        // A database the reconciliation creates starts as a copy of template1.
+        let before = match self.installed_on_primary(&db).await {
+            Ok(b) => b,
+            Err(_) => self.installed_on_primary("template1").await.unwrap_or_default(),
+        };
+        let result = self.backend.apply_database(d).await;
+        let what = format!("Database {name} status");
+        match (result, expect) {
+            (Ok(messages), None | Some(DatabaseExpect { applied: true, .. })) => {
+                o.check(Check::new(what, None, "applied: true", "applied: true"));
+                o.message = Some(messages.join("; "));
+            }
+            (Ok(messages), Some(DatabaseExpect { applied: false, message })) => {
+                let want = message.clone().unwrap_or_default();
+                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: true ({})", messages.join("; ")), false));
+            }
+            (Err(BackendError::Unusable(m)), _) => return Err(BackendError::Unusable(m)),
+            (Err(e), Some(DatabaseExpect { applied: false, message })) => {
+                let (want, got) = (message.clone().unwrap_or_default(), e.to_string());
+                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: false, message: {got}"), got.contains(&want)));
+                if got.contains(&want) {
+                    o.message = Some(format!("reconciliation failed as expected: {got}"));
+                }
+                return Ok(());
+            }
+            (Err(e), _) => {
+                o.check(Check::that(what, None, "applied: true", format!("applied: false, message: {e}"), false));
+                return Ok(());
+            }
+        }
+        let after = self.installed_on_primary(&db).await?;
+        let created: Vec<String> = origin::changed(&before, &after).into_iter().map(|e| e.name).collect();
+        let primary = verify::primary(&*self.backend).await?;
+        o.checks(self.origin_checks(&primary, &db, &created).await?);
+        Ok(())
+    }
+
+    /// `pullPolicy` is kubelet's: on backends that never pull, say so instead of ignoring it.
+    fn note_pull_policy(&self, cluster: &Cluster, o: &mut Outcome) {
+        if self.backend.name() == "kind" {
+            return;
+        }
+        let set: Vec<String> = cluster
+            .spec
+            .postgresql
+            .extensions
+            .iter()
+            .filter_map(|e| e.image.pull_policy.as_ref().map(|p| format!("{}: {p}", e.name)))
+            .collect();
+        if !set.is_empty() {
+            let note = format!(
+                "pullPolicy ({}) does not apply on the {} backend: images are prepared by the harness, never pulled",
+                set.join(", "),
+                self.backend.name()
+            );
+            o.message = Some(match o.message.take() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            });
+        }
     }
 
     async fn apply_cluster(&mut self, doc: &ClusterDoc, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {

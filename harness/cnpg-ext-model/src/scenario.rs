@@ -82,6 +82,23 @@ pub struct ApplyStep {
     /// spec changes (image volumes), `none` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// The apply must fail with an error containing this text (e.g. an instance that cannot
+    /// start: the postmaster's own log line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the reconciliation of the file's `Database` must report (default: applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<DatabaseExpect>,
+}
+
+/// The status a `Database` reconciliation must end in: `applied: true`, or `applied: false`
+/// with a `message` containing the given text (the operator's `status.message`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseExpect {
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -322,6 +339,33 @@ impl Scenario {
                             ));
                         }
                         manifests.insert(a.file.clone(), docs);
+                    }
+                    let has_database = manifests[&a.file].iter().any(|d| matches!(d, Manifest::Database(_)));
+                    if a.expect.is_some() && !has_database {
+                        return Err(InputError::new(
+                            &file,
+                            Some(line),
+                            format!("steps[{i}].apply.expect"),
+                            format!("`expect` judges a Database reconciliation, and {} has no Database", a.file),
+                        ));
+                    }
+                    if let Some(e) = &a.expect {
+                        if e.applied == e.message.is_some() {
+                            return Err(InputError::new(
+                                &file,
+                                Some(line),
+                                format!("steps[{i}].apply.expect"),
+                                "`applied: true` takes no message; `applied: false` needs the `message` text to find",
+                            ));
+                        }
+                    }
+                    if a.error.is_some() && a.rollout == Some(Rollout::None) {
+                        return Err(InputError::new(
+                            &file,
+                            Some(line),
+                            format!("steps[{i}].apply"),
+                            "an apply expected to fail (`error`) cannot also expect `rollout: none`",
+                        ));
                     }
                 }
                 Step::Sql(s) => {

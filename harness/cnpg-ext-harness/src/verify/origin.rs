@@ -205,13 +205,10 @@ pub async fn check_origins(
             let module = module_basename(probin);
             let want = expected_module(plan, &files, &module);
             let got = loaded_paths(backend, instance, database, function, &module).await?;
-            let expected = match &want {
-                Some(w) => w.path.clone(),
-                None => format!("{module}.so from an image of the Cluster"),
-            };
             let got = match got {
                 Ok(paths) => paths,
                 Err(msg) => {
+                    let expected = want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
                     checks.push(Check::that(
                         format!("origin of {name}: module {module}.so (/proc/self/maps)"),
                         Some(instance),
@@ -222,35 +219,77 @@ pub async fn check_origins(
                     continue;
                 }
             };
-            // Overlay-backed image mounts (podman, containerd) map the file of the image's
-            // layer: the kernel then names it by its path inside the image. That path is
-            // the expected file only if nothing else answers to it in the instance's own
-            // filesystem (else the operand's file could hide behind the same name).
-            let in_image = match &want {
-                Some(w) if got.len() == 1 && got[0] != w.path => {
-                    let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
-                    let exists_outside = one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner))).await?;
-                    (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
-                }
-                _ => None,
-            };
-            let (actual, ok) = match (&want, got.as_slice()) {
-                (_, []) => (format!("{module}.so is not mapped after resolving a function of {probin}"), false),
-                (Some(w), [one]) if *one == w.path => (one.clone(), true),
-                (Some(w), [one]) if in_image.is_some() => (
-                    format!("{one} (the file inside the image mounted at {}: the mount is overlay-backed, and no {one} exists outside it)", mount_of(plan, &w.mount)),
-                    true,
-                ),
-                (None, paths) => (format!("{} — the image does not ship {module}.so: PostgreSQL loaded the operand's", paths.join(", ")), false),
-                (Some(_), paths) => {
-                    let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
-                    let shadow = paths.iter().any(|p| !p.starts_with(&root));
-                    let note = if shadow { " — shadowed by the operand's $libdir, searched first" } else { "" };
-                    (format!("{}{note}", paths.join(", ")), false)
-                }
-            };
-            checks.push(Check::that(format!("origin of {name}: module {module}.so (/proc/self/maps)"), Some(instance), expected, actual, ok));
+            checks.push(judge_module(&client, plan, instance, &format!("origin of {name}: module {module}.so (/proc/self/maps)"), &module, want.as_ref(), &got).await?);
+
         }
+    }
+    Ok(checks)
+}
+
+/// Judges which `<module>.so` files a backend has mapped (`got`) against the file the
+/// scenario's images provide (`want`).
+async fn judge_module(
+    client: &Client,
+    plan: &ClusterPlan,
+    instance: &str,
+    what: &str,
+    module: &str,
+    want: Option<&Expected>,
+    got: &[String],
+) -> Result<Check, BackendError> {
+    let want = want.cloned();
+    let expected = want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
+    // Overlay-backed image mounts (podman, containerd) map the file of the image's
+    // layer: the kernel then names it by its path inside the image. That path is
+    // the expected file only if nothing else answers to it in the instance's own
+    // filesystem (else the operand's file could hide behind the same name).
+    let in_image = match &want {
+        Some(w) if got.len() == 1 && got[0] != w.path => {
+            let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
+            let exists_outside = one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner))).await?;
+            (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
+        }
+        _ => None,
+    };
+    let (actual, ok) = match (&want, got) {
+        (_, []) => (format!("{module}.so is not mapped"), false),
+        (Some(w), [one]) if *one == w.path => (one.clone(), true),
+        (Some(w), [one]) if in_image.is_some() => (
+            format!("{one} (the file inside the image mounted at {}: the mount is overlay-backed, and no {one} exists outside it)", mount_of(plan, &w.mount)),
+            true,
+        ),
+        (None, paths) => (format!("{} — the image does not ship {module}.so: PostgreSQL loaded the operand's", paths.join(", ")), false),
+        (Some(_), paths) => {
+            let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
+            let shadow = paths.iter().any(|p| !p.starts_with(&root));
+            let note = if shadow { " — shadowed by the operand's $libdir, searched first" } else { "" };
+            (format!("{}{note}", paths.join(", ")), false)
+        }
+    };
+    Ok(Check::that(what, Some(instance), expected, actual, ok))
+}
+
+/// `shared_preload_libraries` entries that an image of the Cluster provides must be mapped in
+/// every backend (they are loaded by the postmaster) from that image.
+pub async fn check_preloaded(
+    backend: &dyn Backend,
+    plan: &ClusterPlan,
+    images: &ImageStore,
+    instance: &str,
+) -> Result<Vec<Check>, BackendError> {
+    let files = |reference: &str| images.get(reference).map(|i| i.files.clone());
+    let mut checks = Vec::new();
+    if plan.shared_preload_libraries.is_empty() {
+        return Ok(checks);
+    }
+    let client = backend.connect(instance, "postgres", "postgres").await?;
+    let maps = one(&client, "SELECT pg_read_file('/proc/self/maps')").await?;
+    for lib in &plan.shared_preload_libraries {
+        let module = module_basename(lib);
+        let Some(want) = expected_module(plan, &files, &module) else { continue };
+        let got = mapped(&maps, &module);
+        let what = format!("origin of preloaded {module}.so (/proc/self/maps)");
+        checks.push(judge_module(&client, plan, instance, &what, &module, Some(&want), &got).await?);
     }
     Ok(checks)
 }

@@ -538,11 +538,9 @@ impl ContainerRuntime {
         ]
     }
 
+    /// The container's last lines; PostgreSQL logs to standard error.
     async fn logs(&self, id: &str) -> String {
-        match self.engine().run(&strings(&["logs", "--tail", "15", id])).await {
-            Ok(s) => s,
-            Err(e) => e,
-        }
+        self.engine().run_merged(&strings(&["logs", "--tail", "15", id])).await
     }
 
     /// `volume create` of an instance. With a host template (root), the volume is backed by
