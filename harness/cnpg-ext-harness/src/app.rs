@@ -175,7 +175,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let pg_config = opts.pg_config.clone();
     let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
-    progress.line(&format!("PostgreSQL {} from {}", pg.version.text, describe_origin(&pg)));
+    progress.line(&format!(
+        "running {} scenario(s) on the {} backend, {} from {}",
+        scenarios.len(),
+        opts.backend.name(),
+        pg.version.text,
+        describe_origin(&pg)
+    ));
 
     let operand = pg
         .operand(opts.operand)
@@ -272,7 +278,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 error,
                 steps,
             };
-            progress.scenario_finished(&scenario.id, &verdict_line(&result));
+            let line = format!("{} {} ({} ms)", verdict_line(&result), scenario.id, result.duration_ms);
+            progress.scenario_finished(&scenario.id, &line);
             result
         });
         tasks.push((id, file, description, handle));
@@ -377,11 +384,12 @@ impl Drop for WorkdirGuard {
     }
 }
 
+/// `PASS` / `FAIL` / `SKIP`; the finish line is `<verdict> <id> (<ms> ms)`.
 pub fn verdict_line(r: &ScenarioResult) -> String {
     match r.status {
-        Status::Passed => format!("PASS ({} ms)", r.duration_ms),
+        Status::Passed => "PASS".into(),
         Status::Skipped => "SKIP".into(),
-        Status::Failed => format!("FAIL ({} ms)", r.duration_ms),
+        Status::Failed => "FAIL".into(),
     }
 }
 
