@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use cnpg_ext_images::{BuildOptions, UnpackOptions};
 use cnpg_ext_model::scenario::{ImageOrigin, ImageSpec};
-use cnpg_ext_pg::{Exclusions, PgInstall};
+use cnpg_ext_pg::PgInstall;
 use serde::Serialize;
 
 use crate::error::HarnessError;
@@ -66,8 +66,7 @@ impl ImageStore {
             };
             let mut extensions: Vec<String> = files.iter().filter_map(|f| stem(f, ".control")).collect();
             let mut modules: Vec<String> = files.iter().filter_map(|f| stem(f, ".so")).collect();
-            // A module the image names but does not ship must not be found in the base
-            // install either, or a broken image would pass on the copy PostgreSQL ships.
+            // Modules the control files name, shipped or not (certify reports the missing).
             modules.extend(files.iter().filter(|f| f.ends_with(".control")).flat_map(|f| named_modules(&rootfs.join(f))));
             extensions.sort();
             extensions.dedup();
@@ -96,20 +95,6 @@ impl ImageStore {
 
     pub fn all(&self) -> impl Iterator<Item = &StoredImage> {
         self.images.values()
-    }
-
-    /// What the base install must not contain: everything the images provide.
-    pub fn exclusions(&self) -> Exclusions {
-        let mut ex = Exclusions::default();
-        for img in self.images.values() {
-            ex.extensions.extend(img.extensions.iter().cloned());
-            ex.modules.extend(img.modules.iter().cloned());
-        }
-        ex.extensions.sort();
-        ex.extensions.dedup();
-        ex.modules.sort();
-        ex.modules.dedup();
-        ex
     }
 }
 
