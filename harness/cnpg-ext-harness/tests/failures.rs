@@ -189,9 +189,9 @@ fn a_broken_lifecycle_scenario_fails_with_expected_vs_actual(
 ) {
     let (_root, dir) = scenario_copy(id);
     let path = dir.join(file);
-    let text = std::fs::read_to_string(&path).unwrap();
-    assert!(text.contains(from), "{file} lacks {from:?}");
-    std::fs::write(&path, text.replace(from, to)).unwrap();
+    let original = std::fs::read_to_string(&path).unwrap();
+    assert!(original.contains(from), "{file} lacks {from:?}");
+    std::fs::write(&path, original.replace(from, to)).unwrap();
     let parent = workdir_parent("broken-lifecycle");
     let o = run(&["run", dir.to_str().unwrap(), "--no-progress", "--workdir", parent.path().to_str().unwrap()]);
     let out = text(&o);
