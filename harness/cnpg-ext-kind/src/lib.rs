@@ -6,18 +6,19 @@
 //! [`render::render_dry_run`] (`--dry-run`); [`cli`] (`kind up|down|status` and the
 //! `--registry` flags).
 //!
-//! Inside, from the bottom up (no module imports one above it):
+//! Inside, from the bottom up (a module imports only modules listed before it):
 //!
-//! * `options`, `errors`: the run's options; kube errors mapped to the model's
-//!   `BackendError`.
-//! * `config`: kind cluster configs (`kind-config/`), node image pins, `kind version`.
-//! * `versions`: the pinned CloudNativePG release manifests.
-//! * `apply`: namespaced Cluster/Database documents, server-side apply, YAML output.
-//! * `wait`, `watch`: polled conditions with deadlines; rollout observation from watches.
+//! * `options`, `errors`, `config`, `versions`, `inspect`: the run's options; kube errors
+//!   mapped to the model's `BackendError` (and the 403s that clear by themselves); kind
+//!   cluster configs and node image pins; the pinned CloudNativePG release manifests; what
+//!   an instance pod's spec and inspection output say.
+//! * `wait`: polled conditions with deadlines, the Database wait, 403 retries.
+//! * `apply`: namespaced Cluster/Database documents, server-side apply, the restart
+//!   annotation, YAML output.
+//! * `watch`: rollout observation from watches. `exec`, `sql`: commands in pods, SQL
+//!   through a port-forward.
 //! * `operator`: order and server-side apply of the release manifest, readiness, the
-//!   installed version.
-//! * `preflight`: what the cluster must offer. `inspect`, `exec`: what every instance pod
-//!   really has. `sql`: SQL sessions through a port-forward.
+//!   installed version. `preflight`: what the cluster must offer.
 //! * `registry`: `--registry`, a local registry container as the nodes' containerd mirror.
 //! * `diagnostics`: the failure bundle. `render`: `--dry-run`.
 //! * `backend`: [`KindBackend`], [`KindEnvironment`], [`prepare`]. `cli`: the subcommands.

@@ -118,8 +118,10 @@ pub fn origin_expectations(
 }
 
 /// Writes the kind config, the operator release and every scenario document under
-/// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, `operator-release.yaml`,
-/// `<scenario-id>/NN-….yaml`; with `--registry` also `registry-*` (ConfigMap, nodes'
+/// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, the preflight's
+/// `preflight-imagevolume-probe-pod.dry-run.yaml` (namespace `default`, as the preflight
+/// sends it), `operator-release.yaml`, `<scenario-id>/NN-….yaml` with an
+/// `NN-origin-<cluster>.yaml` per applied Cluster; with `--registry` also `registry-*` (ConfigMap, nodes'
 /// `hosts.toml`, where each image is pushed). Returns the files written.
 pub fn render_dry_run(
     scenario: &Scenario,

@@ -1,5 +1,5 @@
 //! An in-process fake Kubernetes API for tests and the replay benchmark: a
-//! `kube::Client` over a `tower` service that serves recorded JSON object sequences.
+//! `kube::Client` over a `tower` service that serves scripted JSON object sequences.
 //!
 //! Two kinds of routes:
 //!
@@ -8,7 +8,7 @@
 //! * **Responders** ([`FakeApi::on_fn`]): the answer is computed from the request (a
 //!   PATCH that comes back with what was sent).
 //! * **Collections** ([`FakeApi::serve_collection`]): a list path with initial objects and a
-//!   recorded sequence of watch events (`ADDED`/`MODIFIED`/`DELETED`), each given the next
+//!   scripted sequence of watch events (`ADDED`/`MODIFIED`/`DELETED`), each given the next
 //!   `resourceVersion`. A LIST answers the objects as of the last event delivered to a
 //!   watcher (the initial objects before any watch) with that `resourceVersion`; a
 //!   `?watch=true&resourceVersion=N` request streams every later event as newline-delimited

@@ -527,9 +527,8 @@ impl RolloutWatch {
         }
     }
 
-    /// Consumes events until `expect` is met (or, for [`Expect::MaybeNothing`], the settle
-    /// time passed without a rollout) or `timeout` passes: the error then says what was
-    /// awaited and the last state seen.
+    /// Consumes events until `expect` is met or `timeout` passes: the error then says what
+    /// was awaited and the last state seen.
     pub async fn finish(
         mut self,
         expect: Expect,
