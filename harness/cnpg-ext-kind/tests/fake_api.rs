@@ -1408,3 +1408,31 @@ async fn environment_backend_uses_the_installed_release() {
     assert_eq!(b.plan_for(&c, "c-1").extensions[0].volume_name, "pgvector");
     assert_eq!(b.namespace(), "cnpg-ext-s");
 }
+
+/// SQL as `postgres` (what the origin checks need: `pg_read_file` is superuser-only) uses
+/// the `<cluster>-superuser` secret the operator creates when `enableSuperuserAccess` is on
+/// (cloudnative-pg `internal/controller/cluster_create.go`); without it, the error says
+/// what to set.
+#[tokio::test]
+async fn sql_as_postgres_reads_the_superuser_secret() {
+    let api = FakeApi::new();
+    api.on(
+        "GET",
+        &format!("/api/v1/namespaces/{NS}/secrets/c-superuser"),
+        vec![json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "c-superuser", "namespace": NS},
+                    "type": "kubernetes.io/basic-auth",
+                    "data": {"username": "cG9zdGdyZXM=", "password": "c2VjcmV0"}})],
+    );
+    let (user, password) = cnpg_ext_kind::sql::credentials(&api.client(), NS, "c", "postgres")
+        .await
+        .unwrap();
+    assert_eq!((user.as_str(), password.as_str()), ("postgres", "secret"));
+    let err = cnpg_ext_kind::sql::credentials(&api.client(), NS, "other", "postgres")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("secret cnpg-ext-t/other-superuser not found") && err.contains("enableSuperuserAccess: true"),
+        "{err}"
+    );
+}
