@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cnpg_ext_kind::apply::cluster_resource;
-use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::testing::fixtures::{self, Vol};
 use cnpg_ext_kind::testing::FakeApi;
+use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::watch::{Expect, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
 use cnpg_ext_model::backend::Backend;
@@ -91,8 +91,7 @@ fn main() {
         for i in 1..=3 {
             exec.set(&format!("c-{i}"), exec_out);
         }
-        let b =
-            KindBackend::new(client, NS, KindOptions::default()).with_exec(Arc::new(exec));
+        let b = KindBackend::new(client, NS, KindOptions::default()).with_exec(Arc::new(exec));
         for i in 1..=3 {
             let o = b.inspect(&format!("c-{i}"), &plan).await.unwrap();
             assert_eq!(o.mounts[0].files.len(), 3);

@@ -54,8 +54,9 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
             }
             Step::Restart(_) => {
                 let c = last_cluster.clone().unwrap_or_else(|| "cluster".into());
-                let patch =
-                    restart_patch("<RFC 3339 time of the restart, with nanoseconds, unique per restart>");
+                let patch = restart_patch(
+                    "<RFC 3339 time of the restart, with nanoseconds, unique per restart>",
+                );
                 out.push((format!("{n:02}-restart-{c}.merge-patch.yaml"), patch));
             }
             Step::Sql(_) | Step::Verify(_) => {}
@@ -83,7 +84,9 @@ pub fn origin_expectations(
             cnpg: opts.cnpg_version,
         },
     );
-    let asked = raw.pointer("/spec/enableSuperuserAccess").and_then(Value::as_bool);
+    let asked = raw
+        .pointer("/spec/enableSuperuserAccess")
+        .and_then(Value::as_bool);
     let applied_flag = applied
         .pointer("/spec/enableSuperuserAccess")
         .and_then(Value::as_bool);
@@ -146,7 +149,10 @@ pub fn render_dry_run(
     // The preflight's ImageVolume probe: sent once per run, in the namespace the run uses.
     put(
         out_dir.join("preflight-imagevolume-probe-pod.dry-run.yaml"),
-        to_yaml(&serde_json::to_value(image_volume_probe_pod(PREFLIGHT_NAMESPACE)).expect("pod serializes")),
+        to_yaml(
+            &serde_json::to_value(image_volume_probe_pod(PREFLIGHT_NAMESPACE))
+                .expect("pod serializes"),
+        ),
     )?;
 
     if opts.registry {

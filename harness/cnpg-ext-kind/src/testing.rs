@@ -155,7 +155,11 @@ enum Answer {
     Json(u16, Value),
     /// Newline-delimited watch events of the collection at `path` after resourceVersion
     /// `from`, as they are released; the connection stays open.
-    Watch { path: String, query: String, from: u64 },
+    Watch {
+        path: String,
+        query: String,
+        from: u64,
+    },
 }
 
 fn percent_decode(s: &str) -> String {
@@ -599,8 +603,8 @@ impl crate::exec::PodExec for FakeExec {
 /// said otherwise).
 pub mod fixtures {
     use super::*;
-    use cnpg_ext_model::judge::InstanceState;
     use cnpg_ext_model::backend::Role;
+    use cnpg_ext_model::judge::InstanceState;
 
     // Cluster phases: `api/v1/cluster_types.go` (PhaseHealthy, PhaseUpgrade,
     // PhaseWaitingForInstancesToBeActive, PhaseSwitchover, PhaseInplaceDeletePrimaryRestart).
@@ -712,10 +716,21 @@ pub mod fixtures {
     /// pods: role label and the postgres container's start time.
     pub fn instance_states(pods: &[Value]) -> std::collections::BTreeMap<String, InstanceState> {
         pods.iter()
-            .filter(|p| p.pointer("/metadata/labels/cnpg.io~1podRole").and_then(Value::as_str) == Some("instance"))
+            .filter(|p| {
+                p.pointer("/metadata/labels/cnpg.io~1podRole")
+                    .and_then(Value::as_str)
+                    == Some("instance")
+            })
             .map(|p| {
-                let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string();
-                let role = match p.pointer("/metadata/labels/cnpg.io~1instanceRole").and_then(Value::as_str) {
+                let name = p
+                    .pointer("/metadata/name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("?")
+                    .to_string();
+                let role = match p
+                    .pointer("/metadata/labels/cnpg.io~1instanceRole")
+                    .and_then(Value::as_str)
+                {
                     Some("primary") => Role::Primary,
                     _ => Role::Replica,
                 };
@@ -789,6 +804,9 @@ pub mod fixtures {
         out
     }
 
+    /// Watch events in order.
+    pub type Events = Vec<(WatchType, Value)>;
+
     /// The Cluster objects and pod lists of `frames`, and the watch events between them.
     pub fn frame_objects(
         ns: &str,
@@ -796,7 +814,7 @@ pub mod fixtures {
         instances: u32,
         frames: &[Frame],
         vols: &[Vol],
-    ) -> (Vec<Value>, Vec<(WatchType, Value)>, Vec<Vec<Value>>, Vec<(WatchType, Value)>) {
+    ) -> (Vec<Value>, Events, Vec<Vec<Value>>, Events) {
         let clusters: Vec<Value> = frames
             .iter()
             .map(|f| cluster(ns, cluster_name, instances, f.ready, f.phase))
@@ -874,7 +892,11 @@ pub mod fixtures {
                 f.pods
                     .iter()
                     .map(|(n, u, r, ok)| {
-                        let v = if first_uids.contains(u) { vols_before } else { vols_after };
+                        let v = if first_uids.contains(u) {
+                            vols_before
+                        } else {
+                            vols_after
+                        };
                         pod(ns, cluster_name, n, u, r, *ok, v)
                     })
                     .collect()

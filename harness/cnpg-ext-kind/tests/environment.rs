@@ -98,9 +98,18 @@ async fn kubeconfig_lists_are_merged_and_archives_load_once() {
     let saved = std::env::var_os("PATH");
     std::env::set_var("PATH", &bin);
     let images = vec![
-        ("ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(), tmp.path().join("0.docker.tar")),
-        ("localhost/my-ext:1".to_string(), tmp.path().join("1.docker.tar")),
-        ("ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(), tmp.path().join("0.docker.tar")),
+        (
+            "ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(),
+            tmp.path().join("0.docker.tar"),
+        ),
+        (
+            "localhost/my-ext:1".to_string(),
+            tmp.path().join("1.docker.tar"),
+        ),
+        (
+            "ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(),
+            tmp.path().join("0.docker.tar"),
+        ),
     ];
     let r = environment(Some("k")).load_images(&images).await;
     let existing_cluster = environment(None).load_images(&images).await;

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cnpg_ext_kind::apply::cluster_resource;
-use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::inspect::{inspect_script, parse_inspect_output};
 use cnpg_ext_kind::options::Timeouts;
 use cnpg_ext_kind::preflight::{
     check_image_volume_gate, check_operator_for, check_runtime, check_server_version,
 };
 use cnpg_ext_kind::testing::fixtures::{self, instance_states, Frame, Vol, HEALTHY};
+use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::testing::{query_param, status_body, FakeApi, RecordedRequest};
 use cnpg_ext_kind::watch::{snapshot, Expect, RolloutObserver, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
@@ -232,7 +232,11 @@ async fn primary_replaced_before_replicas_shows_in_the_record_and_fails_the_judg
     let bad = failed(judge_frames(&record, &frames, &vols(true)));
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(bad[0].what, "replicas restarted before the primary");
-    assert!(bad[0].actual.starts_with("c-1(primary)"), "{}", bad[0].actual);
+    assert!(
+        bad[0].actual.starts_with("c-1(primary)"),
+        "{}",
+        bad[0].actual
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -287,7 +291,14 @@ async fn converge_on_pods_that_already_match_ends_at_once_with_no_restart() {
 async fn converge_on_pods_that_never_change_times_out_naming_them() {
     let api = FakeApi::new();
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames(&api, NS, "c", 3, &frames[..1], &vols_with("old/pgvector:1", true));
+    fixtures::serve_frames(
+        &api,
+        NS,
+        "c",
+        3,
+        &frames[..1],
+        &vols_with("old/pgvector:1", true),
+    );
     let client = api.client();
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(client.clone(), NS, &cluster_resource());
@@ -411,7 +422,12 @@ async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
     let bad = failed(verify_rollout(&record, &before, &after));
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(
-        (bad[0].what.as_str(), bad[0].instance.as_deref(), bad[0].expected.as_str(), bad[0].actual.as_str()),
+        (
+            bad[0].what.as_str(),
+            bad[0].instance.as_deref(),
+            bad[0].expected.as_str(),
+            bad[0].actual.as_str()
+        ),
         ("restarted exactly once", Some("c-2"), "1", "2")
     );
 
@@ -627,8 +643,14 @@ fn assert_listed_before(api: &FakeApi, cause: impl Fn(&RecordedRequest) -> bool)
             .iter()
             .position(|r| r.method == "GET" && !r.is_watch() && r.path == path)
             .expect("a list");
-        assert!(list_at < cause_at, "list of {path} at {list_at}, cause at {cause_at}");
-        let watch = log.iter().find(|r| r.is_watch() && r.path == path).expect("a watch");
+        assert!(
+            list_at < cause_at,
+            "list of {path} at {list_at}, cause at {cause_at}"
+        );
+        let watch = log
+            .iter()
+            .find(|r| r.is_watch() && r.path == path)
+            .expect("a watch");
         assert_eq!(
             query_param(&watch.query, "resourceVersion").as_deref(),
             Some("100"),
@@ -640,14 +662,19 @@ fn assert_listed_before(api: &FakeApi, cause: impl Fn(&RecordedRequest) -> bool)
 /// The Cluster PATCH as the API server answers it: a merge patch comes back with the
 /// annotations sent and a new resourceVersion; an apply with the ready Cluster.
 fn route_cluster_patch(api: &FakeApi) {
-    api.on_fn("PATCH", &fixtures::cluster_path(NS, "c"), |r: &RecordedRequest| {
-        let mut c = ready_cluster();
-        if r.content_type == MERGE {
-            c["metadata"]["annotations"] = r.body.as_ref().unwrap()["metadata"]["annotations"].clone();
-            c["metadata"]["resourceVersion"] = json!("900");
-        }
-        (200, c)
-    });
+    api.on_fn(
+        "PATCH",
+        &fixtures::cluster_path(NS, "c"),
+        |r: &RecordedRequest| {
+            let mut c = ready_cluster();
+            if r.content_type == MERGE {
+                c["metadata"]["annotations"] =
+                    r.body.as_ref().unwrap()["metadata"]["annotations"].clone();
+                c["metadata"]["resourceVersion"] = json!("900");
+            }
+            (200, c)
+        },
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -685,7 +712,11 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
         .unwrap()
         .to_string();
     assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
-    assert_eq!(at.len(), "2026-01-01T00:00:00.000000000Z".len(), "nanoseconds: {at}");
+    assert_eq!(
+        at.len(),
+        "2026-01-01T00:00:00.000000000Z".len(),
+        "nanoseconds: {at}"
+    );
     assert_eq!(
         record
             .restarts
@@ -723,9 +754,19 @@ async fn restart_patch_that_changes_nothing_fails_fast() {
     api.on_responses(
         "GET",
         &cpath,
-        vec![(404, status_body(404, "NotFound", "not found")), (200, before.clone())],
+        vec![
+            (404, status_body(404, "NotFound", "not found")),
+            (200, before.clone()),
+        ],
     );
-    fixtures::serve_frames(&api, NS, "c", 3, &fixtures::three_instance_rollout()[..1], &vols(true));
+    fixtures::serve_frames(
+        &api,
+        NS,
+        "c",
+        3,
+        &fixtures::three_instance_rollout()[..1],
+        &vols(true),
+    );
     api.on("PATCH", &cpath, vec![before]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
@@ -746,11 +787,20 @@ async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
     let api = FakeApi::new();
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
-        r.method == "PATCH"
-            && r.content_type == APPLY
-            && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
-    });
+    fixtures::serve_frames_after(
+        &api,
+        NS,
+        "c",
+        3,
+        &frames,
+        &vols(true),
+        &vols_with(NEW, true),
+        |r| {
+            r.method == "PATCH"
+                && r.content_type == APPLY
+                && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
+        },
+    );
     route_cluster_patch(&api);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
@@ -760,11 +810,17 @@ async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
         panic!("expected a rollout, got {outcome:?}")
     };
     assert_eq!(
-        record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(),
+        record
+            .restarts
+            .iter()
+            .map(|r| r.instance.as_str())
+            .collect::<Vec<_>>(),
         ["c-2", "c-3", "c-1"]
     );
     assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
-    assert_listed_before(&api, |r| r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c"));
+    assert_listed_before(&api, |r| {
+        r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c")
+    });
 }
 
 /// The same rollout started by the operator 30 s after the apply (a loaded runner):
@@ -775,15 +831,26 @@ async fn rollout_the_operator_starts_late_is_still_observed() {
     let api = FakeApi::new();
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
-        r.path == "/late-operator"
-    });
+    fixtures::serve_frames_after(
+        &api,
+        NS,
+        "c",
+        3,
+        &frames,
+        &vols(true),
+        &vols_with(NEW, true),
+        |r| r.path == "/late-operator",
+    );
     route_cluster_patch(&api);
     let late = api.client();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(30)).await;
         let _ = late
-            .request_text(http::Request::get("/late-operator").body(Vec::new()).unwrap())
+            .request_text(
+                http::Request::get("/late-operator")
+                    .body(Vec::new())
+                    .unwrap(),
+            )
             .await;
     });
     let tmp = tempfile::tempdir().unwrap();
@@ -812,8 +879,14 @@ async fn unchanged_cluster_reports_nothing_restarted() {
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     // Search paths changed only: still nothing restarted, and that is what is reported.
-    let yaml = CLUSTER_YAML.replace("ld_library_path: [system]", "ld_library_path: [system]\n        extension_control_path: [share, opt]");
-    assert_eq!(b.apply_cluster(&cluster_doc(&yaml)).await.unwrap(), ApplyOutcome::Unchanged);
+    let yaml = CLUSTER_YAML.replace(
+        "ld_library_path: [system]",
+        "ld_library_path: [system]\n        extension_control_path: [share, opt]",
+    );
+    assert_eq!(
+        b.apply_cluster(&cluster_doc(&yaml)).await.unwrap(),
+        ApplyOutcome::Unchanged
+    );
 }
 
 fn serve_pod(api: &FakeApi, keep_image: bool) {
@@ -883,10 +956,15 @@ async fn preflight_probe_detects_the_gate_off() {
 #[tokio::test(start_paused = true)]
 async fn forbidden_probe_is_retried_only_when_it_clears_by_itself() {
     let path = "/api/v1/namespaces/default/pods";
-    let kept = serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
+    let kept =
+        serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
     let no_sa = status_body(403, "Forbidden", "pods \"cnpg-ext-imagevolume-probe\" is forbidden: error looking up service account default/default: serviceaccount \"default\" not found");
     let api = FakeApi::new();
-    api.on_responses("POST", path, vec![(403, no_sa.clone()), (403, no_sa), (200, kept)]);
+    api.on_responses(
+        "POST",
+        path,
+        vec![(403, no_sa.clone()), (403, no_sa), (200, kept)],
+    );
     check_image_volume_gate(&api.client(), "default", Duration::from_secs(30))
         .await
         .unwrap();
@@ -894,7 +972,11 @@ async fn forbidden_probe_is_retried_only_when_it_clears_by_itself() {
 
     let rbac = FakeApi::new();
     let msg = "pods is forbidden: User \"dev\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\"";
-    rbac.on_responses("POST", path, vec![(403, status_body(403, "Forbidden", msg))]);
+    rbac.on_responses(
+        "POST",
+        path,
+        vec![(403, status_body(403, "Forbidden", msg))],
+    );
     let err = check_image_volume_gate(&rbac.client(), "default", Duration::from_secs(30))
         .await
         .unwrap_err();
@@ -918,18 +1000,41 @@ async fn namespace_still_terminating_is_waited_out() {
     api.on_responses(
         "GET",
         &nspath,
-        vec![(200, terminating.clone()), (200, terminating), (404, status_body(404, "NotFound", "namespaces \"cnpg-ext-t\" not found"))],
+        vec![
+            (200, terminating.clone()),
+            (200, terminating),
+            (
+                404,
+                status_body(404, "NotFound", "namespaces \"cnpg-ext-t\" not found"),
+            ),
+        ],
     );
     let cpath = fixtures::cluster_path(NS, "c");
-    api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, ready_cluster())]);
+    api.on_responses(
+        "GET",
+        &cpath,
+        vec![
+            (404, status_body(404, "NotFound", "not found")),
+            (200, ready_cluster()),
+        ],
+    );
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let log = api.requests();
-    let gets = log.iter().filter(|r| r.method == "GET" && r.path == nspath).count();
-    let apply_at = log.iter().position(|r| r.method == "PATCH" && r.path == nspath).unwrap();
-    let last_get = log.iter().rposition(|r| r.method == "GET" && r.path == nspath).unwrap();
+    let gets = log
+        .iter()
+        .filter(|r| r.method == "GET" && r.path == nspath)
+        .count();
+    let apply_at = log
+        .iter()
+        .position(|r| r.method == "PATCH" && r.path == nspath)
+        .unwrap();
+    let last_get = log
+        .iter()
+        .rposition(|r| r.method == "GET" && r.path == nspath)
+        .unwrap();
     assert_eq!(gets, 3);
     assert!(last_get < apply_at);
 }
@@ -1047,7 +1152,10 @@ async fn database_applied() {
     api.on("GET", &dpath, vec![db_status(None), db_status(Some(true))]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    assert_eq!(b.apply_database(&database()).await.unwrap(), ["vector: applied=true"]);
+    assert_eq!(
+        b.apply_database(&database()).await.unwrap(),
+        ["vector: applied=true"]
+    );
 }
 
 /// The operator's failure (no observedGeneration) is final once it has lasted across one
@@ -1064,13 +1172,19 @@ async fn database_failure_is_reported_with_the_operators_message_not_as_a_timeou
     let t0 = tokio::time::Instant::now();
     let err = b.apply_database(&database()).await.unwrap_err().to_string();
     let took = t0.elapsed();
-    assert!(took >= Duration::from_secs(35) && took < Duration::from_secs(40), "{took:?}");
+    assert!(
+        took >= Duration::from_secs(35) && took < Duration::from_secs(40),
+        "{took:?}"
+    );
     assert!(!err.contains("timed out"), "{err}");
     assert!(
         err.contains("Database cnpg-ext-t/app was not applied: the operator reports \"database object reconciliation failed\""),
         "{err}"
     );
-    assert!(err.contains("vector: applied=false: extension \"vector\" is not available"), "{err}");
+    assert!(
+        err.contains("vector: applied=false: extension \"vector\" is not available"),
+        "{err}"
+    );
 }
 
 /// A failure left from an earlier attempt that the operator's retry turns into a success
@@ -1086,7 +1200,10 @@ async fn database_failure_that_the_retry_fixes_is_a_success() {
     api.on("GET", &dpath, seq);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    assert_eq!(b.apply_database(&database()).await.unwrap(), ["vector: applied=true"]);
+    assert_eq!(
+        b.apply_database(&database()).await.unwrap(),
+        ["vector: applied=true"]
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -1204,7 +1321,14 @@ async fn teardown_deletes_the_namespace_unless_kept() {
         let api = FakeApi::new();
         route_namespace(&api);
         let cpath = fixtures::cluster_path(NS, "c");
-        api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, ready_cluster())]);
+        api.on_responses(
+            "GET",
+            &cpath,
+            vec![
+                (404, status_body(404, "NotFound", "not found")),
+                (200, ready_cluster()),
+            ],
+        );
         api.on("PATCH", &cpath, vec![ready_cluster()]);
         api.on(
             "DELETE",
@@ -1219,17 +1343,27 @@ async fn teardown_deletes_the_namespace_unless_kept() {
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     assert!(api.requests().iter().all(|r| r.method != "DELETE"));
     b.teardown(false).await.unwrap();
-    let deletes: Vec<_> = api.requests().into_iter().filter(|r| r.method == "DELETE").collect();
+    let deletes: Vec<_> = api
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].path, nspath);
     assert_eq!(
-        deletes[0].body.as_ref().and_then(|b| b.get("propagationPolicy")).and_then(Value::as_str),
+        deletes[0]
+            .body
+            .as_ref()
+            .and_then(|b| b.get("propagationPolicy"))
+            .and_then(Value::as_str),
         Some("Background")
     );
 
     let api = setup();
     let mut kept = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    kept.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
+    kept.apply_cluster(&cluster_doc(CLUSTER_YAML))
+        .await
+        .unwrap();
     kept.teardown(true).await.unwrap();
     assert!(api.requests().iter().all(|r| r.method != "DELETE"));
 
@@ -1347,18 +1481,36 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         matches!(&err, BackendError::Unusable(m) if m.contains("operator 1.28.2 is installed") && m.contains("refusing to downgrade") && m.contains("--allow-operator-downgrade")),
         "{err}"
     );
-    let allowed = KindOptions { allow_operator_downgrade: true, ..want(old) };
-    assert!(matches!(operator_action(Some(&op(Some(new))), &allowed).unwrap(), OperatorAction::Install { notice: Some(n) } if n.contains("downgrading")));
+    let allowed = KindOptions {
+        allow_operator_downgrade: true,
+        ..want(old)
+    };
+    assert!(
+        matches!(operator_action(Some(&op(Some(new))), &allowed).unwrap(), OperatorAction::Install { notice: Some(n) } if n.contains("downgrading"))
+    );
     // Unknown release: refused too (it may be newer).
     assert!(operator_action(Some(&op(None)), &want(old)).is_err());
     // Older installed: upgraded; same: used; none: installed.
-    assert!(matches!(operator_action(Some(&op(Some(old))), &want(new)).unwrap(), OperatorAction::Install { notice: Some(n) } if n.contains("upgrading")));
-    assert_eq!(operator_action(Some(&op(Some(new))), &want(new)).unwrap(), OperatorAction::UseInstalled { notice: None });
-    assert_eq!(operator_action(None, &want(new)).unwrap(), OperatorAction::Install { notice: None });
+    assert!(
+        matches!(operator_action(Some(&op(Some(old))), &want(new)).unwrap(), OperatorAction::Install { notice: Some(n) } if n.contains("upgrading"))
+    );
+    assert_eq!(
+        operator_action(Some(&op(Some(new))), &want(new)).unwrap(),
+        OperatorAction::UseInstalled { notice: None }
+    );
+    assert_eq!(
+        operator_action(None, &want(new)).unwrap(),
+        OperatorAction::Install { notice: None }
+    );
     // --skip-operator-install across the `ext-` boundary: the installed 1.28.1 is used and
     // named; the environment then models it (bare volume names), see below.
-    let skip = KindOptions { skip_operator_install: true, ..want(new) };
-    assert!(matches!(operator_action(Some(&op(Some(old))), &skip).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains("modelling the installed 1.28.1")));
+    let skip = KindOptions {
+        skip_operator_install: true,
+        ..want(new)
+    };
+    assert!(
+        matches!(operator_action(Some(&op(Some(old))), &skip).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains("modelling the installed 1.28.1"))
+    );
     assert!(operator_action(None, &skip).is_err());
 }
 
@@ -1398,11 +1550,15 @@ async fn environment_backend_uses_the_installed_release() {
         "images:\n  - reference: ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie\n    fixture: fixture\n  - reference: localhost/my-ext:1\n    fixture: fixture\nsteps:\n  - apply: {file: cluster.yaml}\n",
     )
     .unwrap();
-    let scenario = cnpg_ext_model::scenario::Scenario::load(&sdir, CnpgVersion::new(1, 28, 2)).unwrap();
+    let scenario =
+        cnpg_ext_model::scenario::Scenario::load(&sdir, CnpgVersion::new(1, 28, 2)).unwrap();
     let c = cluster_doc(CLUSTER_YAML).cluster;
     // What --cnpg-version alone would model, and what the installed 1.28.1 writes.
     let requested = KindBackend::new(api.client(), NS, env.opts.clone());
-    assert_eq!(requested.plan_for(&c, "c-1").extensions[0].volume_name, "ext-pgvector");
+    assert_eq!(
+        requested.plan_for(&c, "c-1").extensions[0].volume_name,
+        "ext-pgvector"
+    );
     assert_eq!(env.operator_version(), CnpgVersion::new(1, 28, 1));
     let b = env.backend(&scenario);
     assert_eq!(b.plan_for(&c, "c-1").extensions[0].volume_name, "pgvector");
@@ -1432,7 +1588,8 @@ async fn sql_as_postgres_reads_the_superuser_secret() {
         .unwrap_err()
         .to_string();
     assert!(
-        err.contains("secret cnpg-ext-t/other-superuser not found") && err.contains("enableSuperuserAccess: true"),
+        err.contains("secret cnpg-ext-t/other-superuser not found")
+            && err.contains("enableSuperuserAccess: true"),
         "{err}"
     );
 }

@@ -313,13 +313,21 @@ fn dry_run_renders_everything_the_run_applies() {
     }
     snap!(insta::assert_snapshot!("dry-run", listing));
     // The ImageVolume probe goes where the preflight sends it, once per run.
-    let probe = std::fs::read_to_string(out.join("preflight-imagevolume-probe-pod.dry-run.yaml")).unwrap();
+    let probe =
+        std::fs::read_to_string(out.join("preflight-imagevolume-probe-pod.dry-run.yaml")).unwrap();
     assert!(probe.contains("namespace: default"), "{probe}");
-    assert!(!out.join("pgvector/00-imagevolume-probe-pod.dry-run.yaml").exists());
+    assert!(!out
+        .join("pgvector/00-imagevolume-probe-pod.dry-run.yaml")
+        .exists());
     // The origin expectations of the applied Cluster, and how SQL gets a superuser.
     let origin = files
         .iter()
-        .find(|f| f.file_name().unwrap().to_string_lossy().ends_with("-origin-c.yaml"))
+        .find(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-origin-c.yaml")
+        })
         .expect("an origin file for Cluster c");
     let origin = std::fs::read_to_string(origin).unwrap();
     for want in [
