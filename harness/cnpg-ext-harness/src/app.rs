@@ -102,10 +102,10 @@ impl Prepared {
         Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
             Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
-            Prepared::Kind { env, archives } => {
+            Prepared::Kind { env, .. } => {
                 let env = env.as_ref().ok_or("the kind environment was not prepared")?;
                 env.check_scenario(scenario).map_err(|e| e.to_string())?;
-                Box::new(env.backend(scenario, archives.clone()))
+                Box::new(env.backend(scenario))
             }
         })
     }
@@ -233,6 +233,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 cnpg_ext_model::backend::BackendError::Unusable(m) => HarnessError::Environment(m),
                 other => HarnessError::Environment(other.to_string()),
             })?;
+            // Every archive into the nodes once, before any scenario starts.
+            env.load_images(&archives).await.map_err(|e| HarnessError::Environment(e.to_string()))?;
             Prepared::Kind { env: Some(Arc::new(env)), archives }
         }
         other => other,

@@ -86,8 +86,9 @@ pub struct RunArgs {
     /// kind backend: the kind cluster to use (images are loaded into its nodes).
     #[arg(long)]
     pub kind_cluster: Option<String>,
-    /// kind backend, existing-cluster mode: kubeconfig of the cluster under test.
-    #[arg(long, env = "KUBECONFIG")]
+    /// kind backend, existing-cluster mode: kubeconfig of the cluster under test (one file;
+    /// default: kube's own lookup, which merges a `:`-separated $KUBECONFIG).
+    #[arg(long)]
     pub kubeconfig: Option<PathBuf>,
     /// kind backend: kubeconfig context.
     #[arg(long)]
@@ -95,6 +96,9 @@ pub struct RunArgs {
     /// kind backend: the operator is already installed (vendor clusters).
     #[arg(long)]
     pub skip_operator_install: bool,
+    /// kind backend: replace an installed operator newer than --cnpg-version (or of unknown release).
+    #[arg(long)]
+    pub allow_operator_downgrade: bool,
     /// kind backend: apply an operator manifest that has no sha256 pin (prints its hash).
     #[arg(long)]
     pub allow_unpinned_operator: bool,

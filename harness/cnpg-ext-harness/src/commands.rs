@@ -95,6 +95,7 @@ fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
         cnpg_version: args.cnpg_version,
         allow_unpinned_operator: args.allow_unpinned_operator,
         skip_operator_install: args.skip_operator_install,
+        allow_operator_downgrade: args.allow_operator_downgrade,
         keep: args.keep,
         report_dir: args.report_dir.clone().unwrap_or_else(|| "reports".into()),
         ..Default::default()

@@ -1,5 +1,5 @@
 //! Harness CPU for observing and inspecting a recorded 3-instance rolling update, offline:
-//! the rollout watcher lists and watches a fake API replaying the recording (initial LIST of
+//! the rollout watcher lists and watches a fake API replaying hand-written frames (initial LIST of
 //! the Cluster and its pods, then the newline-delimited watch events, JSON decoding
 //! included), then every instance is inspected (pod spec check + parsing of recorded exec
 //! output).
@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cnpg_ext_kind::apply::cluster_resource;
-use cnpg_ext_kind::exec::FakeExec;
 use cnpg_ext_kind::testing::fixtures::{self, Vol};
 use cnpg_ext_kind::testing::FakeApi;
+use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::watch::{Expect, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
 use cnpg_ext_model::backend::Backend;
@@ -91,8 +91,7 @@ fn main() {
         for i in 1..=3 {
             exec.set(&format!("c-{i}"), exec_out);
         }
-        let b =
-            KindBackend::new(client, NS, vec![], KindOptions::default()).with_exec(Arc::new(exec));
+        let b = KindBackend::new(client, NS, KindOptions::default()).with_exec(Arc::new(exec));
         for i in 1..=3 {
             let o = b.inspect(&format!("c-{i}"), &plan).await.unwrap();
             assert_eq!(o.mounts[0].files.len(), 3);
@@ -111,7 +110,7 @@ fn main() {
     let cpu = (cpu_time() - cpu0) / n;
     let wall = wall0.elapsed() / n;
     println!(
-        "replay of a 3-instance rolling update (watch of {} recorded frames, 3 inspections): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
+        "replay of a 3-instance rolling update (watch of {} hand-written frames, 3 inspections): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
         fixtures::three_instance_rollout().len(),
         cpu.as_secs_f64() * 1e3,
         wall.as_secs_f64() * 1e3

@@ -9,6 +9,11 @@ use crate::errors::kube_error;
 use crate::options::KindOptions;
 use crate::FIELD_MANAGER;
 
+/// A document as YAML (what `--dry-run` writes).
+pub fn to_yaml(v: &Value) -> String {
+    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n{v:#}\n"))
+}
+
 pub fn cluster_resource() -> ApiResource {
     ApiResource::from_gvk_with_plural(
         &GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "Cluster"),
@@ -95,15 +100,36 @@ fn set_namespace(doc: &mut Value, namespace: &str) {
     }
 }
 
-/// `kubectl cnpg restart`: the merge patch on the Cluster.
-pub fn restart_patch(at: chrono::DateTime<chrono::Utc>) -> Value {
-    json!({
-        "metadata": {
-            "annotations": {
-                "kubectl.kubernetes.io/restartedAt": at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
-            }
+/// The restart annotation's key. The operator restarts every pod whose copy of it differs,
+/// as a string, from the Cluster's (`checkClusterHasDifferentRestartAnnotation` in
+/// cloudnative-pg `internal/controller/cluster_upgrade.go`).
+pub const RESTART_ANNOTATION: &str = "kubectl.kubernetes.io/restartedAt";
+
+/// The value for a restart requested at `now`: RFC 3339 with nanoseconds (`kubectl cnpg
+/// restart` writes whole seconds, so two restarts within one second wrote the same value
+/// and the second changed nothing), and never equal to the `previous` value.
+pub fn restart_stamp(previous: Option<&str>, now: chrono::DateTime<chrono::Utc>) -> String {
+    let fmt = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Nanos, true);
+    let mut at = now;
+    if let Some(prev) = previous.and_then(|p| chrono::DateTime::parse_from_rfc3339(p).ok()) {
+        let prev = prev.to_utc();
+        if at <= prev {
+            at = prev + chrono::Duration::nanoseconds(1);
         }
-    })
+    }
+    let mut value = fmt(at);
+    while Some(value.as_str()) == previous {
+        at += chrono::Duration::nanoseconds(1);
+        value = fmt(at);
+    }
+    value
+}
+
+/// `kubectl cnpg restart`: the merge patch on the Cluster.
+pub fn restart_patch(stamp: &str) -> Value {
+    let mut annotations = serde_json::Map::new();
+    annotations.insert(RESTART_ANNOTATION.into(), Value::String(stamp.into()));
+    json!({"metadata": {"annotations": annotations}})
 }
 
 fn name_of(doc: &Value) -> Result<String, BackendError> {
@@ -119,14 +145,27 @@ pub async fn server_side_apply(
     kind: &str,
     doc: &Value,
 ) -> Result<DynamicObject, BackendError> {
+    server_side_apply_within(api, kind, doc, std::time::Duration::ZERO).await
+}
+
+/// [`server_side_apply`], retrying for `retry` a 403 that clears by itself (a namespace
+/// still terminating, a `default` ServiceAccount not created yet).
+pub async fn server_side_apply_within(
+    api: &Api<DynamicObject>,
+    kind: &str,
+    doc: &Value,
+    retry: std::time::Duration,
+) -> Result<DynamicObject, BackendError> {
     let name = name_of(doc)?;
     let ns = doc
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .map(|n| format!("{n}/"))
         .unwrap_or_default();
+    let what = format!("server-side apply of {kind} {ns}{name}");
     let pp = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch(&name, &pp, &Patch::Apply(doc))
+    let patch = Patch::Apply(doc);
+    crate::wait::retry_forbidden(&what, retry, || api.patch(&name, &pp, &patch))
         .await
-        .map_err(|e| kube_error(format!("server-side apply of {kind} {ns}{name}"), e))
+        .map_err(|e| kube_error(&what, e))
 }

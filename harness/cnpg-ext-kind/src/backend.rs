@@ -20,68 +20,54 @@ use serde_json::Value;
 
 use crate::apply::{
     cluster_resource, database_resource, namespace_doc, namespace_for, namespaced,
-    namespaced_cluster, restart_patch, server_side_apply,
+    namespaced_cluster, restart_patch, restart_stamp, server_side_apply,
+    server_side_apply_within, RESTART_ANNOTATION,
 };
 use crate::errors::{is_not_found, kube_error};
 use crate::exec::{KubeExec, PodExec};
 use crate::inspect::{check_pod_spec, inspect_command, parse_inspect_output, POSTGRES_CONTAINER};
 use crate::operator::{self, InstalledOperator};
 use crate::options::KindOptions;
-use crate::preflight::{self, PreflightReport};
+use crate::preflight::{self, PreflightReport, PREFLIGHT_NAMESPACE};
 use crate::registry::{prepare_registry, LocalRegistry};
 use crate::versions::{fetch_manifest, VersionsFile};
-use crate::wait::{await_object, cluster_ready, database_reconciled};
+use crate::wait::{await_database, await_object, cluster_ready, poll_until, Probe};
 use crate::watch::{snapshot, Expect, RolloutWatch};
 
 /// One scenario's view of the cluster.
+///
+/// Images are not its business: [`KindEnvironment::load_images`] puts every archive of the
+/// run into the nodes once, before the scenarios start. `opts.cnpg_version` is the release
+/// modelled (pod volume names): [`KindEnvironment::backend`] sets it to the installed one.
 pub struct KindBackend {
     client: kube::Client,
     namespace: String,
-    images: Vec<(String, PathBuf)>,
     opts: KindOptions,
     exec: Arc<dyn PodExec>,
-    images_loaded: bool,
     namespace_ready: bool,
     cluster: Option<Cluster>,
     last_diagnostics: Option<PathBuf>,
-    registry: Option<LocalRegistry>,
 }
 
 impl KindBackend {
-    /// `images`: (reference, docker-archive tar) pairs loaded into the kind nodes before
-    /// the first apply (only with `opts.kind_cluster`).
-    pub fn new(
-        client: kube::Client,
-        namespace: impl Into<String>,
-        images: Vec<(String, PathBuf)>,
-        opts: KindOptions,
-    ) -> Self {
+    pub fn new(client: kube::Client, namespace: impl Into<String>, opts: KindOptions) -> Self {
         let exec: Arc<dyn PodExec> = Arc::new(KubeExec {
             client: client.clone(),
         });
         KindBackend {
             client,
             namespace: namespace.into(),
-            images,
             opts,
             exec,
-            images_loaded: false,
             namespace_ready: false,
             cluster: None,
             last_diagnostics: None,
-            registry: None,
         }
     }
 
     /// Replaces the exec implementation (tests).
     pub fn with_exec(mut self, exec: Arc<dyn PodExec>) -> Self {
         self.exec = exec;
-        self
-    }
-
-    /// Images go through this local registry mirror instead of `kind load` (`--registry`).
-    pub fn with_registry(mut self, registry: Option<LocalRegistry>) -> Self {
-        self.registry = registry;
         self
     }
 
@@ -128,10 +114,39 @@ impl KindBackend {
         }
     }
 
+    /// Creates the scenario's namespace. One left terminating by an earlier run (same
+    /// scenario id) is waited out first: objects created in it would be refused with a
+    /// 403, and the namespace would vanish under the scenario.
     async fn ensure_namespace(&mut self) -> Result<(), BackendError> {
         if self.namespace_ready {
             return Ok(());
         }
+        let namespaces: Api<Namespace> = Api::all(self.client.clone());
+        let ns = self.namespace.clone();
+        let t = self.opts.timeouts.clone();
+        poll_until(
+            &format!("namespace {ns} (left terminating by an earlier run) to be deleted"),
+            t.forbidden_retry,
+            t.poll,
+            || async {
+                let got = namespaces
+                    .get_opt(&ns)
+                    .await
+                    .map_err(|e| kube_error(format!("reading namespace {ns}"), e))?;
+                Ok(match got {
+                    Some(n) if is_terminating(&n) => Probe::Pending(format!(
+                        "namespace {ns} is terminating (deletionTimestamp {})",
+                        n.metadata
+                            .deletion_timestamp
+                            .as_ref()
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_else(|| "unset, phase Terminating".into())
+                    )),
+                    _ => Probe::Done(()),
+                })
+            },
+        )
+        .await?;
         let ar = ApiResource::from_gvk_with_plural(
             &GroupVersionKind::gvk("", "v1", "Namespace"),
             "namespaces",
@@ -139,26 +154,6 @@ impl KindBackend {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &ar);
         server_side_apply(&api, "Namespace", &namespace_doc(&self.namespace)).await?;
         self.namespace_ready = true;
-        Ok(())
-    }
-
-    async fn ensure_images(&mut self) -> Result<(), BackendError> {
-        if self.images_loaded || self.images.is_empty() {
-            return Ok(());
-        }
-        match (&self.opts.kind_cluster, &self.registry) {
-            (Some(name), Some(reg)) => {
-                let targets = reg.push_images(&self.images).await?;
-                let files = crate::registry::mirror_hosts_files(&targets, &reg.cfg);
-                reg.configure_nodes(name, &files).await?;
-            }
-            (Some(name), None) => load_images(name, &self.images).await?,
-            (None, _) => tracing::warn!(
-                "existing-cluster mode: {} extension image(s) are not loaded by the harness; the nodes must be able to pull them",
-                self.images.len()
-            ),
-        }
-        self.images_loaded = true;
         Ok(())
     }
 
@@ -176,11 +171,10 @@ impl KindBackend {
         applied: &ClusterDoc,
     ) -> Result<ApplyOutcome, BackendError> {
         self.ensure_namespace().await?;
-        self.ensure_images().await?;
         let cluster = &applied.cluster;
         let name = cluster.metadata.name.clone();
         let doc = namespaced_cluster(&applied.raw, &self.namespace, &self.opts);
-        if self.registry.is_some() {
+        if self.opts.registry {
             for e in &cluster.spec.postgresql.extensions {
                 if e.image.pull_policy.as_deref() == Some("Never") {
                     tracing::warn!(
@@ -199,7 +193,7 @@ impl KindBackend {
             .map_err(|e| kube_error(format!("reading Cluster {}/{name}", self.namespace), e))?;
         let what = format!("Cluster {}/{name}", self.namespace);
         if existing.is_none() {
-            server_side_apply(&clusters, "Cluster", &doc).await?;
+            server_side_apply_within(&clusters, "Cluster", &doc, t.forbidden_retry).await?;
             await_object(
                 &clusters,
                 &name,
@@ -215,30 +209,17 @@ impl KindBackend {
         // Watches first: their initial lists are the baseline, and every event after them
         // (the operator reacting to the apply) is seen.
         let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
-        server_side_apply(&clusters, "Cluster", &doc).await?;
-        let new_plan = ClusterPlan::derive(cluster, &self.plan_options());
-        let old_plan = self
-            .cluster
-            .as_ref()
-            .map(|c| ClusterPlan::derive(c, &self.plan_options()));
-        let expect = match &old_plan {
-            Some(old) if old.pod_spec_fingerprint() == new_plan.pod_spec_fingerprint() => {
-                Expect::MaybeNothing { settle: t.settle }
-            }
-            Some(_) => Expect::Rollout,
-            None => Expect::MaybeNothing { settle: t.settle },
-        };
+        server_side_apply_within(&clusters, "Cluster", &doc, t.forbidden_retry).await?;
+        // No guess from a plan diff: wait until the pods carry what the applied Cluster
+        // asks for (a rollout, however late it starts, is followed to its end), then
+        // report what was seen.
+        let expect = Expect::converge_on(&ClusterPlan::derive(cluster, &self.plan_options()));
         let record = watch.finish(expect, t.rollout).await?;
         self.cluster = Some(cluster.clone());
-        Ok(if !record.restarts.is_empty() {
-            ApplyOutcome::RolledOut { record }
-        } else if old_plan.is_some_and(|o| {
-            o.extension_control_path != new_plan.extension_control_path
-                || o.dynamic_library_path != new_plan.dynamic_library_path
-        }) {
-            ApplyOutcome::Reloaded
-        } else {
+        Ok(if record.restarts.is_empty() {
             ApplyOutcome::Unchanged
+        } else {
+            ApplyOutcome::RolledOut { record }
         })
     }
 
@@ -251,18 +232,10 @@ impl KindBackend {
         let doc = namespaced(&applied.raw, &self.namespace);
         let api: Api<DynamicObject> =
             Api::namespaced_with(self.client.clone(), &self.namespace, &database_resource());
-        server_side_apply(&api, "Database", &doc).await?;
-        let t = &self.opts.timeouts;
+        let t = self.opts.timeouts.clone();
+        server_side_apply_within(&api, "Database", &doc, t.forbidden_retry).await?;
         let what = format!("Database {}/{name}", self.namespace);
-        let obj = await_object(
-            &api,
-            &name,
-            &what,
-            &database_reconciled(),
-            t.database,
-            t.poll,
-        )
-        .await?;
+        let obj = await_database(&api, &name, &what, t.database, t.database_retry, t.poll).await?;
         database_outcome(&what, &obj)
     }
 
@@ -271,12 +244,27 @@ impl KindBackend {
         let clusters = self.clusters();
         let pods = self.pods();
         let t = self.opts.timeouts.clone();
-        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
-        let patch = restart_patch(Utc::now());
-        clusters
-            .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let what = format!(
+            "restart (merge patch of {RESTART_ANNOTATION}) of Cluster {}/{name}",
+            self.namespace
+        );
+        let before = clusters
+            .get(&name)
             .await
-            .map_err(|e| kube_error(format!("restart (merge patch of kubectl.kubernetes.io/restartedAt) of Cluster {}/{name}", self.namespace), e))?;
+            .map_err(|e| kube_error(format!("reading Cluster {}/{name}", self.namespace), e))?;
+        let previous = before
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(RESTART_ANNOTATION))
+            .cloned();
+        let stamp = restart_stamp(previous.as_deref(), Utc::now());
+        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
+        let after = clusters
+            .patch(&name, &PatchParams::default(), &Patch::Merge(&restart_patch(&stamp)))
+            .await
+            .map_err(|e| kube_error(&what, e))?;
+        check_restart_took(&what, &before, &after, &stamp)?;
         watch.finish(Expect::Rollout, t.rollout).await
     }
 
@@ -312,7 +300,44 @@ impl KindBackend {
     }
 }
 
-/// Per-extension messages of a reconciled Database; an error when `status.applied` is false.
+/// Fails at once when the restart patch changed nothing (the same resourceVersion came
+/// back, or the annotation does not hold the value sent): no rollout would follow and the
+/// wait would only run out its timeout.
+pub fn check_restart_took(
+    what: &str,
+    before: &DynamicObject,
+    after: &DynamicObject,
+    stamp: &str,
+) -> Result<(), BackendError> {
+    let now = after
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(RESTART_ANNOTATION))
+        .map(String::as_str);
+    let rv_before = before.metadata.resource_version.as_deref();
+    let rv_after = after.metadata.resource_version.as_deref();
+    if now != Some(stamp) {
+        return Err(BackendError::Failed(format!(
+            "{what}: the Cluster came back with {RESTART_ANNOTATION} = {now:?}, not the value sent ({stamp:?}): the restart was not recorded, no rollout will follow"
+        )));
+    }
+    if rv_before.is_some() && rv_before == rv_after {
+        return Err(BackendError::Failed(format!(
+            "{what}: the patch changed nothing (resourceVersion {} before and after; {RESTART_ANNOTATION} was already {stamp:?}): no rollout will follow",
+            rv_before.unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+fn is_terminating(n: &Namespace) -> bool {
+    n.metadata.deletion_timestamp.is_some()
+        || n.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Terminating")
+}
+
+/// Per-extension messages of a reconciled Database; an error with the operator's own
+/// message when `status.applied` is false.
 pub fn database_outcome(what: &str, obj: &DynamicObject) -> Result<Vec<String>, BackendError> {
     let status = obj.data.get("status").cloned().unwrap_or(Value::Null);
     let exts: Vec<String> = status
@@ -338,7 +363,7 @@ pub fn database_outcome(what: &str, obj: &DynamicObject) -> Result<Vec<String>, 
     } else {
         let msg = status.get("message").and_then(Value::as_str).unwrap_or("");
         Err(BackendError::Failed(format!(
-            "{what} was not applied: \"{msg}\"; extensions: [{}]",
+            "{what} was not applied: the operator reports \"{msg}\" (still so after its 30 s retry); extensions: [{}]",
             exts.join("; ")
         )))
     }
@@ -452,28 +477,69 @@ pub struct KindEnvironment {
 }
 
 impl KindEnvironment {
+    /// The operator release the scenarios run against: the installed one when its image
+    /// tag says which, else the requested one.
+    pub fn operator_version(&self) -> cnpg_ext_model::CnpgVersion {
+        self.operator.version.unwrap_or(self.opts.cnpg_version)
+    }
+
     /// Checks that the installed operator supports what the scenario's Clusters use.
     pub fn check_scenario(&self, scenario: &Scenario) -> Result<(), BackendError> {
         let clusters: Vec<&Cluster> = scenario.clusters().map(|c| &c.cluster).collect();
-        let v = self.operator.version.unwrap_or(self.opts.cnpg_version);
-        preflight::check_operator_for(v, &clusters)
+        preflight::check_operator_for(self.operator_version(), &clusters)
     }
 
-    /// A backend for one scenario, in namespace `cnpg-ext-<scenario id>`.
-    pub fn backend(&self, scenario: &Scenario, images: Vec<(String, PathBuf)>) -> KindBackend {
-        KindBackend::new(self.client.clone(), namespace_for(&scenario.id), images, self.opts.clone())
-            .with_registry(self.registry.clone())
+    /// Puts the run's extension images into the nodes, each archive once (the same
+    /// archive listed twice is loaded once), before any scenario starts: `kind load
+    /// image-archive`, or with `--registry` a push to the local mirror and the nodes'
+    /// `hosts.toml`. Existing-cluster mode loads nothing (the nodes must pull them).
+    pub async fn load_images(&self, images: &[(String, PathBuf)]) -> Result<(), BackendError> {
+        let mut unique: Vec<(String, PathBuf)> = Vec::new();
+        for (r, p) in images {
+            if !unique.iter().any(|(_, q)| q == p) {
+                unique.push((r.clone(), p.clone()));
+            }
+        }
+        if unique.is_empty() {
+            return Ok(());
+        }
+        match (&self.opts.kind_cluster, &self.registry) {
+            (Some(name), Some(reg)) => {
+                let targets = reg.push_images(&unique).await?;
+                let files = crate::registry::mirror_hosts_files(&targets, &reg.cfg);
+                reg.configure_nodes(name, &files).await?;
+                Ok(())
+            }
+            (Some(name), None) => load_images(name, &unique).await,
+            (None, _) => {
+                tracing::warn!(
+                    "existing-cluster mode: {} extension image(s) are not loaded by the harness; the nodes must be able to pull them",
+                    unique.len()
+                );
+                Ok(())
+            }
+        }
+    }
+
+    /// A backend for one scenario, in namespace `cnpg-ext-<scenario id>`, modelling the
+    /// installed operator's release.
+    pub fn backend(&self, scenario: &Scenario) -> KindBackend {
+        let mut opts = self.opts.clone();
+        opts.cnpg_version = self.operator_version();
+        KindBackend::new(self.client.clone(), namespace_for(&scenario.id), opts)
     }
 }
 
-/// A client from `--kubeconfig`/`--context` (default context `kind-<name>` with
-/// `--kind-cluster`).
-pub async fn connect(opts: &KindOptions) -> Result<kube::Client, BackendError> {
+/// The client configuration from `--kubeconfig`/`--context` (default context
+/// `kind-<name>` with `--kind-cluster`). Without `--kubeconfig`, kube-rs reads
+/// `$KUBECONFIG` itself, merging every file of a `:`-separated list, else
+/// `~/.kube/config`.
+pub async fn kube_config(opts: &KindOptions) -> Result<kube::Config, BackendError> {
     let options = kube::config::KubeConfigOptions {
         context: opts.effective_context(),
         ..Default::default()
     };
-    let config = match &opts.kubeconfig {
+    match &opts.kubeconfig {
         Some(path) => {
             let kc = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| BackendError::Unusable(format!("{}: cannot read kubeconfig: {e}", path.display())))?;
@@ -482,11 +548,21 @@ pub async fn connect(opts: &KindOptions) -> Result<kube::Client, BackendError> {
         None => kube::Config::from_kubeconfig(&options).await,
     }
     .map_err(|e| {
+        let source = match (&opts.kubeconfig, std::env::var("KUBECONFIG")) {
+            (Some(p), _) => format!(" ({})", p.display()),
+            (None, Ok(v)) if !v.is_empty() => format!(" (KUBECONFIG={v})"),
+            _ => " (~/.kube/config)".into(),
+        };
         BackendError::Unusable(format!(
-            "no usable kubeconfig{}: {e}. Create a cluster (`cnpg-ext-harness kind up`) or pass --kubeconfig/--context",
+            "no usable kubeconfig{source}{}: {e}. Create a cluster (`cnpg-ext-harness kind up`) or pass --kubeconfig/--context",
             opts.effective_context().map(|c| format!(" for context `{c}`")).unwrap_or_default()
         ))
-    })?;
+    })
+}
+
+/// A client from [`kube_config`].
+pub async fn connect(opts: &KindOptions) -> Result<kube::Client, BackendError> {
+    let config = kube_config(opts).await?;
     kube::Client::try_from(config)
         .map_err(|e| BackendError::Unusable(format!("cannot build a Kubernetes client: {e}")))
 }
@@ -549,7 +625,7 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
         None
     };
     let client = connect(opts).await?;
-    let report = preflight::run(&client, "default").await?;
+    let report = preflight::run(&client, PREFLIGHT_NAMESPACE, opts.timeouts.forbidden_retry).await?;
     if let Some(reg) = &registry {
         reg.publish_configmap(&client).await?;
     }
@@ -564,7 +640,75 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
     })
 }
 
-/// Installs the requested release unless it is already there (or `skip_operator_install`).
+/// What to do about the operator, given what is installed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OperatorAction {
+    /// Use the installed operator (and model its release).
+    UseInstalled { notice: Option<String> },
+    /// Apply the requested release manifest.
+    Install { notice: Option<String> },
+}
+
+/// Decides from the installed operator (if any) and the options. An installed operator
+/// newer than the requested release, or of a release its image tag does not tell, is
+/// not replaced (a forced server-side apply would silently downgrade it) unless
+/// `--allow-operator-downgrade`.
+pub fn operator_action(
+    installed: Option<&InstalledOperator>,
+    opts: &KindOptions,
+) -> Result<OperatorAction, BackendError> {
+    let want = opts.cnpg_version;
+    if let Some(op) = installed {
+        if op.version == Some(want) {
+            return Ok(OperatorAction::UseInstalled { notice: None });
+        }
+    }
+    if opts.skip_operator_install {
+        return match installed {
+            Some(op) => Ok(OperatorAction::UseInstalled {
+                notice: Some(match op.version {
+                    Some(have) => format!(
+                        "operator {have} installed, {want} requested: testing and modelling the installed {have} (--skip-operator-install)"
+                    ),
+                    None => format!(
+                        "operator image {} does not tell its release: modelling the requested {want} (--skip-operator-install); pass the installed release as --cnpg-version",
+                        op.image
+                    ),
+                }),
+            }),
+            None => Err(BackendError::Unusable(
+                "CloudNativePG is not installed (no deployment labelled app.kubernetes.io/name=cloudnative-pg) and --skip-operator-install was given".into(),
+            )),
+        };
+    }
+    let Some(op) = installed else {
+        return Ok(OperatorAction::Install { notice: None });
+    };
+    let place = format!("{}/{}", op.namespace, op.deployment);
+    match op.version {
+        Some(have) if have < want => Ok(OperatorAction::Install {
+            notice: Some(format!("upgrading the installed operator {have} ({place}) to {want}")),
+        }),
+        Some(have) if opts.allow_operator_downgrade => Ok(OperatorAction::Install {
+            notice: Some(format!("downgrading the installed operator {have} ({place}) to {want} (--allow-operator-downgrade)")),
+        }),
+        Some(have) => Err(BackendError::Unusable(format!(
+            "operator {have} is installed ({place}), newer than the requested {want}: refusing to downgrade it. \
+             Pass --cnpg-version {have} to test it, --skip-operator-install to use it as is, or --allow-operator-downgrade to replace it with {want}"
+        ))),
+        None if opts.allow_operator_downgrade => Ok(OperatorAction::Install {
+            notice: Some(format!("replacing the installed operator {} ({place}, release unknown) with {want} (--allow-operator-downgrade)", op.image)),
+        }),
+        None => Err(BackendError::Unusable(format!(
+            "an operator of unknown release is installed ({place}, image {}): refusing to replace it with {want}, which may be a downgrade. \
+             Pass --skip-operator-install to use it (with its release as --cnpg-version), or --allow-operator-downgrade to replace it",
+            op.image
+        ))),
+    }
+}
+
+/// Installs the requested release unless it is already there (or `skip_operator_install`),
+/// never silently downgrading one (see [`operator_action`]).
 pub async fn ensure_operator(
     client: &kube::Client,
     opts: &KindOptions,
@@ -572,24 +716,14 @@ pub async fn ensure_operator(
 ) -> Result<InstalledOperator, BackendError> {
     let installed = operator::installed_operator(client).await?;
     let want = opts.cnpg_version;
-    if let Some(op) = &installed {
-        if op.version == Some(want) {
+    match operator_action(installed.as_ref(), opts)? {
+        OperatorAction::UseInstalled { notice } => {
+            notices.extend(notice);
+            let op = installed.expect("UseInstalled implies an installed operator");
             operator::wait_operator_ready(client, &op.namespace, &opts.timeouts).await?;
-            return Ok(op.clone());
+            return Ok(op);
         }
-    }
-    if opts.skip_operator_install {
-        return match installed {
-            Some(op) => {
-                let have = op.version.map(|v| v.to_string()).unwrap_or_else(|| format!("unknown ({})", op.image));
-                notices.push(format!("operator {have} installed, {want} requested; using the installed one (--skip-operator-install)"));
-                operator::wait_operator_ready(client, &op.namespace, &opts.timeouts).await?;
-                Ok(op)
-            }
-            None => Err(BackendError::Unusable(
-                "CloudNativePG is not installed (no deployment labelled app.kubernetes.io/name=cloudnative-pg) and --skip-operator-install was given".into(),
-            )),
-        };
+        OperatorAction::Install { notice } => notices.extend(notice),
     }
     let versions = match &opts.versions_file {
         Some(p) => VersionsFile::load(p)?,

@@ -292,7 +292,12 @@ async fn status(name: &str) -> Result<(), BackendError> {
         ..Default::default()
     };
     let client = crate::backend::connect(&opts).await?;
-    let report = crate::preflight::run(&client, "default").await?;
+    let report = crate::preflight::run(
+        &client,
+        crate::preflight::PREFLIGHT_NAMESPACE,
+        crate::options::Timeouts::default().forbidden_retry,
+    )
+    .await?;
     println!(
         "cluster `{name}`: Kubernetes {}, ImageVolume gate on",
         report.server_version

@@ -57,16 +57,12 @@ pub const NODE_IMAGES: &[NodeImage] = &[
     },
 ];
 
-/// Older pins, for users on an older kind (not used by the committed configs).
-pub const OLDER_NODE_IMAGES: &[NodeImage] = &[NodeImage {
-    kubernetes: "1.33",
-    tag: "v1.33.1",
-    digest: Some("sha256:050072256b9a903bd914c0b2866828150cb229cea0efe5892e2b644d5dd3b34f"),
-    kind_release: "v0.29.0",
-    source: "kind v0.29.0 release notes (its default node image)",
-}];
-
 pub const DEFAULT_KUBERNETES: &str = "1.33";
+
+/// The containerd patch a registry mirror (`--registry`) needs, in the v2 config format
+/// kind's nodes use (containerd 2 migrates it).
+pub const CONTAINERD_PATCH: &str =
+    "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"";
 /// Oldest kind whose node images ship containerd 2.1 (image volumes).
 pub const MIN_KIND: (u32, u32, u32) = (0, 28, 0);
 
@@ -131,7 +127,7 @@ pub fn render_kind_config(
     if registry {
         s.push_str("# --registry: containerd reads registry hosts from certs.d (kind's nodes use the v2 config format).\n");
         s.push_str("containerdConfigPatches:\n  - |-\n");
-        for line in crate::registry::CONTAINERD_PATCH.lines() {
+        for line in CONTAINERD_PATCH.lines() {
             s.push_str(&format!("    {line}\n"));
         }
     }
@@ -146,7 +142,8 @@ pub fn render_kind_config(
     Ok(s)
 }
 
-/// Every committed config: (file name, content).
+/// Every committed config: (file name, content); the tests compare them with `kind-config/`.
+#[cfg(feature = "testing")]
 pub fn all_configs() -> Vec<(String, String)> {
     let mut out = Vec::new();
     for img in NODE_IMAGES {

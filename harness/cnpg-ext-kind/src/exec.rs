@@ -1,8 +1,6 @@
 //! Commands inside instance pods, behind a small trait so that tests can fake them
 //! (exec over the websocket API is hard to fake; its output parsing is what matters).
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cnpg_ext_model::backend::BackendError;
@@ -89,57 +87,5 @@ impl PodExec for KubeExec {
             success,
             message,
         })
-    }
-}
-
-/// Canned outputs per pod (tests): the last command is recorded.
-#[derive(Default)]
-pub struct FakeExec {
-    pub outputs: Mutex<BTreeMap<String, ExecOutput>>,
-    pub calls: Mutex<Vec<(String, String, Vec<String>)>>,
-}
-
-impl FakeExec {
-    pub fn with(pod: &str, stdout: &str) -> Self {
-        let f = FakeExec::default();
-        f.set(pod, stdout);
-        f
-    }
-    pub fn set(&self, pod: &str, stdout: &str) {
-        self.outputs.lock().unwrap().insert(
-            pod.to_string(),
-            ExecOutput {
-                stdout: stdout.into(),
-                stderr: String::new(),
-                success: true,
-                message: None,
-            },
-        );
-    }
-}
-
-#[async_trait]
-impl PodExec for FakeExec {
-    async fn exec(
-        &self,
-        namespace: &str,
-        pod: &str,
-        container: &str,
-        command: &[String],
-    ) -> Result<ExecOutput, BackendError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((pod.to_string(), container.to_string(), command.to_vec()));
-        self.outputs
-            .lock()
-            .unwrap()
-            .get(pod)
-            .cloned()
-            .ok_or_else(|| {
-                BackendError::Failed(format!(
-                    "exec in pod {namespace}/{pod}: pod not found (fake)"
-                ))
-            })
     }
 }

@@ -1,38 +1,65 @@
 //! kind + CloudNativePG backend for the conformance harness.
 //!
-//! * [`config`]: kind cluster configs (`kind-config/`), node image pins, `kind version` check.
-//! * [`versions`]: the pinned CloudNativePG release manifests (`kind-config/cnpg-versions.yaml`).
-//! * [`operator`]: order and server-side apply of the release manifest, operator readiness.
-//! * [`preflight`]: what the cluster must offer (Kubernetes ≥ 1.33, ImageVolume gate,
-//!   containerd ≥ 2.1 / CRI-O ≥ 1.31, an operator recent enough for the scenario).
-//! * [`apply`]: namespaced Cluster/Database documents and their server-side apply.
-//! * [`wait`]: small conditions with a deadline and a description of what is awaited.
-//! * [`watch`]: rolling-update observation from watches (every pod UID change, Cluster phases).
-//! * [`inspect`], [`exec`]: what every instance pod really has (volumes, files, env).
-//! * [`sql`]: SQL sessions through a port-forward.
-//! * [`registry`]: `--registry`, a local registry container as the nodes' containerd mirror.
-//! * [`diagnostics`]: the failure bundle. [`render`]: `--dry-run`.
-//! * [`backend`]: [`KindBackend`] (the model's `Backend`), [`prepare`].
-//! * [`cli`]: `kind up|down|status`. [`testing`]: an in-process fake Kubernetes API.
+//! What callers use: [`prepare`] (connect, preflight, operator) → [`KindEnvironment`]
+//! ([`KindEnvironment::load_images`] once per run, [`KindEnvironment::backend`] per
+//! scenario) → [`KindBackend`] (the model's `Backend`); [`KindOptions`] / [`Timeouts`];
+//! [`render::render_dry_run`] (`--dry-run`); [`cli`] (`kind up|down|status` and the
+//! `--registry` flags).
+//!
+//! Inside, from the bottom up (a module imports only modules listed before it):
+//!
+//! * `options`, `errors`, `config`, `versions`, `inspect`: the run's options; kube errors
+//!   mapped to the model's `BackendError` (and the 403s that clear by themselves); kind
+//!   cluster configs and node image pins; the pinned CloudNativePG release manifests; what
+//!   an instance pod's spec and inspection output say.
+//! * `wait`: polled conditions with deadlines, the Database wait, 403 retries.
+//! * `apply`: namespaced Cluster/Database documents, server-side apply, the restart
+//!   annotation, YAML output.
+//! * `watch`: rollout observation from watches. `exec`, `sql`: commands in pods, SQL
+//!   through a port-forward.
+//! * `operator`: order and server-side apply of the release manifest, readiness, the
+//!   installed version. `preflight`: what the cluster must offer.
+//! * `registry`: `--registry`, a local registry container as the nodes' containerd mirror.
+//! * `diagnostics`: the failure bundle. `render`: `--dry-run`.
+//! * `backend`: [`KindBackend`], [`KindEnvironment`], [`prepare`]. `cli`: the subcommands.
+//!
+//! With the `testing` feature (this crate's tests and benchmark only) the internal modules
+//! are public and `testing` holds an in-process fake Kubernetes API.
 
-pub mod apply;
-pub mod backend;
+// Internal modules: public only to this crate's own tests (feature `testing`).
+macro_rules! internal {
+    ($($m:ident),* $(,)?) => {
+        $(
+            #[cfg(feature = "testing")]
+            pub mod $m;
+            #[cfg(not(feature = "testing"))]
+            mod $m;
+        )*
+    };
+}
+
+internal!(
+    apply,
+    backend,
+    config,
+    diagnostics,
+    errors,
+    exec,
+    inspect,
+    operator,
+    options,
+    preflight,
+    registry,
+    sql,
+    versions,
+    wait,
+    watch,
+);
+
 pub mod cli;
-pub mod config;
-pub mod diagnostics;
-pub mod errors;
-pub mod exec;
-pub mod inspect;
-pub mod operator;
-pub mod options;
-pub mod preflight;
-pub mod registry;
 pub mod render;
-pub mod sql;
+#[cfg(feature = "testing")]
 pub mod testing;
-pub mod versions;
-pub mod wait;
-pub mod watch;
 
 pub use backend::{prepare, KindBackend, KindEnvironment};
 pub use options::{KindOptions, Timeouts};

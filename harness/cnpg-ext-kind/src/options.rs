@@ -5,6 +5,12 @@ use std::time::Duration;
 
 use cnpg_ext_model::CnpgVersion;
 
+/// `--registry-image` default: the registry container's image.
+pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:2";
+/// `--registry-port` default (5000 is often taken, e.g. by macOS AirPlay; kind's guide uses
+/// 5001 too).
+pub const DEFAULT_REGISTRY_PORT: u16 = 5001;
+
 /// Deadlines of the waits. Every wait names what it awaited when it runs out.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timeouts {
@@ -16,8 +22,14 @@ pub struct Timeouts {
     pub rollout: Duration,
     /// A Database resource applied (`status.applied`).
     pub database: Duration,
-    /// When no rollout is expected: how long to watch for one anyway.
-    pub settle: Duration,
+    /// How long a Database must stay failed (`status.applied: false` with a message) before
+    /// the failure is final: the operator retries a failed Database every 30 s
+    /// (`databaseReconciliationInterval`), so this spans one retry.
+    pub database_retry: Duration,
+    /// How long to retry a request refused with a 403 that clears by itself: a namespace
+    /// still terminating from a previous run, or a namespace whose `default`
+    /// ServiceAccount does not exist yet (right after cluster creation).
+    pub forbidden_retry: Duration,
     /// Time between two polls of the API server.
     pub poll: Duration,
 }
@@ -29,7 +41,8 @@ impl Default for Timeouts {
             cluster_ready: Duration::from_secs(600),
             rollout: Duration::from_secs(900),
             database: Duration::from_secs(180),
-            settle: Duration::from_secs(15),
+            database_retry: Duration::from_secs(35),
+            forbidden_retry: Duration::from_secs(120),
             poll: Duration::from_secs(1),
         }
     }
@@ -42,7 +55,8 @@ pub struct KindOptions {
     /// `kind load image-archive`, and the kubeconfig context defaults to `kind-<name>`.
     /// `None`: existing-cluster mode (any conformant cluster; images must be pullable).
     pub kind_cluster: Option<String>,
-    /// `--kubeconfig` (default: `$KUBECONFIG`, then `~/.kube/config`).
+    /// `--kubeconfig`: one kubeconfig file. `None`: kube-rs's own lookup, which merges every
+    /// file of a `:`-separated `$KUBECONFIG`, else `~/.kube/config`.
     pub kubeconfig: Option<PathBuf>,
     /// `--context` (default: `kind-<kind_cluster>`, else the kubeconfig's current context).
     pub context: Option<String>,
@@ -54,10 +68,14 @@ pub struct KindOptions {
     pub operator_manifest: Option<PathBuf>,
     /// `--allow-unpinned-operator`: apply a manifest whose version has no sha256 pin.
     pub allow_unpinned_operator: bool,
-    /// `--skip-operator-install`: expect the operator to be there (vendor clusters).
+    /// `--skip-operator-install`: expect the operator to be there (vendor clusters). The
+    /// installed release is the one modelled (volume names), whatever `cnpg_version` says.
     pub skip_operator_install: bool,
+    /// `--allow-operator-downgrade`: replace an installed operator newer than
+    /// `cnpg_version` (or of unknown version) with `cnpg_version`. Refused otherwise.
+    pub allow_operator_downgrade: bool,
     /// `--registry`: images reach the nodes through a local registry container used as a
-    /// containerd mirror instead of `kind load` (see [`crate::registry`]); needs
+    /// containerd mirror instead of `kind load` (see the `registry` module); needs
     /// `kind_cluster`.
     pub registry: bool,
     /// `--registry-port`: host port of the registry (`127.0.0.1:<port>`), default 5001.
@@ -87,9 +105,10 @@ impl Default for KindOptions {
             operator_manifest: None,
             allow_unpinned_operator: false,
             skip_operator_install: false,
+            allow_operator_downgrade: false,
             registry: false,
-            registry_port: crate::registry::DEFAULT_REGISTRY_PORT,
-            registry_image: crate::registry::DEFAULT_REGISTRY_IMAGE.into(),
+            registry_port: DEFAULT_REGISTRY_PORT,
+            registry_image: DEFAULT_REGISTRY_IMAGE.into(),
             keep: false,
             report_dir: PathBuf::from("reports"),
             pull_policy: "IfNotPresent".into(),

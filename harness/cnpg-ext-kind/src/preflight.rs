@@ -10,6 +10,8 @@ use serde_json::json;
 
 use crate::errors::kube_error;
 
+/// Where the preflight sends its probe (server-side dry run: nothing is created).
+pub const PREFLIGHT_NAMESPACE: &str = "default";
 pub const PROBE_POD: &str = "cnpg-ext-imagevolume-probe";
 pub const PROBE_IMAGE: &str = "registry.k8s.io/pause:3.10";
 
@@ -72,19 +74,23 @@ pub fn probe_kept_image_volume(returned: &Pod) -> bool {
         })
 }
 
+/// Sends the probe; a 403 that clears by itself (the namespace's `default` ServiceAccount
+/// not created yet, right after `kind create cluster`) is retried for `retry`.
 pub async fn check_image_volume_gate(
     client: &kube::Client,
     namespace: &str,
+    retry: std::time::Duration,
 ) -> Result<(), BackendError> {
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     let pp = PostParams {
         dry_run: true,
         ..Default::default()
     };
-    let returned = pods
-        .create(&pp, &image_volume_probe_pod(namespace))
+    let what = format!("server-side dry-run create of pod {namespace}/{PROBE_POD} (image volume probe)");
+    let probe = image_volume_probe_pod(namespace);
+    let returned = crate::wait::retry_forbidden(&what, retry, || pods.create(&pp, &probe))
         .await
-        .map_err(|e| kube_error(format!("server-side dry-run create of pod {namespace}/{PROBE_POD} (image volume probe)"), e))?;
+        .map_err(|e| kube_error(&what, e))?;
     if probe_kept_image_volume(&returned) {
         Ok(())
     } else {
@@ -187,14 +193,18 @@ pub struct PreflightReport {
 }
 
 /// Server version, ImageVolume gate (dry-run probe in `namespace`), node runtimes.
-pub async fn run(client: &kube::Client, namespace: &str) -> Result<PreflightReport, BackendError> {
+pub async fn run(
+    client: &kube::Client,
+    namespace: &str,
+    forbidden_retry: std::time::Duration,
+) -> Result<PreflightReport, BackendError> {
     let info = client.apiserver_version().await.map_err(|e| {
         BackendError::Unusable(format!(
             "cannot reach the Kubernetes API server: {e}; check --kubeconfig/--context"
         ))
     })?;
     check_server_version(&info)?;
-    check_image_volume_gate(client, namespace).await?;
+    check_image_volume_gate(client, namespace, forbidden_retry).await?;
     let nodes = check_nodes(client).await?;
     Ok(PreflightReport {
         server_version: info.git_version,

@@ -36,9 +36,7 @@ use serde_json::{json, Value};
 use crate::options::KindOptions;
 
 pub const REGISTRY_NAME: &str = "cnpg-ext-registry";
-pub const DEFAULT_REGISTRY_IMAGE: &str = "registry:2";
-/// Host port (5000 is often taken, e.g. by macOS AirPlay; kind's guide uses 5001 too).
-pub const DEFAULT_REGISTRY_PORT: u16 = 5001;
+pub use crate::options::{DEFAULT_REGISTRY_IMAGE, DEFAULT_REGISTRY_PORT};
 /// The port the registry listens on inside its container.
 pub const REGISTRY_CONTAINER_PORT: u16 = 5000;
 /// The docker/podman network kind puts its nodes on.
@@ -49,10 +47,7 @@ pub const REGISTRY_LABEL: &str = "io.cnpg-ext-harness.registry";
 /// Extra global engine flags, shared with the container backend.
 pub const ENGINE_FLAGS_ENV: &str = "CNPG_EXT_HARNESS_ENGINE_FLAGS";
 
-/// The containerd patch a registry mirror needs, in the v2 config format kind's nodes use
-/// (containerd 2 migrates it).
-pub const CONTAINERD_PATCH: &str =
-    "[plugins.\"io.containerd.grpc.v1.cri\".registry]\n  config_path = \"/etc/containerd/certs.d\"";
+pub use crate::config::CONTAINERD_PATCH;
 
 fn unusable(m: impl Into<String>) -> BackendError {
     BackendError::Unusable(m.into())
@@ -354,7 +349,7 @@ pub fn with_registry_patch(text: &str) -> Result<String, BackendError> {
         Some(a) => a.push(Value::String(CONTAINERD_PATCH.into())),
         None => return Err(unusable("containerdConfigPatches is not a list")),
     }
-    Ok(crate::render::to_yaml(&v))
+    Ok(crate::apply::to_yaml(&v))
 }
 
 // ---- references ---------------------------------------------------------------------------

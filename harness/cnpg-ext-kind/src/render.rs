@@ -8,26 +8,20 @@ use cnpg_ext_model::scenario::{Scenario, Step};
 use cnpg_ext_model::Manifest;
 use serde_json::{json, Value};
 
+use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
+
 use crate::apply::{namespace_doc, namespace_for, namespaced, namespaced_cluster, restart_patch};
 use crate::config::{render_kind_config, Topology, DEFAULT_KUBERNETES};
 use crate::options::KindOptions;
-use crate::preflight::image_volume_probe_pod;
+use crate::preflight::{image_volume_probe_pod, PREFLIGHT_NAMESPACE};
 use crate::versions::VersionsFile;
 
-pub fn to_yaml(v: &Value) -> String {
-    serde_saphyr::to_string(v).unwrap_or_else(|e| format!("# cannot render YAML: {e}\n{v:#}\n"))
-}
+pub use crate::apply::to_yaml;
 
 /// Every document the run applies for `scenario`, in order, as (file name, document).
 pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(String, Value)> {
     let ns = namespace_for(&scenario.id);
-    let mut out = vec![
-        ("00-namespace.yaml".to_string(), namespace_doc(&ns)),
-        (
-            "00-imagevolume-probe-pod.dry-run.yaml".to_string(),
-            serde_json::to_value(image_volume_probe_pod(&ns)).expect("pod serializes"),
-        ),
-    ];
+    let mut out = vec![("00-namespace.yaml".to_string(), namespace_doc(&ns))];
     let mut last_cluster: Option<String> = None;
     for ls in &scenario.steps {
         let n = ls.index;
@@ -37,7 +31,12 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
                     let (kind, doc) = match m {
                         Manifest::Cluster(c) => {
                             last_cluster = Some(c.cluster.metadata.name.clone());
-                            ("cluster", namespaced_cluster(&c.raw, &ns, opts))
+                            let doc = namespaced_cluster(&c.raw, &ns, opts);
+                            out.push((
+                                format!("{n:02}-origin-{}.yaml", c.cluster.metadata.name),
+                                origin_expectations(&c.cluster, &c.raw, &doc, opts),
+                            ));
+                            ("cluster", doc)
                         }
                         Manifest::Database(d) => ("database", namespaced(&d.raw, &ns)),
                         Manifest::Other { kind, raw } => (kind.as_str(), namespaced(raw, &ns)),
@@ -55,12 +54,9 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
             }
             Step::Restart(_) => {
                 let c = last_cluster.clone().unwrap_or_else(|| "cluster".into());
-                let at = chrono::DateTime::parse_from_rfc3339("2000-01-01T00:00:00Z")
-                    .expect("fixed")
-                    .to_utc();
-                let mut patch = restart_patch(at);
-                patch["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"] =
-                    json!("<RFC3339 time of the restart>");
+                let patch = restart_patch(
+                    "<RFC 3339 time of the restart, with nanoseconds, unique per restart>",
+                );
                 out.push((format!("{n:02}-restart-{c}.merge-patch.yaml"), patch));
             }
             Step::Sql(_) | Step::Verify(_) => {}
@@ -69,9 +65,66 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
     out
 }
 
+/// What the origin checks expect of one applied Cluster, and how its SQL reaches them: as
+/// `postgres`, the superuser (`pg_read_file('/proc/self/maps')` needs one), so the harness
+/// turns `spec.enableSuperuserAccess` on when the manifest leaves it unset. Per extension:
+/// its control file must be found under `<mount>/<extension_control_path>/extension/` and
+/// its modules under `<mount>/<dynamic_library_path>/`, not in the operand image's own
+/// directories (`$system`, `$libdir` come first in the search paths).
+pub fn origin_expectations(
+    cluster: &cnpg_ext_model::Cluster,
+    raw: &Value,
+    applied: &Value,
+    opts: &KindOptions,
+) -> Value {
+    let plan = ClusterPlan::derive(
+        cluster,
+        &PlanOptions {
+            mount_root: "/extensions".into(),
+            cnpg: opts.cnpg_version,
+        },
+    );
+    let asked = raw
+        .pointer("/spec/enableSuperuserAccess")
+        .and_then(Value::as_bool);
+    let applied_flag = applied
+        .pointer("/spec/enableSuperuserAccess")
+        .and_then(Value::as_bool);
+    let superuser = match (asked, applied_flag) {
+        (None, Some(true)) => "spec.enableSuperuserAccess: true added by the harness (the manifest leaves it unset): SQL steps and origin checks connect as postgres with the <cluster>-superuser secret".to_string(),
+        (Some(true), _) => "spec.enableSuperuserAccess: true (from the manifest): SQL steps and origin checks connect as postgres".to_string(),
+        (Some(false), _) => "spec.enableSuperuserAccess: false in the manifest: there is no <cluster>-superuser secret, so SQL as postgres and the origin checks (pg_read_file needs a superuser) will fail".to_string(),
+        (None, _) => "spec.enableSuperuserAccess unset and not added: the origin checks cannot connect as postgres".to_string(),
+    };
+    let extensions: Vec<Value> = plan
+        .extensions
+        .iter()
+        .map(|e| {
+            json!({
+                "name": e.name,
+                "image": e.image,
+                "volume": e.volume_name,
+                "mount": e.mount_path,
+                "control_file_under": e.control_dirs.iter().map(|d| format!("{d}/extension/")).collect::<Vec<_>>(),
+                "modules_under": e.library_dirs.iter().map(|d| format!("{d}/")).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    json!({
+        "cluster": plan.cluster,
+        "operator": opts.cnpg_version.to_string(),
+        "superuser": superuser,
+        "extension_control_path": plan.extension_control_path,
+        "dynamic_library_path": plan.dynamic_library_path,
+        "extensions": extensions,
+    })
+}
+
 /// Writes the kind config, the operator release and every scenario document under
-/// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, `operator-release.yaml`,
-/// `<scenario-id>/NN-….yaml`; with `--registry` also `registry-*` (ConfigMap, nodes'
+/// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, the preflight's
+/// `preflight-imagevolume-probe-pod.dry-run.yaml` (namespace `default`, as the preflight
+/// sends it), `operator-release.yaml`, `<scenario-id>/NN-….yaml` with an
+/// `NN-origin-<cluster>.yaml` per applied Cluster; with `--registry` also `registry-*` (ConfigMap, nodes'
 /// `hosts.toml`, where each image is pushed). Returns the files written.
 pub fn render_dry_run(
     scenario: &Scenario,
@@ -92,6 +145,14 @@ pub fn render_dry_run(
     put(
         out_dir.join("kind-config.yaml"),
         render_kind_config(DEFAULT_KUBERNETES, Topology::Single, opts.registry)?,
+    )?;
+    // The preflight's ImageVolume probe: sent once per run, in the namespace the run uses.
+    put(
+        out_dir.join("preflight-imagevolume-probe-pod.dry-run.yaml"),
+        to_yaml(
+            &serde_json::to_value(image_volume_probe_pod(PREFLIGHT_NAMESPACE))
+                .expect("pod serializes"),
+        ),
     )?;
 
     if opts.registry {

@@ -105,6 +105,7 @@ impl VersionsFile {
             })
     }
 
+    #[cfg(feature = "testing")]
     pub fn default_version(&self) -> CnpgVersion {
         self.default.parse().expect("checked at parse")
     }

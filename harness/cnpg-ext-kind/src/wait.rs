@@ -53,6 +53,7 @@ impl<K: 'static> Condition<K> {
         (self.state)(obj)
     }
     /// Both conditions; the state shows both.
+    #[cfg(feature = "testing")]
     pub fn and(self, other: Condition<K>) -> Condition<K> {
         let description = format!("{} and {}", self.description, other.description);
         let (c1, c2, s1, s2) = (self.check, other.check, self.state, other.state);
@@ -96,6 +97,33 @@ where
             )));
         }
         tokio::time::sleep(poll.max(Duration::from_millis(1))).await;
+    }
+}
+
+/// Runs `request` again while it fails with a 403 that clears by itself (see
+/// [`crate::errors::Forbidden`]), every second, for at most `retry`; any other result at
+/// once. The last error is returned when the time is up.
+pub async fn retry_forbidden<T, F, Fut>(
+    what: &str,
+    retry: Duration,
+    mut request: F,
+) -> Result<T, kube::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, kube::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + retry;
+    loop {
+        match request().await {
+            Err(e) => match crate::errors::transient_forbidden(&e) {
+                Some(kind) if tokio::time::Instant::now() < deadline => {
+                    tracing::info!("{what}: {kind:?} ({e}); retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                _ => return Err(e),
+            },
+            ok => return ok,
+        }
     }
 }
 
@@ -167,24 +195,89 @@ pub fn cluster_state(o: Option<&DynamicObject>, instances: u32) -> String {
     }
 }
 
-/// Database: `status.applied` set for the current generation.
-pub fn database_reconciled() -> Condition<DynamicObject> {
-    Condition::new(
-        "status.applied reported for the current generation",
-        |o| {
-            o.is_some_and(|o| {
-                let gen = o.metadata.generation.unwrap_or(0);
-                let observed = status_field(o, "observedGeneration")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(-1);
-                status_field(o, "applied")
-                    .and_then(Value::as_bool)
-                    .is_some()
-                    && observed >= gen
-            })
-        },
-        database_state,
-    )
+/// Where a Database stands, as the operator writes its status (cloudnative-pg
+/// `api/v1/database_funcs.go`): success sets `applied: true`, clears `message` and sets
+/// `observedGeneration`; failure sets `applied: false` and `message` and leaves
+/// `observedGeneration` alone (`internal/management/controller/database_controller.go`
+/// then requeues the Database every 30 s).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseState {
+    /// Applied for the current generation.
+    Applied,
+    /// `applied: false` with this message (possibly about an earlier generation).
+    Failing(String),
+    /// Not reconciled yet; the state for messages.
+    Pending(String),
+}
+
+pub fn database_state_of(o: Option<&DynamicObject>) -> DatabaseState {
+    let Some(obj) = o else {
+        return DatabaseState::Pending(database_state(o));
+    };
+    let gen = obj.metadata.generation.unwrap_or(0);
+    let observed = status_field(obj, "observedGeneration")
+        .and_then(Value::as_i64)
+        .unwrap_or(-1);
+    let applied = status_field(obj, "applied").and_then(Value::as_bool);
+    let message = status_field(obj, "message")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    match applied {
+        Some(true) if observed >= gen => DatabaseState::Applied,
+        Some(false) if !message.is_empty() => DatabaseState::Failing(message.to_string()),
+        _ => DatabaseState::Pending(database_state(o)),
+    }
+}
+
+/// Waits for a Database to be applied for its current generation. A failure is final once
+/// it has been reported for `retry` (longer than the operator's 30 s requeue, so the
+/// operator has retried the current generation at least once and failed again): the
+/// object is returned and the caller reports the operator's message. A success in
+/// between wins. Nothing at all within `timeout` is a timeout naming the last state.
+pub async fn await_database(
+    api: &Api<DynamicObject>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    retry: Duration,
+    poll: Duration,
+) -> Result<DynamicObject, BackendError> {
+    let start = tokio::time::Instant::now();
+    let mut failing_since: Option<(tokio::time::Instant, String)> = None;
+    loop {
+        let obj = api
+            .get_opt(name)
+            .await
+            .map_err(|e| kube_error(format!("reading {what}"), e))?;
+        let now = tokio::time::Instant::now();
+        let last = match database_state_of(obj.as_ref()) {
+            DatabaseState::Applied => return Ok(obj.expect("applied implies present")),
+            DatabaseState::Failing(msg) => {
+                let since = match &failing_since {
+                    Some((t, m)) if *m == msg => *t,
+                    _ => {
+                        failing_since = Some((now, msg.clone()));
+                        now
+                    }
+                };
+                if now.duration_since(since) >= retry {
+                    return Ok(obj.expect("failing implies present"));
+                }
+                database_state(obj.as_ref())
+            }
+            DatabaseState::Pending(state) => {
+                failing_since = None;
+                state
+            }
+        };
+        if now.duration_since(start) >= timeout {
+            return Err(BackendError::Failed(format!(
+                "timed out after {}s waiting for {what}: status.applied for the current generation; last state: {last}",
+                timeout.as_secs_f64()
+            )));
+        }
+        tokio::time::sleep(poll.max(Duration::from_millis(1))).await;
+    }
 }
 
 pub fn database_state(o: Option<&DynamicObject>) -> String {

@@ -33,6 +33,40 @@ pub struct PodView {
     pub role: Option<Role>,
     pub ready: bool,
     pub deleting: bool,
+    /// The extension image volumes of the pod's spec, sorted: (volume name, image
+    /// reference, mount path in the `postgres` container).
+    pub image_volumes: Vec<(String, String, String)>,
+}
+
+/// The extension image volumes of a pod, as [`PodView::image_volumes`]: what the operator
+/// put in the pod for `spec.postgresql.extensions` (cloudnative-pg `pkg/specs/volumes.go`,
+/// `CreateExtensionVolumes` / `CreateExtensionVolumeMounts`).
+pub fn pod_image_volumes(pod: &Pod) -> Vec<(String, String, String)> {
+    let Some(spec) = pod.spec.as_ref() else {
+        return Vec::new();
+    };
+    let mounts = spec
+        .containers
+        .iter()
+        .find(|c| c.name == crate::inspect::POSTGRES_CONTAINER)
+        .and_then(|c| c.volume_mounts.clone())
+        .unwrap_or_default();
+    let mut out: Vec<(String, String, String)> = spec
+        .volumes
+        .iter()
+        .flatten()
+        .filter_map(|v| {
+            let reference = v.image.as_ref()?.reference.clone().unwrap_or_default();
+            let path = mounts
+                .iter()
+                .find(|m| m.name == v.name)
+                .map(|m| m.mount_path.clone())
+                .unwrap_or_default();
+            Some((v.name.clone(), reference, path))
+        })
+        .collect();
+    out.sort();
+    out
 }
 
 /// Role from `cnpg.io/instanceRole` (or the older `role` label).
@@ -78,6 +112,7 @@ pub fn pod_view(pod: &Pod) -> PodView {
         role: pod_role(pod),
         ready,
         deleting: pod.metadata.deletion_timestamp.is_some(),
+        image_volumes: pod_image_volumes(pod),
     }
 }
 
@@ -171,6 +206,7 @@ impl RolloutObserver {
     }
 
     /// A whole snapshot (a poll, or a watcher's relist): the phase, and exactly these pods.
+    #[cfg(feature = "testing")]
     pub fn observe(&mut self, phase: Option<&str>, pods: &[PodView], at: DateTime<Utc>) {
         self.phase_seen(phase);
         self.replace_pods(pods, at);
@@ -249,17 +285,24 @@ impl RolloutObserver {
         )
     }
 
-    /// Is what `expect` waits for there, `elapsed` after the change was applied?
-    pub fn done(&self, expect: Expect, elapsed: Duration) -> bool {
+    /// Pods whose extension image volumes are not `target` yet.
+    pub fn pods_not_matching(&self, target: &[(String, String, String)]) -> Vec<String> {
+        self.pods
+            .values()
+            .filter(|p| p.image_volumes != target)
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Is what `expect` waits for there?
+    pub fn done(&self, expect: &Expect) -> bool {
         let instances = self.instances();
         match expect {
             Expect::Rollout => self.replaced_all() && self.settled(instances),
-            Expect::MaybeNothing { settle } => {
-                if self.any_restart() {
-                    self.replaced_all() && self.settled(instances)
-                } else {
-                    elapsed >= settle && self.settled(instances)
-                }
+            Expect::Converge { image_volumes } => {
+                self.settled(instances)
+                    && self.pods_not_matching(image_volumes).is_empty()
+                    && (!self.any_restart() || self.replaced_all())
             }
         }
     }
@@ -303,12 +346,28 @@ pub async fn snapshot(
 }
 
 /// What the rollout watcher waits for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Expect {
-    /// Every instance replaced once, then healthy.
+    /// Every instance replaced once, then healthy (a restart).
     Rollout,
-    /// Probably nothing: watch for `settle`; if a rollout starts anyway, follow it to the end.
-    MaybeNothing { settle: Duration },
+    /// The operator has acted on an applied Cluster: every instance pod carries exactly
+    /// these extension image volumes (sorted, as [`PodView::image_volumes`]), the Cluster
+    /// is healthy with every pod ready, and a rollout, if one began, replaced every
+    /// instance. No fixed window: a rollout the operator starts late is waited for (up to
+    /// the rollout timeout) because the old pods do not match until it has replaced them;
+    /// a change the pods already match needs nothing and ends at once.
+    Converge {
+        image_volumes: Vec<(String, String, String)>,
+    },
+}
+
+impl Expect {
+    /// [`Expect::Converge`] on the pod spec a plan asks for.
+    pub fn converge_on(plan: &cnpg_ext_model::plan::ClusterPlan) -> Expect {
+        let mut image_volumes = plan.pod_spec_fingerprint();
+        image_volumes.sort();
+        Expect::Converge { image_volumes }
+    }
 }
 
 // One event at a time, moved once: the variants' size difference does not matter.
@@ -333,6 +392,8 @@ pub struct RolloutWatch {
     relist: Option<Vec<PodView>>,
     last_error: Option<String>,
     events_seen: usize,
+    /// `the operator of Cluster ns/name`, for messages.
+    cluster_label: String,
 }
 
 fn watch_error(what: &str, e: watcher::Error) -> BackendError {
@@ -423,10 +484,12 @@ impl RolloutWatch {
             relist: None,
             last_error: None,
             events_seen: 0,
+            cluster_label: format!("the operator of Cluster {ns}/{cluster}"),
         })
     }
 
     /// The state so far (baseline plus the events consumed).
+    #[cfg(feature = "testing")]
     pub fn observer(&self) -> &RolloutObserver {
         &self.observer
     }
@@ -464,23 +527,27 @@ impl RolloutWatch {
         }
     }
 
-    /// Consumes events until `expect` is met (or, for [`Expect::MaybeNothing`], the settle
-    /// time passed without a rollout) or `timeout` passes: the error then says what was
-    /// awaited and the last state seen.
+    /// Consumes events until `expect` is met or `timeout` passes: the error then says what
+    /// was awaited and the last state seen.
     pub async fn finish(
         mut self,
         expect: Expect,
         timeout: Duration,
     ) -> Result<RolloutRecord, BackendError> {
-        let start = tokio::time::Instant::now();
-        let deadline = start + timeout;
-        let settle_at = match expect {
-            Expect::MaybeNothing { settle } => Some(start + settle),
-            Expect::Rollout => None,
-        };
-        let mut settle_pending = settle_at.is_some();
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Expect::Converge { image_volumes } = &expect {
+            self.what = format!(
+                "{} to act on the applied Cluster (every pod with image volumes [{}], then phase \"{HEALTHY}\" with every pod ready)",
+                self.cluster_label,
+                image_volumes
+                    .iter()
+                    .map(|(v, i, m)| format!("{v}={i}@{m}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
         loop {
-            if self.observer.done(expect, start.elapsed()) {
+            if self.observer.done(&expect) {
                 tracing::debug!(
                     "{}: done after {} watch events",
                     self.what,
@@ -496,30 +563,34 @@ impl RolloutWatch {
                         return Err(BackendError::Failed(format!(
                             "the watch ended while waiting for {}; last state: {}",
                             self.what,
-                            self.state()
+                            self.state(&expect)
                         )))
                     }
                 },
-                _ = tokio::time::sleep_until(settle_at.unwrap_or(deadline)), if settle_pending => {
-                    settle_pending = false;
-                }
                 _ = tokio::time::sleep_until(deadline) => {
                     return Err(BackendError::Failed(format!(
                         "timed out after {}s waiting for {}; last state: {}",
                         timeout.as_secs_f64(),
                         self.what,
-                        self.state()
+                        self.state(&expect)
                     )));
                 }
             }
         }
     }
 
-    fn state(&self) -> String {
-        match &self.last_error {
-            Some(e) => format!("{}; last watch error: {e}", self.observer.summary()),
-            None => self.observer.summary(),
+    fn state(&self, expect: &Expect) -> String {
+        let mut s = self.observer.summary();
+        if let Expect::Converge { image_volumes } = expect {
+            s.push_str(&format!(
+                "; pods without the applied image volumes [{}]",
+                self.observer.pods_not_matching(image_volumes).join(", ")
+            ));
         }
+        if let Some(e) = &self.last_error {
+            s.push_str(&format!("; last watch error: {e}"));
+        }
+        s
     }
 }
 

@@ -4,7 +4,9 @@ mod common;
 
 use std::path::Path;
 
-use cnpg_ext_kind::apply::{namespace_doc, namespace_for, namespaced_cluster, restart_patch};
+use cnpg_ext_kind::apply::{
+    namespace_doc, namespace_for, namespaced_cluster, restart_patch, restart_stamp,
+};
 use cnpg_ext_kind::config::{
     self, all_configs, check_kind_config, check_kind_version, parse_kind_version,
 };
@@ -163,11 +165,33 @@ fn restart_patch_body() {
     let at = chrono::DateTime::parse_from_rfc3339("2026-05-04T03:02:01Z")
         .unwrap()
         .to_utc();
-    let body = restart_patch(at);
+    let stamp = restart_stamp(None, at);
+    let body = restart_patch(&stamp);
     snap!(insta::assert_json_snapshot!("restart-merge-patch", body));
     assert_eq!(
         body["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"],
-        "2026-05-04T03:02:01Z"
+        "2026-05-04T03:02:01.000000000Z"
+    );
+}
+
+/// Two restarts within one second: `kubectl cnpg restart`'s whole-second value would repeat
+/// and the second patch would change nothing. The stamps differ, and a clock that reads
+/// the same instant again (or goes back) still gives a later value.
+#[test]
+fn restart_stamps_never_repeat() {
+    let t = chrono::DateTime::parse_from_rfc3339("2026-05-04T03:02:01.250Z")
+        .unwrap()
+        .to_utc();
+    let first = restart_stamp(None, t);
+    let second = restart_stamp(Some(&first), t + chrono::Duration::milliseconds(300));
+    assert_ne!(first, second);
+    assert_eq!(&first[..19], &second[..19], "same second");
+    let again = restart_stamp(Some(&second), t);
+    assert!(again > second, "{again} after {second}");
+    // The operator compares strings; a whole-second value from kubectl is followed too.
+    assert_eq!(
+        restart_stamp(Some("2026-05-04T03:02:01Z"), t),
+        "2026-05-04T03:02:01.250000000Z"
     );
 }
 
@@ -288,6 +312,35 @@ fn dry_run_renders_everything_the_run_applies() {
         ));
     }
     snap!(insta::assert_snapshot!("dry-run", listing));
+    // The ImageVolume probe goes where the preflight sends it, once per run.
+    let probe =
+        std::fs::read_to_string(out.join("preflight-imagevolume-probe-pod.dry-run.yaml")).unwrap();
+    assert!(probe.contains("namespace: default"), "{probe}");
+    assert!(!out
+        .join("pgvector/00-imagevolume-probe-pod.dry-run.yaml")
+        .exists());
+    // The origin expectations of the applied Cluster, and how SQL gets a superuser.
+    let origin = files
+        .iter()
+        .find(|f| {
+            f.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .ends_with("-origin-c.yaml")
+        })
+        .expect("an origin file for Cluster c");
+    let origin = std::fs::read_to_string(origin).unwrap();
+    for want in [
+        "/extensions/pgvector/share/extension/",
+        "/extensions/pgvector/lib/",
+        "/extensions/my_ext/share/extension/",
+        "spec.enableSuperuserAccess: true added by the harness",
+        "volume: ext-pgvector",
+    ] {
+        assert!(origin.contains(want), "{want} missing from:\n{origin}");
+    }
+    let applied = std::fs::read_to_string(out.join("pgvector/01-apply-cluster-c.yaml")).unwrap();
+    assert!(applied.contains("enableSuperuserAccess: true"), "{applied}");
 
     // --registry: the same scenario documents (references unchanged), plus what is written
     // into the nodes and kube-public.
