@@ -13,6 +13,7 @@ pub mod error;
 pub mod fsutil;
 pub mod matrix;
 pub mod procs;
+pub mod pull;
 pub mod reports;
 pub mod progress;
 pub mod run_as;

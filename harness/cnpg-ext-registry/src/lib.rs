@@ -15,19 +15,24 @@ pub mod auth;
 pub mod cache;
 mod error;
 mod pull;
+#[doc(hidden)]
+pub mod testing;
 
 pub use error::{PullError, EXIT_ENVIRONMENT, EXIT_INVALID};
 pub use pull::{looks_like_reference, parse_reference, PullOptions, PulledImage, Puller, ENV_TIMEOUT};
 
-/// Runs a pull to completion from synchronous code: on the current tokio runtime when called
-/// from one of its blocking threads, else on a small runtime of its own.
+/// Runs a pull to completion from synchronous code, in any context (inside or outside a
+/// tokio runtime): on a thread of its own with a small runtime.
 pub fn pull_blocking(puller: &Puller, reference: &str) -> Result<PulledImage, PullError> {
-    match tokio::runtime::Handle::try_current() {
-        Ok(handle) => tokio::task::block_in_place(|| handle.block_on(puller.pull(reference))),
-        Err(_) => tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| PullError::Cache { path: "tokio runtime".into(), source: e })?
-            .block_on(puller.pull(reference)),
-    }
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| PullError::Cache { path: "tokio runtime".into(), source: e })?
+                .block_on(puller.pull(reference))
+        })
+        .join()
+        .expect("pull thread")
+    })
 }

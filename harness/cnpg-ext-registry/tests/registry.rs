@@ -7,8 +7,6 @@ use std::time::{Duration, Instant};
 use cnpg_ext_registry::{PullError, Puller};
 use common::*;
 
-const TOOLS: &[&str] = &["docker-registry", "skopeo", "htpasswd"];
-
 fn unpack_payload(layout: &std::path::Path, name: &str) -> Vec<u8> {
     let dest = tempfile::tempdir().unwrap();
     let root = dest.path().join("root");
