@@ -30,6 +30,14 @@ pub fn options(progress: bool) -> Result<PullOptions, HarnessError> {
     Ok(o)
 }
 
+/// Whether the registry of `reference` was named with `--insecure-registry`.
+pub fn is_insecure(reference: &str) -> bool {
+    let Ok(parsed) = cnpg_ext_registry::parse_reference(reference) else { return false };
+    let mut o = PullOptions::new(std::env::temp_dir());
+    o.insecure = INSECURE.get().cloned().unwrap_or_default();
+    Puller::new(o).is_insecure(parsed.resolve_registry())
+}
+
 pub fn error(e: PullError) -> HarnessError {
     let text = format!("{e}; {}", e.hint());
     match e.exit_code() {

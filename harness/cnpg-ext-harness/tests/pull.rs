@@ -13,16 +13,16 @@ const REPO: &str = "cloudnative-pg/pgvector";
 const TAG: &str = "0.8.6-18-trixie";
 
 /// The pgvector fixture image, built against the provisioned PostgreSQL, pushed to `reg`.
-fn push_pgvector(reg: &Registry, scratch: &Path) -> String {
+fn push_pgvector(reg: &Registry, scratch: &Path) -> (String, String) {
     let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
     let tree = scratch.join("tree");
     let built = cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg, &tree).unwrap();
     let mut opts = cnpg_ext_images::BuildOptions::new(format!("{}/{REPO}:{TAG}", reg.addr));
     opts.labels = built.labels;
     let layout = scratch.join("oci");
-    cnpg_ext_images::build_layout(&tree, &opts, &layout).unwrap();
+    let digest = cnpg_ext_images::build_layout(&tree, &opts, &layout).unwrap().manifest_digest;
     reg.push(&layout, REPO, TAG);
-    format!("{}/{REPO}:{TAG}", reg.addr)
+    (format!("{}/{REPO}:{TAG}", reg.addr), digest)
 }
 
 fn harness(args: &[&str], insecure: Option<&str>) -> (Option<i32>, String) {
@@ -53,7 +53,7 @@ fn run_certify_and_image_commands_pull_by_reference() {
     let Some(()) = require(TOOLS) else { return };
     let reg = Registry::start(None);
     let scratch = tempfile::tempdir().unwrap();
-    let reference = push_pgvector(&reg, scratch.path());
+    let (reference, _) = push_pgvector(&reg, scratch.path());
 
     // `run`: a scenario whose only source for the image is its reference.
     let (_root, dir) = pulled_scenario(&reference);
@@ -130,4 +130,45 @@ fn bad_references_exit_2_and_unusable_registries_exit_3() {
     let (code, out) = harness(&["list", dir.to_str().unwrap()], None);
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("scenario.yaml:") && out.contains("images[0].reference") && out.contains("no registry host"), "{out}");
+}
+
+/// The container backend mounts a pulled image named by its digest: the engine pulls it from
+/// the same registry (`--tls-verify=false` for an `--insecure-registry`).
+#[test]
+fn container_backend_mounts_a_pinned_pulled_image() {
+    let Some(()) = require(TOOLS) else { return };
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    if !on_path("podman") {
+        assert!(!ci, "podman is not installed; CI=true makes a skip a failure");
+        eprintln!("SKIPPED: podman is not installed");
+        return;
+    }
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, digest) = push_pgvector(&reg, scratch.path());
+    let pinned = format!("{}/{REPO}@{digest}", reg.addr);
+    let (_root, dir) = pulled_scenario(&pinned);
+    let work = workdir_parent("pull-container");
+    let report = scratch.path().join("report");
+    let (code, out) = harness(
+        &[
+            "run",
+            dir.to_str().unwrap(),
+            "--backend",
+            "container",
+            "--no-progress",
+            "--workdir",
+            work.path().to_str().unwrap(),
+            "--report-dir",
+            report.to_str().unwrap(),
+        ],
+        Some(&reg.addr),
+    );
+    if code == Some(3) && !ci {
+        eprintln!("SKIPPED: the container engine is not usable here (exit 3); CI=true makes this a failure:\n{out}");
+        return;
+    }
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1/1 passed"), "{out}");
 }
