@@ -45,6 +45,9 @@ pub struct Registry {
     pub addr: String,
     pub root: PathBuf,
     pub creds: Option<(String, String)>,
+    /// Token mode: the token server (stopped with the registry) and a valid token.
+    pub token: Option<String>,
+    token_server: Option<TokenServer>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -52,6 +55,16 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry; with `creds`, behind htpasswd basic auth.
     pub fn start(creds: Option<(&str, &str)>) -> Registry {
+        Self::start_with(creds, false)
+    }
+
+    /// Starts a registry behind bearer-token auth: a token server on 127.0.0.1 hands out an
+    /// RS256 JWT (signed with `openssl`) for `user`:`pass` over basic auth, and refuses others.
+    pub fn start_token(user: &str, pass: &str) -> Registry {
+        Self::start_with(Some((user, pass)), true)
+    }
+
+    fn start_with(creds: Option<(&str, &str)>, token: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("storage");
         std::fs::create_dir_all(&root).unwrap();
@@ -61,7 +74,16 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             root.display()
         );
-        if let Some((u, p)) = creds {
+        let mut token_server = None;
+        if let (Some((u, p)), true) = (creds, token) {
+            let t = TokenServer::start(dir.path(), u, p);
+            cfg.push_str(&format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {SERVICE}\n    issuer: {ISSUER}\n    rootcertbundle: {}\n",
+                t.addr,
+                dir.path().join("cert.pem").display()
+            ));
+            token_server = Some(t);
+        } else if let Some((u, p)) = creds {
             let htpasswd = dir.path().join("htpasswd");
             let st = Command::new("htpasswd")
                 .args(["-B", "-b", "-c"])
@@ -87,6 +109,8 @@ impl Registry {
             addr,
             root,
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
+            token: token_server.as_ref().map(|t| t.token.clone()),
+            token_server,
             child,
             _dir: dir,
         };
@@ -138,6 +162,9 @@ impl Registry {
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if let Some(t) = &self.token_server {
+            t.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 
@@ -147,3 +174,90 @@ impl Drop for Registry {
     }
 }
 
+
+const SERVICE: &str = "cnpg-ext-test-registry";
+const ISSUER: &str = "cnpg-ext-test-issuer";
+
+/// A minimal token endpoint (the distribution token protocol): `GET /token` with the right
+/// basic credentials answers `{"token": JWT}`; anything else 401.
+struct TokenServer {
+    addr: String,
+    token: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn openssl(args: &[&str], dir: &Path) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("openssl runs");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl TokenServer {
+    fn start(dir: &Path, user: &str, pass: &str) -> TokenServer {
+        use base64::Engine as _;
+        // A self-signed issuer certificate: the registry trusts it as its root bundle, and
+        // the token carries it in `x5c`.
+        openssl(
+            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=cnpg-ext-test-issuer"],
+            dir,
+        );
+        openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"], dir);
+        let der = std::fs::read(dir.join("cert.der")).unwrap();
+        let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(der)]});
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+        let claims = serde_json::json!({
+            "iss": ISSUER, "sub": user, "aud": SERVICE,
+            "exp": now + 3600, "nbf": now - 60, "iat": now - 60, "jti": format!("t{now}"),
+            "access": [{"type": "repository", "name": "*", "actions": ["pull", "push"]},
+                       {"type": "repository", "name": "team/priv", "actions": ["pull", "push"]}],
+        });
+        let input = format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
+        std::fs::write(dir.join("jwt.in"), &input).unwrap();
+        openssl(&["dgst", "-sha256", "-sign", "key.pem", "-out", "jwt.sig", "jwt.in"], dir);
+        let token = format!("{input}.{}", b64url(&std::fs::read(dir.join("jwt.sig")).unwrap()));
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let expected = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")));
+        let (t, st) = (token.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !st.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((mut c, _)) = listener.accept() else {
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let _ = c.set_nonblocking(false);
+                let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut req = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match c.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => req.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&req);
+                let ok = text.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(name, v)| name.eq_ignore_ascii_case("authorization") && v.trim() == expected)
+                });
+                let (status, body) = if ok {
+                    ("200 OK", serde_json::json!({"token": t, "access_token": t, "expires_in": 3600}).to_string())
+                } else {
+                    ("401 Unauthorized", r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_string())
+                };
+                let _ = write!(
+                    c,
+                    "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        TokenServer { addr, token, stop }
+    }
+}

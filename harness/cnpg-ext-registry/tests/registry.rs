@@ -246,3 +246,37 @@ async fn unreachable_and_silent_registries_end_quickly() {
     assert!(e.to_string().contains("1.5 s") || e.to_string().contains("timed out"), "{e}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_token_auth_with_basic_credentials_or_a_registry_token() {
+    let Some(()) = require(&["docker-registry", "skopeo", "openssl"]) else { return };
+    let reg = Registry::start_token("alice", "s3cret");
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, digest) = common::layout(tmp.path(), "tok", &cnpg_ext_images::host_arch(), b"token");
+    reg.push(&layout, "team/priv", "3");
+    let reference = format!("{}/team/priv:3", reg.addr);
+
+    let e = Puller::new(options(&tmp.path().join("c0"), &[&reg.addr])).pull(&reference).await.unwrap_err();
+    assert!(matches!(e, PullError::Unauthorized { .. }) && e.exit_code() == 3, "{e}");
+
+    // Wrong password: the token endpoint refuses, so does the registry.
+    let mut o = options(&tmp.path().join("c1"), &[&reg.addr]);
+    o.auth.explicit = Some(auth_file(tmp.path(), &reg.addr, "alice", "wrong"));
+    let e = Puller::new(o).pull(&reference).await.unwrap_err();
+    assert!(matches!(e, PullError::Unauthorized { .. }), "{e}");
+
+    // Basic credentials exchanged for a bearer token at the realm.
+    let mut o = options(&tmp.path().join("c2"), &[&reg.addr]);
+    o.auth.explicit = Some(auth_file(tmp.path(), &reg.addr, "alice", "s3cret"));
+    let got = Puller::new(o).pull(&reference).await.expect("token from basic credentials");
+    assert_eq!(got.manifest_digest, digest);
+
+    // A bearer token given directly (`registrytoken`).
+    let f = tmp.path().join("token.json");
+    let token = reg.token.clone().unwrap();
+    std::fs::write(&f, serde_json::json!({"auths": {reg.addr.clone(): {"registrytoken": token}}}).to_string()).unwrap();
+    let mut o = options(&tmp.path().join("c3"), &[&reg.addr]);
+    o.auth.explicit = Some(f);
+    let got = Puller::new(o).pull(&reference).await.expect("given bearer token");
+    assert_eq!(got.manifest_digest, digest);
+}
