@@ -40,6 +40,9 @@ pub enum PullError {
     /// A credentials file that cannot be read or parsed.
     #[error("credentials file {}: {reason}", path.display())]
     AuthFile { path: PathBuf, reason: String },
+    /// A CA certificate file that cannot be read.
+    #[error("CA certificate file {}: {reason}", path.display())]
+    CaFile { path: PathBuf, reason: String },
     /// The content cache cannot be written.
     #[error("image cache {}: {source}", path.display())]
     Cache {
@@ -57,7 +60,8 @@ impl PullError {
             | PullError::NotFound { .. }
             | PullError::PlatformNotFound { .. }
             | PullError::Unsupported { .. }
-            | PullError::AuthFile { .. } => EXIT_INVALID,
+            | PullError::AuthFile { .. }
+            | PullError::CaFile { .. } => EXIT_INVALID,
             PullError::Unauthorized { .. }
             | PullError::Unreachable { .. }
             | PullError::DigestMismatch { .. }
@@ -79,6 +83,7 @@ impl PullError {
             PullError::DigestMismatch { .. } => "nothing corrupt was cached; retry, and if it persists the registry storage is damaged".into(),
             PullError::Registry { .. } => "retry later; the registry itself failed".into(),
             PullError::AuthFile { .. } => "fix or remove the file (it uses the docker config.json / containers auth.json format)".into(),
+            PullError::CaFile { .. } => "point CNPG_EXT_HARNESS_REGISTRY_CA at readable PEM files, separated by `:`".into(),
             PullError::Cache { .. } => "make the cache directory writable or point CNPG_EXT_HARNESS_CACHE elsewhere".into(),
         }
     }

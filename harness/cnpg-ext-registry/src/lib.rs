@@ -19,7 +19,7 @@ mod pull;
 pub mod testing;
 
 pub use error::{PullError, EXIT_ENVIRONMENT, EXIT_INVALID};
-pub use pull::{looks_like_reference, parse_reference, PullOptions, PulledImage, Puller, ENV_TIMEOUT};
+pub use pull::{looks_like_reference, parse_reference, PullOptions, PulledImage, Puller, ENV_CA, ENV_TIMEOUT};
 
 /// Runs a pull to completion from synchronous code, in any context (inside or outside a
 /// tokio runtime): on a thread of its own with a small runtime.

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use cnpg_ext_images::Platform;
 use futures::StreamExt;
-use oci_client::client::{ClientConfig, ClientProtocol};
+use oci_client::client::{Certificate, CertificateEncoding, ClientConfig, ClientProtocol};
 use oci_client::errors::{OciDistributionError, OciErrorCode};
 use oci_client::manifest::OciDescriptor;
 use oci_client::secrets::RegistryAuth;
@@ -50,7 +50,12 @@ pub struct PullOptions {
     /// Progress bars for large layers (drawn only on a terminal).
     pub progress: bool,
     pub auth: AuthFiles,
+    /// PEM files of extra certificate authorities for HTTPS registries (private CAs).
+    pub ca_files: Vec<PathBuf>,
 }
+
+/// Environment variable: extra CA certificate PEM files, separated by `:`.
+pub const ENV_CA: &str = "CNPG_EXT_HARNESS_REGISTRY_CA";
 
 /// Environment variable: request timeout in seconds (default 30).
 pub const ENV_TIMEOUT: &str = "CNPG_EXT_HARNESS_REGISTRY_TIMEOUT";
@@ -73,6 +78,7 @@ impl PullOptions {
             timeout,
             progress: true,
             auth: AuthFiles::from_env(),
+            ca_files: std::env::var_os(ENV_CA).map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect()).unwrap_or_default(),
         }
     }
 }
@@ -359,23 +365,37 @@ impl Puller {
         self.opts.insecure.iter().any(|i| i == registry || (!i.contains(':') && i == host) || host_part(i) == registry)
     }
 
-    fn client(&self, registry: &str) -> Arc<Client> {
+    fn client(&self, registry: &str) -> Result<Arc<Client>, PullError> {
         let mut clients = self.clients.lock().unwrap();
-        clients
-            .entry(registry.to_string())
-            .or_insert_with(|| {
-                let protocol =
-                    if self.is_insecure(registry) { ClientProtocol::HttpsExcept(vec![registry.to_string()]) } else { ClientProtocol::Https };
-                Arc::new(Client::new(ClientConfig {
-                    protocol,
-                    platform_resolver: None,
-                    read_timeout: Some(self.opts.timeout),
-                    connect_timeout: Some(self.opts.connect_timeout),
-                    user_agent: concat!("cnpg-ext-harness/", env!("CARGO_PKG_VERSION")),
-                    ..ClientConfig::default()
-                }))
-            })
-            .clone()
+        if let Some(c) = clients.get(registry) {
+            return Ok(c.clone());
+        }
+        let mut extra_root_certificates = Vec::new();
+        for f in &self.opts.ca_files {
+            let data = std::fs::read(f).map_err(|e| PullError::CaFile { path: f.clone(), reason: e.to_string() })?;
+            if !String::from_utf8_lossy(&data).contains("-----BEGIN CERTIFICATE-----") {
+                return Err(PullError::CaFile { path: f.clone(), reason: "no PEM certificate in it".into() });
+            }
+            extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
+        }
+        let protocol =
+            if self.is_insecure(registry) { ClientProtocol::HttpsExcept(vec![registry.to_string()]) } else { ClientProtocol::Https };
+        // `Client::new` would fall back to a default client (no timeouts, HTTPS only) on error.
+        let client = Arc::new(Client::try_from(ClientConfig {
+            protocol,
+            platform_resolver: None,
+            read_timeout: Some(self.opts.timeout),
+            connect_timeout: Some(self.opts.connect_timeout),
+            user_agent: concat!("cnpg-ext-harness/", env!("CARGO_PKG_VERSION")),
+            extra_root_certificates,
+            ..ClientConfig::default()
+        })
+        .map_err(|e| PullError::CaFile {
+            path: std::env::join_paths(&self.opts.ca_files).map(PathBuf::from).unwrap_or_default(),
+            reason: format!("cannot build the HTTPS client: {e}"),
+        })?);
+        clients.insert(registry.to_string(), client.clone());
+        Ok(client)
     }
 
     /// Resolves `reference` to a verified OCI layout of the image for the configured platform,
@@ -396,7 +416,7 @@ impl Puller {
         };
         let ctx = Ctx { reference, registry: registry.clone(), auth, found, notes };
         let insecure = self.is_insecure(&registry);
-        let client = self.client(&registry);
+        let client = self.client(&registry)?;
 
         let (top_bytes, top_digest) = self.manifest(&client, &ctx, &parsed, insecure).await?;
         let (doc, top_mt) = classify(reference, &top_bytes, None)?;

@@ -47,6 +47,8 @@ pub struct Registry {
     pub creds: Option<(String, String)>,
     /// Token mode: the token server (stopped with the registry) and a valid token.
     pub token: Option<String>,
+    /// TLS mode: the CA that signed the registry's certificate for 127.0.0.1.
+    pub ca: Option<PathBuf>,
     token_server: Option<TokenServer>,
     child: Child,
     _dir: tempfile::TempDir,
@@ -55,16 +57,22 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry; with `creds`, behind htpasswd basic auth.
     pub fn start(creds: Option<(&str, &str)>) -> Registry {
-        Self::start_with(creds, false)
+        Self::start_with(creds, false, false)
+    }
+
+    /// Starts an anonymous registry serving HTTPS with a certificate for 127.0.0.1 signed by
+    /// a throwaway CA (made with `openssl`; see [`Registry::ca`]).
+    pub fn start_tls() -> Registry {
+        Self::start_with(None, false, true)
     }
 
     /// Starts a registry behind bearer-token auth: a token server on 127.0.0.1 hands out an
     /// RS256 JWT (signed with `openssl`) for `user`:`pass` over basic auth, and refuses others.
     pub fn start_token(user: &str, pass: &str) -> Registry {
-        Self::start_with(Some((user, pass)), true)
+        Self::start_with(Some((user, pass)), true, false)
     }
 
-    fn start_with(creds: Option<(&str, &str)>, token: bool) -> Registry {
+    fn start_with(creds: Option<(&str, &str)>, token: bool, tls: bool) -> Registry {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("storage");
         std::fs::create_dir_all(&root).unwrap();
@@ -74,6 +82,24 @@ impl Registry {
             "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: {addr}\n",
             root.display()
         );
+        let mut ca = None;
+        if tls {
+            // A CA, and a server certificate for 127.0.0.1 signed by it.
+            let d = dir.path();
+            openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cnpg-ext-test-ca"], d);
+            openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1"], d);
+            std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
+            openssl(
+                &["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"],
+                d,
+            );
+            cfg.push_str(&format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                dir.path().join("tls.crt").display(),
+                dir.path().join("tls.key").display()
+            ));
+            ca = Some(dir.path().join("ca.crt"));
+        }
         let mut token_server = None;
         if let (Some((u, p)), true) = (creds, token) {
             let t = TokenServer::start(dir.path(), u, p);
@@ -111,6 +137,7 @@ impl Registry {
             creds: creds.map(|(u, p)| (u.to_string(), p.to_string())),
             token: token_server.as_ref().map(|t| t.token.clone()),
             token_server,
+            ca,
             child,
             _dir: dir,
         };

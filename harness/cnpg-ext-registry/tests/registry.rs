@@ -280,3 +280,27 @@ async fn bearer_token_auth_with_basic_credentials_or_a_registry_token() {
     let got = Puller::new(o).pull(&reference).await.expect("given bearer token");
     assert_eq!(got.manifest_digest, digest);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_with_a_private_ca() {
+    let Some(()) = require(&["docker-registry", "skopeo", "openssl"]) else { return };
+    let reg = Registry::start_tls();
+    let tmp = tempfile::tempdir().unwrap();
+    let (layout, digest) = common::layout(tmp.path(), "tls", &cnpg_ext_images::host_arch(), b"tls");
+    reg.push(&layout, "ext/tls", "1");
+    let reference = format!("{}/ext/tls:1", reg.addr);
+
+    // Not trusted: a TLS failure is an environment error, not a fallback to HTTP.
+    let e = Puller::new(options(&tmp.path().join("c0"), &[])).pull(&reference).await.unwrap_err();
+    assert!(matches!(e, PullError::Unreachable { .. }) && e.exit_code() == 3, "{e}");
+
+    let mut o = options(&tmp.path().join("c1"), &[]);
+    o.ca_files = vec![reg.ca.clone().unwrap()];
+    let got = Puller::new(o).pull(&reference).await.expect("HTTPS pull with the CA");
+    assert_eq!(got.manifest_digest, digest);
+
+    let mut o = options(&tmp.path().join("c2"), &[]);
+    o.ca_files = vec![tmp.path().join("missing.pem")];
+    let e = Puller::new(o).pull(&reference).await.unwrap_err();
+    assert!(matches!(e, PullError::CaFile { .. }) && e.exit_code() == 2, "{e}");
+}
