@@ -22,7 +22,7 @@ fn payload(seed: u64, size: usize) -> Vec<u8> {
         x ^= x << 13;
         x ^= x >> 7;
         x ^= x << 17;
-        if x % 3 == 0 {
+        if x.is_multiple_of(3) {
             v.extend_from_slice(&x.to_le_bytes());
         } else {
             v.extend_from_slice(b"\0\0\0\0pg_ext\0");

@@ -189,7 +189,7 @@ mod tests {
         c.put(&cd, b"{}").unwrap();
         assert!(c.blob(&md, Some(manifest.len() as u64)).is_some());
         assert!(c.blob(&md, Some(1)).is_none(), "a size mismatch is a miss");
-        let l = c.write_layout(&md, "application/vnd.oci.image.manifest.v1+json", 19, None, &[cd.clone()]).unwrap();
+        let l = c.write_layout(&md, "application/vnd.oci.image.manifest.v1+json", 19, None, std::slice::from_ref(&cd)).unwrap();
         assert!(l.join("blobs/sha256").join("2".repeat(64)).is_file());
         let index: serde_json::Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"][0]["digest"], md);

@@ -403,7 +403,7 @@ impl Puller {
     /// registry at all.
     pub async fn pull(&self, reference: &str) -> Result<PulledImage, PullError> {
         let parsed = parse_reference(reference)?;
-        if let Some(hit) = self.from_cache(reference, &parsed)? {
+        if let Some(hit) = self.cached(reference, &parsed)? {
             return Ok(hit);
         }
         let registry = parsed.resolve_registry().to_string();
@@ -455,7 +455,7 @@ impl Puller {
             }
         };
 
-        let mut downloaded = top_bytes_len(&manifest_bytes);
+        let mut downloaded = manifest_bytes.len() as u64;
         let blobs = descriptors(reference, &manifest)?;
         for (what, d) in &blobs {
             if self.cache.blob(&d.digest, Some(d.size)).is_some() {
@@ -479,7 +479,7 @@ impl Puller {
     }
 
     /// A pinned reference whose documents and layout are all cached.
-    fn from_cache(&self, reference: &str, parsed: &Reference) -> Result<Option<PulledImage>, PullError> {
+    fn cached(&self, reference: &str, parsed: &Reference) -> Result<Option<PulledImage>, PullError> {
         let Some(pin) = parsed.digest().filter(|d| digest_hex(d).is_some()) else { return Ok(None) };
         let Some(bytes) = self.cache.read_blob(pin) else { return Ok(None) };
         let pinned = format!("{}/{}@{}", parsed.registry(), parsed.repository(), pin);
@@ -617,10 +617,6 @@ impl Puller {
         guard.0 = None;
         Ok(received)
     }
-}
-
-fn top_bytes_len(b: &bytes::Bytes) -> u64 {
-    b.len() as u64
 }
 
 fn host_part(registry: &str) -> &str {
