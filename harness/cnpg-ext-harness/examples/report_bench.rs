@@ -77,6 +77,7 @@ fn run_report(n: usize) -> RunReport {
             cnpg_modelled: "1.28.2".into(),
             kubernetes: None,
             runtime: None,
+            operand: None,
         },
         images: Vec::new(),
         totals: RunReport::totals_of(&scenarios),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cnpg_ext_model::{CnpgVersion, Scenario};
-use cnpg_ext_pg::{PgInstall, ProvisionOptions};
+use cnpg_ext_pg::{OperandFlavor, PgInstall, ProvisionOptions};
 
 use cnpg_ext_model::backend::Backend;
 
@@ -14,7 +14,7 @@ use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::error::HarnessError;
 use crate::backends::local::{LocalBackend, LocalEnv};
 use crate::progress::Progress;
-use crate::reports::run::{Environment, ImageRecord, RunReport, ScenarioResult};
+use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
 use crate::run_as::RunAs;
 use crate::runner::{ScenarioRun, Status};
 use crate::store::ImageStore;
@@ -52,6 +52,42 @@ pub struct RunOptions {
     pub command: Vec<String>,
     pub engine: EngineOptions,
     pub kind: cnpg_ext_kind::KindOptions,
+    /// The CNPG operand image the stand-ins imitate (local, container).
+    pub operand: OperandFlavor,
+    /// Wraps every scenario's backend (tests: a backend that tampers with what it runs).
+    pub wrap: Option<BackendWrap>,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        RunOptions {
+            paths: Vec::new(),
+            backend: BackendKind::Local,
+            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            report_dir: None,
+            keep: false,
+            cnpg: CnpgVersion::DEFAULT,
+            pg_config: None,
+            run_as: None,
+            workdir: None,
+            progress: false,
+            command: vec!["cnpg-ext-harness (library)".into()],
+            engine: EngineOptions::default(),
+            kind: Default::default(),
+            operand: OperandFlavor::default(),
+            wrap: None,
+        }
+    }
+}
+
+/// A function that wraps the backend of each scenario (given the scenario id).
+#[derive(Clone)]
+pub struct BackendWrap(pub Arc<dyn Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync>);
+
+impl std::fmt::Debug for BackendWrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BackendWrap(..)")
+    }
 }
 
 /// What a run prepared once for its backend; makes one backend per scenario.
@@ -139,19 +175,29 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let pg_config = opts.pg_config.clone();
     let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
-    progress.line(&format!("PostgreSQL {} from {}", pg.version.text, describe_origin(&pg)));
+    progress.line(&format!(
+        "running {} scenario(s) on the {} backend, {} from {}",
+        scenarios.len(),
+        opts.backend.name(),
+        pg.version.text,
+        describe_origin(&pg)
+    ));
 
+    let operand = pg
+        .operand(opts.operand)
+        .map_err(|e| HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display())))?;
     let specs: Vec<_> = scenarios.iter().flat_map(|s| s.images.iter().cloned()).collect();
     let (store, prepared) = {
         let pg = pg.clone();
         let dir = workdir.clone();
         let run_as = run_as.clone();
         let (backend, engine) = (opts.backend, opts.engine.clone());
+        let without = operand.exclusions.clone();
         tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
             let store = ImageStore::prepare(&specs, &pg, &dir.join("images"))?;
             let prepared = match backend {
                 BackendKind::Local => Prepared::Local(Arc::new(
-                    LocalEnv::prepare(&pg, &store.exclusions(), &dir, run_as).map_err(HarnessError::Environment)?,
+                    LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,
                 )),
                 BackendKind::Kind => {
                     // Docker archives for `kind load image-archive`; the cluster is contacted below.
@@ -166,7 +212,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 }
                 BackendKind::Container => {
                     let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &dir, &run_id, &engine)?))
+                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &without, &dir, &run_id, &engine)?))
                 }
             };
             Ok((store, prepared))
@@ -202,11 +248,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let id = scenario.id.clone();
         let file = scenario.file.display().to_string();
         let description = scenario.description.clone();
+        let wrap = opts.wrap.clone();
         let handle = tokio::spawn(async move {
             let _permit = sem.acquire_owned().await.expect("semaphore");
             progress.scenario_started(&scenario.id);
             let t = Instant::now();
-            let (steps, error) = match prepared.backend(&store, cnpg, dir, &scenario) {
+            let made = prepared.backend(&store, cnpg, dir, &scenario);
+            let made = match &wrap {
+                Some(w) => made.map(|b| (w.0)(&scenario.id, b)),
+                None => made,
+            };
+            let (steps, error) = match made {
                 Ok(mut backend) => {
                     let on_step = |title: &str| progress.step(&scenario.id, title);
                     let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
@@ -226,7 +278,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 error,
                 steps,
             };
-            progress.scenario_finished(&scenario.id, &verdict_line(&result));
+            let line = format!("{} {} ({} ms)", verdict_line(&result), scenario.id, result.duration_ms);
+            progress.scenario_finished(&scenario.id, &line);
             result
         });
         tasks.push((id, file, description, handle));
@@ -261,6 +314,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             cnpg_modelled: opts.cnpg.to_string(),
             kubernetes: None,
             runtime: None,
+            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
+                flavor: operand.flavor.as_str().into(),
+                extensions: operand.extensions.clone(),
+            }),
         },
         images: store
             .all()
@@ -327,11 +384,12 @@ impl Drop for WorkdirGuard {
     }
 }
 
+/// `PASS` / `FAIL` / `SKIP`; the finish line is `<verdict> <id> (<ms> ms)`.
 pub fn verdict_line(r: &ScenarioResult) -> String {
     match r.status {
-        Status::Passed => format!("PASS ({} ms)", r.duration_ms),
+        Status::Passed => "PASS".into(),
         Status::Skipped => "SKIP".into(),
-        Status::Failed => format!("FAIL ({} ms)", r.duration_ms),
+        Status::Failed => "FAIL".into(),
     }
 }
 

@@ -740,6 +740,8 @@ pub async fn certify(
             command: command.clone(),
             engine: crate::backends::container::EngineOptions::from_env(),
             kind: Default::default(),
+        operand: Default::default(),
+        wrap: None,
         };
         match app::run(opts).await {
             Ok(out) => {

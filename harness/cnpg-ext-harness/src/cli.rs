@@ -83,6 +83,10 @@ pub struct RunArgs {
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Which CNPG operand image the local and container stand-ins imitate: `minimal` (core +
+    /// contrib) or `standard` (also pgvector, pgaudit, pg_failover_slots where the install has them).
+    #[arg(long, value_parser = parse_operand, default_value = "minimal")]
+    pub operand: cnpg_ext_pg::OperandFlavor,
     /// kind backend: the kind cluster to use (images are loaded into its nodes).
     #[arg(long)]
     pub kind_cluster: Option<String>,
@@ -116,6 +120,10 @@ pub struct RunArgs {
     /// Flags added to every container `run`, split like a shell, e.g. "--ulimit nofile=20000:20000".
     #[arg(long, env = "CNPG_EXT_HARNESS_RUN_FLAGS", allow_hyphen_values = true)]
     pub engine_run_flags: Option<String>,
+}
+
+fn parse_operand(s: &str) -> Result<cnpg_ext_pg::OperandFlavor, String> {
+    cnpg_ext_pg::OperandFlavor::parse(s).ok_or_else(|| format!("`{s}` is not an operand: use minimal or standard"))
 }
 
 fn parse_cnpg(s: &str) -> Result<CnpgVersion, String> {

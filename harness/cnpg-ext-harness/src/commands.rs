@@ -28,6 +28,8 @@ pub async fn run(args: RunArgs) -> i32 {
         progress: !args.no_progress,
         command: std::env::args().collect(),
         kind,
+        operand: args.operand,
+        wrap: None,
         engine: crate::backends::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,
@@ -39,15 +41,18 @@ pub async fn run(args: RunArgs) -> i32 {
     match app::run(opts).await {
         Ok(out) => {
             let r = &out.report;
-            println!();
-            for s in &r.scenarios {
-                println!("{} {} ({} ms)", if s.status == Status::Passed { "PASS" } else { "FAIL" }, s.id, s.duration_ms);
-                if let Some(f) = s.failure_summary() {
-                    println!("  {}", f.replace('\n', "\n  "));
+            // Verdicts were printed as scenarios finished; the failures once more, in full.
+            let failed: Vec<_> = r.scenarios.iter().filter(|s| s.status != Status::Passed).collect();
+            if !failed.is_empty() {
+                println!();
+                for s in failed {
+                    println!("FAIL {} ({} ms)", s.id, s.duration_ms);
+                    if let Some(f) = s.failure_summary() {
+                        println!("  {}", f.replace('\n', "\n  "));
+                    }
                 }
             }
             println!();
-            println!("{}/{} passed on the {} backend ({})", r.totals.passed, r.scenarios.len(), r.environment.backend, r.environment.postgresql);
             for f in &out.report_files {
                 println!("report: {}", f.display());
             }

@@ -1,5 +1,5 @@
-//! Progress: one line per running scenario with its current step on a terminal (indicatif),
-//! plain line-oriented output otherwise (CI logs).
+//! Progress: a spinner per running scenario with its current step on a terminal (indicatif),
+//! and, like nextest, one line per scenario as it finishes (`PASS id (ms)`), also in CI logs.
 
 use std::collections::HashMap;
 use std::io::IsTerminal;
@@ -34,22 +34,23 @@ impl Progress {
             bar.set_prefix(id.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(120));
             self.bars.lock().unwrap().insert(id.to_string(), bar);
-        } else {
-            eprintln!("[{id}] started");
         }
     }
 
+    /// The current step, on the scenario's spinner; plain logs get only verdicts (and the
+    /// steps with `--verbose`, through tracing).
     pub fn step(&self, id: &str, title: &str) {
         match self.bars.lock().unwrap().get(id) {
             Some(bar) => bar.set_message(title.to_string()),
-            None => eprintln!("[{id}] {title}"),
+            None => tracing::debug!(scenario = id, "{title}"),
         }
     }
 
-    pub fn scenario_finished(&self, id: &str, verdict: &str) {
+    /// Removes `id`'s spinner and prints its finish `line`.
+    pub fn scenario_finished(&self, id: &str, line: &str) {
         if let Some(bar) = self.bars.lock().unwrap().remove(id) {
             bar.finish_and_clear();
         }
-        self.line(&format!("[{id}] {verdict}"));
+        self.line(line);
     }
 }

@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
-use cnpg_ext_model::scenario::{ApplyStep, LocatedStep, Rollout, SqlStep, Step, Target};
-use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, PlanOptions, Scenario};
+use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, SqlStep, Step, Target};
+use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};
 use serde::Serialize;
 
 use crate::sql;
 use crate::store::ImageStore;
-use crate::verify::{self, Check};
+use crate::verify::{self, origin, Check};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,11 +70,13 @@ pub struct ScenarioRun<'a> {
     pub images: &'a ImageStore,
     pub backend: &'a mut dyn Backend,
     applied: Option<Cluster>,
+    /// Instances of the running SQL step and their extensions before it.
+    pending_origin: Vec<(String, Role, Vec<origin::Installed>)>,
 }
 
 impl<'a> ScenarioRun<'a> {
     pub fn new(scenario: &'a Scenario, images: &'a ImageStore, backend: &'a mut dyn Backend) -> Self {
-        ScenarioRun { scenario, images, backend, applied: None }
+        ScenarioRun { scenario, images, backend, applied: None, pending_origin: Vec::new() }
     }
 
     /// Runs every step; `on_step` is told each step's title as it starts.
@@ -104,6 +106,13 @@ impl<'a> ScenarioRun<'a> {
             let outcome = self.step(ls).await;
             r.duration_ms = started.elapsed().as_millis() as u64;
             match outcome {
+                Ok(o) if o.checks.is_empty() => {
+                    r.status = Status::Failed;
+                    r.message = Some(format!(
+                        "the step made no check{}: a step that proves nothing cannot pass",
+                        o.message.map(|m| format!(" ({m})")).unwrap_or_default()
+                    ));
+                }
                 Ok(o) => {
                     let bad: Vec<&Check> = o.checks.iter().filter(|c| !c.ok).collect();
                     if bad.is_empty() {
@@ -146,15 +155,96 @@ impl<'a> ScenarioRun<'a> {
         let docs = self.scenario.manifests.get(&a.file).cloned().unwrap_or_default();
         for doc in docs {
             match doc {
-                Manifest::Cluster(c) => self.apply_cluster(&c, a.rollout, &mut o).await?,
-                Manifest::Database(d) => {
-                    let messages = self.backend.apply_database(&d).await?;
-                    o.message = Some(messages.join("; "));
+                Manifest::Cluster(c) => {
+                    match &a.error {
+                        None => self.apply_cluster(&c, a.rollout, &mut o).await?,
+                        Some(want) => {
+                            let result = self.backend.apply_cluster(&c).await;
+                            self.applied = Some(c.cluster.clone());
+                            let expected = format!("the apply fails with an error containing {want:?}");
+                            o.check(match result {
+                                Ok(outcome) => Check::that("apply fails", None, expected, format!("it succeeded: {}", outcome_name(&outcome)), false),
+                                Err(e) => {
+                                    let msg = e.to_string();
+                                    Check::that("apply fails", None, expected, msg.clone(), msg.contains(want.as_str()))
+                                }
+                            });
+                        }
+                    }
+                    self.note_pull_policy(&c.cluster, &mut o);
                 }
+                Manifest::Database(d) => self.apply_database(&d, a.expect.as_ref(), &mut o).await?,
                 Manifest::Other { .. } => {}
             }
         }
         Ok(o)
+    }
+
+    /// A Database reconciled by the operator (or its stand-in): the status it ends in is
+    /// judged against `expect` (default: applied), then the origin of what it created.
+    async fn apply_database(&mut self, d: &DatabaseDoc, expect: Option<&DatabaseExpect>, o: &mut Outcome) -> Result<(), BackendError> {
+        let db = d.database.spec.name.clone();
+        let name = &d.database.metadata.name;
+        // A database the reconciliation creates starts as a copy of template1.
+        let before = match self.installed_on_primary(&db).await {
+            Ok(b) => b,
+            Err(_) => self.installed_on_primary("template1").await.unwrap_or_default(),
+        };
+        let result = self.backend.apply_database(d).await;
+        let what = format!("Database {name} status");
+        match (result, expect) {
+            (Ok(messages), None | Some(DatabaseExpect { applied: true, .. })) => {
+                o.check(Check::new(what, None, "applied: true", "applied: true"));
+                o.message = Some(messages.join("; "));
+            }
+            (Ok(messages), Some(DatabaseExpect { applied: false, message })) => {
+                let want = message.clone().unwrap_or_default();
+                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: true ({})", messages.join("; ")), false));
+            }
+            (Err(BackendError::Unusable(m)), _) => return Err(BackendError::Unusable(m)),
+            (Err(e), Some(DatabaseExpect { applied: false, message })) => {
+                let (want, got) = (message.clone().unwrap_or_default(), e.to_string());
+                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: false, message: {got}"), got.contains(&want)));
+                if got.contains(&want) {
+                    o.message = Some(format!("reconciliation failed as expected: {got}"));
+                }
+                return Ok(());
+            }
+            (Err(e), _) => {
+                o.check(Check::that(what, None, "applied: true", format!("applied: false, message: {e}"), false));
+                return Ok(());
+            }
+        }
+        let after = self.installed_on_primary(&db).await?;
+        let created: Vec<String> = origin::changed(&before, &after).into_iter().map(|e| e.name).collect();
+        let primary = verify::primary(&*self.backend).await?;
+        o.checks(self.origin_checks(&primary, &db, &created).await?);
+        Ok(())
+    }
+
+    /// `pullPolicy` is kubelet's: on backends that never pull, say so instead of ignoring it.
+    fn note_pull_policy(&self, cluster: &Cluster, o: &mut Outcome) {
+        if self.backend.name() == "kind" {
+            return;
+        }
+        let set: Vec<String> = cluster
+            .spec
+            .postgresql
+            .extensions
+            .iter()
+            .filter_map(|e| e.image.pull_policy.as_ref().map(|p| format!("{}: {p}", e.name)))
+            .collect();
+        if !set.is_empty() {
+            let note = format!(
+                "pullPolicy ({}) does not apply on the {} backend: images are prepared by the harness, never pulled",
+                set.join(", "),
+                self.backend.name()
+            );
+            o.message = Some(match o.message.take() {
+                Some(m) => format!("{m}; {note}"),
+                None => note,
+            });
+        }
     }
 
     async fn apply_cluster(&mut self, doc: &ClusterDoc, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {
@@ -210,6 +300,74 @@ impl<'a> ScenarioRun<'a> {
     }
 
     async fn sql(&mut self, s: &SqlStep) -> Result<Outcome, BackendError> {
+        let mut o = self.sql_statement(s).await?;
+        let (skip, expect_failure) = match &s.origin {
+            Some(spec) => (spec.skip.clone(), spec.expect_failure.clone()),
+            None => (None, None),
+        };
+        if let Some(reason) = skip {
+            o.message = Some(format!("origin not checked: {reason}"));
+            return Ok(o);
+        }
+        let mut checks = Vec::new();
+        for (inst, role, before) in std::mem::take(&mut self.pending_origin) {
+            let after = {
+                let client = self.backend.connect(&inst, &s.database, "postgres").await?;
+                origin::installed(&client).await?
+            };
+            let names: Vec<String> = if role == Role::Primary {
+                origin::changed(&before, &after).into_iter().map(|e| e.name).collect()
+            } else if s.error.is_none() {
+                // A replica creates nothing: prove where what it just used comes from.
+                self.claimed_by_images(&inst, after.iter().map(|e| e.name.clone()))
+            } else {
+                Vec::new()
+            };
+            checks.extend(self.origin_checks(&inst, &s.database, &names).await?);
+        }
+        match expect_failure {
+            None => o.checks(checks),
+            Some(want) => {
+                let failing: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+                let hit = failing.iter().find(|c| c.actual.contains(want.as_str()));
+                let actual = match (hit, failing.first()) {
+                    (Some(c), _) => line_of(c, &c.actual),
+                    (None, Some(c)) => format!("another origin failure: {}", line_of(c, &c.actual)),
+                    (None, None) if checks.is_empty() => "no origin was checked (no extension created)".into(),
+                    (None, None) => "origin proven: the image under test was used".into(),
+                };
+                if let Some(c) = hit {
+                    o.message = Some(format!("origin check failed as expected: {}", line_of(c, &c.actual)));
+                }
+                o.check(Check::that("origin check fails", None, format!("an origin failure containing {want:?}"), actual, hit.is_some()));
+            }
+        }
+        Ok(o)
+    }
+
+    /// The extensions of `database` on the primary (empty when the database does not exist yet).
+    async fn installed_on_primary(&self, database: &str) -> Result<Vec<origin::Installed>, BackendError> {
+        let primary = verify::primary(&*self.backend).await?;
+        let client = self.backend.connect(&primary, database, "postgres").await?;
+        origin::installed(&client).await
+    }
+
+    /// Names among `names` whose control file an image of the applied Cluster ships.
+    fn claimed_by_images(&self, instance: &str, names: impl Iterator<Item = String>) -> Vec<String> {
+        let Some(cluster) = &self.applied else { return Vec::new() };
+        let plan = self.backend.plan_for(cluster, instance);
+        let files = |r: &str| self.images.get(r).map(|i| i.files.clone());
+        names.filter(|n| origin::expected_control(&plan, &files, n).is_some()).collect()
+    }
+
+    async fn origin_checks(&self, instance: &str, database: &str, names: &[String]) -> Result<Vec<Check>, BackendError> {
+        let Some(cluster) = &self.applied else { return Ok(Vec::new()) };
+        let plan = self.backend.plan_for(cluster, instance);
+        origin::check_origins(&*self.backend, &plan, self.images, instance, database, names).await
+    }
+
+    /// The statement itself on every target instance.
+    async fn sql_statement(&mut self, s: &SqlStep) -> Result<Outcome, BackendError> {
         let mut o = Outcome::default();
         let targets: Vec<_> = self
             .backend
@@ -224,6 +382,19 @@ impl<'a> ScenarioRun<'a> {
             .collect();
         if targets.is_empty() {
             o.check(Check::new("instances to run on", None, format!("{:?}", s.on).to_lowercase(), "none"));
+        }
+        for inst in &targets {
+            // What the database holds before: the extensions this step creates are those new after it.
+            if s.origin.as_ref().is_none_or(|o| o.skip.is_none()) {
+                let before = match inst.role {
+                    Role::Primary => match self.backend.connect(&inst.name, &s.database, "postgres").await {
+                        Ok(client) => origin::installed(&client).await.unwrap_or_default(),
+                        Err(_) => Vec::new(),
+                    },
+                    Role::Replica => Vec::new(),
+                };
+                self.pending_origin.push((inst.name.clone(), inst.role, before));
+            }
         }
         for inst in targets {
             // Replicas may still be replaying what the primary just wrote.

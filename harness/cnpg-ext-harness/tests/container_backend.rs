@@ -31,6 +31,8 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         command: vec!["cargo test".into()],
         engine,
         kind: Default::default(),
+        operand: Default::default(),
+        wrap: None,
     }
 }
 

@@ -141,3 +141,65 @@ fn a_module_the_image_names_but_lacks_is_not_taken_from_the_base_install() {
     let o = run(&["run", dir.to_str().unwrap(), "--no-progress"]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
 }
+
+/// A broken copy of each lifecycle scenario (a wrong expected message, a wrong version) fails
+/// that step with expected vs actual, naming the file and line.
+#[rstest::rstest]
+#[case::database_message(
+    "declarative-database",
+    "scenario.yaml",
+    "nor update path for version \"9.9.9\"",
+    "nor update path for version \"9.9.8\"",
+    &["step 7", "expected: Database vectors status: applied: false, message containing", "9.9.8", "actual:   Database vectors status: applied: false, message:", "9.9.9"]
+)]
+#[case::database_version(
+    "declarative-database",
+    "database-bad-version.yaml",
+    "version: \"9.9.9\"",
+    "version: \"0.8.6\"",
+    &["step 7", "expected: Database vectors status: applied: false", "actual:   Database vectors status: applied: true"]
+)]
+#[case::remove_error(
+    "remove-extension",
+    "scenario.yaml",
+    "could not access file \"vector\"",
+    "could not open file \"vector\"",
+    &["step 6", "could not open file", "actual:   error on cluster-remove-1: ERROR: could not access file \"vector\""]
+)]
+#[case::upgrade_version(
+    "upgrade-image",
+    "scenario.yaml",
+    "rows: [[\"1.1\"]]",
+    "rows: [[\"1.2\"]]",
+    &["step 8", "expected: rows on cluster-upgrade-1: [1.2]", "actual:   rows on cluster-upgrade-1: [1.1]"]
+)]
+#[case::preload_message(
+    "preload-library",
+    "scenario.yaml",
+    "error: could not access file \"preloadprobe\"",
+    "error: could not load library \"preloadprobe\"",
+    &["step 4", "could not load library", "could not access file \"preloadprobe\""]
+)]
+fn a_broken_lifecycle_scenario_fails_with_expected_vs_actual(
+    #[case] id: &str,
+    #[case] file: &str,
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] wanted: &[&str],
+) {
+    let (_root, dir) = scenario_copy(id);
+    let path = dir.join(file);
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{file} lacks {from:?}");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    let parent = workdir_parent("broken-lifecycle");
+    let o = run(&["run", dir.to_str().unwrap(), "--no-progress", "--workdir", parent.path().to_str().unwrap()]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains(&format!("FAIL {id}")), "{out}");
+    for w in wanted {
+        assert!(out.contains(w), "missing {w:?} in:\n{out}");
+    }
+    assert!(processes_mentioning(parent.path().to_str().unwrap()).is_empty());
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
+}

@@ -12,6 +12,11 @@ use cnpg_ext_images::BuildOptions;
 #[case::earthdistance("earthdistance", &["share"], &["lib"])]
 #[case::custom_path("custom-path", &["opt/ctl"], &["opt/modules"])]
 #[case::greet("greet", &["share"], &["lib"])]
+#[case::toolbox("toolbox", &["tbx_core/share", "tbx_text/share"], &["tbx_core/lib", "tbx_text/lib"])]
+#[case::pairbase("pairbase", &["share"], &["lib"])]
+#[case::pairdist("pairdist", &["share"], &["lib"])]
+#[case::upgrade_1_0("upgrade-1.0", &["share"], &["lib"])]
+#[case::upgrade_1_1("upgrade-1.1", &["share"], &["lib"])]
 fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[case] libs: &[&str]) {
     let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
     let work = tempfile::tempdir().unwrap();

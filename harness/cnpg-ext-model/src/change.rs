@@ -15,6 +15,9 @@ pub enum Change {
     /// The pod spec (the image volumes: name, image, mount path) changed: every instance is
     /// replaced, replicas first.
     PodSpecRollout,
+    /// A setting that needs a restart changed (`shared_preload_libraries`): every instance
+    /// is restarted, replicas first.
+    RestartRequired,
     /// Only `extension_control_path` / `dynamic_library_path` changed: a reload applies them.
     SearchPathReload,
     /// Only `LD_LIBRARY_PATH` changed: the operator restarts nothing; the new value reaches a
@@ -29,6 +32,8 @@ impl Change {
     pub fn between(before: &ClusterPlan, after: &ClusterPlan) -> Change {
         if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
             Change::PodSpecRollout
+        } else if before.shared_preload_libraries != after.shared_preload_libraries {
+            Change::RestartRequired
         } else if before.extension_control_path != after.extension_control_path
             || before.dynamic_library_path != after.dynamic_library_path
         {
@@ -42,7 +47,7 @@ impl Change {
 
     /// Whether the instances are restarted by the change itself.
     pub fn restarts(self) -> bool {
-        self == Change::PodSpecRollout
+        matches!(self, Change::PodSpecRollout | Change::RestartRequired)
     }
 }
 
@@ -79,7 +84,10 @@ mod tests {
         let mut both = plan("        extension_control_path: [opt]\n");
         both.extensions[0].image = "x/e:2".into();
         assert_eq!(Change::between(&base, &both), Change::PodSpecRollout);
-        assert!(Change::PodSpecRollout.restarts());
+        let mut preload = base.clone();
+        preload.shared_preload_libraries = vec!["p".into()];
+        assert_eq!(Change::between(&base, &preload), Change::RestartRequired);
+        assert!(Change::PodSpecRollout.restarts() && Change::RestartRequired.restarts());
         assert!(!Change::LdLibraryPathOnly.restarts() && !Change::SearchPathReload.restarts());
     }
 }

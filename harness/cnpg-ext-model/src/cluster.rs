@@ -60,7 +60,8 @@ fn one() -> u32 {
 pub struct PostgresConfiguration {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub parameters: BTreeMap<String, String>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    /// CNPG keeps this field's snake_case name (`json:"shared_preload_libraries"`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty", rename = "shared_preload_libraries")]
     pub shared_preload_libraries: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extensions: Vec<ExtensionConfiguration>,

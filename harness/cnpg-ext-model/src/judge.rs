@@ -84,7 +84,7 @@ pub fn verify_no_restart(before: &BTreeMap<String, InstanceState>, after: &BTree
 mod tests {
     use super::*;
     use chrono::Utc;
-    use cnpg_ext_model::backend::InstanceRestart;
+    use crate::backend::InstanceRestart;
 
     fn state(role: Role, t: &str) -> InstanceState {
         InstanceState { role, started: t.into() }

@@ -52,6 +52,10 @@ pub struct ClusterPlan {
     pub dynamic_library_path: String,
     /// `LD_LIBRARY_PATH` of the postmaster; `None` when no extension asks for one.
     pub ld_library_path: Option<String>,
+    /// `spec.postgresql.shared_preload_libraries`: loaded by the postmaster at start, found
+    /// along `dynamic_library_path` like any module; a change needs a restart.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub shared_preload_libraries: Vec<String>,
 }
 
 impl ClusterPlan {
@@ -90,6 +94,7 @@ impl ClusterPlan {
             extension_control_path: control.join(":"),
             dynamic_library_path: libs.join(":"),
             ld_library_path: if ld.is_empty() { None } else { Some(ld.join(":")) },
+            shared_preload_libraries: cluster.spec.postgresql.shared_preload_libraries.clone(),
         }
     }
 

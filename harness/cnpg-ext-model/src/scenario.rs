@@ -83,6 +83,23 @@ pub struct ApplyStep {
     /// spec changes (image volumes), `none` otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Rollout>,
+    /// The apply must fail with an error containing this text (e.g. an instance that cannot
+    /// start: the postmaster's own log line).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// What the reconciliation of the file's `Database` must report (default: applied).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<DatabaseExpect>,
+}
+
+/// The status a `Database` reconciliation must end in: `applied: true`, or `applied: false`
+/// with a `message` containing the given text (the operator's `status.message`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseExpect {
+    pub applied: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -119,6 +136,22 @@ pub struct SqlStep {
     /// The statement must fail with an error containing this text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Proof of origin of the extensions this step creates (checked by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<OriginSpec>,
+}
+
+/// How a step's proof of origin is treated; the default is "must be proven".
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct OriginSpec {
+    /// Do not check; the reason is shown in the report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip: Option<String>,
+    /// The origin check must fail with a message containing this text (e.g. `shadowed`):
+    /// the step then passes and shows the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_failure: Option<String>,
 }
 
 fn default_database() -> String {
@@ -321,6 +354,33 @@ impl Scenario {
                         }
                         manifests.insert(a.file.clone(), docs);
                     }
+                    let has_database = manifests[&a.file].iter().any(|d| matches!(d, Manifest::Database(_)));
+                    if a.expect.is_some() && !has_database {
+                        return Err(InputError::new(
+                            &file,
+                            Some(line),
+                            format!("steps[{i}].apply.expect"),
+                            format!("`expect` judges a Database reconciliation, and {} has no Database", a.file),
+                        ));
+                    }
+                    if let Some(e) = &a.expect {
+                        if e.applied == e.message.is_some() {
+                            return Err(InputError::new(
+                                &file,
+                                Some(line),
+                                format!("steps[{i}].apply.expect"),
+                                "`applied: true` takes no message; `applied: false` needs the `message` text to find",
+                            ));
+                        }
+                    }
+                    if a.error.is_some() && a.rollout == Some(Rollout::None) {
+                        return Err(InputError::new(
+                            &file,
+                            Some(line),
+                            format!("steps[{i}].apply"),
+                            "an apply expected to fail (`error`) cannot also expect `rollout: none`",
+                        ));
+                    }
                 }
                 Step::Sql(s) => {
                     if s.rows.is_some() && s.error.is_some() {
@@ -330,6 +390,17 @@ impl Scenario {
                             format!("steps[{i}].sql"),
                             "expect either `rows` or `error`, not both",
                         ));
+                    }
+                    if let Some(o) = &s.origin {
+                        let reason = |v: &Option<String>| v.as_deref().is_some_and(|t| !t.trim().is_empty());
+                        if reason(&o.skip) == reason(&o.expect_failure) {
+                            return Err(InputError::new(
+                                &file,
+                                Some(line),
+                                format!("steps[{i}].sql.origin"),
+                                "give exactly one of `skip: <reason>` or `expect_failure: <text>` (non-empty)",
+                            ));
+                        }
                     }
                 }
                 Step::Restart(_) | Step::Verify(_) => {}

@@ -167,3 +167,53 @@ fn fixture_and_oci_together() {
     assert_eq!(e.field, "images[0].fixture", "{e}");
     assert!(e.message.contains("at most one"), "{e}");
 }
+
+const DATABASE: &str = "apiVersion: postgresql.cnpg.io/v1
+kind: Database
+metadata: {name: d}
+spec:
+  name: d
+  owner: app
+  cluster: {name: c}
+  extensions: [{name: x, ensure: present}]
+";
+
+fn load_with_database(steps: &str) -> Result<Scenario, InputError> {
+    let dir = tempfile::Builder::new().prefix("scn").tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fx")).unwrap();
+    write(dir.path(), "scenario.yaml", &format!("{SCENARIO}{steps}"));
+    write(dir.path(), "cluster.yaml", &cluster("x", ""));
+    write(dir.path(), "db.yaml", DATABASE);
+    Scenario::load(dir.path(), CnpgVersion::DEFAULT)
+}
+
+#[test]
+fn database_expectations_load_and_are_strict() {
+    let ok = load_with_database("  - apply: {file: db.yaml, expect: {applied: false, message: no such version}}\n").unwrap();
+    assert_eq!(ok.steps.len(), 2);
+    let e = load_with_database("  - apply: {file: db.yaml, expect: {applied: false, mesage: x}}\n").unwrap_err();
+    assert_eq!((e.field.as_str(), e.at.line), ("mesage", Some(6)), "{e}");
+    let e = load_with_database("  - apply: {file: db.yaml, expect: {applied: false}}\n").unwrap_err();
+    assert_eq!((e.field.as_str(), e.at.line), ("steps[1].apply.expect", Some(6)), "{e}");
+    let e = load_with_database("  - apply: {file: cluster.yaml, expect: {applied: true}}\n").unwrap_err();
+    assert_eq!(e.field, "steps[1].apply.expect", "{e}");
+    assert!(e.message.contains("no Database"), "{e}");
+}
+
+#[test]
+fn origin_opt_outs_need_exactly_one_reason() {
+    let ok = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skip: the image is checked elsewhere}}}}\n"), &cluster("x", ""));
+    assert!(ok.is_ok(), "{ok:?}");
+    for bad in ["origin: {}", "origin: {skip: ''}", "origin: {skip: a, expect_failure: b}"] {
+        let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, {bad}}}\n"), &cluster("x", "")).unwrap_err();
+        assert_eq!((e.field.as_str(), e.at.line), ("steps[1].sql.origin", Some(6)), "{bad}: {e}");
+    }
+    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skipp: x}}}}\n"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.field, "skipp", "{e}");
+}
+
+#[test]
+fn an_apply_that_must_fail_cannot_also_expect_no_rollout() {
+    let e = load(&format!("{SCENARIO}  - apply: {{file: cluster.yaml, error: x, rollout: none}}\n"), &cluster("x", "")).unwrap_err();
+    assert_eq!((e.field.as_str(), e.at.line), ("steps[1].apply", Some(6)), "{e}");
+}

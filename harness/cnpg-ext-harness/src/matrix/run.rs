@@ -358,7 +358,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
     let _ = crate::fsutil::remove_tree(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         result.reason = Some(format!("{}: {e}", dir.display()));
-        ctx.progress.scenario_finished(&spec.id, "ERROR");
+        ctx.progress.scenario_finished(&spec.id, &format!("[{}] ERROR", spec.id));
         return result;
     }
     let log = dir.join("output.log");
@@ -413,7 +413,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
             .unwrap_or_else(|| "unsupported".into()),
         CellStatus::Error => format!("ERROR: {}", result.reason.clone().unwrap_or_default()),
     };
-    ctx.progress.scenario_finished(&spec.id, &verdict);
+    ctx.progress.scenario_finished(&spec.id, &format!("[{}] {verdict}", spec.id));
     result
 }
 

@@ -65,6 +65,16 @@ pub struct Environment {
     pub kubernetes: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub runtime: Option<String>,
+    /// The stand-in operand (local, container): which CNPG image it imitates and the
+    /// extensions it ships — an image carrying one of these is shadowed by it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub operand: Option<OperandRecord>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct OperandRecord {
+    pub flavor: String,
+    pub extensions: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]

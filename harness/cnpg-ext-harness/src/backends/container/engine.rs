@@ -176,6 +176,17 @@ impl Engine {
         result_of(self, args, out)
     }
 
+    /// Async; standard output and error together (what `logs` of a container prints on
+    /// both), or the error text.
+    pub async fn run_merged(&self, args: &[String]) -> String {
+        let child = tokio::process::Command::new(&self.program).args(&self.global).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+        match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
+            Ok(Ok(out)) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+            Ok(Err(e)) => format!("cannot run {}: {e}", self.program.display()),
+            Err(_) => format!("`{}` did not finish within {}s", self.describe(args), COMMAND_TIMEOUT.as_secs()),
+        }
+    }
+
     /// Async, with `input` on stdin.
     #[allow(dead_code)]
     pub async fn run_stdin(&self, args: &[String], input: &[u8]) -> Result<String, String> {

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use cnpg_ext_model::backend::{BackendError, InstanceObservation, MountObservation, Role};
 use cnpg_ext_model::{ClusterPlan, CnpgVersion};
-use cnpg_ext_pg::PgInstall;
+use cnpg_ext_pg::{Exclusions, PgInstall};
 
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
 pub use engine::{split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
@@ -112,6 +112,7 @@ impl ContainerEnv {
     pub fn prepare(
         pg: &PgInstall,
         store: &ImageStore,
+        without: &Exclusions,
         workdir: &Path,
         run_id: &str,
         opts: &EngineOptions,
@@ -157,7 +158,7 @@ impl ContainerEnv {
             let op = operand::ensure(
                 &engine,
                 pg,
-                &store.exclusions(),
+                without,
                 &root,
                 &run_id,
                 opts.pg_image.as_deref(),
@@ -553,11 +554,9 @@ impl ContainerRuntime {
         ]
     }
 
+    /// The container's last lines; PostgreSQL logs to standard error.
     async fn logs(&self, id: &str) -> String {
-        match self.engine().run(&strings(&["logs", "--tail", "15", id])).await {
-            Ok(s) => s,
-            Err(e) => e,
-        }
+        self.engine().run_merged(&strings(&["logs", "--tail", "15", id])).await
     }
 
     /// `volume create` of an instance. With a host template (root), the volume is backed by
@@ -611,7 +610,8 @@ impl ContainerRuntime {
     }
 
     /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
-    /// container (through PostgreSQL itself, then `cat`, then the container config).
+    /// container (through PostgreSQL itself, else `cat` in the container) — never from the
+    /// container's configuration, which says what was asked, not what the process has.
     async fn postmaster_ld_path(&self, inst: &Instance, client: &tokio_postgres::Client) -> Result<Option<String>, BackendError> {
         const SQL: &str = "SELECT pg_read_binary_file('/proc/' || split_part(pg_read_file('postmaster.pid'), E'\\n', 1) || '/environ')";
         let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
@@ -624,18 +624,13 @@ impl ContainerRuntime {
         let id = inst.container.clone().unwrap_or_default();
         let environ = match environ {
             Some(e) => e,
-            None => match self.engine().run(&strings(&["exec", &id, "cat", "/proc/1/environ"])).await {
-                Ok(s) => s.into_bytes(),
-                Err(e) => {
-                    tracing::debug!("reading /proc/1/environ with exec: {e}");
-                    let out = self
-                        .engine()
-                        .run(&strings(&["inspect", "--format", "{{range .Config.Env}}{{println .}}{{end}}", &id]))
-                        .await
-                        .map_err(|e| failed(format!("cannot read the environment of {}: {e}", inst.name)))?;
-                    out.replace('\n', "\0").into_bytes()
-                }
-            },
+            // The container's first process is the postmaster (`exec postgres`).
+            None => self
+                .engine()
+                .run(&strings(&["exec", &id, "cat", "/proc/1/environ"]))
+                .await
+                .map(String::into_bytes)
+                .map_err(|e| failed(format!("cannot read the postmaster's environment in {}: {e}", inst.name)))?,
         };
         let env: BTreeMap<String, String> = environ
             .split(|b| *b == 0)

@@ -77,10 +77,17 @@ impl<R: InstanceRuntime> StandIn<R> {
             if Instant::now() >= next_poll {
                 next_poll = Instant::now() + poll;
                 if let Some(why) = self.runtime.stopped(slot).await {
+                    let log = self.runtime.log_tail(slot).await;
+                    // The postmaster's own reason first: its last FATAL/PANIC line.
+                    let reason = log
+                        .lines()
+                        .rev()
+                        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+                        .map(|l| l.split_once("FATAL:").map(|(_, r)| format!("FATAL:{r}")).unwrap_or_else(|| l.trim().to_string()))
+                        .unwrap_or_else(|| why.clone());
                     return Err(failed(format!(
-                        "{} stopped while PostgreSQL was starting ({why}); its log:\n{}",
-                        slot.name,
-                        self.runtime.log_tail(slot).await
+                        "{} could not start: {reason}\n({why}; its log:)\n{log}",
+                        slot.name
                     )));
                 }
             }
@@ -188,7 +195,9 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
                     Err(e)
                 }
             },
-            Action::Update(Change::PodSpecRollout) => Ok(ApplyOutcome::RolledOut { record: self.rolling_restart(cluster).await? }),
+            Action::Update(Change::PodSpecRollout | Change::RestartRequired) => {
+                Ok(ApplyOutcome::RolledOut { record: self.rolling_restart(cluster).await? })
+            }
             Action::Update(Change::SearchPathReload) => {
                 self.reload_all(cluster).await?;
                 Ok(ApplyOutcome::Reloaded)

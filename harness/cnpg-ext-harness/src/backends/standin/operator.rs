@@ -29,11 +29,15 @@ log_min_messages = warning
 
 /// The two GUCs the operator derives, as configuration lines.
 pub fn operator_conf(plan: &ClusterPlan) -> String {
-    format!(
+    let mut conf = format!(
         "# --- what the operator sets ---\nextension_control_path = {}\ndynamic_library_path = {}\n",
         quote_literal(&plan.extension_control_path),
         quote_literal(&plan.dynamic_library_path),
-    )
+    );
+    if !plan.shared_preload_libraries.is_empty() {
+        conf += &format!("shared_preload_libraries = {}\n", quote_literal(&plan.shared_preload_libraries.join(",")));
+    }
+    conf
 }
 
 /// What the stand-in does with an applied Cluster.
@@ -72,13 +76,16 @@ pub async fn reconcile_database<B: Backend + ?Sized>(backend: &B, primary: &str,
         .await
         .map_err(|e| failed(describe_error(&e)))?;
     if exists.is_none() {
-        let sql = format!(
-            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {owner_lit}) THEN CREATE ROLE {owner} LOGIN; END IF; END$$; CREATE DATABASE {name} OWNER {owner}",
+        // Two statements: CREATE DATABASE cannot run inside the implicit transaction of a
+        // multi-statement query.
+        let role = format!(
+            "DO $$BEGIN IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {owner_lit}) THEN CREATE ROLE {owner} LOGIN; END IF; END$$",
             owner_lit = quote_literal(&db.spec.owner),
             owner = quote_ident(&db.spec.owner),
-            name = quote_ident(&db.spec.name)
         );
-        admin.batch_execute(&sql).await.map_err(|e| failed(describe_error(&e)))?;
+        admin.batch_execute(&role).await.map_err(|e| failed(describe_error(&e)))?;
+        let create = format!("CREATE DATABASE {} OWNER {}", quote_ident(&db.spec.name), quote_ident(&db.spec.owner));
+        admin.batch_execute(&create).await.map_err(|e| failed(describe_error(&e)))?;
     }
     let client = backend.connect(primary, &db.spec.name, "postgres").await?;
     let mut messages = Vec::new();
@@ -91,6 +98,15 @@ pub async fn reconcile_database<B: Backend + ?Sized>(backend: &B, primary: &str,
                 }
                 if let Some(v) = &ext.version {
                     s += &format!(" VERSION {}", quote_literal(v));
+                    // Present at another version: the operator updates it.
+                    let current = client
+                        .query_opt("SELECT extversion FROM pg_extension WHERE extname = $1", &[&ext.name])
+                        .await
+                        .map_err(|e| failed(describe_error(&e)))?
+                        .map(|r| r.get::<_, String>(0));
+                    if current.is_some_and(|c| c != *v) {
+                        s = format!("ALTER EXTENSION {} UPDATE TO {}", quote_ident(&ext.name), quote_literal(v));
+                    }
                 }
                 s
             }

@@ -6,6 +6,8 @@ use std::time::{Duration, Instant};
 
 use cnpg_ext_model::backend::{Backend, BackendError, InstanceRef, Role};
 pub use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
+
+pub mod origin;
 use cnpg_ext_model::Cluster;
 
 use crate::sql;
@@ -31,6 +33,22 @@ pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &Imag
             let got = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
             checks.push(Check::new(format!("SHOW {guc}"), Some(name), want.clone(), got));
         }
+        if !plan.shared_preload_libraries.is_empty() {
+            let rows = sql::query_text(&client, "SHOW shared_preload_libraries").await.map_err(db)?;
+            let got = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+            let listed: Vec<&str> = got.split(',').map(str::trim).collect();
+            let ok = plan.shared_preload_libraries.iter().all(|l| listed.contains(&l.as_str()));
+            checks.push(Check::that("SHOW shared_preload_libraries", Some(name), plan.shared_preload_libraries.join(","), got, ok));
+            checks.extend(origin::check_preloaded(backend, &plan, images, name).await?);
+        }
+        // Exactly the planned image volumes are mounted: one removed from the Cluster is gone.
+        let root = plan.mount_root.trim_end_matches('/');
+        let q = format!("SELECT coalesce(string_agg(d, ',' ORDER BY d), '') FROM pg_ls_dir({}, true, false) d", sql::quote_literal(root));
+        let rows = sql::query_text(&client, &q).await.map_err(db)?;
+        let got = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+        let mut want: Vec<&str> = plan.extensions.iter().map(|e| e.name.as_str()).collect();
+        want.sort();
+        checks.push(Check::new(format!("mounts under {root}"), Some(name), want.join(","), got));
         let obs = backend.inspect(name, &plan).await?;
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
         checks.push(Check::new("postmaster LD_LIBRARY_PATH", Some(name), show(&plan.ld_library_path), show(&obs.ld_library_path)));
@@ -45,9 +63,15 @@ pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &Imag
             // An empty mount (seen with some runtimes) must fail even if the image were empty.
             let ok = !m.files.is_empty() && m.files == want;
             checks.push(Check::that(format!("files in {}", m.path), Some(name), summary(&want), summary(&m.files), ok));
-            if let Some(ro) = m.read_only {
-                checks.push(Check::new(format!("{} read-only", m.path), Some(name), "read-only", if ro { "read-only" } else { "writable" }));
-            }
+            // A mount that is there but whose write probe gave no answer is reported as not
+            // checked — a failure — never dropped.
+            let ro = match m.read_only {
+                Some(true) => "read-only",
+                Some(false) => "writable",
+                None if m.present => "not checked: the write probe gave no clear answer",
+                None => continue,
+            };
+            checks.push(Check::new(format!("{} read-only", m.path), Some(name), "read-only", ro));
         }
     }
     Ok(checks)
