@@ -48,7 +48,20 @@ pub fn error(e: PullError) -> HarnessError {
 
 /// Pulls one reference (tag or `@sha256:` pin) and returns the verified layout.
 pub async fn pull(reference: &str, progress: bool) -> Result<PulledImage, HarnessError> {
-    let puller = Puller::new(options(progress)?);
+    pull_platform(reference, progress, None).await
+}
+
+/// [`pull`], picking `platform` (default: the host's) from an image index.
+pub async fn pull_platform(
+    reference: &str,
+    progress: bool,
+    platform: Option<cnpg_ext_images::Platform>,
+) -> Result<PulledImage, HarnessError> {
+    let mut opts = options(progress)?;
+    if let Some(p) = platform {
+        opts.platform = p;
+    }
+    let puller = Puller::new(opts);
     let pulled = puller.pull(reference).await.map_err(error)?;
     tracing::info!(reference, manifest = %pulled.manifest_digest, layout = %pulled.layout.display(), "pulled");
     Ok(pulled)
@@ -71,12 +84,14 @@ pub async fn resolve_image_command(
     };
     let mut cmd = cmd;
     let target = match &mut cmd {
-        ImageCommand::Unpack { image, .. } | ImageCommand::Lint { image, .. } => Some(image),
+        // `unpack --platform` picks that platform from an index, locally or in the registry.
+        ImageCommand::Unpack { image, platform, .. } => Some((image, platform.clone())),
+        ImageCommand::Lint { image, .. } => Some((image, None)),
         _ => None,
     };
-    if let Some(image) = target {
+    if let Some((image, platform)) = target {
         if let Some(reference) = swap(image) {
-            let pulled = pull(&reference, true).await?;
+            let pulled = pull_platform(&reference, true, platform).await?;
             eprintln!(
                 "pulled {reference} ({}{}) -> {}",
                 pulled.manifest_digest,

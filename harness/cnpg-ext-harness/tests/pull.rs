@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cnpg_ext_registry::testing::{free_port, require, Registry, TOOLS};
+use cnpg_ext_registry::testing::{free_port, multi_arch_layout, require, Registry, TOOLS};
 use common::*;
 
 const REPO: &str = "cloudnative-pg/pgvector";
@@ -171,4 +171,29 @@ fn container_backend_mounts_a_pinned_pulled_image() {
     }
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("PASS single-extension"), "{out}");
+}
+
+#[test]
+fn image_unpack_picks_the_platform_asked_for_from_a_pulled_index() {
+    let Some(()) = require(TOOLS) else { return };
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let host = cnpg_ext_images::host_arch();
+    let other = if host == "arm64" { "s390x" } else { "arm64" };
+    reg.push(&multi_arch_layout(scratch.path(), "multi", &[other, &host]), "ext/multi", "1");
+    let reference = format!("{}/ext/multi:1", reg.addr);
+    // Each arch's image holds `lib/multi-<arch>.data` with its arch name as content.
+    for (platform, arch) in [(None, host.as_str()), (Some(format!("linux/{other}")), other)] {
+        let dest = scratch.path().join(format!("rootfs-{arch}"));
+        let mut args = vec!["image".to_string(), "unpack".into(), reference.clone(), dest.display().to_string()];
+        if let Some(p) = platform {
+            args.extend(["--platform".into(), p]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (code, out) = harness(&args, Some(&reg.addr));
+        assert_eq!(code, Some(0), "{out}");
+        assert!(out.contains(&format!("linux/{arch}")), "{out}");
+        let payload = std::fs::read(dest.join(format!("lib/multi-{arch}.data"))).unwrap();
+        assert_eq!(payload, arch.as_bytes(), "{out}");
+    }
 }
