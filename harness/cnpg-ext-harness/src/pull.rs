@@ -18,6 +18,12 @@ pub fn set_insecure(registries: Vec<String>) {
     let _ = INSECURE.set(registries);
 }
 
+/// `--insecure-registry` handed on to child harness processes (matrix cells).
+pub fn insecure_env() -> Option<(&'static str, String)> {
+    let list = INSECURE.get().filter(|l| !l.is_empty())?;
+    Some(("CNPG_EXT_HARNESS_INSECURE_REGISTRY", list.join(",")))
+}
+
 /// Pull settings of this process: the harness cache, `--insecure-registry`, credentials
 /// and timeouts from the environment.
 pub fn options(progress: bool) -> Result<PullOptions, HarnessError> {

@@ -197,3 +197,26 @@ fn image_unpack_picks_the_platform_asked_for_from_a_pulled_index() {
         assert_eq!(payload, arch.as_bytes(), "{out}");
     }
 }
+
+/// A matrix cell is a child harness process: `--insecure-registry` reaches it.
+#[test]
+fn matrix_cells_pull_with_the_insecure_registry_of_the_matrix() {
+    let Some(()) = require(TOOLS) else { return };
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let (reference, _) = push_pgvector(&reg, scratch.path());
+    let (_root, dir) = pulled_scenario(&reference);
+    let matrix = scratch.path().join("matrix.yaml");
+    std::fs::write(
+        &matrix,
+        format!(
+            "description: pulled image\naxes:\n  backend: [local]\n  postgres: [wheel]\n  cnpg: [\"1.28.2\"]\n  scenarios:\n    - {{name: pulled, paths: [{}]}}\n",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    let report = scratch.path().join("matrix-report");
+    let (code, out) = harness(&["matrix", matrix.to_str().unwrap(), "--report-dir", report.to_str().unwrap()], Some(&reg.addr));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("1 passed"), "{out}");
+}
