@@ -24,7 +24,8 @@ use crate::sql::{quote_ident, quote_literal};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertifyArgs {
-    /// The image: an OCI layout directory, an OCI archive or a docker archive.
+    /// The image: an OCI layout directory, an OCI archive, a docker archive, or a registry
+    /// reference (HOST[:PORT]/REPO[:TAG][@sha256:…]), which is pulled.
     pub image: PathBuf,
     #[arg(long, value_enum, default_value_t = BackendKind::Local)]
     pub backend: BackendKind,
@@ -589,6 +590,14 @@ pub async fn certify(
     args: &CertifyArgs,
     command: Vec<String>,
 ) -> Result<CertifyOutcome, HarnessError> {
+    // `certify <registry reference>`: pulled into the cache, certified from its layout, and
+    // the Cluster names the reference as given.
+    let mut pulled_args = args.clone();
+    if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
+        pulled_args.image = crate::pull::pull(r, !args.no_progress).await?.layout;
+        pulled_args.reference.get_or_insert_with(|| r.to_string());
+    }
+    let args = &pulled_args;
     let image = args
         .image
         .canonicalize()

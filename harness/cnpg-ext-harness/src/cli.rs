@@ -13,6 +13,10 @@ pub struct Cli {
     /// More logging (-v info, -vv debug); RUST_LOG overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
     pub verbose: u8,
+    /// A registry (HOST or HOST:PORT) to pull from over plain HTTP (repeatable; only for
+    /// registries named here). Also: CNPG_EXT_HARNESS_INSECURE_REGISTRY, comma-separated.
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", global = true, env = "CNPG_EXT_HARNESS_INSECURE_REGISTRY", value_delimiter = ',')]
+    pub insecure_registry: Vec<String>,
     #[command(subcommand)]
     pub command: Command,
 }

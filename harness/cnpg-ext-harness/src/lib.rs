@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod harness;
 pub mod matrix;
 pub mod procs;
+pub mod pull;
 pub mod reports;
 pub mod progress;
 pub mod run_as;

@@ -8,6 +8,7 @@ use cnpg_ext_harness::{app, commands, procs};
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing(cli.verbose);
+    cnpg_ext_harness::pull::set_insecure(cli.insecure_registry.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async move {
         tokio::select! {
@@ -47,10 +48,20 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
         Command::Matrix(args) => cnpg_ext_harness::matrix::command(args).await,
         Command::Certify(args) => cnpg_ext_harness::certify::command(args).await,
-        Command::Image(cmd) => match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
+        Command::Image(cmd) => {
+            // `image unpack|lint <registry reference>`: pulled first, then read as a layout.
+            let cmd = match cnpg_ext_harness::pull::resolve_image_command(cmd).await {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return e.exit_code();
+                }
+            };
+            match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
             Ok(code) => code,
             Err(_) => EXIT_INVALID,
-        },
+        }
+        }
     }
 }
 

@@ -1,5 +1,5 @@
-//! The images of a run: built from fixture recipes or read from OCI layouts/archives, once
-//! per run, each unpacked (hardened) into a root filesystem that backends mount from.
+//! The images of a run: built from fixture recipes, read from OCI layouts/archives or pulled
+//! from their registry (into the digest-keyed cache), once per run, each unpacked (hardened) into a root filesystem that backends mount from.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ use crate::fsutil;
 pub struct StoredImage {
     pub reference: String,
     pub origin: ImageOrigin,
-    /// OCI image layout directory (built fixtures) or the archive/layout given.
+    /// OCI image layout directory (built fixtures, pulled images) or the archive/layout given.
     pub source: PathBuf,
     pub manifest_digest: String,
     #[serde(skip)]
@@ -54,6 +54,7 @@ impl ImageStore {
             let source = match &spec.origin {
                 ImageOrigin::Fixture(recipe) => build_fixture(recipe, &spec.reference, pg, &work)?,
                 ImageOrigin::Oci(path) => path.clone(),
+                ImageOrigin::Pull => crate::pull::pull_blocking(&spec.reference, true)?.layout,
             };
             let rootfs = work.join("rootfs");
             let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default()).map_err(|e| {

@@ -5,6 +5,7 @@
 //! images:
 //!   - reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie
 //!     fixture: ../../fixtures/pgvector        # or `oci: path/to/layout-or-archive`
+//!   - reference: 127.0.0.1:5000/ext/cube:1    # alone: pulled from its registry
 //! steps:
 //!   - apply: {file: cluster.yaml}
 //!   - verify: {}
@@ -216,6 +217,8 @@ pub enum ImageOrigin {
     Fixture(PathBuf),
     /// An OCI layout directory, OCI archive or docker archive.
     Oci(PathBuf),
+    /// Pulled from the registry the reference names (`images:` entry with only `reference`).
+    Pull,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -283,17 +286,27 @@ impl Scenario {
             let origin = match (&e.fixture, &e.oci) {
                 (Some(f), None) => ImageOrigin::Fixture(dir.join(f)),
                 (None, Some(o)) => ImageOrigin::Oci(dir.join(o)),
-                _ => {
+                (None, None) => {
+                    // Pulled: the registry must be explicit, so that a typo is never sent
+                    // to Docker Hub.
+                    if let Err(reason) = check_pull_reference(&e.reference) {
+                        return Err(InputError::new(&file, line, field("reference"), reason));
+                    }
+                    images.push(ImageSpec { reference: e.reference.clone(), origin: ImageOrigin::Pull });
+                    continue;
+                }
+                (Some(_), Some(_)) => {
                     return Err(InputError::new(
                         &file,
                         line,
                         field("fixture"),
-                        "give exactly one of `fixture` (a recipe directory) or `oci` (a layout or archive)",
+                        "give at most one of `fixture` (a recipe directory) or `oci` (a layout or archive); neither pulls `reference` from its registry",
                     ))
                 }
             };
             let path = match &origin {
                 ImageOrigin::Fixture(p) | ImageOrigin::Oci(p) => p,
+                ImageOrigin::Pull => unreachable!("pulled entries are pushed above"),
             };
             if !path.exists() {
                 let which = if matches!(origin, ImageOrigin::Fixture(_)) { "fixture" } else { "oci" };
@@ -303,6 +316,7 @@ impl Scenario {
             let origin = match origin {
                 ImageOrigin::Fixture(p) => ImageOrigin::Fixture(p.canonicalize().unwrap_or(p)),
                 ImageOrigin::Oci(p) => ImageOrigin::Oci(p.canonicalize().unwrap_or(p)),
+                ImageOrigin::Pull => ImageOrigin::Pull,
             };
             images.push(ImageSpec { reference: e.reference.clone(), origin });
         }
@@ -417,7 +431,7 @@ impl Scenario {
     }
 }
 
-/// Image references in a Cluster must come from the scenario's `images` (nothing is pulled).
+/// Image references in a Cluster must come from the scenario's `images`.
 fn check_images_listed(c: &ClusterDoc, refs: &BTreeSet<String>) -> Result<(), InputError> {
     for (i, e) in c.cluster.spec.postgresql.extensions.iter().enumerate() {
         if !refs.contains(&e.image.reference) {
@@ -426,10 +440,47 @@ fn check_images_listed(c: &ClusterDoc, refs: &BTreeSet<String>) -> Result<(), In
                 c.extension_lines.get(i).copied(),
                 format!("spec.postgresql.extensions[{i}].image.reference"),
                 format!(
-                    "`{}` is not among the scenario's `images`; add it there with a `fixture` or `oci` source",
+                    "`{}` is not among the scenario's `images`; add it there with a `fixture` or `oci` source, or alone to pull it",
                     e.image.reference
                 ),
             ));
+        }
+    }
+    Ok(())
+}
+
+/// A reference-only (pulled) image: `HOST[:PORT]/REPOSITORY[:TAG][@sha256:HEX]` with an
+/// explicit registry host. The registry client parses it fully when pulling.
+fn check_pull_reference(r: &str) -> Result<(), String> {
+    let bad = |why: &str| {
+        Err(format!(
+            "`{r}` is pulled (no `fixture` or `oci`) but {why}; write HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST], e.g. ghcr.io/org/pgvector:0.8.1-18-trixie"
+        ))
+    };
+    let Some((host, rest)) = r.split_once('/') else { return bad("has no registry host") };
+    if !(host.contains('.') || host.contains(':') || host == "localhost") {
+        return bad("has no registry host (its first part has no `.` or `:`)");
+    }
+    let name = rest.split('@').next().unwrap_or(rest);
+    let repo = match name.rsplit_once(':') {
+        Some((repo, tag)) if !tag.contains('/') => {
+            if tag.is_empty() || tag.len() > 128 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+                return bad("has an invalid tag");
+            }
+            repo
+        }
+        _ => name,
+    };
+    if repo.is_empty()
+        || !repo.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-/".contains(c))
+        || repo.split('/').any(str::is_empty)
+    {
+        return bad("has an invalid repository (lowercase letters, digits, `.`, `_`, `-`, `/`)");
+    }
+    if let Some((_, digest)) = r.split_once('@') {
+        let hex = digest.strip_prefix("sha256:").unwrap_or("");
+        if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_digit() || ('a'..='f').contains(&c)) {
+            return bad("has a digest that is not sha256:<64 lowercase hex>");
         }
     }
     Ok(())

@@ -133,6 +133,41 @@ fn invalid_yaml_in_a_later_document_points_at_its_line() {
     assert!(e.at.line.unwrap_or(0) >= 9, "{e}");
 }
 
+const PULLED: &str = "images:
+  - reference: REF
+steps:
+  - apply: {file: cluster.yaml}
+";
+
+#[test]
+fn a_reference_alone_is_pulled() {
+    let r = "127.0.0.1:5000/ext/x:1";
+    let s = load(&PULLED.replace("REF", r), &cluster("x", "").replace("example/x:1", r)).unwrap();
+    assert_eq!(s.images[0].origin, cnpg_ext_model::scenario::ImageOrigin::Pull);
+    let pinned = format!("ghcr.io/org/x@sha256:{}", "a".repeat(64));
+    load(&PULLED.replace("REF", &pinned), &cluster("x", "").replace("example/x:1", &pinned)).unwrap();
+}
+
+#[rstest::rstest]
+#[case::no_host("example/x:1", "no registry host")]
+#[case::bare("x", "no registry host")]
+#[case::uppercase("ghcr.io/Org/x:1", "invalid repository")]
+#[case::tag("ghcr.io/org/x:bad tag", "invalid tag")]
+#[case::digest("ghcr.io/org/x@sha256:abc", "sha256:<64 lowercase hex>")]
+fn a_pulled_reference_must_be_complete(#[case] r: &str, #[case] why: &str) {
+    let e = load(&PULLED.replace("REF", &format!("'{r}'")), &cluster("x", "").replace("example/x:1", r)).unwrap_err();
+    assert_eq!(e.field, "images[0].reference", "{e}");
+    assert_eq!(e.at.line, Some(2), "{e}");
+    assert!(e.message.contains(why) && e.message.contains(r), "{e}");
+}
+
+#[test]
+fn fixture_and_oci_together() {
+    let e = load(&SCENARIO.replace("fixture: fx", "fixture: fx\n    oci: fx"), &cluster("x", "")).unwrap_err();
+    assert_eq!(e.field, "images[0].fixture", "{e}");
+    assert!(e.message.contains("at most one"), "{e}");
+}
+
 const DATABASE: &str = "apiVersion: postgresql.cnpg.io/v1
 kind: Database
 metadata: {name: d}

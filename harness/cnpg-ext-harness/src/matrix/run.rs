@@ -298,6 +298,7 @@ pub(crate) async fn run_child(
     cmd.args(args)
         .env_remove("PG_CONFIG")
         .env_remove("CNPG_EXT_HARNESS_WORKDIR")
+        .envs(crate::pull::insecure_env())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -307,8 +307,8 @@ fn rm_force(engine: &Engine) -> Vec<String> {
     }
 }
 
-/// Loads every image of the store from an archive the harness writes (nothing is pulled),
-/// several at once.
+/// Loads every image of the store from an archive the harness writes (a pulled `@sha256:`
+/// reference: pulled by the engine from the same registry), several at once.
 fn load_images(engine: &Engine, store: &ImageStore, root: &Path, loaded: &Mutex<Vec<LoadedImage>>) -> Result<(), HarnessError> {
     let dir = root.join("archives");
     std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Environment(format!("{}: {e}", dir.display())))?;
@@ -339,13 +339,29 @@ fn load_one(
     archive: &Path,
     loaded: &Mutex<Vec<LoadedImage>>,
 ) -> Result<(), HarnessError> {
-    cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
-        .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
+    // A pulled `…@sha256:` reference is named by its digest, which only a pull from the
+    // registry records in the engine; anything else is loaded from an archive of its layout.
+    let pull = img.origin == cnpg_ext_model::scenario::ImageOrigin::Pull && img.reference.contains('@');
+    if !pull {
+        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
+            .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
+    }
     // Recorded before loading, so that an interrupted load is cleaned up too.
     loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
-    engine
-        .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
-        .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+    if pull {
+        let mut args = strings(&["pull", "-q"]);
+        if engine.kind == EngineKind::Podman && crate::pull::is_insecure(&img.reference) {
+            args.push("--tls-verify=false".into());
+        }
+        args.push(img.reference.clone());
+        engine
+            .run_sync(&args)
+            .map_err(|e| HarnessError::Environment(format!("cannot pull image `{}` into {}: {e}", img.reference, engine.name())))?;
+    } else {
+        engine
+            .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
+            .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+    }
     if previous.is_some() {
         // Only needed to give the reference back to the user's image afterwards.
         let id = engine.image_id(&img.reference);
