@@ -20,4 +20,5 @@ pub mod shell;
 pub mod runner;
 pub mod sql;
 pub mod store;
+pub mod supervisor;
 pub mod verify;

@@ -3,9 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use cnpg_ext_harness::cli::{Cli, Command};
 use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
-use cnpg_ext_harness::{app, commands, procs};
+use cnpg_ext_harness::{app, commands, procs, supervisor};
 
 fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(supervisor::SUPERVISE_ARG) {
+        return ExitCode::from(supervisor::supervise_main(&args[2..]) as u8);
+    }
+    // Before any thread exists: children inherit it (see `supervisor`).
+    supervisor::mark_environment();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -25,6 +31,7 @@ fn main() -> ExitCode {
         rt.shutdown_timeout(std::time::Duration::from_secs(5));
         procs::stop_all(std::time::Duration::from_secs(5), false);
     }
+    supervisor::finish();
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 
