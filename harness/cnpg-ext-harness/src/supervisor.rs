@@ -8,7 +8,7 @@
 //! ends without a `done` line — the harness was SIGKILLed, aborted, panicked on its main
 //! thread — the supervisor kills those processes, removes the containers and volumes of the
 //! run and the registered directories, then exits. After `done` (a normal exit) it only stops
-//! what is still registered, which is a leak by definition.
+//! the processes still there, which are leaks by definition, and keeps containers to the run.
 //!
 //! Runs also leave an owner record (`.cnpg-ext-owner`: pid and start time of the harness and
 //! of its supervisor, and the engine of a container run) in their work directory, so that the
@@ -605,12 +605,10 @@ pub fn supervise_main(args: &[String]) -> i32 {
 
 fn cleanup(owner: Owner, w: &mut Watched) {
     let t0 = Instant::now();
-    let mut targets: BTreeSet<Owner> = BTreeSet::new();
-    if !w.done {
-        let procs = all_processes();
-        targets.extend(w.seen.iter().copied());
-        targets.extend(marked_processes(owner, &procs));
-    }
+    // Processes of the run still alive are leftovers even after a normal exit (e.g. a hung
+    // helper a stopped task never reaped).
+    let mut targets: BTreeSet<Owner> = w.seen.iter().copied().collect();
+    targets.extend(marked_processes(owner, &all_processes()));
     let mut killed = 0;
     for (pid, start) in &w.groups {
         let leader = Owner { pid: *pid, start: *start };
