@@ -115,7 +115,8 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
             fake_pg15(scratch.path()).to_str().unwrap(),
         );
     }
-    if !engine_available() {
+    let with_engine = engine_available();
+    if !with_engine {
         cannot_run("no usable container engine: the example's container cells", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
         yaml = yaml.replace("backend: [local, container]", "backend: [local]");
     }
