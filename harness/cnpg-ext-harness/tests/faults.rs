@@ -72,6 +72,14 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// How many of the processes mentioning `needle` are postgres.
+fn postgres_mentioning(needle: &str) -> usize {
+    processes_mentioning(needle)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .count()
+}
+
 fn supervisors_of(pid: u32) -> Vec<u32> {
     processes_mentioning(&format!("__supervise {pid}:"))
 }
@@ -356,4 +364,55 @@ fn cell_timeout_values_are_checked() {
     let o = bin().args(["matrix", f.to_str().unwrap(), "--cell-timeout", "soon"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--cell-timeout"), "{}", text(&o));
+}
+
+#[test]
+fn sigkill_of_a_matrix_stops_its_cells_and_leaves_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let matrix = scratch.path().join("m.yaml");
+    std::fs::write(
+        &matrix,
+        format!("axes:\n  backend: [local]\n  scenarios: [{}]\n", common::repo().join("scenarios/add-extension").display()),
+    )
+    .unwrap();
+    let reports = scratch.path().join("reports");
+    let mut child = bin()
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", reports.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let me = child.id() as i32;
+    // The cell's work directory is the one whose owner record names this matrix.
+    let mut cell_dir = None;
+    let found = within(Duration::from_secs(240), || {
+        if cell_dir.is_none() {
+            cell_dir = std::fs::read_dir("/dev/shm")
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| read_record(p).is_some_and(|r| r.owner.pid == me));
+        }
+        cell_dir.as_ref().is_some_and(|d| postgres_mentioning(d.to_str().unwrap()) >= 2)
+    });
+    assert!(found.is_some(), "the matrix cell never started postgres (cell dir {cell_dir:?})");
+    let cell_dir = cell_dir.unwrap();
+    let needle = cell_dir.to_str().unwrap().to_string();
+    // The cell's harness runs with `--workdir <cell dir>`: it is among them.
+    assert!(processes_mentioning(&needle).len() > postgres_mentioning(&needle), "no cell harness running");
+
+    kill(Pid::from_raw(me), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let took = within(Duration::from_secs(5), || {
+        processes_mentioning(&needle).is_empty() && !cell_dir.exists()
+    });
+    assert!(
+        took.is_some(),
+        "5 s after SIGKILL of the matrix: processes {:?}, cell dir exists: {}",
+        processes_mentioning(&needle),
+        cell_dir.exists()
+    );
+    eprintln!("matrix: everything gone {} ms after SIGKILL", took.unwrap().as_millis());
 }
