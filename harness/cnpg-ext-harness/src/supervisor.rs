@@ -551,6 +551,56 @@ fn marked_processes(owner: Owner, procs: &BTreeMap<i32, Stat>) -> Vec<Owner> {
     out
 }
 
+/// The shared memory of PostgreSQL processes about to be killed: the POSIX segments they map
+/// (`/dev/shm/PostgreSQL.<n>`, dynamic shared memory) and the System V segments they created.
+/// PostgreSQL removes both on a clean shutdown; after SIGKILL nobody would.
+#[derive(Default)]
+struct SharedMemory {
+    files: BTreeSet<PathBuf>,
+    creators: BTreeSet<i32>,
+}
+
+impl SharedMemory {
+    fn note(&mut self, pid: i32) {
+        let Ok(maps) = std::fs::read_to_string(format!("/proc/{pid}/maps")) else { return };
+        if !std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres") {
+            return;
+        }
+        self.creators.insert(pid);
+        for line in maps.lines() {
+            if let Some(at) = line.find("/dev/shm/PostgreSQL.") {
+                let path = line[at..].trim_end_matches(" (deleted)").trim();
+                self.files.insert(PathBuf::from(path));
+            }
+        }
+    }
+
+    /// Once the processes are gone: unlinks the files, removes the System V segments they
+    /// created that nothing has attached any more. Returns how many went.
+    fn remove(&self) -> usize {
+        let mut n = 0;
+        for f in &self.files {
+            if std::fs::remove_file(f).is_ok() {
+                n += 1;
+            }
+        }
+        // /proc/sysvipc/shm: key shmid perms size cpid lpid nattch …
+        let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+        for line in table.lines().skip(1) {
+            let cols: Vec<&str> = line.split_whitespace().collect();
+            let (Some(id), Some(cpid), Some(nattch)) = (cols.get(1), cols.get(4), cols.get(6)) else { continue };
+            let (Ok(id), Ok(cpid)) = (id.parse::<i32>(), cpid.parse::<i32>()) else { continue };
+            if self.creators.contains(&cpid) && *nattch == "0" {
+                // SAFETY: IPC_RMID with a null buffer only marks the segment for removal.
+                if unsafe { nix::libc::shmctl(id, nix::libc::IPC_RMID, std::ptr::null_mut()) } == 0 {
+                    n += 1;
+                }
+            }
+        }
+        n
+    }
+}
+
 /// `cnpg-ext-harness __supervise <pid>:<start>`: returns the exit code.
 pub fn supervise_main(args: &[String]) -> i32 {
     let Some(owner) = args.first().and_then(|a| Owner::parse(a)) else {
@@ -609,6 +659,13 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     // helper a stopped task never reaped).
     let mut targets: BTreeSet<Owner> = w.seen.iter().copied().collect();
     targets.extend(marked_processes(owner, &all_processes()));
+    // Shared memory a killed postgres cannot remove: note it while the processes still run.
+    let mut shm = SharedMemory::default();
+    for t in targets.iter().chain(w.groups.iter().map(|(pid, start)| Owner { pid: *pid, start: *start }).collect::<Vec<_>>().iter()) {
+        if t.alive() {
+            shm.note(t.pid);
+        }
+    }
     let mut killed = 0;
     for (pid, start) in &w.groups {
         let leader = Owner { pid: *pid, start: *start };
@@ -630,6 +687,7 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     while Instant::now() < deadline && targets.iter().any(|t| t.alive()) {
         std::thread::sleep(Duration::from_millis(10));
     }
+    let segments = shm.remove();
     let (mut containers, mut volumes) = (0, 0);
     if !w.done && !w.keep {
         for e in &w.engines {
@@ -651,7 +709,7 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     }
     if killed + containers + volumes + dirs > 0 {
         eprintln!(
-            "cnpg-ext-harness supervisor: {} (pid {}) {}; stopped {killed} process(es), removed {containers} container(s), {volumes} volume(s), {dirs} directory(ies) in {} ms",
+            "cnpg-ext-harness supervisor: {} (pid {}) {}; stopped {killed} process(es), removed {segments} shared memory segment(s), {containers} container(s), {volumes} volume(s), {dirs} directory(ies) in {} ms",
             if w.done { "the harness" } else { "the harness died" },
             owner.pid,
             if w.done { "exited leaving processes registered" } else { "without cleaning up" },

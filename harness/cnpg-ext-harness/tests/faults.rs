@@ -72,6 +72,41 @@ fn entries(dir: &Path) -> Vec<String> {
     v
 }
 
+/// `/dev/shm/PostgreSQL.*` files the processes map, and System V segments they created.
+fn shared_memory_of(pids: &[u32]) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    for p in pids {
+        for line in std::fs::read_to_string(format!("/proc/{p}/maps")).unwrap_or_default().lines() {
+            if let Some(at) = line.find("/dev/shm/PostgreSQL.") {
+                let f = std::path::PathBuf::from(line[at..].trim_end_matches(" (deleted)").trim());
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let ids = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            let cpid: u32 = c.get(4)?.parse().ok()?;
+            pids.contains(&cpid).then(|| c.get(1).map(|s| s.to_string())).flatten()
+        })
+        .collect();
+    (files, ids)
+}
+
+fn sysv_ids() -> Vec<String> {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
 /// How many of the processes mentioning `needle` are postgres.
 fn postgres_mentioning(needle: &str) -> usize {
     processes_mentioning(needle)
@@ -118,14 +153,29 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
     let sup = record.supervisor.expect("a supervisor is recorded");
     assert!(sup.alive());
 
+    // The shared memory of the postmasters: PostgreSQL removes it on shutdown, not when killed.
+    let postmasters: Vec<u32> = processes_mentioning(&needle)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .collect();
+    let (dsm, sysv) = shared_memory_of(&postmasters);
+    assert!(!dsm.is_empty() && !sysv.is_empty(), "no shared memory found for postmasters {postmasters:?}");
+
     kill(Pid::from_raw(harness as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    let took = within(Duration::from_secs(5), || processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty());
+    let took = within(Duration::from_secs(5), || {
+        processes_mentioning(&needle).is_empty()
+            && entries(parent.path()).is_empty()
+            && dsm.iter().all(|f| !f.exists())
+            && sysv.iter().all(|id| !sysv_ids().contains(id))
+    });
     assert!(
         took.is_some(),
-        "5 s after SIGKILL: processes {:?}, entries {:?}",
+        "5 s after SIGKILL: processes {:?}, entries {:?}, shared memory files left {:?}, System V segments left {:?}",
         processes_mentioning(&needle),
-        entries(parent.path())
+        entries(parent.path()),
+        dsm.iter().filter(|f| f.exists()).collect::<Vec<_>>(),
+        sysv.iter().filter(|id| sysv_ids().contains(id)).collect::<Vec<_>>()
     );
     eprintln!("everything gone {} ms after SIGKILL", took.unwrap().as_millis());
     assert!(within(Duration::from_secs(2), || !sup.alive()).is_some(), "the supervisor did not exit");
