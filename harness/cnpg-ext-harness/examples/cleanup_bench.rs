@@ -53,7 +53,12 @@ fn kill_once(bin: &Path, repo: &Path, delay: Duration) -> Option<Duration> {
         .spawn()
         .unwrap();
     std::thread::sleep(delay);
-    let ours: Vec<PathBuf> = list_work_dirs(&parent).into_iter().filter(|d| !before.contains(d)).collect();
+    // Other runs may share the parent: only the directory whose owner record names this child.
+    let ours: Vec<PathBuf> = list_work_dirs(&parent)
+        .into_iter()
+        .filter(|d| !before.contains(d))
+        .filter(|d| cnpg_ext_harness::supervisor::read_record(d).is_some_and(|r| r.owner.pid == child.id() as i32))
+        .collect();
     let running = ours.iter().map(|d| mentioning(&d.display().to_string())).sum::<usize>();
     let _ = child.kill();
     let t0 = Instant::now();

@@ -569,8 +569,14 @@ impl SharedMemory {
         self.creators.insert(pid);
         for line in maps.lines() {
             if let Some(at) = line.find("/dev/shm/PostgreSQL.") {
-                let path = line[at..].trim_end_matches(" (deleted)").trim();
-                self.files.insert(PathBuf::from(path));
+                let path = PathBuf::from(line[at..].trim_end_matches(" (deleted)").trim());
+                // The control segment lists every segment of the cluster, mapped or not.
+                if let Ok(bytes) = std::fs::read(&path) {
+                    for handle in dsm_control_handles(&bytes) {
+                        self.files.insert(PathBuf::from(format!("/dev/shm/PostgreSQL.{handle}")));
+                    }
+                }
+                self.files.insert(path);
             }
         }
     }
@@ -599,6 +605,30 @@ impl SharedMemory {
         }
         n
     }
+}
+
+/// The segment handles listed in a PostgreSQL dynamic shared memory control segment
+/// (`dsm_control_header`: magic, nitems, maxitems, then 40-byte items starting with the
+/// handle and its reference count, on 64-bit Linux); empty when `bytes` is not one.
+fn dsm_control_handles(bytes: &[u8]) -> Vec<u32> {
+    const MAGIC: u32 = 0x9a50_3d32;
+    const ITEMS_AT: usize = 16;
+    const ITEM_SIZE: usize = 40;
+    let word = |at: usize| bytes.get(at..at + 4).map(|b| u32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+    if word(0) != Some(MAGIC) {
+        return Vec::new();
+    }
+    let (Some(n), Some(max)) = (word(4), word(8)) else { return Vec::new() };
+    if n > max || ITEMS_AT + max as usize * ITEM_SIZE != bytes.len() {
+        return Vec::new();
+    }
+    (0..n as usize)
+        .filter_map(|i| {
+            let at = ITEMS_AT + i * ITEM_SIZE;
+            let (handle, refcnt) = (word(at)?, word(at + 4)?);
+            (refcnt > 0).then_some(handle)
+        })
+        .collect()
 }
 
 /// `cnpg-ext-harness __supervise <pid>:<start>`: returns the exit code.
@@ -659,7 +689,18 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     // helper a stopped task never reaped).
     let mut targets: BTreeSet<Owner> = w.seen.iter().copied().collect();
     targets.extend(marked_processes(owner, &all_processes()));
-    // Shared memory a killed postgres cannot remove: note it while the processes still run.
+    // Frozen first: nothing new is started or mapped between the survey and the kill.
+    for (pid, start) in &w.groups {
+        if !Owner::of(*pid).is_some_and(|o| o.start != *start) {
+            let _ = killpg(Pid::from_raw(*pid), Signal::SIGSTOP);
+        }
+    }
+    for t in &targets {
+        if t.alive() {
+            let _ = kill(Pid::from_raw(t.pid), Signal::SIGSTOP);
+        }
+    }
+    // Shared memory a killed postgres cannot remove: noted while the processes exist.
     let mut shm = SharedMemory::default();
     for t in targets.iter().chain(w.groups.iter().map(|(pid, start)| Owner { pid: *pid, start: *start }).collect::<Vec<_>>().iter()) {
         if t.alive() {
@@ -763,6 +804,23 @@ mod tests {
         w.apply("ungroup 5");
         w.apply("keep");
         assert!(w.groups.is_empty() && w.keep && !w.done);
+    }
+
+    #[test]
+    fn dsm_control_segments_list_their_handles() {
+        let mut seg = vec![0u8; 16 + 40 * 4];
+        seg[0..4].copy_from_slice(&0x9a50_3d32u32.to_ne_bytes());
+        seg[4..8].copy_from_slice(&3u32.to_ne_bytes());
+        seg[8..12].copy_from_slice(&4u32.to_ne_bytes());
+        for (i, (h, r)) in [(111u32, 2u32), (222, 0), (333, 1)].into_iter().enumerate() {
+            let at = 16 + i * 40;
+            seg[at..at + 4].copy_from_slice(&h.to_ne_bytes());
+            seg[at + 4..at + 8].copy_from_slice(&r.to_ne_bytes());
+        }
+        assert_eq!(dsm_control_handles(&seg), vec![111, 333], "released items (refcnt 0) are gone already");
+        assert!(dsm_control_handles(&seg[..seg.len() - 1]).is_empty(), "a size that does not fit maxitems");
+        seg[0] ^= 1;
+        assert!(dsm_control_handles(&seg).is_empty(), "not the magic");
     }
 
     #[test]
