@@ -299,6 +299,9 @@ fn watch_containers(workdir: &std::path::Path, engine: &crate::backends::contain
     let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
     let program = o.engine.unwrap_or_else(|| if on_path("podman") || !on_path("docker") { "podman".into() } else { "docker".into() });
     let target = crate::supervisor::EngineTarget { program: program.into(), global, run_id: crate::supervisor::run_id_of(workdir) };
+    // Containers and volumes labelled with a dead owner (beside the run's): in the background.
+    let (p, g) = (target.program.clone(), target.global.clone());
+    std::thread::spawn(move || report_swept(&crate::supervisor::sweep_stale_engine(&p, &g)));
     crate::supervisor::watch_engine(workdir, target).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
 }
 
