@@ -379,7 +379,8 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
             args.extend(ids.iter().copied());
             let stale = dead(&engine(&args).unwrap_or_default());
             if !stale.is_empty() {
-                let mut rm = vec!["rm", "-f"];
+                let podman = program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman"));
+                let mut rm = if podman { vec!["rm", "-f", "-t", "0"] } else { vec!["rm", "-f"] };
                 rm.extend(stale.iter().map(String::as_str));
                 engine(&rm);
                 swept.containers += stale.len();
