@@ -124,7 +124,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let parent = opts.workdir.clone().unwrap_or_else(default_workdir_parent);
     std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
-    report_swept(&crate::supervisor::sweep_stale(&[parent.clone()]));
+    report_swept(&crate::supervisor::sweep_stale(std::slice::from_ref(&parent)));
     let workdir = tempfile::Builder::new()
         .prefix("cnpg-ext-")
         .tempdir_in(&parent)

@@ -692,7 +692,7 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     targets.extend(marked_processes(owner, &all_processes()));
     // Frozen first: nothing new is started or mapped between the survey and the kill.
     for (pid, start) in &w.groups {
-        if !Owner::of(*pid).is_some_and(|o| o.start != *start) {
+        if Owner::of(*pid).is_none_or(|o| o.start == *start) {
             let _ = killpg(Pid::from_raw(*pid), Signal::SIGSTOP);
         }
     }
