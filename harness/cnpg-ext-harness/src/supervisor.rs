@@ -724,7 +724,9 @@ fn cleanup(owner: Owner, w: &mut Watched) {
             killed += 1;
         }
     }
-    // Wait (bounded) for them to be gone before removing what they were writing.
+    // Wait (bounded) for them (and the group leaders) to be gone before removing what they
+    // were writing and the shared memory they had attached.
+    targets.extend(w.groups.iter().map(|(pid, start)| Owner { pid: *pid, start: *start }));
     let deadline = Instant::now() + Duration::from_secs(2);
     while Instant::now() < deadline && targets.iter().any(|t| t.alive()) {
         std::thread::sleep(Duration::from_millis(10));
