@@ -6,9 +6,9 @@ use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
 use cnpg_ext_harness::{app, commands, procs, supervisor};
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some(supervisor::SUPERVISE_ARG) {
-        return ExitCode::from(supervisor::supervise_main(&args[2..]) as u8);
+    if std::env::args_os().nth(1).is_some_and(|a| a == supervisor::SUPERVISE_ARG) {
+        let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return ExitCode::from(supervisor::supervise_main(&args) as u8);
     }
     // Before any thread exists: children inherit it (see `supervisor`).
     supervisor::mark_environment();
