@@ -236,6 +236,7 @@ async fn main() {
         report_dir: out.path().join("warm"),
         rerun_failed: None,
         no_progress: true,
+        cell_timeout: None,
         harness_bin: Some(bin.clone()),
     };
     matrix::run_matrix(&warm, vec![])

@@ -160,12 +160,16 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let parent = opts.workdir.clone().unwrap_or_else(default_workdir_parent);
     std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
+    report_swept(&crate::supervisor::sweep_stale(std::slice::from_ref(&parent)));
     let workdir = tempfile::Builder::new()
         .prefix("cnpg-ext-")
         .tempdir_in(&parent)
         .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
         .keep();
-    procs::register_dir(workdir.clone());
+    crate::supervisor::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
+    if opts.keep {
+        crate::supervisor::keep_files();
+    }
     let guard = WorkdirGuard { dir: workdir.clone(), keep: opts.keep };
     {
         use std::os::unix::fs::PermissionsExt;
@@ -212,6 +216,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 }
                 BackendKind::Container => {
                     let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                    watch_containers(&dir, &engine)?;
                     Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &without, &dir, &run_id, &engine)?))
                 }
             };
@@ -343,6 +348,29 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     drop(store);
     let kept = guard.finish();
     Ok(RunOutcome { report, report_files, kept })
+}
+
+/// Tells the supervisor (and the owner record) which engine holds this run's containers.
+fn watch_containers(workdir: &std::path::Path, engine: &crate::backends::container::EngineOptions) -> Result<(), HarnessError> {
+    let o = engine.resolved();
+    let global = crate::backends::container::split_flags(o.engine_flags.as_deref().unwrap_or(""))
+        .map_err(|e| HarnessError::Input(format!("{}: {e}", crate::backends::container::ENV_ENGINE_FLAGS)))?;
+    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let program = o.engine.unwrap_or_else(|| if on_path("podman") || !on_path("docker") { "podman".into() } else { "docker".into() });
+    let target = crate::supervisor::EngineTarget { program: program.into(), global, run_id: crate::supervisor::run_id_of(workdir) };
+    // Containers and volumes labelled with a dead owner (beside the run's): in the background.
+    let (p, g) = (target.program.clone(), target.global.clone());
+    std::thread::spawn(move || report_swept(&crate::supervisor::sweep_stale_engine(&p, &g)));
+    crate::supervisor::watch_engine(workdir, target).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
+}
+
+fn report_swept(s: &crate::supervisor::Swept) {
+    for d in &s.dirs {
+        eprintln!("removed {} (left by a run whose harness died)", d.display());
+    }
+    if s.containers + s.volumes > 0 {
+        eprintln!("removed {} container(s) and {} volume(s) left by runs whose harness died", s.containers, s.volumes);
+    }
 }
 
 /// Data directories are copied for every instance: in memory (`/dev/shm`) when it is there

@@ -625,6 +625,8 @@ pub async fn certify(
         .prefix("cnpg-ext-certify-")
         .tempdir()
         .map_err(|e| HarnessError::Environment(e.to_string()))?;
+    // Removed by the run's supervisor if the harness dies before the TempDir drops.
+    let _ = crate::supervisor::claim_dir(scratch.path());
     let rootfs = scratch.path().join("rootfs");
     cnpg_ext_images::unpack(&image, &rootfs, &cnpg_ext_images::UnpackOptions::default())
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;

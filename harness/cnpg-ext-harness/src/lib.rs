@@ -22,5 +22,6 @@ pub mod shell;
 pub mod runner;
 pub mod sql;
 pub mod store;
+pub mod supervisor;
 pub mod verify;
 pub use harness::Harness;

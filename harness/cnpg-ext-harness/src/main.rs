@@ -3,9 +3,15 @@ use std::process::ExitCode;
 use clap::Parser;
 use cnpg_ext_harness::cli::{Cli, Command};
 use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
-use cnpg_ext_harness::{app, commands, procs};
+use cnpg_ext_harness::{app, commands, procs, supervisor};
 
 fn main() -> ExitCode {
+    if std::env::args_os().nth(1).is_some_and(|a| a == supervisor::SUPERVISE_ARG) {
+        let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return ExitCode::from(supervisor::supervise_main(&args) as u8);
+    }
+    // Before any thread exists: children inherit it (see `supervisor`).
+    supervisor::mark_environment();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
     cnpg_ext_harness::pull::set_insecure(cli.insecure_registry.clone());
@@ -26,6 +32,7 @@ fn main() -> ExitCode {
         rt.shutdown_timeout(std::time::Duration::from_secs(5));
         procs::stop_all(std::time::Duration::from_secs(5), false);
     }
+    supervisor::finish();
     ExitCode::from(code.clamp(0, 255) as u8)
 }
 

@@ -1,5 +1,7 @@
 //! Every process the harness starts is registered here, so that Ctrl-C (and a panic in
 //! another task) can stop them all. Handles remove themselves when they stop normally.
+//! Registrations are also passed to the cleanup supervisor ([`crate::supervisor`]), which
+//! acts on them if this process dies without cleaning up.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -47,20 +49,24 @@ pub fn register(pid: u32, what: &str) {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         return;
     }
+    crate::supervisor::watch_group(pid);
     LIVE.lock().unwrap().insert(pid as i32, what.to_string());
 }
 
 pub fn unregister(pid: u32) {
     LIVE.lock().unwrap().remove(&(pid as i32));
+    crate::supervisor::unwatch_group(pid);
 }
 
 /// A directory removed by [`stop_all`] unless the run keeps its files.
 pub fn register_dir(dir: PathBuf) {
+    crate::supervisor::watch_dir(&dir);
     DIRS.lock().unwrap().insert(dir);
 }
 
 pub fn unregister_dir(dir: &PathBuf) {
     DIRS.lock().unwrap().remove(dir);
+    crate::supervisor::unwatch_dir(dir);
 }
 
 /// Stops every registered process (fast shutdown, then kill after `grace`) and removes the

@@ -1,7 +1,7 @@
 //! The seed scenarios on the container backend (podman or docker ≥ 28), through the library.
 //!
-//! Without a usable engine the test is skipped, unless `CNPG_EXT_HARNESS_REQUIRE_ENGINE=1`
-//! (CI), where it fails. Engine flags come from `CNPG_EXT_HARNESS_ENGINE_FLAGS` /
+//! Without a usable engine the test says so and is skipped, unless `CI=true` or
+//! `CNPG_EXT_HARNESS_REQUIRE_ENGINE` is set (`common::cannot_run`), where it fails. Engine flags come from `CNPG_EXT_HARNESS_ENGINE_FLAGS` /
 //! `CNPG_EXT_HARNESS_RUN_FLAGS` like for the binary.
 
 mod common;
@@ -34,10 +34,6 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         operand: Default::default(),
         wrap: None,
     }
-}
-
-fn engine_required() -> bool {
-    std::env::var("CNPG_EXT_HARNESS_REQUIRE_ENGINE").is_ok_and(|v| v == "1")
 }
 
 /// The engine CLI the harness will pick, with the global flags, for the leftover checks.
@@ -82,8 +78,8 @@ async fn seed_scenarios_pass_on_the_container_backend() {
     let scenarios = common::repo().join("scenarios");
     let result = app::run(options(vec![scenarios], parent.path(), engine.clone())).await;
     let out = match result {
-        Err(HarnessError::Environment(msg)) if !engine_required() => {
-            eprintln!("SKIPPED: no usable container engine ({msg}); set CNPG_EXT_HARNESS_REQUIRE_ENGINE=1 to fail instead");
+        Err(HarnessError::Environment(msg)) => {
+            common::cannot_run(&format!("no usable container engine ({msg})"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
             return;
         }
         Err(e) => panic!("the container backend could not run (exit {}): {e}", e.exit_code()),

@@ -38,7 +38,8 @@ fn engine_available() -> bool {
 }
 
 /// Opens `index.html` in headless Chromium and keeps the screenshot next to it. Skipped
-/// (with a message) when Chromium is not installed, unless CNPG_EXT_HARNESS_REQUIRE_CHROMIUM=1.
+/// (with a message) when Chromium is not installed, unless `CI=true` or
+/// CNPG_EXT_HARNESS_REQUIRE_CHROMIUM is set (`common::cannot_run`).
 fn screenshot(report_dir: &Path) -> Option<PathBuf> {
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
@@ -50,11 +51,7 @@ fn screenshot(report_dir: &Path) -> Option<PathBuf> {
                 .unwrap_or(false)
         });
     let Some(chromium) = chromium else {
-        assert!(
-            std::env::var_os("CNPG_EXT_HARNESS_REQUIRE_CHROMIUM").is_none(),
-            "chromium is required but not installed"
-        );
-        eprintln!("chromium not installed: screenshot skipped");
+        cannot_run("chromium is not installed: the matrix page screenshot", Some("CNPG_EXT_HARNESS_REQUIRE_CHROMIUM"));
         return None;
     };
     let profile = tempfile::tempdir().unwrap();
@@ -118,10 +115,9 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
             fake_pg15(scratch.path()).to_str().unwrap(),
         );
     }
-    let with_engine =
-        engine_available() || std::env::var_os("CNPG_EXT_HARNESS_REQUIRE_ENGINE").is_some();
+    let with_engine = engine_available();
     if !with_engine {
-        eprintln!("no container engine: container cells dropped");
+        cannot_run("no usable container engine: the example's container cells", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
         yaml = yaml.replace("backend: [local, container]", "backend: [local]");
     }
     let file = scratch.path().join("example.yaml");

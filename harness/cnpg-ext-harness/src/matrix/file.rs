@@ -17,6 +17,9 @@ pub(crate) struct MatrixFile {
     description: Option<String>,
     #[serde(default)]
     jobs_per_cell: Option<usize>,
+    /// Default of `--cell-timeout`: `90s`, `20m`, `1h`, or seconds.
+    #[serde(default)]
+    cell_timeout: Option<Spanned<String>>,
     axes: AxesFile,
     #[serde(default)]
     exclude: Vec<Spanned<ExcludeFile>>,
@@ -126,7 +129,23 @@ pub struct Matrix {
     pub file: PathBuf,
     pub description: Option<String>,
     pub jobs_per_cell: usize,
+    /// A cell still running after this long is killed and reported `timeout`.
+    pub cell_timeout: Option<std::time::Duration>,
     pub cells: Vec<CellSpec>,
+}
+
+/// `90`, `90s`, `20m`, `1h` (a whole number and an optional unit); `0` means no limit.
+pub fn parse_duration(text: &str) -> Result<Option<std::time::Duration>, String> {
+    let t = text.trim();
+    let (digits, unit) = t.split_at(t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len()));
+    let n: u64 = digits.parse().map_err(|_| format!("`{text}`: expected a duration like 90s, 20m or 1h"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        other => return Err(format!("`{text}`: unknown unit `{other}` (use s, m or h)")),
+    };
+    Ok((secs > 0).then(|| std::time::Duration::from_secs(secs)))
 }
 
 /// The value `wheel` of the postgres axis.
@@ -261,6 +280,10 @@ impl Matrix {
         };
         let line = |l: &serde_saphyr::Location| Some(l.line()).filter(|l| *l > 0);
 
+        let cell_timeout = match &parsed.cell_timeout {
+            Some(t) => parse_duration(&t.value).map_err(|e| invalid(file, line(&t.referenced), "cell_timeout", e))?,
+            None => None,
+        };
         let jobs_per_cell = parsed.jobs_per_cell.unwrap_or(1);
         if jobs_per_cell == 0 {
             return Err(invalid(file, None, "jobs_per_cell", "must be at least 1"));
@@ -575,6 +598,7 @@ impl Matrix {
             file: file.to_path_buf(),
             description: parsed.description,
             jobs_per_cell,
+            cell_timeout,
             cells,
         })
     }

@@ -59,6 +59,7 @@ pub async fn command(args: MatrixArgs) -> i32 {
                     CellStatus::Failed => "FAIL",
                     CellStatus::Unsupported => "UNSUPPORTED",
                     CellStatus::Error => "ERROR",
+                    CellStatus::Timeout => "TIMEOUT",
                 };
                 let carried = if c.carried_over_from.is_some() {
                     " (carried over)"
@@ -86,12 +87,13 @@ pub async fn command(args: MatrixArgs) -> i32 {
             let t = &r.totals;
             println!();
             println!(
-                "{} cell(s): {} passed, {} failed, {} unsupported, {} error in {} ms (cells took {} ms in total, {} at once)",
+                "{} cell(s): {} passed, {} failed, {} unsupported, {} error{} in {} ms (cells took {} ms in total, {} at once)",
                 r.cells.len(),
                 t.passed,
                 t.failed,
                 t.unsupported,
                 t.error,
+                t.timeout_text(),
                 r.duration_ms,
                 r.cell_time_ms,
                 r.jobs

@@ -33,10 +33,26 @@ pub struct MatrixArgs {
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Kill a cell still running after this long (`90s`, `20m`, `1h`; `0`: no limit) and
+    /// report it as `timeout`. Default: `cell_timeout` of the matrix file, else no limit.
+    #[arg(long, value_parser = parse_cell_timeout)]
+    pub cell_timeout: Option<CellTimeout>,
     /// The harness binary each cell runs (default: this one).
     #[arg(long, env = "CNPG_EXT_HARNESS_BIN", hide = true)]
     pub harness_bin: Option<PathBuf>,
 }
+
+/// `--cell-timeout`: a limit, or none (`0`).
+#[derive(Debug, Clone, Copy)]
+pub struct CellTimeout(pub Option<std::time::Duration>);
+
+fn parse_cell_timeout(s: &str) -> Result<CellTimeout, String> {
+    parse_duration(s).map(CellTimeout)
+}
+
+/// After a timeout, how long a cell's harness gets to stop what it started (SIGTERM) before
+/// it is killed (its cleanup supervisor then removes what is left).
+const CELL_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
 
 pub struct MatrixOutcome {
     pub report: MatrixReport,
@@ -80,6 +96,7 @@ pub(crate) struct Ctx {
     wheel_pg_config: Option<Result<PathBuf, String>>,
     progress: Arc<Progress>,
     live_steps: bool,
+    cell_timeout: Option<std::time::Duration>,
 }
 
 pub async fn run_matrix(
@@ -90,6 +107,9 @@ pub async fn run_matrix(
     let t0 = Instant::now();
     let matrix = Matrix::load(&args.file)?;
     let bin = harness_binary(args.harness_bin.as_deref())?;
+    for d in crate::supervisor::sweep_stale(&[]).dirs {
+        eprintln!("removed {} (left by a run whose harness died)", d.display());
+    }
     std::fs::create_dir_all(args.report_dir.join("cells"))
         .map_err(|e| HarnessError::Environment(format!("{}: {e}", args.report_dir.display())))?;
     let report_dir = args
@@ -130,13 +150,13 @@ pub async fn run_matrix(
         }
         to_run.retain(|c| {
             old.cells.iter().any(|o| {
-                o.spec.id == c.id && matches!(o.status, CellStatus::Failed | CellStatus::Error)
+                o.spec.id == c.id && matches!(o.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout)
             })
         });
         for mut c in old
             .cells
             .into_iter()
-            .filter(|o| !matches!(o.status, CellStatus::Failed | CellStatus::Error))
+            .filter(|o| !matches!(o.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout))
         {
             if old_dir != report_dir {
                 let (src, dst) = (old_dir.join(&c.dir), report_dir.join(&c.dir));
@@ -187,6 +207,7 @@ pub async fn run_matrix(
         wheel_pg_config,
         progress: progress.clone(),
         live_steps,
+        cell_timeout: args.cell_timeout.map(|t| t.0).unwrap_or(matrix.cell_timeout),
     });
     progress.line(&format!(
         "matrix {}: {} cell(s) to run, {} carried over, {} at once",
@@ -274,6 +295,8 @@ pub(crate) fn blank_result(spec: &CellSpec, status: CellStatus, started_at: Stri
 pub(crate) struct Output {
     file: Mutex<std::fs::File>,
     lines: Mutex<Vec<String>>,
+    /// Set when a child was killed at the cell's deadline.
+    timed_out: std::sync::atomic::AtomicBool,
 }
 
 impl Output {
@@ -288,11 +311,14 @@ impl Output {
 }
 
 /// Runs one harness command for a cell; returns its exit code (None: killed by a signal).
+/// At `deadline` the child is stopped (SIGTERM to its group, SIGKILL after a grace) and
+/// `out.timed_out` is set.
 pub(crate) async fn run_child(
     ctx: &Ctx,
     cell: &str,
     args: &[String],
     out: &Arc<Output>,
+    deadline: Option<tokio::time::Instant>,
 ) -> Result<Option<i32>, String> {
     let mut cmd = tokio::process::Command::new(&ctx.bin);
     cmd.args(args)
@@ -342,7 +368,26 @@ pub(crate) async fn run_child(
             }
         }
     });
-    let status = child.wait().await.map_err(|e| e.to_string());
+    let status = match deadline {
+        None => child.wait().await,
+        Some(at) => tokio::select! {
+            s = child.wait() => s,
+            _ = tokio::time::sleep_until(at) => {
+                out.timed_out.store(true, std::sync::atomic::Ordering::SeqCst);
+                out.push(&format!("cnpg-ext-harness matrix: cell timeout reached; stopping the cell (SIGTERM, SIGKILL after {} s)", CELL_STOP_GRACE.as_secs()));
+                let group = nix::unistd::Pid::from_raw(pid as i32);
+                let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGTERM);
+                match tokio::time::timeout(CELL_STOP_GRACE, child.wait()).await {
+                    Ok(s) => s,
+                    Err(_) => {
+                        let _ = nix::sys::signal::killpg(group, nix::sys::signal::Signal::SIGKILL);
+                        child.wait().await
+                    }
+                }
+            }
+        },
+    }
+    .map_err(|e| e.to_string());
     crate::procs::unregister(pid);
     let _ = t_out.await;
     let _ = t_err.await;
@@ -367,6 +412,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
         Ok(f) => Arc::new(Output {
             file: Mutex::new(f),
             lines: Mutex::new(Vec::new()),
+            timed_out: false.into(),
         }),
         Err(e) => {
             result.reason = Some(format!("{}: {e}", log.display()));
@@ -413,6 +459,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
             .clone()
             .unwrap_or_else(|| "unsupported".into()),
         CellStatus::Error => format!("ERROR: {}", result.reason.clone().unwrap_or_default()),
+        CellStatus::Timeout => format!("TIMEOUT ({} ms)", result.duration_ms),
     };
     ctx.progress.scenario_finished(&spec.id, &format!("[{}] {verdict}", spec.id));
     result
@@ -425,6 +472,7 @@ pub(crate) async fn cell_body(
     out: &Arc<Output>,
     result: &mut CellResult,
 ) {
+    let deadline = ctx.cell_timeout.map(|t| tokio::time::Instant::now() + t);
     let pg_config = if spec.postgres.value == PG_WHEEL {
         match &ctx.wheel_pg_config {
             Some(Ok(p)) => p.clone(),
@@ -471,6 +519,10 @@ pub(crate) async fn cell_body(
             Ok(d) => {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
+                // Removed by the cleanup supervisor if the matrix dies, by a later sweep if both die.
+                if let Err(e) = crate::supervisor::claim_dir(d.path()) {
+                    tracing::warn!("{}: {e}", d.path().display());
+                }
                 args.extend([
                     "--keep".into(),
                     "--workdir".into(),
@@ -492,8 +544,13 @@ pub(crate) async fn cell_body(
     });
     if let (Some(name), Some(k)) = (&kind_cluster, &spec.kubernetes) {
         let up = ["kind", "up", "--name", name, "--config", &k.value].map(String::from);
-        match run_child(ctx, &spec.id, &up, out).await {
+        match run_child(ctx, &spec.id, &up, out, deadline).await {
             Ok(Some(0)) => {}
+            _ if out.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
+                result.status = CellStatus::Timeout;
+                result.reason = Some(timeout_reason(ctx));
+                return;
+            }
             other => {
                 result.exit_code = other.clone().ok().flatten();
                 result.reason = Some(format!(
@@ -509,10 +566,13 @@ pub(crate) async fn cell_body(
     result.command = std::iter::once("cnpg-ext-harness".to_string())
         .chain(args.iter().cloned())
         .collect();
-    let code = run_child(ctx, &spec.id, &args, out).await;
+    let code = run_child(ctx, &spec.id, &args, out, deadline).await;
+    let timed_out = out.timed_out.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(name) = &kind_cluster {
+        // Also after a timeout: the cluster must go (with a deadline of its own).
         let down = ["kind", "down", "--name", name].map(String::from);
-        let _ = run_child(ctx, &spec.id, &down, out).await;
+        let own = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+        let _ = run_child(ctx, &spec.id, &down, out, Some(own)).await;
     }
     let code = match code {
         Ok(c) => c,
@@ -570,12 +630,24 @@ pub(crate) async fn cell_body(
         Some(130) | None => result.reason = Some("interrupted".into()),
         Some(n) => result.reason = Some(format!("exit {n}: {}", last_error(out))),
     }
+    if timed_out {
+        result.status = CellStatus::Timeout;
+        result.reason = Some(timeout_reason(ctx));
+    }
     if let Some(work) = keep_dir {
-        if result.status == CellStatus::Failed {
+        if matches!(result.status, CellStatus::Failed | CellStatus::Timeout) {
             keep_log_tails(work.path(), &dir.join("logs"));
         }
         let _ = crate::fsutil::remove_tree(work.path());
+        crate::procs::unregister_dir(&work.path().to_path_buf());
     }
+}
+
+fn timeout_reason(ctx: &Ctx) -> String {
+    format!(
+        "timeout: the cell ran longer than {} s (--cell-timeout / cell_timeout) and was stopped",
+        ctx.cell_timeout.map(|t| t.as_secs()).unwrap_or_default()
+    )
 }
 
 /// `...is PostgreSQL 15.18 (Debian …) (major 15), but PostgreSQL >= 18 is required` → the version.

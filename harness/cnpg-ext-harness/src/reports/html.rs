@@ -69,6 +69,7 @@ main{padding:20px 32px 40px;max-width:1400px}
 .b-failed{background:var(--fail-bg);color:var(--fail);border-color:#ffcecb}
 .b-unsupported{background:var(--unsup-bg);color:var(--unsup);border-color:#d1d9e0}
 .b-error{background:var(--err-bg);color:var(--err);border-color:#f5e0a0}
+.b-timeout{background:var(--fail-bg);color:var(--fail);border-color:#ffcecb}
 .b-skipped{background:var(--unsup-bg);color:var(--unsup)}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:16px 18px;margin:0 0 18px}
 h2{font-size:16px;margin:0 0 12px}
@@ -90,8 +91,9 @@ td.none{color:var(--muted);text-align:center;border:1px dashed var(--line);borde
 .s-failed{background:var(--fail-bg);border-left-color:var(--fail)!important}.s-failed .st{color:var(--fail)}
 .s-unsupported{background:var(--unsup-bg);border-left-color:var(--unsup)!important}.s-unsupported .st{color:var(--unsup)}
 .s-error{background:var(--err-bg);border-left-color:var(--err)!important}.s-error .st{color:var(--err)}
+.s-timeout{background:var(--fail-bg);border-left-color:var(--fail)!important}.s-timeout .st{color:var(--fail)}
 .dot{display:inline-block;width:10px;height:10px;border-radius:50%;margin-right:6px;vertical-align:middle}
-.d-passed{background:var(--pass)}.d-failed{background:var(--fail)}.d-unsupported,.d-skipped{background:var(--unsup)}.d-error{background:var(--err)}
+.d-passed{background:var(--pass)}.d-failed{background:var(--fail)}.d-unsupported,.d-skipped{background:var(--unsup)}.d-error{background:var(--err)}.d-timeout{background:var(--fail)}
 pre{background:#f6f8fa;border:1px solid var(--line);border-radius:6px;padding:10px 12px;overflow:auto;font:12px/1.5 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;white-space:pre-wrap;margin:6px 0}
 .exp{color:var(--pass)}.act{color:var(--fail)}
 td.id code{white-space:nowrap}
@@ -156,6 +158,9 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     b += &badge("failed", &format!("{} failed", t.failed));
     b += &badge("unsupported", &format!("{} unsupported", t.unsupported));
     b += &badge("error", &format!("{} error", t.error));
+    if t.timeout > 0 {
+        b += &badge("timeout", &format!("{} timeout", t.timeout));
+    }
     b += "</div>";
     if let Some(d) = &r.description {
         let _ = write!(b, "<p class=\"muted\">{}</p>", esc(d));
@@ -203,7 +208,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
         b += "</tr>";
     }
     b += "</tbody></table><div class=\"legend\">";
-    for s in ["passed", "failed", "unsupported", "error"] {
+    for s in ["passed", "failed", "unsupported", "error", "timeout"] {
         let _ = write!(b, "<span><span class=\"dot d-{s}\"></span>{s}</span>");
     }
     b += "</div></section>";
@@ -212,7 +217,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     let bad: Vec<&CellResult> = r
         .cells
         .iter()
-        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Error))
+        .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout))
         .collect();
     if !bad.is_empty() {
         b += "<section class=\"card\"><h2>Failures</h2>";
@@ -341,7 +346,7 @@ fn grid_cell(b: &mut String, c: &CellResult) {
                 esc(&c.spec.id)
             );
         }
-        CellStatus::Unsupported | CellStatus::Error => {
+        CellStatus::Unsupported | CellStatus::Error | CellStatus::Timeout => {
             let reason = c.reason.as_deref().unwrap_or("");
             let short: String = reason.chars().take(140).collect();
             let more = if reason.chars().count() > 140 {

@@ -17,6 +17,8 @@ pub enum CellStatus {
     Failed,
     Unsupported,
     Error,
+    /// Killed after `--cell-timeout` (or the matrix file's `cell_timeout`).
+    Timeout,
 }
 
 impl CellStatus {
@@ -26,6 +28,7 @@ impl CellStatus {
             CellStatus::Failed => "failed",
             CellStatus::Unsupported => "unsupported",
             CellStatus::Error => "error",
+            CellStatus::Timeout => "timeout",
         }
     }
 }
@@ -84,6 +87,19 @@ pub struct MatrixTotals {
     pub failed: usize,
     pub unsupported: usize,
     pub error: usize,
+    #[serde(default)]
+    pub timeout: usize,
+}
+
+impl MatrixTotals {
+    /// `, N timeout` when a cell timed out (nothing otherwise: the summary lines stay as they were).
+    pub fn timeout_text(&self) -> String {
+        if self.timeout > 0 {
+            format!(", {} timeout", self.timeout)
+        } else {
+            String::new()
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -117,16 +133,17 @@ impl MatrixReport {
             failed: n(CellStatus::Failed),
             unsupported: n(CellStatus::Unsupported),
             error: n(CellStatus::Error),
+            timeout: n(CellStatus::Timeout),
         }
     }
 
-    /// 0 all passed or unsupported, 1 a cell failed or errored, 3 no cell ran at all.
+    /// 0 all passed or unsupported, 1 a cell failed, errored or timed out, 3 no cell ran at all.
     pub fn exit_code(&self) -> i32 {
         let t = &self.totals;
-        if t.passed + t.failed == 0 {
+        if t.passed + t.failed + t.timeout == 0 {
             // Every cell errored or is unsupported: nothing ran.
             EXIT_ENVIRONMENT
-        } else if t.failed + t.error > 0 {
+        } else if t.failed + t.error + t.timeout > 0 {
             EXIT_FAILED
         } else {
             EXIT_PASSED
@@ -197,15 +214,18 @@ impl MatrixReport {
                         }
                         s
                     }
-                    CellStatus::Failed | CellStatus::Error => {
+                    CellStatus::Failed | CellStatus::Error | CellStatus::Timeout => {
                         let kind = if c.status == CellStatus::Error {
                             NonSuccessKind::Error
                         } else {
                             NonSuccessKind::Failure
                         };
                         let mut s = TestCaseStatus::non_success(kind);
-                        if let TestCaseStatus::NonSuccess { message, .. } = &mut s {
+                        if let TestCaseStatus::NonSuccess { message, ty, .. } = &mut s {
                             *message = c.reason.clone().map(Into::into);
+                            if c.status == CellStatus::Timeout {
+                                *ty = Some("timeout".into());
+                            }
                         }
                         s
                     }
@@ -246,11 +266,12 @@ impl MatrixReport {
     pub fn summary_markdown(&self) -> String {
         let t = &self.totals;
         let mut md = format!(
-            "## cnpg-ext-harness matrix: {} passed, {} failed, {} unsupported, {} error ({} cells)\n\n",
+            "## cnpg-ext-harness matrix: {} passed, {} failed, {} unsupported, {} error{} ({} cells)\n\n",
             t.passed,
             t.failed,
             t.unsupported,
             t.error,
+            t.timeout_text(),
             self.cells.len()
         );
         md += "| cell | backend | PostgreSQL | CNPG | scenarios | status | time |\n| --- | --- | --- | --- | --- | --- | --- |\n";
@@ -264,6 +285,7 @@ impl MatrixReport {
                     format!("⚪ {}", c.reason.as_deref().unwrap_or("unsupported"))
                 }
                 CellStatus::Error => "⚠️ error".to_string(),
+                CellStatus::Timeout => "⏱️ timeout".to_string(),
             };
             let backend = match &c.spec.kubernetes {
                 Some(k) => format!("{} ({})", c.spec.backend, k.name),
@@ -282,7 +304,7 @@ impl MatrixReport {
         for c in self
             .cells
             .iter()
-            .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Error))
+            .filter(|c| matches!(c.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout))
         {
             md += &format!("\n### `{}`\n\n", c.spec.id);
             if let Some(r) = &c.reason {

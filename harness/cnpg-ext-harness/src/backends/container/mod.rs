@@ -406,7 +406,9 @@ fn extract_template(engine: &Engine, run_id: &str, op: &operand::Operand, dest: 
         }
     }
     let name = argv::sanitize(&format!("{run_id}-template"));
-    let mut create = strings(&["create", "--name", &name, "--label", &format!("{LABEL_RUN}={run_id}")]);
+    let (owner_key, owner) = crate::supervisor::owner_label();
+    let mut create =
+        strings(&["create", "--name", &name, "--label", &format!("{LABEL_RUN}={run_id}"), "--label", &format!("{owner_key}={owner}")]);
     create.push(op.image.clone());
     create.push(op.program("postgres"));
     engine.run_sync(&create)?;
@@ -474,7 +476,7 @@ fn copy_tree_owned(src: &Path, dst: &Path) -> std::io::Result<()> {
 fn probe(engine: &Engine, run_id: &str, op: &operand::Operand) -> Result<(), String> {
     let source = op.image.clone();
     let name = argv::sanitize(&format!("{run_id}-probe"));
-    let labels = vec![(LABEL_RUN.to_string(), run_id.to_string())];
+    let labels = vec![(LABEL_RUN.to_string(), run_id.to_string()), crate::supervisor::owner_label()];
     let mut args =
         argv::oneoff_run_args(engine.kind, &engine.run_flags, &name, &labels, false, &op.image, &[op.program("postgres"), "--version".into()]);
     args.insert(1, "--rm".into());
@@ -551,6 +553,8 @@ impl ContainerRuntime {
             (LABEL_RUN.to_string(), self.env.run_id.clone()),
             (LABEL_SCENARIO.to_string(), argv::sanitize(&self.scenario)),
             (LABEL_INSTANCE.to_string(), inst.name.clone()),
+            // Whose run this is: a later run removes it when that owner is dead.
+            crate::supervisor::owner_label(),
         ]
     }
 

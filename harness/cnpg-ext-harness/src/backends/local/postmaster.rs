@@ -59,6 +59,7 @@ impl Postmaster {
             .map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
         let pid = child.id();
         procs::register(pid, &spec.data.display().to_string());
+        crate::supervisor::fault_after_postmaster_start();
         Ok(Postmaster { child: Some(child), pid })
     }
 

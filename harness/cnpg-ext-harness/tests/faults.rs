@@ -1,0 +1,468 @@
+//! Faults leave nothing behind: SIGKILL, SIGTERM and a panic mid-run on the local backend, an
+//! interrupted container run, and the sweep of what dead runs left (never a live run's).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use cnpg_ext_harness::supervisor::{read_record, EngineTarget, Owner, OwnerRecord, OWNER_FILE};
+use common::{bin, processes_mentioning, text, workdir_parent};
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+
+/// Starts `run <scenario>` in `parent`; returns once a stderr line contains `marker`
+/// (the harness prints `[scenario] step title` for every step), with the child.
+fn start_until(args: &[&str], parent: &Path, marker: &str, env: &[(&str, &str)]) -> Child {
+    let mut cmd = bin();
+    cmd.args(["run", "--no-progress", "--workdir", parent.to_str().unwrap()])
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let mut seen = Vec::new();
+    loop {
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(line) if line.contains(marker) => break,
+            Ok(line) => seen.push(line),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the run never reached `{marker}`:\n{}", seen.join("\n"));
+            }
+        }
+    }
+    // Keep draining stderr so that the harness never blocks on a full pipe.
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    child
+}
+
+/// Waits up to `limit` for `done`; returns how long it took, or None.
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
+    let t0 = Instant::now();
+    loop {
+        if done() {
+            return Some(t0.elapsed());
+        }
+        if t0.elapsed() >= limit {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
+
+/// `/dev/shm/PostgreSQL.*` files the processes map, and System V segments they created.
+fn shared_memory_of(pids: &[u32]) -> (Vec<std::path::PathBuf>, Vec<String>) {
+    let mut files = Vec::new();
+    for p in pids {
+        for line in std::fs::read_to_string(format!("/proc/{p}/maps")).unwrap_or_default().lines() {
+            if let Some(at) = line.find("/dev/shm/PostgreSQL.") {
+                let f = std::path::PathBuf::from(line[at..].trim_end_matches(" (deleted)").trim());
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let table = std::fs::read_to_string("/proc/sysvipc/shm").unwrap_or_default();
+    let ids = table
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            let cpid: u32 = c.get(4)?.parse().ok()?;
+            pids.contains(&cpid).then(|| c.get(1).map(|s| s.to_string())).flatten()
+        })
+        .collect();
+    (files, ids)
+}
+
+fn sysv_ids() -> Vec<String> {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+        .collect()
+}
+
+/// How many of the processes mentioning `needle` are postgres.
+fn postgres_mentioning(needle: &str) -> usize {
+    processes_mentioning(needle)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .count()
+}
+
+fn supervisors_of(pid: u32) -> Vec<u32> {
+    processes_mentioning(&format!("__supervise {pid}:"))
+}
+
+/// A process that existed and is gone (its pid and start time name nobody now).
+fn dead_owner() -> Owner {
+    let mut c = std::process::Command::new("sleep").arg("0.2").spawn().unwrap();
+    let o = Owner::of(c.id() as i32).unwrap();
+    c.wait().unwrap();
+    assert!(!o.alive());
+    o
+}
+
+fn plant(parent: &Path, name: &str, record: Option<&OwnerRecord>) -> std::path::PathBuf {
+    let d = parent.join(name);
+    std::fs::create_dir_all(d.join("s/x")).unwrap();
+    std::fs::write(d.join("s/x/file"), "data").unwrap();
+    if let Some(r) = record {
+        std::fs::write(d.join(OWNER_FILE), serde_json::to_vec(r).unwrap()).unwrap();
+    }
+    d
+}
+
+#[test]
+fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners() {
+    let parent = workdir_parent("sigkill");
+    let needle = parent.path().to_str().unwrap().to_string();
+    let mut child = start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
+    let harness = child.id();
+    assert!(!processes_mentioning(&needle).is_empty(), "no postgres running mid-rollout");
+    // The run's own record names the harness and its supervisor.
+    let dirs = entries(parent.path());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let record = read_record(&parent.path().join(&dirs[0])).expect("owner record in the work directory");
+    assert_eq!(record.owner.pid, harness as i32);
+    let sup = record.supervisor.expect("a supervisor is recorded");
+    assert!(sup.alive());
+
+    // The shared memory of the postmasters: PostgreSQL removes it on shutdown, not when killed.
+    let postmasters: Vec<u32> = processes_mentioning(&needle)
+        .into_iter()
+        .filter(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+        .collect();
+    let (dsm, sysv) = shared_memory_of(&postmasters);
+    assert!(!dsm.is_empty() && !sysv.is_empty(), "no shared memory found for postmasters {postmasters:?}");
+
+    kill(Pid::from_raw(harness as i32), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let took = within(Duration::from_secs(5), || {
+        processes_mentioning(&needle).is_empty()
+            && entries(parent.path()).is_empty()
+            && dsm.iter().all(|f| !f.exists())
+            && sysv.iter().all(|id| !sysv_ids().contains(id))
+    });
+    assert!(
+        took.is_some(),
+        "5 s after SIGKILL: processes {:?}, entries {:?}, shared memory files left {:?}, System V segments left {:?}",
+        processes_mentioning(&needle),
+        entries(parent.path()),
+        dsm.iter().filter(|f| f.exists()).collect::<Vec<_>>(),
+        sysv.iter().filter(|id| sysv_ids().contains(id)).collect::<Vec<_>>()
+    );
+    eprintln!("everything gone {} ms after SIGKILL", took.unwrap().as_millis());
+    assert!(within(Duration::from_secs(2), || !sup.alive()).is_some(), "the supervisor did not exit");
+
+    // A dead run's directory is swept; a live one's, and one without a record, are not.
+    let dead = OwnerRecord { owner: dead_owner(), supervisor: Some(dead_owner()), engine: None };
+    let live = OwnerRecord { owner: Owner::me(), supervisor: None, engine: None };
+    let live_supervisor = OwnerRecord { owner: dead_owner(), supervisor: Some(Owner::me()), engine: None };
+    let stale = plant(parent.path(), "cnpg-ext-stale1", Some(&dead));
+    let kept = plant(parent.path(), "cnpg-ext-live1", Some(&live));
+    let cleaning = plant(parent.path(), "cnpg-ext-cleaning1", Some(&live_supervisor));
+    let unknown = plant(parent.path(), "cnpg-ext-norecord", None);
+    let other = plant(parent.path(), "something-else", Some(&dead));
+    let o = bin().args(["run", "scenarios/custom-path", "--no-progress", "--workdir", parent.path().to_str().unwrap()]).output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(!stale.exists(), "the dead run's directory was not swept");
+    assert!(out.contains("cnpg-ext-stale1"), "the sweep is not reported: {out}");
+    for d in [&kept, &cleaning, &unknown, &other] {
+        assert!(d.join("s/x/file").exists(), "{} was touched", d.display());
+    }
+}
+
+#[test]
+fn sigterm_stops_every_postgres_and_removes_the_work_directory() {
+    let parent = workdir_parent("sigterm");
+    let needle = parent.path().to_str().unwrap().to_string();
+    let mut child = start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(processes_mentioning(&needle).is_empty(), "postgres left running");
+    assert!(entries(parent.path()).is_empty(), "work directory left behind: {:?}", entries(parent.path()));
+}
+
+#[test]
+fn a_panic_mid_run_is_reported_and_leaves_nothing() {
+    let parent = workdir_parent("panic");
+    let needle = parent.path().to_str().unwrap().to_string();
+    // The panic hits right after the second postmaster started, before its handle exists:
+    // only the registration knows about that process.
+    let o = bin()
+        .args(["run", "scenarios/add-extension", "--no-progress", "--workdir", parent.path().to_str().unwrap()])
+        .env(cnpg_ext_harness::supervisor::ENV_FAULT, "panic-after-postmasters=2")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("panicked") && out.contains("injected panic"), "{out}");
+    let gone = within(Duration::from_secs(5), || processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty());
+    assert!(gone.is_some(), "after a panic: processes {:?}, entries {:?}", processes_mentioning(&needle), entries(parent.path()));
+}
+
+// ---------------------------------------------------------------------------------------
+// Container backend.
+
+fn engine_target() -> Option<EngineTarget> {
+    let opts = cnpg_ext_harness::backends::container::EngineOptions::from_env();
+    if !cnpg_ext_harness::backends::container::engine_available(&opts) {
+        return None;
+    }
+    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let program = opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
+    let global = cnpg_ext_harness::backends::container::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
+    Some(EngineTarget { program: program.into(), global, run_id: String::new() })
+}
+
+fn engine_list(t: &EngineTarget, args: &[&str]) -> Vec<String> {
+    let o = std::process::Command::new(&t.program).args(&t.global).args(args).output().unwrap();
+    assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect()
+}
+
+fn run_objects(t: &EngineTarget, run_id: &str) -> (Vec<String>, Vec<String>) {
+    let filter = format!("label=io.cnpg-ext-harness.run={run_id}");
+    (engine_list(t, &["ps", "-aq", "--filter", &filter]), engine_list(t, &["volume", "ls", "-q", "--filter", &filter]))
+}
+
+/// Runs the rollout scenario on the container backend, interrupts it with `signal` once an
+/// instance container runs, and checks that its containers, volumes and work directory go.
+fn interrupt_container_run(signal: Signal, limit: Duration) {
+    let Some(t) = engine_target() else {
+        common::cannot_run("no usable container engine for the container interruption test", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    };
+    // In memory like a default run: removing instance data from a disk with online discard
+    // (this host's /tmp) alone can take longer than the 5 s.
+    let name = format!("container-{}", signal.as_str().to_lowercase());
+    let parent = match tempfile::Builder::new().prefix(&format!("cnpg-ext-test-{name}-")).tempdir_in("/dev/shm") {
+        Ok(d) => {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            d
+        }
+        Err(_) => workdir_parent(&name),
+    };
+    let mut child = start_until(
+        &["scenarios/add-extension", "--backend", "container", "--jobs", "1"],
+        parent.path(),
+        "adding the extension rolls the cluster",
+        &[],
+    );
+    let dirs = entries(parent.path());
+    assert_eq!(dirs.len(), 1, "{dirs:?}");
+    let run_id = dirs[0].clone();
+    let (containers, volumes) = run_objects(&t, &run_id);
+    assert!(!containers.is_empty() && !volumes.is_empty(), "nothing of {run_id} in the engine mid-run");
+    let harness = child.id();
+    kill(Pid::from_raw(harness as i32), signal).unwrap();
+    let status = child.wait().unwrap();
+    if signal == Signal::SIGKILL {
+        assert_eq!(status.code(), None);
+    } else {
+        assert_eq!(status.code(), Some(130));
+    }
+    let took = within(limit, || {
+        let (c, v) = run_objects(&t, &run_id);
+        c.is_empty() && v.is_empty() && entries(parent.path()).is_empty()
+    });
+    assert!(took.is_some(), "{signal}: left {:?} and {:?}", run_objects(&t, &run_id), entries(parent.path()));
+    eprintln!("{signal}: containers, volumes and work directory gone after {} ms", took.unwrap().as_millis());
+    assert!(within(Duration::from_secs(5), || supervisors_of(harness).is_empty()).is_some(), "the supervisor did not exit");
+}
+
+#[test]
+fn container_run_interrupted_by_sigint_removes_its_containers_and_volumes() {
+    interrupt_container_run(Signal::SIGINT, Duration::from_secs(1));
+}
+
+#[test]
+fn container_run_killed_by_sigkill_removes_its_containers_and_volumes() {
+    interrupt_container_run(Signal::SIGKILL, Duration::from_secs(5));
+}
+
+#[test]
+fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
+    let Some(t) = engine_target() else {
+        common::cannot_run("no usable container engine for the owner-label sweep test", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    };
+    let key = cnpg_ext_harness::supervisor::LABEL_OWNER;
+    let tag = format!("cnpg-ext-test-sweep-{}", std::process::id());
+    let (dead, live) = (dead_owner().token(), Owner::me().token());
+    for (name, owner) in [("dead", &dead), ("live", &live)] {
+        let label = format!("{key}={owner}");
+        let n = format!("{tag}-{name}");
+        engine_list(&t, &["volume", "create", "--label", &label, &n]);
+    }
+    let before = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
+    assert!(before.contains(&format!("{tag}-dead")) && before.contains(&format!("{tag}-live")), "{before:?}");
+    let swept = cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    let after = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
+    let _ = std::process::Command::new(&t.program).args(&t.global).args(["volume", "rm", "-f", &format!("{tag}-live")]).output();
+    assert!(!after.contains(&format!("{tag}-dead")), "the dead owner's volume is still there");
+    assert!(after.contains(&format!("{tag}-live")), "the live owner's volume was removed");
+    assert!(swept.volumes >= 1, "{swept:?}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Matrix cell timeout.
+
+#[test]
+fn a_hung_matrix_cell_times_out_and_leaves_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    // A pg_config that never answers: the cell's harness hangs while locating PostgreSQL.
+    let marker = format!("cnpg-ext-test-hang-{}", std::process::id());
+    let bindir = scratch.path().join("pg/bin");
+    std::fs::create_dir_all(&bindir).unwrap();
+    let pg_config = bindir.join("pg_config");
+    std::fs::write(&pg_config, format!("#!/bin/bash\nexec -a {marker} sleep 600\n")).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pg_config, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let matrix = scratch.path().join("hang.yaml");
+    std::fs::write(
+        &matrix,
+        format!(
+            "cell_timeout: 1h\naxes:\n  backend: [local]\n  postgres: [{}]\n  scenarios: [{}]\n",
+            pg_config.display(),
+            common::repo().join("scenarios/custom-path").display()
+        ),
+    )
+    .unwrap();
+    let reports = scratch.path().join("reports");
+    let cells_before: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cnpg-ext-cell-")).collect())
+        .unwrap_or_default();
+    let t0 = Instant::now();
+    // --cell-timeout overrides the file's hour.
+    let o = bin()
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--cell-timeout", "2s", "--report-dir", reports.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    eprintln!("matrix with a hung cell ended after {} ms", t0.elapsed().as_millis());
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("TIMEOUT"), "{out}");
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let cell = &report["cells"][0];
+    assert_eq!(cell["status"], "timeout", "{report:#}");
+    assert!(cell["reason"].as_str().unwrap().contains("2 s"), "{report:#}");
+    assert_eq!(report["totals"]["timeout"], 1);
+    let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
+    assert!(junit.contains("type=\"timeout\""), "{junit}");
+    let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
+    assert!(html.contains("s-timeout") && html.contains("1 timeout"), "index.html does not show the timeout");
+    // Nothing of the cell is left: not the hung helper, not the cell's work directory.
+    assert!(within(Duration::from_secs(5), || processes_mentioning(&marker).is_empty()).is_some(), "the hung pg_config still runs");
+    let cells_after: Vec<String> = std::fs::read_dir("/dev/shm")
+        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cnpg-ext-cell-")).collect())
+        .unwrap_or_default();
+    let new: Vec<&String> = cells_after.iter().filter(|n| !cells_before.contains(n)).collect();
+    // Another test's matrix may run at the same time: only directories of this matrix count.
+    let ours: Vec<&&String> = new
+        .iter()
+        .filter(|n| read_record(&Path::new("/dev/shm").join(n)).is_some_and(|r| !r.anyone_alive()))
+        .collect();
+    assert!(ours.is_empty(), "cell work directories left: {ours:?}");
+}
+
+#[test]
+fn cell_timeout_values_are_checked() {
+    use cnpg_ext_harness::matrix::parse_duration;
+    assert_eq!(parse_duration("90").unwrap(), Some(Duration::from_secs(90)));
+    assert_eq!(parse_duration("20m").unwrap(), Some(Duration::from_secs(1200)));
+    assert_eq!(parse_duration("1h").unwrap(), Some(Duration::from_secs(3600)));
+    assert_eq!(parse_duration("0").unwrap(), None);
+    assert!(parse_duration("5d").unwrap_err().contains("unknown unit"));
+    assert!(parse_duration("soon").is_err());
+    let scratch = tempfile::tempdir().unwrap();
+    let f = scratch.path().join("m.yaml");
+    std::fs::write(&f, format!("cell_timeout: forever\naxes:\n  backend: [local]\n  scenarios: [{}]\n", common::repo().join("scenarios/custom-path").display())).unwrap();
+    let o = bin().args(["matrix", f.to_str().unwrap(), "--no-progress"]).output().unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{out}");
+    assert!(out.contains("m.yaml") && out.contains("cell_timeout") && out.contains("forever"), "{out}");
+    let o = bin().args(["matrix", f.to_str().unwrap(), "--cell-timeout", "soon"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--cell-timeout"), "{}", text(&o));
+}
+
+#[test]
+fn sigkill_of_a_matrix_stops_its_cells_and_leaves_nothing() {
+    let scratch = tempfile::tempdir().unwrap();
+    let matrix = scratch.path().join("m.yaml");
+    std::fs::write(
+        &matrix,
+        format!("axes:\n  backend: [local]\n  scenarios: [{}]\n", common::repo().join("scenarios/add-extension").display()),
+    )
+    .unwrap();
+    let reports = scratch.path().join("reports");
+    let mut child = bin()
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", reports.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let me = child.id() as i32;
+    // The cell's work directory is the one whose owner record names this matrix.
+    let mut cell_dir = None;
+    let found = within(Duration::from_secs(240), || {
+        if cell_dir.is_none() {
+            cell_dir = std::fs::read_dir("/dev/shm")
+                .ok()
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .find(|p| read_record(p).is_some_and(|r| r.owner.pid == me));
+        }
+        cell_dir.as_ref().is_some_and(|d| postgres_mentioning(d.to_str().unwrap()) >= 2)
+    });
+    assert!(found.is_some(), "the matrix cell never started postgres (cell dir {cell_dir:?})");
+    let cell_dir = cell_dir.unwrap();
+    let needle = cell_dir.to_str().unwrap().to_string();
+    // The cell's harness runs with `--workdir <cell dir>`: it is among them.
+    assert!(processes_mentioning(&needle).len() > postgres_mentioning(&needle), "no cell harness running");
+
+    kill(Pid::from_raw(me), Signal::SIGKILL).unwrap();
+    let _ = child.wait();
+    let took = within(Duration::from_secs(5), || {
+        processes_mentioning(&needle).is_empty() && !cell_dir.exists()
+    });
+    assert!(
+        took.is_some(),
+        "5 s after SIGKILL of the matrix: processes {:?}, cell dir exists: {}",
+        processes_mentioning(&needle),
+        cell_dir.exists()
+    );
+    eprintln!("matrix: everything gone {} ms after SIGKILL", took.unwrap().as_millis());
+}
