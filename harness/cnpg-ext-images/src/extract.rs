@@ -29,6 +29,13 @@ const MAX_ENTRY_METADATA: u64 = 1 << 20;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
+/// The four bytes every zstd frame starts with (RFC 8878, 3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Largest zstd window accepted: 2^27 = 128 MiB, zstd's own default limit
+/// for decoders (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`), stated here so it is not
+/// silently raised by a dependency.
+const ZSTD_MAX_WINDOW_LOG: u32 = 27;
+
 /// Resource caps against decompression bombs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -173,7 +180,8 @@ impl Extractor {
         })
     }
 
-    /// Apply one layer blob (gzip-compressed or plain tar). When `diff_id`
+    /// Apply one layer blob (gzip- or zstd-compressed, or plain tar; told
+    /// apart by their magic bytes, not by the media type). When `diff_id`
     /// is given, the uncompressed stream must hash to it.
     pub(crate) fn apply_layer(
         &mut self,
@@ -190,12 +198,13 @@ impl Extractor {
         let head = br.fill_buf().map_err(corrupt)?;
         let decoded: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::bufread::MultiGzDecoder::new(br))
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(ImageError::UnsupportedMediaType {
-                image: ctx.image.into(),
-                media_type: "zstd-compressed layer".into(),
-                what: format!("layer {}", ctx.layer),
-            });
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            // Same limits as gzip: the decoded stream goes through the meter below.
+            // The window is capped so a crafted frame cannot make the decoder
+            // reserve more than 2^ZSTD_MAX_WINDOW_LOG bytes.
+            let mut d = zstd::stream::read::Decoder::with_buffer(br).map_err(corrupt)?;
+            d.window_log_max(ZSTD_MAX_WINDOW_LOG).map_err(corrupt)?;
+            Box::new(d)
         } else {
             Box::new(br)
         };

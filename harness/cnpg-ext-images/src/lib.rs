@@ -56,7 +56,7 @@ pub fn fuzz_parse_documents(bytes: &[u8]) {
     let _ = serde_json::from_slice::<Vec<spec::DockerArchiveEntry>>(bytes);
 }
 
-/// For fuzzing: apply `layer` (gzip or plain tar bytes) into the empty
+/// For fuzzing: apply `layer` (gzip, zstd or plain tar bytes) into the empty
 /// directory `root` with the default limits.
 #[doc(hidden)]
 pub fn fuzz_apply_layer(layer: &[u8], root: &std::path::Path) -> Result<(), ImageError> {

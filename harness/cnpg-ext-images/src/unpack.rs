@@ -149,16 +149,6 @@ pub(crate) fn unpack_with_names(
     let mut ex =
         Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
     for layer in &r.layers {
-        if layer.media_type.ends_with("+zstd") {
-            return Err(ImageError::UnsupportedMediaType {
-                image: image.into(),
-                media_type: layer.media_type.clone(),
-                what: format!(
-                    "layer {} (zstd layers are not supported; re-export with gzip)",
-                    layer.label
-                ),
-            });
-        }
         r.verify_layer_blob(layer)?;
         let what = format!("layer {}", layer.rel);
         let reader = r
