@@ -97,6 +97,9 @@ pub(crate) struct Extractor {
     /// Regular-file bytes written, all layers.
     pub bytes: u64,
     dir_modes: BTreeMap<PathBuf, u32>,
+    /// Owner and mode of every file and directory entry, as recorded in
+    /// the layers (the last layer to write a path wins).
+    pub ownership: crate::compat::Ownership,
     layer_paths: HashSet<PathBuf>,
     cache: Option<(PathBuf, Rc<OwnedFd>)>,
     buf: Vec<u8>,
@@ -174,6 +177,7 @@ impl Extractor {
             entries: 0,
             bytes: 0,
             dir_modes: BTreeMap::new(),
+            ownership: Default::default(),
             layer_paths: HashSet::new(),
             cache: None,
             buf: vec![0u8; 256 * 1024],
@@ -423,6 +427,11 @@ impl Extractor {
         let parent_rel = rel_of(&comps);
         let rel = parent_rel.join(&name);
         let mode = entry.header().mode().map_err(EntryError::Read)? & 0o777;
+        let owner = crate::compat::FileOwner {
+            uid: entry.header().uid().unwrap_or(0),
+            gid: entry.header().gid().unwrap_or(0),
+            mode,
+        };
 
         // Whiteouts.
         let nb = name.as_bytes();
@@ -449,6 +458,7 @@ impl Extractor {
             if let Some(dir) = self.walk(&comps, false).map_err(unsafe_entry)? {
                 self.remove(&dir, &trel, target).map_err(io_err)?;
             }
+            self.ownership.retain(|p, _| !p.starts_with(&trel));
             return Ok(());
         }
 
@@ -465,6 +475,7 @@ impl Extractor {
                         .map_err(|e| io_err(e.into()))?;
                 }
             }
+            self.ownership.insert(rel.clone(), owner);
             self.dir_modes.insert(rel, mode | 0o700);
             return Ok(());
         }
@@ -479,6 +490,7 @@ impl Extractor {
                 self.remove(&*parent, &rel, &name).map_err(io_err)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &*parent, name.as_os_str())
                     .map_err(|e| io_err(e.into()))?;
+                self.ownership.remove(&rel);
             }
             T::Link => {
                 let target = entry
@@ -531,6 +543,12 @@ impl Extractor {
                     AtFlags::empty(),
                 )
                 .map_err(|e| io_err(e.into()))?;
+                // A hard link is the same inode: its target's owner and mode.
+                let target_rel = rel_of(&tcomps).join(&tname);
+                match self.ownership.get(&target_rel).copied() {
+                    Some(o) => self.ownership.insert(rel, o),
+                    None => self.ownership.remove(&rel),
+                };
             }
             _ => {
                 let size = entry.size();
@@ -574,6 +592,7 @@ impl Extractor {
                 self.bytes += written;
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
                     .map_err(|e| io_err(e.into()))?;
+                self.ownership.insert(rel, owner);
             }
         }
         Ok(())

@@ -12,6 +12,7 @@
 
 mod build;
 pub mod cli;
+pub mod compat;
 pub mod control;
 mod digest;
 pub mod elf;

@@ -56,6 +56,10 @@ pub struct UnpackedImage {
     pub entries: u64,
     /// Regular-file bytes written.
     pub bytes: u64,
+    /// Owner and mode of each file and directory as the layers recorded
+    /// them (the unpacked copy belongs to the unpacking user).
+    #[serde(skip)]
+    pub ownership: crate::compat::Ownership,
 }
 
 /// Result of [`inspect`].
@@ -186,6 +190,7 @@ pub(crate) fn unpack_with_names(
         config: summary(&r),
         entries: ex.entries,
         bytes: ex.bytes,
+        ownership: std::mem::take(&mut ex.ownership),
     };
     Ok((u, r.ref_names.clone()))
 }
