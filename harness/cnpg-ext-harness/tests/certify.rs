@@ -265,19 +265,61 @@ fn a_label_less_working_image_certifies_unless_labels_are_required() {
     assert!(out.contains("alpine") && out.contains("bookworm"), "{out}");
 }
 
+/// Patch the built `lib/vector.so`'s magic block to say PostgreSQL 15.
+fn magic_says_15(tree: &Path) {
+    let so = tree.join("lib/vector.so");
+    let mut b = std::fs::read(&so).unwrap();
+    // version 1800, funcmaxargs 100, indexmaxkeys 32, namedatalen 64 (little-endian ints)
+    let pat: Vec<u8> = [1800u32, 100, 32, 64].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let at = b.windows(pat.len()).position(|w| w == pat.as_slice()).expect("magic block");
+    b[at..at + 4].copy_from_slice(&1500u32.to_le_bytes());
+    std::fs::write(&so, b).unwrap();
+}
+
+/// `run` with an image built for another major: the finding is shown while the images are
+/// prepared and recorded next to the image in report.json, and the run goes on, so the
+/// scenario can assert the error users would see.
+#[test]
+fn run_shows_and_records_compat_findings_without_aborting() {
+    let scratch = tempfile::tempdir().unwrap();
+    let reference = "example.com/pgvector-for-15:0.8.6";
+    let image = pgvector_image_as(scratch.path(), magic_says_15, reference, false);
+    let dir = scratch.path().join("scenario");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        format!("apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  instances: 1\n  postgresql:\n    extensions:\n      - name: pgvector\n        image: {{reference: \"{reference}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scenario.yaml"),
+        format!("images:\n  - reference: \"{reference}\"\n    oci: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - sql: {{query: CREATE EXTENSION vector, error: 'incompatible library'}}\n", image.display()),
+    )
+    .unwrap();
+    let reports = scratch.path().join("reports");
+    let o = bin()
+        .args(["run", dir.to_str().unwrap(), "--no-progress", "--report-dir", reports.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(out.contains("module-pg-major-mismatch") && out.contains("lib/vector.so"), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let img = &report["images"][0];
+    assert_eq!(img["reference"], reference);
+    assert_eq!(img["binaries"]["pg_majors"]["lib/vector.so"], 15, "{img:#}");
+    assert!(
+        img["findings"].as_array().unwrap().iter().any(|f| f["code"] == "module-pg-major-mismatch" && f["severity"] == "error"),
+        "{img:#}"
+    );
+}
+
 /// pgvector whose magic block is patched (in the built copy) to say PostgreSQL 15.
 #[test]
 fn a_module_built_for_another_major_is_refused_as_such() {
     let scratch = tempfile::tempdir().unwrap();
-    let image = pgvector_image(scratch.path(), |tree| {
-        let so = tree.join("lib/vector.so");
-        let mut b = std::fs::read(&so).unwrap();
-        // version 1800, funcmaxargs 100, indexmaxkeys 32, namedatalen 64 (little-endian ints)
-        let pat: Vec<u8> = [1800u32, 100, 32, 64].iter().flat_map(|v| v.to_le_bytes()).collect();
-        let at = b.windows(pat.len()).position(|w| w == pat.as_slice()).expect("magic block");
-        b[at..at + 4].copy_from_slice(&1500u32.to_le_bytes());
-        std::fs::write(&so, b).unwrap();
-    });
+    let image = pgvector_image(scratch.path(), magic_says_15);
     let report = scratch.path().join("report");
     let (code, out, cert) = certify(&image, &report);
     assert_eq!(code, Some(1), "{out}");

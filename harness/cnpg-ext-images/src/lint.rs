@@ -52,6 +52,24 @@ pub mod codes {
     pub const MIXED_ARCH: &str = "mixed-arch";
     pub const CONFIG_ARCH_DISAGREES: &str = "config-arch-disagrees";
     pub const NOT_READABLE_BY_POSTGRES: &str = "not-readable-by-postgres";
+
+    /// The findings read from the binaries and file modes that say whether
+    /// an image fits an operand (PostgreSQL major, glibc, architecture,
+    /// access), independent of how a Cluster mounts it: what `run` shows
+    /// while preparing images.
+    pub const COMPAT: &[&str] = &[
+        MODULE_PG_MAJOR_MISMATCH,
+        LABEL_PG_MAJOR_DISAGREES,
+        UNREADABLE_PG_MAGIC,
+        GLIBC_TOO_NEW,
+        LIBSTDCXX_TOO_NEW,
+        OS_UNKNOWN,
+        WRONG_ARCH,
+        WRONG_ELF_CLASS,
+        MIXED_ARCH,
+        CONFIG_ARCH_DISAGREES,
+        NOT_READABLE_BY_POSTGRES,
+    ];
 }
 
 /// Labels every extension image must carry.
