@@ -21,17 +21,31 @@ fn layout(tree: &Path, reference: &str, labels: BTreeMap<String, String>, out: &
 
 /// The pgvector fixture tree, changed by `edit` before it is packed.
 fn pgvector_image(scratch: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
-    pgvector_image_as(scratch, edit, "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie", true)
+    pgvector_image_as(
+        scratch,
+        edit,
+        "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie",
+        true,
+    )
 }
 
 /// [`pgvector_image`] under another reference, with or without the fixture's labels.
-fn pgvector_image_as(scratch: &Path, edit: impl FnOnce(&Path), reference: &str, labels: bool) -> PathBuf {
+fn pgvector_image_as(
+    scratch: &Path,
+    edit: impl FnOnce(&Path),
+    reference: &str,
+    labels: bool,
+) -> PathBuf {
     let tree = scratch.join("tree");
     let built =
         cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg(), &tree)
             .unwrap();
     edit(&tree);
-    let labels = if labels { built.labels } else { BTreeMap::new() };
+    let labels = if labels {
+        built.labels
+    } else {
+        BTreeMap::new()
+    };
     layout(&tree, reference, labels, &scratch.join("oci"))
 }
 
@@ -79,7 +93,11 @@ fn certify(image: &Path, report: &Path) -> (Option<i32>, String, serde_json::Val
     certify_with(image, report, &[])
 }
 
-fn certify_with(image: &Path, report: &Path, extra: &[&str]) -> (Option<i32>, String, serde_json::Value) {
+fn certify_with(
+    image: &Path,
+    report: &Path,
+    extra: &[&str],
+) -> (Option<i32>, String, serde_json::Value) {
     let o = bin()
         .args([
             "certify",
@@ -225,7 +243,12 @@ fn a_module_that_is_not_a_library_fails_when_created() {
     // The failing instance's postgres.log tail is kept.
     assert!(report.join("logs").is_dir(), "{out}");
     // Both were found; the image's own defect decided, before its consequence.
-    let kinds: Vec<&str> = cert["findings"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
+    let kinds: Vec<&str> = cert["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
     assert!(kinds.contains(&"create-extension-failed"), "{kinds:?}");
     assert_eq!(cert["decided_by"]["kind"], "image-layout", "{cert:#}");
 }
@@ -233,7 +256,12 @@ fn a_module_that_is_not_a_library_fails_when_created() {
 #[test]
 fn a_label_less_working_image_certifies_unless_labels_are_required() {
     let scratch = tempfile::tempdir().unwrap();
-    let image = pgvector_image_as(scratch.path(), |_| {}, "example.com/vendor/pgvector:0.8.6", false);
+    let image = pgvector_image_as(
+        scratch.path(),
+        |_| {},
+        "example.com/vendor/pgvector:0.8.6",
+        false,
+    );
     let report = scratch.path().join("report");
     let (code, out, cert) = certify(&image, &report);
     assert_eq!(code, Some(0), "{out}");
@@ -248,7 +276,10 @@ fn a_label_less_working_image_certifies_unless_labels_are_required() {
     assert_eq!(warned.len(), 4, "{cert:#}");
     assert!(warned.iter().all(|f| f["severity"] == "warning"));
     // What the labels would have said, read from the binaries.
-    assert_eq!(cert["lint"]["binaries"]["pg_majors"]["lib/vector.so"], 18, "{cert:#}");
+    assert_eq!(
+        cert["lint"]["binaries"]["pg_majors"]["lib/vector.so"], 18,
+        "{cert:#}"
+    );
     assert!(out.contains("binaries: PostgreSQL 18"), "{out}");
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
@@ -270,8 +301,14 @@ fn magic_says_15(tree: &Path) {
     let so = tree.join("lib/vector.so");
     let mut b = std::fs::read(&so).unwrap();
     // version 1800, funcmaxargs 100, indexmaxkeys 32, namedatalen 64 (little-endian ints)
-    let pat: Vec<u8> = [1800u32, 100, 32, 64].iter().flat_map(|v| v.to_le_bytes()).collect();
-    let at = b.windows(pat.len()).position(|w| w == pat.as_slice()).expect("magic block");
+    let pat: Vec<u8> = [1800u32, 100, 32, 64]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let at = b
+        .windows(pat.len())
+        .position(|w| w == pat.as_slice())
+        .expect("magic block");
     b[at..at + 4].copy_from_slice(&1500u32.to_le_bytes());
     std::fs::write(&so, b).unwrap();
 }
@@ -298,19 +335,32 @@ fn run_shows_and_records_compat_findings_without_aborting() {
     .unwrap();
     let reports = scratch.path().join("reports");
     let o = bin()
-        .args(["run", dir.to_str().unwrap(), "--no-progress", "--report-dir", reports.to_str().unwrap()])
+        .args([
+            "run",
+            dir.to_str().unwrap(),
+            "--no-progress",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
-    assert!(out.contains("module-pg-major-mismatch") && out.contains("lib/vector.so"), "{out}");
+    assert!(
+        out.contains("module-pg-major-mismatch") && out.contains("lib/vector.so"),
+        "{out}"
+    );
     let report: serde_json::Value =
         serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
     let img = &report["images"][0];
     assert_eq!(img["reference"], reference);
     assert_eq!(img["binaries"]["pg_majors"]["lib/vector.so"], 15, "{img:#}");
     assert!(
-        img["findings"].as_array().unwrap().iter().any(|f| f["code"] == "module-pg-major-mismatch" && f["severity"] == "error"),
+        img["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "module-pg-major-mismatch" && f["severity"] == "error"),
         "{img:#}"
     );
 }
@@ -325,15 +375,29 @@ fn a_module_built_for_another_major_is_refused_as_such() {
     assert_eq!(code, Some(1), "{out}");
     assert_eq!(cert["decided_by"]["kind"], "pg-major-mismatch", "{cert:#}");
     let reason = cert["decided_by"]["reason"].as_str().unwrap();
-    assert!(reason.contains("lib/vector.so") && reason.contains("PostgreSQL 15"), "{reason}");
+    assert!(
+        reason.contains("lib/vector.so") && reason.contains("PostgreSQL 15"),
+        "{reason}"
+    );
     // PostgreSQL itself refuses it too.
-    let kinds: Vec<&str> = cert["findings"].as_array().unwrap().iter().filter_map(|f| f["kind"].as_str()).collect();
+    let kinds: Vec<&str> = cert["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
     assert!(kinds.contains(&"create-extension-failed"), "{kinds:?}");
     let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
-    assert!(summary.contains("decided by: `pg-major-mismatch`"), "{summary}");
+    assert!(
+        summary.contains("decided by: `pg-major-mismatch`"),
+        "{summary}"
+    );
     let run: serde_json::Value =
         serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
-    assert_eq!(run["certification"]["decided_by"]["kind"], "pg-major-mismatch");
+    assert_eq!(
+        run["certification"]["decided_by"]["kind"],
+        "pg-major-mismatch"
+    );
 }
 
 #[test]

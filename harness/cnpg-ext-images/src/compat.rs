@@ -48,12 +48,18 @@ pub const DISTROS: &[Distro] = &[
 
 /// The distribution called `name` (case-insensitive).
 pub fn distro(name: &str) -> Option<&'static Distro> {
-    DISTROS.iter().find(|d| d.name.eq_ignore_ascii_case(name.trim()))
+    DISTROS
+        .iter()
+        .find(|d| d.name.eq_ignore_ascii_case(name.trim()))
 }
 
 /// Comma-separated names of [`DISTROS`], for messages.
 pub fn distro_names() -> String {
-    DISTROS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+    DISTROS
+        .iter()
+        .map(|d| d.name)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The distribution a reference's tag ends with: `…/postgresql:18-minimal-trixie`,

@@ -128,9 +128,17 @@ fn version_needs(elf: &goblin::elf::Elf) -> Vec<VersionNeed> {
     // Version index (vna_other) → (library, version name).
     let mut by_index: BTreeMap<u16, (String, String)> = BTreeMap::new();
     for need in verneed.iter() {
-        let lib = elf.dynstrtab.get_at(need.vn_file).unwrap_or("?").to_string();
+        let lib = elf
+            .dynstrtab
+            .get_at(need.vn_file)
+            .unwrap_or("?")
+            .to_string();
         for aux in need.iter() {
-            let name = elf.dynstrtab.get_at(aux.vna_name).unwrap_or("?").to_string();
+            let name = elf
+                .dynstrtab
+                .get_at(aux.vna_name)
+                .unwrap_or("?")
+                .to_string();
             by_index.insert(aux.vna_other, (lib.clone(), name));
         }
     }
@@ -154,7 +162,11 @@ fn version_needs(elf: &goblin::elf::Elf) -> Vec<VersionNeed> {
         .map(|(idx, (library, version))| VersionNeed {
             library,
             version,
-            symbols: symbols.remove(&idx).unwrap_or_default().into_iter().collect(),
+            symbols: symbols
+                .remove(&idx)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
         })
         .collect()
 }

@@ -4,8 +4,8 @@
 //!
 //! Finding codes are stable kebab-case strings (see [`codes`]).
 
-use crate::control::parse_control;
 use crate::compat::{self, Distro, FileOwner, Ownership, Runtime, DISTROS};
+use crate::control::parse_control;
 use crate::elf::{arch_machine, is_elf, machine_name, read_elf, read_header, BaseLibs};
 use crate::error::ImageError;
 use crate::platform::{host_arch, normalize_arch, Platform};
@@ -52,6 +52,44 @@ pub mod codes {
     pub const MIXED_ARCH: &str = "mixed-arch";
     pub const CONFIG_ARCH_DISAGREES: &str = "config-arch-disagrees";
     pub const NOT_READABLE_BY_POSTGRES: &str = "not-readable-by-postgres";
+
+    /// Every code, for documentation checks.
+    pub const ALL: &[&str] = &[
+        MISSING_LABEL,
+        PG_MAJOR_MISMATCH,
+        OS_MISMATCH,
+        ARCH_MISMATCH,
+        ROOT_USER,
+        NO_CONTROL_FILES,
+        CONTROL_PARSE_ERROR,
+        MISSING_DEFAULT_VERSION,
+        MISSING_INSTALL_SCRIPT,
+        MISSING_MODULE,
+        ABSOLUTE_MODULE_PATHNAME,
+        ABSOLUTE_DIRECTORY,
+        NOT_ELF,
+        WRONG_ARCH,
+        WRONG_ELF_CLASS,
+        UNPARSABLE_ELF,
+        NOT_SHARED_OBJECT,
+        MISSING_PG_MAGIC,
+        MISSING_NEEDED_LIBRARY,
+        UNEXPECTED_TOP_LEVEL_ENTRY,
+        MISSING_LICENSES,
+        SQL_VERSION_MISMATCH,
+        TAG_PG_MAJOR_MISMATCH,
+        DANGLING_SYMLINK,
+        INVALID_PATH_OPTION,
+        MODULE_PG_MAJOR_MISMATCH,
+        LABEL_PG_MAJOR_DISAGREES,
+        UNREADABLE_PG_MAGIC,
+        GLIBC_TOO_NEW,
+        LIBSTDCXX_TOO_NEW,
+        OS_UNKNOWN,
+        MIXED_ARCH,
+        CONFIG_ARCH_DISAGREES,
+        NOT_READABLE_BY_POSTGRES,
+    ];
 
     /// The findings read from the binaries and file modes that say whether
     /// an image fits an operand (PostgreSQL major, glibc, architecture,
@@ -198,7 +236,11 @@ impl Binaries {
         } else {
             format!(
                 "PostgreSQL {}",
-                majors.iter().map(u32::to_string).collect::<Vec<_>>().join(" and ")
+                majors
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
             )
         });
         for (rt, n) in &self.newest_needs {
@@ -206,7 +248,10 @@ impl Binaries {
                 "needs {rt} {} ({}{})",
                 n.version,
                 n.path,
-                n.symbol.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
+                n.symbol
+                    .as_ref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
             ));
         }
         if !self.architectures.is_empty() {
@@ -360,16 +405,16 @@ pub fn lint_tree(
 
 /// The operand distribution: `--os`, else the Cluster's imageName tag,
 /// else the image's own tag; with where it came from.
-fn operand_distro(
-    opts: &LintOptions,
-    ref_names: &[String],
-) -> (Option<&'static Distro>, String) {
+fn operand_distro(opts: &LintOptions, ref_names: &[String]) -> (Option<&'static Distro>, String) {
     if let Some(os) = &opts.os {
         return match compat::distro(os) {
             Some(d) => (Some(d), "given".into()),
             None => (
                 None,
-                format!("{os:?} is not a known distribution ({})", compat::distro_names()),
+                format!(
+                    "{os:?} is not a known distribution ({})",
+                    compat::distro_names()
+                ),
             ),
         };
     }
@@ -605,7 +650,9 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
             let comps: Vec<_> = dir.components().collect();
             for c in comps.iter().take(comps.len().saturating_sub(1)) {
                 acc.push(c);
-                let Ok(md) = std::fs::symlink_metadata(root.join(&acc)) else { break };
+                let Ok(md) = std::fs::symlink_metadata(root.join(&acc)) else {
+                    break;
+                };
                 let o = owner_of(&acc, &md);
                 if md.is_dir() && o.postgres_bits() & 1 == 0 {
                     report(cx, &acc, o, "traverse this directory");
@@ -614,9 +661,14 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
             if !root.join(dir).is_dir() {
                 continue;
             }
-            for e in walkdir::WalkDir::new(root.join(dir)).follow_links(false).sort_by_file_name() {
+            for e in walkdir::WalkDir::new(root.join(dir))
+                .follow_links(false)
+                .sort_by_file_name()
+            {
                 let Ok(e) = e else { continue };
-                let Ok(rel) = e.path().strip_prefix(root) else { continue };
+                let Ok(rel) = e.path().strip_prefix(root) else {
+                    continue;
+                };
                 if !seen.insert(rel.to_path_buf()) || e.file_type().is_symlink() {
                     continue;
                 }
@@ -945,11 +997,13 @@ fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
 
 /// OCI name of an `e_machine` where known, else its description.
 fn machine_arch(m: u16) -> String {
-    ["amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64"]
-        .iter()
-        .find(|a| arch_machine(a).map(|x| x.0) == Some(m))
-        .map(|a| a.to_string())
-        .unwrap_or_else(|| machine_name(m))
+    [
+        "amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64",
+    ]
+    .iter()
+    .find(|a| arch_machine(a).map(|x| x.0) == Some(m))
+    .map(|a| a.to_string())
+    .unwrap_or_else(|| machine_name(m))
 }
 
 /// Whether the file starts with the ELF magic (reads 4 bytes).
@@ -982,7 +1036,11 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
         let key = runtime_key(rt);
         let newer = match cx.bin.newest_needs.get(key) {
             Some(n) => {
-                let cur: Vec<u32> = n.version.split('.').filter_map(|p| p.parse().ok()).collect();
+                let cur: Vec<u32> = n
+                    .version
+                    .split('.')
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
                 nums > cur
             }
             None => true,
@@ -993,7 +1051,10 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
                 NeededVersion {
                     version: compat::dotted(&nums),
                     path: rel.clone(),
-                    symbol: need.symbols.first().map(|s| format!("{s}@{}", need.version)),
+                    symbol: need
+                        .symbols
+                        .first()
+                        .map(|s| format!("{s}@{}", need.version)),
                 },
             );
         }
@@ -1020,7 +1081,11 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
             Runtime::Glibc => (codes::GLIBC_TOO_NEW, d.glibc_text()),
             rt => (
                 codes::LIBSTDCXX_TOO_NEW,
-                format!("libstdc++ up to {}_{}", runtime_key(rt), compat::dotted(&d.provides(rt))),
+                format!(
+                    "libstdc++ up to {}_{}",
+                    runtime_key(rt),
+                    compat::dotted(&d.provides(rt))
+                ),
             ),
         };
         cx.err(
@@ -1144,8 +1209,7 @@ fn check_elves(
             );
         }
         let parent = path.parent().unwrap_or(root);
-        let is_module =
-            so_name && (modules.contains(path) || lib_abs.iter().any(|d| d == parent));
+        let is_module = so_name && (modules.contains(path) || lib_abs.iter().any(|d| d == parent));
         if is_module && !info.exports_pg_magic {
             cx.err(
                 codes::MISSING_PG_MAGIC,
@@ -1298,6 +1362,31 @@ mod tests {
             &["vector--0.6.0--0.8.1.sql".into()],
             "0.8.1"
         ));
+    }
+
+    /// The README's lint table names every code, each with a severity.
+    #[test]
+    fn readme_lists_every_code_with_its_severity() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .unwrap();
+        for code in codes::ALL {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{code}` |")))
+                .unwrap_or_else(|| panic!("README lint table lacks {code}"));
+            assert!(
+                ["error", "warning", "info"].iter().any(|s| row
+                    .split('|')
+                    .nth(2)
+                    .unwrap_or("")
+                    .contains(s)),
+                "{row}"
+            );
+        }
+        // No code defined twice.
+        let set: BTreeSet<&str> = codes::ALL.iter().copied().collect();
+        assert_eq!(set.len(), codes::ALL.len());
     }
 
     #[test]

@@ -264,7 +264,12 @@ fn root_user_is_information_only() {
         e.opts.user = user.into();
         let r = e.lint();
         let f = r.findings.iter().find(|f| f.code == codes::ROOT_USER);
-        assert_eq!(f.map(|f| f.severity), Some(Severity::Info), "{}", r.to_text());
+        assert_eq!(
+            f.map(|f| f.severity),
+            Some(Severity::Info),
+            "{}",
+            r.to_text()
+        );
         assert!(!r.has_errors(), "{}", r.to_text());
         assert_eq!(r.warnings(), 0, "{}", r.to_text());
     }
@@ -311,7 +316,12 @@ fn labels_and_layout_warnings() {
     let r = e.lint_with(&o);
     // The module's magic block (1800) decides; the label check is a warning then.
     assert_error(&r, codes::MODULE_PG_MAJOR_MISMATCH, Some("lib/greet.so"));
-    let sev = |code: &str| r.findings.iter().find(|f| f.code == code).map(|f| f.severity);
+    let sev = |code: &str| {
+        r.findings
+            .iter()
+            .find(|f| f.code == code)
+            .map(|f| f.severity)
+    };
     assert_eq!(sev(codes::PG_MAJOR_MISMATCH), Some(Severity::Warning));
     assert_eq!(sev(codes::MISSING_LABEL), Some(Severity::Warning));
     let o = LintOptions {
@@ -455,12 +465,29 @@ fn pg_major_read_from_the_module_at_o0_and_o2() {
             r.to_text()
         );
         assert_error(&r, codes::MODULE_PG_MAJOR_MISMATCH, Some("lib/greet.so"));
-        let f = r.findings.iter().find(|f| f.code == codes::MODULE_PG_MAJOR_MISMATCH).unwrap();
-        assert!(f.message.contains("PostgreSQL 15") && f.message.contains("PostgreSQL 18"), "{}", f.message);
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.code == codes::MODULE_PG_MAJOR_MISMATCH)
+            .unwrap();
+        assert!(
+            f.message.contains("PostgreSQL 15") && f.message.contains("PostgreSQL 18"),
+            "{}",
+            f.message
+        );
         // Missing labels are warnings only.
-        assert!(r.has(codes::MISSING_LABEL) && !r.findings.iter().any(|f| f.code == codes::MISSING_LABEL && f.severity == Severity::Error));
+        assert!(
+            r.has(codes::MISSING_LABEL)
+                && !r
+                    .findings
+                    .iter()
+                    .any(|f| f.code == codes::MISSING_LABEL && f.severity == Severity::Error)
+        );
         // For a PostgreSQL 15 Cluster the same image is fine.
-        let ok = e.lint_with(&LintOptions { pg_major: 15, ..LintOptions::default() });
+        let ok = e.lint_with(&LintOptions {
+            pg_major: 15,
+            ..LintOptions::default()
+        });
         assert!(!ok.has_errors(), "{opt}: {}", ok.to_text());
     }
 }
@@ -474,10 +501,22 @@ fn label_that_disagrees_with_the_binary_is_its_own_finding() {
     cc_so(&e.tree.join("lib/greet.so"), &module_for(1500), &["-O2"]);
     let r = e.lint();
     assert_error(&r, codes::MODULE_PG_MAJOR_MISMATCH, Some("lib/greet.so"));
-    let d = r.findings.iter().find(|f| f.code == codes::LABEL_PG_MAJOR_DISAGREES).expect("finding");
+    let d = r
+        .findings
+        .iter()
+        .find(|f| f.code == codes::LABEL_PG_MAJOR_DISAGREES)
+        .expect("finding");
     assert_eq!(d.severity, Severity::Warning);
-    assert!(d.message.contains("= 18") && d.message.contains("PostgreSQL 15"), "{}", d.message);
-    assert!(!r.has(codes::PG_MAJOR_MISMATCH), "the label matches the Cluster: {}", r.to_text());
+    assert!(
+        d.message.contains("= 18") && d.message.contains("PostgreSQL 15"),
+        "{}",
+        d.message
+    );
+    assert!(
+        !r.has(codes::PG_MAJOR_MISMATCH),
+        "the label matches the Cluster: {}",
+        r.to_text()
+    );
 }
 
 /// Debian's PostgreSQL 15 contrib module, built -O2 by Debian: refused as
@@ -486,7 +525,10 @@ fn label_that_disagrees_with_the_binary_is_its_own_finding() {
 fn debian_postgresql_15_module_is_refused_as_built_for_15() {
     let m = Path::new("/usr/lib/postgresql/15/lib/pg_trgm.so");
     if !m.is_file() {
-        eprintln!("SKIPPED: {} not installed (apt-get install postgresql-15)", m.display());
+        eprintln!(
+            "SKIPPED: {} not installed (apt-get install postgresql-15)",
+            m.display()
+        );
         return;
     }
     if !have_cc() {
@@ -495,7 +537,12 @@ fn debian_postgresql_15_module_is_refused_as_built_for_15() {
     let e = unlabelled("example.com/pg_trgm:1.6");
     std::fs::copy(m, e.tree.join("lib/pg_trgm.so")).unwrap();
     let r = e.lint();
-    assert_eq!(r.binaries.pg_majors.get("lib/pg_trgm.so"), Some(&15), "{}", r.to_text());
+    assert_eq!(
+        r.binaries.pg_majors.get("lib/pg_trgm.so"),
+        Some(&15),
+        "{}",
+        r.to_text()
+    );
     assert_error(&r, codes::MODULE_PG_MAJOR_MISMATCH, Some("lib/pg_trgm.so"));
 }
 
@@ -503,7 +550,9 @@ fn debian_postgresql_15_module_is_refused_as_built_for_15() {
 /// read as 18, when the harness has provisioned it here.
 #[test]
 fn provisioned_postgresql_18_modules_read_as_18() {
-    let Some(home) = std::env::var_os("HOME") else { return };
+    let Some(home) = std::env::var_os("HOME") else {
+        return;
+    };
     let cache = Path::new(&home).join(".cache/cnpg-ext-harness");
     let lib = std::fs::read_dir(&cache).ok().and_then(|rd| {
         rd.flatten()
@@ -511,7 +560,10 @@ fn provisioned_postgresql_18_modules_read_as_18() {
             .find(|p| p.join("vector.so").is_file())
     });
     let Some(lib) = lib else {
-        eprintln!("SKIPPED: no provisioned PostgreSQL 18 under {}", cache.display());
+        eprintln!(
+            "SKIPPED: no provisioned PostgreSQL 18 under {}",
+            cache.display()
+        );
         return;
     };
     for m in ["vector.so", "pg_trgm.so", "hstore.so"] {
@@ -532,21 +584,40 @@ fn glibc_need_judged_against_the_operand() {
         return;
     }
     let e = unlabelled("ghcr.io/example/greet:1.0-18-bullseye");
-    cc_so(&e.tree.join("lib/opener.so"), &format!("{MODULE_C}{DLOPEN_C}"), &["-O2"]);
-    let info = cnpg_ext_images::elf::read_elf(&std::fs::read(e.tree.join("lib/opener.so")).unwrap()).unwrap();
+    cc_so(
+        &e.tree.join("lib/opener.so"),
+        &format!("{MODULE_C}{DLOPEN_C}"),
+        &["-O2"],
+    );
+    let info =
+        cnpg_ext_images::elf::read_elf(&std::fs::read(e.tree.join("lib/opener.so")).unwrap())
+            .unwrap();
     let needs_234 = info
         .version_needs
         .iter()
         .any(|n| n.version == "GLIBC_2.34" && n.symbols.iter().any(|s| s == "dlopen"));
     if !needs_234 {
-        eprintln!("SKIPPED: this C library does not version dlopen at GLIBC_2.34 ({:?})", info.version_needs);
+        eprintln!(
+            "SKIPPED: this C library does not version dlopen at GLIBC_2.34 ({:?})",
+            info.version_needs
+        );
         return;
     }
     // The image's tag says bullseye: glibc 2.31 lacks dlopen@GLIBC_2.34.
     let r = e.lint();
     assert_error(&r, codes::GLIBC_TOO_NEW, Some("lib/opener.so"));
-    let f = r.findings.iter().find(|f| f.code == codes::GLIBC_TOO_NEW).unwrap();
-    assert!(f.message.contains("dlopen@GLIBC_2.34") && f.message.contains("bullseye") && f.message.contains("2.31"), "{}", f.message);
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == codes::GLIBC_TOO_NEW)
+        .unwrap();
+    assert!(
+        f.message.contains("dlopen@GLIBC_2.34")
+            && f.message.contains("bullseye")
+            && f.message.contains("2.31"),
+        "{}",
+        f.message
+    );
     assert_eq!(r.binaries.newest_needs["GLIBC"].version, "2.34");
     // The Cluster's imageName comes before the image's tag; --os before both.
     let on = |os: Option<&str>, img: Option<&str>| {
@@ -556,16 +627,27 @@ fn glibc_need_judged_against_the_operand() {
             ..LintOptions::default()
         })
     };
-    let r = on(None, Some("ghcr.io/cloudnative-pg/postgresql:18-minimal-bookworm"));
+    let r = on(
+        None,
+        Some("ghcr.io/cloudnative-pg/postgresql:18-minimal-bookworm"),
+    );
     assert!(!r.has_errors(), "{}", r.to_text());
     assert_eq!(r.binaries.operand_os.as_deref(), Some("bookworm"));
     assert!(on(Some("bullseye"), Some("x/postgresql:18-minimal-trixie")).has(codes::GLIBC_TOO_NEW));
     assert!(!on(Some("trixie"), None).has_errors());
     // Unknown: stated, with what the binaries need, and not an error.
     let u = unlabelled("ghcr.io/example/greet:1.0");
-    cc_so(&u.tree.join("lib/opener.so"), &format!("{MODULE_C}{DLOPEN_C}"), &["-O2"]);
+    cc_so(
+        &u.tree.join("lib/opener.so"),
+        &format!("{MODULE_C}{DLOPEN_C}"),
+        &["-O2"],
+    );
     let r = u.lint();
-    let f = r.findings.iter().find(|f| f.code == codes::OS_UNKNOWN).expect("os-unknown");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == codes::OS_UNKNOWN)
+        .expect("os-unknown");
     assert_eq!(f.severity, Severity::Info);
     assert!(f.message.contains("GLIBC 2.34"), "{}", f.message);
     assert!(!r.has_errors(), "{}", r.to_text());
@@ -587,21 +669,44 @@ fn libstdcxx_need_judged_against_the_operand() {
     let src = e.tmp.path().join("m.cpp");
     std::fs::write(&src, format!("extern \"C\" {{ {MODULE_C} }}\n#include <string>\nextern \"C\" int len(const char *s) {{ std::string x(s); x += \"!\"; return (int)x.size(); }}\n")).unwrap();
     let so = e.tree.join("lib/cxx.so");
-    let st = Command::new("c++").args(["-shared", "-fPIC", "-O2", "-o"]).arg(&so).arg(&src).status().unwrap();
+    let st = Command::new("c++")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&so)
+        .arg(&src)
+        .status()
+        .unwrap();
     assert!(st.success());
     let mut bytes = std::fs::read(&so).unwrap();
     let info = cnpg_ext_images::elf::read_elf(&bytes).unwrap();
-    let Some(v) = info.version_needs.iter().map(|n| n.version.clone()).find(|v| v.starts_with("GLIBCXX_3.4.") && v.len() == "GLIBCXX_3.4.21".len()) else {
-        eprintln!("SKIPPED: the module needs no two-digit GLIBCXX_3.4.x version ({:?})", info.version_needs);
+    let Some(v) = info
+        .version_needs
+        .iter()
+        .map(|n| n.version.clone())
+        .find(|v| v.starts_with("GLIBCXX_3.4.") && v.len() == "GLIBCXX_3.4.21".len())
+    else {
+        eprintln!(
+            "SKIPPED: the module needs no two-digit GLIBCXX_3.4.x version ({:?})",
+            info.version_needs
+        );
         return;
     };
-    assert!(!e.lint().has(codes::LIBSTDCXX_TOO_NEW), "unpatched {v} is fine on bookworm");
-    let at = bytes.windows(v.len()).position(|w| w == v.as_bytes()).unwrap();
+    assert!(
+        !e.lint().has(codes::LIBSTDCXX_TOO_NEW),
+        "unpatched {v} is fine on bookworm"
+    );
+    let at = bytes
+        .windows(v.len())
+        .position(|w| w == v.as_bytes())
+        .unwrap();
     bytes[at..at + v.len()].copy_from_slice(b"GLIBCXX_3.4.99");
     std::fs::write(&so, &bytes).unwrap();
     let r = e.lint();
     assert_error(&r, codes::LIBSTDCXX_TOO_NEW, Some("lib/cxx.so"));
-    assert!(r.to_text().contains("GLIBCXX_3.4.99") && r.to_text().contains("3.4.30"), "{}", r.to_text());
+    assert!(
+        r.to_text().contains("GLIBCXX_3.4.99") && r.to_text().contains("3.4.30"),
+        "{}",
+        r.to_text()
+    );
 }
 
 #[test]
@@ -617,9 +722,23 @@ fn foreign_elf_in_an_amd64_image_is_mixed() {
     let r = e.lint();
     assert_error(&r, codes::MIXED_ARCH, Some("system/helper"));
     assert_error(&r, codes::WRONG_ARCH, Some("system/helper"));
-    assert!(r.findings.iter().any(|f| f.code == codes::MIXED_ARCH && f.message.contains(name)));
-    assert_eq!(r.binaries.architectures.values().sum::<usize>(), 2, "{:?}", r.binaries);
-    assert!(!r.findings.iter().any(|f| f.path.as_deref() == Some("lib/greet.so")), "{}", r.to_text());
+    assert!(r
+        .findings
+        .iter()
+        .any(|f| f.code == codes::MIXED_ARCH && f.message.contains(name)));
+    assert_eq!(
+        r.binaries.architectures.values().sum::<usize>(),
+        2,
+        "{:?}",
+        r.binaries
+    );
+    assert!(
+        !r.findings
+            .iter()
+            .any(|f| f.path.as_deref() == Some("lib/greet.so")),
+        "{}",
+        r.to_text()
+    );
 }
 
 /// A real aarch64 module (cross-compiled, -O0 and -O2) reads as 18, and
@@ -662,21 +781,36 @@ fn file_access_for_the_postgres_user() {
     let mut b = tar::Builder::new(Vec::new());
     let mut add = |name: &str, data: Option<Vec<u8>>, uid: u64, mode: u32| {
         let mut h = tar::Header::new_gnu();
-        h.set_entry_type(if data.is_some() { tar::EntryType::Regular } else { tar::EntryType::Directory });
+        h.set_entry_type(if data.is_some() {
+            tar::EntryType::Regular
+        } else {
+            tar::EntryType::Directory
+        });
         h.set_size(data.as_ref().map(|d| d.len() as u64).unwrap_or(0));
         h.set_uid(uid);
         h.set_gid(uid);
         h.set_mode(mode);
         h.set_mtime(0);
-        b.append_data(&mut h, name, data.unwrap_or_default().as_slice()).unwrap();
+        b.append_data(&mut h, name, data.unwrap_or_default().as_slice())
+            .unwrap();
     };
     let f = |p: &str| Some(std::fs::read(e.tree.join(p)).unwrap());
     add("lib/", None, 0, 0o755);
     add("lib/greet.so", f("lib/greet.so"), 26, 0o600);
     add("share/", None, 0, 0o755);
     add("share/extension/", None, 0, 0o755);
-    add("share/extension/greet.control", f("share/extension/greet.control"), 0, 0o600);
-    add("share/extension/greet--1.0.sql", f("share/extension/greet--1.0.sql"), 0, 0o640);
+    add(
+        "share/extension/greet.control",
+        f("share/extension/greet.control"),
+        0,
+        0o600,
+    );
+    add(
+        "share/extension/greet--1.0.sql",
+        f("share/extension/greet--1.0.sql"),
+        0,
+        0o640,
+    );
     add("system/", None, 0, 0o700);
     add("system/libx.so.1", Some(b"not needed".to_vec()), 0, 0o644);
     add("licenses/", None, 0, 0o755);
@@ -693,13 +827,25 @@ fn file_access_for_the_postgres_user() {
         .collect();
     assert_eq!(
         paths,
-        vec!["share/extension/greet--1.0.sql", "share/extension/greet.control", "system"],
+        vec![
+            "share/extension/greet--1.0.sql",
+            "share/extension/greet.control",
+            "system"
+        ],
         "{}",
         r.to_text()
     );
-    let c = r.findings.iter().find(|f| f.path.as_deref() == Some("share/extension/greet.control")).unwrap();
+    let c = r
+        .findings
+        .iter()
+        .find(|f| f.path.as_deref() == Some("share/extension/greet.control"))
+        .unwrap();
     assert_eq!(c.severity, Severity::Error);
-    assert!(c.message.contains("0600") && c.message.contains("0:0") && c.message.contains("uid 26"), "{}", c.message);
+    assert!(
+        c.message.contains("0600") && c.message.contains("0:0") && c.message.contains("uid 26"),
+        "{}",
+        c.message
+    );
 }
 
 /// A copy of the single-layer OCI layout `base` at `out` with its layer
@@ -707,11 +853,20 @@ fn file_access_for_the_postgres_user() {
 fn write_single_layer_layout(base: &Path, layer: &[u8], out: &Path) {
     use sha2::{Digest, Sha256};
     let sha = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
-    let blob = |d: &str| base.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(base.join("index.json")).unwrap()).unwrap();
+    let blob = |d: &str| {
+        base.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(base.join("index.json")).unwrap()).unwrap();
     let mdesc = &index["manifests"][0];
-    let mut manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(mdesc["digest"].as_str().unwrap())).unwrap()).unwrap();
-    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()).unwrap();
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blob(mdesc["digest"].as_str().unwrap())).unwrap())
+            .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap(),
+    )
+    .unwrap();
     let blobs = out.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| {

@@ -35,7 +35,10 @@ fn sample() -> Vec<E> {
         file("lib/vector.so", &[0x5a; 70_000]),
         dir("share/"),
         dir("share/extension/"),
-        file("share/extension/vector.control", b"default_version = '0.8.1'\n"),
+        file(
+            "share/extension/vector.control",
+            b"default_version = '0.8.1'\n",
+        ),
         symlink("lib/vector.so.0", "vector.so"),
     ]
 }
@@ -101,7 +104,10 @@ fn zstd_size_bomb_is_refused_with_nothing_left() {
 #[test]
 fn zstd_hostile_entries_are_refused() {
     let (sb, r) = unpack_layers(
-        &[zstd_layer(&[dir("a/"), file("a/../../outside/evil", b"x")], 3)],
+        &[zstd_layer(
+            &[dir("a/"), file("a/../../outside/evil", b"x")],
+            3,
+        )],
         &UnpackOptions::default(),
     );
     assert!(
@@ -167,13 +173,22 @@ fn skopeo_zstd_copy_unpacks() {
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     std::fs::create_dir_all(tree.join("share/extension")).unwrap();
     std::fs::write(tree.join("lib/x.so"), vec![9u8; 50_000]).unwrap();
-    std::fs::write(tree.join("share/extension/x.control"), "default_version = '1'\n").unwrap();
+    std::fs::write(
+        tree.join("share/extension/x.control"),
+        "default_version = '1'\n",
+    )
+    .unwrap();
     let src = tmp.path().join("src");
     let opts = cnpg_ext_images::BuildOptions::new("example.com/x:1-18-trixie");
     cnpg_ext_images::build_layout(&tree, &opts, &src).unwrap();
     let dst = tmp.path().join("dst");
     let out = Command::new("skopeo")
-        .args(["--insecure-policy", "copy", "--dest-compress-format", "zstd"])
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--dest-compress-format",
+            "zstd",
+        ])
         .arg(format!("oci:{}", src.display()))
         .arg(format!("oci:{}:x", dst.display()))
         .output()
@@ -188,11 +203,18 @@ fn skopeo_zstd_copy_unpacks() {
         serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
     let m = index["manifests"][0]["digest"].as_str().unwrap();
     let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dst.join("blobs/sha256").join(m.trim_start_matches("sha256:"))).unwrap(),
+        &std::fs::read(
+            dst.join("blobs/sha256")
+                .join(m.trim_start_matches("sha256:")),
+        )
+        .unwrap(),
     )
     .unwrap();
     assert_eq!(manifest["layers"][0]["mediaType"], ZSTD_MEDIA_TYPE);
     let dest = tmp.path().join("rootfs");
     unpack(&dst, &dest, &UnpackOptions::default()).unwrap();
-    assert_eq!(std::fs::read(dest.join("lib/x.so")).unwrap(), vec![9u8; 50_000]);
+    assert_eq!(
+        std::fs::read(dest.join("lib/x.so")).unwrap(),
+        vec![9u8; 50_000]
+    );
 }
