@@ -886,3 +886,69 @@ fn write_single_layer_layout(base: &Path, layer: &[u8], out: &Path) {
     std::fs::write(out.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
     std::fs::copy(base.join("oci-layout"), out.join("oci-layout")).unwrap();
 }
+
+/// Debian bookworm's PostGIS 3 for PostgreSQL 15 (`postgresql-15-postgis-3`), packed without
+/// labels and without its system libraries: refused as built for 15, its missing libraries
+/// named, and against bullseye its glibc and libstdc++ needs too.
+#[test]
+fn debian_postgis_for_15_is_refused_as_such() {
+    let so = Path::new("/usr/lib/postgresql/15/lib/postgis-3.so");
+    if !so.is_file() {
+        eprintln!(
+            "SKIPPED: {} not installed (apt-get install postgresql-15-postgis-3)",
+            so.display()
+        );
+        return;
+    }
+    if !have_cc() {
+        return;
+    }
+    let e = unlabelled("example.com/postgis:3.3.2");
+    std::fs::copy(so, e.tree.join("lib/postgis-3.so")).unwrap();
+    let r = e.lint_with(&LintOptions {
+        os: Some("bookworm".into()),
+        ..LintOptions::default()
+    });
+    assert_error(
+        &r,
+        codes::MODULE_PG_MAJOR_MISMATCH,
+        Some("lib/postgis-3.so"),
+    );
+    assert_error(&r, codes::MISSING_NEEDED_LIBRARY, Some("lib/postgis-3.so"));
+    assert_eq!(r.binaries.pg_majors.get("lib/postgis-3.so"), Some(&15));
+    assert!(
+        !r.has(codes::GLIBC_TOO_NEW),
+        "built on bookworm: {}",
+        r.to_text()
+    );
+    // Against bullseye (glibc 2.31, GCC 10), what bookworm's build needs beyond that.
+    let info = cnpg_ext_images::elf::read_elf(&std::fs::read(so).unwrap()).unwrap();
+    let over = |prefix: &str, max: &[u32]| {
+        info.version_needs.iter().any(|n| {
+            n.version
+                .strip_prefix(prefix)
+                .map(|v| {
+                    v.split('.')
+                        .map(|p| p.parse::<u32>().unwrap_or(0))
+                        .collect::<Vec<_>>()
+                })
+                .is_some_and(|v| v.as_slice() > max)
+        })
+    };
+    let r = e.lint_with(&LintOptions {
+        os: Some("bullseye".into()),
+        ..LintOptions::default()
+    });
+    assert_eq!(
+        r.has(codes::GLIBC_TOO_NEW),
+        over("GLIBC_", &[2, 31]),
+        "{}",
+        r.to_text()
+    );
+    assert_eq!(
+        r.has(codes::LIBSTDCXX_TOO_NEW),
+        over("GLIBCXX_", &[3, 4, 28]) || over("CXXABI_", &[1, 3, 12]),
+        "{}",
+        r.to_text()
+    );
+}
