@@ -16,6 +16,10 @@ use std::path::PathBuf;
 /// (GCC 10: 3.4.28 / 1.3.12, GCC 12: 3.4.30 / 1.3.13, GCC 14: 3.4.33 /
 /// 1.3.15). The bookworm row was also checked against this machine's
 /// libc6 2.36 and libstdc++6 12.2.
+///
+/// `GLIBCXX_`/`CXXABI_` needs are judged for every distribution because
+/// every Debian-based operand image ships libstdc++ (Debian's `apt`
+/// depends on it, and so does PostgreSQL's LLVM JIT).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Distro {
     pub name: &'static str,

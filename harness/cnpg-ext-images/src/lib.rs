@@ -7,7 +7,9 @@
 //!   docker-archive (auto-detected), verify every blob, select a platform and
 //!   extract with hardened rules (see [`unpack()`]).
 //! * [`lint::lint`] — check an extension image against the
-//!   postgres-extensions-containers conventions.
+//!   postgres-extensions-containers conventions and, from its binaries,
+//!   against the operand ([`compat`]: PostgreSQL major, glibc, architecture,
+//!   file access for uid 26).
 //! * [`cli`] — the `image build|unpack|lint` subcommands.
 
 mod build;
