@@ -601,6 +601,9 @@ fn check_os(cx: &mut Ctx, config: &ImageConfigSummary) {
 
 /// Every file under the configured directories must be readable, and
 /// every directory on the way traversable, by the postgres user (uid 26).
+/// Directories under `extension_control_path` must also be listable
+/// (PostgreSQL lists them for `pg_available_extensions`); modules and
+/// system libraries are opened by path, which needs traversal only.
 fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<PathBuf>]) {
     use std::os::unix::fs::MetadataExt;
     let root = cx.root;
@@ -643,7 +646,9 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
         );
     };
     let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
-    for list in configured {
+    for (i, list) in configured.iter().enumerate() {
+        let listed = i == 0; // the control directories come first
+        let need = if listed { 5 } else { 1 };
         for dir in list.iter() {
             // Directories on the way to the configured one: traversable.
             let mut acc = PathBuf::new();
@@ -676,8 +681,13 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
                 let o = owner_of(rel, &md);
                 let bits = o.postgres_bits();
                 if md.is_dir() {
-                    if bits & 5 != 5 {
-                        report(cx, rel, o, "list and traverse this directory");
+                    if bits & need != need {
+                        let what = if listed {
+                            "list and traverse this directory"
+                        } else {
+                            "traverse this directory"
+                        };
+                        report(cx, rel, o, what);
                     }
                 } else if bits & 4 == 0 {
                     report(cx, rel, o, "read this file");

@@ -813,6 +813,8 @@ fn file_access_for_the_postgres_user() {
     );
     add("system/", None, 0, 0o700);
     add("system/libx.so.1", Some(b"not needed".to_vec()), 0, 0o644);
+    // Modules are opened by path: a lib directory that cannot be listed is fine.
+    add("lib/sub/", None, 0, 0o711);
     add("licenses/", None, 0, 0o755);
     add("licenses/LICENSE", f("licenses/LICENSE"), 0, 0o644);
     let layer = b.into_inner().unwrap();
