@@ -812,7 +812,11 @@ fn file_access_for_the_postgres_user() {
         0o640,
     );
     add("system/", None, 0, 0o700);
-    add("system/libx.so.1", Some(b"not needed".to_vec()), 0, 0o644);
+    // Unreadable itself, but only its directory is reported.
+    add("system/libx.so.1", Some(b"not needed".to_vec()), 0, 0o600);
+    // A configured library directory below a directory uid 26 cannot traverse.
+    add("pkg/", None, 0, 0o700);
+    add("pkg/lib/", None, 0, 0o755);
     // Modules are opened by path: a lib directory that cannot be listed is fine.
     add("lib/sub/", None, 0, 0o711);
     add("licenses/", None, 0, 0o755);
@@ -820,7 +824,11 @@ fn file_access_for_the_postgres_user() {
     let layer = b.into_inner().unwrap();
     let layout = e.tmp.path().join("hand");
     write_single_layer_layout(&image, &layer, &layout);
-    let r = lint(&layout, &LintOptions::default()).unwrap();
+    let o = LintOptions {
+        dynamic_library_path: vec!["lib".into(), "pkg/lib".into()],
+        ..LintOptions::default()
+    };
+    let r = lint(&layout, &o).unwrap();
     let paths: Vec<&str> = r
         .findings
         .iter()
@@ -832,6 +840,7 @@ fn file_access_for_the_postgres_user() {
         vec![
             "share/extension/greet--1.0.sql",
             "share/extension/greet.control",
+            "pkg",
             "system"
         ],
         "{}",
@@ -953,4 +962,178 @@ fn debian_postgis_for_15_is_refused_as_such() {
         "{}",
         r.to_text()
     );
+}
+
+/// Without recorded owners (an unpacked tree), access is judged from the
+/// files on disk.
+#[test]
+fn file_access_of_a_tree_on_disk() {
+    use std::os::unix::fs::PermissionsExt;
+    if !have_cc() {
+        return;
+    }
+    let e = Ext::good();
+    let image = e.image();
+    let s = cnpg_ext_images::inspect(&image, None).unwrap();
+    let ctl = e.tree.join("share/extension/greet.control");
+    let lint_disk = || {
+        cnpg_ext_images::lint::lint_tree(
+            &e.tree,
+            &s.config,
+            &s.reference_names,
+            &LintOptions::default(),
+        )
+    };
+    let unreadable = |f: &[cnpg_ext_images::lint::Finding]| {
+        f.iter()
+            .filter(|f| f.code == codes::NOT_READABLE_BY_POSTGRES)
+            .filter_map(|f| f.path.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(unreadable(&lint_disk()), Vec::<String>::new());
+    std::fs::set_permissions(&ctl, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = std::os::unix::fs::MetadataExt::uid(&std::fs::metadata(&ctl).unwrap());
+    let expect: Vec<String> = if owner == 26 {
+        vec![]
+    } else {
+        vec!["share/extension/greet.control".into()]
+    };
+    assert_eq!(unreadable(&lint_disk()), expect);
+}
+
+/// The operand's distribution and where it came from are recorded, and a
+/// `base.os` label that names another one is a warning.
+#[test]
+fn operand_os_source_and_os_label() {
+    if !have_cc() {
+        return;
+    }
+    let e = Ext::good(); // tag and label say trixie
+    let r = e.lint();
+    assert_eq!(r.binaries.operand_os.as_deref(), Some("trixie"));
+    assert!(
+        r.binaries.operand_os_source.contains("greet:1.0-18-trixie"),
+        "{:?}",
+        r.binaries
+    );
+    assert!(!r.has(codes::OS_MISMATCH));
+    let r = e.lint_with(&LintOptions {
+        os: Some("bookworm".into()),
+        ..LintOptions::default()
+    });
+    assert_eq!(r.binaries.operand_os_source, "given");
+    let f = r
+        .findings
+        .iter()
+        .find(|f| f.code == codes::OS_MISMATCH)
+        .expect("os-mismatch");
+    assert_eq!(f.severity, Severity::Warning);
+    let r = e.lint_with(&LintOptions {
+        operand_image: Some("ghcr.io/cloudnative-pg/postgresql:18-minimal-bookworm".into()),
+        ..LintOptions::default()
+    });
+    assert!(
+        r.binaries.operand_os_source.contains("imageName"),
+        "{:?}",
+        r.binaries
+    );
+}
+
+/// Several files and symbols: the newest need is the one recorded (the
+/// first file needing it), a need equal to the operand's glibc is fine and
+/// one above it is not, and long symbol lists are cut after four.
+#[test]
+fn newest_need_equal_need_and_symbol_lists() {
+    if !have_cc() {
+        return;
+    }
+    let probe = unlabelled("ghcr.io/example/greet:1.0-18-bookworm");
+    let four = "#include <dlfcn.h>\nvoid *o(const char *p) { void *h = dlopen(p, RTLD_NOW); if (!h) return (void *)dlerror(); void *s = dlsym(h, \"x\"); dlclose(h); return s; }\n";
+    cc_so(
+        &probe.tree.join("lib/opener.so"),
+        &format!("{MODULE_C}{four}"),
+        &["-O2"],
+    );
+    let info =
+        cnpg_ext_images::elf::read_elf(&std::fs::read(probe.tree.join("lib/opener.so")).unwrap())
+            .unwrap();
+    let at_234 = info
+        .version_needs
+        .iter()
+        .find(|n| n.version == "GLIBC_2.34")
+        .map(|n| n.symbols.len());
+    if at_234 != Some(4) {
+        eprintln!("SKIPPED: this C library does not put dlopen/dlsym/dlclose/dlerror at GLIBC_2.34 ({:?})", info.version_needs);
+        return;
+    }
+    let e = unlabelled("ghcr.io/example/greet:1.0-18-bullseye");
+    // Walked in name order: an older need first, then 2.34 twice.
+    cc_so(
+        &e.tree.join("lib/a_copy.so"),
+        &format!("{MODULE_C}#include <string.h>\nvoid c(void *d, const void *s, size_t n) {{ memcpy(d, s, n); }}\n"),
+        &["-O2"],
+    );
+    cc_so(
+        &e.tree.join("lib/opener.so"),
+        &format!("{MODULE_C}{four}"),
+        &["-O2"],
+    );
+    let five = format!(
+        "{four}#include <pthread.h>\nint j(pthread_t t) {{ return pthread_join(t, 0); }}\n"
+    );
+    cc_so(
+        &e.tree.join("lib/z_opener.so"),
+        &format!("{MODULE_C}{five}"),
+        &["-O2"],
+    );
+    let r = e.lint();
+    let n = &r.binaries.newest_needs["GLIBC"];
+    assert_eq!(
+        (n.version.as_str(), n.path.as_str()),
+        ("2.34", "lib/opener.so"),
+        "{}",
+        r.to_text()
+    );
+    let msg = |p: &str| {
+        r.findings
+            .iter()
+            .find(|f| f.code == codes::GLIBC_TOO_NEW && f.path.as_deref() == Some(p))
+            .map(|f| f.message.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        msg("lib/opener.so").contains("dlsym@GLIBC_2.34") && !msg("lib/opener.so").contains("more"),
+        "{}",
+        msg("lib/opener.so")
+    );
+    assert!(
+        msg("lib/z_opener.so").contains("1 more"),
+        "{}",
+        msg("lib/z_opener.so")
+    );
+    assert!(msg("lib/a_copy.so").is_empty(), "2.14 is fine on bullseye");
+    // Rewritten (same length) to exactly bookworm's glibc, then one above it.
+    let so = e.tree.join("lib/opener.so");
+    let bytes = std::fs::read(&so).unwrap();
+    let at = bytes.windows(10).position(|w| w == b"GLIBC_2.34").unwrap();
+    for (v, flagged) in [(b"GLIBC_2.36", false), (b"GLIBC_2.37", true)] {
+        let mut b = bytes.clone();
+        b[at..at + 10].copy_from_slice(v);
+        std::fs::write(&so, b).unwrap();
+        let r = e.lint_with(&LintOptions {
+            os: Some("bookworm".into()),
+            ..LintOptions::default()
+        });
+        let hit = r
+            .findings
+            .iter()
+            .any(|f| f.code == codes::GLIBC_TOO_NEW && f.path.as_deref() == Some("lib/opener.so"));
+        assert_eq!(
+            hit,
+            flagged,
+            "{}: {}",
+            String::from_utf8_lossy(v),
+            r.to_text()
+        );
+    }
 }
