@@ -225,6 +225,13 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         .await
         .expect("prepare task")?
     };
+    // Shown, recorded in report.json, never fatal: a scenario may use a broken image on purpose.
+    for img in store.all() {
+        for f in img.compat.iter().filter(|f| f.severity != cnpg_ext_images::lint::Severity::Info) {
+            let path = f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default();
+            progress.line(&format!("image {}: {:?} {}: {path}{}", img.reference, f.severity, f.code, f.message));
+        }
+    }
     let store = Arc::new(store);
     let prepared = match prepared {
         Prepared::Kind { archives, .. } => {
@@ -332,6 +339,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 reference: i.reference.clone(),
                 manifest_digest: i.manifest_digest.clone(),
                 source: i.source.display().to_string(),
+                findings: i.compat.clone(),
+                binaries: i.binaries.clone(),
             })
             .collect(),
         totals: RunReport::totals_of(&results),

@@ -47,6 +47,91 @@ pub struct CertifyArgs {
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Missing io.cloudnativepg.image.* labels fail the verdict (default: warnings; the
+    /// operator reads none of them).
+    #[arg(long)]
+    pub require_labels: bool,
+    /// Operand distribution (bullseye, bookworm, trixie) the image must run on: its glibc
+    /// and libstdc++ symbol versions are judged against it, and the generated Cluster's
+    /// imageName uses it. Default: the distribution in the image's tag, else trixie.
+    #[arg(long)]
+    pub os: Option<String>,
+}
+
+/// What can decide a certification verdict. When several are found, the first in this
+/// order decides: the most fundamental cause first (a module for another architecture also
+/// makes CREATE EXTENSION fail; the architecture is what the vendor must fix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FindingKind {
+    /// An ELF file or the image config is for another architecture, or the image mixes them.
+    ArchitectureMismatch,
+    /// A module's magic block names another PostgreSQL major (or, with no module, the label).
+    PgMajorMismatch,
+    /// A binary needs a newer glibc / libstdc++ than the operand's distribution has.
+    OsMismatch,
+    /// A DT_NEEDED library is neither in the image nor in the operand.
+    UnresolvableNeeded,
+    /// The postgres user (uid 26) cannot read a file or traverse a directory.
+    NotReadable,
+    /// An io.cloudnativepg.image.* label is missing and `--require-labels` was given.
+    MissingLabel,
+    /// Any other lint error, or an image whose extensions cannot be inferred.
+    ImageLayout,
+    /// The operand already ships the extension, so the image's copy is never used.
+    /// Hook point: no check produces it yet (the lead adds it).
+    ShadowedByOperand,
+    /// The module PostgreSQL loaded is not the image's file.
+    /// Hook point: no check produces it yet (the lead adds the origin check).
+    ModuleNotLoadedFromImage,
+    /// CREATE EXTENSION failed in the generated scenario.
+    CreateExtensionFailed,
+    /// Another step of the generated scenario failed (ALTER EXTENSION UPDATE, DROP, …).
+    ScenarioFailed,
+    /// The extension could not be run here: the verdict is inconclusive, not a failure.
+    EnvironmentUnusable,
+}
+
+impl FindingKind {
+    /// The kind of an error-severity lint finding.
+    pub fn of_lint_code(code: &str) -> FindingKind {
+        use cnpg_ext_images::lint::codes as c;
+        match code {
+            c::ARCH_MISMATCH | c::WRONG_ARCH | c::WRONG_ELF_CLASS | c::MIXED_ARCH => {
+                FindingKind::ArchitectureMismatch
+            }
+            c::MODULE_PG_MAJOR_MISMATCH | c::PG_MAJOR_MISMATCH => FindingKind::PgMajorMismatch,
+            c::GLIBC_TOO_NEW | c::LIBSTDCXX_TOO_NEW => FindingKind::OsMismatch,
+            c::MISSING_NEEDED_LIBRARY => FindingKind::UnresolvableNeeded,
+            c::NOT_READABLE_BY_POSTGRES => FindingKind::NotReadable,
+            c::MISSING_LABEL => FindingKind::MissingLabel,
+            _ => FindingKind::ImageLayout,
+        }
+    }
+
+    /// The verdict this finding alone gives.
+    pub fn verdict(self) -> Verdict {
+        match self {
+            FindingKind::EnvironmentUnusable => Verdict::Inconclusive,
+            _ => Verdict::Fail,
+        }
+    }
+}
+
+/// One reason the verdict is not `pass`.
+#[derive(Debug, Clone, Serialize)]
+pub struct VerdictFinding {
+    pub kind: FindingKind,
+    /// The reason as a line of text (`lint <code>: <path>: <message>`, `run: …`).
+    pub reason: String,
+}
+
+/// The verdict and the finding that decided it ([`FindingKind`] order); `pass` when none.
+pub fn decide(findings: &[VerdictFinding]) -> (Verdict, Option<&VerdictFinding>) {
+    match findings.iter().min_by_key(|f| f.kind) {
+        Some(f) => (f.kind.verdict(), Some(f)),
+        None => (Verdict::Pass, None),
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -101,6 +186,13 @@ pub struct Inferred {
     pub dynamic_library_path: Vec<String>,
     pub ld_library_path: Vec<String>,
     pub extensions: Vec<ExtensionPlan>,
+    /// The generated Cluster's operand image (`…:18-minimal-<distribution>`).
+    pub image_name: String,
+}
+
+/// CloudNativePG's operand image for a distribution.
+pub fn operand_image(os: &str) -> String {
+    format!("ghcr.io/cloudnative-pg/postgresql:18-minimal-{os}")
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -108,6 +200,11 @@ pub struct Certification {
     pub image: String,
     pub manifest_digest: String,
     pub verdict: Verdict,
+    /// The finding that decided the verdict (none when it passed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decided_by: Option<VerdictFinding>,
+    /// Every finding against the image, in the order found.
+    pub findings: Vec<VerdictFinding>,
     /// Why the verdict is not `pass`.
     pub reasons: Vec<String>,
     /// Worth knowing, not failures (e.g. only the default version has an install script).
@@ -426,6 +523,11 @@ pub fn infer(
             }
         }
     };
+    let os = ref_names
+        .iter()
+        .find_map(|r| cnpg_ext_images::compat::distro_from_reference(r))
+        .map(|d| d.name)
+        .unwrap_or("trixie");
     Inferred {
         name,
         reference,
@@ -433,6 +535,7 @@ pub fn infer(
         dynamic_library_path: lib_path,
         ld_library_path: ld_path,
         extensions,
+        image_name: operand_image(os),
     }
 }
 
@@ -449,8 +552,9 @@ pub fn cluster_yaml(inf: &Inferred) -> String {
         )
     };
     let mut y = format!(
-        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: certify-{name}\nspec:\n  instances: 1\n  imageName: ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie\n  storage:\n    size: 1Gi\n  postgresql:\n    extensions:\n      - name: {name}\n        image:\n          reference: {reference}\n        extension_control_path: {ecp}\n        dynamic_library_path: {dlp}\n",
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: certify-{name}\nspec:\n  instances: 1\n  imageName: {image_name}\n  storage:\n    size: 1Gi\n  postgresql:\n    extensions:\n      - name: {name}\n        image:\n          reference: {reference}\n        extension_control_path: {ecp}\n        dynamic_library_path: {dlp}\n",
         name = inf.name,
+        image_name = inf.image_name,
         reference = yaml_str(&inf.reference),
         ecp = list(&inf.extension_control_path),
         dlp = list(&inf.dynamic_library_path),
@@ -590,6 +694,14 @@ pub async fn certify(
     args: &CertifyArgs,
     command: Vec<String>,
 ) -> Result<CertifyOutcome, HarnessError> {
+    if let Some(os) = &args.os {
+        if cnpg_ext_images::compat::distro(os).is_none() {
+            return Err(HarnessError::Input(format!(
+                "--os {os:?} is not a known operand distribution; use one of {}",
+                cnpg_ext_images::compat::distro_names()
+            )));
+        }
+    }
     // `certify <registry reference>`: pulled into the cache, certified from its layout, and
     // the Cluster names the reference as given.
     let mut pulled_args = args.clone();
@@ -632,7 +744,7 @@ pub async fn certify(
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
 
     let (mut notes, mut problems) = (Vec::new(), Vec::new());
-    let inferred = infer(
+    let mut inferred = infer(
         &rootfs,
         &summary.config.labels,
         &summary.reference_names,
@@ -641,6 +753,9 @@ pub async fn certify(
         &mut problems,
     );
     drop(scratch);
+    if let Some(os) = &args.os {
+        inferred.image_name = operand_image(&os.to_ascii_lowercase());
+    }
 
     let lint_opts = LintOptions {
         pg_major: args.pg_major,
@@ -651,6 +766,8 @@ pub async fn certify(
         } else {
             inferred.ld_library_path.clone()
         },
+        operand_image: Some(inferred.image_name.clone()),
+        require_labels: args.require_labels,
         ..LintOptions::default()
     };
     let lint = cnpg_ext_images::lint::lint(&image, &lint_opts)
@@ -658,41 +775,49 @@ pub async fn certify(
     std::fs::write(report_dir.join("lint.json"), lint.to_json())
         .map_err(|e| HarnessError::Environment(e.to_string()))?;
 
-    let mut reasons: Vec<String> = Vec::new();
+    let mut findings: Vec<VerdictFinding> = Vec::new();
+    let mut found = |kind: FindingKind, reason: String| findings.push(VerdictFinding { kind, reason });
     for f in lint
         .findings
         .iter()
         .filter(|f| f.severity == Severity::Error)
     {
-        reasons.push(format!(
-            "lint {}: {}{}",
-            f.code,
-            f.path
-                .as_ref()
-                .map(|p| format!("{p}: "))
-                .unwrap_or_default(),
-            f.message
-        ));
+        found(
+            FindingKind::of_lint_code(&f.code),
+            format!(
+                "lint {}: {}{}",
+                f.code,
+                f.path
+                    .as_ref()
+                    .map(|p| format!("{p}: "))
+                    .unwrap_or_default(),
+                f.message
+            ),
+        );
     }
-    reasons.extend(problems.iter().cloned());
-    let mut verdict_if_ran = Verdict::Pass;
+    for p in &problems {
+        found(FindingKind::ImageLayout, p.clone());
+    }
     let certifiable: Vec<&ExtensionPlan> = inferred
         .extensions
         .iter()
         .filter(|e| e.default_version.is_some())
         .collect();
     if inferred.extensions.is_empty() {
-        reasons.push("the image declares no extension (no usable `<name>.control` in an `extension` directory)".into());
+        found(
+            FindingKind::ImageLayout,
+            "the image declares no extension (no usable `<name>.control` in an `extension` directory)".into(),
+        );
     }
     for e in inferred
         .extensions
         .iter()
         .filter(|e| e.default_version.is_none())
     {
-        reasons.push(format!(
-            "{}: the control file has no default_version",
-            e.control_file
-        ));
+        found(
+            FindingKind::ImageLayout,
+            format!("{}: the control file has no default_version", e.control_file),
+        );
     }
 
     // Generate and run the scenario.
@@ -750,10 +875,14 @@ pub async fn certify(
                 let view = RunView::of(&out.report);
                 let failed = view.count("failed");
                 if failed > 0 {
-                    verdict_if_ran = Verdict::Fail;
                     for s in &view.scenarios {
                         if let Some(f) = s.failure() {
-                            reasons.push(format!("run: {}", f.text()));
+                            let kind = if f.locator.contains("CREATE EXTENSION") {
+                                FindingKind::CreateExtensionFailed
+                            } else {
+                                FindingKind::ScenarioFailed
+                            };
+                            found(kind, format!("run: {}", f.text()));
                         }
                     }
                     if let Some(k) = &keep_parent {
@@ -772,36 +901,31 @@ pub async fn certify(
                     let _ = crate::fsutil::remove_tree(kept);
                 }
             }
-            Err(HarnessError::Environment(m)) => {
-                verdict_if_ran = Verdict::Inconclusive;
-                reasons.push(format!(
-                    "the extension could not be run here: environment unusable: {m}"
-                ));
-            }
+            Err(HarnessError::Environment(m)) => found(
+                FindingKind::EnvironmentUnusable,
+                format!("the extension could not be run here: environment unusable: {m}"),
+            ),
             Err(HarnessError::Input(m)) => {
                 // The generated scenario was refused: the image cannot be mounted as inferred.
-                verdict_if_ran = Verdict::Fail;
-                reasons.push(format!(
-                    "the image cannot be mounted by CloudNativePG as inferred: {m}"
-                ));
+                found(
+                    FindingKind::ImageLayout,
+                    format!("the image cannot be mounted by CloudNativePG as inferred: {m}"),
+                )
             }
         }
         if let Some(k) = keep_parent {
             let _ = crate::fsutil::remove_tree(k.path());
         }
     }
-    let lint_failed = lint.has_errors()
-        || !problems.is_empty()
-        || certifiable.is_empty()
-        || certifiable.len() < inferred.extensions.len();
-    let verdict = match (lint_failed, verdict_if_ran) {
-        (_, Verdict::Fail) | (true, _) => Verdict::Fail,
-        (false, v) => v,
-    };
+    let (verdict, decided_by) = decide(&findings);
+    let decided_by = decided_by.cloned();
+    let reasons = findings.iter().map(|f| f.reason.clone()).collect();
     let cert = Certification {
         image: image.display().to_string(),
         manifest_digest: lint.manifest_digest.clone(),
         verdict,
+        decided_by,
+        findings,
         reasons,
         notes,
         inferred: Some(inferred),
@@ -826,6 +950,10 @@ fn certification_markdown(c: &Certification) -> String {
         "## Certification of `{}`: {mark}\n\n- manifest: `{}`\n",
         c.image, c.manifest_digest
     );
+    if let Some(d) = &c.decided_by {
+        md += &format!("- decided by: `{}` — {}\n", kind_name(d.kind), d.reason.lines().next().unwrap_or(""));
+    }
+    md += &format!("- {}\n", c.lint.binaries.to_text());
     if let Some(i) = &c.inferred {
         md += &format!(
             "- mounted as `{}` from `{}` with extension_control_path {:?}, dynamic_library_path {:?}, ld_library_path {:?}\n",
@@ -880,6 +1008,34 @@ fn certification_markdown(c: &Certification) -> String {
     md
 }
 
+/// The kebab-case name of a finding kind, as in certification.json.
+pub fn kind_name(k: FindingKind) -> String {
+    serde_json::to_value(k)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+/// Adds `certification: {verdict, decided_by}` to the run's report.json, so the run's own
+/// record says which finding decided the verdict.
+fn annotate_run_report(path: &Path, c: &Certification) -> std::io::Result<()> {
+    let Ok(bytes) = std::fs::read(path) else {
+        return Ok(()); // no run, no report
+    };
+    let mut v: serde_json::Value = serde_json::from_slice(&bytes).map_err(std::io::Error::other)?;
+    if let Some(obj) = v.as_object_mut() {
+        obj.insert(
+            "certification".into(),
+            serde_json::json!({
+                "verdict": c.verdict,
+                "decided_by": c.decided_by,
+                "binaries": c.lint.binaries,
+            }),
+        );
+    }
+    std::fs::write(path, serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?)
+}
+
 fn write_record(
     dir: &Path,
     c: &Certification,
@@ -893,6 +1049,9 @@ fn write_record(
     };
     let json = dir.join("certification.json");
     std::fs::write(&json, serde_json::to_vec_pretty(c).expect("serializes")).map_err(io)?;
+    if view.is_some() {
+        annotate_run_report(&dir.join("report.json"), c).map_err(io)?;
+    }
     // summary.md: the verdict first, then the run's own summary.
     let summary = dir.join("summary.md");
     let run_md = std::fs::read_to_string(&summary).unwrap_or_default();
@@ -975,7 +1134,10 @@ fn write_record(
                     ..
                 } = &mut st
                 {
-                    *message = Some("certification failed".into());
+                    *message = Some(match &c.decided_by {
+                        Some(d) => format!("certification failed: decided by {}", kind_name(d.kind)),
+                        None => "certification failed".into(),
+                    }.into());
                     *description = Some(c.reasons.join("\n").into());
                 }
                 st
@@ -995,6 +1157,13 @@ fn write_record(
     // index.html: the verdict, reasons, notes, lint findings and the run.
     let mut extra = String::new();
     extra += "<section class=\"card\"><h2>Certification</h2>";
+    if let Some(d) = &c.decided_by {
+        extra += &format!(
+            "<p>Decided by <code>{}</code></p>",
+            crate::reports::html::esc(&kind_name(d.kind))
+        );
+    }
+    extra += &format!("<p class=\"muted\">{}</p>", crate::reports::html::esc(&c.lint.binaries.to_text()));
     if let Some(i) = &c.inferred {
         extra += &format!(
             "<p>Mounted as <code>{}</code> from <code>{}</code>: extension_control_path <code>{}</code>, dynamic_library_path <code>{}</code>, ld_library_path <code>{}</code></p>",
@@ -1069,6 +1238,10 @@ pub async fn command(args: CertifyArgs) -> i32 {
             for n in &c.notes {
                 println!("note: {n}");
             }
+            println!("{}", c.lint.binaries.to_text());
+            if let Some(d) = &c.decided_by {
+                println!("decided by: {}", kind_name(d.kind));
+            }
             println!("verdict: {}", c.verdict.name());
             for f in &out.files {
                 println!("report: {}", f.display());
@@ -1082,5 +1255,58 @@ pub async fn command(args: CertifyArgs) -> i32 {
                 HarnessError::Environment(_) => EXIT_ENVIRONMENT,
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f(kind: FindingKind) -> VerdictFinding {
+        VerdictFinding {
+            kind,
+            reason: kind_name(kind),
+        }
+    }
+
+    #[test]
+    fn the_most_fundamental_finding_decides() {
+        assert_eq!(decide(&[]).0, Verdict::Pass);
+        let all = [
+            f(FindingKind::CreateExtensionFailed),
+            f(FindingKind::EnvironmentUnusable),
+            f(FindingKind::ArchitectureMismatch),
+            f(FindingKind::PgMajorMismatch),
+        ];
+        let (v, d) = decide(&all);
+        assert_eq!((v, d.map(|d| d.kind)), (Verdict::Fail, Some(FindingKind::ArchitectureMismatch)));
+        // Only an unusable environment: inconclusive; with any image defect: fail.
+        assert_eq!(decide(&[f(FindingKind::EnvironmentUnusable)]).0, Verdict::Inconclusive);
+        let two = [f(FindingKind::EnvironmentUnusable), f(FindingKind::ImageLayout)];
+        let (v, d) = decide(&two);
+        assert_eq!((v, d.map(|d| d.kind)), (Verdict::Fail, Some(FindingKind::ImageLayout)));
+        // The hook points fail the verdict like any other finding.
+        assert_eq!(decide(&[f(FindingKind::ShadowedByOperand)]).0, Verdict::Fail);
+        assert_eq!(decide(&[f(FindingKind::ModuleNotLoadedFromImage)]).0, Verdict::Fail);
+    }
+
+    #[test]
+    fn lint_codes_map_to_kinds() {
+        use cnpg_ext_images::lint::codes as c;
+        for (code, kind) in [
+            (c::WRONG_ARCH, FindingKind::ArchitectureMismatch),
+            (c::MIXED_ARCH, FindingKind::ArchitectureMismatch),
+            (c::ARCH_MISMATCH, FindingKind::ArchitectureMismatch),
+            (c::MODULE_PG_MAJOR_MISMATCH, FindingKind::PgMajorMismatch),
+            (c::GLIBC_TOO_NEW, FindingKind::OsMismatch),
+            (c::LIBSTDCXX_TOO_NEW, FindingKind::OsMismatch),
+            (c::MISSING_NEEDED_LIBRARY, FindingKind::UnresolvableNeeded),
+            (c::NOT_READABLE_BY_POSTGRES, FindingKind::NotReadable),
+            (c::MISSING_LABEL, FindingKind::MissingLabel),
+            (c::MISSING_MODULE, FindingKind::ImageLayout),
+        ] {
+            assert_eq!(FindingKind::of_lint_code(code), kind, "{code}");
+        }
+        assert_eq!(kind_name(FindingKind::PgMajorMismatch), "pg-major-mismatch");
     }
 }

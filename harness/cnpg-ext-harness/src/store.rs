@@ -28,6 +28,12 @@ pub struct StoredImage {
     pub extensions: Vec<String>,
     /// Module basenames shipped (`<name>.so`).
     pub modules: Vec<String>,
+    /// Compatibility findings read from the image's binaries and file modes
+    /// ([`cnpg_ext_images::lint::codes::COMPAT`]); recorded, never fatal here: a
+    /// scenario may use a broken image on purpose.
+    pub compat: Vec<cnpg_ext_images::lint::Finding>,
+    /// What the binaries say (PostgreSQL major, glibc needs, architectures).
+    pub binaries: cnpg_ext_images::lint::Binaries,
 }
 
 #[derive(Debug, Default)]
@@ -60,6 +66,7 @@ impl ImageStore {
             let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default()).map_err(|e| {
                 HarnessError::Input(format!("image `{}` ({}): {e}", spec.reference, source.display()))
             })?;
+            let (compat, binaries) = compat_findings(&rootfs, &unpacked, &spec.reference, pg);
             let files = fsutil::list_files(&rootfs);
             let stem = |f: &String, suffix: &str| -> Option<String> {
                 let name = Path::new(f).file_name()?.to_string_lossy().into_owned();
@@ -84,6 +91,8 @@ impl ImageStore {
                     files,
                     extensions,
                     modules,
+                    compat,
+                    binaries,
                 },
             );
         }
@@ -97,6 +106,27 @@ impl ImageStore {
     pub fn all(&self) -> impl Iterator<Item = &StoredImage> {
         self.images.values()
     }
+}
+
+/// The compatibility part of the linter on an unpacked image: the PostgreSQL major its
+/// modules are built for against the run's, glibc needs against the distribution its tag
+/// names (else stated unknown), architecture of its ELF files against this host's, and file
+/// access for uid 26 under the conventional `share`, `lib` and `system` directories.
+fn compat_findings(
+    rootfs: &Path,
+    unpacked: &cnpg_ext_images::UnpackedImage,
+    reference: &str,
+    pg: &PgInstall,
+) -> (Vec<cnpg_ext_images::lint::Finding>, cnpg_ext_images::lint::Binaries) {
+    use cnpg_ext_images::lint::{codes, lint_tree_full, LintOptions};
+    let opts = LintOptions {
+        pg_major: pg.version.major,
+        ..LintOptions::default()
+    };
+    let names = [reference.to_string()];
+    let (findings, binaries) = lint_tree_full(rootfs, &unpacked.config, &names, Some(&unpacked.ownership), &opts);
+    let compat = findings.into_iter().filter(|f| codes::COMPAT.contains(&f.code.as_str())).collect();
+    (compat, binaries)
 }
 
 /// Module basenames a control file refers to (`module_pathname = '$libdir/vector'` → `vector`).

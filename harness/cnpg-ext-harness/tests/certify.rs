@@ -21,17 +21,32 @@ fn layout(tree: &Path, reference: &str, labels: BTreeMap<String, String>, out: &
 
 /// The pgvector fixture tree, changed by `edit` before it is packed.
 fn pgvector_image(scratch: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
+    pgvector_image_as(
+        scratch,
+        edit,
+        "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie",
+        true,
+    )
+}
+
+/// [`pgvector_image`] under another reference, with or without the fixture's labels.
+fn pgvector_image_as(
+    scratch: &Path,
+    edit: impl FnOnce(&Path),
+    reference: &str,
+    labels: bool,
+) -> PathBuf {
     let tree = scratch.join("tree");
     let built =
         cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg(), &tree)
             .unwrap();
     edit(&tree);
-    layout(
-        &tree,
-        "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie",
-        built.labels,
-        &scratch.join("oci"),
-    )
+    let labels = if labels {
+        built.labels
+    } else {
+        BTreeMap::new()
+    };
+    layout(&tree, reference, labels, &scratch.join("oci"))
 }
 
 /// A SQL-only extension with versions 1.0 and 1.1, an update script 1.0 → 1.1.
@@ -75,6 +90,14 @@ fn sql_only_image(scratch: &Path, update_script: &str) -> PathBuf {
 }
 
 fn certify(image: &Path, report: &Path) -> (Option<i32>, String, serde_json::Value) {
+    certify_with(image, report, &[])
+}
+
+fn certify_with(
+    image: &Path,
+    report: &Path,
+    extra: &[&str],
+) -> (Option<i32>, String, serde_json::Value) {
     let o = bin()
         .args([
             "certify",
@@ -83,6 +106,7 @@ fn certify(image: &Path, report: &Path) -> (Option<i32>, String, serde_json::Val
             "--report-dir",
             report.to_str().unwrap(),
         ])
+        .args(extra)
         .output()
         .unwrap();
     let cert = std::fs::read(report.join("certification.json"))
@@ -218,6 +242,162 @@ fn a_module_that_is_not_a_library_fails_when_created() {
     );
     // The failing instance's postgres.log tail is kept.
     assert!(report.join("logs").is_dir(), "{out}");
+    // Both were found; the image's own defect decided, before its consequence.
+    let kinds: Vec<&str> = cert["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"create-extension-failed"), "{kinds:?}");
+    assert_eq!(cert["decided_by"]["kind"], "image-layout", "{cert:#}");
+}
+
+#[test]
+fn a_label_less_working_image_certifies_unless_labels_are_required() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image_as(
+        scratch.path(),
+        |_| {},
+        "example.com/vendor/pgvector:0.8.6",
+        false,
+    );
+    let report = scratch.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(cert["verdict"], "pass");
+    assert!(cert.get("decided_by").is_none(), "{cert:#}");
+    let warned: Vec<&serde_json::Value> = cert["lint"]["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["code"] == "missing-label")
+        .collect();
+    assert_eq!(warned.len(), 4, "{cert:#}");
+    assert!(warned.iter().all(|f| f["severity"] == "warning"));
+    // What the labels would have said, read from the binaries.
+    assert_eq!(
+        cert["lint"]["binaries"]["pg_majors"]["lib/vector.so"], 18,
+        "{cert:#}"
+    );
+    assert!(out.contains("binaries: PostgreSQL 18"), "{out}");
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(run["certification"]["verdict"], "pass", "{run:#}");
+
+    let report = scratch.path().join("report-required");
+    let (code, out, cert) = certify_with(&image, &report, &["--require-labels"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(cert["decided_by"]["kind"], "missing-label", "{cert:#}");
+    assert!(out.contains("decided by: missing-label"), "{out}");
+
+    let (code, out, _) = certify_with(&image, &scratch.path().join("r3"), &["--os", "alpine"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("alpine") && out.contains("bookworm"), "{out}");
+}
+
+/// Patch the built `lib/vector.so`'s magic block to say PostgreSQL 15.
+fn magic_says_15(tree: &Path) {
+    let so = tree.join("lib/vector.so");
+    let mut b = std::fs::read(&so).unwrap();
+    // version 1800, funcmaxargs 100, indexmaxkeys 32, namedatalen 64 (little-endian ints)
+    let pat: Vec<u8> = [1800u32, 100, 32, 64]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let at = b
+        .windows(pat.len())
+        .position(|w| w == pat.as_slice())
+        .expect("magic block");
+    b[at..at + 4].copy_from_slice(&1500u32.to_le_bytes());
+    std::fs::write(&so, b).unwrap();
+}
+
+/// `run` with an image built for another major: the finding is shown while the images are
+/// prepared and recorded next to the image in report.json, and the run goes on, so the
+/// scenario can assert the error users would see.
+#[test]
+fn run_shows_and_records_compat_findings_without_aborting() {
+    let scratch = tempfile::tempdir().unwrap();
+    let reference = "example.com/pgvector-for-15:0.8.6";
+    let image = pgvector_image_as(scratch.path(), magic_says_15, reference, false);
+    let dir = scratch.path().join("scenario");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::write(
+        dir.join("cluster.yaml"),
+        format!("apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {{name: c}}\nspec:\n  instances: 1\n  postgresql:\n    extensions:\n      - name: pgvector\n        image: {{reference: \"{reference}\"}}\n"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("scenario.yaml"),
+        format!("images:\n  - reference: \"{reference}\"\n    oci: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - sql: {{query: CREATE EXTENSION vector, error: 'incompatible library'}}\n", image.display()),
+    )
+    .unwrap();
+    let reports = scratch.path().join("reports");
+    let o = bin()
+        .args([
+            "run",
+            dir.to_str().unwrap(),
+            "--no-progress",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains("module-pg-major-mismatch") && out.contains("lib/vector.so"),
+        "{out}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let img = &report["images"][0];
+    assert_eq!(img["reference"], reference);
+    assert_eq!(img["binaries"]["pg_majors"]["lib/vector.so"], 15, "{img:#}");
+    assert!(
+        img["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["code"] == "module-pg-major-mismatch" && f["severity"] == "error"),
+        "{img:#}"
+    );
+}
+
+/// pgvector whose magic block is patched (in the built copy) to say PostgreSQL 15.
+#[test]
+fn a_module_built_for_another_major_is_refused_as_such() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image(scratch.path(), magic_says_15);
+    let report = scratch.path().join("report");
+    let (code, out, cert) = certify(&image, &report);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(cert["decided_by"]["kind"], "pg-major-mismatch", "{cert:#}");
+    let reason = cert["decided_by"]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("lib/vector.so") && reason.contains("PostgreSQL 15"),
+        "{reason}"
+    );
+    // PostgreSQL itself refuses it too.
+    let kinds: Vec<&str> = cert["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert!(kinds.contains(&"create-extension-failed"), "{kinds:?}");
+    let summary = std::fs::read_to_string(report.join("summary.md")).unwrap();
+    assert!(
+        summary.contains("decided by: `pg-major-mismatch`"),
+        "{summary}"
+    );
+    let run: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(report.join("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        run["certification"]["decided_by"]["kind"],
+        "pg-major-mismatch"
+    );
 }
 
 #[test]

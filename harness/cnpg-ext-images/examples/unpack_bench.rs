@@ -1,12 +1,14 @@
-//! Benchmark: unpack throughput of a ~100 MB (uncompressed) single gzip
-//! layer image, with full digest verification, and lint time of a
-//! pgvector-like image. Prints figures; asserts nothing about time.
+//! Benchmark: unpack throughput of a ~100 MB (uncompressed) single-layer
+//! image, gzip and zstd, with full digest verification; lint time of a
+//! pgvector-like image; the ELF scan (magic, symbol versions, architecture,
+//! file access) of a 100 MB image of ELF files. Prints figures; asserts
+//! nothing about time.
 //!
 //! `cargo run --release -p cnpg-ext-images --example unpack_bench`
 //! With `PG_CONFIG` set, the real `vector.so` of that install is used when
 //! present; otherwise a module is compiled with `cc`.
 
-use cnpg_ext_images::lint::{lint, lint_tree, LintOptions};
+use cnpg_ext_images::lint::{lint, lint_tree, lint_tree_full, LintOptions};
 use cnpg_ext_images::{build_layout, inspect, unpack, BuildOptions, UnpackOptions};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -161,6 +163,29 @@ fn main() {
         bytes as f64 / MIB / best.as_secs_f64()
     );
 
+    // 2b. The same layer as zstd (level 3, buildx's default), same checks.
+    let zlayout = zstd_copy(&built.layout_dir, &t.join("zlayout"));
+    let mut ztimes = Vec::new();
+    for i in 0..5 {
+        let dest = t.join(format!("zdest{i}"));
+        let start = Instant::now();
+        let u = unpack(&zlayout, &dest, &UnpackOptions::default()).unwrap();
+        ztimes.push(start.elapsed());
+        assert_eq!(u.bytes, bytes);
+        std::fs::remove_dir_all(&dest).unwrap();
+    }
+    let zbest = *ztimes.iter().min().unwrap();
+    let zmed = median(ztimes);
+    println!(
+        "unpack zstd: same {:.1} MiB; median {:.3} s = {:.0} MiB/s, best {:.3} s = {:.0} MiB/s ({:.2}× gzip's median time)",
+        bytes as f64 / MIB,
+        zmed.as_secs_f64(),
+        bytes as f64 / MIB / zmed.as_secs_f64(),
+        zbest.as_secs_f64(),
+        bytes as f64 / MIB / zbest.as_secs_f64(),
+        zmed.as_secs_f64() / med.as_secs_f64()
+    );
+
     // 3. Lint of a pgvector-like image.
     let vtree = t.join("vtree");
     pgvector_like_tree(&vtree);
@@ -202,4 +227,87 @@ fn main() {
         lint_med.as_secs_f64() * 1000.0,
         median(times).as_secs_f64() * 1000.0
     );
+
+    // 4. ELF scan of a 100 MB image: 100 ELF modules of 1 MiB each (the
+    // module above padded with data past its sections), checks only.
+    let etree = t.join("etree");
+    std::fs::create_dir_all(etree.join("lib")).unwrap();
+    std::fs::create_dir_all(etree.join("share/extension")).unwrap();
+    let module = std::fs::read(vtree.join("lib/vector.so")).unwrap();
+    for i in 0..100u64 {
+        let mut b = module.clone();
+        b.extend(payload(i + 7, (1 << 20) - module.len().min(1 << 20)));
+        std::fs::write(etree.join(format!("lib/mod{i:03}.so")), b).unwrap();
+    }
+    let elf_bytes: u64 = (0..100)
+        .map(|i| {
+            std::fs::metadata(etree.join(format!("lib/mod{i:03}.so")))
+                .unwrap()
+                .len()
+        })
+        .sum();
+    let names = vec!["ghcr.io/example/many:1-18-trixie".to_string()];
+    let (findings, bin) = lint_tree_full(&etree, &summary.config, &names, None, &lo);
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        lint_tree_full(&etree, &summary.config, &names, None, &lo);
+        times.push(start.elapsed());
+    }
+    println!(
+        "elf scan: {} ELF files, {:.1} MiB: median {:.1} ms checks only ({} findings; {})",
+        bin.architectures.values().sum::<usize>(),
+        elf_bytes as f64 / MIB,
+        median(times).as_secs_f64() * 1000.0,
+        findings.len(),
+        bin.to_text()
+    );
+}
+
+/// A copy of the single-layer gzip OCI layout `src` at `dst` whose layer is
+/// recompressed with zstd (`tar+zstd`); the diff_id stays the same.
+fn zstd_copy(src: &Path, dst: &Path) -> PathBuf {
+    use sha2::{Digest, Sha256};
+    use std::io::Read;
+    let sha = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
+    let blob = |d: &str| {
+        src.join("blobs/sha256")
+            .join(d.trim_start_matches("sha256:"))
+    };
+    let json = |p: PathBuf| -> serde_json::Value {
+        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
+    };
+    let mut index = json(src.join("index.json"));
+    let mut manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    let gz = std::fs::read(blob(manifest["layers"][0]["digest"].as_str().unwrap())).unwrap();
+    let mut tar = Vec::new();
+    flate2::read::GzDecoder::new(gz.as_slice())
+        .read_to_end(&mut tar)
+        .unwrap();
+    let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
+    let out = dst.join("blobs/sha256");
+    std::fs::create_dir_all(&out).unwrap();
+    let put = |b: &[u8]| {
+        let d = sha(b);
+        std::fs::write(out.join(d.trim_start_matches("sha256:")), b).unwrap();
+        d
+    };
+    let cfg = std::fs::read(blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
+    put(&cfg);
+    manifest["layers"][0] = serde_json::json!({
+        "mediaType": "application/vnd.oci.image.layer.v1.tar+zstd",
+        "digest": put(&zst),
+        "size": zst.len(),
+    });
+    let m = serde_json::to_vec(&manifest).unwrap();
+    index["manifests"][0]["digest"] = put(&m).into();
+    index["manifests"][0]["size"] = m.len().into();
+    std::fs::write(dst.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
+    std::fs::copy(src.join("oci-layout"), dst.join("oci-layout")).unwrap();
+    println!(
+        "zstd layer: {:.1} MiB (gzip layer {:.1} MiB)",
+        zst.len() as f64 / MIB,
+        gz.len() as f64 / MIB
+    );
+    dst.to_path_buf()
 }

@@ -84,7 +84,8 @@ pub enum ImageCommand {
         #[arg(long, default_value_t = DEFAULT_MAX_ENTRIES)]
         max_entries: u64,
     },
-    /// Lint an extension image. Exit 0 clean (warnings allowed), 1 errors, 2 unreadable.
+    /// Lint an extension image. Exit 0 clean (warnings and infos allowed), 1 errors,
+    /// 2 unreadable image or invalid option.
     Lint {
         image: PathBuf,
         #[arg(long, default_value_t = 18)]
@@ -92,9 +93,18 @@ pub enum ImageCommand {
         /// Expected architecture (default: host).
         #[arg(long)]
         arch: Option<String>,
-        /// Expected io.cloudnativepg.image.base.os label.
+        /// Operand distribution (bullseye, bookworm, trixie): the glibc and
+        /// libstdc++ symbol versions the binaries need are judged against it.
+        /// Default: from --image-name's tag, else the image's own tag, else unknown.
         #[arg(long)]
         os: Option<String>,
+        /// The Cluster's imageName (operand image); its tag suffix names the
+        /// distribution (e.g. ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie).
+        #[arg(long)]
+        image_name: Option<String>,
+        /// Missing io.cloudnativepg.image.* labels are errors (default: warnings).
+        #[arg(long)]
+        require_labels: bool,
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
         /// File of base-image library names, one per line (replaces the glibc default).
@@ -180,13 +190,26 @@ pub fn run(cmd: ImageCommand) -> i32 {
             pg_major,
             arch,
             os,
+            image_name,
+            require_labels,
             format,
             base_libs,
             pg_install,
         } => {
+            if let Some(o) = &os {
+                if crate::compat::distro(o).is_none() {
+                    eprintln!(
+                        "error: --os {o:?} is not a known operand distribution; use one of {}",
+                        crate::compat::distro_names()
+                    );
+                    return 2;
+                }
+            }
             let mut opts = LintOptions {
                 pg_major,
                 os,
+                operand_image: image_name,
+                require_labels,
                 ..LintOptions::default()
             };
             if let Some(a) = arch {

@@ -1,8 +1,10 @@
-//! ELF inspection (architecture, DT_NEEDED, exports) and the base library
-//! list that an extension image may rely on.
+//! ELF inspection (architecture, DT_NEEDED, exports, the PostgreSQL major a
+//! module was built for, the symbol versions it needs) and the base library
+//! list that an extension image may rely on. The one ELF reader of the
+//! workspace: `cnpg-ext-pg` reads dynamic sections through it too.
 
 use goblin::elf::header;
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 
 /// What the linter needs to know about one ELF file.
@@ -19,6 +21,32 @@ pub struct ElfInfo {
     pub runpath: Vec<String>,
     /// Defines and exports `Pg_magic_func`.
     pub exports_pg_magic: bool,
+    /// When `Pg_magic_func` is exported: the magic block's `version` field
+    /// (`PG_VERSION_NUM / 100`, e.g. 1500, 1800), or why it could not be read.
+    pub pg_magic: Option<Result<u32, String>>,
+    /// Symbol versions needed from other objects (`.gnu.version_r`), with the
+    /// undefined symbols bound to each.
+    pub version_needs: Vec<VersionNeed>,
+}
+
+impl ElfInfo {
+    /// PostgreSQL major of the magic block (`1500` → 15), when read.
+    pub fn pg_major(&self) -> Option<u32> {
+        match &self.pg_magic {
+            Some(Ok(v)) => Some(v / 100),
+            _ => None,
+        }
+    }
+}
+
+/// One `Vernaux` of `.gnu.version_r`: `library` must provide `version`
+/// (e.g. `libc.so.6` / `GLIBC_2.34`) for `symbols`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionNeed {
+    pub library: String,
+    pub version: String,
+    /// Undefined dynamic symbols bound to this version, sorted.
+    pub symbols: Vec<String>,
 }
 
 /// Whether `bytes` start with the ELF magic.
@@ -65,7 +93,7 @@ pub fn read_header(bytes: &[u8]) -> Result<(u16, bool, bool, u16), String> {
 /// Parse an ELF file fully.
 pub fn read_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
     let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
-    let exports_pg_magic = elf.dynsyms.iter().any(|s| {
+    let magic_sym = elf.dynsyms.iter().find(|s| {
         s.st_shndx != 0
             && matches!(
                 s.st_bind(),
@@ -85,8 +113,172 @@ pub fn read_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
         needed: elf.libraries.iter().map(|s| s.to_string()).collect(),
         soname: elf.soname.map(String::from),
         runpath,
-        exports_pg_magic,
+        exports_pg_magic: magic_sym.is_some(),
+        pg_magic: magic_sym.map(|s| pg_magic_version(&elf, bytes, s.st_value)),
+        version_needs: version_needs(&elf),
     })
+}
+
+/// `.gnu.version_r` entries joined with `.gnu.version` to name the symbols
+/// that need each version.
+fn version_needs(elf: &goblin::elf::Elf) -> Vec<VersionNeed> {
+    let Some(verneed) = &elf.verneed else {
+        return Vec::new();
+    };
+    // Version index (vna_other) → (library, version name).
+    let mut by_index: BTreeMap<u16, (String, String)> = BTreeMap::new();
+    for need in verneed.iter() {
+        let lib = elf
+            .dynstrtab
+            .get_at(need.vn_file)
+            .unwrap_or("?")
+            .to_string();
+        for aux in need.iter() {
+            let name = elf
+                .dynstrtab
+                .get_at(aux.vna_name)
+                .unwrap_or("?")
+                .to_string();
+            by_index.insert(aux.vna_other, (lib.clone(), name));
+        }
+    }
+    let mut symbols: BTreeMap<u16, BTreeSet<String>> = BTreeMap::new();
+    if let Some(versym) = &elf.versym {
+        for (i, sym) in elf.dynsyms.iter().enumerate() {
+            if sym.st_shndx != 0 {
+                continue; // defined here
+            }
+            let Some(v) = versym.get_at(i) else { continue };
+            let idx = v.version();
+            if by_index.contains_key(&idx) {
+                if let Some(n) = elf.dynstrtab.get_at(sym.st_name) {
+                    symbols.entry(idx).or_default().insert(n.to_string());
+                }
+            }
+        }
+    }
+    by_index
+        .into_iter()
+        .map(|(idx, (library, version))| VersionNeed {
+            library,
+            version,
+            symbols: symbols
+                .remove(&idx)
+                .unwrap_or_default()
+                .into_iter()
+                .collect(),
+        })
+        .collect()
+}
+
+/// File offset of virtual address `vaddr` (through the PT_LOAD segments).
+fn file_offset(elf: &goblin::elf::Elf, vaddr: u64) -> Option<usize> {
+    elf.program_headers
+        .iter()
+        .filter(|p| p.p_type == goblin::elf::program_header::PT_LOAD)
+        .find(|p| vaddr >= p.p_vaddr && vaddr < p.p_vaddr.saturating_add(p.p_filesz))
+        .and_then(|p| usize::try_from(p.p_offset + (vaddr - p.p_vaddr)).ok())
+}
+
+/// How many bytes of `Pg_magic_func` are searched for the instruction that
+/// loads the magic block's address (prologue, `endbr64`, frame setup).
+const MAGIC_FUNC_SCAN: usize = 64;
+
+/// Read the `version` field of the magic block `Pg_magic_func` returns.
+///
+/// `PG_MODULE_MAGIC` defines `Pg_magic_func` as `return &Pg_magic_data;` with
+/// a static struct, so position-independent code loads its address
+/// relative to the program counter: `lea reg, [rip + disp32]` on x86-64,
+/// `adrp` + `add` (or `adr`) on aarch64, at -O0 and -O2 alike. The struct
+/// starts `int len; int version; …` in every release since 8.2 (in 18 the
+/// ABI fields moved into a nested struct, `version` still at offset 4).
+fn pg_magic_version(elf: &goblin::elf::Elf, bytes: &[u8], func: u64) -> Result<u32, String> {
+    let off = file_offset(elf, func)
+        .ok_or_else(|| format!("Pg_magic_func at {func:#x} is outside the file's segments"))?;
+    let code = &bytes[off..bytes.len().min(off + MAGIC_FUNC_SCAN)];
+    let target = match elf.header.e_machine {
+        header::EM_X86_64 => x86_64_rip_lea(code, func),
+        header::EM_AARCH64 if elf.little_endian => aarch64_adrp_add(code, func),
+        m => {
+            return Err(format!(
+                "reading Pg_magic_func is implemented for x86-64 and aarch64, not {}",
+                machine_name(m)
+            ))
+        }
+    }
+    .ok_or_else(|| {
+        "Pg_magic_func does not load its magic block PC-relatively as PostgreSQL's macro compiles to"
+            .to_string()
+    })?;
+    let at = file_offset(elf, target)
+        .ok_or_else(|| format!("the magic block at {target:#x} is not in the file"))?;
+    let word = |i: usize| -> Option<u32> {
+        let b: [u8; 4] = bytes.get(at + i..at + i + 4)?.try_into().ok()?;
+        Some(if elf.little_endian {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        })
+    };
+    let (len, version) = word(0)
+        .zip(word(4))
+        .ok_or_else(|| "the magic block is truncated".to_string())?;
+    if !(8..=4096).contains(&len) || !(800..=9999).contains(&version) {
+        return Err(format!(
+            "the magic block does not look like one (len {len}, version {version})"
+        ));
+    }
+    Ok(version)
+}
+
+/// Target of the first `lea r64, [rip + disp32]` in `code` (at `addr`).
+pub(crate) fn x86_64_rip_lea(code: &[u8], addr: u64) -> Option<u64> {
+    (0..code.len().saturating_sub(6)).find_map(|i| {
+        let rex = code[i];
+        // REX.W (0x48/0x4c), opcode 8D, ModRM mod=00 rm=101 (RIP-relative).
+        if (rex == 0x48 || rex == 0x4c) && code[i + 1] == 0x8d && code[i + 2] & 0xc7 == 0x05 {
+            let disp = i32::from_le_bytes(code[i + 3..i + 7].try_into().ok()?);
+            Some(
+                addr.wrapping_add(i as u64 + 7)
+                    .wrapping_add_signed(i64::from(disp)),
+            )
+        } else {
+            None
+        }
+    })
+}
+
+/// Target of the first `adrp xN` + `add xN, xN, #imm` (or `adr xN`) in `code`.
+pub(crate) fn aarch64_adrp_add(code: &[u8], addr: u64) -> Option<u64> {
+    let insns: Vec<u32> = code
+        .chunks_exact(4)
+        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect();
+    // ADR/ADRP: op(31) immlo(30:29) 10000(28:24) immhi(23:5) Rd(4:0).
+    let pc_rel = |insn: u32| -> i64 {
+        let imm = (((insn >> 5) & 0x7ffff) << 2) | ((insn >> 29) & 3);
+        // 21-bit signed.
+        (i64::from(imm) << 43) >> 43
+    };
+    for (i, &insn) in insns.iter().enumerate() {
+        if insn & 0x1f00_0000 != 0x1000_0000 {
+            continue;
+        }
+        let pc = addr.wrapping_add(i as u64 * 4);
+        let rd = insn & 0x1f;
+        if insn & 0x8000_0000 == 0 {
+            return Some(pc.wrapping_add_signed(pc_rel(insn))); // ADR
+        }
+        let page = (pc & !0xfff).wrapping_add_signed(pc_rel(insn) << 12);
+        // ADD (immediate, 64-bit): 1001000100 sh imm12 Rn Rd, with Rn = Rd of the ADRP.
+        return insns[i + 1..].iter().find_map(|&a| {
+            (a & 0xff80_0000 == 0x9100_0000 && (a >> 5) & 0x1f == rd).then(|| {
+                let imm = u64::from((a >> 10) & 0xfff);
+                page + if a & (1 << 22) != 0 { imm << 12 } else { imm }
+            })
+        });
+    }
+    None
 }
 
 /// Library names (sonames) the base (PostgreSQL) image provides.
@@ -225,5 +417,41 @@ impl BaseLibs {
             }
         }
         Ok(BaseLibs { names })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn x86_64_lea_after_endbr64_and_frame_setup() {
+        // endbr64; push rbp; mov rbp,rsp; lea rax,[rip+0x10]; pop rbp; ret
+        let code = [
+            0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x8d, 0x05, 0x10, 0x00, 0x00,
+            0x00, 0x5d, 0xc3,
+        ];
+        assert_eq!(x86_64_rip_lea(&code, 0x1000), Some(0x1000 + 8 + 7 + 0x10));
+        // Negative displacement, r8 as destination (REX 0x4c).
+        let code = [0x4c, 0x8d, 0x05, 0xf0, 0xff, 0xff, 0xff, 0xc3];
+        assert_eq!(x86_64_rip_lea(&code, 0x2000), Some(0x2000 + 7 - 0x10));
+        assert_eq!(x86_64_rip_lea(&[0x31, 0xc0, 0xc3], 0), None);
+    }
+
+    #[test]
+    fn aarch64_adrp_add_and_adr() {
+        let le = |w: &[u32]| w.iter().flat_map(|i| i.to_le_bytes()).collect::<Vec<u8>>();
+        // adrp x0, +1 page; add x0, x0, #0x123; ret
+        let code = le(&[0xb000_0000, 0x9104_8c00, 0xd65f_03c0]);
+        assert_eq!(aarch64_adrp_add(&code, 0x10_004), Some(0x11_123));
+        // adrp x0, -1 page; nop; add x0, x0, #0x8
+        let code = le(&[0xf0ff_ffe0, 0xd503_201f, 0x9100_2000]);
+        assert_eq!(aarch64_adrp_add(&code, 0x10_000), Some(0xf_008));
+        // adr x0, +0x40
+        let code = le(&[0x1000_0200]);
+        assert_eq!(aarch64_adrp_add(&code, 0x500), Some(0x540));
+        // An add into another register than the adrp's does not count.
+        let code = le(&[0xb000_0000, 0x9104_8c21]);
+        assert_eq!(aarch64_adrp_add(&code, 0), None);
     }
 }

@@ -29,6 +29,13 @@ const MAX_ENTRY_METADATA: u64 = 1 << 20;
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
 
+/// The four bytes every zstd frame starts with (RFC 8878, 3.1.1).
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
+/// Largest zstd window accepted: 2^27 = 128 MiB, zstd's own default limit
+/// for decoders (`ZSTD_WINDOWLOG_LIMIT_DEFAULT`), stated here so it is not
+/// silently raised by a dependency.
+const ZSTD_MAX_WINDOW_LOG: u32 = 27;
+
 /// Resource caps against decompression bombs.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Limits {
@@ -90,6 +97,9 @@ pub(crate) struct Extractor {
     /// Regular-file bytes written, all layers.
     pub bytes: u64,
     dir_modes: BTreeMap<PathBuf, u32>,
+    /// Owner and mode of every file and directory entry, as recorded in
+    /// the layers (the last layer to write a path wins).
+    pub ownership: crate::compat::Ownership,
     layer_paths: HashSet<PathBuf>,
     cache: Option<(PathBuf, Rc<OwnedFd>)>,
     buf: Vec<u8>,
@@ -167,13 +177,15 @@ impl Extractor {
             entries: 0,
             bytes: 0,
             dir_modes: BTreeMap::new(),
+            ownership: Default::default(),
             layer_paths: HashSet::new(),
             cache: None,
             buf: vec![0u8; 256 * 1024],
         })
     }
 
-    /// Apply one layer blob (gzip-compressed or plain tar). When `diff_id`
+    /// Apply one layer blob (gzip- or zstd-compressed, or plain tar; told
+    /// apart by their magic bytes, not by the media type). When `diff_id`
     /// is given, the uncompressed stream must hash to it.
     pub(crate) fn apply_layer(
         &mut self,
@@ -190,12 +202,13 @@ impl Extractor {
         let head = br.fill_buf().map_err(corrupt)?;
         let decoded: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
             Box::new(flate2::bufread::MultiGzDecoder::new(br))
-        } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
-            return Err(ImageError::UnsupportedMediaType {
-                image: ctx.image.into(),
-                media_type: "zstd-compressed layer".into(),
-                what: format!("layer {}", ctx.layer),
-            });
+        } else if head.starts_with(&ZSTD_MAGIC) {
+            // Same limits as gzip: the decoded stream goes through the meter below.
+            // The window is capped so a crafted frame cannot make the decoder
+            // reserve more than 2^ZSTD_MAX_WINDOW_LOG bytes.
+            let mut d = zstd::stream::read::Decoder::with_buffer(br).map_err(corrupt)?;
+            d.window_log_max(ZSTD_MAX_WINDOW_LOG).map_err(corrupt)?;
+            Box::new(d)
         } else {
             Box::new(br)
         };
@@ -414,6 +427,11 @@ impl Extractor {
         let parent_rel = rel_of(&comps);
         let rel = parent_rel.join(&name);
         let mode = entry.header().mode().map_err(EntryError::Read)? & 0o777;
+        let owner = crate::compat::FileOwner {
+            uid: entry.header().uid().unwrap_or(0),
+            gid: entry.header().gid().unwrap_or(0),
+            mode,
+        };
 
         // Whiteouts.
         let nb = name.as_bytes();
@@ -440,6 +458,7 @@ impl Extractor {
             if let Some(dir) = self.walk(&comps, false).map_err(unsafe_entry)? {
                 self.remove(&dir, &trel, target).map_err(io_err)?;
             }
+            self.ownership.retain(|p, _| !p.starts_with(&trel));
             return Ok(());
         }
 
@@ -456,6 +475,7 @@ impl Extractor {
                         .map_err(|e| io_err(e.into()))?;
                 }
             }
+            self.ownership.insert(rel.clone(), owner);
             self.dir_modes.insert(rel, mode | 0o700);
             return Ok(());
         }
@@ -470,6 +490,7 @@ impl Extractor {
                 self.remove(&*parent, &rel, &name).map_err(io_err)?;
                 rustix::fs::symlinkat(OsStr::from_bytes(&target), &*parent, name.as_os_str())
                     .map_err(|e| io_err(e.into()))?;
+                self.ownership.remove(&rel);
             }
             T::Link => {
                 let target = entry
@@ -522,6 +543,12 @@ impl Extractor {
                     AtFlags::empty(),
                 )
                 .map_err(|e| io_err(e.into()))?;
+                // A hard link is the same inode: its target's owner and mode.
+                let target_rel = rel_of(&tcomps).join(&tname);
+                match self.ownership.get(&target_rel).copied() {
+                    Some(o) => self.ownership.insert(rel, o),
+                    None => self.ownership.remove(&rel),
+                };
             }
             _ => {
                 let size = entry.size();
@@ -565,6 +592,7 @@ impl Extractor {
                 self.bytes += written;
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
                     .map_err(|e| io_err(e.into()))?;
+                self.ownership.insert(rel, owner);
             }
         }
         Ok(())

@@ -33,6 +33,9 @@ pub(crate) struct LayerRef {
     pub size: Option<u64>,
     /// Expected digest of the uncompressed tar (config `rootfs.diff_ids`).
     pub diff_id: Option<String>,
+    /// Not needed to decode (gzip and zstd are told apart by their magic
+    /// bytes); kept for callers that report it.
+    #[allow(dead_code)]
     pub media_type: String,
     /// Name used in messages: the digest, or the member path.
     pub label: String,

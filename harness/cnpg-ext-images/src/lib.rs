@@ -7,11 +7,14 @@
 //!   docker-archive (auto-detected), verify every blob, select a platform and
 //!   extract with hardened rules (see [`unpack()`]).
 //! * [`lint::lint`] — check an extension image against the
-//!   postgres-extensions-containers conventions.
+//!   postgres-extensions-containers conventions and, from its binaries,
+//!   against the operand ([`compat`]: PostgreSQL major, glibc, architecture,
+//!   file access for uid 26).
 //! * [`cli`] — the `image build|unpack|lint` subcommands.
 
 mod build;
 pub mod cli;
+pub mod compat;
 pub mod control;
 mod digest;
 pub mod elf;
@@ -56,7 +59,7 @@ pub fn fuzz_parse_documents(bytes: &[u8]) {
     let _ = serde_json::from_slice::<Vec<spec::DockerArchiveEntry>>(bytes);
 }
 
-/// For fuzzing: apply `layer` (gzip or plain tar bytes) into the empty
+/// For fuzzing: apply `layer` (gzip, zstd or plain tar bytes) into the empty
 /// directory `root` with the default limits.
 #[doc(hidden)]
 pub fn fuzz_apply_layer(layer: &[u8], root: &std::path::Path) -> Result<(), ImageError> {

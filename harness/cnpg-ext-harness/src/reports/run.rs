@@ -15,6 +15,11 @@ pub struct ImageRecord {
     pub reference: String,
     pub manifest_digest: String,
     pub source: String,
+    /// Compatibility findings read from the image's binaries while preparing it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<cnpg_ext_images::lint::Finding>,
+    /// What its binaries say: PostgreSQL major per module, newest glibc needs, architectures.
+    pub binaries: cnpg_ext_images::lint::Binaries,
 }
 
 #[derive(Debug, Clone, Serialize)]
