@@ -51,6 +51,11 @@ pub struct CertifyArgs {
     /// operator reads none of them).
     #[arg(long)]
     pub require_labels: bool,
+    /// Which CNPG operand image the image is certified against (`minimal`: core + contrib;
+    /// `standard`: also pgvector, pgaudit, pg_failover_slots). An extension the operand
+    /// already ships is shadowed: PostgreSQL would load the operand's copy.
+    #[arg(long, value_parser = parse_operand, default_value = "minimal")]
+    pub operand: cnpg_ext_pg::OperandFlavor,
     /// Operand distribution (bullseye, bookworm, trixie) the image must run on: its glibc
     /// and libstdc++ symbol versions are judged against it, and the generated Cluster's
     /// imageName uses it. Default: the distribution in the image's tag, else trixie.
@@ -79,10 +84,10 @@ pub enum FindingKind {
     /// Any other lint error, or an image whose extensions cannot be inferred.
     ImageLayout,
     /// The operand already ships the extension, so the image's copy is never used.
-    /// Hook point: no check produces it yet (the lead adds it).
+    /// From lint (`shadowed-by-operand`) and from the run's origin check.
     ShadowedByOperand,
     /// The module PostgreSQL loaded is not the image's file.
-    /// Hook point: no check produces it yet (the lead adds the origin check).
+    /// From the run's origin check (`/proc/self/maps`).
     ModuleNotLoadedFromImage,
     /// CREATE EXTENSION failed in the generated scenario.
     CreateExtensionFailed,
@@ -768,6 +773,7 @@ pub async fn certify(
         },
         operand_image: Some(inferred.image_name.clone()),
         require_labels: args.require_labels,
+        operand: args.operand.as_str().to_string(),
         ..LintOptions::default()
     };
     let lint = cnpg_ext_images::lint::lint(&image, &lint_opts)
@@ -793,6 +799,14 @@ pub async fn certify(
                     .unwrap_or_default(),
                 f.message
             ),
+        );
+    }
+    // Shadowing is a warning for `image lint` (the image may target another operand) but
+    // certify judges against the chosen operand: the image's copy would never be used.
+    for f in lint.findings.iter().filter(|f| f.code == cnpg_ext_images::lint::codes::SHADOWED_BY_OPERAND) {
+        found(
+            FindingKind::ShadowedByOperand,
+            format!("lint {}: {}{}", f.code, f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message),
         );
     }
     for p in &problems {
@@ -867,8 +881,8 @@ pub async fn certify(
             command: command.clone(),
             engine: crate::backends::container::EngineOptions::from_env(),
             kind: Default::default(),
-        operand: Default::default(),
-        wrap: None,
+            operand: args.operand,
+            wrap: None,
         };
         match app::run(opts).await {
             Ok(out) => {
@@ -877,7 +891,12 @@ pub async fn certify(
                 if failed > 0 {
                     for s in &view.scenarios {
                         if let Some(f) = s.failure() {
-                            let kind = if f.locator.contains("CREATE EXTENSION") {
+                            let text = f.text();
+                            let kind = if text.contains("shadowed") {
+                                FindingKind::ShadowedByOperand
+                            } else if text.contains("origin of ") && text.contains("(/proc/self/maps)") {
+                                FindingKind::ModuleNotLoadedFromImage
+                            } else if f.locator.contains("CREATE EXTENSION") {
                                 FindingKind::CreateExtensionFailed
                             } else {
                                 FindingKind::ScenarioFailed
@@ -1309,4 +1328,8 @@ mod tests {
         }
         assert_eq!(kind_name(FindingKind::PgMajorMismatch), "pg-major-mismatch");
     }
+}
+
+fn parse_operand(s: &str) -> Result<cnpg_ext_pg::OperandFlavor, String> {
+    cnpg_ext_pg::OperandFlavor::parse(s).ok_or_else(|| format!("`{s}` is not an operand: use minimal or standard"))
 }

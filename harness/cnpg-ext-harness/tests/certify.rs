@@ -449,3 +449,29 @@ fn update_scripts_are_walked_and_a_wrong_one_fails() {
         "{reasons}"
     );
 }
+
+/// The pgvector image passes against the minimal operand (which lacks pgvector) and is
+/// refused against the standard one (which ships it): PostgreSQL would load the operand's
+/// copy. Lint warns, the run's origin check reports it shadowed, the verdict is decided by
+/// the shadowing.
+#[test]
+fn an_image_the_operand_shadows_is_refused() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = pgvector_image(scratch.path(), |_| {});
+    let report = scratch.path().join("report");
+    let (code, out, cert) = certify_with(&image, &report, &["--operand", "standard"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert_eq!(cert["verdict"], "fail", "{cert:#}");
+    assert_eq!(cert["decided_by"]["kind"], "shadowed-by-operand", "{cert:#}");
+    let reasons = cert["reasons"].to_string();
+    assert!(reasons.contains("lint shadowed-by-operand"), "{reasons}");
+    assert!(reasons.contains("would load the operand's copy"), "{reasons}");
+    assert!(reasons.contains("shadowed"), "{reasons}");
+    // The same image, linted: a warning, not an error (another operand may lack it).
+    let o = bin().args(["image", "lint", image.to_str().unwrap(), "--operand", "standard"]).output().unwrap();
+    let lint = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{lint}");
+    assert!(lint.contains("warning") && lint.contains("shadowed-by-operand"), "{lint}");
+    let o = bin().args(["image", "lint", image.to_str().unwrap(), "--operand", "full"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -105,6 +105,10 @@ pub enum ImageCommand {
         /// Missing io.cloudnativepg.image.* labels are errors (default: warnings).
         #[arg(long)]
         require_labels: bool,
+        /// The CNPG operand image flavour (minimal, standard): an extension it already ships
+        /// is reported shadowed.
+        #[arg(long, default_value = "minimal")]
+        operand: String,
         #[arg(long, value_enum, default_value_t = ReportFormat::Text)]
         format: ReportFormat,
         /// File of base-image library names, one per line (replaces the glibc default).
@@ -192,10 +196,15 @@ pub fn run(cmd: ImageCommand) -> i32 {
             os,
             image_name,
             require_labels,
+            operand,
             format,
             base_libs,
             pg_install,
         } => {
+            if !crate::compat::OPERAND_FLAVORS.contains(&operand.as_str()) {
+                eprintln!("error: --operand {operand:?}: use minimal or standard");
+                return 2;
+            }
             if let Some(o) = &os {
                 if crate::compat::distro(o).is_none() {
                     eprintln!(
@@ -210,6 +219,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                 os,
                 operand_image: image_name,
                 require_labels,
+                operand,
                 ..LintOptions::default()
             };
             if let Some(a) = arch {

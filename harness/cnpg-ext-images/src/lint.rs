@@ -52,6 +52,8 @@ pub mod codes {
     pub const MIXED_ARCH: &str = "mixed-arch";
     pub const CONFIG_ARCH_DISAGREES: &str = "config-arch-disagrees";
     pub const NOT_READABLE_BY_POSTGRES: &str = "not-readable-by-postgres";
+    pub const SHADOWED_BY_OPERAND: &str = "shadowed-by-operand";
+    pub const MODULE_ONLY_IMAGE: &str = "module-only-image";
 
     /// Every code, for documentation checks.
     pub const ALL: &[&str] = &[
@@ -61,6 +63,8 @@ pub mod codes {
         ARCH_MISMATCH,
         ROOT_USER,
         NO_CONTROL_FILES,
+        SHADOWED_BY_OPERAND,
+        MODULE_ONLY_IMAGE,
         CONTROL_PARSE_ERROR,
         MISSING_DEFAULT_VERSION,
         MISSING_INSTALL_SCRIPT,
@@ -300,6 +304,9 @@ pub struct LintOptions {
     pub ld_library_path: Vec<String>,
     /// Unpack limits (the platform is taken from `arch`).
     pub unpack: UnpackOptions,
+    /// The CNPG operand flavour (`minimal`, `standard`; see
+    /// [`crate::compat::operand_ships`]): an extension it already ships is shadowed.
+    pub operand: String,
 }
 
 impl Default for LintOptions {
@@ -315,6 +322,7 @@ impl Default for LintOptions {
             dynamic_library_path: vec!["lib".into()],
             ld_library_path: vec!["system".into()],
             unpack: UnpackOptions::default(),
+            operand: "minimal".into(),
         }
     }
 }
@@ -878,6 +886,16 @@ fn check_controls(
                 continue; // secondary control file: syntax checked only
             }
             found += 1;
+            if crate::compat::operand_ships(&cx.opts.operand, stem) == Some(true) {
+                cx.warn(
+                    codes::SHADOWED_BY_OPERAND,
+                    Some(&path),
+                    format!(
+                        "the {} operand image already ships {stem}: PostgreSQL would load the operand's copy ($system and $libdir are searched first), never this image's",
+                        cx.opts.operand
+                    ),
+                );
+            }
             let script_dir = match parsed.directory() {
                 Some(d) if d.starts_with('/') => {
                     cx.warn(
@@ -973,11 +991,26 @@ fn check_controls(
             .map(|d| format!("{}/extension", d.display()))
             .collect::<Vec<_>>()
             .join(", ");
-        cx.err(
-            codes::NO_CONTROL_FILES,
-            None,
-            format!("no extension control file in {where_}"),
-        );
+        // A module without an extension (loaded through shared_preload_libraries, like
+        // auto_explain) is a valid image: say what it is instead of refusing it.
+        let has_module = lib_dirs.iter().any(|d| {
+            std::fs::read_dir(root.join(d))
+                .map(|rd| rd.flatten().any(|e| e.file_name().to_string_lossy().ends_with(".so")))
+                .unwrap_or(false)
+        });
+        if has_module {
+            cx.info(
+                codes::MODULE_ONLY_IMAGE,
+                None,
+                format!("no extension control file in {where_}: a module-only image (for shared_preload_libraries)"),
+            );
+        } else {
+            cx.err(
+                codes::NO_CONTROL_FILES,
+                None,
+                format!("no extension control file and no module in {where_}"),
+            );
+        }
     }
     (modules, versions)
 }

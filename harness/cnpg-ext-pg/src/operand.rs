@@ -20,21 +20,7 @@ use serde::Serialize;
 
 use crate::{Exclusions, PgInstall};
 
-/// Extensions of PostgreSQL 18 itself: the procedural languages of `src/pl` and every
-/// control file of `contrib/` (PostgreSQL 18.x source tree).
-pub const CORE_AND_CONTRIB_18: &[&str] = &[
-    "amcheck", "autoinc", "bloom", "bool_plperl", "bool_plperlu", "btree_gin", "btree_gist", "citext", "cube",
-    "dblink", "dict_int", "dict_xsyn", "earthdistance", "file_fdw", "fuzzystrmatch", "hstore", "hstore_plperl",
-    "hstore_plperlu", "hstore_plpython3u", "insert_username", "intagg", "intarray", "isn", "jsonb_plperl",
-    "jsonb_plperlu", "jsonb_plpython3u", "lo", "ltree", "ltree_plpython3u", "moddatetime", "pageinspect",
-    "pg_buffercache", "pg_freespacemap", "pg_logicalinspect", "pg_prewarm", "pg_stat_statements", "pg_surgery",
-    "pg_trgm", "pg_visibility", "pg_walinspect", "pgcrypto", "pgrowlocks", "pgstattuple", "plperl", "plperlu",
-    "plpgsql", "plpython3u", "pltcl", "pltclu", "postgres_fdw", "refint", "seg", "sslinfo", "tablefunc", "tcn",
-    "tsm_system_rows", "tsm_system_time", "unaccent", "uuid-ossp", "xml2",
-];
-
-/// What CNPG's `standard` images add to `minimal` (postgres-containers README).
-pub const STANDARD_EXTRAS: &[&str] = &["pgaudit", "pg_failover_slots", "vector"];
+pub use cnpg_ext_images::compat::{CORE_AND_CONTRIB_18, STANDARD_EXTRAS};
 
 /// Which CNPG operand image the stand-in imitates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]

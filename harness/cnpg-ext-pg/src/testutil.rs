@@ -27,7 +27,7 @@ pub fn pg() -> &'static PgInstall {
     PG.get_or_init(|| {
         let mut opts = ProvisionOptions::from_env();
         if std::env::var_os(ENV_CACHE).is_none() {
-            opts.cache_dir = Some(PathBuf::from("/tmp/cnpg-ext-harness-test-cache"));
+            opts.cache_dir = Some(PathBuf::from("/tmp/cnpg_ext_harness_test_cache"));
         }
         let started = std::time::Instant::now();
         let pg =
