@@ -636,14 +636,7 @@ impl ContainerRuntime {
                 .map(String::into_bytes)
                 .map_err(|e| failed(format!("cannot read the postmaster's environment in {}: {e}", inst.name)))?,
         };
-        let env: BTreeMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let s = String::from_utf8_lossy(kv);
-                s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
-        Ok(env.get("LD_LIBRARY_PATH").cloned())
+        Ok(crate::backends::standin::ld_library_path_of(&environ))
     }
 
     /// Regular files below each mount, listed inside the container as the postgres uid;

@@ -196,13 +196,6 @@ impl InstanceRuntime for LocalRuntime {
         let pid = self.identity(slot);
         let environ = std::fs::read(format!("/proc/{pid}/environ"))
             .map_err(|e| failed(format!("cannot read the environment of {instance} (pid {pid}): {e}")))?;
-        let env: BTreeMap<String, String> = environ
-            .split(|b| *b == 0)
-            .filter_map(|kv| {
-                let s = String::from_utf8_lossy(kv);
-                s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
-            })
-            .collect();
         let mounts = plan
             .extensions
             .iter()
@@ -217,7 +210,7 @@ impl InstanceRuntime for LocalRuntime {
                 }
             })
             .collect();
-        Ok(InstanceObservation { instance: instance.clone(), ld_library_path: env.get("LD_LIBRARY_PATH").cloned(), mounts })
+        Ok(InstanceObservation { instance: instance.clone(), ld_library_path: standin::ld_library_path_of(&environ), mounts })
     }
 
     async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError> {

@@ -69,3 +69,22 @@ pub fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postg
     cfg.connect_timeout(Duration::from_secs(10));
     cfg
 }
+
+/// `LD_LIBRARY_PATH` from a process's `/proc/<pid>/environ` bytes (NUL-separated `K=V`).
+pub fn ld_library_path_of(environ: &[u8]) -> Option<String> {
+    environ.split(|b| *b == 0).find_map(|kv| {
+        let s = String::from_utf8_lossy(kv);
+        s.strip_prefix("LD_LIBRARY_PATH=").map(str::to_string)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ld_library_path_from_environ() {
+        let env = b"PATH=/usr/bin\0LD_LIBRARY_PATH=/extensions/a/system:/x\0LANG=C\0";
+        assert_eq!(super::ld_library_path_of(env).as_deref(), Some("/extensions/a/system:/x"));
+        assert_eq!(super::ld_library_path_of(b"PATH=/usr/bin\0"), None);
+        assert_eq!(super::ld_library_path_of(b"MY_LD_LIBRARY_PATH=/no\0"), None);
+    }
+}
