@@ -99,6 +99,25 @@ async fn seed_scenarios_pass_on_the_container_backend() {
     assert_eq!(listed(&engine, &["ps", "-aq", "--filter", &filter]), Vec::<String>::new(), "containers left by {run_id}");
     assert_eq!(listed(&engine, &["volume", "ls", "-q", "--filter", &filter]), Vec::<String>::new(), "volumes left by {run_id}");
     assert!(!parent.path().join(&run_id).exists(), "work directory left behind");
+    // The podman API service the run started on its private socket is gone too.
+    let socket = parent.path().join(&run_id).join("c/podman.sock");
+    assert_eq!(processes_naming(&socket.display().to_string()), Vec::<String>::new(), "API service left running");
+}
+
+/// Command lines of live processes that contain `needle`.
+fn processes_naming(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(raw) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let line = String::from_utf8_lossy(&raw).replace('\0', " ");
+        if line.contains(needle) {
+            found.push(line);
+        }
+    }
+    found
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ use std::path::Path;
 use cnpg_ext_model::ClusterPlan;
 
 use super::engine::EngineKind;
+use testcontainers::bollard::models::{Mount, MountType, ResourcesUlimits};
 
 /// Every container, volume and image a run creates carries this label with the run id.
 pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
@@ -45,18 +46,6 @@ pub fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
     }
 }
 
-/// `volume create` options of a volume backed by a host directory.
-pub fn bind_volume_opts(dir: &Path) -> Vec<String> {
-    vec![
-        "--opt".into(),
-        "type=none".into(),
-        "--opt".into(),
-        "o=bind".into(),
-        "--opt".into(),
-        format!("device={}", dir.display()),
-    ]
-}
-
 pub fn label_args(labels: &[(String, String)]) -> Vec<String> {
     labels.iter().flat_map(|(k, v)| ["--label".to_string(), format!("{k}={v}")]).collect()
 }
@@ -93,26 +82,66 @@ fn common_run(kind: EngineKind, run_flags: &[String], name: &str, labels: &[(Str
     a
 }
 
-/// `run -d …` of one PostgreSQL instance.
-pub fn instance_run_args(kind: EngineKind, run_flags: &[String], r: &InstanceRun<'_>) -> Vec<String> {
-    let mut a = common_run(kind, run_flags, r.container, r.labels);
-    a.insert(1, "--detach".into());
-    // PostgreSQL's fast shutdown (SIGINT), like the local backend; SIGKILL after the grace.
-    a.extend(["--stop-signal".into(), "SIGINT".into()]);
-    a.extend(["--volume".into(), format!("{}:{DATA_MOUNT}", r.volume)]);
-    a.extend(["--volume".into(), format!("{}:{SOCKET_DIR}", r.socket_dir.display())]);
-    a.extend(["--volume".into(), format!("{}:{CONF_DIR}:ro", r.conf_dir.display())]);
+/// One PostgreSQL instance container as the Engine API creates it (`POST /containers/create`):
+/// everything `run --detach` used to say, in the API's terms.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct InstanceSpec {
+    pub name: String,
+    pub image: String,
+    pub user: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+    pub env: Vec<(String, String)>,
+    pub cmd: Vec<String>,
+    pub network_mode: String,
+    /// Data volume, socket and configuration directories, the primary's socket directory
+    /// (replicas), then one image mount per extension.
+    pub mounts: Vec<Mount>,
+    pub ulimits: Vec<ResourcesUlimits>,
+}
+
+fn bind(source: &Path, target: &str, read_only: bool) -> Mount {
+    Mount {
+        typ: Some(MountType::BIND),
+        source: Some(source.display().to_string()),
+        target: Some(target.into()),
+        read_only: read_only.then_some(true),
+        ..Mount::default()
+    }
+}
+
+/// An image mount. No `ReadOnly`: image mounts are read-only by default and podman 4.3's API
+/// refuses the option ("ro: invalid mount option"); the observation checks the mount really
+/// is read-only.
+pub fn image_mount(m: &ImageMount) -> Mount {
+    Mount {
+        typ: Some(MountType::IMAGE),
+        source: Some(m.reference.clone()),
+        target: Some(m.destination.clone()),
+        ..Mount::default()
+    }
+}
+
+/// The container of one PostgreSQL instance: non-root, no network, its volume and host
+/// directories, one image mount per extension, the operator's `LD_LIBRARY_PATH`.
+pub fn instance_spec(r: &InstanceRun<'_>, ulimits: &[ResourcesUlimits]) -> InstanceSpec {
+    let mut mounts = vec![
+        Mount {
+            typ: Some(MountType::VOLUME),
+            source: Some(r.volume.to_string()),
+            target: Some(DATA_MOUNT.into()),
+            ..Mount::default()
+        },
+        bind(r.socket_dir, SOCKET_DIR, false),
+        bind(r.conf_dir, CONF_DIR, true),
+    ];
     if let Some(p) = r.primary_socket_dir {
-        a.extend(["--volume".into(), format!("{}:{PRIMARY_SOCKET_DIR}", p.display())]);
+        mounts.push(bind(p, PRIMARY_SOCKET_DIR, false));
     }
-    for m in r.mounts {
-        a.extend(["--mount".into(), image_mount_arg(kind, m)]);
-    }
-    a.extend(["--env".into(), "LANG=C".into()]);
+    mounts.extend(r.mounts.iter().map(image_mount));
+    let mut env = vec![("LANG".to_string(), "C".to_string())];
     if let Some(ld) = r.ld_library_path {
-        a.extend(["--env".into(), format!("LD_LIBRARY_PATH={ld}")]);
+        env.push(("LD_LIBRARY_PATH".into(), ld.to_string()));
     }
-    a.push(r.image.to_string());
     let postgres = vec![
         super::operand::program(r.bindir, "postgres"),
         "-D".into(),
@@ -120,14 +149,62 @@ pub fn instance_run_args(kind: EngineKind, run_flags: &[String], r: &InstanceRun
         "-c".into(),
         format!("config_file={CONF_DIR}/postgresql.conf"),
     ];
-    match r.bootstrap {
-        None => a.extend(postgres),
+    let cmd = match r.bootstrap {
+        None => postgres,
         Some(first) => {
             let quote = |v: &[String]| v.iter().map(|w| crate::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
-            a.extend(["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]);
+            vec!["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]
         }
+    };
+    InstanceSpec {
+        name: r.container.to_string(),
+        image: r.image.to_string(),
+        user: format!("{PG_UID}:{PG_UID}"),
+        labels: r.labels.iter().cloned().collect(),
+        env,
+        cmd,
+        network_mode: "none".into(),
+        mounts,
+        ulimits: ulimits.to_vec(),
     }
-    a
+}
+
+/// The `--ulimit NAME=SOFT[:HARD]` flags of `run_flags` as API ulimits. Instance containers
+/// are created through the API, where only ulimits have a meaning among `run` flags; any
+/// other flag is refused (it would be silently lost).
+pub fn ulimits_from_run_flags(run_flags: &[String]) -> Result<Vec<ResourcesUlimits>, String> {
+    let mut out = Vec::new();
+    let mut it = run_flags.iter();
+    while let Some(flag) = it.next() {
+        let value = if flag == "--ulimit" {
+            it.next().ok_or("`--ulimit` without a value (expected NAME=SOFT[:HARD], e.g. nofile=20000:20000)")?.as_str()
+        } else if let Some(v) = flag.strip_prefix("--ulimit=") {
+            v
+        } else {
+            return Err(format!(
+                "`{flag}` cannot be given to instance containers, which are created through the Engine API; \
+                 only `--ulimit NAME=SOFT[:HARD]` is understood there"
+            ));
+        };
+        let (name, limits) = value
+            .split_once('=')
+            .ok_or_else(|| format!("`--ulimit {value}`: expected NAME=SOFT[:HARD], e.g. nofile=20000:20000"))?;
+        let number = |v: &str| -> Result<i64, String> {
+            if v == "unlimited" || v == "-1" {
+                return Ok(-1);
+            }
+            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| format!("`--ulimit {value}`: `{v}` is not a limit (a number or `unlimited`)"))
+        };
+        let (soft, hard) = match limits.split_once(':') {
+            Some((s, h)) => (number(s)?, number(h)?),
+            None => (number(limits)?, number(limits)?),
+        };
+        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase()) {
+            return Err(format!("`--ulimit {value}`: `{name}` is not a limit name (nofile, nproc, core, …)"));
+        }
+        out.push(ResourcesUlimits { name: Some(name.to_string()), soft: Some(soft), hard: Some(hard) });
+    }
+    Ok(out)
 }
 
 /// `pg_basebackup -R` from the primary's socket directory into `<mount_at>/pgdata`.
@@ -274,21 +351,21 @@ spec:
             ld_library_path: plan.ld_library_path.as_deref(),
             bootstrap: None,
         };
-        snap!("podman_replica_run", instance_run_args(EngineKind::Podman, &run_flags(), &r));
-        snap!("docker_replica_run", instance_run_args(EngineKind::Docker, &[], &r));
+        let ulimits = ulimits_from_run_flags(&run_flags()).unwrap();
+        snap!("replica_spec", instance_spec(&r, &ulimits));
         let bb = base_backup_command(r.bindir, DATA_MOUNT);
         let first = InstanceRun { bootstrap: Some(&bb), ..r.clone() };
-        let args = instance_run_args(EngineKind::Podman, &[], &first);
-        snap!("podman_new_replica_command", &args[args.iter().position(|a| a == r.image).unwrap()..]);
+        let spec = instance_spec(&first, &[]);
+        snap!("new_replica_command", &spec.cmd);
         // The shell command gives back the words it was built from.
-        let script = args.last().unwrap();
+        let script = spec.cmd.last().unwrap();
         let words = super::super::engine::split_flags(&script.replace(" && exec ", " ")).unwrap();
         assert_eq!(words.len(), bb.len() + 5);
         assert_eq!(&words[..bb.len()], &bb[..]);
     }
 
     #[test]
-    fn primary_without_extensions_has_no_mounts_or_ld_path() {
+    fn primary_without_extensions_has_no_image_mounts_or_ld_path() {
         let r = InstanceRun {
             container: "n",
             labels: &[],
@@ -302,9 +379,34 @@ spec:
             ld_library_path: None,
             bootstrap: None,
         };
-        let a = instance_run_args(EngineKind::Podman, &[], &r);
-        assert!(!a.iter().any(|x| x == "--mount" || x.starts_with("LD_LIBRARY_PATH") || x.contains(PRIMARY_SOCKET_DIR)));
-        assert_eq!(a[..3], ["run", "--detach", "--name"]);
+        let spec = instance_spec(&r, &[]);
+        assert!(spec.mounts.iter().all(|m| m.typ != Some(MountType::IMAGE)), "{:?}", spec.mounts);
+        assert!(spec.mounts.iter().all(|m| m.target.as_deref() != Some(PRIMARY_SOCKET_DIR)));
+        assert!(spec.env.iter().all(|(k, _)| k != "LD_LIBRARY_PATH"));
+        assert_eq!(spec.network_mode, "none");
+        assert_eq!(spec.user, "26:26");
+        // Only the configuration directory is asked read-only; image mounts are by default.
+        let ro: Vec<_> = spec.mounts.iter().filter(|m| m.read_only == Some(true)).filter_map(|m| m.target.clone()).collect();
+        assert_eq!(ro, [CONF_DIR]);
+    }
+
+    #[test]
+    fn run_flags_become_ulimits_or_a_clear_error() {
+        let flags = |s: &str| super::super::engine::split_flags(s).unwrap();
+        let u = ulimits_from_run_flags(&flags("--ulimit nofile=20000:20000 --ulimit=nproc=1024 --ulimit core=unlimited:-1")).unwrap();
+        let got: Vec<_> = u.iter().map(|l| (l.name.clone().unwrap(), l.soft.unwrap(), l.hard.unwrap())).collect();
+        assert_eq!(got, [("nofile".to_string(), 20000, 20000), ("nproc".into(), 1024, 1024), ("core".into(), -1, -1)]);
+        assert!(ulimits_from_run_flags(&[]).unwrap().is_empty());
+        for (bad, says) in [
+            ("--ulimit", "without a value"),
+            ("--ulimit nofile", "NAME=SOFT[:HARD]"),
+            ("--ulimit nofile=lots", "`lots` is not a limit"),
+            ("--ulimit NOFILE=1", "not a limit name"),
+            ("--cap-add SYS_PTRACE", "`--cap-add` cannot be given"),
+        ] {
+            let e = ulimits_from_run_flags(&flags(bad)).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -336,6 +438,11 @@ spec:
         let m = ImageMount { reference: "r:1".into(), destination: "/extensions/x".into() };
         assert_eq!(image_mount_arg(EngineKind::Podman, &m), "type=image,source=r:1,destination=/extensions/x,rw=false");
         assert!(image_mount_arg(EngineKind::Docker, &m).ends_with(",readonly"));
+        let api = serde_json::to_value(image_mount(&m)).unwrap();
+        assert_eq!(api["Type"], "image");
+        assert_eq!(api["Source"], "r:1");
+        assert_eq!(api["Target"], "/extensions/x");
+        assert!(api.get("ReadOnly").is_none_or(|v| v.is_null()), "{api}");
     }
 
     #[test]

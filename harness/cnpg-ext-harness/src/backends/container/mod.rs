@@ -1,5 +1,6 @@
-//! The `container` backend: instances are containers of a real OCI engine (podman, docker ≥ 28)
-//! with one `--mount type=image` per extension, the mechanism kubelet asks of the runtime.
+//! The `container` backend: instances are containers of a real OCI engine (podman, docker ≥ 28),
+//! created through the Docker Engine API (`testcontainers`, see `api`),
+//! with one image mount (`Mount { Type: image }`) per extension, the mechanism kubelet asks of the runtime.
 //!
 //! Each instance is a container of the PostgreSQL operand image running as uid 26, with its
 //! data in an engine volume (so that a rolling update *replaces* the container and keeps the
@@ -8,6 +9,7 @@
 //! `--network none`; replicas stream from the primary through its socket directory). The
 //! stand-in operator (`backends::standin`) decides; this module only runs containers.
 
+mod api;
 mod argv;
 mod engine;
 mod operand;
@@ -35,6 +37,7 @@ pub fn engine_available(opts: &EngineOptions) -> bool {
 }
 
 use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
+use testcontainers::bollard::models::ResourcesUlimits;
 use engine::strings;
 
 use crate::error::HarnessError;
@@ -42,8 +45,8 @@ use crate::sql::quote_literal;
 use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::store::ImageStore;
 
-/// Seconds the engine waits after SIGINT (fast shutdown) before SIGKILL.
-const STOP_GRACE_SECS: &str = "20";
+/// How long a stopped instance gets after SIGINT (fast shutdown) before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// Engine selection and flags (see README: some hosts need extra flags). `None` fields are
 /// read from the environment (`CNPG_EXT_HARNESS_ENGINE`, `…_PG_IMAGE`, `…_ENGINE_FLAGS`,
@@ -106,6 +109,10 @@ pub struct ContainerEnv {
     template: Option<PathBuf>,
     hook: Mutex<Option<u64>>,
     finished: std::sync::atomic::AtomicBool,
+    /// The podman API service of the run (docker: none), stopped by `finish`.
+    service: Arc<Mutex<Option<api::ApiService>>>,
+    /// `--ulimit` flags of the run flags, for instance containers made through the API.
+    ulimits: Vec<ResourcesUlimits>,
 }
 
 impl ContainerEnv {
@@ -127,6 +134,8 @@ impl ContainerEnv {
         };
         let global = flags(ENV_ENGINE_FLAGS, &opts.engine_flags)?;
         let run_flags = flags(ENV_RUN_FLAGS, &opts.run_flags)?;
+        let ulimits = argv::ulimits_from_run_flags(&run_flags)
+            .map_err(|e| HarnessError::Input(format!("{ENV_RUN_FLAGS} / --engine-run-flags: {e}")))?;
         let engine = engine::detect(opts.engine.as_deref(), global, run_flags).map_err(HarnessError::Environment)?;
         tracing::info!(engine = engine.name(), version = %engine.version, "container engine");
         let run_id = argv::sanitize(run_id);
@@ -134,15 +143,19 @@ impl ContainerEnv {
         std::fs::create_dir_all(&root).map_err(|e| HarnessError::Environment(format!("{}: {e}", root.display())))?;
 
         let loaded: Arc<Mutex<Vec<LoadedImage>>> = Arc::default();
+        let service: Arc<Mutex<Option<api::ApiService>>> = Arc::default();
         // From here on, Ctrl-C removes whatever the run created.
         let hook = {
-            let (engine, run_id, loaded) = (engine.clone(), run_id.clone(), loaded.clone());
+            let (engine, run_id, loaded, service) = (engine.clone(), run_id.clone(), loaded.clone(), service.clone());
             crate::procs::register_cleanup(Box::new(move |keep| {
                 engine::set_stopping();
                 engine::wait_idle(Duration::from_secs(15));
                 if !keep {
                     let images = loaded.lock().map(|l| l.clone()).unwrap_or_default();
                     sweep(&engine, &run_id, &images);
+                }
+                if let Some(s) = service.lock().ok().and_then(|mut s| s.take()) {
+                    s.stop();
                 }
             }))
         };
@@ -167,8 +180,9 @@ impl ContainerEnv {
             .map_err(|e| env_unusable("provide the PostgreSQL image", e))?;
             tracing::info!(image = %op.image, built = op.built, "PostgreSQL operand image");
             // Loading the extension images, the runtime probe and the template copy overlap.
-            let (loads, probed, template) = std::thread::scope(|s| {
+            let (loads, probed, template, api) = std::thread::scope(|s| {
                 let loads = s.spawn(|| load_images(&engine, store, &root, &loaded));
+                let api = s.spawn(|| api::ApiService::start(&engine, &root));
                 let template = s.spawn(|| {
                     if !nix::unistd::Uid::effective().is_root() {
                         return None;
@@ -183,8 +197,13 @@ impl ContainerEnv {
                     }
                 });
                 let probed = probe(&engine, &run_id, &op);
-                (loads.join().expect("image loading thread"), probed, template.join().expect("template thread"))
+                let api = api.join().expect("API service thread");
+                (loads.join().expect("image loading thread"), probed, template.join().expect("template thread"), api)
             });
+            match api {
+                Ok(svc) => *service.lock().unwrap() = svc,
+                Err(e) => return Err(env_unusable("serve the Engine API", e)),
+            }
             probed.map_err(|e| env_unusable("run a container with an image mount", e))?;
             loads?;
             Ok((op, template))
@@ -198,6 +217,8 @@ impl ContainerEnv {
             template: None,
             hook: Mutex::new(Some(hook)),
             finished: false.into(),
+            service,
+            ulimits,
         };
         match result {
             Ok((op, template)) => {
@@ -237,9 +258,12 @@ impl ContainerEnv {
                 n = e.name(),
                 refs = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.as_str()).collect::<Vec<_>>().join(" ")
             );
-            return;
+        } else {
+            sweep(&self.engine, &self.run_id, &images);
         }
-        sweep(&self.engine, &self.run_id, &images);
+        if let Some(s) = self.service.lock().ok().and_then(|mut s| s.take()) {
+            s.stop();
+        }
     }
 }
 
@@ -500,6 +524,8 @@ struct Instance {
     cname: String,
     /// Id of the running container.
     container: Option<String>,
+    /// The running container, removed when dropped.
+    handle: Option<api::Handle>,
     /// Whether its volume was created.
     volume: bool,
     /// A replica whose first container runs the base backup into its empty volume first.
@@ -560,7 +586,7 @@ impl ContainerRuntime {
 
     /// The container's last lines; PostgreSQL logs to standard error.
     async fn logs(&self, id: &str) -> String {
-        self.engine().run_merged(&strings(&["logs", "--tail", "15", id])).await
+        api::log_tail(id, 15).await
     }
 
     /// `volume create` of an instance. With a host template (root), the volume is backed by
@@ -568,8 +594,7 @@ impl ContainerRuntime {
     /// PGDATA owned by the postgres uid for a replica. Otherwise a plain engine volume that
     /// the engine fills by copy-up from the image.
     async fn create_volume(&self, inst: &Instance) -> Result<(), BackendError> {
-        let mut args = strings(&["volume", "create"]);
-        args.extend(argv::label_args(&self.labels(inst)));
+        let mut device = None;
         if let Some(template) = self.env.template.clone() {
             let data = inst.data_dir();
             let pgdata = data.join("pgdata");
@@ -585,10 +610,11 @@ impl ContainerRuntime {
             .await
             .map_err(|e| failed(e.to_string()))?
             .map_err(|e| failed(format!("preparing the data of {}: {e}", inst.name)))?;
-            args.extend(argv::bind_volume_opts(&inst.data_dir()));
+            device = Some(inst.data_dir());
         }
-        args.push(inst.cname.clone());
-        self.engine().run(&args).await.map(|_| ()).map_err(|e| failed(format!("creating the volume of {}: {e}", inst.name)))
+        api::create_volume(&inst.cname, &self.labels(inst), device.as_deref())
+            .await
+            .map_err(|e| failed(format!("creating the volume of {}: {e}", inst.name)))
     }
 
     async fn base_backup(&self, slot: &Slot, primary: &Slot) -> Result<(), BackendError> {
@@ -669,8 +695,8 @@ impl ContainerRuntime {
             return None;
         }
         let id = inst.container.clone()?;
-        let pid = self.engine().run(&strings(&["inspect", "--format", "{{.State.Pid}}", &id])).await.ok()?;
-        let pid: u32 = pid.trim().parse().ok().filter(|p| *p > 0)?;
+        let (_, pid) = api::state(&id).await.ok()?;
+        let pid: u32 = u32::try_from(pid).ok().filter(|p| *p > 0)?;
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         std::fs::read_dir(&root).ok()?;
         let mut out = BTreeMap::new();
@@ -802,6 +828,7 @@ impl InstanceRuntime for ContainerRuntime {
             role: slot.role,
             dir: self.dir.join(slot.ordinal.to_string()),
             container: None,
+            handle: None,
             volume: false,
             bootstrap: false,
         };
@@ -843,25 +870,28 @@ impl InstanceRuntime for ContainerRuntime {
             ld_library_path: plan.ld_library_path.as_deref(),
             bootstrap: bootstrap.as_deref(),
         };
-        let args = argv::instance_run_args(self.engine().kind, &self.engine().run_flags, &run);
-        let out = self.engine().run(&args).await.map_err(|e| failed(format!("starting {}: {e}", slot.name)))?;
-        let id = out.trim().lines().last().unwrap_or("").trim().to_string();
+        let spec = argv::instance_spec(&run, &self.env.ulimits);
+        if engine::stopping() {
+            return Err(failed(format!("starting {}: interrupted", slot.name)));
+        }
+        let handle = api::start(&spec).await.map_err(|e| failed(format!("starting {}: {e}", slot.name)))?;
         let inst = self.instances.get_mut(&slot.name).expect("provisioned");
-        inst.container = Some(if id.is_empty() { inst.cname.clone() } else { id });
+        inst.container = Some(handle.id().to_string());
+        inst.handle = Some(handle);
         inst.bootstrap = false;
         Ok(())
     }
 
     async fn stopped(&mut self, slot: &Slot) -> Option<String> {
         let id = self.instances.get(&slot.name)?.container.clone()?;
-        let state = self.engine().run(&strings(&["inspect", "--format", "{{.State.Status}}", &id])).await.unwrap_or_default();
-        let state = state.trim();
+        let (state, _) = api::state(&id).await.unwrap_or_default();
+        let state = state.as_str();
         matches!(state, "exited" | "dead" | "stopped").then(|| format!("its container {} is {state}", &id[..id.len().min(12)]))
     }
 
     fn exit_poll_interval(&self) -> Duration {
-        // Each look is an engine call; PostgreSQL usually answers well before the first one.
-        Duration::from_millis(1000)
+        // Each look is one inspect request to the Engine API (a few milliseconds).
+        Duration::from_millis(250)
     }
 
     async fn log_tail(&self, slot: &Slot) -> String {
@@ -871,19 +901,13 @@ impl InstanceRuntime for ContainerRuntime {
 
     /// Stops (fast shutdown, SIGKILL after the grace) and removes the container; the volume stays.
     async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError> {
-        let Some(id) = self.instances.get_mut(&slot.name).and_then(|i| i.container.take()) else { return Ok(()) };
+        let Some(inst) = self.instances.get_mut(&slot.name) else { return Ok(()) };
+        let (Some(id), handle) = (inst.container.take(), inst.handle.take()) else { return Ok(()) };
         let name = &slot.name;
-        if self.engine().kind == EngineKind::Podman {
-            // podman stops with the stop signal (SIGINT) and the grace, then removes.
-            return self
-                .engine()
-                .run(&strings(&["rm", "-f", "-t", STOP_GRACE_SECS, &id]))
-                .await
-                .map(|_| ())
-                .map_err(|e| failed(format!("stopping and removing the container of {name}: {e}")));
+        api::stop(&id, STOP_GRACE).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        if let Some(h) = handle {
+            h.rm().await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
         }
-        self.engine().run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id])).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
-        self.engine().run(&strings(&["rm", &id])).await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
         Ok(())
     }
 
@@ -938,30 +962,33 @@ impl InstanceRuntime for ContainerRuntime {
     }
 
     async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError> {
-        let ids: Vec<String> = slots.iter().filter_map(|s| self.instances.get(&s.name)?.container.clone()).collect();
+        let mut handles = Vec::new();
+        for s in slots {
+            if let Some(inst) = self.instances.get_mut(&s.name) {
+                if let (Some(id), Some(h)) = (inst.container.clone(), inst.handle.take()) {
+                    handles.push((id, h));
+                }
+            }
+        }
         let vols: Vec<String> = self.instances.values().filter(|i| i.volume).map(|i| i.cname.clone()).collect();
         if keep {
-            for id in ids {
-                let _ = self.engine().run(&strings(&["stop", "-t", STOP_GRACE_SECS, &id])).await;
+            for (id, h) in handles {
+                let _ = api::stop(&id, STOP_GRACE).await;
+                // Kept for inspection: not removed on drop (the run's label finds it).
+                std::mem::forget(h);
             }
             return Ok(());
         }
         let mut problems = Vec::new();
-        // Containers first (`podman volume rm -f` of volumes in use deadlocks on podman 4.3).
-        if !ids.is_empty() {
-            let mut args = rm_force(self.engine());
-            args.extend(ids);
-            if let Err(e) = self.engine().run(&args).await {
-                problems.push(e);
-            }
-        }
-        if !vols.is_empty() {
-            let mut args = strings(&["volume", "rm", "-f"]);
-            args.extend(vols);
-            if let Err(e) = self.engine().run(&args).await {
-                problems.push(e);
-            }
-        }
+        // Containers first (removing a volume in use deadlocks on podman 4.3); no grace, the
+        // data is being thrown away.
+        let removed = futures::future::join_all(handles.into_iter().map(|(id, h)| async move {
+            h.rm().await.map_err(|e| format!("removing container {id}: {e}"))
+        }))
+        .await;
+        problems.extend(removed.into_iter().filter_map(Result::err));
+        let removed = futures::future::join_all(vols.iter().map(|v| api::remove_volume(v))).await;
+        problems.extend(removed.into_iter().filter_map(Result::err));
         for i in self.instances.values_mut() {
             i.container = None;
             i.volume = false;
@@ -970,6 +997,26 @@ impl InstanceRuntime for ContainerRuntime {
             Ok(())
         } else {
             Err(failed(problems.join("; ")))
+        }
+    }
+}
+
+impl Drop for ContainerRuntime {
+    /// Containers still running are removed by their handles; outside a tokio runtime (a
+    /// backend dropped after its runtime), one is made for that.
+    fn drop(&mut self) {
+        let handles: Vec<api::Handle> = self.instances.values_mut().filter_map(|i| i.handle.take()).collect();
+        if handles.is_empty() {
+            return;
+        }
+        if tokio::runtime::Handle::try_current().is_ok() {
+            drop(handles);
+        } else if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let _guard = rt.enter();
+            drop(handles);
+        } else {
+            // Without a runtime the handles cannot act; the run's label sweep removes them.
+            handles.into_iter().for_each(std::mem::forget);
         }
     }
 }

@@ -1,0 +1,293 @@
+//! Instance containers over the Docker Engine API, through `testcontainers` (bollard below).
+//!
+//! Docker ≥ 28 answers on `DOCKER_HOST` or its default socket. Podman answers through its API
+//! service, which the harness starts on a private socket in the work directory (with the same
+//! global flags as the CLI, so both see one store) and stops when the run ends.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use testcontainers::bollard::models::VolumeCreateRequest;
+use testcontainers::bollard::query_parameters::{InspectContainerOptions, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveVolumeOptions};
+use testcontainers::bollard::Docker;
+use testcontainers::core::client::docker_client_instance;
+use testcontainers::runners::AsyncRunner;
+use testcontainers::{ContainerAsync, GenericImage, ImageExt};
+
+use super::argv::InstanceSpec;
+use super::engine::{Engine, EngineKind};
+
+/// A started instance container; removed (with `rm -f`) when dropped.
+pub type Handle = ContainerAsync<GenericImage>;
+
+/// Longest wait for a freshly started podman service to answer.
+const SERVICE_READY: Duration = Duration::from_secs(20);
+
+/// The podman API service of a run (none for docker).
+pub struct ApiService {
+    child: Mutex<Option<Child>>,
+    socket: PathBuf,
+}
+
+impl ApiService {
+    /// Starts `podman <global flags> system service --time=0 unix://<root>/podman.sock` and
+    /// points `DOCKER_HOST` of this process at it; for docker, checks that its API answers.
+    pub fn start(engine: &Engine, root: &Path) -> Result<Option<ApiService>, String> {
+        if engine.kind == EngineKind::Docker {
+            ping().map_err(|e| format!("the Docker Engine API does not answer (DOCKER_HOST or /var/run/docker.sock): {e}"))?;
+            return Ok(None);
+        }
+        let socket = root.join("podman.sock");
+        let _ = std::fs::remove_file(&socket);
+        let log = root.join("podman-service.log");
+        let err = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let url = format!("unix://{}", socket.display());
+        let child = Command::new(&engine.program)
+            .args(&engine.global)
+            .args(["system", "service", "--time=0", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(err)
+            .spawn()
+            .map_err(|e| format!("cannot start `{}`: {e}", engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])))?;
+        let service = ApiService { child: Mutex::new(Some(child)), socket: socket.clone() };
+        let deadline = Instant::now() + SERVICE_READY;
+        loop {
+            if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+                break;
+            }
+            let exited = service.child.lock().unwrap().as_mut().and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || Instant::now() > deadline {
+                service.stop();
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect();
+                return Err(format!(
+                    "the podman API service did not come up on {} ({}): {}",
+                    socket.display(),
+                    exited.map(|s| s.to_string()).unwrap_or_else(|| format!("no answer in {}s", SERVICE_READY.as_secs())),
+                    tail.join(" | ")
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        // testcontainers reads DOCKER_HOST when it makes its client; this process's engine
+        // is the private service from now on.
+        std::env::set_var("DOCKER_HOST", &url);
+        if let Err(e) = ping() {
+            service.stop();
+            return Err(format!("the podman API service on {} does not answer: {e}", socket.display()));
+        }
+        tracing::debug!(socket = %socket.display(), "podman API service");
+        Ok(Some(service))
+    }
+
+    /// Stops the service (idempotent).
+    pub fn stop(&self) {
+        if let Some(mut child) = self.child.lock().unwrap().take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+impl Drop for ApiService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// `GET /_ping` from a runtime of its own (callers may be on a blocking thread or none).
+fn ping() -> Result<(), String> {
+    std::thread::spawn(|| {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+        rt.block_on(async {
+            let docker = client().await?;
+            tokio::time::timeout(Duration::from_secs(10), docker.ping())
+                .await
+                .map_err(|_| "no answer in 10s".to_string())?
+                .map_err(|e| e.to_string())
+                .map(|_| ())
+        })
+    })
+    .join()
+    .map_err(|_| "the API check panicked".to_string())?
+}
+
+async fn client() -> Result<Docker, String> {
+    docker_client_instance().await.map_err(|e| format!("no Engine API client: {e}"))
+}
+
+/// `name[:tag]` split the way `GenericImage` wants it (a digest stays whole: `name@sha256`
+/// + `:hex` joins back to the same reference).
+fn split_reference(reference: &str) -> (String, String) {
+    let last = reference.rsplit('/').next().unwrap_or(reference);
+    match last.rfind(':') {
+        Some(i) => {
+            let cut = reference.len() - last.len() + i;
+            (reference[..cut].to_string(), reference[cut + 1..].to_string())
+        }
+        None => (reference.to_string(), "latest".to_string()),
+    }
+}
+
+/// Creates and starts the container of `spec`.
+pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
+    let (name, tag) = split_reference(&spec.image);
+    let mounts = spec.mounts.clone();
+    let ulimits = spec.ulimits.clone();
+    let network = spec.network_mode.clone();
+    let mut req = GenericImage::new(name, tag)
+        .with_container_name(spec.name.clone())
+        .with_user(spec.user.clone())
+        .with_labels(spec.labels.clone())
+        .with_cmd(spec.cmd.clone())
+        .with_startup_timeout(Duration::from_secs(120));
+    for (k, v) in &spec.env {
+        req = req.with_env_var(k.clone(), v.clone());
+    }
+    let req = req.with_host_config_modifier(move |hc| {
+        hc.mounts = Some(mounts.clone());
+        hc.ulimits = (!ulimits.is_empty()).then(|| ulimits.clone());
+        hc.network_mode = Some(network.clone());
+        // testcontainers publishes every exposed port by default; there is no network.
+        hc.publish_all_ports = None;
+        hc.port_bindings = None;
+    });
+    req.start().await.map_err(|e| format!("creating container {} from {}: {e}", spec.name, spec.image))
+}
+
+/// The container's state (`running`, `exited`, …) and its main process id.
+pub async fn state(id: &str) -> Result<(String, i64), String> {
+    match client().await?.inspect_container(id, None::<InspectContainerOptions>).await {
+        Ok(info) => {
+            let st = info.state.unwrap_or_default();
+            Ok((st.status.map(|s| s.to_string()).unwrap_or_default(), st.pid.unwrap_or(0)))
+        }
+        Err(e) => {
+            let msg = e.to_string();
+            // podman 4.3 says `"Status": "stopped"`, which Docker's schema (and so bollard)
+            // does not know: the whole answer fails to decode, naming the state it saw.
+            unknown_state(&msg).map(|s| (s, 0)).ok_or(msg)
+        }
+    }
+}
+
+/// The state named by a decoding error of an inspect answer (`unknown variant `stopped``).
+fn unknown_state(msg: &str) -> Option<String> {
+    let rest = msg.split("unknown variant `").nth(1)?;
+    let state = rest.split('`').next()?;
+    (!state.is_empty() && state.chars().all(|c| c.is_ascii_lowercase())).then(|| state.to_string())
+}
+
+/// Sends SIGINT (PostgreSQL's fast shutdown) and waits up to `grace` for the exit; the
+/// container is left stopped (removal is the caller's: drop or `rm`).
+pub async fn stop(id: &str, grace: Duration) -> Result<(), String> {
+    let docker = client().await?;
+    let kill = docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGINT").build())).await;
+    if let Err(e) = kill {
+        // Already stopped is fine.
+        if matches!(state(id).await, Ok((s, _)) if s == "running") {
+            return Err(format!("SIGINT to {id}: {e}"));
+        }
+        return Ok(());
+    }
+    let deadline = Instant::now() + grace;
+    loop {
+        match state(id).await {
+            Ok((s, _)) if s != "running" => return Ok(()),
+            Err(e) => return Err(e),
+            _ if Instant::now() > deadline => {
+                // Past the grace: SIGKILL, as the engine's stop would.
+                let _ = docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
+                return Ok(());
+            }
+            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The last `lines` lines of the container's output (stdout and stderr as they came).
+pub async fn log_tail(id: &str, lines: usize) -> String {
+    let docker = match client().await {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let mut stream = docker.logs(id, Some(opts));
+    let mut out = String::new();
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
+            Err(e) => {
+                out.push_str(&format!("(logs of {id}: {e})"));
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// `POST /volumes/create` with labels, and bind-backed by `device` when given.
+pub async fn create_volume(name: &str, labels: &[(String, String)], device: Option<&Path>) -> Result<(), String> {
+    let driver_opts = device.map(|d| {
+        [("type", "none"), ("o", "bind")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .chain([("device".to_string(), d.display().to_string())])
+            .collect()
+    });
+    let req = VolumeCreateRequest {
+        name: Some(name.to_string()),
+        driver: Some("local".into()),
+        driver_opts,
+        labels: Some(labels.iter().cloned().collect()),
+        ..Default::default()
+    };
+    client().await?.create_volume(req).await.map(|_| ()).map_err(|e| e.to_string())
+}
+
+pub async fn remove_volume(name: &str) -> Result<(), String> {
+    client()
+        .await?
+        .remove_volume(name, Some(RemoveVolumeOptions { force: true }))
+        .await
+        .map_err(|e| format!("removing volume {name}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{split_reference, unknown_state};
+
+    #[test]
+    fn podman_only_states_are_read_from_the_decoding_error() {
+        let msg = "Failed to deserialize JSON: unknown variant `stopped`, expected one of ``, `created`, `running` at line 1 column 404";
+        assert_eq!(unknown_state(msg).as_deref(), Some("stopped"));
+        assert_eq!(unknown_state("No such container: abc"), None);
+        assert_eq!(unknown_state("unknown variant ``, expected"), None);
+    }
+
+    #[test]
+    fn references_split_into_name_and_tag() {
+        let s = |r: &str| {
+            let (n, t) = split_reference(r);
+            (n, t)
+        };
+        assert_eq!(s("localhost/x/postgres:18.6-ab"), ("localhost/x/postgres".into(), "18.6-ab".into()));
+        assert_eq!(s("localhost:5000/pg"), ("localhost:5000/pg".into(), "latest".into()));
+        assert_eq!(s("pg@sha256:abc"), ("pg@sha256".into(), "abc".into()));
+        for r in ["localhost/x/postgres:18.6-ab", "pg@sha256:abc", "localhost:5000/pg:1"] {
+            let (n, t) = split_reference(r);
+            assert_eq!(format!("{n}:{t}"), r);
+        }
+    }
+}
