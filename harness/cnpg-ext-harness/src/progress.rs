@@ -37,12 +37,12 @@ impl Progress {
         }
     }
 
-    /// The current step, on the scenario's spinner; plain logs get only verdicts (and the
-    /// steps with `--verbose`, through tracing).
+    /// The current step, on the scenario's spinner; plain logs get only verdicts, and the
+    /// steps as `[id] title` with `--verbose`.
     pub fn step(&self, id: &str, title: &str) {
         match self.bars.lock().unwrap().get(id) {
             Some(bar) => bar.set_message(title.to_string()),
-            None => tracing::debug!(scenario = id, "{title}"),
+            None => tracing::info!("[{id}] {title}"),
         }
     }
 
