@@ -117,7 +117,10 @@ fn main() {
     // The sweep at the start of every run: 200 stale directories of dead owners, 5 files each.
     let mut sweeps = Vec::new();
     for _ in 0..runs {
-        let scratch = tempfile::Builder::new().prefix("cleanup-bench-").tempdir_in("/dev/shm").unwrap_or_else(|_| tempfile::tempdir().unwrap());
+        let scratch = tempfile::Builder::new()
+            .prefix("cleanup-bench-")
+            .tempdir_in("/dev/shm")
+            .unwrap_or_else(|_| tempfile::tempdir().unwrap());
         let dead = {
             let mut c = Command::new("true").spawn().unwrap();
             let o = Owner::of(c.id() as i32).unwrap_or(Owner { pid: c.id() as i32, start: 1 });

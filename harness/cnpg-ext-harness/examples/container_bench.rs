@@ -45,7 +45,8 @@ async fn suite(backend: BackendKind) -> Duration {
     let t = Instant::now();
     match app::run(options(backend)).await {
         Ok(out) => {
-            let failed = out.report.scenarios.iter().filter(|s| s.status != cnpg_ext_harness::runner::Status::Passed).count();
+            let failed =
+                out.report.scenarios.iter().filter(|s| s.status != cnpg_ext_harness::runner::Status::Passed).count();
             if failed > 0 {
                 eprintln!("warning: {failed} scenario(s) did not pass on {backend:?}; the figure still counts the run");
             }

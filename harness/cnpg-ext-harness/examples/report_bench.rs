@@ -14,12 +14,11 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cnpg_ext_harness::matrix::{
-    self, CellResult, CellScenario, CellSpec, CellStatus, CellTotals, MatrixArgs, MatrixReport,
-    Named, ScenarioSet,
+    self, CellResult, CellScenario, CellSpec, CellStatus, CellTotals, MatrixArgs, MatrixReport, Named, ScenarioSet,
 };
 use cnpg_ext_harness::reports::run::{Environment, RunReport, ScenarioResult};
-use cnpg_ext_harness::runner::{Status, StepResult};
 use cnpg_ext_harness::reports::view::{Failure, RunView};
+use cnpg_ext_harness::runner::{Status, StepResult};
 
 fn step(i: usize, failed: bool) -> StepResult {
     StepResult {
@@ -27,11 +26,7 @@ fn step(i: usize, failed: bool) -> StepResult {
         line: 10 + i as u64 * 3,
         kind: "sql".into(),
         title: format!("sql SELECT '[1,2,3]'::vector <-> '[4,5,6]' #{i}"),
-        status: if failed {
-            Status::Failed
-        } else {
-            Status::Passed
-        },
+        status: if failed { Status::Failed } else { Status::Passed },
         duration_ms: 12,
         expected: failed.then(|| "rows on cluster-pgvector-1: [5.2]".into()),
         actual: failed.then(|| "rows on cluster-pgvector-1: [5.196152422706632]".into()),
@@ -48,11 +43,7 @@ fn scenarios(n: usize) -> Vec<ScenarioResult> {
                 id: format!("scenario-{i:04}"),
                 file: format!("scenarios/scenario-{i:04}/scenario.yaml"),
                 description: Some("synthetic scenario for the report benchmark".into()),
-                status: if failed {
-                    Status::Failed
-                } else {
-                    Status::Passed
-                },
+                status: if failed { Status::Failed } else { Status::Passed },
                 duration_ms: 300 + i as u64,
                 error: None,
                 steps: (1..=8).map(|s| step(s, failed && s == 5)).collect(),
@@ -111,44 +102,24 @@ fn matrix_report(cells: usize, per_cell: usize) -> MatrixReport {
                 spec: CellSpec {
                     id: id.clone(),
                     backend,
-                    postgres: Named {
-                        name: format!("pg{}", c % 4),
-                        value: "wheel".into(),
-                    },
+                    postgres: Named { name: format!("pg{}", c % 4), value: "wheel".into() },
                     cnpg: format!("1.28.{}", c % 5),
                     kubernetes: None,
-                    scenarios: ScenarioSet {
-                        name: format!("set{}", c / 15),
-                        paths: vec!["scenarios".into()],
-                    },
+                    scenarios: ScenarioSet { name: format!("set{}", c / 15), paths: vec!["scenarios".into()] },
                 },
-                status: if failed > 0 {
-                    CellStatus::Failed
-                } else {
-                    CellStatus::Passed
-                },
+                status: if failed > 0 { CellStatus::Failed } else { CellStatus::Passed },
                 reason: None,
                 exit_code: Some(if failed > 0 { 1 } else { 0 }),
                 started_at: "2026-01-01T00:00:00Z".into(),
                 duration_ms: 3000,
                 dir: format!("cells/{id}"),
-                files: [
-                    "report.json",
-                    "junit.xml",
-                    "summary.md",
-                    "output.log",
-                    "index.html",
-                ]
-                .iter()
-                .map(|f| format!("cells/{id}/{f}"))
-                .collect(),
+                files: ["report.json", "junit.xml", "summary.md", "output.log", "index.html"]
+                    .iter()
+                    .map(|f| format!("cells/{id}/{f}"))
+                    .collect(),
                 command: vec!["cnpg-ext-harness".into(), "run".into()],
                 postgresql: Some("PostgreSQL 18.6".into()),
-                totals: CellTotals {
-                    passed: per_cell - failed,
-                    failed,
-                    skipped: 0,
-                },
+                totals: CellTotals { passed: per_cell - failed, failed, skipped: 0 },
                 scenarios: scen,
                 carried_over_from: None,
             }
@@ -218,10 +189,7 @@ async fn main() {
     if args.iter().any(|a| a == "--no-matrix") {
         return;
     }
-    let file = PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../../matrix/bench-12.yaml"
-    ));
+    let file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../matrix/bench-12.yaml"));
     let bin = match matrix::harness_binary(None) {
         Ok(b) => b,
         Err(e) => {
@@ -239,17 +207,9 @@ async fn main() {
         cell_timeout: None,
         harness_bin: Some(bin.clone()),
     };
-    matrix::run_matrix(&warm, vec![])
-        .await
-        .expect("warm-up matrix");
-    let args = MatrixArgs {
-        report_dir: out.path().join("bench-12"),
-        ..warm
-    };
-    let r = matrix::run_matrix(&args, vec![])
-        .await
-        .expect("12-cell matrix")
-        .report;
+    matrix::run_matrix(&warm, vec![]).await.expect("warm-up matrix");
+    let args = MatrixArgs { report_dir: out.path().join("bench-12"), ..warm };
+    let r = matrix::run_matrix(&args, vec![]).await.expect("12-cell matrix").report;
     let ideal = r.cell_time_ms as f64 / 2.0;
     println!(
         "12-cell local matrix, --jobs 2: wall {} ms, sum of cell times {} ms, sum/2 {:.0} ms, wall / (sum/2) = {:.2} ({} passed, {} failed, {} error)",

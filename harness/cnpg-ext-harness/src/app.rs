@@ -11,8 +11,8 @@ use cnpg_ext_pg::{OperandFlavor, PgInstall, ProvisionOptions};
 use cnpg_ext_model::backend::Backend;
 
 use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
-use crate::error::HarnessError;
 use crate::backends::local::{LocalBackend, LocalEnv};
+use crate::error::HarnessError;
 use crate::progress::Progress;
 use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
 use crate::run_as::RunAs;
@@ -98,7 +98,13 @@ enum Prepared {
 }
 
 impl Prepared {
-    fn backend(&self, store: &Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf, scenario: &Scenario) -> Result<Box<dyn Backend>, String> {
+    fn backend(
+        &self,
+        store: &Arc<ImageStore>,
+        cnpg: CnpgVersion,
+        dir: PathBuf,
+        scenario: &Scenario,
+    ) -> Result<Box<dyn Backend>, String> {
         Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
             Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
@@ -166,7 +172,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         .tempdir_in(&parent)
         .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
         .keep();
-    crate::supervisor::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
+    crate::supervisor::claim_dir(&workdir)
+        .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
     if opts.keep {
         crate::supervisor::keep_files();
     }
@@ -187,9 +194,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         describe_origin(&pg)
     ));
 
-    let operand = pg
-        .operand(opts.operand)
-        .map_err(|e| HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display())))?;
+    let operand = pg.operand(opts.operand).map_err(|e| {
+        HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display()))
+    })?;
     let specs: Vec<_> = scenarios.iter().flat_map(|s| s.images.iter().cloned()).collect();
     let (store, prepared) = {
         let pg = pg.clone();
@@ -360,17 +367,32 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 }
 
 /// Tells the supervisor (and the owner record) which engine holds this run's containers.
-fn watch_containers(workdir: &std::path::Path, engine: &crate::backends::container::EngineOptions) -> Result<(), HarnessError> {
+fn watch_containers(
+    workdir: &std::path::Path,
+    engine: &crate::backends::container::EngineOptions,
+) -> Result<(), HarnessError> {
     let o = engine.resolved();
     let global = crate::backends::container::split_flags(o.engine_flags.as_deref().unwrap_or(""))
         .map_err(|e| HarnessError::Input(format!("{}: {e}", crate::backends::container::ENV_ENGINE_FLAGS)))?;
-    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-    let program = o.engine.unwrap_or_else(|| if on_path("podman") || !on_path("docker") { "podman".into() } else { "docker".into() });
-    let target = crate::supervisor::EngineTarget { program: program.into(), global, run_id: crate::supervisor::run_id_of(workdir) };
+    let on_path =
+        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let program = o.engine.unwrap_or_else(|| {
+        if on_path("podman") || !on_path("docker") {
+            "podman".into()
+        } else {
+            "docker".into()
+        }
+    });
+    let target = crate::supervisor::EngineTarget {
+        program: program.into(),
+        global,
+        run_id: crate::supervisor::run_id_of(workdir),
+    };
     // Containers and volumes labelled with a dead owner (beside the run's): in the background.
     let (p, g) = (target.program.clone(), target.global.clone());
     std::thread::spawn(move || report_swept(&crate::supervisor::sweep_stale_engine(&p, &g)));
-    crate::supervisor::watch_engine(workdir, target).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
+    crate::supervisor::watch_engine(workdir, target)
+        .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
 }
 
 fn report_swept(s: &crate::supervisor::Swept) {
@@ -441,4 +463,3 @@ pub fn describe_origin(pg: &PgInstall) -> String {
         }
     }
 }
-

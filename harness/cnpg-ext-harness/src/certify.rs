@@ -102,9 +102,7 @@ impl FindingKind {
     pub fn of_lint_code(code: &str) -> FindingKind {
         use cnpg_ext_images::lint::codes as c;
         match code {
-            c::ARCH_MISMATCH | c::WRONG_ARCH | c::WRONG_ELF_CLASS | c::MIXED_ARCH => {
-                FindingKind::ArchitectureMismatch
-            }
+            c::ARCH_MISMATCH | c::WRONG_ARCH | c::WRONG_ELF_CLASS | c::MIXED_ARCH => FindingKind::ArchitectureMismatch,
             c::MODULE_PG_MAJOR_MISMATCH | c::PG_MAJOR_MISMATCH => FindingKind::PgMajorMismatch,
             c::GLIBC_TOO_NEW | c::LIBSTDCXX_TOO_NEW => FindingKind::OsMismatch,
             c::MISSING_NEEDED_LIBRARY => FindingKind::UnresolvableNeeded,
@@ -297,11 +295,7 @@ fn update_path(edges: &[(String, String)], from: &str, to: &str) -> Option<Vec<S
 
 /// A CNPG extension name: lowercase letters, digits and `-`.
 fn cnpg_name(s: &str) -> String {
-    let n: String = s
-        .to_ascii_lowercase()
-        .chars()
-        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
-        .collect();
+    let n: String = s.to_ascii_lowercase().chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect();
     let n = n.trim_matches('-').to_string();
     if n.is_empty() {
         "extension".into()
@@ -326,10 +320,7 @@ pub fn infer(
     let mut modules_wanted: Vec<String> = Vec::new();
     for f in files.iter().filter(|f| f.ends_with(".control")) {
         let p = Path::new(f);
-        let ext = p
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let ext = p.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         let dir = p.parent().unwrap_or(Path::new(""));
         if dir.file_name().map(|n| n != "extension").unwrap_or(true) {
             problems.push(format!(
@@ -350,22 +341,14 @@ pub fn infer(
             }
         };
         if let Some(m) = control.module_pathname() {
-            let base = m
-                .rsplit('/')
-                .next()
-                .unwrap_or(m)
-                .trim_end_matches(".so")
-                .to_string();
+            let base = m.rsplit('/').next().unwrap_or(m).trim_end_matches(".so").to_string();
             modules_wanted.push(base);
         }
         // Scripts next to the control file.
         let mut install = Vec::new();
         let mut updates = Vec::new();
         let head = format!("{}/{ext}--", dir.display());
-        for s in files
-            .iter()
-            .filter(|s| s.starts_with(&head) && s.ends_with(".sql"))
-        {
+        for s in files.iter().filter(|s| s.starts_with(&head) && s.ends_with(".sql")) {
             let v = &s[head.len()..s.len() - 4];
             match v.split_once("--") {
                 Some((a, b)) => updates.push((a.to_string(), b.to_string())),
@@ -373,22 +356,19 @@ pub fn infer(
             }
         }
         install.sort_by_key(|v| version_key(v));
-        updates.sort_by(|a, b| {
-            version_key(&a.0)
-                .cmp(&version_key(&b.0))
-                .then(version_key(&a.1).cmp(&version_key(&b.1)))
-        });
+        updates
+            .sort_by(|a, b| version_key(&a.0).cmp(&version_key(&b.0)).then(version_key(&a.1).cmp(&version_key(&b.1))));
         let dv = control.default_version().map(str::to_string);
         let (mut create_version, mut path) = (dv.clone(), Vec::new());
         if let Some(dv) = &dv {
             if control.directory().is_some() {
-                notes.push(format!("{ext}: the control file sets `directory`; scripts were looked for next to the control file"));
+                notes.push(format!(
+                    "{ext}: the control file sets `directory`; scripts were looked for next to the control file"
+                ));
             }
             // The oldest installable version from which the update scripts reach the default.
-            let start = install
-                .iter()
-                .filter(|v| *v != dv)
-                .find_map(|v| update_path(&updates, v, dv).map(|p| (v.clone(), p)));
+            let start =
+                install.iter().filter(|v| *v != dv).find_map(|v| update_path(&updates, v, dv).map(|p| (v.clone(), p)));
             match start {
                 Some((v, p)) => {
                     create_version = Some(v);
@@ -413,16 +393,10 @@ pub fn infer(
                     })
                     .collect()
             };
-            let unused: Vec<String> = updates
-                .iter()
-                .filter(|e| !used.contains(*e))
-                .map(|(a, b)| format!("{a}--{b}"))
-                .collect();
+            let unused: Vec<String> =
+                updates.iter().filter(|e| !used.contains(*e)).map(|(a, b)| format!("{a}--{b}")).collect();
             if !path.is_empty() && !unused.is_empty() {
-                notes.push(format!(
-                    "{ext}: update scripts not on the path taken: {}",
-                    unused.join(", ")
-                ));
+                notes.push(format!("{ext}: update scripts not on the path taken: {}", unused.join(", ")));
             }
         }
         extensions.push(ExtensionPlan {
@@ -451,25 +425,18 @@ pub fn infer(
         v
     };
     let mut lib_dirs = so_dirs(&|f: &str| {
-        let stem = Path::new(f)
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_default();
+        let stem = Path::new(f).file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
         modules_wanted.contains(&stem)
     });
     if lib_dirs.is_empty() {
         lib_dirs = so_dirs(&|f: &str| !f.starts_with("system/"));
     }
     for m in &modules_wanted {
-        if !files.iter().any(|f| {
-            Path::new(f)
-                .file_name()
-                .map(|n| n.to_string_lossy() == format!("{m}.so"))
-                .unwrap_or(false)
-        }) {
-            problems.push(format!(
-                "module `{m}.so` named by a module_pathname is not in the image"
-            ));
+        if !files
+            .iter()
+            .any(|f| Path::new(f).file_name().map(|n| n.to_string_lossy() == format!("{m}.so")).unwrap_or(false))
+        {
+            problems.push(format!("module `{m}.so` named by a module_pathname is not in the image"));
         }
     }
     let default_first = |mut v: Vec<String>, dflt: &str| {
@@ -481,48 +448,32 @@ pub fn infer(
     };
     let control_path = default_first(control_prefixes, "share");
     let lib_path = default_first(lib_dirs, "lib");
-    let ld_path: Vec<String> = if files.iter().any(|f| f.starts_with("system/")) {
-        vec!["system".into()]
-    } else {
-        Vec::new()
-    };
+    let ld_path: Vec<String> =
+        if files.iter().any(|f| f.starts_with("system/")) { vec!["system".into()] } else { Vec::new() };
 
-    let label_name = labels
-        .get(cnpg_ext_images::LABEL_BASE_NAME)
-        .filter(|n| !n.trim().is_empty());
+    let label_name = labels.get(cnpg_ext_images::LABEL_BASE_NAME).filter(|n| !n.trim().is_empty());
     let name = cnpg_name(
-        label_name
-            .map(String::as_str)
-            .or(extensions.first().map(|e| e.name.as_str()))
-            .unwrap_or("extension"),
+        label_name.map(String::as_str).or(extensions.first().map(|e| e.name.as_str())).unwrap_or("extension"),
     );
     let reference = match reference {
         Some(r) => r.to_string(),
         None => {
-            let full = ref_names
-                .iter()
-                .find(|r| r.contains('/') && cnpg_ext_images::validate_reference(r).is_ok());
+            let full = ref_names.iter().find(|r| r.contains('/') && cnpg_ext_images::validate_reference(r).is_ok());
             match full {
                 Some(r) => r.clone(),
                 None => {
                     let tag = ref_names
                         .iter()
                         .find(|r| {
-                            !r.contains('/')
-                                && !r.contains(':')
-                                && cnpg_ext_images::validate_reference(r).is_ok()
+                            !r.contains('/') && !r.contains(':') && cnpg_ext_images::validate_reference(r).is_ok()
                         })
                         .cloned()
                         .or_else(|| {
-                            labels
-                                .get(cnpg_ext_images::LABEL_SQL_VERSION)
-                                .map(|v| cnpg_name(v).replace('-', "."))
+                            labels.get(cnpg_ext_images::LABEL_SQL_VERSION).map(|v| cnpg_name(v).replace('-', "."))
                         })
                         .unwrap_or_else(|| "latest".into());
                     let r = format!("localhost/cnpg-ext-certify/{name}:{tag}");
-                    notes.push(format!(
-                        "the image records no full reference; the Cluster uses the synthetic `{r}`"
-                    ));
+                    notes.push(format!("the image records no full reference; the Cluster uses the synthetic `{r}`"));
                     r
                 }
             }
@@ -550,12 +501,7 @@ fn yaml_str(s: &str) -> String {
 
 /// `cluster.yaml`: one instance, one extension entry with the inferred paths.
 pub fn cluster_yaml(inf: &Inferred) -> String {
-    let list = |v: &[String]| {
-        format!(
-            "[{}]",
-            v.iter().map(|s| yaml_str(s)).collect::<Vec<_>>().join(", ")
-        )
-    };
+    let list = |v: &[String]| format!("[{}]", v.iter().map(|s| yaml_str(s)).collect::<Vec<_>>().join(", "));
     let mut y = format!(
         "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata:\n  name: certify-{name}\nspec:\n  instances: 1\n  imageName: {image_name}\n  storage:\n    size: 1Gi\n  postgresql:\n    extensions:\n      - name: {name}\n        image:\n          reference: {reference}\n        extension_control_path: {ecp}\n        dynamic_library_path: {dlp}\n",
         name = inf.name,
@@ -588,10 +534,7 @@ pub fn scenario_yaml(inf: &Inferred, image: &Path) -> String {
             yaml_str(query)
         );
         if let Some(r) = rows {
-            *y += &format!(
-                "      rows: [[{}]]\n",
-                r.iter().map(|v| yaml_str(v)).collect::<Vec<_>>().join(", ")
-            );
+            *y += &format!("      rows: [[{}]]\n", r.iter().map(|v| yaml_str(v)).collect::<Vec<_>>().join(", "));
         }
     };
     for e in &inf.extensions {
@@ -600,16 +543,10 @@ pub fn scenario_yaml(inf: &Inferred, image: &Path) -> String {
         };
         let db = format!(
             "certify_{}",
-            e.name
-                .chars()
-                .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
-                .collect::<String>()
+            e.name.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect::<String>()
         );
         let ext = quote_ident(&e.name);
-        let version_q = format!(
-            "SELECT extversion FROM pg_extension WHERE extname = {}",
-            quote_literal(&e.name)
-        );
+        let version_q = format!("SELECT extversion FROM pg_extension WHERE extname = {}", quote_literal(&e.name));
         sql(
             &mut y,
             &format!("{}: database for the test", e.name),
@@ -619,10 +556,7 @@ pub fn scenario_yaml(inf: &Inferred, image: &Path) -> String {
         );
         sql(
             &mut y,
-            &format!(
-                "{}: available from the image at default version {dv}",
-                e.name
-            ),
+            &format!("{}: available from the image at default version {dv}", e.name),
             &db,
             &format!(
                 "SELECT name, default_version FROM pg_available_extensions WHERE name = {}",
@@ -634,25 +568,10 @@ pub fn scenario_yaml(inf: &Inferred, image: &Path) -> String {
         let create = if e.update_path.is_empty() {
             format!("CREATE EXTENSION {ext} CASCADE")
         } else {
-            format!(
-                "CREATE EXTENSION {ext} VERSION {} CASCADE",
-                quote_literal(&start)
-            )
+            format!("CREATE EXTENSION {ext} VERSION {} CASCADE", quote_literal(&start))
         };
-        sql(
-            &mut y,
-            &format!("{}: CREATE EXTENSION (version {start}, CASCADE)", e.name),
-            &db,
-            &create,
-            None,
-        );
-        sql(
-            &mut y,
-            &format!("{}: installed version is {start}", e.name),
-            &db,
-            &version_q,
-            Some(vec![start.as_str()]),
-        );
+        sql(&mut y, &format!("{}: CREATE EXTENSION (version {start}, CASCADE)", e.name), &db, &create, None);
+        sql(&mut y, &format!("{}: installed version is {start}", e.name), &db, &version_q, Some(vec![start.as_str()]));
         for v in &e.update_path {
             sql(
                 &mut y,
@@ -661,29 +580,14 @@ pub fn scenario_yaml(inf: &Inferred, image: &Path) -> String {
                 &format!("ALTER EXTENSION {ext} UPDATE TO {}", quote_literal(v)),
                 None,
             );
-            sql(
-                &mut y,
-                &format!("{}: installed version is {v}", e.name),
-                &db,
-                &version_q,
-                Some(vec![v.as_str()]),
-            );
+            sql(&mut y, &format!("{}: installed version is {v}", e.name), &db, &version_q, Some(vec![v.as_str()]));
         }
-        sql(
-            &mut y,
-            &format!("{}: DROP EXTENSION", e.name),
-            &db,
-            &format!("DROP EXTENSION {ext}"),
-            None,
-        );
+        sql(&mut y, &format!("{}: DROP EXTENSION", e.name), &db, &format!("DROP EXTENSION {ext}"), None);
         sql(
             &mut y,
             &format!("{}: dropped", e.name),
             &db,
-            &format!(
-                "SELECT count(*) FROM pg_extension WHERE extname = {}",
-                quote_literal(&e.name)
-            ),
+            &format!("SELECT count(*) FROM pg_extension WHERE extname = {}", quote_literal(&e.name)),
             Some(vec!["0"]),
         );
     }
@@ -695,10 +599,7 @@ pub struct CertifyOutcome {
     pub files: Vec<PathBuf>,
 }
 
-pub async fn certify(
-    args: &CertifyArgs,
-    command: Vec<String>,
-) -> Result<CertifyOutcome, HarnessError> {
+pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<CertifyOutcome, HarnessError> {
     if let Some(os) = &args.os {
         if cnpg_ext_images::compat::distro(os).is_none() {
             return Err(HarnessError::Input(format!(
@@ -715,29 +616,19 @@ pub async fn certify(
         pulled_args.reference.get_or_insert_with(|| r.to_string());
     }
     let args = &pulled_args;
-    let image = args
-        .image
-        .canonicalize()
-        .map_err(|e| HarnessError::Input(format!("{}: {e}", args.image.display())))?;
+    let image = args.image.canonicalize().map_err(|e| HarnessError::Input(format!("{}: {e}", args.image.display())))?;
     let report_dir = args.report_dir.clone();
     std::fs::create_dir_all(&report_dir)
         .map_err(|e| HarnessError::Environment(format!("{}: {e}", report_dir.display())))?;
     let report_dir = report_dir.canonicalize().unwrap_or(report_dir);
-    for stale in [
-        "report.json",
-        "junit.xml",
-        "summary.md",
-        "index.html",
-        "certification.json",
-        "lint.json",
-    ] {
+    for stale in ["report.json", "junit.xml", "summary.md", "index.html", "certification.json", "lint.json"] {
         let _ = std::fs::remove_file(report_dir.join(stale));
     }
     let _ = crate::fsutil::remove_tree(&report_dir.join("logs"));
 
     // Read the image (hardened unpack into a scratch dir).
-    let summary = cnpg_ext_images::inspect(&image, None)
-        .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
+    let summary =
+        cnpg_ext_images::inspect(&image, None).map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
     let scratch = tempfile::Builder::new()
         .prefix("cnpg-ext-certify-")
         .tempdir()
@@ -783,22 +674,10 @@ pub async fn certify(
 
     let mut findings: Vec<VerdictFinding> = Vec::new();
     let mut found = |kind: FindingKind, reason: String| findings.push(VerdictFinding { kind, reason });
-    for f in lint
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-    {
+    for f in lint.findings.iter().filter(|f| f.severity == Severity::Error) {
         found(
             FindingKind::of_lint_code(&f.code),
-            format!(
-                "lint {}: {}{}",
-                f.code,
-                f.path
-                    .as_ref()
-                    .map(|p| format!("{p}: "))
-                    .unwrap_or_default(),
-                f.message
-            ),
+            format!("lint {}: {}{}", f.code, f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message),
         );
     }
     // Shadowing is a warning for `image lint` (the image may target another operand) but
@@ -812,26 +691,15 @@ pub async fn certify(
     for p in &problems {
         found(FindingKind::ImageLayout, p.clone());
     }
-    let certifiable: Vec<&ExtensionPlan> = inferred
-        .extensions
-        .iter()
-        .filter(|e| e.default_version.is_some())
-        .collect();
+    let certifiable: Vec<&ExtensionPlan> = inferred.extensions.iter().filter(|e| e.default_version.is_some()).collect();
     if inferred.extensions.is_empty() {
         found(
             FindingKind::ImageLayout,
             "the image declares no extension (no usable `<name>.control` in an `extension` directory)".into(),
         );
     }
-    for e in inferred
-        .extensions
-        .iter()
-        .filter(|e| e.default_version.is_none())
-    {
-        found(
-            FindingKind::ImageLayout,
-            format!("{}: the control file has no default_version", e.control_file),
-        );
+    for e in inferred.extensions.iter().filter(|e| e.default_version.is_none()) {
+        found(FindingKind::ImageLayout, format!("{}: the control file has no default_version", e.control_file));
     }
 
     // Generate and run the scenario.
@@ -844,22 +712,12 @@ pub async fn certify(
     if !certifiable.is_empty() {
         std::fs::write(scen_dir.join("cluster.yaml"), cluster_yaml(&inferred))
             .map_err(|e| HarnessError::Environment(e.to_string()))?;
-        std::fs::write(
-            scen_dir.join("scenario.yaml"),
-            scenario_yaml(&inferred, &image),
-        )
-        .map_err(|e| HarnessError::Environment(e.to_string()))?;
+        std::fs::write(scen_dir.join("scenario.yaml"), scenario_yaml(&inferred, &image))
+            .map_err(|e| HarnessError::Environment(e.to_string()))?;
         scenario_written = Some(scen_dir.display().to_string());
         let keep_parent = if args.backend == BackendKind::Local {
-            let parent = if Path::new("/dev/shm").is_dir() {
-                PathBuf::from("/dev/shm")
-            } else {
-                std::env::temp_dir()
-            };
-            tempfile::Builder::new()
-                .prefix("cnpg-ext-certify-run-")
-                .tempdir_in(parent)
-                .ok()
+            let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+            tempfile::Builder::new().prefix("cnpg-ext-certify-run-").tempdir_in(parent).ok()
         } else {
             None
         };
@@ -953,10 +811,7 @@ pub async fn certify(
         run: run_summary,
     };
     let files = write_record(&report_dir, &cert, run_view.as_ref())?;
-    Ok(CertifyOutcome {
-        certification: cert,
-        files,
-    })
+    Ok(CertifyOutcome { certification: cert, files })
 }
 
 fn certification_markdown(c: &Certification) -> String {
@@ -965,10 +820,7 @@ fn certification_markdown(c: &Certification) -> String {
         Verdict::Fail => "❌ FAIL",
         Verdict::Inconclusive => "⚪ INCONCLUSIVE",
     };
-    let mut md = format!(
-        "## Certification of `{}`: {mark}\n\n- manifest: `{}`\n",
-        c.image, c.manifest_digest
-    );
+    let mut md = format!("## Certification of `{}`: {mark}\n\n- manifest: `{}`\n", c.image, c.manifest_digest);
     if let Some(d) = &c.decided_by {
         md += &format!("- decided by: `{}` — {}\n", kind_name(d.kind), d.reason.lines().next().unwrap_or(""));
     }
@@ -1003,20 +855,13 @@ fn certification_markdown(c: &Certification) -> String {
             md += &format!("- {n}\n");
         }
     }
-    md += &format!(
-        "\n### Lint: {} error(s), {} warning(s)\n\n",
-        c.lint.errors(),
-        c.lint.warnings()
-    );
+    md += &format!("\n### Lint: {} error(s), {} warning(s)\n\n", c.lint.errors(), c.lint.warnings());
     for f in &c.lint.findings {
         md += &format!(
             "- {:?} `{}` {}{}\n",
             f.severity,
             f.code,
-            f.path
-                .as_ref()
-                .map(|p| format!("`{p}`: "))
-                .unwrap_or_default(),
+            f.path.as_ref().map(|p| format!("`{p}`: ")).unwrap_or_default(),
             f.message
         )
         .to_string();
@@ -1029,10 +874,7 @@ fn certification_markdown(c: &Certification) -> String {
 
 /// The kebab-case name of a finding kind, as in certification.json.
 pub fn kind_name(k: FindingKind) -> String {
-    serde_json::to_value(k)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// Adds `certification: {verdict, decided_by}` to the run's report.json, so the run's own
@@ -1055,16 +897,9 @@ fn annotate_run_report(path: &Path, c: &Certification) -> std::io::Result<()> {
     std::fs::write(path, serde_json::to_vec_pretty(&v).map_err(std::io::Error::other)?)
 }
 
-fn write_record(
-    dir: &Path,
-    c: &Certification,
-    view: Option<&RunView>,
-) -> Result<Vec<PathBuf>, HarnessError> {
+fn write_record(dir: &Path, c: &Certification, view: Option<&RunView>) -> Result<Vec<PathBuf>, HarnessError> {
     let io = |e: std::io::Error| {
-        HarnessError::Environment(format!(
-            "cannot write the certification into {}: {e}",
-            dir.display()
-        ))
+        HarnessError::Environment(format!("cannot write the certification into {}: {e}", dir.display()))
     };
     let json = dir.join("certification.json");
     std::fs::write(&json, serde_json::to_vec_pretty(c).expect("serializes")).map_err(io)?;
@@ -1084,14 +919,8 @@ fn write_record(
             let status = if s.status == "passed" {
                 quick_junit::TestCaseStatus::success()
             } else {
-                let mut st =
-                    quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
-                if let quick_junit::TestCaseStatus::NonSuccess {
-                    message,
-                    description,
-                    ..
-                } = &mut st
-                {
+                let mut st = quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
+                if let quick_junit::TestCaseStatus::NonSuccess { message, description, .. } = &mut st {
                     let f = s.failure();
                     *message = f.as_ref().map(|f| f.locator.clone().into());
                     *description = f.map(|f| f.text().into());
@@ -1103,12 +932,7 @@ fn write_record(
             case.set_system_out(
                 s.steps
                     .iter()
-                    .map(|x| {
-                        format!(
-                            "{} step {} {} ({} ms)",
-                            x.status, x.index, x.title, x.duration_ms
-                        )
-                    })
+                    .map(|x| format!("{} step {} {} ({} ms)", x.status, x.index, x.title, x.duration_ms))
                     .collect::<Vec<_>>()
                     .join("\n"),
             );
@@ -1117,22 +941,13 @@ fn write_record(
         report.add_test_suite(suite);
     }
     let mut lint_suite = quick_junit::TestSuite::new("lint");
-    let errors: Vec<&cnpg_ext_images::lint::Finding> = c
-        .lint
-        .findings
-        .iter()
-        .filter(|f| f.severity == Severity::Error)
-        .collect();
+    let errors: Vec<&cnpg_ext_images::lint::Finding> =
+        c.lint.findings.iter().filter(|f| f.severity == Severity::Error).collect();
     let status = if errors.is_empty() {
         quick_junit::TestCaseStatus::success()
     } else {
         let mut st = quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
-        if let quick_junit::TestCaseStatus::NonSuccess {
-            message,
-            description,
-            ..
-        } = &mut st
-        {
+        if let quick_junit::TestCaseStatus::NonSuccess { message, description, .. } = &mut st {
             *message = Some(format!("{} lint error(s)", errors.len()).into());
             *description = Some(c.lint.to_text().into());
         }
@@ -1145,18 +960,15 @@ fn write_record(
             Verdict::Pass => quick_junit::TestCaseStatus::success(),
             Verdict::Inconclusive => quick_junit::TestCaseStatus::skipped(),
             Verdict::Fail => {
-                let mut st =
-                    quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
-                if let quick_junit::TestCaseStatus::NonSuccess {
-                    message,
-                    description,
-                    ..
-                } = &mut st
-                {
-                    *message = Some(match &c.decided_by {
-                        Some(d) => format!("certification failed: decided by {}", kind_name(d.kind)),
-                        None => "certification failed".into(),
-                    }.into());
+                let mut st = quick_junit::TestCaseStatus::non_success(quick_junit::NonSuccessKind::Failure);
+                if let quick_junit::TestCaseStatus::NonSuccess { message, description, .. } = &mut st {
+                    *message = Some(
+                        match &c.decided_by {
+                            Some(d) => format!("certification failed: decided by {}", kind_name(d.kind)),
+                            None => "certification failed".into(),
+                        }
+                        .into(),
+                    );
                     *description = Some(c.reasons.join("\n").into());
                 }
                 st
@@ -1166,21 +978,12 @@ fn write_record(
     verdict_case.set_system_out(c.reasons.join("\n"));
     lint_suite.add_test_case(verdict_case);
     report.add_test_suite(lint_suite);
-    std::fs::write(
-        &junit,
-        report
-            .to_string()
-            .map_err(|e| io(std::io::Error::other(e)))?,
-    )
-    .map_err(io)?;
+    std::fs::write(&junit, report.to_string().map_err(|e| io(std::io::Error::other(e)))?).map_err(io)?;
     // index.html: the verdict, reasons, notes, lint findings and the run.
     let mut extra = String::new();
     extra += "<section class=\"card\"><h2>Certification</h2>";
     if let Some(d) = &c.decided_by {
-        extra += &format!(
-            "<p>Decided by <code>{}</code></p>",
-            crate::reports::html::esc(&kind_name(d.kind))
-        );
+        extra += &format!("<p>Decided by <code>{}</code></p>", crate::reports::html::esc(&kind_name(d.kind)));
     }
     extra += &format!("<p class=\"muted\">{}</p>", crate::reports::html::esc(&c.lint.binaries.to_text()));
     if let Some(i) = &c.inferred {
@@ -1206,7 +1009,11 @@ fn write_record(
             if f.severity == Severity::Error { "failed" } else { "error" },
             f.severity,
             crate::reports::html::esc(&f.code),
-            crate::reports::html::esc(&format!("{}{}", f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message)),
+            crate::reports::html::esc(&format!(
+                "{}{}",
+                f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(),
+                f.message
+            )),
         );
     }
     if c.lint.findings.is_empty() {
@@ -1246,11 +1053,7 @@ pub async fn command(args: CertifyArgs) -> i32 {
                     c.image, i.name, i.reference, i.extension_control_path, i.dynamic_library_path, i.ld_library_path
                 );
             }
-            println!(
-                "lint: {} error(s), {} warning(s)",
-                c.lint.errors(),
-                c.lint.warnings()
-            );
+            println!("lint: {} error(s), {} warning(s)", c.lint.errors(), c.lint.warnings());
             for r in &c.reasons {
                 println!("  {}", r.replace('\n', "\n  "));
             }
@@ -1282,10 +1085,7 @@ mod tests {
     use super::*;
 
     fn f(kind: FindingKind) -> VerdictFinding {
-        VerdictFinding {
-            kind,
-            reason: kind_name(kind),
-        }
+        VerdictFinding { kind, reason: kind_name(kind) }
     }
 
     #[test]

@@ -15,7 +15,13 @@ pub struct Cli {
     pub verbose: u8,
     /// A registry (HOST or HOST:PORT) to pull from over plain HTTP (repeatable; only for
     /// registries named here). Also: CNPG_EXT_HARNESS_INSECURE_REGISTRY, comma-separated.
-    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]", global = true, env = "CNPG_EXT_HARNESS_INSECURE_REGISTRY", value_delimiter = ',')]
+    #[arg(
+        long = "insecure-registry",
+        value_name = "HOST[:PORT]",
+        global = true,
+        env = "CNPG_EXT_HARNESS_INSECURE_REGISTRY",
+        value_delimiter = ','
+    )]
     pub insecure_registry: Vec<String>,
     #[command(subcommand)]
     pub command: Command,

@@ -60,7 +60,11 @@ pub async fn run(args: RunArgs) -> i32 {
                 println!("kept: {}", dir.display());
             }
             println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
-            if r.totals.failed == 0 { EXIT_PASSED } else { EXIT_FAILED }
+            if r.totals.failed == 0 {
+                EXIT_PASSED
+            } else {
+                EXIT_FAILED
+            }
         }
         Err(e) => {
             eprintln!("error: {e}");
@@ -85,7 +89,6 @@ pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
         }
     }
 }
-
 
 fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
     let mut opts = cnpg_ext_kind::KindOptions {

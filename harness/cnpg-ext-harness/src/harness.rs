@@ -38,7 +38,11 @@ impl Harness {
     /// environment unless [`Harness::engine`] says otherwise.
     pub fn container() -> Harness {
         Harness {
-            opts: RunOptions { backend: BackendKind::Container, engine: EngineOptions::from_env(), ..RunOptions::default() },
+            opts: RunOptions {
+                backend: BackendKind::Container,
+                engine: EngineOptions::from_env(),
+                ..RunOptions::default()
+            },
         }
     }
 
@@ -85,7 +89,10 @@ impl Harness {
     }
 
     /// Wraps each scenario's backend, e.g. to inject faults in the harness's own tests.
-    pub fn wrap_backend(mut self, f: impl Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync + 'static) -> Harness {
+    pub fn wrap_backend(
+        mut self,
+        f: impl Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync + 'static,
+    ) -> Harness {
         self.opts.wrap = Some(BackendWrap(Arc::new(f)));
         self
     }
@@ -97,7 +104,10 @@ impl Harness {
 
     /// Runs every scenario under `paths` (directories or `scenario.yaml` files). `Err` is
     /// invalid input or an unusable environment; failed scenarios are in the report.
-    pub async fn run<P: Into<PathBuf>>(mut self, paths: impl IntoIterator<Item = P>) -> Result<RunReport, HarnessError> {
+    pub async fn run<P: Into<PathBuf>>(
+        mut self,
+        paths: impl IntoIterator<Item = P>,
+    ) -> Result<RunReport, HarnessError> {
         self.opts.paths = paths.into_iter().map(Into::into).collect();
         Ok(app::run(self.opts).await?.report)
     }

@@ -65,9 +65,9 @@ async fn dispatch(cmd: Command) -> i32 {
                 }
             };
             match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
-            Ok(code) => code,
-            Err(_) => EXIT_INVALID,
-        }
+                Ok(code) => code,
+                Err(_) => EXIT_INVALID,
+            }
         }
     }
 }
@@ -90,6 +90,7 @@ fn init_tracing(verbose: u8) {
         1 => "info",
         _ => "debug",
     };
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

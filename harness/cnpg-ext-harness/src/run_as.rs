@@ -25,10 +25,11 @@ impl RunAs {
             return Ok(RunAs { user, uid: me.as_raw(), gid: Gid::effective().as_raw(), switch: false });
         }
         let name = name.unwrap_or("nobody");
-        let user = User::from_name(name)
-            .map_err(|e| format!("cannot look up user `{name}`: {e}"))?
-            .ok_or_else(|| {
-                format!("user `{name}` does not exist; PostgreSQL cannot run as root, pass --run-as <an unprivileged user>")
+        let user =
+            User::from_name(name).map_err(|e| format!("cannot look up user `{name}`: {e}"))?.ok_or_else(|| {
+                format!(
+                    "user `{name}` does not exist; PostgreSQL cannot run as root, pass --run-as <an unprivileged user>"
+                )
             })?;
         if user.uid.is_root() {
             return Err(format!("--run-as `{name}` is root; PostgreSQL refuses to run as root"));

@@ -163,7 +163,13 @@ impl<'a> ScenarioRun<'a> {
                             self.applied = Some(c.cluster.clone());
                             let expected = format!("the apply fails with an error containing {want:?}");
                             o.check(match result {
-                                Ok(outcome) => Check::that("apply fails", None, expected, format!("it succeeded: {}", outcome_name(&outcome)), false),
+                                Ok(outcome) => Check::that(
+                                    "apply fails",
+                                    None,
+                                    expected,
+                                    format!("it succeeded: {}", outcome_name(&outcome)),
+                                    false,
+                                ),
                                 Err(e) => {
                                     let msg = e.to_string();
                                     Check::that("apply fails", None, expected, msg.clone(), msg.contains(want.as_str()))
@@ -182,7 +188,12 @@ impl<'a> ScenarioRun<'a> {
 
     /// A Database reconciled by the operator (or its stand-in): the status it ends in is
     /// judged against `expect` (default: applied), then the origin of what it created.
-    async fn apply_database(&mut self, d: &DatabaseDoc, expect: Option<&DatabaseExpect>, o: &mut Outcome) -> Result<(), BackendError> {
+    async fn apply_database(
+        &mut self,
+        d: &DatabaseDoc,
+        expect: Option<&DatabaseExpect>,
+        o: &mut Outcome,
+    ) -> Result<(), BackendError> {
         let db = d.database.spec.name.clone();
         let name = &d.database.metadata.name;
         // A database the reconciliation creates starts as a copy of template1.
@@ -199,12 +210,24 @@ impl<'a> ScenarioRun<'a> {
             }
             (Ok(messages), Some(DatabaseExpect { applied: false, message })) => {
                 let want = message.clone().unwrap_or_default();
-                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: true ({})", messages.join("; ")), false));
+                o.check(Check::that(
+                    what,
+                    None,
+                    format!("applied: false, message containing {want:?}"),
+                    format!("applied: true ({})", messages.join("; ")),
+                    false,
+                ));
             }
             (Err(BackendError::Unusable(m)), _) => return Err(BackendError::Unusable(m)),
             (Err(e), Some(DatabaseExpect { applied: false, message })) => {
                 let (want, got) = (message.clone().unwrap_or_default(), e.to_string());
-                o.check(Check::that(what, None, format!("applied: false, message containing {want:?}"), format!("applied: false, message: {got}"), got.contains(&want)));
+                o.check(Check::that(
+                    what,
+                    None,
+                    format!("applied: false, message containing {want:?}"),
+                    format!("applied: false, message: {got}"),
+                    got.contains(&want),
+                ));
                 if got.contains(&want) {
                     o.message = Some(format!("reconciliation failed as expected: {got}"));
                 }
@@ -247,7 +270,12 @@ impl<'a> ScenarioRun<'a> {
         }
     }
 
-    async fn apply_cluster(&mut self, doc: &ClusterDoc, rollout: Option<Rollout>, o: &mut Outcome) -> Result<(), BackendError> {
+    async fn apply_cluster(
+        &mut self,
+        doc: &ClusterDoc,
+        rollout: Option<Rollout>,
+        o: &mut Outcome,
+    ) -> Result<(), BackendError> {
         let cluster = &doc.cluster;
         let Some(prev) = self.applied.clone() else {
             let outcome = self.backend.apply_cluster(doc).await?;
@@ -289,7 +317,8 @@ impl<'a> ScenarioRun<'a> {
     async fn restart(&mut self) -> Result<Outcome, BackendError> {
         let mut o = Outcome::default();
         let before = verify::start_times(&*self.backend).await?;
-        let token = format!("{}-restart-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
+        let token =
+            format!("{}-restart-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         verify::write_sentinel(&*self.backend, &token).await?;
         let record = self.backend.restart().await?;
         let after = verify::start_times(&*self.backend).await?;
@@ -339,7 +368,13 @@ impl<'a> ScenarioRun<'a> {
                 if let Some(c) = hit {
                     o.message = Some(format!("origin check failed as expected: {}", line_of(c, &c.actual)));
                 }
-                o.check(Check::that("origin check fails", None, format!("an origin failure containing {want:?}"), actual, hit.is_some()));
+                o.check(Check::that(
+                    "origin check fails",
+                    None,
+                    format!("an origin failure containing {want:?}"),
+                    actual,
+                    hit.is_some(),
+                ));
             }
         }
         Ok(o)
@@ -360,7 +395,12 @@ impl<'a> ScenarioRun<'a> {
         names.filter(|n| origin::expected_control(&plan, &files, n).is_some()).collect()
     }
 
-    async fn origin_checks(&self, instance: &str, database: &str, names: &[String]) -> Result<Vec<Check>, BackendError> {
+    async fn origin_checks(
+        &self,
+        instance: &str,
+        database: &str,
+        names: &[String],
+    ) -> Result<Vec<Check>, BackendError> {
         let Some(cluster) = &self.applied else { return Ok(Vec::new()) };
         let plan = self.backend.plan_for(cluster, instance);
         origin::check_origins(&*self.backend, &plan, self.images, instance, database, names).await
@@ -419,9 +459,13 @@ fn judge_sql(s: &SqlStep, instance: &str, result: Result<sql::Rows, tokio_postgr
     let inst = Some(instance);
     match (result, &s.rows, &s.error) {
         (Ok(rows), Some(want), _) => Check::new("rows", inst, sql::render_rows(want), sql::render_rows(&rows)),
-        (Ok(rows), None, Some(want)) => {
-            Check::that("error", inst, format!("an error containing {want:?}"), format!("success: {}", sql::render_rows(&rows)), false)
-        }
+        (Ok(rows), None, Some(want)) => Check::that(
+            "error",
+            inst,
+            format!("an error containing {want:?}"),
+            format!("success: {}", sql::render_rows(&rows)),
+            false,
+        ),
         (Ok(_), None, None) => Check::new("statement succeeded", inst, "success", "success"),
         (Err(e), _, Some(want)) => {
             let msg = sql::describe_error(&e);

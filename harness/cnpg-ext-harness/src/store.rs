@@ -56,16 +56,16 @@ impl ImageStore {
                 continue;
             }
             let work = dir.join(n.to_string());
-            std::fs::create_dir_all(&work).map_err(|e| HarnessError::Environment(format!("{}: {e}", work.display())))?;
+            std::fs::create_dir_all(&work)
+                .map_err(|e| HarnessError::Environment(format!("{}: {e}", work.display())))?;
             let source = match &spec.origin {
                 ImageOrigin::Fixture(recipe) => build_fixture(recipe, &spec.reference, pg, &work)?,
                 ImageOrigin::Oci(path) => path.clone(),
                 ImageOrigin::Pull => crate::pull::pull_blocking(&spec.reference, true)?.layout,
             };
             let rootfs = work.join("rootfs");
-            let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default()).map_err(|e| {
-                HarnessError::Input(format!("image `{}` ({}): {e}", spec.reference, source.display()))
-            })?;
+            let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default())
+                .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", spec.reference, source.display())))?;
             let (compat, binaries) = compat_findings(&rootfs, &unpacked, &spec.reference, pg);
             let files = fsutil::list_files(&rootfs);
             let stem = |f: &String, suffix: &str| -> Option<String> {
@@ -75,7 +75,8 @@ impl ImageStore {
             let mut extensions: Vec<String> = files.iter().filter_map(|f| stem(f, ".control")).collect();
             let mut modules: Vec<String> = files.iter().filter_map(|f| stem(f, ".so")).collect();
             // Modules the control files name, shipped or not (certify reports the missing).
-            modules.extend(files.iter().filter(|f| f.ends_with(".control")).flat_map(|f| named_modules(&rootfs.join(f))));
+            modules
+                .extend(files.iter().filter(|f| f.ends_with(".control")).flat_map(|f| named_modules(&rootfs.join(f))));
             extensions.sort();
             extensions.dedup();
             modules.sort();
@@ -119,10 +120,7 @@ fn compat_findings(
     pg: &PgInstall,
 ) -> (Vec<cnpg_ext_images::lint::Finding>, cnpg_ext_images::lint::Binaries) {
     use cnpg_ext_images::lint::{codes, lint_tree_full, LintOptions};
-    let opts = LintOptions {
-        pg_major: pg.version.major,
-        ..LintOptions::default()
-    };
+    let opts = LintOptions { pg_major: pg.version.major, ..LintOptions::default() };
     let names = [reference.to_string()];
     let (findings, binaries) = lint_tree_full(rootfs, &unpacked.config, &names, Some(&unpacked.ownership), &opts);
     let compat = findings.into_iter().filter(|f| codes::COMPAT.contains(&f.code.as_str())).collect();
@@ -179,7 +177,8 @@ fn fixture_key(recipe: &Path, reference: &str, pg: &PgInstall) -> Option<String>
         h.update(part.as_bytes());
         h.update([0]);
     }
-    let mut files: Vec<_> = walkdir::WalkDir::new(recipe).follow_links(true).into_iter().collect::<Result<_, _>>().ok()?;
+    let mut files: Vec<_> =
+        walkdir::WalkDir::new(recipe).follow_links(true).into_iter().collect::<Result<_, _>>().ok()?;
     files.sort_by(|a, b| a.path().cmp(b.path()));
     for f in files.iter().filter(|f| f.file_type().is_file()) {
         h.update(f.path().strip_prefix(recipe).ok()?.to_string_lossy().as_bytes());
@@ -190,7 +189,12 @@ fn fixture_key(recipe: &Path, reference: &str, pg: &PgInstall) -> Option<String>
     Some(hex::encode(h.finalize()))
 }
 
-fn build_fixture_uncached(recipe: &Path, reference: &str, pg: &PgInstall, work: &Path) -> Result<PathBuf, HarnessError> {
+fn build_fixture_uncached(
+    recipe: &Path,
+    reference: &str,
+    pg: &PgInstall,
+    work: &Path,
+) -> Result<PathBuf, HarnessError> {
     let tree = work.join("tree");
     let built = cnpg_ext_pg::fixture::build_fixture(recipe, pg, &tree)?;
     let mut opts = BuildOptions::new(reference);

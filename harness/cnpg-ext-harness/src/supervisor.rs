@@ -246,7 +246,8 @@ pub fn claim_dir(dir: &Path) -> std::io::Result<()> {
 /// by the supervisor if the harness dies, and by the next run's sweep if both are dead.
 pub fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
     send(&format!("engine {}", serde_json::to_string(&engine).expect("engine target serializes")));
-    let mut record = read_record(dir).unwrap_or(OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None });
+    let mut record =
+        read_record(dir).unwrap_or(OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None });
     record.engine = Some(engine);
     write_record(dir, &record)
 }
@@ -347,7 +348,9 @@ pub fn sweep_stale(parents: &[PathBuf]) -> Swept {
             }
             match crate::fsutil::remove_tree(&dir) {
                 Ok(()) => swept.dirs.push(dir),
-                Err(err) => tracing::warn!("cannot remove {} (left by dead run {}): {err}", dir.display(), record.owner.token()),
+                Err(err) => {
+                    tracing::warn!("cannot remove {} (left by dead run {}): {err}", dir.display(), record.owner.token())
+                }
             }
         }
     }
@@ -358,7 +361,8 @@ pub fn sweep_stale(parents: &[PathBuf]) -> Swept {
 pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
     let mut swept = Swept::default();
     let engine = |args: &[&str]| -> Option<String> {
-        let out = Command::new(program).args(global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+        let out =
+            Command::new(program).args(global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let filter = format!("label={LABEL_OWNER}");
@@ -409,7 +413,13 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
 /// `budget` ran out); returns how many of each were removed.
 fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
     let engine = |args: &[&str]| -> Option<String> {
-        let out = Command::new(&t.program).args(&t.global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+        let out = Command::new(&t.program)
+            .args(&t.global)
+            .args(args)
+            .stdin(Stdio::null())
+            .stderr(Stdio::null())
+            .output()
+            .ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let filter = format!("label={LABEL_RUN}={}", t.run_id);
@@ -417,15 +427,22 @@ fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
     let deadline = Instant::now() + budget;
     let (mut containers, mut volumes) = (0, 0);
     loop {
-        let ids: Vec<String> = engine(&["ps", "-aq", "--filter", &filter]).unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let ids: Vec<String> = engine(&["ps", "-aq", "--filter", &filter])
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         if !ids.is_empty() {
             let mut rm: Vec<&str> = if podman { vec!["rm", "-f", "-t", "0"] } else { vec!["rm", "-f"] };
             rm.extend(ids.iter().map(String::as_str));
             engine(&rm);
             containers += ids.len();
         }
-        let vols: Vec<String> =
-            engine(&["volume", "ls", "-q", "--filter", &filter]).unwrap_or_default().split_whitespace().map(str::to_string).collect();
+        let vols: Vec<String> = engine(&["volume", "ls", "-q", "--filter", &filter])
+            .unwrap_or_default()
+            .split_whitespace()
+            .map(str::to_string)
+            .collect();
         if !vols.is_empty() {
             let mut rm = vec!["volume", "rm", "-f"];
             rm.extend(vols.iter().map(String::as_str));
@@ -543,7 +560,9 @@ fn marked_processes(owner: Owner, procs: &BTreeMap<i32, Stat>) -> Vec<Owner> {
         let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
         let hit = env.split(|b| *b == 0).any(|var| {
             let var = String::from_utf8_lossy(var);
-            var.strip_prefix(ENV_OWNERS).and_then(|v| v.strip_prefix('=')).is_some_and(|v| v.split(',').any(|t| t == token))
+            var.strip_prefix(ENV_OWNERS)
+                .and_then(|v| v.strip_prefix('='))
+                .is_some_and(|v| v.split(',').any(|t| t == token))
         });
         if hit && !is_supervisor(*pid) {
             out.push(Owner { pid: *pid, start: s.start });
@@ -703,7 +722,10 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     }
     // Shared memory a killed postgres cannot remove: noted while the processes exist.
     let mut shm = SharedMemory::default();
-    for t in targets.iter().chain(w.groups.iter().map(|(pid, start)| Owner { pid: *pid, start: *start }).collect::<Vec<_>>().iter()) {
+    for t in targets
+        .iter()
+        .chain(w.groups.iter().map(|(pid, start)| Owner { pid: *pid, start: *start }).collect::<Vec<_>>().iter())
+    {
         if t.alive() {
             shm.note(t.pid);
         }

@@ -6,17 +6,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
 }
 
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cnpg-ext-harness"));
-    c.current_dir(repo())
-        .arg("--verbose")
-        .env_remove("PG_CONFIG");
+    c.current_dir(repo()).arg("--verbose").env_remove("PG_CONFIG");
     c
 }
 
@@ -25,19 +20,12 @@ pub fn run(args: &[&str]) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// A work-directory parent only this test uses, so leftovers can be attributed.
 pub fn workdir_parent(name: &str) -> tempfile::TempDir {
-    let d = tempfile::Builder::new()
-        .prefix(&format!("cnpg-ext-test-{name}-"))
-        .tempdir()
-        .unwrap();
+    let d = tempfile::Builder::new().prefix(&format!("cnpg-ext-test-{name}-")).tempdir().unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     d
@@ -55,13 +43,7 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
         };
         let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
         let zombie = std::fs::read_to_string(e.path().join("stat"))
-            .map(|s| {
-                s.rsplit(')')
-                    .next()
-                    .unwrap_or("")
-                    .trim_start()
-                    .starts_with('Z')
-            })
+            .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
             .unwrap_or(true);
         if !zombie && cmd.contains(needle) {
             out.push(pid);
@@ -73,17 +55,11 @@ pub fn processes_mentioning(needle: &str) -> Vec<u32> {
 /// A copy of one scenario in a scratch repository layout (with `fixtures/` linked), so the
 /// copy can be edited without touching the real one.
 pub fn scenario_copy(id: &str) -> (tempfile::TempDir, PathBuf) {
-    let root = tempfile::Builder::new()
-        .prefix("cnpg-ext-copy-")
-        .tempdir()
-        .unwrap();
+    let root = tempfile::Builder::new().prefix("cnpg-ext-copy-").tempdir().unwrap();
     std::os::unix::fs::symlink(repo().join("fixtures"), root.path().join("fixtures")).unwrap();
     let dest = root.path().join("scenarios").join(id);
     std::fs::create_dir_all(&dest).unwrap();
-    for f in std::fs::read_dir(repo().join("scenarios").join(id))
-        .unwrap()
-        .flatten()
-    {
+    for f in std::fs::read_dir(repo().join("scenarios").join(id)).unwrap().flatten() {
         std::fs::copy(f.path(), dest.join(f.file_name())).unwrap();
     }
     (root, dest)
@@ -99,6 +75,8 @@ pub fn cannot_run(why: &str, require: Option<&str>) {
         let by = required.map(|v| format!("{v} is set")).unwrap_or_else(|| "CI=true".into());
         panic!("cannot run: {why} (a skip is a failure because {by})");
     }
-    let hint = require.map(|v| format!("; set {v}=1 or CI=true to fail instead")).unwrap_or_else(|| "; CI=true fails instead".into());
+    let hint = require
+        .map(|v| format!("; set {v}=1 or CI=true to fail instead"))
+        .unwrap_or_else(|| "; CI=true fails instead".into());
     eprintln!("SKIPPED: {why}{hint}");
 }

@@ -39,8 +39,13 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
 /// The engine CLI the harness will pick, with the global flags, for the leftover checks.
 fn engine_cli(opts: &EngineOptions) -> Command {
     let program = opts.engine.clone().unwrap_or_else(|| {
-        let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-        if on_path("podman") { "podman".into() } else { "docker".into() }
+        let on_path =
+            |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+        if on_path("podman") {
+            "podman".into()
+        } else {
+            "docker".into()
+        }
     });
     let mut c = Command::new(program);
     c.args(split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap());
@@ -96,8 +101,16 @@ async fn seed_scenarios_pass_on_the_container_backend() {
     }
     // Nothing of the run is left in the engine.
     let filter = format!("label={LABEL_RUN}={run_id}");
-    assert_eq!(listed(&engine, &["ps", "-aq", "--filter", &filter]), Vec::<String>::new(), "containers left by {run_id}");
-    assert_eq!(listed(&engine, &["volume", "ls", "-q", "--filter", &filter]), Vec::<String>::new(), "volumes left by {run_id}");
+    assert_eq!(
+        listed(&engine, &["ps", "-aq", "--filter", &filter]),
+        Vec::<String>::new(),
+        "containers left by {run_id}"
+    );
+    assert_eq!(
+        listed(&engine, &["volume", "ls", "-q", "--filter", &filter]),
+        Vec::<String>::new(),
+        "volumes left by {run_id}"
+    );
     assert!(!parent.path().join(&run_id).exists(), "work directory left behind");
     // The podman API service the run started on its private socket is gone too.
     let socket = parent.path().join(&run_id).join("c/podman.sock");

@@ -33,7 +33,8 @@ fn a_broken_expectation_fails_exactly_that_scenario() {
     assert!(out.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{out}");
     assert!(out.contains("actual:   rows on cluster-pgvector-1: [5.196152422706632]"), "{out}");
     assert!(out.contains("1 passed, 1 failed"), "{out}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(reports.path().join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.path().join("report.json")).unwrap()).unwrap();
     let failed: Vec<_> = report["scenarios"].as_array().unwrap().iter().filter(|s| s["status"] == "failed").collect();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0]["id"], "broken-copy");
@@ -105,7 +106,8 @@ fn ctrl_c_stops_every_postgres_and_removes_the_work_directory() {
 #[test]
 fn keep_leaves_the_work_directory_and_stops_processes() {
     let parent = workdir_parent("keep");
-    let o = run(&["run", "scenarios/custom-path", "--no-progress", "--keep", "--workdir", parent.path().to_str().unwrap()]);
+    let o =
+        run(&["run", "scenarios/custom-path", "--no-progress", "--keep", "--workdir", parent.path().to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     assert!(text(&o).contains("kept: "));
     let kept: Vec<_> = std::fs::read_dir(parent.path()).unwrap().flatten().collect();

@@ -67,7 +67,8 @@ fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
 }
 
 fn entries(dir: &Path) -> Vec<String> {
-    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+    let mut v: Vec<String> =
+        std::fs::read_dir(dir).unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect();
     v.sort();
     v
 }
@@ -142,7 +143,8 @@ fn plant(parent: &Path, name: &str, record: Option<&OwnerRecord>) -> std::path::
 fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners() {
     let parent = workdir_parent("sigkill");
     let needle = parent.path().to_str().unwrap().to_string();
-    let mut child = start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
+    let mut child =
+        start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
     let harness = child.id();
     assert!(!processes_mentioning(&needle).is_empty(), "no postgres running mid-rollout");
     // The run's own record names the harness and its supervisor.
@@ -189,7 +191,10 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
     let cleaning = plant(parent.path(), "cnpg-ext-cleaning1", Some(&live_supervisor));
     let unknown = plant(parent.path(), "cnpg-ext-norecord", None);
     let other = plant(parent.path(), "something-else", Some(&dead));
-    let o = bin().args(["run", "scenarios/custom-path", "--no-progress", "--workdir", parent.path().to_str().unwrap()]).output().unwrap();
+    let o = bin()
+        .args(["run", "scenarios/custom-path", "--no-progress", "--workdir", parent.path().to_str().unwrap()])
+        .output()
+        .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(!stale.exists(), "the dead run's directory was not swept");
@@ -203,7 +208,8 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
 fn sigterm_stops_every_postgres_and_removes_the_work_directory() {
     let parent = workdir_parent("sigterm");
     let needle = parent.path().to_str().unwrap().to_string();
-    let mut child = start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
+    let mut child =
+        start_until(&["scenarios/add-extension"], parent.path(), "adding the extension rolls the cluster", &[]);
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
@@ -225,8 +231,15 @@ fn a_panic_mid_run_is_reported_and_leaves_nothing() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("panicked") && out.contains("injected panic"), "{out}");
-    let gone = within(Duration::from_secs(5), || processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty());
-    assert!(gone.is_some(), "after a panic: processes {:?}, entries {:?}", processes_mentioning(&needle), entries(parent.path()));
+    let gone = within(Duration::from_secs(5), || {
+        processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty()
+    });
+    assert!(
+        gone.is_some(),
+        "after a panic: processes {:?}, entries {:?}",
+        processes_mentioning(&needle),
+        entries(parent.path())
+    );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,9 +250,12 @@ fn engine_target() -> Option<EngineTarget> {
     if !cnpg_ext_harness::backends::container::engine_available(&opts) {
         return None;
     }
-    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-    let program = opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
-    let global = cnpg_ext_harness::backends::container::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
+    let on_path =
+        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let program =
+        opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
+    let global =
+        cnpg_ext_harness::backends::container::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
     Some(EngineTarget { program: program.into(), global, run_id: String::new() })
 }
 
@@ -258,7 +274,10 @@ fn run_objects(t: &EngineTarget, run_id: &str) -> (Vec<String>, Vec<String>) {
 /// instance container runs, and checks that its containers, volumes and work directory go.
 fn interrupt_container_run(signal: Signal, limit: Duration) {
     let Some(t) = engine_target() else {
-        common::cannot_run("no usable container engine for the container interruption test", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        common::cannot_run(
+            "no usable container engine for the container interruption test",
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
         return;
     };
     // In memory like a default run: removing instance data from a disk with online discard
@@ -297,7 +316,10 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
     });
     assert!(took.is_some(), "{signal}: left {:?} and {:?}", run_objects(&t, &run_id), entries(parent.path()));
     eprintln!("{signal}: containers, volumes and work directory gone after {} ms", took.unwrap().as_millis());
-    assert!(within(Duration::from_secs(5), || supervisors_of(harness).is_empty()).is_some(), "the supervisor did not exit");
+    assert!(
+        within(Duration::from_secs(5), || supervisors_of(harness).is_empty()).is_some(),
+        "the supervisor did not exit"
+    );
 }
 
 #[test]
@@ -313,7 +335,10 @@ fn container_run_killed_by_sigkill_removes_its_containers_and_volumes() {
 #[test]
 fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
     let Some(t) = engine_target() else {
-        common::cannot_run("no usable container engine for the owner-label sweep test", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        common::cannot_run(
+            "no usable container engine for the owner-label sweep test",
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
         return;
     };
     let key = cnpg_ext_harness::supervisor::LABEL_OWNER;
@@ -328,7 +353,10 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
     assert!(before.contains(&format!("{tag}-dead")) && before.contains(&format!("{tag}-live")), "{before:?}");
     let swept = cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
     let after = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
-    let _ = std::process::Command::new(&t.program).args(&t.global).args(["volume", "rm", "-f", &format!("{tag}-live")]).output();
+    let _ = std::process::Command::new(&t.program)
+        .args(&t.global)
+        .args(["volume", "rm", "-f", &format!("{tag}-live")])
+        .output();
     assert!(!after.contains(&format!("{tag}-dead")), "the dead owner's volume is still there");
     assert!(after.contains(&format!("{tag}-live")), "the live owner's volume was removed");
     assert!(swept.volumes >= 1, "{swept:?}");
@@ -360,19 +388,33 @@ fn a_hung_matrix_cell_times_out_and_leaves_nothing() {
     .unwrap();
     let reports = scratch.path().join("reports");
     let cells_before: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cnpg-ext-cell-")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("cnpg-ext-cell-"))
+                .collect()
+        })
         .unwrap_or_default();
     let t0 = Instant::now();
     // --cell-timeout overrides the file's hour.
     let o = bin()
-        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--cell-timeout", "2s", "--report-dir", reports.to_str().unwrap()])
+        .args([
+            "matrix",
+            matrix.to_str().unwrap(),
+            "--no-progress",
+            "--cell-timeout",
+            "2s",
+            "--report-dir",
+            reports.to_str().unwrap(),
+        ])
         .output()
         .unwrap();
     let out = text(&o);
     eprintln!("matrix with a hung cell ended after {} ms", t0.elapsed().as_millis());
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("TIMEOUT"), "{out}");
-    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
     let cell = &report["cells"][0];
     assert_eq!(cell["status"], "timeout", "{report:#}");
     assert!(cell["reason"].as_str().unwrap().contains("2 s"), "{report:#}");
@@ -382,16 +424,22 @@ fn a_hung_matrix_cell_times_out_and_leaves_nothing() {
     let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
     assert!(html.contains("s-timeout") && html.contains("1 timeout"), "index.html does not show the timeout");
     // Nothing of the cell is left: not the hung helper, not the cell's work directory.
-    assert!(within(Duration::from_secs(5), || processes_mentioning(&marker).is_empty()).is_some(), "the hung pg_config still runs");
+    assert!(
+        within(Duration::from_secs(5), || processes_mentioning(&marker).is_empty()).is_some(),
+        "the hung pg_config still runs"
+    );
     let cells_after: Vec<String> = std::fs::read_dir("/dev/shm")
-        .map(|d| d.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cnpg-ext-cell-")).collect())
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("cnpg-ext-cell-"))
+                .collect()
+        })
         .unwrap_or_default();
     let new: Vec<&String> = cells_after.iter().filter(|n| !cells_before.contains(n)).collect();
     // Another test's matrix may run at the same time: only directories of this matrix count.
-    let ours: Vec<&&String> = new
-        .iter()
-        .filter(|n| read_record(&Path::new("/dev/shm").join(n)).is_some_and(|r| !r.anyone_alive()))
-        .collect();
+    let ours: Vec<&&String> =
+        new.iter().filter(|n| read_record(&Path::new("/dev/shm").join(n)).is_some_and(|r| !r.anyone_alive())).collect();
     assert!(ours.is_empty(), "cell work directories left: {ours:?}");
 }
 
@@ -406,7 +454,14 @@ fn cell_timeout_values_are_checked() {
     assert!(parse_duration("soon").is_err());
     let scratch = tempfile::tempdir().unwrap();
     let f = scratch.path().join("m.yaml");
-    std::fs::write(&f, format!("cell_timeout: forever\naxes:\n  backend: [local]\n  scenarios: [{}]\n", common::repo().join("scenarios/custom-path").display())).unwrap();
+    std::fs::write(
+        &f,
+        format!(
+            "cell_timeout: forever\naxes:\n  backend: [local]\n  scenarios: [{}]\n",
+            common::repo().join("scenarios/custom-path").display()
+        ),
+    )
+    .unwrap();
     let o = bin().args(["matrix", f.to_str().unwrap(), "--no-progress"]).output().unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(2), "{out}");
@@ -422,7 +477,10 @@ fn sigkill_of_a_matrix_stops_its_cells_and_leaves_nothing() {
     let matrix = scratch.path().join("m.yaml");
     std::fs::write(
         &matrix,
-        format!("axes:\n  backend: [local]\n  scenarios: [{}]\n", common::repo().join("scenarios/add-extension").display()),
+        format!(
+            "axes:\n  backend: [local]\n  scenarios: [{}]\n",
+            common::repo().join("scenarios/add-extension").display()
+        ),
     )
     .unwrap();
     let reports = scratch.path().join("reports");
@@ -455,9 +513,7 @@ fn sigkill_of_a_matrix_stops_its_cells_and_leaves_nothing() {
 
     kill(Pid::from_raw(me), Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    let took = within(Duration::from_secs(5), || {
-        processes_mentioning(&needle).is_empty() && !cell_dir.exists()
-    });
+    let took = within(Duration::from_secs(5), || processes_mentioning(&needle).is_empty() && !cell_dir.exists());
     assert!(
         took.is_some(),
         "5 s after SIGKILL of the matrix: processes {:?}, cell dir exists: {}",

@@ -21,8 +21,12 @@ use cnpg_ext_images::BuildOptions;
 fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[case] libs: &[&str]) {
     let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
     let work = tempfile::tempdir().unwrap();
-    let built = cnpg_ext_pg::fixture::build_fixture(&common::repo().join("fixtures").join(name), &pg, &work.path().join("tree"))
-        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    let built = cnpg_ext_pg::fixture::build_fixture(
+        &common::repo().join("fixtures").join(name),
+        &pg,
+        &work.path().join("tree"),
+    )
+    .unwrap_or_else(|e| panic!("{name}: {e}"));
     let mut opts = BuildOptions::new(format!("example.com/{name}:1-18-bookworm"));
     opts.labels = built.labels.clone();
     let layout = work.path().join("oci");

@@ -18,10 +18,7 @@ fn fake_pg15(dir: &Path) -> PathBuf {
 }
 
 fn json(path: &Path) -> serde_json::Value {
-    serde_json::from_slice(
-        &std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
-    )
-    .unwrap()
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
 }
 
 fn cell<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
@@ -34,7 +31,9 @@ fn cell<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 }
 
 fn engine_available() -> bool {
-    cnpg_ext_harness::backends::container::engine_available(&cnpg_ext_harness::backends::container::EngineOptions::from_env())
+    cnpg_ext_harness::backends::container::engine_available(
+        &cnpg_ext_harness::backends::container::EngineOptions::from_env(),
+    )
 }
 
 /// Opens `index.html` in headless Chromium and keeps the screenshot next to it. Skipped
@@ -43,13 +42,7 @@ fn engine_available() -> bool {
 fn screenshot(report_dir: &Path) -> Option<PathBuf> {
     let chromium = ["chromium", "chromium-browser", "google-chrome"]
         .into_iter()
-        .find(|c| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false)
-        });
+        .find(|c| std::process::Command::new(c).arg("--version").output().map(|o| o.status.success()).unwrap_or(false));
     let Some(chromium) = chromium else {
         cannot_run("chromium is not installed: the matrix page screenshot", Some("CNPG_EXT_HARNESS_REQUIRE_CHROMIUM"));
         return None;
@@ -58,43 +51,23 @@ fn screenshot(report_dir: &Path) -> Option<PathBuf> {
     let png = report_dir.join("index.png");
     let _ = std::fs::remove_file(&png);
     let o = std::process::Command::new(chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--no-first-run",
-            "--disable-background-networking",
-        ])
-        .args([
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1280,900",
-        ])
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"])
+        .args(["--disable-component-update", "--disable-sync", "--window-size=1280,900"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("--screenshot={}", png.display()))
-        .arg(format!(
-            "file://{}",
-            report_dir.join("index.html").display()
-        ))
+        .arg(format!("file://{}", report_dir.join("index.html").display()))
         .output()
         .unwrap();
     assert!(png.is_file(), "no screenshot: {}", text(&o));
     let bytes = std::fs::read(&png).unwrap();
-    assert!(
-        bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000,
-        "screenshot too small: {} bytes",
-        bytes.len()
-    );
+    assert!(bytes.starts_with(b"\x89PNG") && bytes.len() > 20_000, "screenshot too small: {} bytes", bytes.len());
     Some(png)
 }
 
 /// The page is self-contained: no scripts, nothing fetched from the network.
 fn assert_self_contained(html: &str) {
     assert!(html.starts_with("<!DOCTYPE html>"));
-    assert!(
-        !html.contains("<script"),
-        "the page must not need JavaScript"
-    );
+    assert!(!html.contains("<script"), "the page must not need JavaScript");
     assert!(
         !html.contains("src=\"http") && !html.contains("href=\"http") && !html.contains("@import"),
         "the page must not load anything"
@@ -110,14 +83,14 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     yaml = yaml.replace("../scenarios", repo().join("scenarios").to_str().unwrap());
     let pg15 = Path::new("/usr/lib/postgresql/15/bin/pg_config");
     if !pg15.is_file() {
-        yaml = yaml.replace(
-            pg15.to_str().unwrap(),
-            fake_pg15(scratch.path()).to_str().unwrap(),
-        );
+        yaml = yaml.replace(pg15.to_str().unwrap(), fake_pg15(scratch.path()).to_str().unwrap());
     }
     let with_engine = engine_available();
     if !with_engine {
-        cannot_run("no usable container engine: the example's container cells", Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        cannot_run(
+            "no usable container engine: the example's container cells",
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
         yaml = yaml.replace("backend: [local, container]", "backend: [local]");
     }
     let file = scratch.path().join("example.yaml");
@@ -148,23 +121,10 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     assert_eq!(local["scenarios"].as_array().unwrap().len(), 5);
     let pg15 = cell(&report, "local_pg15_cnpg-1.28.2_seed");
     assert_eq!(pg15["status"], "unsupported", "{pg15:#}");
-    assert!(
-        pg15["reason"]
-            .as_str()
-            .unwrap()
-            .starts_with("unsupported: PostgreSQL < 18"),
-        "{pg15:#}"
-    );
+    assert!(pg15["reason"].as_str().unwrap().starts_with("unsupported: PostgreSQL < 18"), "{pg15:#}");
     if with_engine {
-        assert_eq!(
-            cell(&report, "container_wheel_cnpg-1.28.2_seed")["status"],
-            "passed",
-            "{out}"
-        );
-        assert_eq!(
-            cell(&report, "container_pg15_cnpg-1.28.2_seed")["status"],
-            "unsupported"
-        );
+        assert_eq!(cell(&report, "container_wheel_cnpg-1.28.2_seed")["status"], "passed", "{out}");
+        assert_eq!(cell(&report, "container_pg15_cnpg-1.28.2_seed")["status"], "unsupported");
     }
     // Each cell has its own record.
     for c in cells {
@@ -180,26 +140,14 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     // JUnit: one testsuite per cell; unsupported cells are skipped, not failed.
     let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testsuite ").count(), cells.len(), "{junit}");
-    assert!(
-        junit.contains("name=\"local_wheel_cnpg-1.28.2_seed\""),
-        "{junit}"
-    );
-    assert!(
-        junit.contains("<skipped message=\"unsupported: PostgreSQL &lt; 18"),
-        "{junit}"
-    );
+    assert!(junit.contains("name=\"local_wheel_cnpg-1.28.2_seed\""), "{junit}");
+    assert!(junit.contains("<skipped message=\"unsupported: PostgreSQL &lt; 18"), "{junit}");
     assert!(!junit.contains("<failure"), "{junit}");
     // The page: a coloured cell per cell, links to each cell's summary and log.
     let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
     assert_self_contained(&html);
-    assert_eq!(
-        html.matches("<td class=\"cell s-passed\">").count(),
-        if with_engine { 2 } else { 1 }
-    );
-    assert_eq!(
-        html.matches("<td class=\"cell s-unsupported\">").count(),
-        if with_engine { 2 } else { 1 }
-    );
+    assert_eq!(html.matches("<td class=\"cell s-passed\">").count(), if with_engine { 2 } else { 1 });
+    assert_eq!(html.matches("<td class=\"cell s-unsupported\">").count(), if with_engine { 2 } else { 1 });
     assert!(html.contains("href=\"cells/local_wheel_cnpg-1.28.2_seed/summary.md\""));
     assert!(html.contains("href=\"cells/local_pg15_cnpg-1.28.2_seed/output.log\""));
     assert!(html.contains("unsupported: PostgreSQL &lt; 18"));
@@ -228,44 +176,23 @@ fn a_broken_cell_fails_everywhere_and_rerun_failed_reruns_only_it() {
     .unwrap();
     let first = scratch.path().join("first");
     let o = bin()
-        .args([
-            "matrix",
-            matrix.to_str().unwrap(),
-            "--no-progress",
-            "--report-dir",
-            first.to_str().unwrap(),
-        ])
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", first.to_str().unwrap()])
         .output()
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL local_wheel_cnpg-1.28.2_broken"), "{out}");
-    assert!(
-        out.contains("expected: rows on cluster-pgvector-1: [5.2]"),
-        "{out}"
-    );
+    assert!(out.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{out}");
 
     // JSON: the failed cell with the step and expected vs actual.
     let report = json(&first.join("report.json"));
     let broken = cell(&report, "local_wheel_cnpg-1.28.2_broken");
     assert_eq!(broken["status"], "failed");
     let f = &broken["scenarios"][0]["failure"];
-    assert!(
-        f["locator"]
-            .as_str()
-            .unwrap()
-            .ends_with("scenario.yaml:16 step 5 (L2 distance)"),
-        "{f:#}"
-    );
+    assert!(f["locator"].as_str().unwrap().ends_with("scenario.yaml:16 step 5 (L2 distance)"), "{f:#}");
     assert_eq!(f["expected"], "rows on cluster-pgvector-1: [5.2]");
-    assert_eq!(
-        f["actual"],
-        "rows on cluster-pgvector-1: [5.196152422706632]"
-    );
-    assert_eq!(
-        cell(&report, "local_wheel_cnpg-1.28.2_good")["status"],
-        "passed"
-    );
+    assert_eq!(f["actual"], "rows on cluster-pgvector-1: [5.196152422706632]");
+    assert_eq!(cell(&report, "local_wheel_cnpg-1.28.2_good")["status"], "passed");
     // The local backend kept the failing instance's postgres.log tail.
     let logs: Vec<&str> = broken["files"]
         .as_array()
@@ -275,84 +202,46 @@ fn a_broken_cell_fails_everywhere_and_rerun_failed_reruns_only_it() {
         .filter(|f| f.contains("/logs/"))
         .collect();
     assert!(!logs.is_empty(), "{broken:#}");
-    assert!(
-        std::fs::read_to_string(first.join(logs[0]))
-            .unwrap()
-            .contains("database system is ready"),
-        "{}",
-        logs[0]
-    );
+    assert!(std::fs::read_to_string(first.join(logs[0])).unwrap().contains("database system is ready"), "{}", logs[0]);
     // JUnit: a failure in the broken cell's suite, expected vs actual in it.
     let junit = std::fs::read_to_string(first.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<failure").count(), 1, "{junit}");
-    assert!(
-        junit.contains("expected: rows on cluster-pgvector-1: [5.2]"),
-        "{junit}"
-    );
-    assert!(
-        junit.contains("actual:   rows on cluster-pgvector-1: [5.196152422706632]"),
-        "{junit}"
-    );
+    assert!(junit.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{junit}");
+    assert!(junit.contains("actual:   rows on cluster-pgvector-1: [5.196152422706632]"), "{junit}");
     // HTML: a red cell and the failure with expected vs actual.
     let html = std::fs::read_to_string(first.join("index.html")).unwrap();
     assert_self_contained(&html);
     assert_eq!(html.matches("<td class=\"cell s-failed\">").count(), 1);
     assert_eq!(html.matches("<td class=\"cell s-passed\">").count(), 1);
-    assert!(
-        html.contains("expected: rows on cluster-pgvector-1: [5.2]"),
-        "{html}"
-    );
+    assert!(html.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{html}");
     assert!(html.contains("actual:   rows on cluster-pgvector-1: [5.196152422706632]"));
 
     // Fix the scenario; rerun only the failed cell into a new directory.
     std::fs::write(&file, &original).unwrap();
     let second = scratch.path().join("second");
     let o = bin()
-        .args([
-            "matrix",
-            matrix.to_str().unwrap(),
-            "--no-progress",
-            "--report-dir",
-            second.to_str().unwrap(),
-        ])
-        .args([
-            "--rerun-failed",
-            first.join("report.json").to_str().unwrap(),
-        ])
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", second.to_str().unwrap()])
+        .args(["--rerun-failed", first.join("report.json").to_str().unwrap()])
         .output()
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("1 cell(s) to run, 1 carried over"), "{out}");
     let again = json(&second.join("report.json"));
-    let (good_before, good_after) = (
-        cell(&report, "local_wheel_cnpg-1.28.2_good"),
-        cell(&again, "local_wheel_cnpg-1.28.2_good"),
-    );
-    assert_eq!(
-        good_after["started_at"], good_before["started_at"],
-        "the passed cell must not run again"
-    );
+    let (good_before, good_after) =
+        (cell(&report, "local_wheel_cnpg-1.28.2_good"), cell(&again, "local_wheel_cnpg-1.28.2_good"));
+    assert_eq!(good_after["started_at"], good_before["started_at"], "the passed cell must not run again");
     assert_eq!(good_after["duration_ms"], good_before["duration_ms"]);
-    assert!(good_after["carried_over_from"]
-        .as_str()
-        .unwrap()
-        .ends_with("first/report.json"));
+    assert!(good_after["carried_over_from"].as_str().unwrap().ends_with("first/report.json"));
     // Its files were carried over too; its own run record is the first run's.
     let run_before = json(&first.join("cells/local_wheel_cnpg-1.28.2_good/report.json"));
     let run_after = json(&second.join("cells/local_wheel_cnpg-1.28.2_good/report.json"));
     assert_eq!(run_before["started_at"], run_after["started_at"]);
     let broken_after = cell(&again, "local_wheel_cnpg-1.28.2_broken");
     assert_eq!(broken_after["status"], "passed");
-    assert_ne!(
-        broken_after["started_at"], broken["started_at"],
-        "the failed cell must run again"
-    );
+    assert_ne!(broken_after["started_at"], broken["started_at"], "the failed cell must run again");
     assert!(broken_after.get("carried_over_from").is_none());
-    assert_eq!(
-        again["rerun_of"].as_str().unwrap(),
-        first.join("report.json").to_str().unwrap()
-    );
+    assert_eq!(again["rerun_of"].as_str().unwrap(), first.join("report.json").to_str().unwrap());
     drop(bad_root);
 }
 
@@ -373,53 +262,27 @@ fn postgres_older_than_18_is_an_unsupported_cell() {
     .unwrap();
     let dir = scratch.path().join("r");
     let o = bin()
-        .args([
-            "matrix",
-            matrix.to_str().unwrap(),
-            "--no-progress",
-            "--report-dir",
-            dir.to_str().unwrap(),
-        ])
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", dir.to_str().unwrap()])
         .output()
         .unwrap();
     let out = text(&o);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "unsupported by design is not a failure: {out}"
-    );
+    assert_eq!(o.status.code(), Some(0), "unsupported by design is not a failure: {out}");
     let report = json(&dir.join("report.json"));
     let c = cell(&report, "local_pg15_cnpg-1.28.2_custom-path");
     assert_eq!(c["status"], "unsupported");
-    assert_eq!(
-        c["reason"],
-        "unsupported: PostgreSQL < 18 (found PostgreSQL 15.18)"
-    );
+    assert_eq!(c["reason"], "unsupported: PostgreSQL < 18 (found PostgreSQL 15.18)");
     assert_eq!(c["exit_code"], 3);
-    assert_eq!(
-        cell(&report, "local_wheel_cnpg-1.28.2_custom-path")["status"],
-        "passed"
-    );
+    assert_eq!(cell(&report, "local_wheel_cnpg-1.28.2_custom-path")["status"], "passed");
     assert_eq!(report["totals"]["unsupported"], 1);
 
     // Only unsupported cells: no cell could run → 3.
     std::fs::write(
         &matrix,
-        format!(
-            "axes:\n  backend: [local]\n  postgres: [{}]\n  scenarios: [{}]\n",
-            fake.display(),
-            scen.display()
-        ),
+        format!("axes:\n  backend: [local]\n  postgres: [{}]\n  scenarios: [{}]\n", fake.display(), scen.display()),
     )
     .unwrap();
     let o = bin()
-        .args([
-            "matrix",
-            matrix.to_str().unwrap(),
-            "--no-progress",
-            "--report-dir",
-            dir.to_str().unwrap(),
-        ])
+        .args(["matrix", matrix.to_str().unwrap(), "--no-progress", "--report-dir", dir.to_str().unwrap()])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(3), "{}", text(&o));
@@ -434,46 +297,24 @@ fn an_invalid_matrix_file_names_file_line_and_field() {
     let run = |yaml: String| {
         std::fs::write(&m, yaml).unwrap();
         let o = bin()
-            .args([
-                "matrix",
-                m.to_str().unwrap(),
-                "--no-progress",
-                "--report-dir",
-            ])
+            .args(["matrix", m.to_str().unwrap(), "--no-progress", "--report-dir"])
             .arg(scratch.path().join("r"))
             .output()
             .unwrap();
         (o.status.code(), text(&o))
     };
-    let (code, out) = run(format!(
-        "axes:\n  backend: [local]\n  scenarios: [{}]\n  postgress: [wheel]\n",
-        scen.display()
-    ));
+    let (code, out) =
+        run(format!("axes:\n  backend: [local]\n  scenarios: [{}]\n  postgress: [wheel]\n", scen.display()));
     assert_eq!(code, Some(2), "{out}");
-    assert!(
-        out.contains("bad.yaml:4: postgress: unknown field `postgress`"),
-        "{out}"
-    );
-    let (code, out) = run(format!(
-        "axes:\n  backend:\n    - local\n    - lokal\n  scenarios: [{}]\n",
-        scen.display()
-    ));
+    assert!(out.contains("bad.yaml:4: postgress: unknown field `postgress`"), "{out}");
+    let (code, out) = run(format!("axes:\n  backend:\n    - local\n    - lokal\n  scenarios: [{}]\n", scen.display()));
     assert_eq!(code, Some(2), "{out}");
-    assert!(
-        out.contains("bad.yaml:4: axes.backend[1]: `lokal`: expected local, container or kind"),
-        "{out}"
-    );
+    assert!(out.contains("bad.yaml:4: axes.backend[1]: `lokal`: expected local, container or kind"), "{out}");
     let (code, out) = run("axes:\n  backend: [local]\n  scenarios:\n    - no/such/dir\n".into());
     assert_eq!(code, Some(2), "{out}");
-    assert!(
-        out.contains("bad.yaml:4: axes.scenarios[0]:")
-            && out.contains("no/such/dir does not exist"),
-        "{out}"
-    );
-    let (code, out) = run(format!(
-        "axes:\n  backend: [local]\n  cnpg: [\"1.2x\"]\n  scenarios: [{}]\n",
-        scen.display()
-    ));
+    assert!(out.contains("bad.yaml:4: axes.scenarios[0]:") && out.contains("no/such/dir does not exist"), "{out}");
+    let (code, out) =
+        run(format!("axes:\n  backend: [local]\n  cnpg: [\"1.2x\"]\n  scenarios: [{}]\n", scen.display()));
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("bad.yaml:3: axes.cnpg[0]"), "{out}");
     assert!(!scratch.path().join("r/report.json").exists());

@@ -39,8 +39,10 @@ fn pulled_scenario(reference: &str) -> (tempfile::TempDir, PathBuf) {
     let (root, dir) = scenario_copy("single-extension");
     let seed = "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie";
     let scenario = std::fs::read_to_string(dir.join("scenario.yaml")).unwrap();
-    let scenario = scenario
-        .replace(&format!("  - reference: {seed}\n    fixture: ../../fixtures/pgvector\n"), &format!("  - reference: {reference}\n"));
+    let scenario = scenario.replace(
+        &format!("  - reference: {seed}\n    fixture: ../../fixtures/pgvector\n"),
+        &format!("  - reference: {reference}\n"),
+    );
     assert!(scenario.contains(reference) && !scenario.contains("fixture:"), "{scenario}");
     std::fs::write(dir.join("scenario.yaml"), scenario).unwrap();
     let cluster = std::fs::read_to_string(dir.join("cluster.yaml")).unwrap().replace(seed, reference);
@@ -86,20 +88,22 @@ fn run_certify_and_image_commands_pull_by_reference() {
 
     // `certify <reference>`: the generated Cluster names the reference.
     let cert_dir = scratch.path().join("certify");
-    let (code, out) = harness(&["certify", &reference, "--no-progress", "--report-dir", cert_dir.to_str().unwrap()], Some(&reg.addr));
+    let (code, out) =
+        harness(&["certify", &reference, "--no-progress", "--report-dir", cert_dir.to_str().unwrap()], Some(&reg.addr));
     assert_eq!(code, Some(0), "{out}");
     let cluster = std::fs::read_to_string(cert_dir.join("scenario/cluster.yaml")).unwrap();
     assert!(cluster.contains(&reference), "{cluster}");
 }
 
 fn walk_has(dir: &Path, name: &str) -> bool {
-    std::fs::read_dir(dir).map(|rd| {
-        rd.flatten().any(|e| {
-            let p = e.path();
-            e.file_name() == name || (p.is_dir() && !p.is_symlink() && walk_has(&p, name))
+    std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten().any(|e| {
+                let p = e.path();
+                e.file_name() == name || (p.is_dir() && !p.is_symlink() && walk_has(&p, name))
+            })
         })
-    })
-    .unwrap_or(false)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -129,7 +133,10 @@ fn bad_references_exit_2_and_unusable_registries_exit_3() {
     let (_root, dir) = pulled_scenario("pgvector:1");
     let (code, out) = harness(&["list", dir.to_str().unwrap()], None);
     assert_eq!(code, Some(2), "{out}");
-    assert!(out.contains("scenario.yaml:") && out.contains("images[0].reference") && out.contains("no registry host"), "{out}");
+    assert!(
+        out.contains("scenario.yaml:") && out.contains("images[0].reference") && out.contains("no registry host"),
+        "{out}"
+    );
 }
 
 /// The container backend mounts a pulled image named by its digest: the engine pulls it from
@@ -138,7 +145,8 @@ fn bad_references_exit_2_and_unusable_registries_exit_3() {
 fn container_backend_mounts_a_pinned_pulled_image() {
     let Some(()) = require(TOOLS) else { return };
     let ci = std::env::var("CI").as_deref() == Ok("true");
-    let on_path = |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let on_path =
+        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
     if !on_path("podman") {
         assert!(!ci, "podman is not installed; CI=true makes a skip a failure");
         eprintln!("SKIPPED: podman is not installed");
@@ -216,7 +224,8 @@ fn matrix_cells_pull_with_the_insecure_registry_of_the_matrix() {
     )
     .unwrap();
     let report = scratch.path().join("matrix-report");
-    let (code, out) = harness(&["matrix", matrix.to_str().unwrap(), "--report-dir", report.to_str().unwrap()], Some(&reg.addr));
+    let (code, out) =
+        harness(&["matrix", matrix.to_str().unwrap(), "--report-dir", report.to_str().unwrap()], Some(&reg.addr));
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("1 passed"), "{out}");
 }

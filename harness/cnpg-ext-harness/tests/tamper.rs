@@ -74,7 +74,8 @@ impl Tamper {
                 std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o777)).unwrap()
             }
             Tampering::ModuleInOperand => {
-                let libdir = self.sql(&primary, "postgres", "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").await;
+                let libdir =
+                    self.sql(&primary, "postgres", "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").await;
                 std::fs::copy(&self.module, Path::new(&libdir).join("vector.so")).unwrap();
             }
             _ => {}
@@ -138,7 +139,12 @@ impl Backend for Tamper {
     async fn instances(&self) -> Result<Vec<InstanceRef>, BackendError> {
         self.inner.instances().await
     }
-    async fn connect(&self, instance: &str, database: &str, user: &str) -> Result<tokio_postgres::Client, BackendError> {
+    async fn connect(
+        &self,
+        instance: &str,
+        database: &str,
+        user: &str,
+    ) -> Result<tokio_postgres::Client, BackendError> {
         self.inner.connect(instance, database, user).await
     }
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
@@ -214,7 +220,8 @@ async fn run(how: Option<Tampering>, dir: &Path, operand: OperandFlavor) -> RunR
 /// The failing step (1-based index) and the `what` of each failing check, on which instance.
 fn failures(r: &RunReport) -> (usize, Vec<(String, Option<String>)>) {
     let s = &r.scenarios[0];
-    let step = s.steps.iter().find(|st| st.status == Status::Failed).unwrap_or_else(|| panic!("no step failed: {s:#?}"));
+    let step =
+        s.steps.iter().find(|st| st.status == Status::Failed).unwrap_or_else(|| panic!("no step failed: {s:#?}"));
     let bad = step.checks.iter().filter(|c| !c.ok).map(|c| (c.what.clone(), c.instance.clone())).collect();
     (step.index, bad)
 }
@@ -224,7 +231,12 @@ async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on() {
     let dir = scenario(|r| r.to_string());
     let r = run(None, dir.path(), OperandFlavor::Minimal).await;
     assert!(r.passed(), "{}", r.failures());
-    let origin: Vec<_> = r.scenarios[0].steps.iter().flat_map(|s| &s.checks).filter(|c| c.what.starts_with("origin of vector")).collect();
+    let origin: Vec<_> = r.scenarios[0]
+        .steps
+        .iter()
+        .flat_map(|s| &s.checks)
+        .filter(|c| c.what.starts_with("origin of vector"))
+        .collect();
     // CREATE EXTENSION on the primary, then the replicas' query: 3 instances × (control + module).
     assert_eq!(origin.len(), 6, "{origin:#?}");
     assert!(origin.iter().all(|c| c.ok));

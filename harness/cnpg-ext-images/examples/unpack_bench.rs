@@ -44,10 +44,7 @@ fn pgvector_like_tree(root: &Path) {
     std::fs::create_dir_all(root.join("lib")).unwrap();
     std::fs::create_dir_all(root.join("licenses")).unwrap();
     let real = std::env::var_os("PG_CONFIG").and_then(|pc| {
-        let out = std::process::Command::new(pc)
-            .arg("--pkglibdir")
-            .output()
-            .ok()?;
+        let out = std::process::Command::new(pc).arg("--pkglibdir").output().ok()?;
         let p = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("vector.so");
         p.is_file().then_some(p)
     });
@@ -82,25 +79,17 @@ fn pgvector_like_tree(root: &Path) {
     )
     .unwrap();
     let versions = [
-        "0.1.0", "0.1.1", "0.1.2", "0.1.3", "0.1.4", "0.1.5", "0.1.6", "0.1.7", "0.1.8", "0.2.0",
-        "0.2.1", "0.2.2", "0.2.3", "0.2.4", "0.2.5", "0.2.6", "0.2.7", "0.3.0", "0.3.1", "0.3.2",
-        "0.4.0", "0.4.1", "0.4.2", "0.4.3", "0.4.4", "0.5.0", "0.5.1", "0.6.0", "0.6.1", "0.6.2",
-        "0.7.0", "0.7.1", "0.7.2", "0.7.3", "0.7.4", "0.8.0", "0.8.1",
+        "0.1.0", "0.1.1", "0.1.2", "0.1.3", "0.1.4", "0.1.5", "0.1.6", "0.1.7", "0.1.8", "0.2.0", "0.2.1", "0.2.2",
+        "0.2.3", "0.2.4", "0.2.5", "0.2.6", "0.2.7", "0.3.0", "0.3.1", "0.3.2", "0.4.0", "0.4.1", "0.4.2", "0.4.3",
+        "0.4.4", "0.5.0", "0.5.1", "0.6.0", "0.6.1", "0.6.2", "0.7.0", "0.7.1", "0.7.2", "0.7.3", "0.7.4", "0.8.0",
+        "0.8.1",
     ];
     for w in versions.windows(2) {
-        std::fs::write(
-            ext.join(format!("vector--{}--{}.sql", w[0], w[1])),
-            "-- update\nSELECT 1;\n",
-        )
-        .unwrap();
+        std::fs::write(ext.join(format!("vector--{}--{}.sql", w[0], w[1])), "-- update\nSELECT 1;\n").unwrap();
     }
     let body = "CREATE FUNCTION vector_in(cstring, oid, integer) RETURNS vector AS 'MODULE_PATHNAME' LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;\n".repeat(300);
     std::fs::write(ext.join("vector--0.8.1.sql"), body).unwrap();
-    std::fs::write(
-        root.join("licenses/LICENSE"),
-        "PostgreSQL License\n".repeat(20),
-    )
-    .unwrap();
+    std::fs::write(root.join("licenses/LICENSE"), "PostgreSQL License\n".repeat(20)).unwrap();
 }
 
 fn main() {
@@ -111,19 +100,10 @@ fn main() {
     let tree = t.join("tree");
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     for i in 0..100u64 {
-        std::fs::write(
-            tree.join(format!("lib/blob{i:03}.so")),
-            payload(i + 1, 1 << 20),
-        )
-        .unwrap();
+        std::fs::write(tree.join(format!("lib/blob{i:03}.so")), payload(i + 1, 1 << 20)).unwrap();
     }
     let start = Instant::now();
-    let built = build_layout(
-        &tree,
-        &BuildOptions::new("bench/unpack:1"),
-        &t.join("layout"),
-    )
-    .unwrap();
+    let built = build_layout(&tree, &BuildOptions::new("bench/unpack:1"), &t.join("layout")).unwrap();
     let build_time = start.elapsed();
     let s = inspect(&built.layout_dir, None).unwrap();
     let layer_bytes: u64 = walkdir::WalkDir::new(t.join("layout/blobs"))
@@ -191,10 +171,7 @@ fn main() {
     pgvector_like_tree(&vtree);
     let mut opts = BuildOptions::new("ghcr.io/example/pgvector:0.8.1-18-trixie");
     for (k, v) in [
-        (
-            cnpg_ext_images::LABEL_BASE_NAME,
-            "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie",
-        ),
+        (cnpg_ext_images::LABEL_BASE_NAME, "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie"),
         (cnpg_ext_images::LABEL_BASE_PGMAJOR, "18"),
         (cnpg_ext_images::LABEL_BASE_OS, "trixie"),
         (cnpg_ext_images::LABEL_SQL_VERSION, "0.8.1"),
@@ -239,13 +216,8 @@ fn main() {
         b.extend(payload(i + 7, (1 << 20) - module.len().min(1 << 20)));
         std::fs::write(etree.join(format!("lib/mod{i:03}.so")), b).unwrap();
     }
-    let elf_bytes: u64 = (0..100)
-        .map(|i| {
-            std::fs::metadata(etree.join(format!("lib/mod{i:03}.so")))
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let elf_bytes: u64 =
+        (0..100).map(|i| std::fs::metadata(etree.join(format!("lib/mod{i:03}.so"))).unwrap().len()).sum();
     let names = vec!["ghcr.io/example/many:1-18-trixie".to_string()];
     let (findings, bin) = lint_tree_full(&etree, &summary.config, &names, None, &lo);
     let mut times = Vec::new();
@@ -270,20 +242,13 @@ fn zstd_copy(src: &Path, dst: &Path) -> PathBuf {
     use sha2::{Digest, Sha256};
     use std::io::Read;
     let sha = |b: &[u8]| format!("sha256:{}", hex::encode(Sha256::digest(b)));
-    let blob = |d: &str| {
-        src.join("blobs/sha256")
-            .join(d.trim_start_matches("sha256:"))
-    };
-    let json = |p: PathBuf| -> serde_json::Value {
-        serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
-    };
+    let blob = |d: &str| src.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let json = |p: PathBuf| -> serde_json::Value { serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap() };
     let mut index = json(src.join("index.json"));
     let mut manifest = json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
     let gz = std::fs::read(blob(manifest["layers"][0]["digest"].as_str().unwrap())).unwrap();
     let mut tar = Vec::new();
-    flate2::read::GzDecoder::new(gz.as_slice())
-        .read_to_end(&mut tar)
-        .unwrap();
+    flate2::read::GzDecoder::new(gz.as_slice()).read_to_end(&mut tar).unwrap();
     let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
     let out = dst.join("blobs/sha256");
     std::fs::create_dir_all(&out).unwrap();
@@ -304,10 +269,6 @@ fn zstd_copy(src: &Path, dst: &Path) -> PathBuf {
     index["manifests"][0]["size"] = m.len().into();
     std::fs::write(dst.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
     std::fs::copy(src.join("oci-layout"), dst.join("oci-layout")).unwrap();
-    println!(
-        "zstd layer: {:.1} MiB (gzip layer {:.1} MiB)",
-        zst.len() as f64 / MIB,
-        gz.len() as f64 / MIB
-    );
+    println!("zstd layer: {:.1} MiB (gzip layer {:.1} MiB)", zst.len() as f64 / MIB, gz.len() as f64 / MIB);
     dst.to_path_buf()
 }

@@ -68,17 +68,11 @@ pub struct BuiltImage {
 
 /// Check an image reference (`[registry/]path[:tag][@digest]`).
 pub fn validate_reference(r: &str) -> Result<(), ImageError> {
-    let bad = |reason: &str| ImageError::InvalidReference {
-        reference: r.into(),
-        reason: reason.into(),
-    };
+    let bad = |reason: &str| ImageError::InvalidReference { reference: r.into(), reason: reason.into() };
     if r.is_empty() {
         return Err(bad("empty"));
     }
-    if !r
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"._/:@+-".contains(&b))
-    {
+    if !r.bytes().all(|b| b.is_ascii_alphanumeric() || b"._/:@+-".contains(&b)) {
         return Err(bad("only letters, digits and . _ / : @ + - are allowed"));
     }
     let name = r.split('@').next().unwrap_or("");
@@ -89,9 +83,7 @@ pub fn validate_reference(r: &str) -> Result<(), ImageError> {
         let ok = !tag.is_empty()
             && tag.len() <= 128
             && !tag.starts_with(['.', '-'])
-            && tag
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
+            && tag.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
         if !ok {
             return Err(bad("malformed tag"));
         }
@@ -102,9 +94,7 @@ pub fn validate_reference(r: &str) -> Result<(), ImageError> {
 /// `(repository, tag)` when the name has a tag (a `:` after the last `/`).
 fn split_tag(name: &str) -> Option<(&str, &str)> {
     let slash = name.rfind('/').map_or(0, |i| i + 1);
-    name[slash..]
-        .rfind(':')
-        .map(|i| (&name[..slash + i], &name[slash + i + 1..]))
+    name[slash..].rfind(':').map(|i| (&name[..slash + i], &name[slash + i + 1..]))
 }
 
 #[derive(Serialize)]
@@ -176,10 +166,8 @@ fn write_layer_tar<W: Write>(tree: &Path, w: W) -> Result<W, ImageError> {
         .follow_links(false)
         .sort_by(|a, b| a.file_name().as_bytes().cmp(b.file_name().as_bytes()));
     for ent in walk {
-        let ent = ent.map_err(|e| ImageError::Build {
-            path: e.path().unwrap_or(tree).to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        let ent =
+            ent.map_err(|e| ImageError::Build { path: e.path().unwrap_or(tree).to_path_buf(), reason: e.to_string() })?;
         let path = ent.path();
         let rel = path.strip_prefix(tree).expect("walk stays below tree");
         let meta = path.symlink_metadata().map_err(io_at(path))?;
@@ -188,46 +176,26 @@ fn write_layer_tar<W: Write>(tree: &Path, w: W) -> Result<W, ImageError> {
         h.set_mtime(0);
         h.set_uid(0);
         h.set_gid(0);
-        let err = |e: io::Error| ImageError::Build {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        };
+        let err = |e: io::Error| ImageError::Build { path: path.to_path_buf(), reason: e.to_string() };
         if ft.is_dir() {
             h.set_entry_type(tar::EntryType::Directory);
             h.set_mode(0o755);
             h.set_size(0);
             let mut name = rel.as_os_str().as_bytes().to_vec();
             name.push(b'/');
-            b.append_data(
-                &mut h,
-                Path::new(std::ffi::OsStr::from_bytes(&name)),
-                io::empty(),
-            )
-            .map_err(err)?;
+            b.append_data(&mut h, Path::new(std::ffi::OsStr::from_bytes(&name)), io::empty()).map_err(err)?;
         } else if ft.is_file() {
             h.set_entry_type(tar::EntryType::Regular);
-            h.set_mode(if meta.permissions().mode() & 0o111 != 0 {
-                0o755
-            } else {
-                0o644
-            });
+            h.set_mode(if meta.permissions().mode() & 0o111 != 0 { 0o755 } else { 0o644 });
             h.set_size(meta.len());
             let f = File::open(path).map_err(io_at(path))?;
-            let r = Exact {
-                inner: f,
-                left: meta.len(),
-                path: path.to_path_buf(),
-            };
+            let r = Exact { inner: f, left: meta.len(), path: path.to_path_buf() };
             b.append_data(&mut h, rel, r).map_err(err)?;
         } else if ft.is_symlink() {
             let target = std::fs::read_link(path).map_err(io_at(path))?;
             let depth = rel.components().count() - 1;
-            check_symlink_target(target.as_os_str().as_bytes(), depth).map_err(|reason| {
-                ImageError::Build {
-                    path: path.to_path_buf(),
-                    reason,
-                }
-            })?;
+            check_symlink_target(target.as_os_str().as_bytes(), depth)
+                .map_err(|reason| ImageError::Build { path: path.to_path_buf(), reason })?;
             h.set_entry_type(tar::EntryType::Symlink);
             h.set_mode(0o777);
             h.set_size(0);
@@ -235,8 +203,7 @@ fn write_layer_tar<W: Write>(tree: &Path, w: W) -> Result<W, ImageError> {
         } else {
             return Err(ImageError::Build {
                 path: path.to_path_buf(),
-                reason: "only directories, regular files and symlinks can be put in an image"
-                    .into(),
+                reason: "only directories, regular files and symlinks can be put in an image".into(),
             });
         }
     }
@@ -247,13 +214,7 @@ fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<Descriptor, ImageError> {
     let digest = sha256_digest(bytes);
     let p = blobs.join(digest.trim_start_matches("sha256:"));
     std::fs::write(&p, bytes).map_err(io_at(&p))?;
-    Ok(Descriptor {
-        media_type: String::new(),
-        digest,
-        size: bytes.len() as u64,
-        platform: None,
-        annotations: None,
-    })
+    Ok(Descriptor { media_type: String::new(), digest, size: bytes.len() as u64, platform: None, annotations: None })
 }
 
 /// Build a reproducible single-layer OCI image layout of `tree` at
@@ -265,35 +226,23 @@ fn write_blob(blobs: &Path, bytes: &[u8]) -> Result<Descriptor, ImageError> {
 /// `index.json` names the image with `org.opencontainers.image.ref.name`
 /// and `io.containerd.image.name` = `opts.reference`. Symlinks escaping the
 /// tree and special files are refused.
-pub fn build_layout(
-    tree: &Path,
-    opts: &BuildOptions,
-    out_layout_dir: &Path,
-) -> Result<BuiltImage, ImageError> {
+pub fn build_layout(tree: &Path, opts: &BuildOptions, out_layout_dir: &Path) -> Result<BuiltImage, ImageError> {
     validate_reference(&opts.reference)?;
     if !tree.is_dir() {
-        return Err(ImageError::Build {
-            path: tree.into(),
-            reason: "not a directory".into(),
-        });
+        return Err(ImageError::Build { path: tree.into(), reason: "not a directory".into() });
     }
     let arch = normalize_arch(&opts.arch);
     let (parent, name) = split_out(out_layout_dir)?;
     std::fs::create_dir_all(&parent).map_err(io_at(&parent))?;
-    let staging = tempfile::Builder::new()
-        .prefix(&format!(".{name}.building-"))
-        .tempdir_in(&parent)
-        .map_err(io_at(&parent))?;
+    let staging =
+        tempfile::Builder::new().prefix(&format!(".{name}.building-")).tempdir_in(&parent).map_err(io_at(&parent))?;
     let root = staging.path();
     let blobs = root.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).map_err(io_at(&blobs))?;
 
     // Layer: tar → (diff_id hash) → gzip → (digest hash) → file.
     let tmp_layer = blobs.join("layer.tmp");
-    let f = BufWriter::with_capacity(
-        256 * 1024,
-        File::create(&tmp_layer).map_err(io_at(&tmp_layer))?,
-    );
+    let f = BufWriter::with_capacity(256 * 1024, File::create(&tmp_layer).map_err(io_at(&tmp_layer))?);
     let gz = flate2::GzBuilder::new()
         .mtime(0)
         .operating_system(255)
@@ -301,10 +250,7 @@ pub fn build_layout(
     let tarw = write_layer_tar(tree, HashingWriter::new(gz))?;
     let (gz, diff_id, _) = tarw.finish();
     let (f, layer_digest, layer_size) = gz.finish().map_err(io_at(&tmp_layer))?.finish();
-    f.into_inner()
-        .map_err(|e| ImageError::io(&tmp_layer, e.into_error()))?
-        .sync_all()
-        .map_err(io_at(&tmp_layer))?;
+    f.into_inner().map_err(|e| ImageError::io(&tmp_layer, e.into_error()))?.sync_all().map_err(io_at(&tmp_layer))?;
     let layer_path = blobs.join(layer_digest.trim_start_matches("sha256:"));
     std::fs::rename(&tmp_layer, &layer_path).map_err(io_at(&layer_path))?;
 
@@ -312,18 +258,9 @@ pub fn build_layout(
         created: CREATED,
         architecture: &arch,
         os: &opts.os,
-        config: OutContainerConfig {
-            user: &opts.user,
-            labels: &opts.labels,
-        },
-        rootfs: OutRootFs {
-            kind: "layers",
-            diff_ids: [&diff_id],
-        },
-        history: [OutHistory {
-            created: CREATED,
-            created_by: "cnpg-ext-images build (FROM scratch)",
-        }],
+        config: OutContainerConfig { user: &opts.user, labels: &opts.labels },
+        rootfs: OutRootFs { kind: "layers", diff_ids: [&diff_id] },
+        history: [OutHistory { created: CREATED, created_by: "cnpg-ext-images build (FROM scratch)" }],
     };
     let config_bytes = serde_json::to_vec(&config).expect("config serializes");
     let mut config_desc = write_blob(&blobs, &config_bytes)?;
@@ -344,20 +281,10 @@ pub fn build_layout(
     let manifest_bytes = serde_json::to_vec(&manifest).expect("manifest serializes");
     let mut manifest_desc = write_blob(&blobs, &manifest_bytes)?;
     manifest_desc.media_type = spec::OCI_MANIFEST.into();
-    manifest_desc.platform = Some(Platform {
-        architecture: arch.clone(),
-        os: opts.os.clone(),
-        variant: None,
-    });
+    manifest_desc.platform = Some(Platform { architecture: arch.clone(), os: opts.os.clone(), variant: None });
     let mut ann = BTreeMap::new();
-    ann.insert(
-        spec::ANNOTATION_CONTAINERD_NAME.to_string(),
-        opts.reference.clone(),
-    );
-    ann.insert(
-        spec::ANNOTATION_REF_NAME.to_string(),
-        opts.reference.clone(),
-    );
+    ann.insert(spec::ANNOTATION_CONTAINERD_NAME.to_string(), opts.reference.clone());
+    ann.insert(spec::ANNOTATION_REF_NAME.to_string(), opts.reference.clone());
     manifest_desc.annotations = Some(ann);
     let manifest_digest = manifest_desc.digest.clone();
     let index = Index {
@@ -369,29 +296,16 @@ pub fn build_layout(
     let p = root.join("index.json");
     std::fs::write(&p, serde_json::to_vec(&index).expect("index serializes")).map_err(io_at(&p))?;
     let p = root.join("oci-layout");
-    std::fs::write(
-        &p,
-        format!(
-            "{{\"imageLayoutVersion\":\"{}\"}}",
-            spec::OCI_LAYOUT_VERSION
-        ),
-    )
-    .map_err(io_at(&p))?;
+    std::fs::write(&p, format!("{{\"imageLayoutVersion\":\"{}\"}}", spec::OCI_LAYOUT_VERSION)).map_err(io_at(&p))?;
     std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).map_err(io_at(root))?;
     publish(staging, out_layout_dir)?;
-    Ok(BuiltImage {
-        reference: opts.reference.clone(),
-        manifest_digest,
-        layout_dir: out_layout_dir.to_path_buf(),
-    })
+    Ok(BuiltImage { reference: opts.reference.clone(), manifest_digest, layout_dir: out_layout_dir.to_path_buf() })
 }
 
 fn split_out(out: &Path) -> Result<(PathBuf, String), ImageError> {
     let name = out
         .file_name()
-        .ok_or_else(|| {
-            ImageError::InvalidArgument(format!("output {} has no file name", out.display()))
-        })?
+        .ok_or_else(|| ImageError::InvalidArgument(format!("output {} has no file name", out.display())))?
         .to_string_lossy()
         .into_owned();
     let parent = match out.parent() {
@@ -411,8 +325,7 @@ fn publish(staging: tempfile::TempDir, out: &Path) -> Result<(), ImageError> {
             Ok(())
         }
         Err(rustix::io::Errno::EXIST) => {
-            renameat_with(CWD, &from, CWD, out, RenameFlags::EXCHANGE)
-                .map_err(|e| ImageError::io(out, e.into()))?;
+            renameat_with(CWD, &from, CWD, out, RenameFlags::EXCHANGE).map_err(|e| ImageError::io(out, e.into()))?;
             // `from` now holds the previous output.
             let _ = staging.keep();
             let old = from.symlink_metadata().map_err(io_at(&from))?;
@@ -445,39 +358,25 @@ fn write_tar_atomic(
     fill: impl FnOnce(&mut tar::Builder<BufWriter<File>>) -> Result<(), ImageError>,
 ) -> Result<(), ImageError> {
     let (parent, name) = split_out(out)?;
-    let tmp = tempfile::Builder::new()
-        .prefix(&format!(".{name}.writing-"))
-        .tempfile_in(&parent)
-        .map_err(io_at(&parent))?;
+    let tmp =
+        tempfile::Builder::new().prefix(&format!(".{name}.writing-")).tempfile_in(&parent).map_err(io_at(&parent))?;
     let f = tmp.reopen().map_err(io_at(tmp.path()))?;
     let mut b = tar::Builder::new(BufWriter::with_capacity(256 * 1024, f));
     fill(&mut b)?;
     let w = b.into_inner().map_err(io_at(out))?;
-    let f = w
-        .into_inner()
-        .map_err(|e| ImageError::io(out, e.into_error()))?;
+    let f = w.into_inner().map_err(|e| ImageError::io(out, e.into_error()))?;
     f.sync_all().map_err(io_at(out))?;
-    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644))
-        .map_err(io_at(out))?;
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o644)).map_err(io_at(out))?;
     tmp.persist(out).map_err(|e| ImageError::io(out, e.error))?;
     Ok(())
 }
 
-fn append_bytes(
-    b: &mut tar::Builder<BufWriter<File>>,
-    path: &str,
-    bytes: &[u8],
-    out: &Path,
-) -> Result<(), ImageError> {
+fn append_bytes(b: &mut tar::Builder<BufWriter<File>>, path: &str, bytes: &[u8], out: &Path) -> Result<(), ImageError> {
     let mut h = member_header(tar::EntryType::Regular, 0o644, bytes.len() as u64);
     b.append_data(&mut h, path, bytes).map_err(io_at(out))
 }
 
-fn append_dir(
-    b: &mut tar::Builder<BufWriter<File>>,
-    path: &str,
-    out: &Path,
-) -> Result<(), ImageError> {
+fn append_dir(b: &mut tar::Builder<BufWriter<File>>, path: &str, out: &Path) -> Result<(), ImageError> {
     let mut h = member_header(tar::EntryType::Directory, 0o755, 0);
     b.append_data(&mut h, path, io::empty()).map_err(io_at(out))
 }
@@ -496,9 +395,7 @@ pub fn write_oci_archive(layout_dir: &Path, out_tar: &Path) -> Result<(), ImageE
     for e in std::fs::read_dir(&blobs_dir).map_err(io_at(&blobs_dir))? {
         let e = e.map_err(io_at(&blobs_dir))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        if sha256_hex(&format!("sha256:{name}")).is_some()
-            && e.file_type().map_err(io_at(&blobs_dir))?.is_file()
-        {
+        if sha256_hex(&format!("sha256:{name}")).is_some() && e.file_type().map_err(io_at(&blobs_dir))?.is_file() {
             blobs.push(name);
         }
     }
@@ -512,14 +409,9 @@ pub fn write_oci_archive(layout_dir: &Path, out_tar: &Path) -> Result<(), ImageE
             let p = blobs_dir.join(hex);
             let f = File::open(&p).map_err(io_at(&p))?;
             let len = f.metadata().map_err(io_at(&p))?.len();
-            let mut r = HashingReader::new(Exact {
-                inner: f,
-                left: len,
-                path: p.clone(),
-            });
+            let mut r = HashingReader::new(Exact { inner: f, left: len, path: p.clone() });
             let mut h = member_header(tar::EntryType::Regular, 0o644, len);
-            b.append_data(&mut h, format!("blobs/sha256/{hex}"), &mut r)
-                .map_err(io_at(&p))?;
+            b.append_data(&mut h, format!("blobs/sha256/{hex}"), &mut r).map_err(io_at(&p))?;
             let (actual, _) = r.finish();
             if actual != format!("sha256:{hex}") {
                 return Err(ImageError::DigestMismatch {
@@ -538,11 +430,7 @@ pub fn write_oci_archive(layout_dir: &Path, out_tar: &Path) -> Result<(), ImageE
 /// = `[reference]` (`:latest` added when untagged), `repositories`,
 /// `<config hex>.json`, `<diff_id hex>/layer.tar` uncompressed) of the image
 /// in `layout_dir` (or any image [`unpack`](crate::unpack) reads).
-pub fn write_docker_archive(
-    layout_dir: &Path,
-    reference: &str,
-    out_tar: &Path,
-) -> Result<(), ImageError> {
+pub fn write_docker_archive(layout_dir: &Path, reference: &str, out_tar: &Path) -> Result<(), ImageError> {
     validate_reference(reference)?;
     if reference.contains('@') {
         return Err(ImageError::InvalidReference {
@@ -557,9 +445,7 @@ pub fn write_docker_archive(
     let (repo, tag) = split_tag(&tagged).expect("tagged");
     let opts = UnpackOptions::default();
     let r = Resolved::open(layout_dir, None, opts.max_total_bytes)?;
-    let config_hex = sha256_digest(&r.config_bytes)
-        .trim_start_matches("sha256:")
-        .to_string();
+    let config_hex = sha256_digest(&r.config_bytes).trim_start_matches("sha256:").to_string();
     let (parent, _) = split_out(out_tar)?;
     write_tar_atomic(out_tar, |b| {
         let mut layer_paths = Vec::new();
@@ -574,22 +460,13 @@ pub fn write_docker_archive(
             // Decompress to a temp file (size needed for the tar header),
             // checking the diff_id on the way.
             let mut tmp = tempfile::tempfile_in(&parent).map_err(io_at(&parent))?;
-            let raw = r
-                .container
-                .open_member(&layer.rel)
-                .map_err(io_at(layout_dir))?;
+            let raw = r.container.open_member(&layer.rel).map_err(io_at(layout_dir))?;
             let mut br = io::BufReader::with_capacity(256 * 1024, raw);
             let gz = {
                 use io::BufRead;
-                br.fill_buf()
-                    .map_err(io_at(layout_dir))?
-                    .starts_with(&[0x1f, 0x8b])
+                br.fill_buf().map_err(io_at(layout_dir))?.starts_with(&[0x1f, 0x8b])
             };
-            let dec: Box<dyn Read> = if gz {
-                Box::new(flate2::bufread::MultiGzDecoder::new(br))
-            } else {
-                Box::new(br)
-            };
+            let dec: Box<dyn Read> = if gz { Box::new(flate2::bufread::MultiGzDecoder::new(br)) } else { Box::new(br) };
             let mut hr = HashingReader::new(dec);
             io::copy(&mut hr, &mut tmp).map_err(|source| ImageError::CorruptLayer {
                 image: layout_dir.into(),
@@ -609,22 +486,13 @@ pub fn write_docker_archive(
             tmp.seek(io::SeekFrom::Start(0)).map_err(io_at(&parent))?;
             append_dir(b, &format!("{dir}/"), out_tar)?;
             let mut h = member_header(tar::EntryType::Regular, 0o644, len);
-            b.append_data(&mut h, &member, tmp)
-                .map_err(io_at(out_tar))?;
+            b.append_data(&mut h, &member, tmp).map_err(io_at(out_tar))?;
             layer_paths.push(member);
         }
         let all_layers: Vec<String> = r
             .layers
             .iter()
-            .map(|l| {
-                format!(
-                    "{}/layer.tar",
-                    l.diff_id
-                        .as_deref()
-                        .unwrap_or("")
-                        .trim_start_matches("sha256:")
-                )
-            })
+            .map(|l| format!("{}/layer.tar", l.diff_id.as_deref().unwrap_or("").trim_start_matches("sha256:")))
             .collect();
         append_bytes(b, &format!("{config_hex}.json"), &r.config_bytes, out_tar)?;
         let manifest = serde_json::json!([{
@@ -632,19 +500,9 @@ pub fn write_docker_archive(
             "RepoTags": [tagged],
             "Layers": all_layers,
         }]);
-        append_bytes(
-            b,
-            "manifest.json",
-            &serde_json::to_vec(&manifest).expect("json"),
-            out_tar,
-        )?;
+        append_bytes(b, "manifest.json", &serde_json::to_vec(&manifest).expect("json"), out_tar)?;
         let repos = serde_json::json!({ repo: { tag: config_hex } });
-        append_bytes(
-            b,
-            "repositories",
-            &serde_json::to_vec(&repos).expect("json"),
-            out_tar,
-        )?;
+        append_bytes(b, "repositories", &serde_json::to_vec(&repos).expect("json"), out_tar)?;
         Ok(())
     })
 }

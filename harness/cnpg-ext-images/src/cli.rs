@@ -7,8 +7,8 @@
 use crate::elf::BaseLibs;
 use crate::lint::{lint, LintOptions};
 use crate::{
-    build_layout, control, unpack, write_docker_archive, write_oci_archive, BuildOptions,
-    ImageError, Platform, UnpackOptions, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
+    build_layout, control, unpack, write_docker_archive, write_oci_archive, BuildOptions, ImageError, Platform,
+    UnpackOptions, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
 };
 use std::path::{Path, PathBuf};
 
@@ -128,24 +128,13 @@ fn fail(e: &ImageError) -> i32 {
 /// Run a subcommand; returns the process exit code.
 pub fn run(cmd: ImageCommand) -> i32 {
     match cmd {
-        ImageCommand::Build {
-            tree,
-            tag,
-            output,
-            format,
-            labels,
-            pg_major,
-            os,
-            arch,
-            user,
-        } => {
+        ImageCommand::Build { tree, tag, output, format, labels, pg_major, os, arch, user } => {
             let mut opts = BuildOptions::new(tag);
             opts.user = user;
             if let Some(a) = arch {
                 opts.arch = crate::normalize_arch(&a);
             }
-            opts.labels
-                .insert(crate::LABEL_BASE_PGMAJOR.into(), pg_major.to_string());
+            opts.labels.insert(crate::LABEL_BASE_PGMAJOR.into(), pg_major.to_string());
             opts.labels.insert(crate::LABEL_BASE_OS.into(), os.clone());
             opts.labels.insert(
                 crate::LABEL_BASE_NAME.into(),
@@ -163,18 +152,8 @@ pub fn run(cmd: ImageCommand) -> i32 {
                 Err(e) => fail(&e),
             }
         }
-        ImageCommand::Unpack {
-            image,
-            dest,
-            platform,
-            max_bytes,
-            max_entries,
-        } => {
-            let opts = UnpackOptions {
-                platform,
-                max_total_bytes: max_bytes,
-                max_entries,
-            };
+        ImageCommand::Unpack { image, dest, platform, max_bytes, max_entries } => {
+            let opts = UnpackOptions { platform, max_total_bytes: max_bytes, max_entries };
             match unpack(&image, &dest, &opts) {
                 Ok(u) => {
                     println!(
@@ -229,10 +208,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                 match std::fs::read_to_string(&f) {
                     Ok(t) => opts.base_libs = BaseLibs::from_list(&t),
                     Err(e) => {
-                        eprintln!(
-                            "error: {}: {e}; pass a readable file of library names, one per line",
-                            f.display()
-                        );
+                        eprintln!("error: {}: {e}; pass a readable file of library names, one per line", f.display());
                         return 2;
                     }
                 }
@@ -241,7 +217,10 @@ pub fn run(cmd: ImageCommand) -> i32 {
                 match BaseLibs::from_pg_install(&d) {
                     Ok(b) => opts.base_libs.extend(&b),
                     Err(e) => {
-                        eprintln!("error: {}: {e}; pass the PostgreSQL install prefix (pg_config --bindir/..)", d.display());
+                        eprintln!(
+                            "error: {}: {e}; pass the PostgreSQL install prefix (pg_config --bindir/..)",
+                            d.display()
+                        );
                         return 2;
                     }
                 }
@@ -263,11 +242,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
 /// `default_version` of the first primary control file in `share/extension`.
 fn tree_default_version(tree: &Path) -> Option<String> {
     let dir = tree.join("share/extension");
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .collect();
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir).ok()?.flatten().map(|e| e.path()).collect();
     names.sort();
     names.into_iter().find_map(|p| {
         let n = p.file_name()?.to_str()?;
@@ -279,12 +254,7 @@ fn tree_default_version(tree: &Path) -> Option<String> {
     })
 }
 
-fn build_cmd(
-    tree: &Path,
-    opts: &BuildOptions,
-    output: &Path,
-    format: BuildFormat,
-) -> Result<String, ImageError> {
+fn build_cmd(tree: &Path, opts: &BuildOptions, output: &Path, format: BuildFormat) -> Result<String, ImageError> {
     match format {
         BuildFormat::Oci => Ok(build_layout(tree, opts, output)?.manifest_digest),
         BuildFormat::OciArchive | BuildFormat::DockerArchive => {

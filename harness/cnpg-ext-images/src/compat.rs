@@ -30,40 +30,19 @@ pub struct Distro {
 
 /// Known operand distributions, oldest first.
 pub const DISTROS: &[Distro] = &[
-    Distro {
-        name: "bullseye",
-        glibc: (2, 31),
-        glibcxx: (3, 4, 28),
-        cxxabi: (1, 3, 12),
-    },
-    Distro {
-        name: "bookworm",
-        glibc: (2, 36),
-        glibcxx: (3, 4, 30),
-        cxxabi: (1, 3, 13),
-    },
-    Distro {
-        name: "trixie",
-        glibc: (2, 41),
-        glibcxx: (3, 4, 33),
-        cxxabi: (1, 3, 15),
-    },
+    Distro { name: "bullseye", glibc: (2, 31), glibcxx: (3, 4, 28), cxxabi: (1, 3, 12) },
+    Distro { name: "bookworm", glibc: (2, 36), glibcxx: (3, 4, 30), cxxabi: (1, 3, 13) },
+    Distro { name: "trixie", glibc: (2, 41), glibcxx: (3, 4, 33), cxxabi: (1, 3, 15) },
 ];
 
 /// The distribution called `name` (case-insensitive).
 pub fn distro(name: &str) -> Option<&'static Distro> {
-    DISTROS
-        .iter()
-        .find(|d| d.name.eq_ignore_ascii_case(name.trim()))
+    DISTROS.iter().find(|d| d.name.eq_ignore_ascii_case(name.trim()))
 }
 
 /// Comma-separated names of [`DISTROS`], for messages.
 pub fn distro_names() -> String {
-    DISTROS
-        .iter()
-        .map(|d| d.name)
-        .collect::<Vec<_>>()
-        .join(", ")
+    DISTROS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
 }
 
 /// The distribution a reference's tag ends with: `…/postgresql:18-minimal-trixie`,
@@ -146,11 +125,7 @@ pub struct FileOwner {
 
 impl FileOwner {
     /// What a runtime gives a directory no layer entry describes.
-    pub const IMPLICIT_DIR: FileOwner = FileOwner {
-        uid: 0,
-        gid: 0,
-        mode: 0o755,
-    };
+    pub const IMPLICIT_DIR: FileOwner = FileOwner { uid: 0, gid: 0, mode: 0o755 };
 
     /// The permission bits (`r`=4, `w`=2, `x`=1) that apply to the postgres
     /// user: owner bits for uid 26, group bits for gid 26, else other bits.
@@ -175,22 +150,10 @@ mod tests {
 
     #[test]
     fn versions_parse() {
-        assert_eq!(
-            parse_symbol_version("GLIBC_2.34"),
-            Some((Runtime::Glibc, vec![2, 34]))
-        );
-        assert_eq!(
-            parse_symbol_version("GLIBCXX_3.4.30"),
-            Some((Runtime::Glibcxx, vec![3, 4, 30]))
-        );
-        assert_eq!(
-            parse_symbol_version("CXXABI_1.3.13"),
-            Some((Runtime::Cxxabi, vec![1, 3, 13]))
-        );
-        assert_eq!(
-            parse_symbol_version("GLIBC_ABI_DT_RELR"),
-            Some((Runtime::Glibc, vec![2, 36]))
-        );
+        assert_eq!(parse_symbol_version("GLIBC_2.34"), Some((Runtime::Glibc, vec![2, 34])));
+        assert_eq!(parse_symbol_version("GLIBCXX_3.4.30"), Some((Runtime::Glibcxx, vec![3, 4, 30])));
+        assert_eq!(parse_symbol_version("CXXABI_1.3.13"), Some((Runtime::Cxxabi, vec![1, 3, 13])));
+        assert_eq!(parse_symbol_version("GLIBC_ABI_DT_RELR"), Some((Runtime::Glibc, vec![2, 36])));
         assert_eq!(parse_symbol_version("GLIBC_PRIVATE"), None);
         assert_eq!(parse_symbol_version("CXXABI_TM_1"), None);
         assert_eq!(parse_symbol_version("OPENSSL_3.0.0"), None);
@@ -223,19 +186,70 @@ mod tests {
     }
 }
 
-
 /// Extensions of PostgreSQL 18 itself: the procedural languages of `src/pl` and every control
 /// file of `contrib/` (PostgreSQL 18.x source tree). CloudNativePG's operand images install
 /// PGDG's `postgresql-18` package, which ships all of them.
 pub const CORE_AND_CONTRIB_18: &[&str] = &[
-    "amcheck", "autoinc", "bloom", "bool_plperl", "bool_plperlu", "btree_gin", "btree_gist", "citext", "cube",
-    "dblink", "dict_int", "dict_xsyn", "earthdistance", "file_fdw", "fuzzystrmatch", "hstore", "hstore_plperl",
-    "hstore_plperlu", "hstore_plpython3u", "insert_username", "intagg", "intarray", "isn", "jsonb_plperl",
-    "jsonb_plperlu", "jsonb_plpython3u", "lo", "ltree", "ltree_plpython3u", "moddatetime", "pageinspect",
-    "pg_buffercache", "pg_freespacemap", "pg_logicalinspect", "pg_prewarm", "pg_stat_statements", "pg_surgery",
-    "pg_trgm", "pg_visibility", "pg_walinspect", "pgcrypto", "pgrowlocks", "pgstattuple", "plperl", "plperlu",
-    "plpgsql", "plpython3u", "pltcl", "pltclu", "postgres_fdw", "refint", "seg", "sslinfo", "tablefunc", "tcn",
-    "tsm_system_rows", "tsm_system_time", "unaccent", "uuid-ossp", "xml2",
+    "amcheck",
+    "autoinc",
+    "bloom",
+    "bool_plperl",
+    "bool_plperlu",
+    "btree_gin",
+    "btree_gist",
+    "citext",
+    "cube",
+    "dblink",
+    "dict_int",
+    "dict_xsyn",
+    "earthdistance",
+    "file_fdw",
+    "fuzzystrmatch",
+    "hstore",
+    "hstore_plperl",
+    "hstore_plperlu",
+    "hstore_plpython3u",
+    "insert_username",
+    "intagg",
+    "intarray",
+    "isn",
+    "jsonb_plperl",
+    "jsonb_plperlu",
+    "jsonb_plpython3u",
+    "lo",
+    "ltree",
+    "ltree_plpython3u",
+    "moddatetime",
+    "pageinspect",
+    "pg_buffercache",
+    "pg_freespacemap",
+    "pg_logicalinspect",
+    "pg_prewarm",
+    "pg_stat_statements",
+    "pg_surgery",
+    "pg_trgm",
+    "pg_visibility",
+    "pg_walinspect",
+    "pgcrypto",
+    "pgrowlocks",
+    "pgstattuple",
+    "plperl",
+    "plperlu",
+    "plpgsql",
+    "plpython3u",
+    "pltcl",
+    "pltclu",
+    "postgres_fdw",
+    "refint",
+    "seg",
+    "sslinfo",
+    "tablefunc",
+    "tcn",
+    "tsm_system_rows",
+    "tsm_system_time",
+    "unaccent",
+    "uuid-ossp",
+    "xml2",
 ];
 
 /// What CNPG's `standard` operand images add to `minimal` (postgres-containers README).

@@ -60,12 +60,7 @@ impl ControlFile {
     /// `requires`, split on commas.
     pub fn requires(&self) -> Vec<String> {
         self.get("requires")
-            .map(|r| {
-                r.split(',')
-                    .map(|s| s.trim().to_string())
-                    .filter(|s| !s.is_empty())
-                    .collect()
-            })
+            .map(|r| r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
             .unwrap_or_default()
     }
 }
@@ -83,10 +78,7 @@ pub fn parse_control(text: &str) -> Result<ControlFile, ControlError> {
     let mut cf = ControlFile::default();
     for (i, line) in text.lines().enumerate() {
         let lineno = i + 1;
-        let err = |m: String| ControlError {
-            line: lineno,
-            message: m,
-        };
+        let err = |m: String| ControlError { line: lineno, message: m };
         let mut rest = line.trim_start();
         if rest.is_empty() || rest.starts_with('#') {
             continue;
@@ -96,9 +88,7 @@ pub fn parse_control(text: &str) -> Result<ControlFile, ControlError> {
             .find(|&(j, c)| !(c.is_ascii_alphanumeric() || c == '_' || (j > 0 && c == '.')))
             .map_or(rest.len(), |(j, _)| j);
         if name_len == 0 || rest.as_bytes()[0].is_ascii_digit() {
-            return Err(err(format!(
-                "syntax error: expected a parameter name at {rest:?}"
-            )));
+            return Err(err(format!("syntax error: expected a parameter name at {rest:?}")));
         }
         let name = rest[..name_len].to_string();
         rest = rest[name_len..].trim_start();
@@ -106,12 +96,9 @@ pub fn parse_control(text: &str) -> Result<ControlFile, ControlError> {
             rest = r.trim_start();
         }
         let (value, after) = if let Some(body) = rest.strip_prefix('\'') {
-            parse_quoted(body)
-                .ok_or_else(|| err(format!("unterminated quoted string for {name}")))?
+            parse_quoted(body).ok_or_else(|| err(format!("unterminated quoted string for {name}")))?
         } else {
-            let end = rest
-                .find(|c: char| c.is_whitespace() || c == '#')
-                .unwrap_or(rest.len());
+            let end = rest.find(|c: char| c.is_whitespace() || c == '#').unwrap_or(rest.len());
             if end == 0 {
                 return Err(err(format!("syntax error: missing value for {name}")));
             }
@@ -119,17 +106,13 @@ pub fn parse_control(text: &str) -> Result<ControlFile, ControlError> {
         };
         let after = after.trim_start();
         if !(after.is_empty() || after.starts_with('#')) {
-            return Err(err(format!(
-                "syntax error: unexpected {after:?} after the value of {name}"
-            )));
+            return Err(err(format!("syntax error: unexpected {after:?} after the value of {name}")));
         }
         if !KNOWN_PARAMETERS.contains(&name.as_str()) {
             return Err(err(format!("unrecognized parameter {name:?}")));
         }
         if BOOL_PARAMETERS.contains(&name.as_str()) && !parse_bool(&value) {
-            return Err(err(format!(
-                "parameter {name:?} requires a Boolean value, got {value:?}"
-            )));
+            return Err(err(format!("parameter {name:?} requires a Boolean value, got {value:?}")));
         }
         cf.params.insert(name, value);
     }
@@ -190,9 +173,6 @@ mod tests {
         assert!(parse_control("bogus = 1\n").is_err());
         assert!(parse_control("trusted = maybe\n").is_err());
         assert!(parse_control("default_version = '1' junk\n").is_err());
-        assert_eq!(
-            parse_control("requires = 'a, b'").unwrap().requires(),
-            vec!["a".to_string(), "b".to_string()]
-        );
+        assert_eq!(parse_control("requires = 'a, b'").unwrap().requires(), vec!["a".to_string(), "b".to_string()]);
     }
 }

@@ -11,10 +11,7 @@ pub fn sha256_digest(bytes: &[u8]) -> String {
 /// The hex part of a well-formed `sha256:<64 lowercase hex>` digest, else `None`.
 pub fn sha256_hex(digest: &str) -> Option<&str> {
     let hex = digest.strip_prefix("sha256:")?;
-    let ok = hex.len() == 64
-        && hex
-            .bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let ok = hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     ok.then_some(hex)
 }
 
@@ -27,19 +24,12 @@ pub struct HashingReader<R> {
 
 impl<R: Read> HashingReader<R> {
     pub fn new(inner: R) -> Self {
-        HashingReader {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingReader { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// `(sha256:<hex>, byte count)` of everything read.
     pub fn finish(self) -> (String, u64) {
-        (
-            format!("sha256:{}", hex::encode(self.hasher.finalize())),
-            self.count,
-        )
+        (format!("sha256:{}", hex::encode(self.hasher.finalize())), self.count)
     }
 }
 
@@ -61,11 +51,7 @@ pub struct HashingWriter<W> {
 
 impl<W: Write> HashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        HashingWriter {
-            inner,
-            hasher: Sha256::new(),
-            count: 0,
-        }
+        HashingWriter { inner, hasher: Sha256::new(), count: 0 }
     }
 
     /// `(inner writer, sha256:<hex>, byte count)`.
@@ -102,10 +88,7 @@ mod tests {
     #[test]
     fn validates_digests() {
         let d = sha256_digest(b"");
-        assert_eq!(
-            d,
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(d, "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
         assert!(sha256_hex(&d).is_some());
         assert!(sha256_hex(&d.to_uppercase()).is_none());
         assert!(sha256_hex("sha512:abcd").is_none());

@@ -95,10 +95,7 @@ pub fn read_elf(bytes: &[u8]) -> Result<ElfInfo, String> {
     let elf = goblin::elf::Elf::parse(bytes).map_err(|e| e.to_string())?;
     let magic_sym = elf.dynsyms.iter().find(|s| {
         s.st_shndx != 0
-            && matches!(
-                s.st_bind(),
-                goblin::elf::sym::STB_GLOBAL | goblin::elf::sym::STB_WEAK
-            )
+            && matches!(s.st_bind(), goblin::elf::sym::STB_GLOBAL | goblin::elf::sym::STB_WEAK)
             && elf.dynstrtab.get_at(s.st_name) == Some("Pg_magic_func")
     });
     let mut runpath = Vec::new();
@@ -128,17 +125,9 @@ fn version_needs(elf: &goblin::elf::Elf) -> Vec<VersionNeed> {
     // Version index (vna_other) → (library, version name).
     let mut by_index: BTreeMap<u16, (String, String)> = BTreeMap::new();
     for need in verneed.iter() {
-        let lib = elf
-            .dynstrtab
-            .get_at(need.vn_file)
-            .unwrap_or("?")
-            .to_string();
+        let lib = elf.dynstrtab.get_at(need.vn_file).unwrap_or("?").to_string();
         for aux in need.iter() {
-            let name = elf
-                .dynstrtab
-                .get_at(aux.vna_name)
-                .unwrap_or("?")
-                .to_string();
+            let name = elf.dynstrtab.get_at(aux.vna_name).unwrap_or("?").to_string();
             by_index.insert(aux.vna_other, (lib.clone(), name));
         }
     }
@@ -162,11 +151,7 @@ fn version_needs(elf: &goblin::elf::Elf) -> Vec<VersionNeed> {
         .map(|(idx, (library, version))| VersionNeed {
             library,
             version,
-            symbols: symbols
-                .remove(&idx)
-                .unwrap_or_default()
-                .into_iter()
-                .collect(),
+            symbols: symbols.remove(&idx).unwrap_or_default().into_iter().collect(),
         })
         .collect()
 }
@@ -193,40 +178,27 @@ const MAGIC_FUNC_SCAN: usize = 64;
 /// starts `int len; int version; …` in every release since 8.2 (in 18 the
 /// ABI fields moved into a nested struct, `version` still at offset 4).
 fn pg_magic_version(elf: &goblin::elf::Elf, bytes: &[u8], func: u64) -> Result<u32, String> {
-    let off = file_offset(elf, func)
-        .ok_or_else(|| format!("Pg_magic_func at {func:#x} is outside the file's segments"))?;
+    let off =
+        file_offset(elf, func).ok_or_else(|| format!("Pg_magic_func at {func:#x} is outside the file's segments"))?;
     let code = &bytes[off..bytes.len().min(off + MAGIC_FUNC_SCAN)];
     let target = match elf.header.e_machine {
         header::EM_X86_64 => x86_64_rip_lea(code, func),
         header::EM_AARCH64 if elf.little_endian => aarch64_adrp_add(code, func),
         m => {
-            return Err(format!(
-                "reading Pg_magic_func is implemented for x86-64 and aarch64, not {}",
-                machine_name(m)
-            ))
+            return Err(format!("reading Pg_magic_func is implemented for x86-64 and aarch64, not {}", machine_name(m)))
         }
     }
     .ok_or_else(|| {
-        "Pg_magic_func does not load its magic block PC-relatively as PostgreSQL's macro compiles to"
-            .to_string()
+        "Pg_magic_func does not load its magic block PC-relatively as PostgreSQL's macro compiles to".to_string()
     })?;
-    let at = file_offset(elf, target)
-        .ok_or_else(|| format!("the magic block at {target:#x} is not in the file"))?;
+    let at = file_offset(elf, target).ok_or_else(|| format!("the magic block at {target:#x} is not in the file"))?;
     let word = |i: usize| -> Option<u32> {
         let b: [u8; 4] = bytes.get(at + i..at + i + 4)?.try_into().ok()?;
-        Some(if elf.little_endian {
-            u32::from_le_bytes(b)
-        } else {
-            u32::from_be_bytes(b)
-        })
+        Some(if elf.little_endian { u32::from_le_bytes(b) } else { u32::from_be_bytes(b) })
     };
-    let (len, version) = word(0)
-        .zip(word(4))
-        .ok_or_else(|| "the magic block is truncated".to_string())?;
+    let (len, version) = word(0).zip(word(4)).ok_or_else(|| "the magic block is truncated".to_string())?;
     if !(8..=4096).contains(&len) || !(800..=9999).contains(&version) {
-        return Err(format!(
-            "the magic block does not look like one (len {len}, version {version})"
-        ));
+        return Err(format!("the magic block does not look like one (len {len}, version {version})"));
     }
     Ok(version)
 }
@@ -238,10 +210,7 @@ pub(crate) fn x86_64_rip_lea(code: &[u8], addr: u64) -> Option<u64> {
         // REX.W (0x48/0x4c), opcode 8D, ModRM mod=00 rm=101 (RIP-relative).
         if (rex == 0x48 || rex == 0x4c) && code[i + 1] == 0x8d && code[i + 2] & 0xc7 == 0x05 {
             let disp = i32::from_le_bytes(code[i + 3..i + 7].try_into().ok()?);
-            Some(
-                addr.wrapping_add(i as u64 + 7)
-                    .wrapping_add_signed(i64::from(disp)),
-            )
+            Some(addr.wrapping_add(i as u64 + 7).wrapping_add_signed(i64::from(disp)))
         } else {
             None
         }
@@ -250,10 +219,7 @@ pub(crate) fn x86_64_rip_lea(code: &[u8], addr: u64) -> Option<u64> {
 
 /// Target of the first `adrp xN` + `add xN, xN, #imm` (or `adr xN`) in `code`.
 pub(crate) fn aarch64_adrp_add(code: &[u8], addr: u64) -> Option<u64> {
-    let insns: Vec<u32> = code
-        .chunks_exact(4)
-        .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect();
+    let insns: Vec<u32> = code.chunks_exact(4).map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
     // ADR/ADRP: op(31) immlo(30:29) 10000(28:24) immhi(23:5) Rd(4:0).
     let pc_rel = |insn: u32| -> i64 {
         let imm = (((insn >> 5) & 0x7ffff) << 2) | ((insn >> 29) & 3);
@@ -311,9 +277,7 @@ impl BaseLibs {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        BaseLibs {
-            names: names.into_iter().map(Into::into).collect(),
-        }
+        BaseLibs { names: names.into_iter().map(Into::into).collect() }
     }
 
     /// [`GLIBC_BASE`].
@@ -323,11 +287,7 @@ impl BaseLibs {
 
     /// Names one per line; blank lines and `#` comments ignored.
     pub fn from_list(text: &str) -> Self {
-        Self::from_names(
-            text.lines()
-                .map(|l| l.split('#').next().unwrap_or("").trim())
-                .filter(|l| !l.is_empty()),
-        )
+        Self::from_names(text.lines().map(|l| l.split('#').next().unwrap_or("").trim()).filter(|l| !l.is_empty()))
     }
 
     pub fn contains(&self, name: &str) -> bool {
@@ -360,10 +320,7 @@ impl BaseLibs {
         if queue.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::NotFound,
-                format!(
-                    "{}: no bin/ or lib/ files (not a PostgreSQL install?)",
-                    dir.display()
-                ),
+                format!("{}: no bin/ or lib/ files (not a PostgreSQL install?)", dir.display()),
             ));
         }
         let triplet = format!("{}-linux-gnu", std::env::consts::ARCH);
@@ -371,11 +328,7 @@ impl BaseLibs {
         for d in ["/lib", "/usr/lib"] {
             search.push(Path::new(d).join(&triplet));
         }
-        search.extend(
-            ["/lib64", "/usr/lib64", "/lib", "/usr/lib"]
-                .iter()
-                .map(PathBuf::from),
-        );
+        search.extend(["/lib64", "/usr/lib64", "/lib", "/usr/lib"].iter().map(PathBuf::from));
         let mut seen: HashSet<PathBuf> = HashSet::new();
         let mut names = BTreeSet::new();
         while let Some(p) = queue.pop_front() {
@@ -399,19 +352,13 @@ impl BaseLibs {
                 .iter()
                 .map(|r| {
                     PathBuf::from(
-                        r.replace("$ORIGIN", &origin.to_string_lossy())
-                            .replace("${ORIGIN}", &origin.to_string_lossy()),
+                        r.replace("$ORIGIN", &origin.to_string_lossy()).replace("${ORIGIN}", &origin.to_string_lossy()),
                     )
                 })
                 .collect();
             for n in &info.needed {
                 names.insert(n.clone());
-                if let Some(found) = own
-                    .iter()
-                    .chain(search.iter())
-                    .map(|d| d.join(n))
-                    .find(|c| c.is_file())
-                {
+                if let Some(found) = own.iter().chain(search.iter()).map(|d| d.join(n)).find(|c| c.is_file()) {
                     queue.push_back(found);
                 }
             }
@@ -427,10 +374,8 @@ mod tests {
     #[test]
     fn x86_64_lea_after_endbr64_and_frame_setup() {
         // endbr64; push rbp; mov rbp,rsp; lea rax,[rip+0x10]; pop rbp; ret
-        let code = [
-            0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x8d, 0x05, 0x10, 0x00, 0x00,
-            0x00, 0x5d, 0xc3,
-        ];
+        let code =
+            [0xf3, 0x0f, 0x1e, 0xfa, 0x55, 0x48, 0x89, 0xe5, 0x48, 0x8d, 0x05, 0x10, 0x00, 0x00, 0x00, 0x5d, 0xc3];
         assert_eq!(x86_64_rip_lea(&code, 0x1000), Some(0x1000 + 8 + 7 + 0x10));
         // Negative displacement, r8 as destination (REX 0x4c).
         let code = [0x4c, 0x8d, 0x05, 0xf0, 0xff, 0xff, 0xff, 0xc3];

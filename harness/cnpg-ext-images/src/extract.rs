@@ -70,16 +70,12 @@ impl<R: Read> Read for Metered<R> {
         m.total.set(m.total.get() + n as u64);
         if m.total.get() > m.max_total {
             m.tripped.set(Some("decompressed layer size"));
-            return Err(io::Error::other(
-                "decompressed layer exceeds the size limit",
-            ));
+            return Err(io::Error::other("decompressed layer exceeds the size limit"));
         }
         if m.in_meta.get() {
             m.meta.set(m.meta.get() + n as u64);
             if m.meta.get() > MAX_ENTRY_METADATA {
-                m.tripped.set(Some(
-                    "tar metadata (headers, long names, PAX records) of one entry",
-                ));
+                m.tripped.set(Some("tar metadata (headers, long names, PAX records) of one entry"));
                 return Err(io::Error::other("tar metadata exceeds the limit"));
             }
         }
@@ -133,9 +129,7 @@ pub(crate) fn check_symlink_target(target: &[u8], depth: usize) -> Result<(), St
         return Err("symlink with an empty target".into());
     }
     if target[0] == b'/' {
-        return Err(format!(
-            "symlink target {shown:?} is absolute and points outside the image root"
-        ));
+        return Err(format!("symlink target {shown:?} is absolute and points outside the image root"));
     }
     let mut ups = 0usize;
     let mut seen_name = false;
@@ -193,11 +187,8 @@ impl Extractor {
         diff_id: Option<&str>,
         ctx: &LayerCtx<'_>,
     ) -> Result<(), ImageError> {
-        let corrupt = |source: io::Error| ImageError::CorruptLayer {
-            image: ctx.image.into(),
-            layer: ctx.layer.into(),
-            source,
-        };
+        let corrupt =
+            |source: io::Error| ImageError::CorruptLayer { image: ctx.image.into(), layer: ctx.layer.into(), source };
         let mut br = io::BufReader::with_capacity(256 * 1024, raw);
         let head = br.fill_buf().map_err(corrupt)?;
         let decoded: Box<dyn Read + '_> = if head.starts_with(&[0x1f, 0x8b]) {
@@ -224,10 +215,7 @@ impl Extractor {
             tripped: Cell::new(None),
         });
         let hashing = HashingReader::new(decoded);
-        let metered = Metered {
-            inner: hashing,
-            m: meter.clone(),
-        };
+        let metered = Metered { inner: hashing, m: meter.clone() };
         self.layer_paths.clear();
         self.cache = None;
         let mut archive = tar::Archive::new(metered);
@@ -238,11 +226,7 @@ impl Extractor {
                     layer: ctx.layer.into(),
                     entry: entry.into(),
                     what: what.into(),
-                    limit: if what.starts_with("tar metadata") {
-                        MAX_ENTRY_METADATA
-                    } else {
-                        meter.max_total
-                    },
+                    limit: if what.starts_with("tar metadata") { MAX_ENTRY_METADATA } else { meter.max_total },
                 },
                 None => corrupt(e),
             }
@@ -340,12 +324,7 @@ impl Extractor {
                         _ => format!("path component {:?} is not a directory", prefix.display()),
                     });
                 }
-                Err(e) => {
-                    return Err(format!(
-                        "cannot open directory {:?}: {e}",
-                        rel_of(&comps[..=i]).display()
-                    ))
-                }
+                Err(e) => return Err(format!("cannot open directory {:?}: {e}", rel_of(&comps[..=i]).display())),
             };
             cur = next;
         }
@@ -381,11 +360,7 @@ impl Extractor {
         }
     }
 
-    fn apply_entry<R: Read>(
-        &mut self,
-        mut entry: tar::Entry<'_, R>,
-        ctx: &LayerCtx<'_>,
-    ) -> Result<(), EntryError> {
+    fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>, ctx: &LayerCtx<'_>) -> Result<(), EntryError> {
         let raw_name = entry.path_bytes().into_owned();
         let shown = String::from_utf8_lossy(&raw_name).into_owned();
         let unsafe_entry = |reason: String| {
@@ -399,17 +374,14 @@ impl Extractor {
         let io_err = |e: io::Error| {
             EntryError::Image(ImageError::io(
                 ctx.image.to_path_buf(),
-                io::Error::new(
-                    e.kind(),
-                    format!("layer {} entry {shown:?}: {e}", ctx.layer),
-                ),
+                io::Error::new(e.kind(), format!("layer {} entry {shown:?}: {e}", ctx.layer)),
             ))
         };
         let kind = entry.header().entry_type();
         let mut comps = entry_components(&raw_name).map_err(unsafe_entry)?;
         use tar::EntryType as T;
-        let is_dir = kind == T::Directory
-            || ((kind == T::Regular || kind == T::Continuous) && raw_name.ends_with(b"/"));
+        let is_dir =
+            kind == T::Directory || ((kind == T::Regular || kind == T::Continuous) && raw_name.ends_with(b"/"));
         match kind {
             T::XGlobalHeader => return Ok(()),
             T::Char | T::Block => return Err(unsafe_entry("device nodes are not allowed".into())),
@@ -444,11 +416,7 @@ impl Extractor {
                 return Ok(());
             }
             let target = OsStr::from_bytes(&nb[WHITEOUT_PREFIX.len()..]);
-            if target.is_empty()
-                || target == "."
-                || target == ".."
-                || target.as_bytes().contains(&b'/')
-            {
+            if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/') {
                 return Err(unsafe_entry("whiteout of an invalid name".into()));
             }
             let trel = parent_rel.join(target);
@@ -498,11 +466,8 @@ impl Extractor {
                     .ok_or_else(|| unsafe_entry("hardlink without a target".into()))?
                     .into_owned();
                 let tshown = String::from_utf8_lossy(&target).into_owned();
-                let mut tcomps = entry_components(&target).map_err(|r| {
-                    unsafe_entry(format!(
-                        "hardlink target {tshown:?} is outside the image root ({r})"
-                    ))
-                })?;
+                let mut tcomps = entry_components(&target)
+                    .map_err(|r| unsafe_entry(format!("hardlink target {tshown:?} is outside the image root ({r})")))?;
                 let Some(tname) = tcomps.pop() else {
                     return Err(unsafe_entry("hardlink to the image root".into()));
                 };
@@ -514,12 +479,11 @@ impl Extractor {
                     .walk(&tcomps, false)
                     .map_err(|r| unsafe_entry(format!("hardlink target {tshown:?}: {r}")))?
                     .ok_or_else(missing)?;
-                let st =
-                    match rustix::fs::statat(&tdir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                        Ok(st) => st,
-                        Err(Errno::NOENT) => return Err(missing()),
-                        Err(e) => return Err(io_err(e.into())),
-                    };
+                let st = match rustix::fs::statat(&tdir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                    Ok(st) => st,
+                    Err(Errno::NOENT) => return Err(missing()),
+                    Err(e) => return Err(io_err(e.into())),
+                };
                 match FileType::from_raw_mode(st.st_mode) {
                     FileType::RegularFile => {}
                     FileType::Symlink => {
@@ -528,21 +492,11 @@ impl Extractor {
                         check_symlink_target(t.as_bytes(), depth)
                             .map_err(|r| unsafe_entry(format!("hardlink to a symlink: {r}")))?;
                     }
-                    _ => {
-                        return Err(unsafe_entry(format!(
-                            "hardlink target {tshown:?} is not a regular file"
-                        )))
-                    }
+                    _ => return Err(unsafe_entry(format!("hardlink target {tshown:?} is not a regular file"))),
                 }
                 self.remove(&*parent, &rel, &name).map_err(io_err)?;
-                rustix::fs::linkat(
-                    &tdir,
-                    tname.as_os_str(),
-                    &*parent,
-                    name.as_os_str(),
-                    AtFlags::empty(),
-                )
-                .map_err(|e| io_err(e.into()))?;
+                rustix::fs::linkat(&tdir, tname.as_os_str(), &*parent, name.as_os_str(), AtFlags::empty())
+                    .map_err(|e| io_err(e.into()))?;
                 // A hard link is the same inode: its target's owner and mode.
                 let target_rel = rel_of(&tcomps).join(&tname);
                 match self.ownership.get(&target_rel).copied() {
@@ -565,11 +519,7 @@ impl Extractor {
                 let fd = rustix::fs::openat(
                     &*parent,
                     name.as_os_str(),
-                    OFlags::WRONLY
-                        | OFlags::CREATE
-                        | OFlags::EXCL
-                        | OFlags::NOFOLLOW
-                        | OFlags::CLOEXEC,
+                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
                     Mode::from_raw_mode(0o600),
                 )
                 .map_err(|e| io_err(e.into()))?;
@@ -590,8 +540,7 @@ impl Extractor {
                     )));
                 }
                 self.bytes += written;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
-                    .map_err(|e| io_err(e.into()))?;
+                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| io_err(e.into()))?;
                 self.ownership.insert(rel, owner);
             }
         }
@@ -613,8 +562,7 @@ impl Extractor {
         for n in names {
             let rel = dir_rel.join(&n);
             if self.layer_paths.contains(&rel) {
-                let st = rustix::fs::statat(dir, n.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
-                    .map_err(errno_io)?;
+                let st = rustix::fs::statat(dir, n.as_os_str(), AtFlags::SYMLINK_NOFOLLOW).map_err(errno_io)?;
                 if FileType::from_raw_mode(st.st_mode) == FileType::Directory {
                     let sub = rustix::fs::openat(
                         dir,

@@ -66,28 +66,18 @@ struct Candidate {
 
 impl Resolved {
     /// Open an image and select the manifest for `platform` (host default).
-    pub(crate) fn open(
-        image: &Path,
-        platform: Option<&Platform>,
-        max_decompressed: u64,
-    ) -> Result<Self, ImageError> {
+    pub(crate) fn open(image: &Path, platform: Option<&Platform>, max_decompressed: u64) -> Result<Self, ImageError> {
         let container = Container::open(image, max_decompressed)?;
         let is_dir = matches!(container, Container::Dir(_));
         if container.exists("index.json") {
-            let format = if is_dir {
-                ImageFormat::OciLayout
-            } else {
-                ImageFormat::OciArchive
-            };
+            let format = if is_dir { ImageFormat::OciLayout } else { ImageFormat::OciArchive };
             resolve_oci(image, container, format, platform)
         } else if container.exists("manifest.json") {
             resolve_docker(image, container, platform)
         } else {
             Err(ImageError::NotAnImage {
                 path: image.into(),
-                reason:
-                    "no index.json (OCI layout/archive) or manifest.json (docker-archive) found"
-                        .into(),
+                reason: "no index.json (OCI layout/archive) or manifest.json (docker-archive) found".into(),
             })
         }
     }
@@ -99,31 +89,17 @@ impl Resolved {
             return Ok(());
         };
         let what = format!("layer {}", layer.rel);
-        let r = self
-            .container
-            .open_member(&layer.rel)
-            .map_err(|_| missing(&self.image, digest, &what))?;
+        let r = self.container.open_member(&layer.rel).map_err(|_| missing(&self.image, digest, &what))?;
         let (actual, n) = hash_reader(r).map_err(|e| ImageError::io(&self.image, e))?;
         check_blob(&self.image, digest, &what, size, n, &actual)
     }
 }
 
 fn missing(image: &Path, digest: &str, what: &str) -> ImageError {
-    ImageError::BlobMissing {
-        image: image.into(),
-        digest: digest.into(),
-        what: what.into(),
-    }
+    ImageError::BlobMissing { image: image.into(), digest: digest.into(), what: what.into() }
 }
 
-fn check_blob(
-    image: &Path,
-    digest: &str,
-    what: &str,
-    size: u64,
-    n: u64,
-    actual: &str,
-) -> Result<(), ImageError> {
+fn check_blob(image: &Path, digest: &str, what: &str, size: u64, n: u64, actual: &str) -> Result<(), ImageError> {
     if n != size {
         return Err(ImageError::SizeMismatch {
             image: image.into(),
@@ -155,16 +131,9 @@ pub(crate) fn blob_path(image: &Path, digest: &str, what: &str) -> Result<String
 }
 
 /// Read a small blob fully, checking size (before reading) and digest.
-fn read_blob(
-    c: &Container,
-    image: &Path,
-    desc: &Descriptor,
-    what: &str,
-) -> Result<Vec<u8>, ImageError> {
+fn read_blob(c: &Container, image: &Path, desc: &Descriptor, what: &str) -> Result<Vec<u8>, ImageError> {
     let rel = blob_path(image, &desc.digest, what)?;
-    let stored = c
-        .size(&rel)
-        .ok_or_else(|| missing(image, &desc.digest, what))?;
+    let stored = c.size(&rel).ok_or_else(|| missing(image, &desc.digest, what))?;
     if stored != desc.size {
         return Err(ImageError::SizeMismatch {
             image: image.into(),
@@ -183,26 +152,14 @@ fn read_blob(
     }
     let bytes = read_member(c, image, &rel)?;
     let actual = sha256_digest(&bytes);
-    check_blob(
-        image,
-        &desc.digest,
-        what,
-        desc.size,
-        bytes.len() as u64,
-        &actual,
-    )?;
+    check_blob(image, &desc.digest, what, desc.size, bytes.len() as u64, &actual)?;
     Ok(bytes)
 }
 
 fn read_member(c: &Container, image: &Path, rel: &str) -> Result<Vec<u8>, ImageError> {
-    let mut r = c
-        .open_member(rel)
-        .map_err(|e| ImageError::io(image.join(rel), e))?;
+    let mut r = c.open_member(rel).map_err(|e| ImageError::io(image.join(rel), e))?;
     let mut buf = Vec::new();
-    r.by_ref()
-        .take(MAX_JSON + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| ImageError::io(image.join(rel), e))?;
+    r.by_ref().take(MAX_JSON + 1).read_to_end(&mut buf).map_err(|e| ImageError::io(image.join(rel), e))?;
     if buf.len() as u64 > MAX_JSON {
         return Err(ImageError::Invalid {
             image: image.into(),
@@ -213,16 +170,8 @@ fn read_member(c: &Container, image: &Path, rel: &str) -> Result<Vec<u8>, ImageE
     Ok(buf)
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
-    image: &Path,
-    what: &str,
-    bytes: &[u8],
-) -> Result<T, ImageError> {
-    serde_json::from_slice(bytes).map_err(|source| ImageError::Json {
-        image: image.into(),
-        what: what.into(),
-        source,
-    })
+fn parse<T: serde::de::DeserializeOwned>(image: &Path, what: &str, bytes: &[u8]) -> Result<T, ImageError> {
+    serde_json::from_slice(bytes).map_err(|source| ImageError::Json { image: image.into(), what: what.into(), source })
 }
 
 fn ref_names(desc: &Descriptor) -> Vec<String> {
@@ -278,11 +227,7 @@ fn collect(
             let nested: Index = parse(image, &what, &bytes)?;
             collect(c, image, &nested, &names, depth + 1, out)?;
         } else if spec::is_manifest(&desc.media_type) {
-            out.push(Candidate {
-                desc: desc.clone(),
-                names,
-                loaded: None,
-            });
+            out.push(Candidate { desc: desc.clone(), names, loaded: None });
         }
         // Other media types (artifacts, signatures) are not images: skipped.
     }
@@ -338,9 +283,7 @@ fn select<'a>(
         };
         plats.push(p);
     }
-    let real: Vec<usize> = (0..cands.len())
-        .filter(|&i| plats[i].os != "unknown")
-        .collect();
+    let real: Vec<usize> = (0..cands.len()).filter(|&i| plats[i].os != "unknown").collect();
     let chosen = match platform {
         None if real.len() == 1 => Some(real[0]),
         _ => {
@@ -368,21 +311,14 @@ fn resolve_oci(
     let mut cands = Vec::new();
     collect(&c, image, &index, &[], 0, &mut cands)?;
     if cands.is_empty() {
-        return Err(ImageError::NotAnImage {
-            path: image.into(),
-            reason: "index.json lists no image manifest".into(),
-        });
+        return Err(ImageError::NotAnImage { path: image.into(), reason: "index.json lists no image manifest".into() });
     }
     let cand = select(image, &mut cands, platform, &c)?;
     let (manifest, config, config_bytes) = match cand.loaded.take() {
         Some(l) => l,
         None => load_manifest(&c, image, &cand.desc)?,
     };
-    let diff_ids = config
-        .rootfs
-        .as_ref()
-        .map(|r| r.diff_ids.clone())
-        .unwrap_or_default();
+    let diff_ids = config.rootfs.as_ref().map(|r| r.diff_ids.clone()).unwrap_or_default();
     if diff_ids.len() != manifest.layers.len() {
         return Err(ImageError::Invalid {
             image: image.into(),
@@ -428,38 +364,22 @@ fn resolve_oci(
 /// Digest implied by a docker-archive member name (`<hex>.json`,
 /// `blobs/sha256/<hex>`), if any.
 fn implied_digest(rel: &str) -> Option<String> {
-    let base = rel
-        .strip_prefix("blobs/sha256/")
-        .or_else(|| rel.strip_suffix(".json"))?;
+    let base = rel.strip_prefix("blobs/sha256/").or_else(|| rel.strip_suffix(".json"))?;
     let d = format!("sha256:{base}");
     sha256_hex(&d).is_some().then_some(d)
 }
 
-fn resolve_docker(
-    image: &Path,
-    c: Container,
-    platform: Option<&Platform>,
-) -> Result<Resolved, ImageError> {
-    let entries: Vec<DockerArchiveEntry> = parse(
-        image,
-        "manifest.json",
-        &read_member(&c, image, "manifest.json")?,
-    )?;
+fn resolve_docker(image: &Path, c: Container, platform: Option<&Platform>) -> Result<Resolved, ImageError> {
+    let entries: Vec<DockerArchiveEntry> = parse(image, "manifest.json", &read_member(&c, image, "manifest.json")?)?;
     if entries.is_empty() {
-        return Err(ImageError::NotAnImage {
-            path: image.into(),
-            reason: "manifest.json lists no image".into(),
-        });
+        return Err(ImageError::NotAnImage { path: image.into(), reason: "manifest.json lists no image".into() });
     }
     let mut loaded = Vec::new();
     for e in &entries {
         let rel = normalize_rel(&e.config).ok_or_else(|| ImageError::Invalid {
             image: image.into(),
             what: "manifest.json".into(),
-            reason: format!(
-                "config path {:?} is not a relative path inside the archive",
-                e.config
-            ),
+            reason: format!("config path {:?} is not a relative path inside the archive", e.config),
         })?;
         let bytes = read_member(&c, image, &rel)?;
         let digest = sha256_digest(&bytes);
@@ -493,11 +413,7 @@ fn resolve_docker(
     };
     let entry = &entries[i];
     let (config_digest, config, config_bytes) = loaded.swap_remove(i);
-    let diff_ids = config
-        .rootfs
-        .as_ref()
-        .map(|r| r.diff_ids.clone())
-        .unwrap_or_default();
+    let diff_ids = config.rootfs.as_ref().map(|r| r.diff_ids.clone()).unwrap_or_default();
     if diff_ids.len() != entry.layers.len() {
         return Err(ImageError::Invalid {
             image: image.into(),
@@ -516,9 +432,7 @@ fn resolve_docker(
             what: "manifest.json".into(),
             reason: format!("layer path {l:?} is not a relative path inside the archive"),
         })?;
-        let size = c
-            .size(&rel)
-            .ok_or_else(|| missing(image, &diff_id, &format!("layer {rel}")))?;
+        let size = c.size(&rel).ok_or_else(|| missing(image, &diff_id, &format!("layer {rel}")))?;
         let digest = implied_digest(&rel);
         layers.push(LayerRef {
             label: rel.clone(),

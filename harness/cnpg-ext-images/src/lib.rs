@@ -28,16 +28,16 @@ pub mod spec;
 mod unpack;
 
 pub use build::{
-    build_layout, validate_reference, write_docker_archive, write_oci_archive, BuildOptions,
-    BuiltImage, CREATED, GZIP_LEVEL,
+    build_layout, validate_reference, write_docker_archive, write_oci_archive, BuildOptions, BuiltImage, CREATED,
+    GZIP_LEVEL,
 };
 pub use digest::sha256_digest;
 pub use error::ImageError;
 pub use layout::ImageFormat;
 pub use platform::{host_arch, normalize_arch, Platform};
 pub use unpack::{
-    inspect, unpack, ImageConfigSummary, ImageSummary, UnpackOptions, UnpackedImage,
-    DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
+    inspect, unpack, ImageConfigSummary, ImageSummary, UnpackOptions, UnpackedImage, DEFAULT_MAX_ENTRIES,
+    DEFAULT_MAX_TOTAL_BYTES,
 };
 
 /// Label: base image name.
@@ -63,18 +63,9 @@ pub fn fuzz_parse_documents(bytes: &[u8]) {
 /// directory `root` with the default limits.
 #[doc(hidden)]
 pub fn fuzz_apply_layer(layer: &[u8], root: &std::path::Path) -> Result<(), ImageError> {
-    let mut ex = extract::Extractor::new(
-        root,
-        extract::Limits {
-            max_bytes: 64 << 20,
-            max_entries: 10_000,
-        },
-    )
-    .map_err(|e| ImageError::io(root, e))?;
-    let ctx = extract::LayerCtx {
-        image: std::path::Path::new("fuzz"),
-        layer: "fuzz",
-    };
+    let mut ex = extract::Extractor::new(root, extract::Limits { max_bytes: 64 << 20, max_entries: 10_000 })
+        .map_err(|e| ImageError::io(root, e))?;
+    let ctx = extract::LayerCtx { image: std::path::Path::new("fuzz"), layer: "fuzz" };
     ex.apply_layer(layer, None, &ctx)?;
     ex.finish().map_err(|e| ImageError::io(root, e))
 }

@@ -115,12 +115,8 @@ pub mod codes {
 }
 
 /// Labels every extension image must carry.
-pub const REQUIRED_LABELS: &[&str] = &[
-    crate::LABEL_BASE_NAME,
-    crate::LABEL_BASE_PGMAJOR,
-    crate::LABEL_BASE_OS,
-    crate::LABEL_SQL_VERSION,
-];
+pub const REQUIRED_LABELS: &[&str] =
+    &[crate::LABEL_BASE_NAME, crate::LABEL_BASE_PGMAJOR, crate::LABEL_BASE_OS, crate::LABEL_SQL_VERSION];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -180,16 +176,10 @@ pub struct NeededVersion {
 
 impl LintReport {
     pub fn errors(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Error)
-            .count()
+        self.findings.iter().filter(|f| f.severity == Severity::Error).count()
     }
     pub fn warnings(&self) -> usize {
-        self.findings
-            .iter()
-            .filter(|f| f.severity == Severity::Warning)
-            .count()
+        self.findings.iter().filter(|f| f.severity == Severity::Warning).count()
     }
     pub fn has_errors(&self) -> bool {
         self.errors() > 0
@@ -203,10 +193,7 @@ impl LintReport {
     }
     /// Human-readable rendering, one finding per line.
     pub fn to_text(&self) -> String {
-        let mut s = format!(
-            "image: {}\nmanifest: {}\n",
-            self.image, self.manifest_digest
-        );
+        let mut s = format!("image: {}\nmanifest: {}\n", self.image, self.manifest_digest);
         for f in &self.findings {
             let sev = match f.severity {
                 Severity::Error => "error",
@@ -220,12 +207,7 @@ impl LintReport {
             let _ = writeln!(s, "{}", f.message);
         }
         let _ = writeln!(s, "{}", self.binaries.to_text());
-        let _ = writeln!(
-            s,
-            "{} error(s), {} warning(s)",
-            self.errors(),
-            self.warnings()
-        );
+        let _ = writeln!(s, "{} error(s), {} warning(s)", self.errors(), self.warnings());
         s
     }
 }
@@ -238,34 +220,18 @@ impl Binaries {
         parts.push(if majors.is_empty() {
             "no module magic read".to_string()
         } else {
-            format!(
-                "PostgreSQL {}",
-                majors
-                    .iter()
-                    .map(u32::to_string)
-                    .collect::<Vec<_>>()
-                    .join(" and ")
-            )
+            format!("PostgreSQL {}", majors.iter().map(u32::to_string).collect::<Vec<_>>().join(" and "))
         });
         for (rt, n) in &self.newest_needs {
             parts.push(format!(
                 "needs {rt} {} ({}{})",
                 n.version,
                 n.path,
-                n.symbol
-                    .as_ref()
-                    .map(|s| format!(": {s}"))
-                    .unwrap_or_default()
+                n.symbol.as_ref().map(|s| format!(": {s}")).unwrap_or_default()
             ));
         }
         if !self.architectures.is_empty() {
-            parts.push(
-                self.architectures
-                    .iter()
-                    .map(|(a, n)| format!("{a} ×{n}"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            );
+            parts.push(self.architectures.iter().map(|(a, n)| format!("{a} ×{n}")).collect::<Vec<_>>().join(", "));
         }
         parts.push(match &self.operand_os {
             Some(os) => format!("operand {os} ({})", self.operand_os_source),
@@ -347,12 +313,7 @@ pub fn lint(image: &Path, opts: &LintOptions) -> Result<LintReport, ImageError> 
         other => other?,
     };
     let (findings, binaries) = lint_tree_full(&root, &u.config, &names, Some(&u.ownership), opts);
-    Ok(LintReport {
-        image: image.display().to_string(),
-        manifest_digest: u.manifest_digest,
-        findings,
-        binaries,
-    })
+    Ok(LintReport { image: image.display().to_string(), manifest_digest: u.manifest_digest, findings, binaries })
 }
 
 struct Ctx<'a> {
@@ -390,24 +351,14 @@ impl Ctx<'_> {
 fn safe_rel(p: &str) -> Option<PathBuf> {
     let pb = PathBuf::from(p);
     let ok = !p.is_empty()
-        && pb.components().all(|c| {
-            matches!(
-                c,
-                std::path::Component::Normal(_) | std::path::Component::CurDir
-            )
-        });
+        && pb.components().all(|c| matches!(c, std::path::Component::Normal(_) | std::path::Component::CurDir));
     ok.then_some(pb)
 }
 
 /// Lint an already unpacked image root. `ref_names` are the image's
 /// reference names (for the tag check). File access is judged from the
 /// files' modes and owners on disk.
-pub fn lint_tree(
-    root: &Path,
-    config: &ImageConfigSummary,
-    ref_names: &[String],
-    opts: &LintOptions,
-) -> Vec<Finding> {
+pub fn lint_tree(root: &Path, config: &ImageConfigSummary, ref_names: &[String], opts: &LintOptions) -> Vec<Finding> {
     lint_tree_full(root, config, ref_names, None, opts).0
 }
 
@@ -417,13 +368,7 @@ fn operand_distro(opts: &LintOptions, ref_names: &[String]) -> (Option<&'static 
     if let Some(os) = &opts.os {
         return match compat::distro(os) {
             Some(d) => (Some(d), "given".into()),
-            None => (
-                None,
-                format!(
-                    "{os:?} is not a known distribution ({})",
-                    compat::distro_names()
-                ),
-            ),
+            None => (None, format!("{os:?} is not a known distribution ({})", compat::distro_names())),
         };
     }
     if let Some(img) = &opts.operand_image {
@@ -436,10 +381,7 @@ fn operand_distro(opts: &LintOptions, ref_names: &[String]) -> (Option<&'static 
             return (Some(d), format!("the image's tag {r}"));
         }
     }
-    (
-        None,
-        "no --os, no Cluster imageName and no distribution in the image's tag".into(),
-    )
+    (None, "no --os, no Cluster imageName and no distribution in the image's tag".into())
 }
 
 /// [`lint_tree`] with the owners and modes the layers recorded (when
@@ -477,11 +419,7 @@ pub fn lint_tree_full(
         }
         v
     };
-    let control_dirs = dirs(
-        &mut cx,
-        &opts.extension_control_path,
-        "extension_control_path",
-    );
+    let control_dirs = dirs(&mut cx, &opts.extension_control_path, "extension_control_path");
     let lib_dirs = dirs(&mut cx, &opts.dynamic_library_path, "dynamic_library_path");
     let sys_dirs = dirs(&mut cx, &opts.ld_library_path, "ld_library_path");
 
@@ -495,22 +433,13 @@ pub fn lint_tree_full(
                 format!(
                     "label {} = {v:?} matches no control file default_version ({})",
                     crate::LABEL_SQL_VERSION,
-                    default_versions
-                        .iter()
-                        .cloned()
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    default_versions.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
             );
         }
     }
     check_elves(&mut cx, &lib_dirs, &sys_dirs, &modules);
-    let elf_arch = cx
-        .bin
-        .architectures
-        .iter()
-        .max_by_key(|(_, n)| **n)
-        .map(|(a, _)| a.clone());
+    let elf_arch = cx.bin.architectures.iter().max_by_key(|(_, n)| **n).map(|(a, _)| a.clone());
     if let Some(a) = elf_arch {
         if normalize_arch(&config.architecture) != a {
             cx.warn(
@@ -549,18 +478,11 @@ fn check_pg_major(cx: &mut Ctx, config: &ImageConfigSummary) {
         }
     }
     if label != Some(want) {
-        let msg = format!(
-            "label {} = {v:?} but PostgreSQL {want} is expected",
-            crate::LABEL_BASE_PGMAJOR
-        );
+        let msg = format!("label {} = {v:?} but PostgreSQL {want} is expected", crate::LABEL_BASE_PGMAJOR);
         if majors.is_empty() {
             cx.err(codes::PG_MAJOR_MISMATCH, None, msg);
         } else {
-            cx.warn(
-                codes::PG_MAJOR_MISMATCH,
-                None,
-                format!("{msg} (the modules' magic blocks are judged instead)"),
-            );
+            cx.warn(codes::PG_MAJOR_MISMATCH, None, format!("{msg} (the modules' magic blocks are judged instead)"));
         }
     }
 }
@@ -620,17 +542,9 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
             Some(o) => o.get(rel).copied().unwrap_or(if md.is_dir() {
                 FileOwner::IMPLICIT_DIR
             } else {
-                FileOwner {
-                    uid: u64::from(md.uid()),
-                    gid: u64::from(md.gid()),
-                    mode: md.mode() & 0o777,
-                }
+                FileOwner { uid: u64::from(md.uid()), gid: u64::from(md.gid()), mode: md.mode() & 0o777 }
             }),
-            None => FileOwner {
-                uid: u64::from(md.uid()),
-                gid: u64::from(md.gid()),
-                mode: md.mode() & 0o777,
-            },
+            None => FileOwner { uid: u64::from(md.uid()), gid: u64::from(md.gid()), mode: md.mode() & 0o777 },
         }
     };
     let mut reported: BTreeSet<PathBuf> = BTreeSet::new();
@@ -674,10 +588,7 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
             if !root.join(dir).is_dir() {
                 continue;
             }
-            for e in walkdir::WalkDir::new(root.join(dir))
-                .follow_links(false)
-                .sort_by_file_name()
-            {
+            for e in walkdir::WalkDir::new(root.join(dir)).follow_links(false).sort_by_file_name() {
                 let Ok(e) = e else { continue };
                 let Ok(rel) = e.path().strip_prefix(root) else {
                     continue;
@@ -690,11 +601,7 @@ fn check_access(cx: &mut Ctx, ownership: Option<&Ownership>, configured: &[&Vec<
                 let bits = o.postgres_bits();
                 if md.is_dir() {
                     if bits & need != need {
-                        let what = if listed {
-                            "list and traverse this directory"
-                        } else {
-                            "traverse this directory"
-                        };
+                        let what = if listed { "list and traverse this directory" } else { "traverse this directory" };
                         report(cx, rel, o, what);
                     }
                 } else if bits & 4 == 0 {
@@ -709,11 +616,7 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
     let opts = cx.opts;
     for l in REQUIRED_LABELS {
         if !config.labels.contains_key(*l) {
-            let sev = if opts.require_labels {
-                Severity::Error
-            } else {
-                Severity::Warning
-            };
+            let sev = if opts.require_labels { Severity::Error } else { Severity::Warning };
             cx.add(
                 sev,
                 codes::MISSING_LABEL,
@@ -737,11 +640,7 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
     let user = config.user.as_deref().unwrap_or("").trim();
     let uid = user.split(':').next().unwrap_or("");
     if uid.is_empty() || uid == "0" || uid == "root" {
-        let why = if uid.is_empty() {
-            "is empty (root)".to_string()
-        } else {
-            format!("{user:?} is root")
-        };
+        let why = if uid.is_empty() { "is empty (root)".to_string() } else { format!("{user:?} is root") };
         cx.info(
             codes::ROOT_USER,
             None,
@@ -756,16 +655,11 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
         let parts: Vec<&str> = tag.split('-').collect();
         if parts.len() >= 3 {
             let major = parts[parts.len() - 2];
-            if major.chars().all(|c| c.is_ascii_digit())
-                && major.parse::<u32>().ok() != Some(opts.pg_major)
-            {
+            if major.chars().all(|c| c.is_ascii_digit()) && major.parse::<u32>().ok() != Some(opts.pg_major) {
                 cx.warn(
                     codes::TAG_PG_MAJOR_MISMATCH,
                     None,
-                    format!(
-                        "tag {tag:?} names PostgreSQL {major} but {} is expected",
-                        opts.pg_major
-                    ),
+                    format!("tag {tag:?} names PostgreSQL {major} but {} is expected", opts.pg_major),
                 );
             }
         }
@@ -774,15 +668,8 @@ fn check_config(cx: &mut Ctx, config: &ImageConfigSummary, ref_names: &[String])
 
 /// Resolve a module name (`$libdir/x`, `x`, `x.so`) in the library dirs.
 fn find_module(root: &Path, lib_dirs: &[PathBuf], name: &str) -> Option<PathBuf> {
-    let file = if name.ends_with(".so") {
-        name.to_string()
-    } else {
-        format!("{name}.so")
-    };
-    lib_dirs
-        .iter()
-        .flat_map(|d| [root.join(d).join(&file), root.join(d).join(name)])
-        .find(|p| p.is_file())
+    let file = if name.ends_with(".so") { name.to_string() } else { format!("{name}.so") };
+    lib_dirs.iter().flat_map(|d| [root.join(d).join(&file), root.join(d).join(name)]).find(|p| p.is_file())
 }
 
 /// `$libdir/<name>` references in SQL text.
@@ -791,9 +678,7 @@ fn libdir_refs(sql: &str) -> BTreeSet<String> {
     let mut rest = sql;
     while let Some(i) = rest.find("$libdir/") {
         rest = &rest[i + "$libdir/".len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c)))
-            .unwrap_or(rest.len());
+        let end = rest.find(|c: char| !(c.is_ascii_alphanumeric() || "_.-".contains(c))).unwrap_or(rest.len());
         if end > 0 {
             out.insert(rest[..end].to_string());
         }
@@ -832,11 +717,7 @@ fn install_reachable(ext: &str, scripts: &[String], target: &str) -> bool {
 
 fn sorted_names(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -867,11 +748,7 @@ fn check_controls(
             let text = match std::fs::read(&path) {
                 Ok(b) => String::from_utf8_lossy(&b).into_owned(),
                 Err(e) => {
-                    cx.err(
-                        codes::CONTROL_PARSE_ERROR,
-                        Some(&path),
-                        format!("unreadable: {e}"),
-                    );
+                    cx.err(codes::CONTROL_PARSE_ERROR, Some(&path), format!("unreadable: {e}"));
                     continue;
                 }
             };
@@ -901,20 +778,14 @@ fn check_controls(
                     cx.warn(
                         codes::ABSOLUTE_DIRECTORY,
                         Some(&path),
-                        format!(
-                            "directory = {d:?} is absolute and cannot point into the image volume"
-                        ),
+                        format!("directory = {d:?} is absolute and cannot point into the image volume"),
                     );
                     None
                 }
                 Some(d) => match safe_rel(d) {
                     Some(r) => Some(share.join(r)),
                     None => {
-                        cx.err(
-                            codes::INVALID_PATH_OPTION,
-                            Some(&path),
-                            format!("directory = {d:?} leaves the image"),
-                        );
+                        cx.err(codes::INVALID_PATH_OPTION, Some(&path), format!("directory = {d:?} leaves the image"));
                         None
                     }
                 },
@@ -950,7 +821,9 @@ fn check_controls(
                     None if m.contains('/') => cx.warn(
                         codes::ABSOLUTE_MODULE_PATHNAME,
                         Some(&path),
-                        format!("module_pathname {m:?} is a path; use '$libdir/<name>' so dynamic_library_path finds it"),
+                        format!(
+                            "module_pathname {m:?} is a path; use '$libdir/<name>' so dynamic_library_path finds it"
+                        ),
                     ),
                     _ => {
                         let n = name.unwrap_or(m);
@@ -970,15 +843,17 @@ fn check_controls(
             if let Some(sd) = &script_dir {
                 for s in &scripts {
                     let sp = sd.join(s);
-                    let sql = std::fs::read(&sp)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default();
+                    let sql = std::fs::read(&sp).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default();
                     for r in libdir_refs(&sql) {
                         match find_module(root, lib_dirs, &r) {
                             Some(p) => {
                                 modules.insert(p);
                             }
-                            None => cx.err(codes::MISSING_MODULE, Some(&sp), format!("references '$libdir/{r}' but no {r}.so is in the library dirs ({lib_list})")),
+                            None => cx.err(
+                                codes::MISSING_MODULE,
+                                Some(&sp),
+                                format!("references '$libdir/{r}' but no {r}.so is in the library dirs ({lib_list})"),
+                            ),
                         }
                     }
                 }
@@ -986,11 +861,7 @@ fn check_controls(
         }
     }
     if found == 0 {
-        let where_ = control_dirs
-            .iter()
-            .map(|d| format!("{}/extension", d.display()))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let where_ = control_dirs.iter().map(|d| format!("{}/extension", d.display())).collect::<Vec<_>>().join(", ");
         // A module without an extension (loaded through shared_preload_libraries, like
         // auto_explain) is a valid image: say what it is instead of refusing it.
         let has_module = lib_dirs.iter().any(|d| {
@@ -1005,11 +876,7 @@ fn check_controls(
                 format!("no extension control file in {where_}: a module-only image (for shared_preload_libraries)"),
             );
         } else {
-            cx.err(
-                codes::NO_CONTROL_FILES,
-                None,
-                format!("no extension control file and no module in {where_}"),
-            );
+            cx.err(codes::NO_CONTROL_FILES, None, format!("no extension control file and no module in {where_}"));
         }
     }
     (modules, versions)
@@ -1022,9 +889,7 @@ fn looks_like_shared_object(name: &str) -> bool {
 /// Lexically resolve `$ORIGIN`-relative runpath `rp` for a file in `dir`
 /// (relative to the root); `None` if it leaves the root or is absolute.
 fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
-    let rest = rp
-        .strip_prefix("$ORIGIN")
-        .or_else(|| rp.strip_prefix("${ORIGIN}"))?;
+    let rest = rp.strip_prefix("$ORIGIN").or_else(|| rp.strip_prefix("${ORIGIN}"))?;
     let mut out: Vec<std::ffi::OsString> = dir_rel.iter().map(|c| c.to_os_string()).collect();
     for c in rest.split('/') {
         match c {
@@ -1040,23 +905,18 @@ fn origin_dir(dir_rel: &Path, rp: &str) -> Option<PathBuf> {
 
 /// OCI name of an `e_machine` where known, else its description.
 fn machine_arch(m: u16) -> String {
-    [
-        "amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64",
-    ]
-    .iter()
-    .find(|a| arch_machine(a).map(|x| x.0) == Some(m))
-    .map(|a| a.to_string())
-    .unwrap_or_else(|| machine_name(m))
+    ["amd64", "arm64", "386", "arm", "ppc64le", "s390x", "riscv64"]
+        .iter()
+        .find(|a| arch_machine(a).map(|x| x.0) == Some(m))
+        .map(|a| a.to_string())
+        .unwrap_or_else(|| machine_name(m))
 }
 
 /// Whether the file starts with the ELF magic (reads 4 bytes).
 fn starts_with_elf_magic(path: &Path) -> bool {
     use std::io::Read;
     let mut head = [0u8; 4];
-    std::fs::File::open(path)
-        .and_then(|mut f| f.read_exact(&mut head))
-        .map(|_| is_elf(&head))
-        .unwrap_or(false)
+    std::fs::File::open(path).and_then(|mut f| f.read_exact(&mut head)).map(|_| is_elf(&head)).unwrap_or(false)
 }
 
 fn runtime_key(rt: Runtime) -> &'static str {
@@ -1079,11 +939,7 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
         let key = runtime_key(rt);
         let newer = match cx.bin.newest_needs.get(key) {
             Some(n) => {
-                let cur: Vec<u32> = n
-                    .version
-                    .split('.')
-                    .filter_map(|p| p.parse().ok())
-                    .collect();
+                let cur: Vec<u32> = n.version.split('.').filter_map(|p| p.parse().ok()).collect();
                 nums > cur
             }
             None => true,
@@ -1094,21 +950,14 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
                 NeededVersion {
                     version: compat::dotted(&nums),
                     path: rel.clone(),
-                    symbol: need
-                        .symbols
-                        .first()
-                        .map(|s| format!("{s}@{}", need.version)),
+                    symbol: need.symbols.first().map(|s| format!("{s}@{}", need.version)),
                 },
             );
         }
         if let Some(d) = cx.distro {
             if nums > d.provides(rt) {
-                let mut shown: Vec<String> = need
-                    .symbols
-                    .iter()
-                    .take(4)
-                    .map(|s| format!("{s}@{}", need.version))
-                    .collect();
+                let mut shown: Vec<String> =
+                    need.symbols.iter().take(4).map(|s| format!("{s}@{}", need.version)).collect();
                 if shown.is_empty() {
                     shown.push(need.version.clone());
                 } else if need.symbols.len() > 4 {
@@ -1124,11 +973,7 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
             Runtime::Glibc => (codes::GLIBC_TOO_NEW, d.glibc_text()),
             rt => (
                 codes::LIBSTDCXX_TOO_NEW,
-                format!(
-                    "libstdc++ up to {}_{}",
-                    runtime_key(rt),
-                    compat::dotted(&d.provides(rt))
-                ),
+                format!("libstdc++ up to {}_{}", runtime_key(rt), compat::dotted(&d.provides(rt))),
             ),
         };
         cx.err(
@@ -1145,35 +990,20 @@ fn check_versions(cx: &mut Ctx, path: &Path, info: &crate::elf::ElfInfo) {
     }
 }
 
-fn check_elves(
-    cx: &mut Ctx,
-    lib_dirs: &[PathBuf],
-    sys_dirs: &[PathBuf],
-    modules: &BTreeSet<PathBuf>,
-) {
+fn check_elves(cx: &mut Ctx, lib_dirs: &[PathBuf], sys_dirs: &[PathBuf], modules: &BTreeSet<PathBuf>) {
     let root = cx.root;
     let expected = arch_machine(&cx.opts.arch);
     let lib_abs: Vec<PathBuf> = lib_dirs.iter().map(|d| root.join(d)).collect();
     let mut missing_reported: BTreeMap<(PathBuf, String), ()> = BTreeMap::new();
     let mut machines: Vec<(PathBuf, u16)> = Vec::new();
-    for e in walkdir::WalkDir::new(root)
-        .min_depth(1)
-        .follow_links(false)
-        .sort_by_file_name()
-    {
+    for e in walkdir::WalkDir::new(root).min_depth(1).follow_links(false).sort_by_file_name() {
         let Ok(e) = e else { continue };
         let path = e.path();
         let name = e.file_name().to_string_lossy().into_owned();
         if e.file_type().is_symlink() {
             if std::fs::metadata(path).is_err() {
-                let t = std::fs::read_link(path)
-                    .map(|t| t.display().to_string())
-                    .unwrap_or_default();
-                cx.warn(
-                    codes::DANGLING_SYMLINK,
-                    Some(path),
-                    format!("symlink to {t:?}, which does not exist"),
-                );
+                let t = std::fs::read_link(path).map(|t| t.display().to_string()).unwrap_or_default();
+                cx.warn(codes::DANGLING_SYMLINK, Some(path), format!("symlink to {t:?}, which does not exist"));
             }
             continue;
         }
@@ -1188,21 +1018,13 @@ fn check_elves(
             continue;
         };
         if !is_elf(&bytes) {
-            cx.err(
-                codes::NOT_ELF,
-                Some(path),
-                "named like a shared object but is not an ELF file".into(),
-            );
+            cx.err(codes::NOT_ELF, Some(path), "named like a shared object but is not an ELF file".into());
             continue;
         }
         let (machine, is64, le, _) = match read_header(&bytes) {
             Ok(h) => h,
             Err(err) => {
-                cx.err(
-                    codes::UNPARSABLE_ELF,
-                    Some(path),
-                    format!("bad ELF header: {err}"),
-                );
+                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("bad ELF header: {err}"));
                 continue;
             }
         };
@@ -1236,20 +1058,12 @@ fn check_elves(
         let info = match read_elf(&bytes) {
             Ok(i) => i,
             Err(err) => {
-                cx.err(
-                    codes::UNPARSABLE_ELF,
-                    Some(path),
-                    format!("cannot parse ELF: {err}"),
-                );
+                cx.err(codes::UNPARSABLE_ELF, Some(path), format!("cannot parse ELF: {err}"));
                 continue;
             }
         };
         if so_name && info.elf_type != goblin::elf::header::ET_DYN {
-            cx.warn(
-                codes::NOT_SHARED_OBJECT,
-                Some(path),
-                "not a shared object (ET_DYN)".into(),
-            );
+            cx.warn(codes::NOT_SHARED_OBJECT, Some(path), "not a shared object (ET_DYN)".into());
         }
         let parent = path.parent().unwrap_or(root);
         let is_module = so_name && (modules.contains(path) || lib_abs.iter().any(|d| d == parent));
@@ -1257,8 +1071,7 @@ fn check_elves(
             cx.err(
                 codes::MISSING_PG_MAGIC,
                 Some(path),
-                "extension module does not export Pg_magic_func (not built with PG_MODULE_MAGIC?)"
-                    .into(),
+                "extension module does not export Pg_magic_func (not built with PG_MODULE_MAGIC?)".into(),
             );
         }
         if is_module {
@@ -1287,28 +1100,14 @@ fn check_elves(
             }
         }
         check_versions(cx, path, &info);
-        let dir_rel = parent
-            .strip_prefix(root)
-            .unwrap_or(Path::new(""))
-            .to_path_buf();
-        let origin_dirs: Vec<PathBuf> = info
-            .runpath
-            .iter()
-            .filter_map(|rp| origin_dir(&dir_rel, rp))
-            .collect();
+        let dir_rel = parent.strip_prefix(root).unwrap_or(Path::new("")).to_path_buf();
+        let origin_dirs: Vec<PathBuf> = info.runpath.iter().filter_map(|rp| origin_dir(&dir_rel, rp)).collect();
         for n in &info.needed {
             if cx.opts.base_libs.contains(n) {
                 continue;
             }
-            let found = sys_dirs
-                .iter()
-                .chain(origin_dirs.iter())
-                .any(|d| root.join(d).join(n).exists());
-            if !found
-                && missing_reported
-                    .insert((path.to_path_buf(), n.clone()), ())
-                    .is_none()
-            {
+            let found = sys_dirs.iter().chain(origin_dirs.iter()).any(|d| root.join(d).join(n).exists());
+            if !found && missing_reported.insert((path.to_path_buf(), n.clone()), ()).is_none() {
                 let sys = cx.opts.ld_library_path.join(", ");
                 cx.err(
                     codes::MISSING_NEEDED_LIBRARY,
@@ -1348,10 +1147,7 @@ fn check_elves(
 }
 
 fn check_top_level(cx: &mut Ctx, configured: &[&Vec<PathBuf>]) {
-    let mut allowed: BTreeSet<String> = ["lib", "share", "system", "licenses"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    let mut allowed: BTreeSet<String> = ["lib", "share", "system", "licenses"].iter().map(|s| s.to_string()).collect();
     for list in configured {
         for p in list.iter() {
             if let Some(first) = p.iter().next() {
@@ -1374,11 +1170,7 @@ fn check_top_level(cx: &mut Ctx, configured: &[&Vec<PathBuf>]) {
         }
     }
     if !names.iter().any(|n| n == "licenses") {
-        cx.warn(
-            codes::MISSING_LICENSES,
-            None,
-            "no licenses/ directory".into(),
-        );
+        cx.warn(codes::MISSING_LICENSES, None, "no licenses/ directory".into());
     }
 }
 
@@ -1388,42 +1180,28 @@ mod tests {
 
     #[test]
     fn update_paths() {
-        let s: Vec<String> = [
-            "vector--0.5.0.sql",
-            "vector--0.5.0--0.6.0.sql",
-            "vector--0.6.0--0.8.1.sql",
-            "vectorx--0.9.sql",
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let s: Vec<String> =
+            ["vector--0.5.0.sql", "vector--0.5.0--0.6.0.sql", "vector--0.6.0--0.8.1.sql", "vectorx--0.9.sql"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect();
         assert!(install_reachable("vector", &s, "0.8.1"));
         assert!(install_reachable("vector", &s, "0.5.0"));
         assert!(!install_reachable("vector", &s, "0.9"));
-        assert!(!install_reachable(
-            "vector",
-            &["vector--0.6.0--0.8.1.sql".into()],
-            "0.8.1"
-        ));
+        assert!(!install_reachable("vector", &["vector--0.6.0--0.8.1.sql".into()], "0.8.1"));
     }
 
     /// The README's lint table names every code, each with a severity.
     #[test]
     fn readme_lists_every_code_with_its_severity() {
-        let readme =
-            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md"))
-                .unwrap();
+        let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md")).unwrap();
         for code in codes::ALL {
             let row = readme
                 .lines()
                 .find(|l| l.starts_with(&format!("| `{code}` |")))
                 .unwrap_or_else(|| panic!("README lint table lacks {code}"));
             assert!(
-                ["error", "warning", "info"].iter().any(|s| row
-                    .split('|')
-                    .nth(2)
-                    .unwrap_or("")
-                    .contains(s)),
+                ["error", "warning", "info"].iter().any(|s| row.split('|').nth(2).unwrap_or("").contains(s)),
                 "{row}"
             );
         }
@@ -1434,15 +1212,10 @@ mod tests {
 
     #[test]
     fn libdir_references() {
-        let r = libdir_refs("CREATE FUNCTION f() RETURNS int AS '$libdir/vector', 'f' LANGUAGE C; AS 'MODULE_PATHNAME'");
-        assert_eq!(
-            r.into_iter().collect::<Vec<_>>(),
-            vec!["vector".to_string()]
-        );
-        assert_eq!(
-            origin_dir(Path::new("lib"), "$ORIGIN/../system"),
-            Some(PathBuf::from("system"))
-        );
+        let r =
+            libdir_refs("CREATE FUNCTION f() RETURNS int AS '$libdir/vector', 'f' LANGUAGE C; AS 'MODULE_PATHNAME'");
+        assert_eq!(r.into_iter().collect::<Vec<_>>(), vec!["vector".to_string()]);
+        assert_eq!(origin_dir(Path::new("lib"), "$ORIGIN/../system"), Some(PathBuf::from("system")));
         assert_eq!(origin_dir(Path::new(""), "$ORIGIN/.."), None);
     }
 }

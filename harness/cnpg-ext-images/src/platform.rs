@@ -30,11 +30,7 @@ pub fn host_arch() -> String {
 impl Platform {
     /// `linux/<arch>`.
     pub fn linux(arch: &str) -> Self {
-        Platform {
-            architecture: normalize_arch(arch),
-            os: "linux".into(),
-            variant: None,
-        }
+        Platform { architecture: normalize_arch(arch), os: "linux".into(), variant: None }
     }
 
     /// `linux/<host arch>`.
@@ -46,18 +42,14 @@ impl Platform {
     /// A requested variant must match (`arm64` has the implied variant `v8`);
     /// no requested variant accepts any.
     pub fn accepts(&self, have: &Platform) -> bool {
-        if self.os != have.os
-            || normalize_arch(&self.architecture) != normalize_arch(&have.architecture)
-        {
+        if self.os != have.os || normalize_arch(&self.architecture) != normalize_arch(&have.architecture) {
             return false;
         }
         match &self.variant {
             None => true,
             Some(v) => {
                 let implied = |p: &Platform| {
-                    p.variant.clone().or_else(|| {
-                        (normalize_arch(&p.architecture) == "arm64").then(|| "v8".to_string())
-                    })
+                    p.variant.clone().or_else(|| (normalize_arch(&p.architecture) == "arm64").then(|| "v8".to_string()))
                 };
                 implied(have).as_deref() == Some(v.as_str())
             }
@@ -80,18 +72,13 @@ impl FromStr for Platform {
     /// Parse `os/arch[/variant]`, or a bare `arch` meaning `linux/arch`.
     fn from_str(s: &str) -> Result<Self, String> {
         let parts: Vec<&str> = s.split('/').collect();
-        let bad =
-            || format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64");
+        let bad = || format!("invalid platform {s:?}: expected os/arch[/variant], e.g. linux/amd64");
         if parts.iter().any(|p| p.is_empty()) {
             return Err(bad());
         }
         match parts.as_slice() {
             [arch] => Ok(Platform::linux(arch)),
-            [os, arch] => Ok(Platform {
-                os: os.to_string(),
-                architecture: normalize_arch(arch),
-                variant: None,
-            }),
+            [os, arch] => Ok(Platform { os: os.to_string(), architecture: normalize_arch(arch), variant: None }),
             [os, arch, variant] => Ok(Platform {
                 os: os.to_string(),
                 architecture: normalize_arch(arch),
@@ -112,14 +99,8 @@ mod tests {
         assert!(p.accepts(&Platform::linux("aarch64")));
         assert!(!p.accepts(&Platform::linux("amd64")));
         let any: Platform = "linux/arm64".parse().unwrap();
-        assert!(any.accepts(&Platform {
-            variant: Some("v8".into()),
-            ..Platform::linux("arm64")
-        }));
+        assert!(any.accepts(&Platform { variant: Some("v8".into()), ..Platform::linux("arm64") }));
         assert!("linux//x".parse::<Platform>().is_err());
-        assert_eq!(
-            "amd64".parse::<Platform>().unwrap().to_string(),
-            "linux/amd64"
-        );
+        assert_eq!("amd64".parse::<Platform>().unwrap().to_string(), "linux/amd64");
     }
 }

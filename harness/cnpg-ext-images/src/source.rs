@@ -54,8 +54,7 @@ impl Container {
         let mut magic = [0u8; 2];
         let n = f.read(&mut magic).map_err(|e| ImageError::io(image, e))?;
         if n == 2 && magic == [0x1f, 0x8b] {
-            f.seek(SeekFrom::Start(0))
-                .map_err(|e| ImageError::io(image, e))?;
+            f.seek(SeekFrom::Start(0)).map_err(|e| ImageError::io(image, e))?;
             let mut tmp = tempfile::NamedTempFile::new().map_err(|e| ImageError::io(image, e))?;
             let dec = flate2::read::MultiGzDecoder::new(io::BufReader::new(f));
             let copied = io::copy(&mut dec.take(max_decompressed + 1), tmp.as_file_mut());
@@ -75,18 +74,10 @@ impl Container {
                 }
             }
             let members = index_tar(tmp.path(), image)?;
-            return Ok(Container::Tar {
-                file: tmp.path().to_path_buf(),
-                members,
-                _tmp: Some(tmp),
-            });
+            return Ok(Container::Tar { file: tmp.path().to_path_buf(), members, _tmp: Some(tmp) });
         }
         let members = index_tar(image, image)?;
-        Ok(Container::Tar {
-            file: image.to_path_buf(),
-            members,
-            _tmp: None,
-        })
+        Ok(Container::Tar { file: image.to_path_buf(), members, _tmp: None })
     }
 
     /// Size of a member, `None` when absent (or not a regular file).
@@ -170,10 +161,7 @@ fn index_tar(file: &Path, image: &Path) -> Result<HashMap<String, (u64, u64)>, I
         }
     }
     if members.is_empty() {
-        return Err(ImageError::NotAnImage {
-            path: image.into(),
-            reason: "empty tar archive".into(),
-        });
+        return Err(ImageError::NotAnImage { path: image.into(), reason: "empty tar archive".into() });
     }
     Ok(members)
 }
@@ -202,10 +190,7 @@ mod tests {
 
     #[test]
     fn normalizes() {
-        assert_eq!(
-            normalize_rel("./blobs//sha256/x").as_deref(),
-            Some("blobs/sha256/x")
-        );
+        assert_eq!(normalize_rel("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
         assert_eq!(normalize_rel("/etc"), None);
         assert_eq!(normalize_rel("a/../b"), None);
         assert_eq!(normalize_dotdot("a/../b").as_deref(), Some("b"));

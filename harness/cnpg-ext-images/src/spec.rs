@@ -106,11 +106,7 @@ pub struct RootFs {
 
 impl ImageConfig {
     pub fn platform(&self) -> Platform {
-        Platform {
-            architecture: self.architecture.clone(),
-            os: self.os.clone(),
-            variant: self.variant.clone(),
-        }
+        Platform { architecture: self.architecture.clone(), os: self.os.clone(), variant: self.variant.clone() }
     }
 }
 

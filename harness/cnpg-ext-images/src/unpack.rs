@@ -28,11 +28,7 @@ pub struct UnpackOptions {
 
 impl Default for UnpackOptions {
     fn default() -> Self {
-        UnpackOptions {
-            platform: None,
-            max_total_bytes: DEFAULT_MAX_TOTAL_BYTES,
-            max_entries: DEFAULT_MAX_ENTRIES,
-        }
+        UnpackOptions { platform: None, max_total_bytes: DEFAULT_MAX_TOTAL_BYTES, max_entries: DEFAULT_MAX_ENTRIES }
     }
 }
 
@@ -86,9 +82,7 @@ pub(crate) fn summary(r: &Resolved) -> ImageConfigSummary {
 }
 
 fn outer_cap(opts: &UnpackOptions) -> u64 {
-    opts.max_total_bytes
-        .saturating_mul(2)
-        .saturating_add(1 << 30)
+    opts.max_total_bytes.saturating_mul(2).saturating_add(1 << 30)
 }
 
 /// Read an image's metadata (verified) without extracting it.
@@ -117,11 +111,7 @@ pub fn inspect(image: &Path, platform: Option<&Platform>) -> Result<ImageSummary
 /// directory next to `dest`, renamed into place only when everything
 /// succeeded; on error nothing is left behind. See the `extract` module docs
 /// for the rules on unsafe entries.
-pub fn unpack(
-    image: &Path,
-    dest: &Path,
-    opts: &UnpackOptions,
-) -> Result<UnpackedImage, ImageError> {
+pub fn unpack(image: &Path, dest: &Path, opts: &UnpackOptions) -> Result<UnpackedImage, ImageError> {
     unpack_with_names(image, dest, opts).map(|(u, _)| u)
 }
 
@@ -134,9 +124,9 @@ pub(crate) fn unpack_with_names(
     if dest.symlink_metadata().is_ok() {
         return Err(ImageError::DestExists { path: dest.into() });
     }
-    let name = dest.file_name().ok_or_else(|| {
-        ImageError::InvalidArgument(format!("destination {} has no file name", dest.display()))
-    })?;
+    let name = dest
+        .file_name()
+        .ok_or_else(|| ImageError::InvalidArgument(format!("destination {} has no file name", dest.display())))?;
     let parent: PathBuf = match dest.parent() {
         Some(p) if !p.as_os_str().is_empty() => p.into(),
         _ => ".".into(),
@@ -146,27 +136,17 @@ pub(crate) fn unpack_with_names(
         .prefix(&format!(".{}.staging-", name.to_string_lossy()))
         .tempdir_in(&parent)
         .map_err(|e| ImageError::io(&parent, e))?;
-    let limits = Limits {
-        max_bytes: opts.max_total_bytes,
-        max_entries: opts.max_entries,
-    };
-    let mut ex =
-        Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
+    let limits = Limits { max_bytes: opts.max_total_bytes, max_entries: opts.max_entries };
+    let mut ex = Extractor::new(staging.path(), limits).map_err(|e| ImageError::io(staging.path(), e))?;
     for layer in &r.layers {
         r.verify_layer_blob(layer)?;
         let what = format!("layer {}", layer.rel);
-        let reader = r
-            .container
-            .open_member(&layer.rel)
-            .map_err(|_| ImageError::BlobMissing {
-                image: image.into(),
-                digest: layer.digest.clone().unwrap_or_else(|| layer.label.clone()),
-                what,
-            })?;
-        let ctx = LayerCtx {
-            image,
-            layer: &layer.label,
-        };
+        let reader = r.container.open_member(&layer.rel).map_err(|_| ImageError::BlobMissing {
+            image: image.into(),
+            digest: layer.digest.clone().unwrap_or_else(|| layer.label.clone()),
+            what,
+        })?;
+        let ctx = LayerCtx { image, layer: &layer.label };
         ex.apply_layer(reader, layer.diff_id.as_deref(), &ctx)?;
     }
     ex.finish().map_err(|e| ImageError::io(staging.path(), e))?;
@@ -178,9 +158,7 @@ pub(crate) fn unpack_with_names(
         rustix::fs::RenameFlags::NOREPLACE,
     )
     .map_err(|e| match e {
-        rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => {
-            ImageError::DestExists { path: dest.into() }
-        }
+        rustix::io::Errno::EXIST | rustix::io::Errno::NOTEMPTY => ImageError::DestExists { path: dest.into() },
         e => ImageError::io(dest, e.into()),
     })?;
     // Renamed: nothing left for the guard to remove.

@@ -2,8 +2,7 @@
 
 mod common;
 use cnpg_ext_images::{
-    build_layout, inspect, unpack, write_docker_archive, write_oci_archive, BuildOptions,
-    ImageError, UnpackOptions,
+    build_layout, inspect, unpack, write_docker_archive, write_oci_archive, BuildOptions, ImageError, UnpackOptions,
 };
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -15,16 +14,8 @@ fn sample_tree(root: &Path) {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     std::fs::write(root.join("lib/greet.so"), b"\x7fELF not really").unwrap();
-    std::fs::set_permissions(
-        root.join("lib/greet.so"),
-        std::fs::Permissions::from_mode(0o750),
-    )
-    .unwrap();
-    std::fs::write(
-        root.join("share/extension/greet.control"),
-        "default_version = '1.0'\n",
-    )
-    .unwrap();
+    std::fs::set_permissions(root.join("lib/greet.so"), std::fs::Permissions::from_mode(0o750)).unwrap();
+    std::fs::write(root.join("share/extension/greet.control"), "default_version = '1.0'\n").unwrap();
     std::fs::write(root.join("share/extension/greet--1.0.sql"), "SELECT 1;\n").unwrap();
     std::fs::write(root.join("system/libgreet.so.1.0.0"), vec![42u8; 100_000]).unwrap();
     std::os::unix::fs::symlink("libgreet.so.1.0.0", root.join("system/libgreet.so.1")).unwrap();
@@ -35,8 +26,7 @@ fn sample_tree(root: &Path) {
 
 fn opts() -> BuildOptions {
     let mut o = BuildOptions::new(REF);
-    o.labels
-        .insert(cnpg_ext_images::LABEL_BASE_PGMAJOR.into(), "18".into());
+    o.labels.insert(cnpg_ext_images::LABEL_BASE_PGMAJOR.into(), "18".into());
     o
 }
 
@@ -48,21 +38,11 @@ fn snapshot(root: &Path) -> Vec<(String, String, Vec<u8>)> {
         let rel = e.path().strip_prefix(root).unwrap().display().to_string();
         let m = e.path().symlink_metadata().unwrap();
         let (kind, data) = if m.file_type().is_symlink() {
-            (
-                "l".to_string(),
-                std::fs::read_link(e.path())
-                    .unwrap()
-                    .display()
-                    .to_string()
-                    .into_bytes(),
-            )
+            ("l".to_string(), std::fs::read_link(e.path()).unwrap().display().to_string().into_bytes())
         } else if m.is_dir() {
             (format!("d{:o}", m.permissions().mode() & 0o7777), vec![])
         } else {
-            (
-                format!("f{:o}", m.permissions().mode() & 0o7777),
-                std::fs::read(e.path()).unwrap(),
-            )
+            (format!("f{:o}", m.permissions().mode() & 0o7777), std::fs::read(e.path()).unwrap())
         };
         v.push((rel, kind, data));
     }
@@ -77,11 +57,7 @@ fn same_tree_same_digest() {
     let a = build_layout(&tree, &opts(), &tmp.path().join("a")).unwrap();
     // Different mtimes, permissions noise and output dir: same bytes.
     std::fs::write(tree.join("licenses/LICENSE"), "Apache-2.0\n").unwrap();
-    std::fs::set_permissions(
-        tree.join("lib/greet.so"),
-        std::fs::Permissions::from_mode(0o700),
-    )
-    .unwrap();
+    std::fs::set_permissions(tree.join("lib/greet.so"), std::fs::Permissions::from_mode(0o700)).unwrap();
     let b = build_layout(&tree, &opts(), &tmp.path().join("nested/b")).unwrap();
     assert_eq!(a.manifest_digest, b.manifest_digest);
     assert!(a.manifest_digest.starts_with("sha256:") && a.manifest_digest.len() == 71);
@@ -101,38 +77,21 @@ fn layout_follows_image_spec() {
     sample_tree(&tree);
     let out = tmp.path().join("out");
     let built = build_layout(&tree, &opts(), &out).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(out.join("oci-layout")).unwrap(),
-        r#"{"imageLayoutVersion":"1.0.0"}"#
-    );
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("oci-layout")).unwrap(), r#"{"imageLayoutVersion":"1.0.0"}"#);
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("index.json")).unwrap()).unwrap();
     let m = &index["manifests"][0];
     assert_eq!(m["digest"], built.manifest_digest);
     assert_eq!(m["annotations"]["org.opencontainers.image.ref.name"], REF);
     assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
-    let blob = |d: &str| {
-        std::fs::read(
-            out.join("blobs/sha256")
-                .join(d.trim_start_matches("sha256:")),
-        )
-        .unwrap()
-    };
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&blob(&built.manifest_digest)).unwrap();
+    let blob = |d: &str| std::fs::read(out.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let manifest: serde_json::Value = serde_json::from_slice(&blob(&built.manifest_digest)).unwrap();
     assert_eq!(manifest["layers"].as_array().unwrap().len(), 1);
-    assert_eq!(
-        manifest["layers"][0]["mediaType"],
-        "application/vnd.oci.image.layer.v1.tar+gzip"
-    );
+    assert_eq!(manifest["layers"][0]["mediaType"], "application/vnd.oci.image.layer.v1.tar+gzip");
     let config: serde_json::Value =
         serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap();
     assert_eq!(config["config"]["User"], "65532:65532");
     assert_eq!(config["created"], "1970-01-01T00:00:00Z");
-    assert_eq!(
-        config["config"]["Labels"][cnpg_ext_images::LABEL_BASE_PGMAJOR],
-        "18"
-    );
+    assert_eq!(config["config"]["Labels"][cnpg_ext_images::LABEL_BASE_PGMAJOR], "18");
     let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
     assert_eq!(&layer[..2], &[0x1f, 0x8b]);
     assert_eq!(&layer[4..8], &[0, 0, 0, 0], "gzip mtime is zero");
@@ -147,10 +106,7 @@ fn layout_follows_image_spec() {
     for e in ar.entries().unwrap() {
         let e = e.unwrap();
         assert_eq!(e.header().mtime().unwrap(), 0);
-        assert_eq!(
-            (e.header().uid().unwrap(), e.header().gid().unwrap()),
-            (0, 0)
-        );
+        assert_eq!((e.header().uid().unwrap(), e.header().gid().unwrap()), (0, 0));
         names.push(e.path().unwrap().display().to_string());
     }
     assert_eq!(names[0], "lib/");
@@ -184,26 +140,11 @@ fn round_trip_all_formats() {
     for (i, img) in [&layout, &oci_tar, &docker_tar].into_iter().enumerate() {
         let dest = tmp.path().join(format!("dest{i}"));
         let u = unpack(img, &dest, &UnpackOptions::default()).unwrap();
-        assert_eq!(
-            snapshot(&dest),
-            want,
-            "round trip through {}",
-            img.display()
-        );
+        assert_eq!(snapshot(&dest), want, "round trip through {}", img.display());
         assert_eq!(u.config.user.as_deref(), Some("65532:65532"));
-        assert_eq!(
-            u.config
-                .labels
-                .get(cnpg_ext_images::LABEL_BASE_PGMAJOR)
-                .map(String::as_str),
-            Some("18")
-        );
+        assert_eq!(u.config.labels.get(cnpg_ext_images::LABEL_BASE_PGMAJOR).map(String::as_str), Some("18"));
         let s = inspect(img, None).unwrap();
-        assert!(
-            s.reference_names.iter().any(|n| n == REF),
-            "{:?}",
-            s.reference_names
-        );
+        assert!(s.reference_names.iter().any(|n| n == REF), "{:?}", s.reference_names);
         if i < 2 {
             assert_eq!(u.manifest_digest, built.manifest_digest);
         }
@@ -213,10 +154,7 @@ fn round_trip_all_formats() {
     // Archives are reproducible too.
     let oci_tar2 = tmp.path().join("img2.oci.tar");
     write_oci_archive(&layout, &oci_tar2).unwrap();
-    assert_eq!(
-        std::fs::read(&oci_tar).unwrap(),
-        std::fs::read(&oci_tar2).unwrap()
-    );
+    assert_eq!(std::fs::read(&oci_tar).unwrap(), std::fs::read(&oci_tar2).unwrap());
     // docker-archive manifest.json carries RepoTags.
     let mut ar = tar::Archive::new(std::fs::File::open(&docker_tar).unwrap());
     let mut found = false;
@@ -245,18 +183,9 @@ fn gzip_compressed_docker_archive_is_read() {
     let gz = tmp.path().join("img.tar.gz");
     std::fs::write(&gz, common::gzip(&std::fs::read(&docker_tar).unwrap())).unwrap();
     let s = inspect(&gz, None).unwrap();
-    assert_eq!(
-        s.reference_names,
-        vec!["example/untagged:latest".to_string()]
-    );
+    assert_eq!(s.reference_names, vec!["example/untagged:latest".to_string()]);
     unpack(&gz, &tmp.path().join("dest"), &UnpackOptions::default()).unwrap();
-    assert!(tmp
-        .path()
-        .join("dest/system/libgreet.so.1")
-        .symlink_metadata()
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(tmp.path().join("dest/system/libgreet.so.1").symlink_metadata().unwrap().file_type().is_symlink());
 }
 
 #[test]
@@ -270,10 +199,7 @@ fn build_replaces_existing_output() {
     build_layout(&tree, &opts(), &out).unwrap();
     assert!(!out.join("stale").exists());
     assert!(out.join("index.json").exists());
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 2, "only tree and out remain: {left:?}");
 }
 
@@ -284,24 +210,11 @@ fn build_rejects_unsafe_trees_and_references() {
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     std::os::unix::fs::symlink("../../etc/passwd", tree.join("lib/esc")).unwrap();
     let r = build_layout(&tree, &opts(), &tmp.path().join("out"));
-    assert!(
-        matches!(r, Err(ImageError::Build { ref reason, .. }) if reason.contains("escapes")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(ImageError::Build { ref reason, .. }) if reason.contains("escapes")), "{r:?}");
     assert!(!tmp.path().join("out").exists());
     std::fs::remove_file(tree.join("lib/esc")).unwrap();
-    let r = build_layout(
-        &tree,
-        &BuildOptions::new("Bad Ref"),
-        &tmp.path().join("out"),
-    );
-    assert!(
-        matches!(r, Err(ImageError::InvalidReference { .. })),
-        "{r:?}"
-    );
-    let left: Vec<_> = std::fs::read_dir(tmp.path())
-        .unwrap()
-        .map(|e| e.unwrap().file_name())
-        .collect();
+    let r = build_layout(&tree, &BuildOptions::new("Bad Ref"), &tmp.path().join("out"));
+    assert!(matches!(r, Err(ImageError::InvalidReference { .. })), "{r:?}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "no staging left: {left:?}");
 }

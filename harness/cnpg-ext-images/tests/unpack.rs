@@ -21,14 +21,9 @@ fn unpack_layers(
 fn expect_rejected(layers: &[Layer], entry: &str, reason_part: &str) {
     let (sb, r) = unpack_layers(layers, &UnpackOptions::default());
     match r {
-        Err(ImageError::UnsafeEntry {
-            entry: e, reason, ..
-        }) => {
+        Err(ImageError::UnsafeEntry { entry: e, reason, .. }) => {
             assert_eq!(e, entry);
-            assert!(
-                reason.contains(reason_part),
-                "reason {reason:?} lacks {reason_part:?}"
-            );
+            assert!(reason.contains(reason_part), "reason {reason:?} lacks {reason_part:?}");
         }
         other => panic!("expected rejection of {entry}, got {other:?}"),
     }
@@ -37,57 +32,26 @@ fn expect_rejected(layers: &[Layer], entry: &str, reason_part: &str) {
 
 #[test]
 fn rejects_absolute_path() {
-    expect_rejected(
-        &[Layer::gz(&[file("ok", b"1"), file("/tmp/evil", b"x")])],
-        "/tmp/evil",
-        "absolute",
-    );
+    expect_rejected(&[Layer::gz(&[file("ok", b"1"), file("/tmp/evil", b"x")])], "/tmp/evil", "absolute");
 }
 
 #[test]
 fn rejects_dotdot() {
-    expect_rejected(
-        &[Layer::gz(&[dir("a/"), file("a/../../outside/evil", b"x")])],
-        "a/../../outside/evil",
-        "'..'",
-    );
+    expect_rejected(&[Layer::gz(&[dir("a/"), file("a/../../outside/evil", b"x")])], "a/../../outside/evil", "'..'");
 }
 
 #[test]
 fn rejects_symlink_escape() {
-    expect_rejected(
-        &[Layer::gz(&[symlink("esc", "../outside")])],
-        "esc",
-        "escapes",
-    );
-    expect_rejected(
-        &[Layer::gz(&[
-            dir("lib/"),
-            symlink("lib/esc", "../../outside/sentinel"),
-        ])],
-        "lib/esc",
-        "escapes",
-    );
-    expect_rejected(
-        &[Layer::gz(&[symlink("abs", "/etc/passwd")])],
-        "abs",
-        "absolute",
-    );
-    expect_rejected(
-        &[Layer::gz(&[symlink("tricky", "a/../../x")])],
-        "tricky",
-        "'..' after a name",
-    );
+    expect_rejected(&[Layer::gz(&[symlink("esc", "../outside")])], "esc", "escapes");
+    expect_rejected(&[Layer::gz(&[dir("lib/"), symlink("lib/esc", "../../outside/sentinel")])], "lib/esc", "escapes");
+    expect_rejected(&[Layer::gz(&[symlink("abs", "/etc/passwd")])], "abs", "absolute");
+    expect_rejected(&[Layer::gz(&[symlink("tricky", "a/../../x")])], "tricky", "'..' after a name");
 }
 
 #[test]
 fn rejects_write_through_symlink_same_layer() {
     expect_rejected(
-        &[Layer::gz(&[
-            dir("sub/"),
-            symlink("link", "sub"),
-            file("link/payload", b"x"),
-        ])],
+        &[Layer::gz(&[dir("sub/"), symlink("link", "sub"), file("link/payload", b"x")])],
         "link/payload",
         "symlink",
     );
@@ -106,29 +70,12 @@ fn rejects_write_through_symlink_across_layers() {
 
 #[test]
 fn rejects_hardlinks_outside_or_missing() {
-    expect_rejected(
-        &[Layer::gz(&[hardlink("h", "../outside/sentinel")])],
-        "h",
-        "outside",
-    );
-    expect_rejected(
-        &[Layer::gz(&[hardlink("h", "/etc/passwd")])],
-        "h",
-        "outside",
-    );
-    expect_rejected(
-        &[Layer::gz(&[hardlink("h", "nothere")])],
-        "h",
-        "does not exist",
-    );
+    expect_rejected(&[Layer::gz(&[hardlink("h", "../outside/sentinel")])], "h", "outside");
+    expect_rejected(&[Layer::gz(&[hardlink("h", "/etc/passwd")])], "h", "outside");
+    expect_rejected(&[Layer::gz(&[hardlink("h", "nothere")])], "h", "does not exist");
     // Through a symlink to a real file inside: still refused.
     expect_rejected(
-        &[Layer::gz(&[
-            dir("d/"),
-            file("d/f", b"1"),
-            symlink("s", "d"),
-            hardlink("h", "s/f"),
-        ])],
+        &[Layer::gz(&[dir("d/"), file("d/f", b"1"), symlink("s", "d"), hardlink("h", "s/f")])],
         "h",
         "symlink",
     );
@@ -136,31 +83,16 @@ fn rejects_hardlinks_outside_or_missing() {
 
 #[test]
 fn hardlink_inside_works() {
-    let (sb, r) = unpack_layers(
-        &[Layer::gz(&[file("a", b"data"), hardlink("b", "a")])],
-        &UnpackOptions::default(),
-    );
+    let (sb, r) = unpack_layers(&[Layer::gz(&[file("a", b"data"), hardlink("b", "a")])], &UnpackOptions::default());
     r.unwrap();
     assert_eq!(std::fs::read(sb.dest.join("b")).unwrap(), b"data");
 }
 
 #[test]
 fn rejects_device_and_fifo_nodes() {
-    expect_rejected(
-        &[Layer::gz(&[special("dev/null", EntryType::Char)])],
-        "dev/null",
-        "device",
-    );
-    expect_rejected(
-        &[Layer::gz(&[special("dev/sda", EntryType::Block)])],
-        "dev/sda",
-        "device",
-    );
-    expect_rejected(
-        &[Layer::gz(&[special("pipe", EntryType::Fifo)])],
-        "pipe",
-        "fifo",
-    );
+    expect_rejected(&[Layer::gz(&[special("dev/null", EntryType::Char)])], "dev/null", "device");
+    expect_rejected(&[Layer::gz(&[special("dev/sda", EntryType::Block)])], "dev/sda", "device");
+    expect_rejected(&[Layer::gz(&[special("pipe", EntryType::Fifo)])], "pipe", "fifo");
 }
 
 #[test]
@@ -169,20 +101,11 @@ fn strips_setuid_setgid_sticky() {
     f.mode = 0o6755;
     let mut d = dir("tmp/");
     d.mode = 0o1777;
-    let (sb, r) = unpack_layers(
-        &[Layer::gz(&[dir("bin/"), f, d])],
-        &UnpackOptions::default(),
-    );
+    let (sb, r) = unpack_layers(&[Layer::gz(&[dir("bin/"), f, d])], &UnpackOptions::default());
     r.unwrap();
-    let m = std::fs::metadata(sb.dest.join("bin/su"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let m = std::fs::metadata(sb.dest.join("bin/su")).unwrap().permissions().mode();
     assert_eq!(m & 0o7777, 0o755);
-    let m = std::fs::metadata(sb.dest.join("tmp"))
-        .unwrap()
-        .permissions()
-        .mode();
+    let m = std::fs::metadata(sb.dest.join("tmp")).unwrap().permissions().mode();
     assert_eq!(m & 0o7777, 0o777);
 }
 
@@ -191,10 +114,7 @@ fn rejects_size_bomb_over_cap() {
     let zeros = vec![0u8; 2 << 20];
     let layer = Layer::gz(&[file("a", &zeros[..1 << 20]), file("bomb", &zeros)]);
     assert!(layer.stored.len() < 64 << 10, "the layer compresses well");
-    let opts = UnpackOptions {
-        max_total_bytes: 2 << 20,
-        ..Default::default()
-    };
+    let opts = UnpackOptions { max_total_bytes: 2 << 20, ..Default::default() };
     let (sb, r) = unpack_layers(&[layer], &opts);
     match r {
         Err(ImageError::LimitExceeded { entry, limit, .. }) => {
@@ -209,15 +129,9 @@ fn rejects_size_bomb_over_cap() {
 #[test]
 fn rejects_entry_count_over_cap() {
     let entries: Vec<E> = (0..50).map(|i| file(&format!("f{i}"), b"")).collect();
-    let opts = UnpackOptions {
-        max_entries: 10,
-        ..Default::default()
-    };
+    let opts = UnpackOptions { max_entries: 10, ..Default::default() };
     let (sb, r) = unpack_layers(&[Layer::gz(&entries)], &opts);
-    assert!(
-        matches!(r, Err(ImageError::LimitExceeded { ref what, .. }) if what == "entry count"),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(ImageError::LimitExceeded { ref what, .. }) if what == "entry count"), "{r:?}");
     sb.assert_clean();
 }
 
@@ -226,29 +140,18 @@ fn rejects_oversized_tar_metadata() {
     // A 2 MiB PAX header: the tar reader would buffer it all.
     let mut e = special("pax", EntryType::XHeader);
     e.data = vec![b'a'; 2 << 20];
-    let (sb, r) = unpack_layers(
-        &[Layer::gz(&[e, file("x", b"1")])],
-        &UnpackOptions::default(),
-    );
-    assert!(
-        matches!(r, Err(ImageError::LimitExceeded { ref what, .. }) if what.contains("metadata")),
-        "{r:?}"
-    );
+    let (sb, r) = unpack_layers(&[Layer::gz(&[e, file("x", b"1")])], &UnpackOptions::default());
+    assert!(matches!(r, Err(ImageError::LimitExceeded { ref what, .. }) if what.contains("metadata")), "{r:?}");
     sb.assert_clean();
 }
 
 /// A layer whose stored bytes are a truncated gzip stream, with a
 /// descriptor matching the truncated bytes.
 fn truncated_layer(cut: usize) -> Layer {
-    let data: Vec<u8> = (0..200_000u32)
-        .flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes())
-        .collect();
+    let data: Vec<u8> = (0..200_000u32).flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes()).collect();
     let full = Layer::gz(&[file("big", &data)]);
     let keep = full.stored.len() - cut;
-    Layer {
-        stored: full.stored[..keep].to_vec(),
-        ..full
-    }
+    Layer { stored: full.stored[..keep].to_vec(), ..full }
 }
 
 #[test]
@@ -273,13 +176,7 @@ fn rejects_corrupt_gzip() {
         *b ^= 0x5a;
     }
     let (sb, r) = unpack_layers(&[l], &UnpackOptions::default());
-    assert!(
-        matches!(
-            r,
-            Err(ImageError::CorruptLayer { .. }) | Err(ImageError::DigestMismatch { .. })
-        ),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(ImageError::CorruptLayer { .. }) | Err(ImageError::DigestMismatch { .. })), "{r:?}");
     sb.assert_clean();
 }
 
@@ -289,10 +186,7 @@ fn digest_mismatch_names_the_blob() {
     let layer = Layer::gz(&[file("a", b"hello")]);
     make_layout(&sb.layout(), &[layer]);
     let layer_digest = sha(&Layer::gz(&[file("a", b"hello")]).stored);
-    let blob = sb
-        .layout()
-        .join("blobs/sha256")
-        .join(layer_digest.trim_start_matches("sha256:"));
+    let blob = sb.layout().join("blobs/sha256").join(layer_digest.trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&blob).unwrap();
     let last = bytes.len() - 1;
     bytes[last] ^= 1; // same size, other content
@@ -300,10 +194,7 @@ fn digest_mismatch_names_the_blob() {
     match unpack(&sb.layout(), &sb.dest, &UnpackOptions::default()) {
         Err(e @ ImageError::DigestMismatch { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains(&layer_digest) && msg.contains("layer"),
-                "{msg}"
-            );
+            assert!(msg.contains(&layer_digest) && msg.contains("layer"), "{msg}");
         }
         other => panic!("expected DigestMismatch, got {other:?}"),
     }
@@ -316,10 +207,7 @@ fn size_mismatch_names_the_blob() {
     let layer = Layer::gz(&[file("a", b"hello")]);
     let digest = sha(&layer.stored);
     make_layout(&sb.layout(), &[layer]);
-    let blob = sb
-        .layout()
-        .join("blobs/sha256")
-        .join(digest.trim_start_matches("sha256:"));
+    let blob = sb.layout().join("blobs/sha256").join(digest.trim_start_matches("sha256:"));
     let mut bytes = std::fs::read(&blob).unwrap();
     bytes.extend_from_slice(b"junk");
     std::fs::write(&blob, &bytes).unwrap();
@@ -334,10 +222,7 @@ fn size_mismatch_names_the_blob() {
 fn manifest_digest_mismatch_is_rejected() {
     let sb = Sandbox::new();
     let d = make_layout(&sb.layout(), &[Layer::gz(&[file("a", b"1")])]);
-    let p = sb
-        .layout()
-        .join("blobs/sha256")
-        .join(d.trim_start_matches("sha256:"));
+    let p = sb.layout().join("blobs/sha256").join(d.trim_start_matches("sha256:"));
     let mut m = std::fs::read(&p).unwrap();
     m[0] = b' '; // '{' → ' ': same size, still JSON-ish
     std::fs::write(&p, m).unwrap();
@@ -354,10 +239,7 @@ fn diff_id_mismatch_is_rejected() {
     let mut l = Layer::gz(&[file("a", b"1")]);
     l.diff_id = sha(b"something else");
     let (sb, r) = unpack_layers(&[l], &UnpackOptions::default());
-    assert!(
-        matches!(r, Err(ImageError::DigestMismatch { ref what, .. }) if what.contains("diff_id")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(ImageError::DigestMismatch { ref what, .. }) if what.contains("diff_id")), "{r:?}");
     sb.assert_clean();
 }
 
@@ -445,18 +327,9 @@ fn multi_platform_layout(layout: &std::path::Path) {
 fn selects_platform_from_nested_index() {
     let sb = Sandbox::new();
     multi_platform_layout(&sb.layout());
-    for (plat, want) in [
-        ("linux/arm64", "arm64"),
-        ("linux/amd64", "amd64"),
-        ("linux/arm64/v8", "arm64"),
-    ] {
-        let dest = sb
-            .work
-            .join(want.to_string() + plat.len().to_string().as_str());
-        let opts = UnpackOptions {
-            platform: Some(plat.parse().unwrap()),
-            ..Default::default()
-        };
+    for (plat, want) in [("linux/arm64", "arm64"), ("linux/amd64", "amd64"), ("linux/arm64/v8", "arm64")] {
+        let dest = sb.work.join(want.to_string() + plat.len().to_string().as_str());
+        let opts = UnpackOptions { platform: Some(plat.parse().unwrap()), ..Default::default() };
         let u = unpack(&sb.layout(), &dest, &opts).unwrap();
         assert_eq!(std::fs::read_to_string(dest.join("arch")).unwrap(), want);
         assert_eq!(u.config.architecture, want);
@@ -464,10 +337,7 @@ fn selects_platform_from_nested_index() {
     // Default: the host platform.
     let dest = sb.work.join("host");
     unpack(&sb.layout(), &dest, &UnpackOptions::default()).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(dest.join("arch")).unwrap(),
-        cnpg_ext_images::host_arch()
-    );
+    assert_eq!(std::fs::read_to_string(dest.join("arch")).unwrap(), cnpg_ext_images::host_arch());
     let s = cnpg_ext_images::inspect(&sb.layout(), Some(&Platform::linux("arm64"))).unwrap();
     assert_eq!(s.reference_names, vec!["example.org/multi:1".to_string()]);
 }
@@ -476,20 +346,12 @@ fn selects_platform_from_nested_index() {
 fn absent_platform_is_a_clear_error() {
     let sb = Sandbox::new();
     multi_platform_layout(&sb.layout());
-    let opts = UnpackOptions {
-        platform: Some("linux/s390x".parse().unwrap()),
-        ..Default::default()
-    };
+    let opts = UnpackOptions { platform: Some("linux/s390x".parse().unwrap()), ..Default::default() };
     let r = unpack(&sb.layout(), &sb.dest, &opts);
     match r {
         Err(e @ ImageError::PlatformNotFound { .. }) => {
             let msg = e.to_string();
-            assert!(
-                msg.contains("linux/s390x")
-                    && msg.contains("linux/amd64")
-                    && msg.contains("linux/arm64"),
-                "{msg}"
-            );
+            assert!(msg.contains("linux/s390x") && msg.contains("linux/amd64") && msg.contains("linux/arm64"), "{msg}");
         }
         other => panic!("{other:?}"),
     }
@@ -502,11 +364,7 @@ fn not_an_image_is_a_clear_error() {
     std::fs::create_dir_all(sb.layout()).unwrap();
     let r = unpack(&sb.layout(), &sb.dest, &UnpackOptions::default());
     assert!(matches!(r, Err(ImageError::NotAnImage { .. })), "{r:?}");
-    let r = unpack(
-        &sb.tmp.path().join("missing"),
-        &sb.dest,
-        &UnpackOptions::default(),
-    );
+    let r = unpack(&sb.tmp.path().join("missing"), &sb.dest, &UnpackOptions::default());
     assert!(matches!(r, Err(ImageError::Io { .. })), "{r:?}");
     sb.assert_clean();
 }
@@ -544,15 +402,9 @@ fn docker_archive_gzip_layers_and_platforms() {
     let sb = Sandbox::new();
     let img = sb.tmp.path().join("image.tar");
     docker_archive(&img, false);
-    let opts = UnpackOptions {
-        platform: Some("linux/arm64".parse().unwrap()),
-        ..Default::default()
-    };
+    let opts = UnpackOptions { platform: Some("linux/arm64".parse().unwrap()), ..Default::default() };
     let u = unpack(&img, &sb.dest, &opts).unwrap();
-    assert_eq!(
-        std::fs::read_to_string(sb.dest.join("arch")).unwrap(),
-        "arm64"
-    );
+    assert_eq!(std::fs::read_to_string(sb.dest.join("arch")).unwrap(), "arm64");
     assert_eq!(u.config.architecture, "arm64");
     let s = cnpg_ext_images::inspect(&img, Some(&Platform::linux("arm64"))).unwrap();
     assert_eq!(s.reference_names, vec!["example/multi:arm64".to_string()]);
@@ -563,9 +415,6 @@ fn docker_archive_gzip_layers_and_platforms() {
     let img = sb.tmp.path().join("image.tar");
     docker_archive(&img, true);
     let r = unpack(&img, &sb.dest, &opts);
-    assert!(
-        matches!(r, Err(ImageError::DigestMismatch { ref what, .. }) if what.starts_with("config")),
-        "{r:?}"
-    );
+    assert!(matches!(r, Err(ImageError::DigestMismatch { ref what, .. }) if what.starts_with("config")), "{r:?}");
     sb.assert_clean();
 }

@@ -35,10 +35,7 @@ fn sample() -> Vec<E> {
         file("lib/vector.so", &[0x5a; 70_000]),
         dir("share/"),
         dir("share/extension/"),
-        file(
-            "share/extension/vector.control",
-            b"default_version = '0.8.1'\n",
-        ),
+        file("share/extension/vector.control", b"default_version = '0.8.1'\n"),
         symlink("lib/vector.so.0", "vector.so"),
     ]
 }
@@ -50,16 +47,9 @@ fn zstd_layer_unpacks_like_gzip() {
     let (uz, ug) = (rz.unwrap(), rg.unwrap());
     assert_eq!((uz.entries, uz.bytes), (ug.entries, ug.bytes));
     for f in ["lib/vector.so", "share/extension/vector.control"] {
-        assert_eq!(
-            std::fs::read(sz.dest.join(f)).unwrap(),
-            std::fs::read(sg.dest.join(f)).unwrap(),
-            "{f}"
-        );
+        assert_eq!(std::fs::read(sz.dest.join(f)).unwrap(), std::fs::read(sg.dest.join(f)).unwrap(), "{f}");
     }
-    assert_eq!(
-        std::fs::read_link(sz.dest.join("lib/vector.so.0")).unwrap(),
-        std::path::PathBuf::from("vector.so")
-    );
+    assert_eq!(std::fs::read_link(sz.dest.join("lib/vector.so.0")).unwrap(), std::path::PathBuf::from("vector.so"));
 }
 
 #[test]
@@ -69,11 +59,7 @@ fn zstd_and_gzip_layers_mix_and_several_frames_are_read() {
     let (a, b) = t.split_at(1536);
     let mut stored = zstd::encode_all(a, 1).unwrap();
     stored.extend(zstd::encode_all(b, 19).unwrap());
-    let two_frames = Layer {
-        diff_id: sha(&t),
-        stored,
-        media_type: ZSTD_MEDIA_TYPE.into(),
-    };
+    let two_frames = Layer { diff_id: sha(&t), stored, media_type: ZSTD_MEDIA_TYPE.into() };
     let top = Layer::gz(&[file("licenses/LICENSE", b"PostgreSQL")]);
     let (sb, r) = unpack_layers(&[two_frames, top], &UnpackOptions::default());
     r.unwrap();
@@ -86,10 +72,7 @@ fn zstd_size_bomb_is_refused_with_nothing_left() {
     let zeros = vec![0u8; 4 << 20];
     let layer = zstd_layer(&[file("a", &zeros[..1 << 20]), file("bomb", &zeros)], 19);
     assert!(layer.stored.len() < 16 << 10, "the layer compresses well");
-    let opts = UnpackOptions {
-        max_total_bytes: 2 << 20,
-        ..Default::default()
-    };
+    let opts = UnpackOptions { max_total_bytes: 2 << 20, ..Default::default() };
     let (sb, r) = unpack_layers(&[layer], &opts);
     match r {
         Err(ImageError::LimitExceeded { entry, limit, .. }) => {
@@ -103,25 +86,15 @@ fn zstd_size_bomb_is_refused_with_nothing_left() {
 
 #[test]
 fn zstd_hostile_entries_are_refused() {
-    let (sb, r) = unpack_layers(
-        &[zstd_layer(
-            &[dir("a/"), file("a/../../outside/evil", b"x")],
-            3,
-        )],
-        &UnpackOptions::default(),
-    );
-    assert!(
-        matches!(r, Err(ImageError::UnsafeEntry { ref entry, .. }) if entry == "a/../../outside/evil"),
-        "{r:?}"
-    );
+    let (sb, r) =
+        unpack_layers(&[zstd_layer(&[dir("a/"), file("a/../../outside/evil", b"x")], 3)], &UnpackOptions::default());
+    assert!(matches!(r, Err(ImageError::UnsafeEntry { ref entry, .. }) if entry == "a/../../outside/evil"), "{r:?}");
     sb.assert_clean();
 }
 
 #[test]
 fn truncated_or_corrupt_zstd_is_a_corrupt_layer() {
-    let data: Vec<u8> = (0..100_000u32)
-        .flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes())
-        .collect();
+    let data: Vec<u8> = (0..100_000u32).flat_map(|i| i.wrapping_mul(2654435761).to_le_bytes()).collect();
     let full = zstd_layer(&[file("big", &data)], 3);
     for cut in [3, 100, full.stored.len() / 2] {
         let l = Layer {
@@ -150,11 +123,7 @@ fn zstd_window_over_the_cap_is_refused() {
     enc.window_log(30).unwrap();
     enc.write_all(&t).unwrap();
     let stored = enc.finish().unwrap();
-    let l = Layer {
-        diff_id: sha(&t),
-        stored,
-        media_type: ZSTD_MEDIA_TYPE.into(),
-    };
+    let l = Layer { diff_id: sha(&t), stored, media_type: ZSTD_MEDIA_TYPE.into() };
     let (sb, r) = unpack_layers(&[l], &UnpackOptions::default());
     assert!(matches!(r, Err(ImageError::CorruptLayer { .. })), "{r:?}");
     sb.assert_clean();
@@ -173,48 +142,26 @@ fn skopeo_zstd_copy_unpacks() {
     std::fs::create_dir_all(tree.join("lib")).unwrap();
     std::fs::create_dir_all(tree.join("share/extension")).unwrap();
     std::fs::write(tree.join("lib/x.so"), vec![9u8; 50_000]).unwrap();
-    std::fs::write(
-        tree.join("share/extension/x.control"),
-        "default_version = '1'\n",
-    )
-    .unwrap();
+    std::fs::write(tree.join("share/extension/x.control"), "default_version = '1'\n").unwrap();
     let src = tmp.path().join("src");
     let opts = cnpg_ext_images::BuildOptions::new("example.com/x:1-18-trixie");
     cnpg_ext_images::build_layout(&tree, &opts, &src).unwrap();
     let dst = tmp.path().join("dst");
     let out = Command::new("skopeo")
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--dest-compress-format",
-            "zstd",
-        ])
+        .args(["--insecure-policy", "copy", "--dest-compress-format", "zstd"])
         .arg(format!("oci:{}", src.display()))
         .arg(format!("oci:{}:x", dst.display()))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "skopeo failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "skopeo failed: {}", String::from_utf8_lossy(&out.stderr));
     // The copy really has a zstd layer.
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dst.join("index.json")).unwrap()).unwrap();
     let m = index["manifests"][0]["digest"].as_str().unwrap();
-    let manifest: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(
-            dst.join("blobs/sha256")
-                .join(m.trim_start_matches("sha256:")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dst.join("blobs/sha256").join(m.trim_start_matches("sha256:"))).unwrap())
+            .unwrap();
     assert_eq!(manifest["layers"][0]["mediaType"], ZSTD_MEDIA_TYPE);
     let dest = tmp.path().join("rootfs");
     unpack(&dst, &dest, &UnpackOptions::default()).unwrap();
-    assert_eq!(
-        std::fs::read(dest.join("lib/x.so")).unwrap(),
-        vec![9u8; 50_000]
-    );
+    assert_eq!(std::fs::read(dest.join("lib/x.so")).unwrap(), vec![9u8; 50_000]);
 }

@@ -24,20 +24,14 @@ use kube::api::{Api, DynamicObject};
 const NS: &str = "bench";
 
 fn cpu_time() -> Duration {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: clock_gettime writes into the timespec we own.
     unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
     Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 fn main() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let cluster = match Manifest::parse(
         std::path::Path::new("c.yaml"),
         "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  instances: 3\n  postgresql:\n    extensions:\n      - name: pgvector\n        image: {reference: \"ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie\"}\n",
@@ -64,28 +58,14 @@ fn main() {
             api.on(
                 "GET",
                 &format!("{}/c-{i}", fixtures::pods_path(NS)),
-                vec![fixtures::pod(
-                    NS,
-                    "c",
-                    &format!("c-{i}"),
-                    "u",
-                    "replica",
-                    true,
-                    &vols,
-                )],
+                vec![fixtures::pod(NS, "c", &format!("c-{i}"), "u", "replica", true, &vols)],
             );
         }
         let client = api.client();
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(client.clone(), NS, &cluster_resource());
+        let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &cluster_resource());
         let pods: Api<Pod> = Api::namespaced(client.clone(), NS);
-        let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
-            .await
-            .unwrap();
-        let record = watch
-            .finish(Expect::Rollout, Duration::from_secs(60))
-            .await
-            .unwrap();
+        let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60)).await.unwrap();
+        let record = watch.finish(Expect::Rollout, Duration::from_secs(60)).await.unwrap();
         assert_eq!(record.restarts.len(), 3);
         let exec = FakeExec::default();
         for i in 1..=3 {

@@ -7,13 +7,10 @@ use std::path::PathBuf;
 
 use cnpg_ext_model::backend::BackendError;
 
-use crate::config::{
-    check_kind_config, check_kind_version, config_file_name, Topology, DEFAULT_KUBERNETES,
-};
+use crate::config::{check_kind_config, check_kind_version, config_file_name, Topology, DEFAULT_KUBERNETES};
 use crate::options::KindOptions;
 use crate::registry::{
-    self, hosts_toml_local, with_registry_patch, RegistryConfig, DEFAULT_REGISTRY_IMAGE,
-    DEFAULT_REGISTRY_PORT,
+    self, hosts_toml_local, with_registry_patch, RegistryConfig, DEFAULT_REGISTRY_IMAGE, DEFAULT_REGISTRY_PORT,
 };
 
 pub const DEFAULT_NAME: &str = "cnpg-ext";
@@ -98,10 +95,7 @@ fn exit_code(e: &BackendError) -> i32 {
 }
 
 async fn run_tool(program: &str, args: &[&str]) -> Result<std::process::Output, std::io::Error> {
-    tokio::process::Command::new(program)
-        .args(args)
-        .output()
-        .await
+    tokio::process::Command::new(program).args(args).output().await
 }
 
 /// `kind` and a container engine (docker or podman) are there. Returns `kind version`.
@@ -113,9 +107,7 @@ pub async fn check_tools() -> Result<String, BackendError> {
     })?;
     let docker = run_tool("docker", &["info", "--format", "{{.ServerVersion}}"]).await;
     let podman = run_tool("podman", &["info", "--format", "{{.Version.Version}}"]).await;
-    let ok = |r: &Result<std::process::Output, std::io::Error>| {
-        r.as_ref().is_ok_and(|o| o.status.success())
-    };
+    let ok = |r: &Result<std::process::Output, std::io::Error>| r.as_ref().is_ok_and(|o| o.status.success());
     if !ok(&docker) && !ok(&podman) {
         return Err(BackendError::Unusable(
             "no usable container engine: kind needs a running Docker (`docker info` must work) or Podman \
@@ -128,12 +120,9 @@ pub async fn check_tools() -> Result<String, BackendError> {
 
 pub async fn run(cmd: KindCommand) -> i32 {
     let r = match cmd {
-        KindCommand::Up {
-            name,
-            config,
-            allow_unpinned,
-            registry,
-        } => up(&name, config, allow_unpinned, &registry).await,
+        KindCommand::Up { name, config, allow_unpinned, registry } => {
+            up(&name, config, allow_unpinned, &registry).await
+        }
         KindCommand::Down { name, registry } => down(&name, registry).await,
         KindCommand::Status { name } => status(&name).await,
     };
@@ -153,15 +142,10 @@ async fn up(
     reg_args: &RegistryArgs,
 ) -> Result<(), BackendError> {
     let kind_version = check_tools().await?;
-    let path = config.unwrap_or_else(|| {
-        crate::kind_config_dir().join(config_file_name(DEFAULT_KUBERNETES, Topology::Single))
-    });
-    let text = std::fs::read_to_string(&path).map_err(|e| {
-        BackendError::Unusable(format!(
-            "{}: cannot read the kind config: {e}",
-            path.display()
-        ))
-    })?;
+    let path =
+        config.unwrap_or_else(|| crate::kind_config_dir().join(config_file_name(DEFAULT_KUBERNETES, Topology::Single)));
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| BackendError::Unusable(format!("{}: cannot read the kind config: {e}", path.display())))?;
     let info = check_kind_config(&path, &text, allow_unpinned)?;
     for w in &info.warnings {
         eprintln!("warning: {w}");
@@ -185,8 +169,7 @@ async fn up(
         );
         let with_patch = with_registry_patch(&text)?;
         if with_patch != text {
-            let p = std::env::temp_dir()
-                .join(format!("cnpg-ext-kind-{name}-{}.yaml", std::process::id()));
+            let p = std::env::temp_dir().join(format!("cnpg-ext-kind-{name}-{}.yaml", std::process::id()));
             std::fs::write(&p, &with_patch)
                 .map_err(|e| BackendError::Failed(format!("writing {}: {e}", p.display())))?;
             patched = Some(p);
@@ -195,23 +178,14 @@ async fn up(
     } else {
         None
     };
-    let config_s = patched
-        .as_ref()
-        .map(|p| p.to_string_lossy().into_owned())
-        .unwrap_or_else(|| path_s.clone());
+    let config_s = patched.as_ref().map(|p| p.to_string_lossy().into_owned()).unwrap_or_else(|| path_s.clone());
     eprintln!(
         "creating kind cluster `{name}` from {path_s}{} ({})",
-        if patched.is_some() {
-            " + containerd config_path patch"
-        } else {
-            ""
-        },
+        if patched.is_some() { " + containerd config_path patch" } else { "" },
         info.images.join(", ")
     );
     let out = tokio::process::Command::new("kind")
-        .args([
-            "create", "cluster", "--name", name, "--config", &config_s, "--wait", "180s",
-        ])
+        .args(["create", "cluster", "--name", name, "--config", &config_s, "--wait", "180s"])
         .status()
         .await
         .map_err(|e| BackendError::Unusable(format!("cannot run kind: {e}")));
@@ -225,13 +199,8 @@ async fn up(
     }
     if let Some(reg) = &reg {
         reg.connect_kind_network().await?;
-        let nodes = reg
-            .configure_nodes(name, &[(reg.cfg.host(), hosts_toml_local(&reg.cfg))])
-            .await?;
-        let opts = KindOptions {
-            kind_cluster: Some(name.to_string()),
-            ..Default::default()
-        };
+        let nodes = reg.configure_nodes(name, &[(reg.cfg.host(), hosts_toml_local(&reg.cfg))]).await?;
+        let opts = KindOptions { kind_cluster: Some(name.to_string()), ..Default::default() };
         let client = crate::backend::connect(&opts).await?;
         reg.publish_configmap(&client).await?;
         println!(
@@ -250,7 +219,9 @@ async fn up(
     } else {
         String::new()
     };
-    println!("cluster `{name}` is up (context kind-{name}); run scenarios with `--backend kind --kind-cluster {name}{flag}`");
+    println!(
+        "cluster `{name}` is up (context kind-{name}); run scenarios with `--backend kind --kind-cluster {name}{flag}`"
+    );
     Ok(())
 }
 
@@ -268,9 +239,7 @@ async fn down(name: &str, remove_registry: bool) -> Result<(), BackendError> {
         .await
         .map_err(|e| BackendError::Unusable(format!("cannot run kind: {e}")))?;
     if !out.success() {
-        return Err(BackendError::Failed(format!(
-            "`kind delete cluster --name {name}` failed"
-        )));
+        return Err(BackendError::Failed(format!("`kind delete cluster --name {name}` failed")));
     }
     Ok(())
 }
@@ -287,10 +256,7 @@ async fn status(name: &str) -> Result<(), BackendError> {
             "no kind cluster `{name}`: create it with `cnpg-ext-harness kind up --name {name}`"
         )));
     }
-    let opts = KindOptions {
-        kind_cluster: Some(name.to_string()),
-        ..Default::default()
-    };
+    let opts = KindOptions { kind_cluster: Some(name.to_string()), ..Default::default() };
     let client = crate::backend::connect(&opts).await?;
     let report = crate::preflight::run(
         &client,
@@ -298,10 +264,7 @@ async fn status(name: &str) -> Result<(), BackendError> {
         crate::options::Timeouts::default().forbidden_retry,
     )
     .await?;
-    println!(
-        "cluster `{name}`: Kubernetes {}, ImageVolume gate on",
-        report.server_version
-    );
+    println!("cluster `{name}`: Kubernetes {}, ImageVolume gate on", report.server_version);
     for (node, rt) in &report.nodes {
         println!("  node {node}: {rt}");
     }
@@ -310,9 +273,7 @@ async fn status(name: &str) -> Result<(), BackendError> {
         let state = registry::run(&registry::inspect_running_args(&cli, &cfg), None).await;
         match state {
             Ok(o) if o.status.success() => {
-                let port = registry::run_ok(&registry::port_args(&cli, &cfg), None)
-                    .await
-                    .unwrap_or_default();
+                let port = registry::run_ok(&registry::port_args(&cli, &cfg), None).await.unwrap_or_default();
                 println!(
                     "registry: {} running={} published on {}",
                     cfg.name,
@@ -326,9 +287,7 @@ async fn status(name: &str) -> Result<(), BackendError> {
     match crate::operator::installed_operator(&client).await? {
         Some(op) => println!(
             "CloudNativePG: {} ({}/{})",
-            op.version
-                .map(|v| v.to_string())
-                .unwrap_or_else(|| op.image.clone()),
+            op.version.map(|v| v.to_string()).unwrap_or_else(|| op.image.clone()),
             op.namespace,
             op.deployment
         ),

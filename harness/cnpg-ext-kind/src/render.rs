@@ -41,22 +41,13 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
                         Manifest::Database(d) => ("database", namespaced(&d.raw, &ns)),
                         Manifest::Other { kind, raw } => (kind.as_str(), namespaced(raw, &ns)),
                     };
-                    let name = doc
-                        .pointer("/metadata/name")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unnamed")
-                        .to_string();
-                    out.push((
-                        format!("{n:02}-apply-{}-{name}.yaml", kind.to_lowercase()),
-                        doc,
-                    ));
+                    let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("unnamed").to_string();
+                    out.push((format!("{n:02}-apply-{}-{name}.yaml", kind.to_lowercase()), doc));
                 }
             }
             Step::Restart(_) => {
                 let c = last_cluster.clone().unwrap_or_else(|| "cluster".into());
-                let patch = restart_patch(
-                    "<RFC 3339 time of the restart, with nanoseconds, unique per restart>",
-                );
+                let patch = restart_patch("<RFC 3339 time of the restart, with nanoseconds, unique per restart>");
                 out.push((format!("{n:02}-restart-{c}.merge-patch.yaml"), patch));
             }
             Step::Sql(_) | Step::Verify(_) => {}
@@ -77,19 +68,9 @@ pub fn origin_expectations(
     applied: &Value,
     opts: &KindOptions,
 ) -> Value {
-    let plan = ClusterPlan::derive(
-        cluster,
-        &PlanOptions {
-            mount_root: "/extensions".into(),
-            cnpg: opts.cnpg_version,
-        },
-    );
-    let asked = raw
-        .pointer("/spec/enableSuperuserAccess")
-        .and_then(Value::as_bool);
-    let applied_flag = applied
-        .pointer("/spec/enableSuperuserAccess")
-        .and_then(Value::as_bool);
+    let plan = ClusterPlan::derive(cluster, &PlanOptions { mount_root: "/extensions".into(), cnpg: opts.cnpg_version });
+    let asked = raw.pointer("/spec/enableSuperuserAccess").and_then(Value::as_bool);
+    let applied_flag = applied.pointer("/spec/enableSuperuserAccess").and_then(Value::as_bool);
     let superuser = match (asked, applied_flag) {
         (None, Some(true)) => "spec.enableSuperuserAccess: true added by the harness (the manifest leaves it unset): SQL steps and origin checks connect as postgres with the <cluster>-superuser secret".to_string(),
         (Some(true), _) => "spec.enableSuperuserAccess: true (from the manifest): SQL steps and origin checks connect as postgres".to_string(),
@@ -126,13 +107,8 @@ pub fn origin_expectations(
 /// sends it), `operator-release.yaml`, `<scenario-id>/NN-….yaml` with an
 /// `NN-origin-<cluster>.yaml` per applied Cluster; with `--registry` also `registry-*` (ConfigMap, nodes'
 /// `hosts.toml`, where each image is pushed). Returns the files written.
-pub fn render_dry_run(
-    scenario: &Scenario,
-    opts: &KindOptions,
-    out_dir: &Path,
-) -> Result<Vec<PathBuf>, BackendError> {
-    let io =
-        |p: &Path, e: std::io::Error| BackendError::Failed(format!("writing {}: {e}", p.display()));
+pub fn render_dry_run(scenario: &Scenario, opts: &KindOptions, out_dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
+    let io = |p: &Path, e: std::io::Error| BackendError::Failed(format!("writing {}: {e}", p.display()));
     let dir = out_dir.join(&scenario.id);
     std::fs::create_dir_all(&dir).map_err(|e| io(&dir, e))?;
     let mut written = Vec::new();
@@ -142,17 +118,11 @@ pub fn render_dry_run(
         Ok(())
     };
 
-    put(
-        out_dir.join("kind-config.yaml"),
-        render_kind_config(DEFAULT_KUBERNETES, Topology::Single, opts.registry)?,
-    )?;
+    put(out_dir.join("kind-config.yaml"), render_kind_config(DEFAULT_KUBERNETES, Topology::Single, opts.registry)?)?;
     // The preflight's ImageVolume probe: sent once per run, in the namespace the run uses.
     put(
         out_dir.join("preflight-imagevolume-probe-pod.dry-run.yaml"),
-        to_yaml(
-            &serde_json::to_value(image_volume_probe_pod(PREFLIGHT_NAMESPACE))
-                .expect("pod serializes"),
-        ),
+        to_yaml(&serde_json::to_value(image_volume_probe_pod(PREFLIGHT_NAMESPACE)).expect("pod serializes")),
     )?;
 
     if opts.registry {
@@ -171,22 +141,10 @@ pub fn render_dry_run(
         let mut files = vec![(cfg.host(), crate::registry::hosts_toml_local(&cfg))];
         files.extend(crate::registry::mirror_hosts_files(&targets, &cfg));
         for (host, text) in files {
-            put(
-                out_dir.join(format!(
-                    "registry-certs.d-{}-hosts.toml",
-                    host.replace(':', "_")
-                )),
-                text,
-            )?;
+            put(out_dir.join(format!("registry-certs.d-{}-hosts.toml", host.replace(':', "_"))), text)?;
         }
-        let pushes: Vec<String> = targets
-            .iter()
-            .map(|t| format!("{} -> {}", t.reference, t.push))
-            .collect();
-        put(
-            out_dir.join("registry-pushes.txt"),
-            pushes.join("\n") + "\n",
-        )?;
+        let pushes: Vec<String> = targets.iter().map(|t| format!("{} -> {}", t.reference, t.push)).collect();
+        put(out_dir.join("registry-pushes.txt"), pushes.join("\n") + "\n")?;
     }
 
     let versions = match &opts.versions_file {
@@ -197,16 +155,9 @@ pub fn render_dry_run(
     let mut rel = serde_json::to_value(release).expect("release serializes");
     if let Some(local) = &opts.operator_manifest {
         let text = std::fs::read_to_string(local).map_err(|e| {
-            BackendError::Unusable(format!(
-                "{}: cannot read the operator manifest: {e}",
-                local.display()
-            ))
+            BackendError::Unusable(format!("{}: cannot read the operator manifest: {e}", local.display()))
         })?;
-        let check = crate::versions::check_manifest(
-            release,
-            text.as_bytes(),
-            opts.allow_unpinned_operator,
-        )?;
+        let check = crate::versions::check_manifest(release, text.as_bytes(), opts.allow_unpinned_operator)?;
         let docs = crate::operator::apply_order(crate::operator::parse_manifest(&text)?);
         rel["computed_sha256"] = json!(check.sha256);
         rel["apply_order"] = json!(crate::operator::describe(&docs));

@@ -105,9 +105,7 @@ impl Collection {
                 break;
             }
             let name = obj.pointer("/metadata/name").cloned();
-            let pos = items
-                .iter()
-                .position(|o| o.pointer("/metadata/name").cloned() == name);
+            let pos = items.iter().position(|o| o.pointer("/metadata/name").cloned() == name);
             match (ty, pos) {
                 (WatchType::Deleted, Some(i)) => {
                     items.remove(i);
@@ -191,40 +189,30 @@ pub fn query_param(query: &str, key: &str) -> Option<String> {
 
 /// Does `obj` match a label or field selector (equality terms only: `k=v`, `k==v`, `k!=v`)?
 fn matches_selector(obj: &Value, selector: &str, field: bool) -> bool {
-    selector
-        .split(',')
-        .filter(|t| !t.trim().is_empty())
-        .all(|term| {
-            let (key, want, negate) = if let Some((k, v)) = term.split_once("!=") {
-                (k, v, true)
-            } else if let Some((k, v)) = term.split_once("==") {
-                (k, v, false)
-            } else if let Some((k, v)) = term.split_once('=') {
-                (k, v, false)
-            } else {
-                // `key` alone: the label exists.
-                let has = obj
-                    .pointer("/metadata/labels")
-                    .and_then(|l| l.get(term.trim()))
-                    .is_some();
-                return has;
-            };
-            let (key, want) = (key.trim(), want.trim());
-            let have = if field {
-                match key {
-                    "metadata.name" => obj.pointer("/metadata/name").and_then(Value::as_str),
-                    "metadata.namespace" => {
-                        obj.pointer("/metadata/namespace").and_then(Value::as_str)
-                    }
-                    _ => return true,
-                }
-            } else {
-                obj.pointer("/metadata/labels")
-                    .and_then(|l| l.get(key))
-                    .and_then(Value::as_str)
-            };
-            (have == Some(want)) != negate
-        })
+    selector.split(',').filter(|t| !t.trim().is_empty()).all(|term| {
+        let (key, want, negate) = if let Some((k, v)) = term.split_once("!=") {
+            (k, v, true)
+        } else if let Some((k, v)) = term.split_once("==") {
+            (k, v, false)
+        } else if let Some((k, v)) = term.split_once('=') {
+            (k, v, false)
+        } else {
+            // `key` alone: the label exists.
+            let has = obj.pointer("/metadata/labels").and_then(|l| l.get(term.trim())).is_some();
+            return has;
+        };
+        let (key, want) = (key.trim(), want.trim());
+        let have = if field {
+            match key {
+                "metadata.name" => obj.pointer("/metadata/name").and_then(Value::as_str),
+                "metadata.namespace" => obj.pointer("/metadata/namespace").and_then(Value::as_str),
+                _ => return true,
+            }
+        } else {
+            obj.pointer("/metadata/labels").and_then(|l| l.get(key)).and_then(Value::as_str)
+        };
+        (have == Some(want)) != negate
+    })
 }
 
 fn selected(obj: &Value, query: &str) -> bool {
@@ -252,14 +240,7 @@ impl FakeApi {
 
     pub fn on_responses(&self, method: &str, path: &str, responses: Vec<(u16, Value)>) -> &Self {
         let mut st = self.state.lock().unwrap();
-        st.routes.insert(
-            (method.to_string(), path.to_string()),
-            Route {
-                responses,
-                cursor: 0,
-                responder: None,
-            },
-        );
+        st.routes.insert((method.to_string(), path.to_string()), Route { responses, cursor: 0, responder: None });
         self
     }
 
@@ -273,11 +254,7 @@ impl FakeApi {
         let mut st = self.state.lock().unwrap();
         st.routes.insert(
             (method.to_string(), path.to_string()),
-            Route {
-                responses: Vec::new(),
-                cursor: 0,
-                responder: Some(Arc::new(respond)),
-            },
+            Route { responses: Vec::new(), cursor: 0, responder: Some(Arc::new(respond)) },
         );
         self
     }
@@ -341,10 +318,7 @@ impl FakeApi {
     }
 
     pub fn requests_to(&self, method: &str, path: &str) -> Vec<RecordedRequest> {
-        self.requests()
-            .into_iter()
-            .filter(|r| r.method == method && r.path == path)
-            .collect()
+        self.requests().into_iter().filter(|r| r.method == method && r.path == path).collect()
     }
 
     fn answer(&self, req: RecordedRequest) -> Answer {
@@ -364,11 +338,7 @@ impl FakeApi {
         if opened {
             st.released.send_modify(|n| *n += 1);
         }
-        let responder = st
-            .routes
-            .get(&key)
-            .and_then(|r| r.responder.clone())
-            .filter(|_| !watch);
+        let responder = st.routes.get(&key).and_then(|r| r.responder.clone()).filter(|_| !watch);
         if let Some(respond) = responder {
             let (code, body) = respond(&req);
             st.log.push(req);
@@ -391,21 +361,11 @@ impl FakeApi {
                         .and_then(|v| v.parse::<u64>().ok())
                         .filter(|v| *v > 0)
                         .unwrap_or(now);
-                    return Answer::Watch {
-                        path: key.1.clone(),
-                        query,
-                        from,
-                    };
+                    return Answer::Watch { path: key.1.clone(), query, from };
                 }
-                let items: Vec<Value> = c
-                    .state_at(now)
-                    .into_iter()
-                    .filter(|o| selected(o, &query))
-                    .collect();
-                let api_version = items
-                    .first()
-                    .and_then(|o| o.get("apiVersion").cloned())
-                    .unwrap_or_else(|| json!("v1"));
+                let items: Vec<Value> = c.state_at(now).into_iter().filter(|o| selected(o, &query)).collect();
+                let api_version =
+                    items.first().and_then(|o| o.get("apiVersion").cloned()).unwrap_or_else(|| json!("v1"));
                 return Answer::Json(
                     200,
                     json!({"apiVersion": api_version, "kind": c.list_kind, "metadata": {"resourceVersion": now.to_string()}, "items": items}),
@@ -419,22 +379,12 @@ impl FakeApi {
                         .find(|o| o.pointer("/metadata/name").and_then(Value::as_str) == Some(name))
                     {
                         Some(o) => Answer::Json(200, o),
-                        None => Answer::Json(
-                            404,
-                            status_body(404, "NotFound", &format!("\"{name}\" not found")),
-                        ),
+                        None => Answer::Json(404, status_body(404, "NotFound", &format!("\"{name}\" not found"))),
                     };
                 }
             }
         }
-        Answer::Json(
-            404,
-            status_body(
-                404,
-                "NotFound",
-                &format!("fake API: no route for {} {}", key.0, key.1),
-            ),
-        )
+        Answer::Json(404, status_body(404, "NotFound", &format!("fake API: no route for {} {}", key.0, key.1)))
     }
 
     /// The events of the collection at `path` after `from`, each as one JSON line, as they
@@ -454,11 +404,7 @@ impl FakeApi {
                     let next = {
                         let mut st = fake.state.lock().unwrap();
                         let c = st.collections.get_mut(&path)?;
-                        let found = if c.released {
-                            c.events.iter().find(|e| e.0 > cursor).cloned()
-                        } else {
-                            None
-                        };
+                        let found = if c.released { c.events.iter().find(|e| e.0 > cursor).cloned() } else { None };
                         if let Some((rv, _, _)) = &found {
                             c.delivered = c.delivered.max(*rv);
                         }
@@ -468,10 +414,8 @@ impl FakeApi {
                         Some((rv, ty, obj)) => {
                             cursor = rv;
                             if selected(&obj, &query) {
-                                let mut line = serde_json::to_vec(
-                                    &json!({"type": ty.as_str(), "object": obj}),
-                                )
-                                .expect("json");
+                                let mut line =
+                                    serde_json::to_vec(&json!({"type": ty.as_str(), "object": obj})).expect("json");
                                 line.push(b'\n');
                                 return Some((Bytes::from(line), (fake, path, query, cursor, rx)));
                             }
@@ -502,30 +446,13 @@ impl FakeApi {
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
                     .to_string();
-                let bytes = req
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let body = if bytes.is_empty() {
-                    None
-                } else {
-                    serde_json::from_slice(&bytes).ok()
-                };
-                let answer = fake.answer(RecordedRequest {
-                    method,
-                    path,
-                    query,
-                    content_type,
-                    body,
-                });
+                let bytes = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let body = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
+                let answer = fake.answer(RecordedRequest { method, path, query, content_type, body });
                 let (code, body): (u16, Body) = match answer {
-                    Answer::Json(code, value) => (
-                        code,
-                        Full::new(Bytes::from(serde_json::to_vec(&value).expect("json")))
-                            .boxed_unsync(),
-                    ),
+                    Answer::Json(code, value) => {
+                        (code, Full::new(Bytes::from(serde_json::to_vec(&value).expect("json"))).boxed_unsync())
+                    }
                     Answer::Watch { path, query, from } => {
                         let frames = fake
                             .watch_stream(path, query, from)
@@ -561,12 +488,7 @@ impl FakeExec {
     pub fn set(&self, pod: &str, stdout: &str) {
         self.outputs.lock().unwrap().insert(
             pod.to_string(),
-            crate::exec::ExecOutput {
-                stdout: stdout.into(),
-                stderr: String::new(),
-                success: true,
-                message: None,
-            },
+            crate::exec::ExecOutput { stdout: stdout.into(), stderr: String::new(), success: true, message: None },
         );
     }
 }
@@ -580,20 +502,12 @@ impl crate::exec::PodExec for FakeExec {
         container: &str,
         command: &[String],
     ) -> Result<crate::exec::ExecOutput, cnpg_ext_model::backend::BackendError> {
-        self.calls
-            .lock()
-            .unwrap()
-            .push((pod.to_string(), container.to_string(), command.to_vec()));
-        self.outputs
-            .lock()
-            .unwrap()
-            .get(pod)
-            .cloned()
-            .ok_or_else(|| {
-                cnpg_ext_model::backend::BackendError::Failed(format!(
-                    "exec in pod {namespace}/{pod}: pod not found (fake)"
-                ))
-            })
+        self.calls.lock().unwrap().push((pod.to_string(), container.to_string(), command.to_vec()));
+        self.outputs.lock().unwrap().get(pod).cloned().ok_or_else(|| {
+            cnpg_ext_model::backend::BackendError::Failed(format!(
+                "exec in pod {namespace}/{pod}: pod not found (fake)"
+            ))
+        })
     }
 }
 
@@ -641,12 +555,8 @@ pub mod fixtures {
     /// its generation (`…a` the first pod of an instance, `…b` its replacement, …), and
     /// each generation starts one minute after the previous one.
     pub fn started_at(uid: &str) -> String {
-        let generation = uid
-            .chars()
-            .last()
-            .filter(|c| c.is_ascii_lowercase())
-            .map(|c| c as u32 - 'a' as u32)
-            .unwrap_or(0);
+        let generation =
+            uid.chars().last().filter(|c| c.is_ascii_lowercase()).map(|c| c as u32 - 'a' as u32).unwrap_or(0);
         format!("2026-01-01T00:{generation:02}:00Z")
     }
 
@@ -657,26 +567,15 @@ pub mod fixtures {
     /// `image` source; CreateExtensionVolumeMounts: `/extensions/<name>`, no readOnly
     /// flag, image volumes are read-only anyway). Container status: the kubelet's
     /// (`ready`, `started`, `state.running.startedAt`, see [`started_at`]).
-    pub fn pod(
-        ns: &str,
-        cluster: &str,
-        name: &str,
-        uid: &str,
-        role: &str,
-        ready: bool,
-        vols: &[Vol],
-    ) -> Value {
+    pub fn pod(ns: &str, cluster: &str, name: &str, uid: &str, role: &str, ready: bool, vols: &[Vol]) -> Value {
         let volumes: Vec<Value> = vols
             .iter()
             .filter(|v| v.keep_image)
             .map(|v| json!({"name": v.volume, "image": {"reference": v.image, "pullPolicy": "IfNotPresent"}}))
             .chain(std::iter::once(json!({"name": "pgdata", "persistentVolumeClaim": {"claimName": name}})))
             .collect();
-        let mut mounts: Vec<Value> = vols
-            .iter()
-            .filter(|v| v.keep_image)
-            .map(|v| json!({"name": v.volume, "mountPath": v.mount}))
-            .collect();
+        let mut mounts: Vec<Value> =
+            vols.iter().filter(|v| v.keep_image).map(|v| json!({"name": v.volume, "mountPath": v.mount})).collect();
         mounts.push(json!({"name": "pgdata", "mountPath": "/var/lib/postgresql/data"}));
         let image = "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie";
         json!({
@@ -716,21 +615,10 @@ pub mod fixtures {
     /// pods: role label and the postgres container's start time.
     pub fn instance_states(pods: &[Value]) -> std::collections::BTreeMap<String, InstanceState> {
         pods.iter()
-            .filter(|p| {
-                p.pointer("/metadata/labels/cnpg.io~1podRole")
-                    .and_then(Value::as_str)
-                    == Some("instance")
-            })
+            .filter(|p| p.pointer("/metadata/labels/cnpg.io~1podRole").and_then(Value::as_str) == Some("instance"))
             .map(|p| {
-                let name = p
-                    .pointer("/metadata/name")
-                    .and_then(Value::as_str)
-                    .unwrap_or("?")
-                    .to_string();
-                let role = match p
-                    .pointer("/metadata/labels/cnpg.io~1instanceRole")
-                    .and_then(Value::as_str)
-                {
+                let name = p.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("?").to_string();
+                let role = match p.pointer("/metadata/labels/cnpg.io~1instanceRole").and_then(Value::as_str) {
                     Some("primary") => Role::Primary,
                     _ => Role::Replica,
                 };
@@ -815,18 +703,11 @@ pub mod fixtures {
         frames: &[Frame],
         vols: &[Vol],
     ) -> (Vec<Value>, Events, Vec<Vec<Value>>, Events) {
-        let clusters: Vec<Value> = frames
-            .iter()
-            .map(|f| cluster(ns, cluster_name, instances, f.ready, f.phase))
-            .collect();
+        let clusters: Vec<Value> =
+            frames.iter().map(|f| cluster(ns, cluster_name, instances, f.ready, f.phase)).collect();
         let pods: Vec<Vec<Value>> = frames
             .iter()
-            .map(|f| {
-                f.pods
-                    .iter()
-                    .map(|(n, u, r, ok)| pod(ns, cluster_name, n, u, r, *ok, vols))
-                    .collect()
-            })
+            .map(|f| f.pods.iter().map(|(n, u, r, ok)| pod(ns, cluster_name, n, u, r, *ok, vols)).collect())
             .collect();
         let mut cluster_events = Vec::new();
         for w in clusters.windows(2) {
@@ -843,28 +724,15 @@ pub mod fixtures {
 
     /// Serves the Cluster and its pods as collections (list, watch, get) whose events take
     /// them through `frames` in order: a watcher sees every change between two frames.
-    pub fn serve_frames(
-        api: &FakeApi,
-        ns: &str,
-        cluster_name: &str,
-        instances: u32,
-        frames: &[Frame],
-        vols: &[Vol],
-    ) {
-        let (clusters, cluster_events, pods, pod_events) =
-            frame_objects(ns, cluster_name, instances, frames, vols);
+    pub fn serve_frames(api: &FakeApi, ns: &str, cluster_name: &str, instances: u32, frames: &[Frame], vols: &[Vol]) {
+        let (clusters, cluster_events, pods, pod_events) = frame_objects(ns, cluster_name, instances, frames, vols);
         api.serve_collection(
             &clusters_path(ns),
             "ClusterList",
             clusters.first().cloned().into_iter().collect(),
             cluster_events,
         );
-        api.serve_collection(
-            &pods_path(ns),
-            "PodList",
-            pods.first().cloned().unwrap_or_default(),
-            pod_events,
-        );
+        api.serve_collection(&pods_path(ns), "PodList", pods.first().cloned().unwrap_or_default(), pod_events);
     }
 
     /// [`serve_frames`] for a rollout caused by a request: the first frame is the state
@@ -881,8 +749,7 @@ pub mod fixtures {
         vols_after: &[Vol],
         cause: impl Fn(&RecordedRequest) -> bool + Send + Sync + 'static,
     ) {
-        let (clusters, cluster_events, _, _) =
-            frame_objects(ns, cluster_name, instances, frames, vols_after);
+        let (clusters, cluster_events, _, _) = frame_objects(ns, cluster_name, instances, frames, vols_after);
         // Pods: the ones of the first frame carry the old volumes; a pod keeps the volumes
         // it was created with (a uid seen in the first frame keeps `vols_before`).
         let first_uids: Vec<&str> = frames[0].pods.iter().map(|p| p.1).collect();
@@ -892,11 +759,7 @@ pub mod fixtures {
                 f.pods
                     .iter()
                     .map(|(n, u, r, ok)| {
-                        let v = if first_uids.contains(u) {
-                            vols_before
-                        } else {
-                            vols_after
-                        };
+                        let v = if first_uids.contains(u) { vols_before } else { vols_after };
                         pod(ns, cluster_name, n, u, r, *ok, v)
                     })
                     .collect()
@@ -944,10 +807,7 @@ pub mod fixtures {
             Frame {
                 phase: UPGRADING,
                 ready: 2,
-                pods: vec![
-                    p("c-1", "uid-1a", "primary", true),
-                    p("c-3", "uid-3a", "replica", true),
-                ],
+                pods: vec![p("c-1", "uid-1a", "primary", true), p("c-3", "uid-3a", "replica", true)],
             },
             Frame {
                 phase: UPGRADING,
@@ -988,10 +848,7 @@ pub mod fixtures {
             Frame {
                 phase: PRIMARY_RESTART,
                 ready: 2,
-                pods: vec![
-                    p("c-2", "uid-2b", "replica", true),
-                    p("c-3", "uid-3b", "replica", true),
-                ],
+                pods: vec![p("c-2", "uid-2b", "replica", true), p("c-3", "uid-3b", "replica", true)],
             },
             Frame {
                 phase: PRIMARY_RESTART,

@@ -18,14 +18,8 @@ const CONTEXTS: &str = "apiVersion: v1\nkind: Config\ncontexts:\n- name: kind-x\
 fn environment(kind_cluster: Option<&str>) -> KindEnvironment {
     KindEnvironment {
         client: FakeApi::new().client(),
-        opts: KindOptions {
-            kind_cluster: kind_cluster.map(String::from),
-            ..Default::default()
-        },
-        preflight: PreflightReport {
-            server_version: "v1.33.7".into(),
-            nodes: vec![],
-        },
+        opts: KindOptions { kind_cluster: kind_cluster.map(String::from), ..Default::default() },
+        preflight: PreflightReport { server_version: "v1.33.7".into(), nodes: vec![] },
         operator: InstalledOperator {
             namespace: "cnpg-system".into(),
             deployment: "cnpg-controller-manager".into(),
@@ -39,11 +33,7 @@ fn environment(kind_cluster: Option<&str>) -> KindEnvironment {
 
 fn stand_in(dir: &Path, name: &str, log: &Path) {
     let p = dir.join(name);
-    std::fs::write(
-        &p,
-        format!("#!/bin/sh\necho \"{name} $*\" >> {}\n", log.display()),
-    )
-    .unwrap();
+    std::fs::write(&p, format!("#!/bin/sh\necho \"{name} $*\" >> {}\n", log.display())).unwrap();
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
@@ -60,25 +50,12 @@ async fn kubeconfig_lists_are_merged_and_archives_load_once() {
     std::env::set_var("KUBECONFIG", format!("{}:{}", a.display(), b.display()));
     let cfg = kube_config(&KindOptions::default()).await.unwrap();
     assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.1:6443/");
-    let cfg = kube_config(&KindOptions {
-        kind_cluster: Some("x".into()),
-        ..Default::default()
-    })
-    .await
-    .unwrap();
+    let cfg = kube_config(&KindOptions { kind_cluster: Some("x".into()), ..Default::default() }).await.unwrap();
     assert_eq!(cfg.cluster_url.to_string(), "https://127.0.0.1:6443/");
 
     // --kubeconfig names one file; alone, a.yaml has no context: an error naming the file.
-    let err = kube_config(&KindOptions {
-        kubeconfig: Some(a.clone()),
-        ..Default::default()
-    })
-    .await
-    .unwrap_err();
-    assert!(
-        matches!(&err, BackendError::Unusable(m) if m.contains(&a.display().to_string())),
-        "{err}"
-    );
+    let err = kube_config(&KindOptions { kubeconfig: Some(a.clone()), ..Default::default() }).await.unwrap_err();
+    assert!(matches!(&err, BackendError::Unusable(m) if m.contains(&a.display().to_string())), "{err}");
     // The whole list passed as one path (what binding --kubeconfig to $KUBECONFIG did) is
     // not a file.
     let err = kube_config(&KindOptions {
@@ -98,18 +75,9 @@ async fn kubeconfig_lists_are_merged_and_archives_load_once() {
     let saved = std::env::var_os("PATH");
     std::env::set_var("PATH", &bin);
     let images = vec![
-        (
-            "ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(),
-            tmp.path().join("0.docker.tar"),
-        ),
-        (
-            "localhost/my-ext:1".to_string(),
-            tmp.path().join("1.docker.tar"),
-        ),
-        (
-            "ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(),
-            tmp.path().join("0.docker.tar"),
-        ),
+        ("ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(), tmp.path().join("0.docker.tar")),
+        ("localhost/my-ext:1".to_string(), tmp.path().join("1.docker.tar")),
+        ("ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie".to_string(), tmp.path().join("0.docker.tar")),
     ];
     let r = environment(Some("k")).load_images(&images).await;
     let existing_cluster = environment(None).load_images(&images).await;
@@ -125,10 +93,7 @@ async fn kubeconfig_lists_are_merged_and_archives_load_once() {
         .collect();
     assert_eq!(
         lines,
-        [
-            "kind load image-archive T/0.docker.tar --name k",
-            "kind load image-archive T/1.docker.tar --name k"
-        ],
+        ["kind load image-archive T/0.docker.tar --name k", "kind load image-archive T/1.docker.tar --name k"],
         "existing-cluster mode loads nothing"
     );
 }

@@ -11,9 +11,7 @@ use std::time::Duration;
 use cnpg_ext_kind::apply::cluster_resource;
 use cnpg_ext_kind::inspect::{inspect_script, parse_inspect_output};
 use cnpg_ext_kind::options::Timeouts;
-use cnpg_ext_kind::preflight::{
-    check_image_volume_gate, check_operator_for, check_runtime, check_server_version,
-};
+use cnpg_ext_kind::preflight::{check_image_volume_gate, check_operator_for, check_runtime, check_server_version};
 use cnpg_ext_kind::testing::fixtures::{self, instance_states, Frame, Vol, HEALTHY};
 use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::testing::{query_param, status_body, FakeApi, RecordedRequest};
@@ -43,11 +41,7 @@ fn fast_timeouts() -> Timeouts {
 }
 
 fn opts(report: &std::path::Path) -> KindOptions {
-    KindOptions {
-        report_dir: report.to_path_buf(),
-        timeouts: fast_timeouts(),
-        ..Default::default()
-    }
+    KindOptions { report_dir: report.to_path_buf(), timeouts: fast_timeouts(), ..Default::default() }
 }
 
 fn plan() -> ClusterPlan {
@@ -62,18 +56,8 @@ fn vols(keep_image: bool) -> Vec<Vol<'static>> {
 
 fn vols_with(pgvector: &'static str, keep_image: bool) -> Vec<Vol<'static>> {
     vec![
-        Vol {
-            volume: "ext-pgvector",
-            image: pgvector,
-            mount: "/extensions/pgvector",
-            keep_image,
-        },
-        Vol {
-            volume: "ext-my-ext",
-            image: "localhost/my-ext:1",
-            mount: "/extensions/my_ext",
-            keep_image,
-        },
+        Vol { volume: "ext-pgvector", image: pgvector, mount: "/extensions/pgvector", keep_image },
+        Vol { volume: "ext-my-ext", image: "localhost/my-ext:1", mount: "/extensions/my_ext", keep_image },
     ]
 }
 
@@ -86,10 +70,7 @@ fn failed(checks: Vec<Check>) -> Vec<Check> {
 /// of the first and the last frame.
 fn judge_frames(record: &RolloutRecord, frames: &[Frame], vols: &[Vol]) -> Vec<Check> {
     let pods = |f: &Frame| -> Vec<Value> {
-        f.pods
-            .iter()
-            .map(|(n, u, r, ok)| fixtures::pod(NS, "c", n, u, r, *ok, vols))
-            .collect()
+        f.pods.iter().map(|(n, u, r, ok)| fixtures::pod(NS, "c", n, u, r, *ok, vols)).collect()
     };
     let before = instance_states(&pods(&frames[0]));
     let after = instance_states(&pods(frames.last().unwrap()));
@@ -98,8 +79,7 @@ fn judge_frames(record: &RolloutRecord, frames: &[Frame], vols: &[Vol]) -> Vec<C
 
 async fn observe(api: &FakeApi, timeout: Duration) -> Result<RolloutRecord, BackendError> {
     let client = api.client();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &cluster_resource());
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
     let watch = RolloutWatch::start(&clusters, &pods, "c", timeout).await?;
     watch.finish(Expect::Rollout, timeout).await
@@ -108,27 +88,10 @@ async fn observe(api: &FakeApi, timeout: Duration) -> Result<RolloutRecord, Back
 #[tokio::test(start_paused = true)]
 async fn rollout_replicas_then_primary_is_recorded_in_order() {
     let api = FakeApi::new();
-    fixtures::serve_frames(
-        &api,
-        NS,
-        "c",
-        3,
-        &fixtures::three_instance_rollout(),
-        &vols(true),
-    );
+    fixtures::serve_frames(&api, NS, "c", 3, &fixtures::three_instance_rollout(), &vols(true));
     let record = observe(&api, Duration::from_secs(60)).await.unwrap();
-    let order: Vec<(&str, Role, &str, &str)> = record
-        .restarts
-        .iter()
-        .map(|r| {
-            (
-                r.instance.as_str(),
-                r.role,
-                r.old_id.as_str(),
-                r.new_id.as_str(),
-            )
-        })
-        .collect();
+    let order: Vec<(&str, Role, &str, &str)> =
+        record.restarts.iter().map(|r| (r.instance.as_str(), r.role, r.old_id.as_str(), r.new_id.as_str())).collect();
     assert_eq!(
         order,
         vec![
@@ -220,23 +183,12 @@ async fn primary_replaced_before_replicas_shows_in_the_record_and_fails_the_judg
     fixtures::serve_frames(&api, NS, "c", 3, &frames, &vols(true));
     let record = observe(&api, Duration::from_secs(60)).await.unwrap();
     assert_eq!(record.restarts[0].instance, "c-1");
-    assert_eq!(
-        record.restarts[0].role,
-        Role::Primary,
-        "the role is the one held when the rollout began"
-    );
-    assert_eq!(
-        record.phases,
-        [HEALTHY, fixtures::SWITCHOVER, fixtures::UPGRADING, HEALTHY]
-    );
+    assert_eq!(record.restarts[0].role, Role::Primary, "the role is the one held when the rollout began");
+    assert_eq!(record.phases, [HEALTHY, fixtures::SWITCHOVER, fixtures::UPGRADING, HEALTHY]);
     let bad = failed(judge_frames(&record, &frames, &vols(true)));
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(bad[0].what, "replicas restarted before the primary");
-    assert!(
-        bad[0].actual.starts_with("c-1(primary)"),
-        "{}",
-        bad[0].actual
-    );
+    assert!(bad[0].actual.starts_with("c-1(primary)"), "{}", bad[0].actual);
 }
 
 #[tokio::test(start_paused = true)]
@@ -248,18 +200,9 @@ async fn rollout_that_never_finishes_times_out_naming_what_and_last_state() {
     let err = observe(&api, Duration::from_secs(30)).await.unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, BackendError::Failed(_)));
-    assert!(
-        msg.contains("timed out after 30s waiting for the rolling update of Cluster cnpg-ext-t/c"),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("last state: phase \"Waiting for the instances to become active\""),
-        "{msg}"
-    );
-    assert!(
-        msg.contains("replaced [c-2]; not yet replaced [c-1, c-3]"),
-        "{msg}"
-    );
+    assert!(msg.contains("timed out after 30s waiting for the rolling update of Cluster cnpg-ext-t/c"), "{msg}");
+    assert!(msg.contains("last state: phase \"Waiting for the instances to become active\""), "{msg}");
+    assert!(msg.contains("replaced [c-2]; not yet replaced [c-1, c-3]"), "{msg}");
 }
 
 /// Pods that already carry what the applied Cluster asks for: nothing to wait for, no
@@ -270,17 +213,11 @@ async fn converge_on_pods_that_already_match_ends_at_once_with_no_restart() {
     let frames = fixtures::three_instance_rollout();
     fixtures::serve_frames(&api, NS, "c", 3, &frames[..1], &vols(true));
     let client = api.client();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &cluster_resource());
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
-    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
-        .await
-        .unwrap();
+    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60)).await.unwrap();
     let t0 = tokio::time::Instant::now();
-    let rec = watch
-        .finish(Expect::converge_on(&plan()), Duration::from_secs(60))
-        .await
-        .unwrap();
+    let rec = watch.finish(Expect::converge_on(&plan()), Duration::from_secs(60)).await.unwrap();
     assert_eq!(t0.elapsed(), Duration::ZERO);
     assert!(rec.restarts.is_empty());
 }
@@ -291,31 +228,19 @@ async fn converge_on_pods_that_already_match_ends_at_once_with_no_restart() {
 async fn converge_on_pods_that_never_change_times_out_naming_them() {
     let api = FakeApi::new();
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames(
-        &api,
-        NS,
-        "c",
-        3,
-        &frames[..1],
-        &vols_with("old/pgvector:1", true),
-    );
+    fixtures::serve_frames(&api, NS, "c", 3, &frames[..1], &vols_with("old/pgvector:1", true));
     let client = api.client();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &cluster_resource());
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
-    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
-        .await
-        .unwrap();
-    let err = watch
-        .finish(Expect::converge_on(&plan()), Duration::from_secs(60))
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("timed out after 60s waiting for the operator of Cluster cnpg-ext-t/c to act on the applied Cluster"), "{err}");
+    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60)).await.unwrap();
+    let err = watch.finish(Expect::converge_on(&plan()), Duration::from_secs(60)).await.unwrap_err().to_string();
     assert!(
-        err.contains("pods without the applied image volumes [c-1, c-2, c-3]"),
+        err.contains(
+            "timed out after 60s waiting for the operator of Cluster cnpg-ext-t/c to act on the applied Cluster"
+        ),
         "{err}"
     );
+    assert!(err.contains("pods without the applied image volumes [c-1, c-2, c-3]"), "{err}");
 }
 
 /// A replica replaced twice (2a → 2b → 2c) between two reads of the pod list: a poll sees
@@ -344,11 +269,8 @@ async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
         (Added, pod("c-1", "1b", "primary", false)),
         (Modified, pod("c-1", "1b", "primary", true)),
     ];
-    let initial = vec![
-        pod("c-1", "1a", "primary", true),
-        pod("c-2", "2a", "replica", true),
-        pod("c-3", "3a", "replica", true),
-    ];
+    let initial =
+        vec![pod("c-1", "1a", "primary", true), pod("c-2", "2a", "replica", true), pod("c-3", "3a", "replica", true)];
     let api = FakeApi::new();
     api.serve_collection(&fixtures::pods_path(NS), "PodList", initial, pod_events);
     let phase = |p: &str, ready| (Modified, fixtures::cluster(NS, "c", 3, ready, p));
@@ -358,55 +280,33 @@ async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
         vec![fixtures::cluster(NS, "c", 3, 3, HEALTHY)],
         vec![
             phase("Upgrading cluster", 2),
-            phase(
-                "Primary instance is being restarted without a switchover",
-                2,
-            ),
+            phase("Primary instance is being restarted without a switchover", 2),
             phase(HEALTHY, 3),
         ],
     );
     let client = api.client();
-    let clusters: Api<DynamicObject> =
-        Api::namespaced_with(client.clone(), NS, &cluster_resource());
+    let clusters: Api<DynamicObject> = Api::namespaced_with(client.clone(), NS, &cluster_resource());
     let pods: Api<Pod> = Api::namespaced(client, NS);
 
     // What a poller sees: one list before the rollout, one after.
     let (phase0, before) = snapshot(&clusters, &pods, "c").await.unwrap();
     let mut poller = RolloutObserver::new(&before, phase0.as_deref());
 
-    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60))
-        .await
-        .unwrap();
-    let record = watch
-        .finish(Expect::Rollout, Duration::from_secs(60))
-        .await
-        .unwrap();
+    let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60)).await.unwrap();
+    let record = watch.finish(Expect::Rollout, Duration::from_secs(60)).await.unwrap();
     let (phase1, after) = snapshot(&clusters, &pods, "c").await.unwrap();
     poller.observe(phase1.as_deref(), &after, chrono::Utc::now());
     assert_eq!(
-        poller
-            .record()
-            .restarts
-            .iter()
-            .map(|r| r.instance.as_str())
-            .collect::<Vec<_>>(),
+        poller.record().restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(),
         ["c-1", "c-2", "c-3"],
         "two lists show c-2 replaced once (2a → 2c)"
     );
 
-    let seen: Vec<(&str, &str, &str)> = record
-        .restarts
-        .iter()
-        .map(|r| (r.instance.as_str(), r.old_id.as_str(), r.new_id.as_str()))
-        .collect();
+    let seen: Vec<(&str, &str, &str)> =
+        record.restarts.iter().map(|r| (r.instance.as_str(), r.old_id.as_str(), r.new_id.as_str())).collect();
     assert_eq!(
         seen,
-        [
-            ("c-2", "2a", "2b"),
-            ("c-2", "2b", "2c"),
-            ("c-3", "3a", "3b"),
-            ("c-1", "1a", "1b")
-        ],
+        [("c-2", "2a", "2b"), ("c-2", "2b", "2c"), ("c-3", "3a", "3b"), ("c-1", "1a", "1b")],
         "every UID change in order; the job pod and the other Cluster's pod are not instances"
     );
     let before = instance_states(&[
@@ -422,42 +322,18 @@ async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
     let bad = failed(verify_rollout(&record, &before, &after));
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(
-        (
-            bad[0].what.as_str(),
-            bad[0].instance.as_deref(),
-            bad[0].expected.as_str(),
-            bad[0].actual.as_str()
-        ),
+        (bad[0].what.as_str(), bad[0].instance.as_deref(), bad[0].expected.as_str(), bad[0].actual.as_str()),
         ("restarted exactly once", Some("c-2"), "1", "2")
     );
 
     // The pods were watched with the Cluster's label, the Cluster by name, each from the
     // resourceVersion of its initial list.
-    let watches: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.is_watch())
-        .collect();
-    let pod_watch = watches
-        .iter()
-        .find(|r| r.path == fixtures::pods_path(NS))
-        .expect("a pod watch");
-    assert_eq!(
-        query_param(&pod_watch.query, "labelSelector").as_deref(),
-        Some("cnpg.io/cluster=c")
-    );
-    assert_eq!(
-        query_param(&pod_watch.query, "resourceVersion").as_deref(),
-        Some("100")
-    );
-    let cluster_watch = watches
-        .iter()
-        .find(|r| r.path == fixtures::clusters_path(NS))
-        .expect("a Cluster watch");
-    assert_eq!(
-        query_param(&cluster_watch.query, "fieldSelector").as_deref(),
-        Some("metadata.name=c")
-    );
+    let watches: Vec<_> = api.requests().into_iter().filter(|r| r.is_watch()).collect();
+    let pod_watch = watches.iter().find(|r| r.path == fixtures::pods_path(NS)).expect("a pod watch");
+    assert_eq!(query_param(&pod_watch.query, "labelSelector").as_deref(), Some("cnpg.io/cluster=c"));
+    assert_eq!(query_param(&pod_watch.query, "resourceVersion").as_deref(), Some("100"));
+    let cluster_watch = watches.iter().find(|r| r.path == fixtures::clusters_path(NS)).expect("a Cluster watch");
+    assert_eq!(query_param(&cluster_watch.query, "fieldSelector").as_deref(), Some("metadata.name=c"));
     assert_eq!(record.phases.last().map(String::as_str), Some(HEALTHY));
 }
 
@@ -471,10 +347,7 @@ fn relist_replaces_the_pod_set_and_records_uid_changes() {
         deleting: false,
         image_volumes: vec![],
     };
-    let mut o = RolloutObserver::new(
-        &[view("c-1", "a", true), view("c-2", "b", true)],
-        Some(HEALTHY),
-    );
+    let mut o = RolloutObserver::new(&[view("c-1", "a", true), view("c-2", "b", true)], Some(HEALTHY));
     let now = chrono::Utc::now();
     o.pod_gone(&view("c-2", "b", true));
     assert!(!o.settled(2));
@@ -484,11 +357,7 @@ fn relist_replaces_the_pod_set_and_records_uid_changes() {
     assert!(o.settled(2));
     o.replace_pods(&[view("c-1", "a2", true)], now);
     assert!(!o.settled(2), "c-2 is gone after a relist without it");
-    assert!(
-        o.summary().contains("pods [c-1 replica ready uid a2]"),
-        "{}",
-        o.summary()
-    );
+    assert!(o.summary().contains("pods [c-1 replica ready uid a2]"), "{}", o.summary());
 }
 
 fn ready_cluster() -> Value {
@@ -516,19 +385,9 @@ async fn apply_creates_by_server_side_apply_and_waits_ready() {
         "GET",
         &cpath,
         vec![
-            (
-                404,
-                status_body(
-                    404,
-                    "NotFound",
-                    "clusters.postgresql.cnpg.io \"c\" not found",
-                ),
-            ),
+            (404, status_body(404, "NotFound", "clusters.postgresql.cnpg.io \"c\" not found")),
             (200, fixtures::cluster(NS, "c", 3, 1, "Setting up primary")),
-            (
-                200,
-                fixtures::cluster(NS, "c", 3, 2, "Creating a new replica"),
-            ),
+            (200, fixtures::cluster(NS, "c", 3, 2, "Creating a new replica")),
             (200, ready_cluster()),
         ],
     );
@@ -540,22 +399,12 @@ async fn apply_creates_by_server_side_apply_and_waits_ready() {
     let patches = api.requests_to("PATCH", &cpath);
     assert_eq!(patches.len(), 1);
     let p = &patches[0];
-    assert!(
-        p.query.contains("fieldManager=cnpg-ext-harness") && p.query.contains("force=true"),
-        "{}",
-        p.query
-    );
+    assert!(p.query.contains("fieldManager=cnpg-ext-harness") && p.query.contains("force=true"), "{}", p.query);
     assert_eq!(p.content_type, "application/apply-patch+yaml");
     let body = p.body.as_ref().unwrap();
     assert_eq!(body["metadata"]["namespace"], NS);
-    assert_eq!(
-        body["spec"]["storage"]["size"], "1Gi",
-        "fields outside the typed model are applied too"
-    );
-    assert_eq!(
-        body["spec"]["postgresql"]["extensions"][0]["image"]["pullPolicy"],
-        "IfNotPresent"
-    );
+    assert_eq!(body["spec"]["storage"]["size"], "1Gi", "fields outside the typed model are applied too");
+    assert_eq!(body["spec"]["postgresql"]["extensions"][0]["image"]["pullPolicy"], "IfNotPresent");
     assert_eq!(api.requests_to("GET", &cpath).len(), 4);
 }
 
@@ -575,23 +424,11 @@ async fn cluster_that_never_gets_ready_times_out_with_last_phase() {
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    let err = b
-        .apply_cluster(&cluster_doc(CLUSTER_YAML))
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap_err().to_string();
     assert!(err.contains("timed out after 30s waiting for Cluster cnpg-ext-t/c: 3 ready instance(s) and phase \"Cluster in healthy state\""), "{err}");
-    assert!(
-        err.contains("last state: phase \"Setting up primary\", readyInstances 1/3"),
-        "{err}"
-    );
+    assert!(err.contains("last state: phase \"Setting up primary\", readyInstances 1/3"), "{err}");
     assert!(err.contains("diagnostics:"), "{err}");
-    assert!(tmp
-        .path()
-        .join("diagnostics")
-        .join(NS)
-        .join("errors.txt")
-        .exists());
+    assert!(tmp.path().join("diagnostics").join(NS).join("errors.txt").exists());
 }
 
 #[tokio::test(start_paused = true)]
@@ -599,30 +436,16 @@ async fn webhook_rejection_is_rejected_with_the_webhook_message() {
     let api = FakeApi::new();
     route_namespace(&api);
     let cpath = fixtures::cluster_path(NS, "c");
-    api.on_responses(
-        "GET",
-        &cpath,
-        vec![(404, status_body(404, "NotFound", "not found"))],
-    );
+    api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found"))]);
     let msg = "admission webhook \"vcluster.cnpg.io\" denied the request: Cluster.postgresql.cnpg.io \"c\" is invalid: spec.postgresql.extensions[1].name: Invalid value: \"my_ext\": must be a DNS-1123 label";
-    api.on_responses(
-        "PATCH",
-        &cpath,
-        vec![(400, status_body(400, "BadRequest", msg))],
-    );
+    api.on_responses("PATCH", &cpath, vec![(400, status_body(400, "BadRequest", msg))]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    let err = b
-        .apply_cluster(&cluster_doc(CLUSTER_YAML))
-        .await
-        .unwrap_err();
+    let err = b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap_err();
     match &err {
         BackendError::Rejected(m) => {
             assert!(m.contains(msg), "{m}");
-            assert!(
-                m.contains("server-side apply of Cluster cnpg-ext-t/c"),
-                "{m}"
-            );
+            assert!(m.contains("server-side apply of Cluster cnpg-ext-t/c"), "{m}");
         }
         other => panic!("expected Rejected, got {other:?}"),
     }
@@ -639,18 +462,9 @@ fn assert_listed_before(api: &FakeApi, cause: impl Fn(&RecordedRequest) -> bool)
     let log = api.requests();
     let cause_at = log.iter().position(cause).expect("the causing request");
     for path in [fixtures::pods_path(NS), fixtures::clusters_path(NS)] {
-        let list_at = log
-            .iter()
-            .position(|r| r.method == "GET" && !r.is_watch() && r.path == path)
-            .expect("a list");
-        assert!(
-            list_at < cause_at,
-            "list of {path} at {list_at}, cause at {cause_at}"
-        );
-        let watch = log
-            .iter()
-            .find(|r| r.is_watch() && r.path == path)
-            .expect("a watch");
+        let list_at = log.iter().position(|r| r.method == "GET" && !r.is_watch() && r.path == path).expect("a list");
+        assert!(list_at < cause_at, "list of {path} at {list_at}, cause at {cause_at}");
+        let watch = log.iter().find(|r| r.is_watch() && r.path == path).expect("a watch");
         assert_eq!(
             query_param(&watch.query, "resourceVersion").as_deref(),
             Some("100"),
@@ -662,19 +476,14 @@ fn assert_listed_before(api: &FakeApi, cause: impl Fn(&RecordedRequest) -> bool)
 /// The Cluster PATCH as the API server answers it: a merge patch comes back with the
 /// annotations sent and a new resourceVersion; an apply with the ready Cluster.
 fn route_cluster_patch(api: &FakeApi) {
-    api.on_fn(
-        "PATCH",
-        &fixtures::cluster_path(NS, "c"),
-        |r: &RecordedRequest| {
-            let mut c = ready_cluster();
-            if r.content_type == MERGE {
-                c["metadata"]["annotations"] =
-                    r.body.as_ref().unwrap()["metadata"]["annotations"].clone();
-                c["metadata"]["resourceVersion"] = json!("900");
-            }
-            (200, c)
-        },
-    );
+    api.on_fn("PATCH", &fixtures::cluster_path(NS, "c"), |r: &RecordedRequest| {
+        let mut c = ready_cluster();
+        if r.content_type == MERGE {
+            c["metadata"]["annotations"] = r.body.as_ref().unwrap()["metadata"]["annotations"].clone();
+            c["metadata"]["resourceVersion"] = json!("900");
+        }
+        (200, c)
+    });
 }
 
 #[tokio::test(start_paused = true)]
@@ -683,14 +492,7 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
     let cpath = fixtures::cluster_path(NS, "c");
-    api.on_responses(
-        "GET",
-        &cpath,
-        vec![
-            (404, status_body(404, "NotFound", "not found")),
-            (200, ready_cluster()),
-        ],
-    );
+    api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, ready_cluster())]);
     // The pods move only once the restart annotation has been patched.
     fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols(true), |r| {
         r.method == "PATCH" && r.content_type == MERGE
@@ -700,43 +502,21 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let record = b.restart().await.unwrap();
-    let merge: Vec<_> = api
-        .requests_to("PATCH", &cpath)
-        .into_iter()
-        .filter(|r| r.content_type == MERGE)
-        .collect();
+    let merge: Vec<_> = api.requests_to("PATCH", &cpath).into_iter().filter(|r| r.content_type == MERGE).collect();
     assert_eq!(merge.len(), 1);
-    let at = merge[0].body.as_ref().unwrap()["metadata"]["annotations"]
-        ["kubectl.kubernetes.io/restartedAt"]
+    let at = merge[0].body.as_ref().unwrap()["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"]
         .as_str()
         .unwrap()
         .to_string();
     assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
-    assert_eq!(
-        at.len(),
-        "2026-01-01T00:00:00.000000000Z".len(),
-        "nanoseconds: {at}"
-    );
-    assert_eq!(
-        record
-            .restarts
-            .iter()
-            .map(|r| r.instance.as_str())
-            .collect::<Vec<_>>(),
-        ["c-2", "c-3", "c-1"]
-    );
+    assert_eq!(at.len(), "2026-01-01T00:00:00.000000000Z".len(), "nanoseconds: {at}");
+    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-2", "c-3", "c-1"]);
     assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
     assert_listed_before(&api, |r| r.content_type == MERGE);
     let inst = b.instances().await.unwrap();
     assert_eq!(
-        inst.iter()
-            .map(|i| (i.name.as_str(), i.role))
-            .collect::<Vec<_>>(),
-        [
-            ("c-1", Role::Primary),
-            ("c-2", Role::Replica),
-            ("c-3", Role::Replica)
-        ]
+        inst.iter().map(|i| (i.name.as_str(), i.role)).collect::<Vec<_>>(),
+        [("c-1", Role::Primary), ("c-2", Role::Replica), ("c-3", Role::Replica)]
     );
 }
 
@@ -749,24 +529,9 @@ async fn restart_patch_that_changes_nothing_fails_fast() {
     let cpath = fixtures::cluster_path(NS, "c");
     let mut before = ready_cluster();
     before["metadata"]["resourceVersion"] = json!("100");
-    before["metadata"]["annotations"] =
-        json!({"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"});
-    api.on_responses(
-        "GET",
-        &cpath,
-        vec![
-            (404, status_body(404, "NotFound", "not found")),
-            (200, before.clone()),
-        ],
-    );
-    fixtures::serve_frames(
-        &api,
-        NS,
-        "c",
-        3,
-        &fixtures::three_instance_rollout()[..1],
-        &vols(true),
-    );
+    before["metadata"]["annotations"] = json!({"kubectl.kubernetes.io/restartedAt": "2026-01-01T00:00:00Z"});
+    api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, before.clone())]);
+    fixtures::serve_frames(&api, NS, "c", 3, &fixtures::three_instance_rollout()[..1], &vols(true));
     api.on("PATCH", &cpath, vec![before]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
@@ -787,40 +552,18 @@ async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
     let api = FakeApi::new();
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(
-        &api,
-        NS,
-        "c",
-        3,
-        &frames,
-        &vols(true),
-        &vols_with(NEW, true),
-        |r| {
-            r.method == "PATCH"
-                && r.content_type == APPLY
-                && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
-        },
-    );
+    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
+        r.method == "PATCH" && r.content_type == APPLY && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
+    });
     route_cluster_patch(&api);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     let changed = cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW));
     let outcome = b.apply_cluster(&changed).await.unwrap();
-    let ApplyOutcome::RolledOut { record } = outcome else {
-        panic!("expected a rollout, got {outcome:?}")
-    };
-    assert_eq!(
-        record
-            .restarts
-            .iter()
-            .map(|r| r.instance.as_str())
-            .collect::<Vec<_>>(),
-        ["c-2", "c-3", "c-1"]
-    );
+    let ApplyOutcome::RolledOut { record } = outcome else { panic!("expected a rollout, got {outcome:?}") };
+    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-2", "c-3", "c-1"]);
     assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
-    assert_listed_before(&api, |r| {
-        r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c")
-    });
+    assert_listed_before(&api, |r| r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c"));
 }
 
 /// The same rollout started by the operator 30 s after the apply (a loaded runner):
@@ -831,40 +574,21 @@ async fn rollout_the_operator_starts_late_is_still_observed() {
     let api = FakeApi::new();
     route_namespace(&api);
     let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(
-        &api,
-        NS,
-        "c",
-        3,
-        &frames,
-        &vols(true),
-        &vols_with(NEW, true),
-        |r| r.path == "/late-operator",
-    );
+    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
+        r.path == "/late-operator"
+    });
     route_cluster_patch(&api);
     let late = api.client();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(30)).await;
-        let _ = late
-            .request_text(
-                http::Request::get("/late-operator")
-                    .body(Vec::new())
-                    .unwrap(),
-            )
-            .await;
+        let _ = late.request_text(http::Request::get("/late-operator").body(Vec::new()).unwrap()).await;
     });
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     let t0 = tokio::time::Instant::now();
-    let outcome = b
-        .apply_cluster(&cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW)))
-        .await
-        .unwrap();
+    let outcome = b.apply_cluster(&cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW))).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_secs(30));
-    assert!(
-        matches!(&outcome, ApplyOutcome::RolledOut { record } if record.restarts.len() == 3),
-        "{outcome:?}"
-    );
+    assert!(matches!(&outcome, ApplyOutcome::RolledOut { record } if record.restarts.len() == 3), "{outcome:?}");
 }
 
 /// A Cluster applied again unchanged: the pods already match, nothing restarts, and the
@@ -883,25 +607,14 @@ async fn unchanged_cluster_reports_nothing_restarted() {
         "ld_library_path: [system]",
         "ld_library_path: [system]\n        extension_control_path: [share, opt]",
     );
-    assert_eq!(
-        b.apply_cluster(&cluster_doc(&yaml)).await.unwrap(),
-        ApplyOutcome::Unchanged
-    );
+    assert_eq!(b.apply_cluster(&cluster_doc(&yaml)).await.unwrap(), ApplyOutcome::Unchanged);
 }
 
 fn serve_pod(api: &FakeApi, keep_image: bool) {
     api.on(
         "GET",
         &format!("{}/c-1", fixtures::pods_path(NS)),
-        vec![fixtures::pod(
-            NS,
-            "c",
-            "c-1",
-            "uid-1",
-            "primary",
-            true,
-            &vols(keep_image),
-        )],
+        vec![fixtures::pod(NS, "c", "c-1", "uid-1", "primary", true, &vols(keep_image))],
     );
 }
 
@@ -913,26 +626,20 @@ async fn pod_stored_without_image_volume_is_an_error_naming_the_pod() {
     let b = backend(&api, tmp.path(), Arc::new(FakeExec::with("c-1", "")));
     let err = b.inspect("c-1", &plan()).await.unwrap_err();
     let m = err.to_string();
-    assert!(
-        m.contains("pod cnpg-ext-t/c-1 has no volume `ext-pgvector`"),
-        "{m}"
-    );
+    assert!(m.contains("pod cnpg-ext-t/c-1 has no volume `ext-pgvector`"), "{m}");
     assert!(m.contains("ImageVolume feature gate is off"), "{m}");
 }
 
 #[tokio::test]
 async fn preflight_probe_detects_the_gate_off() {
     let api = FakeApi::new();
-    let mut dropped =
-        serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
+    let mut dropped = serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
     // Gate off: the stored pod lost the image volume and its mount (hand-written after
     // issue 12's description of the API server).
     dropped["spec"]["volumes"] = json!([]);
     dropped["spec"]["containers"][0]["volumeMounts"] = json!([]);
     api.on("POST", "/api/v1/namespaces/default/pods", vec![dropped]);
-    let err = check_image_volume_gate(&api.client(), "default", Duration::ZERO)
-        .await
-        .unwrap_err();
+    let err = check_image_volume_gate(&api.client(), "default", Duration::ZERO).await.unwrap_err();
     assert!(
         matches!(&err, BackendError::Unusable(m) if m.contains("ImageVolume feature gate is off") && m.contains("default/cnpg-ext-imagevolume-probe")),
         "{err}"
@@ -941,12 +648,9 @@ async fn preflight_probe_detects_the_gate_off() {
     assert!(req.query.contains("dryRun=All"), "{}", req.query);
 
     let on = FakeApi::new();
-    let kept =
-        serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
+    let kept = serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
     on.on("POST", "/api/v1/namespaces/default/pods", vec![kept]);
-    check_image_volume_gate(&on.client(), "default", Duration::ZERO)
-        .await
-        .unwrap();
+    check_image_volume_gate(&on.client(), "default", Duration::ZERO).await.unwrap();
 }
 
 /// Right after `kind create cluster` the `default` namespace may not have its `default`
@@ -956,35 +660,19 @@ async fn preflight_probe_detects_the_gate_off() {
 #[tokio::test(start_paused = true)]
 async fn forbidden_probe_is_retried_only_when_it_clears_by_itself() {
     let path = "/api/v1/namespaces/default/pods";
-    let kept =
-        serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
+    let kept = serde_json::to_value(cnpg_ext_kind::preflight::image_volume_probe_pod("default")).unwrap();
     let no_sa = status_body(403, "Forbidden", "pods \"cnpg-ext-imagevolume-probe\" is forbidden: error looking up service account default/default: serviceaccount \"default\" not found");
     let api = FakeApi::new();
-    api.on_responses(
-        "POST",
-        path,
-        vec![(403, no_sa.clone()), (403, no_sa), (200, kept)],
-    );
-    check_image_volume_gate(&api.client(), "default", Duration::from_secs(30))
-        .await
-        .unwrap();
+    api.on_responses("POST", path, vec![(403, no_sa.clone()), (403, no_sa), (200, kept)]);
+    check_image_volume_gate(&api.client(), "default", Duration::from_secs(30)).await.unwrap();
     assert_eq!(api.requests_to("POST", path).len(), 3);
 
     let rbac = FakeApi::new();
     let msg = "pods is forbidden: User \"dev\" cannot create resource \"pods\" in API group \"\" in the namespace \"default\"";
-    rbac.on_responses(
-        "POST",
-        path,
-        vec![(403, status_body(403, "Forbidden", msg))],
-    );
-    let err = check_image_volume_gate(&rbac.client(), "default", Duration::from_secs(30))
-        .await
-        .unwrap_err();
+    rbac.on_responses("POST", path, vec![(403, status_body(403, "Forbidden", msg))]);
+    let err = check_image_volume_gate(&rbac.client(), "default", Duration::from_secs(30)).await.unwrap_err();
     assert_eq!(rbac.requests_to("POST", path).len(), 1);
-    assert!(
-        matches!(&err, BackendError::Unusable(m) if m.contains(msg) && m.contains("needs rights")),
-        "{err}"
-    );
+    assert!(matches!(&err, BackendError::Unusable(m) if m.contains(msg) && m.contains("needs rights")), "{err}");
 }
 
 /// A namespace left terminating by an earlier run with the same scenario id: waited out
@@ -1003,38 +691,19 @@ async fn namespace_still_terminating_is_waited_out() {
         vec![
             (200, terminating.clone()),
             (200, terminating),
-            (
-                404,
-                status_body(404, "NotFound", "namespaces \"cnpg-ext-t\" not found"),
-            ),
+            (404, status_body(404, "NotFound", "namespaces \"cnpg-ext-t\" not found")),
         ],
     );
     let cpath = fixtures::cluster_path(NS, "c");
-    api.on_responses(
-        "GET",
-        &cpath,
-        vec![
-            (404, status_body(404, "NotFound", "not found")),
-            (200, ready_cluster()),
-        ],
-    );
+    api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, ready_cluster())]);
     api.on("PATCH", &cpath, vec![ready_cluster()]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let log = api.requests();
-    let gets = log
-        .iter()
-        .filter(|r| r.method == "GET" && r.path == nspath)
-        .count();
-    let apply_at = log
-        .iter()
-        .position(|r| r.method == "PATCH" && r.path == nspath)
-        .unwrap();
-    let last_get = log
-        .iter()
-        .rposition(|r| r.method == "GET" && r.path == nspath)
-        .unwrap();
+    let gets = log.iter().filter(|r| r.method == "GET" && r.path == nspath).count();
+    let apply_at = log.iter().position(|r| r.method == "PATCH" && r.path == nspath).unwrap();
+    let last_get = log.iter().rposition(|r| r.method == "GET" && r.path == nspath).unwrap();
     assert_eq!(gets, 3);
     assert!(last_get < apply_at);
 }
@@ -1048,10 +717,7 @@ async fn empty_mount_comes_back_present_with_no_files() {
     let tmp = tempfile::tempdir().unwrap();
     let b = backend(&api, tmp.path(), exec.clone());
     let obs = b.inspect("c-1", &plan()).await.unwrap();
-    assert!(obs
-        .mounts
-        .iter()
-        .all(|m| m.present && m.files.is_empty() && m.read_only == Some(true)));
+    assert!(obs.mounts.iter().all(|m| m.present && m.files.is_empty() && m.read_only == Some(true)));
     assert_eq!(obs.ld_library_path, None);
     let calls = exec.calls.lock().unwrap();
     assert_eq!(calls[0].1, "postgres");
@@ -1069,14 +735,8 @@ async fn inspect_reports_files_and_the_postmaster_environment() {
     let tmp = tempfile::tempdir().unwrap();
     let b = backend(&api, tmp.path(), Arc::new(FakeExec::with("c-1", out)));
     let obs = b.inspect("c-1", &plan()).await.unwrap();
-    assert_eq!(
-        obs.ld_library_path.as_deref(),
-        Some("/extensions/my_ext/system")
-    );
-    assert_eq!(
-        obs.mounts[0].files,
-        ["lib/vector.so", "share/extension/vector.control"]
-    );
+    assert_eq!(obs.ld_library_path.as_deref(), Some("/extensions/my_ext/system"));
+    assert_eq!(obs.mounts[0].files, ["lib/vector.so", "share/extension/vector.control"]);
     assert_eq!(obs.mounts[1].read_only, Some(false));
     assert_eq!(obs.mounts[1].files, ["system/libgreet.so.1"]);
 }
@@ -1084,35 +744,22 @@ async fn inspect_reports_files_and_the_postmaster_environment() {
 #[test]
 fn inspect_output_without_a_postmaster_is_an_error() {
     let err = parse_inspect_output("c-2", &plan(), "@@pid \n").unwrap_err();
-    assert!(
-        err.to_string().contains("instance c-2: no postmaster pid"),
-        "{err}"
-    );
-    let absent = parse_inspect_output(
-        "c-2",
-        &plan(),
-        "@@pid 5\n@@environ read\n@@mount absent /extensions/pgvector\n",
-    )
-    .unwrap();
+    assert!(err.to_string().contains("instance c-2: no postmaster pid"), "{err}");
+    let absent =
+        parse_inspect_output("c-2", &plan(), "@@pid 5\n@@environ read\n@@mount absent /extensions/pgvector\n").unwrap();
     assert!(!absent.mounts[0].present);
 }
 
 #[test]
 fn inspect_script_snapshot() {
-    snap!(insta::assert_snapshot!(
-        "inspect-script",
-        inspect_script(&plan())
-    ));
+    snap!(insta::assert_snapshot!("inspect-script", inspect_script(&plan())));
 }
 
 fn database() -> cnpg_ext_model::DatabaseDoc {
     cnpg_ext_model::DatabaseDoc::from_typed(cnpg_ext_model::Database {
         api_version: "postgresql.cnpg.io/v1".into(),
         kind: "Database".into(),
-        metadata: cnpg_ext_model::cluster::ObjectMeta {
-            name: "app".into(),
-            ..Default::default()
-        },
+        metadata: cnpg_ext_model::cluster::ObjectMeta { name: "app".into(), ..Default::default() },
         spec: cnpg_ext_model::cluster::DatabaseSpec {
             name: "app".into(),
             owner: "app".into(),
@@ -1152,10 +799,7 @@ async fn database_applied() {
     api.on("GET", &dpath, vec![db_status(None), db_status(Some(true))]);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    assert_eq!(
-        b.apply_database(&database()).await.unwrap(),
-        ["vector: applied=true"]
-    );
+    assert_eq!(b.apply_database(&database()).await.unwrap(), ["vector: applied=true"]);
 }
 
 /// The operator's failure (no observedGeneration) is final once it has lasted across one
@@ -1172,19 +816,15 @@ async fn database_failure_is_reported_with_the_operators_message_not_as_a_timeou
     let t0 = tokio::time::Instant::now();
     let err = b.apply_database(&database()).await.unwrap_err().to_string();
     let took = t0.elapsed();
-    assert!(
-        took >= Duration::from_secs(35) && took < Duration::from_secs(40),
-        "{took:?}"
-    );
+    assert!(took >= Duration::from_secs(35) && took < Duration::from_secs(40), "{took:?}");
     assert!(!err.contains("timed out"), "{err}");
     assert!(
-        err.contains("Database cnpg-ext-t/app was not applied: the operator reports \"database object reconciliation failed\""),
+        err.contains(
+            "Database cnpg-ext-t/app was not applied: the operator reports \"database object reconciliation failed\""
+        ),
         "{err}"
     );
-    assert!(
-        err.contains("vector: applied=false: extension \"vector\" is not available"),
-        "{err}"
-    );
+    assert!(err.contains("vector: applied=false: extension \"vector\" is not available"), "{err}");
 }
 
 /// A failure left from an earlier attempt that the operator's retry turns into a success
@@ -1200,10 +840,7 @@ async fn database_failure_that_the_retry_fixes_is_a_success() {
     api.on("GET", &dpath, seq);
     let tmp = tempfile::tempdir().unwrap();
     let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    assert_eq!(
-        b.apply_database(&database()).await.unwrap(),
-        ["vector: applied=true"]
-    );
+    assert_eq!(b.apply_database(&database()).await.unwrap(), ["vector: applied=true"]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -1227,29 +864,21 @@ async fn operator_readiness_waits_for_deployment_and_webhook() {
             (200, json!({"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "cnpg-ext-webhook-probe"}})),
         ],
     );
-    cnpg_ext_kind::operator::wait_operator_ready(&api.client(), "cnpg-system", &fast_timeouts())
-        .await
-        .unwrap();
+    cnpg_ext_kind::operator::wait_operator_ready(&api.client(), "cnpg-system", &fast_timeouts()).await.unwrap();
     assert_eq!(api.requests_to("POST", probe_path).len(), 2);
-    assert!(api.requests_to("POST", probe_path)[0]
-        .query
-        .contains("dryRun=All"));
+    assert!(api.requests_to("POST", probe_path)[0].query.contains("dryRun=All"));
 
     let never = FakeApi::new();
     never.on("GET", dpath, vec![dep(0)]);
-    let err = cnpg_ext_kind::operator::wait_operator_ready(
-        &never.client(),
-        "cnpg-system",
-        &fast_timeouts(),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
-    assert!(err.contains("waiting for Deployment cnpg-system/cnpg-controller-manager: all replicas updated and available"), "{err}");
+    let err = cnpg_ext_kind::operator::wait_operator_ready(&never.client(), "cnpg-system", &fast_timeouts())
+        .await
+        .unwrap_err()
+        .to_string();
     assert!(
-        err.contains("available 0") && err.contains("Available=False"),
+        err.contains("waiting for Deployment cnpg-system/cnpg-controller-manager: all replicas updated and available"),
         "{err}"
     );
+    assert!(err.contains("available 0") && err.contains("Available=False"), "{err}");
 }
 
 #[tokio::test]
@@ -1264,25 +893,17 @@ async fn installed_operator_version_comes_from_the_image_tag() {
                         "spec": {"selector": {}, "template": {"spec": {"containers": [{"name": "manager", "image": "ghcr.io/cloudnative-pg/cloudnative-pg:1.27.2"}]}}}})],
         )],
     );
-    let op = cnpg_ext_kind::operator::installed_operator(&api.client())
-        .await
-        .unwrap()
-        .unwrap();
+    let op = cnpg_ext_kind::operator::installed_operator(&api.client()).await.unwrap().unwrap();
     assert_eq!(op.version, Some(CnpgVersion::new(1, 27, 2)));
     assert!(
-        api.requests()[0]
-            .query
-            .contains("labelSelector=app.kubernetes.io%2Fname%3Dcloudnative-pg"),
+        api.requests()[0].query.contains("labelSelector=app.kubernetes.io%2Fname%3Dcloudnative-pg"),
         "{}",
         api.requests()[0].query
     );
     // Too old for underscore names: exit-3 error naming the Cluster and extension.
     let c = cluster_doc(CLUSTER_YAML).cluster;
     let err = check_operator_for(op.version.unwrap(), &[&c]).unwrap_err();
-    assert!(
-        matches!(&err, BackendError::Unusable(m) if m.contains("`my_ext`") && m.contains("1.27.3")),
-        "{err}"
-    );
+    assert!(matches!(&err, BackendError::Unusable(m) if m.contains("`my_ext`") && m.contains("1.27.3")), "{err}");
     check_operator_for(CnpgVersion::new(1, 27, 3), &[&c]).unwrap();
     assert!(check_operator_for(CnpgVersion::new(1, 26, 1), &[]).is_err());
 }
@@ -1296,20 +917,13 @@ fn server_version_and_runtimes() {
         ..Default::default()
     };
     let old = check_server_version(&info("32")).unwrap_err();
-    assert!(
-        matches!(&old, BackendError::Unusable(m) if m.contains("v1.32.0 is too old")),
-        "{old}"
-    );
+    assert!(matches!(&old, BackendError::Unusable(m) if m.contains("v1.32.0 is too old")), "{old}");
     assert_eq!(check_server_version(&info("33+")).unwrap(), (1, 33));
     assert!(check_runtime("n", "containerd://2.1.1").is_ok());
-    assert!(check_runtime("n", "containerd://2.0.5")
-        .unwrap_err()
-        .contains("containerd ≥ 2.1"));
+    assert!(check_runtime("n", "containerd://2.0.5").unwrap_err().contains("containerd ≥ 2.1"));
     assert!(check_runtime("n", "cri-o://1.31.2").is_ok());
     assert!(check_runtime("n", "cri-o://1.30.9").is_err());
-    assert!(check_runtime("n", "docker://27.0.0")
-        .unwrap_err()
-        .contains("node n runs `docker`"));
+    assert!(check_runtime("n", "docker://27.0.0").unwrap_err().contains("node n runs `docker`"));
 }
 
 /// Apply first (the namespace is created), then teardown sends exactly one DELETE of the
@@ -1321,20 +935,9 @@ async fn teardown_deletes_the_namespace_unless_kept() {
         let api = FakeApi::new();
         route_namespace(&api);
         let cpath = fixtures::cluster_path(NS, "c");
-        api.on_responses(
-            "GET",
-            &cpath,
-            vec![
-                (404, status_body(404, "NotFound", "not found")),
-                (200, ready_cluster()),
-            ],
-        );
+        api.on_responses("GET", &cpath, vec![(404, status_body(404, "NotFound", "not found")), (200, ready_cluster())]);
         api.on("PATCH", &cpath, vec![ready_cluster()]);
-        api.on(
-            "DELETE",
-            &nspath,
-            vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})],
-        );
+        api.on("DELETE", &nspath, vec![json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NS}})]);
         api
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -1343,27 +946,17 @@ async fn teardown_deletes_the_namespace_unless_kept() {
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     assert!(api.requests().iter().all(|r| r.method != "DELETE"));
     b.teardown(false).await.unwrap();
-    let deletes: Vec<_> = api
-        .requests()
-        .into_iter()
-        .filter(|r| r.method == "DELETE")
-        .collect();
+    let deletes: Vec<_> = api.requests().into_iter().filter(|r| r.method == "DELETE").collect();
     assert_eq!(deletes.len(), 1, "{deletes:?}");
     assert_eq!(deletes[0].path, nspath);
     assert_eq!(
-        deletes[0]
-            .body
-            .as_ref()
-            .and_then(|b| b.get("propagationPolicy"))
-            .and_then(Value::as_str),
+        deletes[0].body.as_ref().and_then(|b| b.get("propagationPolicy")).and_then(Value::as_str),
         Some("Background")
     );
 
     let api = setup();
     let mut kept = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    kept.apply_cluster(&cluster_doc(CLUSTER_YAML))
-        .await
-        .unwrap();
+    kept.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     kept.teardown(true).await.unwrap();
     assert!(api.requests().iter().all(|r| r.method != "DELETE"));
 
@@ -1382,9 +975,7 @@ fn parses_a_real_release_manifest() {
     let path = std::env::var("CNPG_EXT_OPERATOR_MANIFEST").expect("CNPG_EXT_OPERATOR_MANIFEST");
     let text = std::fs::read_to_string(&path).unwrap();
     let t = std::time::Instant::now();
-    let docs = cnpg_ext_kind::operator::apply_order(
-        cnpg_ext_kind::operator::parse_manifest(&text).unwrap(),
-    );
+    let docs = cnpg_ext_kind::operator::apply_order(cnpg_ext_kind::operator::parse_manifest(&text).unwrap());
     let order = cnpg_ext_kind::operator::describe(&docs);
     eprintln!(
         "{} documents in {:?} (sha256 {}):\n{}",
@@ -1394,9 +985,7 @@ fn parses_a_real_release_manifest() {
         order.join("\n")
     );
     assert_eq!(order[0], "Namespace cnpg-system");
-    assert!(order
-        .iter()
-        .any(|o| o == "Deployment cnpg-system/cnpg-controller-manager"));
+    assert!(order.iter().any(|o| o == "Deployment cnpg-system/cnpg-controller-manager"));
 }
 
 /// The inspection script really works in a POSIX shell: a stand-in "postmaster" with
@@ -1413,10 +1002,7 @@ fn inspect_script_runs_in_sh() {
     std::fs::create_dir_all(root.join("my_ext")).unwrap();
     let plan = ClusterPlan::derive(
         &cluster_doc(CLUSTER_YAML).cluster,
-        &PlanOptions {
-            mount_root: root.display().to_string(),
-            cnpg: CnpgVersion::DEFAULT,
-        },
+        &PlanOptions { mount_root: root.display().to_string(), cnpg: CnpgVersion::DEFAULT },
     );
     let mut child = std::process::Command::new("sleep")
         .arg("30")
@@ -1425,35 +1011,16 @@ fn inspect_script_runs_in_sh() {
         .unwrap();
     let pgdata = tmp.path().join("pgdata");
     std::fs::create_dir_all(&pgdata).unwrap();
-    std::fs::write(
-        pgdata.join("postmaster.pid"),
-        format!("{}\n{}\n", child.id(), pgdata.display()),
-    )
-    .unwrap();
-    let out = std::process::Command::new("sh")
-        .arg("-c")
-        .arg(inspect_script(&plan))
-        .env("PGDATA", &pgdata)
-        .output()
-        .unwrap();
+    std::fs::write(pgdata.join("postmaster.pid"), format!("{}\n{}\n", child.id(), pgdata.display())).unwrap();
+    let out =
+        std::process::Command::new("sh").arg("-c").arg(inspect_script(&plan)).env("PGDATA", &pgdata).output().unwrap();
     child.kill().unwrap();
     let _ = child.wait();
     let stdout = String::from_utf8(out.stdout).unwrap();
     let obs = parse_inspect_output("c-1", &plan, &stdout).unwrap();
-    assert_eq!(
-        obs.ld_library_path.as_deref(),
-        Some("/extensions/my_ext/system"),
-        "{stdout}"
-    );
-    assert_eq!(
-        obs.mounts[0].files,
-        ["lib/vector.so", "share/extension/vector.control"],
-        "{stdout}"
-    );
-    assert!(
-        obs.mounts[1].present && obs.mounts[1].files.is_empty(),
-        "{stdout}"
-    );
+    assert_eq!(obs.ld_library_path.as_deref(), Some("/extensions/my_ext/system"), "{stdout}");
+    assert_eq!(obs.mounts[0].files, ["lib/vector.so", "share/extension/vector.control"], "{stdout}");
+    assert!(obs.mounts[1].present && obs.mounts[1].files.is_empty(), "{stdout}");
     // A writable directory (here) is reported as such; image volumes refuse the write.
     assert_eq!(obs.mounts[0].read_only, Some(false));
     assert!(!root.join("pgvector/.cnpg-ext-write-probe").exists());
@@ -1470,10 +1037,7 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         image: "ghcr.io/cloudnative-pg/cloudnative-pg:x".into(),
         version: v,
     };
-    let want = |v: CnpgVersion| KindOptions {
-        cnpg_version: v,
-        ..Default::default()
-    };
+    let want = |v: CnpgVersion| KindOptions { cnpg_version: v, ..Default::default() };
     let (old, new) = (CnpgVersion::new(1, 28, 1), CnpgVersion::new(1, 28, 2));
     // Newer installed: refused, saying what to do.
     let err = operator_action(Some(&op(Some(new))), &want(old)).unwrap_err();
@@ -1481,10 +1045,7 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         matches!(&err, BackendError::Unusable(m) if m.contains("operator 1.28.2 is installed") && m.contains("refusing to downgrade") && m.contains("--allow-operator-downgrade")),
         "{err}"
     );
-    let allowed = KindOptions {
-        allow_operator_downgrade: true,
-        ..want(old)
-    };
+    let allowed = KindOptions { allow_operator_downgrade: true, ..want(old) };
     assert!(
         matches!(operator_action(Some(&op(Some(new))), &allowed).unwrap(), OperatorAction::Install { notice: Some(n) } if n.contains("downgrading"))
     );
@@ -1498,16 +1059,10 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         operator_action(Some(&op(Some(new))), &want(new)).unwrap(),
         OperatorAction::UseInstalled { notice: None }
     );
-    assert_eq!(
-        operator_action(None, &want(new)).unwrap(),
-        OperatorAction::Install { notice: None }
-    );
+    assert_eq!(operator_action(None, &want(new)).unwrap(), OperatorAction::Install { notice: None });
     // --skip-operator-install across the `ext-` boundary: the installed 1.28.1 is used and
     // named; the environment then models it (bare volume names), see below.
-    let skip = KindOptions {
-        skip_operator_install: true,
-        ..want(new)
-    };
+    let skip = KindOptions { skip_operator_install: true, ..want(new) };
     assert!(
         matches!(operator_action(Some(&op(Some(old))), &skip).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains("modelling the installed 1.28.1"))
     );
@@ -1528,10 +1083,7 @@ async fn environment_backend_uses_the_installed_release() {
             skip_operator_install: true,
             ..Default::default()
         },
-        preflight: cnpg_ext_kind::preflight::PreflightReport {
-            server_version: "v1.33.7".into(),
-            nodes: vec![],
-        },
+        preflight: cnpg_ext_kind::preflight::PreflightReport { server_version: "v1.33.7".into(), nodes: vec![] },
         operator: cnpg_ext_kind::operator::InstalledOperator {
             namespace: "cnpg-system".into(),
             deployment: "cnpg-controller-manager".into(),
@@ -1550,15 +1102,11 @@ async fn environment_backend_uses_the_installed_release() {
         "images:\n  - reference: ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie\n    fixture: fixture\n  - reference: localhost/my-ext:1\n    fixture: fixture\nsteps:\n  - apply: {file: cluster.yaml}\n",
     )
     .unwrap();
-    let scenario =
-        cnpg_ext_model::scenario::Scenario::load(&sdir, CnpgVersion::new(1, 28, 2)).unwrap();
+    let scenario = cnpg_ext_model::scenario::Scenario::load(&sdir, CnpgVersion::new(1, 28, 2)).unwrap();
     let c = cluster_doc(CLUSTER_YAML).cluster;
     // What --cnpg-version alone would model, and what the installed 1.28.1 writes.
     let requested = KindBackend::new(api.client(), NS, env.opts.clone());
-    assert_eq!(
-        requested.plan_for(&c, "c-1").extensions[0].volume_name,
-        "ext-pgvector"
-    );
+    assert_eq!(requested.plan_for(&c, "c-1").extensions[0].volume_name, "ext-pgvector");
     assert_eq!(env.operator_version(), CnpgVersion::new(1, 28, 1));
     let b = env.backend(&scenario);
     assert_eq!(b.plan_for(&c, "c-1").extensions[0].volume_name, "pgvector");
@@ -1579,17 +1127,11 @@ async fn sql_as_postgres_reads_the_superuser_secret() {
                     "type": "kubernetes.io/basic-auth",
                     "data": {"username": "cG9zdGdyZXM=", "password": "c2VjcmV0"}})],
     );
-    let (user, password) = cnpg_ext_kind::sql::credentials(&api.client(), NS, "c", "postgres")
-        .await
-        .unwrap();
+    let (user, password) = cnpg_ext_kind::sql::credentials(&api.client(), NS, "c", "postgres").await.unwrap();
     assert_eq!((user.as_str(), password.as_str()), ("postgres", "secret"));
-    let err = cnpg_ext_kind::sql::credentials(&api.client(), NS, "other", "postgres")
-        .await
-        .unwrap_err()
-        .to_string();
+    let err = cnpg_ext_kind::sql::credentials(&api.client(), NS, "other", "postgres").await.unwrap_err().to_string();
     assert!(
-        err.contains("secret cnpg-ext-t/other-superuser not found")
-            && err.contains("enableSuperuserAccess: true"),
+        err.contains("secret cnpg-ext-t/other-superuser not found") && err.contains("enableSuperuserAccess: true"),
         "{err}"
     );
 }

@@ -86,11 +86,7 @@ async fn two_restarts_within_a_second_both_roll() {
     let env = prepare(&opts).await.unwrap_or_else(|e| panic!("{e}"));
     let yaml = "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  instances: 2\n  imageName: ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie\n  storage: {size: 1Gi}\n";
     let doc = common::cluster_doc(yaml);
-    let mut b = KindBackend::new(
-        env.client.clone(),
-        "cnpg-ext-real-kind-restarts",
-        opts.clone(),
-    );
+    let mut b = KindBackend::new(env.client.clone(), "cnpg-ext-real-kind-restarts", opts.clone());
     let r = async {
         b.apply_cluster(&doc).await?;
         let first = b.restart().await?;
@@ -122,19 +118,12 @@ async fn failing_database_reports_the_operators_message() {
         cnpg_ext_model::Manifest::Database(d) => d,
         other => panic!("{other:?}"),
     };
-    let mut b = KindBackend::new(
-        env.client.clone(),
-        "cnpg-ext-real-kind-database",
-        opts.clone(),
-    );
+    let mut b = KindBackend::new(env.client.clone(), "cnpg-ext-real-kind-database", opts.clone());
     let r = async {
         b.apply_cluster(&doc).await?;
         let err = b.apply_database(&db).await.unwrap_err().to_string();
         eprintln!("{err}");
-        assert!(
-            err.contains("no_such_extension") && !err.contains("timed out"),
-            "{err}"
-        );
+        assert!(err.contains("no_such_extension") && !err.contains("timed out"), "{err}");
         Ok::<_, cnpg_ext_model::backend::BackendError>(())
     }
     .await;

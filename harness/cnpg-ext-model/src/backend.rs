@@ -49,7 +49,9 @@ pub struct RolloutRecord {
 #[serde(rename_all = "snake_case", tag = "outcome")]
 pub enum ApplyOutcome {
     Created,
-    RolledOut { record: RolloutRecord },
+    RolledOut {
+        record: RolloutRecord,
+    },
     /// Only reloadable settings changed.
     Reloaded,
     Unchanged,

@@ -232,13 +232,8 @@ impl Manifest {
                 "Cluster" if is_cnpg => {
                     let cluster: Cluster = yaml::parse(path, &doc).map_err(shift)?;
                     let loc: LocDoc = yaml::parse(path, &doc).unwrap_or_default();
-                    let extension_lines = loc
-                        .spec
-                        .postgresql
-                        .extensions
-                        .iter()
-                        .map(|s| s.referenced.line() + first_line)
-                        .collect();
+                    let extension_lines =
+                        loc.spec.postgresql.extensions.iter().map(|s| s.referenced.line() + first_line).collect();
                     out.push(Manifest::Cluster(ClusterDoc {
                         cluster,
                         raw,
@@ -249,12 +244,7 @@ impl Manifest {
                 }
                 "Database" if is_cnpg => {
                     let database: Database = yaml::parse(path, &doc).map_err(shift)?;
-                    out.push(Manifest::Database(DatabaseDoc {
-                        database,
-                        raw,
-                        file: path.to_path_buf(),
-                        line,
-                    }));
+                    out.push(Manifest::Database(DatabaseDoc { database, raw, file: path.to_path_buf(), line }));
                 }
                 "" => {
                     return Err(InputError::new(
@@ -333,10 +323,7 @@ impl ClusterDoc {
                 let msg = if first == e.name {
                     format!("duplicate extension name `{}`", e.name)
                 } else {
-                    format!(
-                        "`{}` and `{}` both become volume name `{}`; rename one of them",
-                        first, e.name, sanitized
-                    )
+                    format!("`{}` and `{}` both become volume name `{}`; rename one of them", first, e.name, sanitized)
                 };
                 return Err(err(line, f(".name"), msg));
             }

@@ -37,10 +37,6 @@ impl InputError {
         field: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        InputError {
-            at: Located { file: file.into(), line },
-            field: field.into(),
-            message: message.into(),
-        }
+        InputError { at: Located { file: file.into(), line }, field: field.into(), message: message.into() }
     }
 }

@@ -20,13 +20,30 @@ pub struct Check {
 }
 
 impl Check {
-    pub fn new(what: impl Into<String>, instance: Option<&str>, expected: impl Into<String>, actual: impl Into<String>) -> Check {
+    pub fn new(
+        what: impl Into<String>,
+        instance: Option<&str>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+    ) -> Check {
         let (expected, actual) = (expected.into(), actual.into());
         Check { what: what.into(), instance: instance.map(str::to_string), ok: expected == actual, expected, actual }
     }
 
-    pub fn that(what: impl Into<String>, instance: Option<&str>, expected: impl Into<String>, actual: impl Into<String>, ok: bool) -> Check {
-        Check { what: what.into(), instance: instance.map(str::to_string), expected: expected.into(), actual: actual.into(), ok }
+    pub fn that(
+        what: impl Into<String>,
+        instance: Option<&str>,
+        expected: impl Into<String>,
+        actual: impl Into<String>,
+        ok: bool,
+    ) -> Check {
+        Check {
+            what: what.into(),
+            instance: instance.map(str::to_string),
+            expected: expected.into(),
+            actual: actual.into(),
+            ok,
+        }
     }
 }
 
@@ -58,19 +75,29 @@ pub fn verify_rollout(
             moved,
         ));
     }
-    let order: Vec<String> = record.restarts.iter().map(|r| format!("{}({:?})", r.instance, r.role).to_lowercase()).collect();
+    let order: Vec<String> =
+        record.restarts.iter().map(|r| format!("{}({:?})", r.instance, r.role).to_lowercase()).collect();
     let first_primary = record.restarts.iter().position(|r| r.role == Role::Primary);
     let last_replica = record.restarts.iter().rposition(|r| r.role == Role::Replica);
     let ok = match (first_primary, last_replica) {
         (Some(p), Some(r)) => r < p,
         _ => true,
     };
-    checks.push(Check::that("replicas restarted before the primary", None, "replicas first, primary last", order.join(" → "), ok));
+    checks.push(Check::that(
+        "replicas restarted before the primary",
+        None,
+        "replicas first, primary last",
+        order.join(" → "),
+        ok,
+    ));
     checks
 }
 
 /// No rollout: every postmaster kept its start time.
-pub fn verify_no_restart(before: &BTreeMap<String, InstanceState>, after: &BTreeMap<String, InstanceState>) -> Vec<Check> {
+pub fn verify_no_restart(
+    before: &BTreeMap<String, InstanceState>,
+    after: &BTreeMap<String, InstanceState>,
+) -> Vec<Check> {
     before
         .iter()
         .map(|(name, state)| {
@@ -83,8 +110,8 @@ pub fn verify_no_restart(before: &BTreeMap<String, InstanceState>, after: &BTree
 #[cfg(test)]
 mod tests {
     use super::*;
-    use chrono::Utc;
     use crate::backend::InstanceRestart;
+    use chrono::Utc;
 
     fn state(role: Role, t: &str) -> InstanceState {
         InstanceState { role, started: t.into() }
@@ -107,13 +134,19 @@ mod tests {
 
     #[test]
     fn a_good_rollout_passes() {
-        let rec = RolloutRecord { restarts: vec![restart("c-2", Role::Replica), restart("c-1", Role::Primary)], phases: vec![] };
+        let rec = RolloutRecord {
+            restarts: vec![restart("c-2", Role::Replica), restart("c-1", Role::Primary)],
+            phases: vec![],
+        };
         assert!(verify_rollout(&rec, &before(), &later()).iter().all(|c| c.ok));
     }
 
     #[test]
     fn primary_first_fails() {
-        let rec = RolloutRecord { restarts: vec![restart("c-1", Role::Primary), restart("c-2", Role::Replica)], phases: vec![] };
+        let rec = RolloutRecord {
+            restarts: vec![restart("c-1", Role::Primary), restart("c-2", Role::Replica)],
+            phases: vec![],
+        };
         let bad: Vec<_> = verify_rollout(&rec, &before(), &later()).into_iter().filter(|c| !c.ok).collect();
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].what, "replicas restarted before the primary");
@@ -125,7 +158,9 @@ mod tests {
             restarts: vec![restart("c-2", Role::Replica), restart("c-2", Role::Replica), restart("c-1", Role::Primary)],
             phases: vec![],
         };
-        assert!(verify_rollout(&rec, &before(), &later()).iter().any(|c| !c.ok && c.instance.as_deref() == Some("c-2")));
+        assert!(verify_rollout(&rec, &before(), &later())
+            .iter()
+            .any(|c| !c.ok && c.instance.as_deref() == Some("c-2")));
         let none = RolloutRecord::default();
         assert!(verify_rollout(&none, &before(), &before()).iter().filter(|c| !c.ok).count() >= 4);
     }

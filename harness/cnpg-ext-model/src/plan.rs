@@ -68,9 +68,7 @@ impl ClusterPlan {
         let mut extensions = Vec::new();
         for e in &cluster.spec.postgresql.extensions {
             let mount_path = format!("{root}/{}", e.name);
-            let under = |paths: Vec<String>| -> Vec<String> {
-                paths.iter().map(|p| join(&mount_path, p)).collect()
-            };
+            let under = |paths: Vec<String>| -> Vec<String> { paths.iter().map(|p| join(&mount_path, p)).collect() };
             let m = ExtensionMount {
                 name: e.name.clone(),
                 image: e.image.reference.clone(),
@@ -102,10 +100,7 @@ impl ClusterPlan {
     /// Search-path-only changes are applied by a reload; `ld_library_path` is not applied
     /// until a restart (see the reference).
     pub fn pod_spec_fingerprint(&self) -> Vec<(String, String, String)> {
-        self.extensions
-            .iter()
-            .map(|e| (e.volume_name.clone(), e.image.clone(), e.mount_path.clone()))
-            .collect()
+        self.extensions.iter().map(|e| (e.volume_name.clone(), e.image.clone(), e.mount_path.clone())).collect()
     }
 }
 
@@ -173,7 +168,8 @@ spec:
 
     #[test]
     fn no_extensions_means_postgres_defaults() {
-        let c = cluster("apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec: {instances: 1}\n");
+        let c =
+            cluster("apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec: {instances: 1}\n");
         let p = ClusterPlan::derive(&c, &PlanOptions::default());
         assert_eq!(p.extension_control_path, "$system");
         assert_eq!(p.dynamic_library_path, "$libdir");
@@ -199,7 +195,10 @@ spec:
     #[test]
     fn ld_only_change_keeps_the_pod_spec() {
         let a = ClusterPlan::derive(&cluster(TWO), &PlanOptions::default());
-        let b = ClusterPlan::derive(&cluster(&TWO.replace("ld_library_path: [system]", "ld_library_path: []")), &PlanOptions::default());
+        let b = ClusterPlan::derive(
+            &cluster(&TWO.replace("ld_library_path: [system]", "ld_library_path: []")),
+            &PlanOptions::default(),
+        );
         assert_ne!(a.ld_library_path, b.ld_library_path);
         assert_eq!(a.pod_spec_fingerprint(), b.pod_spec_fingerprint());
     }

@@ -263,10 +263,7 @@ impl Scenario {
         };
         let id = match parsed.id {
             Some(id) => id,
-            None => dir
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "scenario".into()),
+            None => dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "scenario".into()),
         };
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_') {
             return Err(InputError::new(&file, None, "id", format!("`{id}`: use letters, digits, `-` and `_`")));
@@ -281,7 +278,12 @@ impl Scenario {
             let line = Some(line_of(&lines.images, i));
             let field = |f: &str| format!("images[{i}].{f}");
             if !refs.insert(e.reference.clone()) {
-                return Err(InputError::new(&file, line, field("reference"), format!("`{}` is listed twice", e.reference)));
+                return Err(InputError::new(
+                    &file,
+                    line,
+                    field("reference"),
+                    format!("`{}` is listed twice", e.reference),
+                ));
             }
             let origin = match (&e.fixture, &e.oci) {
                 (Some(f), None) => ImageOrigin::Fixture(dir.join(f)),
@@ -408,18 +410,14 @@ impl Scenario {
             steps.push(LocatedStep { index: i + 1, line, step });
         }
         if !matches!(steps[0].step, Step::Apply(_)) {
-            return Err(InputError::new(&file, Some(steps[0].line), "steps[0]", "the first step must `apply` a Cluster"));
+            return Err(InputError::new(
+                &file,
+                Some(steps[0].line),
+                "steps[0]",
+                "the first step must `apply` a Cluster",
+            ));
         }
-        Ok(Scenario {
-            id,
-            dir,
-            file,
-            description: parsed.description,
-            tags: parsed.tags,
-            images,
-            steps,
-            manifests,
-        })
+        Ok(Scenario { id, dir, file, description: parsed.description, tags: parsed.tags, images, steps, manifests })
     }
 
     /// Every Cluster document the scenario applies, in step order.
@@ -464,7 +462,8 @@ fn check_pull_reference(r: &str) -> Result<(), String> {
     let name = rest.split('@').next().unwrap_or(rest);
     let repo = match name.rsplit_once(':') {
         Some((repo, tag)) if !tag.contains('/') => {
-            if tag.is_empty() || tag.len() > 128 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
+            if tag.is_empty() || tag.len() > 128 || !tag.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+            {
                 return bad("has an invalid tag");
             }
             repo

@@ -57,9 +57,7 @@ impl FromStr for CnpgVersion {
         let num = |p: Option<&&str>| -> Result<u32, String> {
             match p {
                 None => Ok(0),
-                Some(x) => x
-                    .parse::<u32>()
-                    .map_err(|_| format!("`{s}` is not a CloudNativePG version like 1.27.1")),
+                Some(x) => x.parse::<u32>().map_err(|_| format!("`{s}` is not a CloudNativePG version like 1.27.1")),
             }
         };
         if parts.is_empty() || parts.len() > 3 || parts[0].is_empty() {

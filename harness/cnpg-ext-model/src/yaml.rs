@@ -11,11 +11,7 @@ pub(crate) fn input_error(file: &Path, err: &serde_saphyr::Error) -> InputError 
     let line = err.location().map(|l| l.line()).filter(|l| *l > 0);
     // The rendered message carries a snippet; the first line is the reason.
     let rendered = err.to_string();
-    let message = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid YAML")
-        .trim();
+    let message = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
     // Drop serde-saphyr's own "error: line N column M:" prefix: the location is ours to print.
     let message = match message.strip_prefix("error: ").and_then(|m| m.split_once(": ")) {
         Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
@@ -43,6 +39,5 @@ pub(crate) fn parse<T: DeserializeOwned>(file: &Path, text: &str) -> Result<T, I
 }
 
 pub(crate) fn read(file: &Path) -> Result<String, InputError> {
-    std::fs::read_to_string(file)
-        .map_err(|e| InputError::new(file, None, "(file)", format!("cannot read: {e}")))
+    std::fs::read_to_string(file).map_err(|e| InputError::new(file, None, "(file)", format!("cannot read: {e}")))
 }

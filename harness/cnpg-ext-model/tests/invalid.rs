@@ -64,7 +64,8 @@ fn unknown_field_in_a_step() {
 
 #[test]
 fn rows_and_error_together() {
-    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, rows: [], error: x}}\n"), &cluster("x", "")).unwrap_err();
+    let e =
+        load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, rows: [], error: x}}\n"), &cluster("x", "")).unwrap_err();
     assert_eq!(e.field, "steps[1].sql");
     assert_eq!(e.at.line, Some(6));
 }
@@ -86,7 +87,11 @@ fn image_not_listed_in_scenario() {
 #[rstest::rstest]
 #[case::uppercase("Vector", "", "spec.postgresql.extensions[0].name")]
 #[case::dot("a.b", "", "spec.postgresql.extensions[0].name")]
-#[case::absolute("x", "extension_control_path: [/usr/share]", "spec.postgresql.extensions[0].extension_control_path[0]")]
+#[case::absolute(
+    "x",
+    "extension_control_path: [/usr/share]",
+    "spec.postgresql.extensions[0].extension_control_path[0]"
+)]
 #[case::dotdot("x", "dynamic_library_path: [lib/../../etc]", "spec.postgresql.extensions[0].dynamic_library_path[0]")]
 #[case::empty("x", "ld_library_path: ['']", "spec.postgresql.extensions[0].ld_library_path[0]")]
 fn operator_rules(#[case] name: &str, #[case] paths: &str, #[case] field: &str) {
@@ -189,7 +194,8 @@ fn load_with_database(steps: &str) -> Result<Scenario, InputError> {
 
 #[test]
 fn database_expectations_load_and_are_strict() {
-    let ok = load_with_database("  - apply: {file: db.yaml, expect: {applied: false, message: no such version}}\n").unwrap();
+    let ok =
+        load_with_database("  - apply: {file: db.yaml, expect: {applied: false, message: no such version}}\n").unwrap();
     assert_eq!(ok.steps.len(), 2);
     let e = load_with_database("  - apply: {file: db.yaml, expect: {applied: false, mesage: x}}\n").unwrap_err();
     assert_eq!((e.field.as_str(), e.at.line), ("mesage", Some(6)), "{e}");
@@ -202,18 +208,23 @@ fn database_expectations_load_and_are_strict() {
 
 #[test]
 fn origin_opt_outs_need_exactly_one_reason() {
-    let ok = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skip: the image is checked elsewhere}}}}\n"), &cluster("x", ""));
+    let ok = load(
+        &format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skip: the image is checked elsewhere}}}}\n"),
+        &cluster("x", ""),
+    );
     assert!(ok.is_ok(), "{ok:?}");
     for bad in ["origin: {}", "origin: {skip: ''}", "origin: {skip: a, expect_failure: b}"] {
         let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, {bad}}}\n"), &cluster("x", "")).unwrap_err();
         assert_eq!((e.field.as_str(), e.at.line), ("steps[1].sql.origin", Some(6)), "{bad}: {e}");
     }
-    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skipp: x}}}}\n"), &cluster("x", "")).unwrap_err();
+    let e = load(&format!("{SCENARIO}  - sql: {{query: SELECT 1, origin: {{skipp: x}}}}\n"), &cluster("x", ""))
+        .unwrap_err();
     assert_eq!(e.field, "skipp", "{e}");
 }
 
 #[test]
 fn an_apply_that_must_fail_cannot_also_expect_no_rollout() {
-    let e = load(&format!("{SCENARIO}  - apply: {{file: cluster.yaml, error: x, rollout: none}}\n"), &cluster("x", "")).unwrap_err();
+    let e = load(&format!("{SCENARIO}  - apply: {{file: cluster.yaml, error: x, rollout: none}}\n"), &cluster("x", ""))
+        .unwrap_err();
     assert_eq!((e.field.as_str(), e.at.line), ("steps[1].apply", Some(6)), "{e}");
 }

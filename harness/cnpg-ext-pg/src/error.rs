@@ -19,11 +19,7 @@ pub enum PgError {
          itself, or point it at the pg_config of a PostgreSQL >= {min_major} installation",
         major = found.major
     )]
-    TooOld {
-        found: PgVersion,
-        source_desc: String,
-        min_major: u32,
-    },
+    TooOld { found: PgVersion, source_desc: String, min_major: u32 },
 
     /// A required program, file or directory is missing; the message says what to install or set.
     #[error("not found: {0}")]
@@ -35,11 +31,7 @@ pub enum PgError {
 
     /// A downloaded (or supplied) file does not have the expected SHA-256.
     #[error("checksum mismatch for {}: expected sha256 {expected}, got {actual}", path.display())]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        actual: String,
-    },
+    Checksum { path: PathBuf, expected: String, actual: String },
 
     /// An I/O operation on `path` failed; `op` says what was attempted.
     #[error("{op} {}: {source}", path.display())]
@@ -52,11 +44,7 @@ pub enum PgError {
 
     /// An external command ran but failed (or its output made no sense).
     #[error("command `{command}` failed ({status}){}", fmt_stderr(stderr))]
-    Command {
-        command: String,
-        status: String,
-        stderr: String,
-    },
+    Command { command: String, status: String, stderr: String },
 
     /// An ELF file could not be parsed.
     #[error("cannot read ELF file {}: {message}", path.display())]
@@ -65,11 +53,7 @@ pub enum PgError {
     /// A fixture recipe is invalid (or its sources do not compile). `field` is the path of the
     /// offending recipe field, e.g. `steps[2].compile.sources`.
     #[error("{}: {field}: {message}", file.display())]
-    Fixture {
-        file: PathBuf,
-        field: String,
-        message: String,
-    },
+    Fixture { file: PathBuf, field: String, message: String },
 }
 
 fn fmt_stderr(stderr: &str) -> String {
@@ -88,10 +72,7 @@ impl PgError {
         !matches!(self, PgError::Fixture { .. })
     }
 
-    pub(crate) fn io(
-        op: &'static str,
-        path: impl Into<PathBuf>,
-    ) -> impl FnOnce(std::io::Error) -> PgError {
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PgError {
         let path = path.into();
         move |source| PgError::Io { path, op, source }
     }

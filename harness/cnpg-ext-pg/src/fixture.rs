@@ -156,77 +156,48 @@ struct Ctx<'a> {
 
 impl Ctx<'_> {
     fn err(&self, field: impl Into<String>, message: impl Into<String>) -> PgError {
-        PgError::Fixture {
-            file: self.file.clone(),
-            field: field.into(),
-            message: message.into(),
-        }
+        PgError::Fixture { file: self.file.clone(), field: field.into(), message: message.into() }
     }
 
     fn rel(&self, field: &str, value: &str) -> Result<PathBuf, PgError> {
-        util::safe_relative(value).ok_or_else(|| {
-            self.err(
-                field,
-                format!("{value:?} must be a relative path without '..'"),
-            )
-        })
+        util::safe_relative(value)
+            .ok_or_else(|| self.err(field, format!("{value:?} must be a relative path without '..'")))
     }
 }
 
 fn parse_recipe(file: &Path) -> Result<Recipe, PgError> {
     let text = fs::read_to_string(file).map_err(PgError::io("reading", file))?;
     let mut path = String::new();
-    let res: Result<Recipe, serde_saphyr::Error> =
-        serde_saphyr::with_deserializer_from_str(&text, |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                path = e.path().to_string();
-                e.into_inner()
-            })
-        });
+    let res: Result<Recipe, serde_saphyr::Error> = serde_saphyr::with_deserializer_from_str(&text, |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            path = e.path().to_string();
+            e.into_inner()
+        })
+    });
     res.map_err(|e| PgError::Fixture {
         file: file.to_path_buf(),
-        field: if path.is_empty() || path == "." {
-            "(top level)".into()
-        } else {
-            path
-        },
+        field: if path.is_empty() || path == "." { "(top level)".into() } else { path },
         message: e.to_string(),
     })
 }
 
 /// Builds the image tree of the fixture in `fixture_dir` into `out_tree` (absent or empty),
 /// against the PostgreSQL `pg` (headers, files copied from the install, `pgmajor` label).
-pub fn build_fixture(
-    fixture_dir: &Path,
-    pg: &PgInstall,
-    out_tree: &Path,
-) -> Result<FixtureTree, PgError> {
+pub fn build_fixture(fixture_dir: &Path, pg: &PgInstall, out_tree: &Path) -> Result<FixtureTree, PgError> {
     let file = fixture_dir.join(RECIPE_FILE);
     if !file.is_file() {
-        return Err(PgError::Fixture {
-            file,
-            field: "(file)".into(),
-            message: "no fixture recipe here".into(),
-        });
+        return Err(PgError::Fixture { file, field: "(file)".into(), message: "no fixture recipe here".into() });
     }
     let recipe = parse_recipe(&file)?;
     if !util::absent_or_empty(out_tree)? {
         return Err(PgError::Io {
             path: out_tree.to_path_buf(),
             op: "building fixture into",
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "directory is not empty",
-            ),
+            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
         });
     }
     util::create_dir_all(out_tree)?;
-    let ctx = Ctx {
-        file,
-        fixture_dir,
-        pg,
-        tree: out_tree.to_path_buf(),
-    };
+    let ctx = Ctx { file, fixture_dir, pg, tree: out_tree.to_path_buf() };
     validate(&ctx, &recipe)?;
     if recipe.steps.is_empty() {
         return Err(ctx.err("steps", "at least one step is needed"));
@@ -242,12 +213,7 @@ pub fn build_fixture(
     let (extensions, modules) = scan_tree(out_tree)?;
     let labels = labels(&ctx, &recipe)?;
     make_readable(out_tree)?;
-    Ok(FixtureTree {
-        root: out_tree.to_path_buf(),
-        labels,
-        extensions,
-        modules,
-    })
+    Ok(FixtureTree { root: out_tree.to_path_buf(), labels, extensions, modules })
 }
 
 fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), PgError> {
@@ -255,18 +221,10 @@ fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), PgError> {
         return Err(ctx.err("image.name", "must not be empty"));
     }
     for key in r.labels.keys() {
-        if [
-            LABEL_BASE_NAME,
-            LABEL_BASE_PGMAJOR,
-            LABEL_BASE_OS,
-            LABEL_SQL_VERSION,
-        ]
-        .contains(&key.as_str())
-        {
-            return Err(ctx.err(
-                format!("labels.{key}"),
-                "set through image.name/os/sql_version (pgmajor is automatic)",
-            ));
+        if [LABEL_BASE_NAME, LABEL_BASE_PGMAJOR, LABEL_BASE_OS, LABEL_SQL_VERSION].contains(&key.as_str()) {
+            return Err(
+                ctx.err(format!("labels.{key}"), "set through image.name/os/sql_version (pgmajor is automatic)")
+            );
         }
     }
     for (i, step) in r.steps.iter().enumerate() {
@@ -294,18 +252,11 @@ fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), PgError> {
                     }
                 }
                 let out = ctx.rel(&f("output"), &c.output)?;
-                let name = out
-                    .file_name()
-                    .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default();
+                let name = out.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 if !(name.ends_with(".so") || name.contains(".so.")) {
-                    return Err(ctx.err(
-                        f("output"),
-                        format!(
-                            "{:?} must be a shared library name (*.so or *.so.N)",
-                            c.output
-                        ),
-                    ));
+                    return Err(
+                        ctx.err(f("output"), format!("{:?} must be a shared library name (*.so or *.so.N)", c.output))
+                    );
                 }
                 if let Some(so) = &c.soname {
                     if so.is_empty() || so.contains('/') || so.contains(char::is_whitespace) {
@@ -332,13 +283,8 @@ fn install_dir(pg: &PgInstall, d: InstallDir) -> &Path {
 
 /// Files matching `pattern` below `base`, sorted.
 fn glob_files(ctx: &Ctx, field: &str, base: &Path, pattern: &str) -> Result<Vec<PathBuf>, PgError> {
-    let full = format!(
-        "{}/{}",
-        glob::Pattern::escape(&base.to_string_lossy()),
-        pattern
-    );
-    let paths =
-        glob::glob(&full).map_err(|e| ctx.err(field, format!("invalid glob {pattern:?}: {e}")))?;
+    let full = format!("{}/{}", glob::Pattern::escape(&base.to_string_lossy()), pattern);
+    let paths = glob::glob(&full).map_err(|e| ctx.err(field, format!("invalid glob {pattern:?}: {e}")))?;
     let mut files = Vec::new();
     for p in paths {
         let p = p.map_err(|e| PgError::Io {
@@ -351,10 +297,7 @@ fn glob_files(ctx: &Ctx, field: &str, base: &Path, pattern: &str) -> Result<Vec<
         }
     }
     if files.is_empty() {
-        return Err(ctx.err(
-            field,
-            format!("{pattern:?} matched no files in {}", base.display()),
-        ));
+        return Err(ctx.err(field, format!("{pattern:?} matched no files in {}", base.display())));
     }
     files.sort();
     Ok(files)
@@ -372,44 +315,24 @@ fn copy_into(ctx: &Ctx, files: &[PathBuf], to: &str) -> Result<(), PgError> {
 
 fn copy_from_install(ctx: &Ctx, i: usize, c: &CopyFromInstall) -> Result<(), PgError> {
     let base = install_dir(ctx.pg, c.dir);
-    let files = glob_files(
-        ctx,
-        &format!("steps[{i}].copy_from_install.glob"),
-        base,
-        &c.glob,
-    )?;
+    let files = glob_files(ctx, &format!("steps[{i}].copy_from_install.glob"), base, &c.glob)?;
     copy_into(ctx, &files, &c.to)
 }
 
 fn copy_static(ctx: &Ctx, i: usize, c: &CopyStatic) -> Result<(), PgError> {
-    let files = glob_files(
-        ctx,
-        &format!("steps[{i}].copy.from"),
-        ctx.fixture_dir,
-        &c.from,
-    )?;
+    let files = glob_files(ctx, &format!("steps[{i}].copy.from"), ctx.fixture_dir, &c.from)?;
     copy_into(ctx, &files, &c.to)
 }
 
 fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
     let field = format!("steps[{i}].compile");
-    let out = ctx
-        .tree
-        .join(util::safe_relative(&c.output).expect("validated"));
+    let out = ctx.tree.join(util::safe_relative(&c.output).expect("validated"));
     if let Some(parent) = out.parent() {
         util::create_dir_all(parent)?;
     }
-    let cc = std::env::var_os("CC")
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| "cc".into());
+    let cc = std::env::var_os("CC").filter(|v| !v.is_empty()).unwrap_or_else(|| "cc".into());
     let mut cmd = Command::new(&cc);
-    cmd.args([
-        "-fPIC",
-        "-shared",
-        "-O2",
-        "-Wall",
-        "-Werror=implicit-function-declaration",
-    ]);
+    cmd.args(["-fPIC", "-shared", "-O2", "-Wall", "-Werror=implicit-function-declaration"]);
     cmd.arg("-I").arg(&ctx.pg.includedir_server);
     cmd.arg("-I").arg(ctx.fixture_dir);
     cmd.args(&c.cflags);
@@ -430,8 +353,7 @@ fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
         }
         let dir = lib.parent().expect("has parent");
         let name = lib.file_name().expect("has name").to_string_lossy();
-        cmd.arg(format!("-L{}", dir.display()))
-            .arg(format!("-l:{name}"));
+        cmd.arg(format!("-L{}", dir.display())).arg(format!("-l:{name}"));
     }
     cmd.env_remove("LD_RUN_PATH");
     let output = cmd.output().map_err(|e| {
@@ -491,10 +413,7 @@ fn make_readable(tree: &Path) -> Result<(), PgError> {
         if e.file_type().is_dir() {
             util::chmod(e.path(), 0o755)?;
         } else if e.file_type().is_file() {
-            let mode = e
-                .metadata()
-                .map(|m| m.permissions().mode())
-                .unwrap_or(0o644);
+            let mode = e.metadata().map(|m| m.permissions().mode()).unwrap_or(0o644);
             if mode & 0o444 != 0o444 {
                 util::chmod(e.path(), (mode | 0o444) & 0o7777)?;
             }
@@ -505,20 +424,11 @@ fn make_readable(tree: &Path) -> Result<(), PgError> {
 
 fn labels(ctx: &Ctx, r: &Recipe) -> Result<BTreeMap<String, String>, PgError> {
     let mut out = BTreeMap::new();
-    out.insert(
-        LABEL_BASE_NAME.to_string(),
-        expand(ctx, "image.name", &r.image.name)?,
-    );
-    out.insert(
-        LABEL_BASE_PGMAJOR.to_string(),
-        ctx.pg.version.major.to_string(),
-    );
+    out.insert(LABEL_BASE_NAME.to_string(), expand(ctx, "image.name", &r.image.name)?);
+    out.insert(LABEL_BASE_PGMAJOR.to_string(), ctx.pg.version.major.to_string());
     let os = r.image.os.as_deref().unwrap_or("${host_os}");
     out.insert(LABEL_BASE_OS.to_string(), expand(ctx, "image.os", os)?);
-    out.insert(
-        LABEL_SQL_VERSION.to_string(),
-        expand(ctx, "image.sql_version", &r.image.sql_version)?,
-    );
+    out.insert(LABEL_SQL_VERSION.to_string(), expand(ctx, "image.sql_version", &r.image.sql_version)?);
     for (k, v) in &r.labels {
         out.insert(k.clone(), expand(ctx, &format!("labels.{k}"), v)?);
     }
@@ -532,9 +442,7 @@ fn expand(ctx: &Ctx, field: &str, value: &str) -> Result<String, PgError> {
     while let Some(start) = rest.find("${") {
         out.push_str(&rest[..start]);
         let after = &rest[start + 2..];
-        let end = after
-            .find('}')
-            .ok_or_else(|| ctx.err(field, format!("unterminated '${{' in {value:?}")))?;
+        let end = after.find('}').ok_or_else(|| ctx.err(field, format!("unterminated '${{' in {value:?}")))?;
         let key = &after[..end];
         let v = if key == "pg_major" {
             ctx.pg.version.major.to_string()
@@ -542,7 +450,10 @@ fn expand(ctx: &Ctx, field: &str, value: &str) -> Result<String, PgError> {
             host_os()
         } else if let Some(name) = key.strip_prefix("control:") {
             control_default_version(&ctx.tree, name).ok_or_else(|| {
-                ctx.err(field, format!("${{control:{name}}}: no {name}.control with a default_version in the built tree"))
+                ctx.err(
+                    field,
+                    format!("${{control:{name}}}: no {name}.control with a default_version in the built tree"),
+                )
             })?
         } else {
             return Err(ctx.err(
@@ -569,9 +480,7 @@ pub fn host_os() -> String {
             .map(|v| v.trim().trim_matches('"').to_string())
             .filter(|v| !v.is_empty())
     };
-    get("VERSION_CODENAME")
-        .or_else(|| get("ID"))
-        .unwrap_or_else(|| "linux".into())
+    get("VERSION_CODENAME").or_else(|| get("ID")).unwrap_or_else(|| "linux".into())
 }
 
 /// `default_version` of `<name>.control` anywhere below `tree`.

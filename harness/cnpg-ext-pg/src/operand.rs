@@ -79,8 +79,7 @@ impl PgInstall {
             let Some(name) = path.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_suffix(".control")) else {
                 continue;
             };
-            let modules: Vec<String> =
-                module_of(&path).into_iter().chain(std::iter::once(name.to_string())).collect();
+            let modules: Vec<String> = module_of(&path).into_iter().chain(std::iter::once(name.to_string())).collect();
             if flavor.allows(name) {
                 kept.insert(name.to_string());
                 kept_modules.extend(modules);
@@ -142,7 +141,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pg = fake_install(
             dir.path(),
-            &[("cube", Some("cube")), ("vector", Some("vector")), ("plpgsql", Some("plpgsql")), ("postgis-3", Some("postgis-3"))],
+            &[
+                ("cube", Some("cube")),
+                ("vector", Some("vector")),
+                ("plpgsql", Some("plpgsql")),
+                ("postgis-3", Some("postgis-3")),
+            ],
         );
         let min = pg.operand(OperandFlavor::Minimal).unwrap();
         assert_eq!(min.extensions, vec!["cube", "plpgsql"]);

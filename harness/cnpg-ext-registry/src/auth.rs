@@ -59,7 +59,12 @@ impl AuthFiles {
 
     /// Credentials for `repository` on `registry` (`host[:port]`), or `None` (anonymous).
     /// A credential helper (`credHelpers`/`credsStore`) is not run: `notes` says so.
-    pub fn lookup(&self, registry: &str, repository: &str, notes: &mut Vec<String>) -> Result<Option<Found>, PullError> {
+    pub fn lookup(
+        &self,
+        registry: &str,
+        repository: &str,
+        notes: &mut Vec<String>,
+    ) -> Result<Option<Found>, PullError> {
         if let Some(f) = &self.explicit {
             if !f.is_file() {
                 return Err(PullError::AuthFile {
@@ -117,7 +122,12 @@ fn fold_hub(host: &str) -> String {
     }
 }
 
-fn lookup_file(file: &Path, registry: &str, repository: &str, notes: &mut Vec<String>) -> Result<Option<Found>, PullError> {
+fn lookup_file(
+    file: &Path,
+    registry: &str,
+    repository: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<Found>, PullError> {
     let bad = |reason: String| PullError::AuthFile { path: file.to_path_buf(), reason };
     let text = std::fs::read_to_string(file).map_err(|e| bad(format!("cannot read: {e}")))?;
     let doc: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("not valid JSON: {e}")))?;
@@ -125,7 +135,10 @@ fn lookup_file(file: &Path, registry: &str, repository: &str, notes: &mut Vec<St
     for helper_key in ["credHelpers"] {
         if let Some(map) = doc.get(helper_key).and_then(|v| v.as_object()) {
             if map.keys().any(|k| key_host(k).0 == want) {
-                notes.push(format!("{} sends {registry} to a credential helper, which this harness does not run", file.display()));
+                notes.push(format!(
+                    "{} sends {registry} to a credential helper, which this harness does not run",
+                    file.display()
+                ));
             }
         }
     }
@@ -155,7 +168,8 @@ fn lookup_file(file: &Path, registry: &str, repository: &str, notes: &mut Vec<St
             .decode(encoded.trim())
             .map_err(|e| bad(format!("auths.{key}.auth is not base64: {e}")))?;
         let raw = String::from_utf8(raw).map_err(|_| bad(format!("auths.{key}.auth is not UTF-8 once decoded")))?;
-        let (u, p) = raw.split_once(':').ok_or_else(|| bad(format!("auths.{key}.auth does not decode to user:password")))?;
+        let (u, p) =
+            raw.split_once(':').ok_or_else(|| bad(format!("auths.{key}.auth does not decode to user:password")))?;
         Credential::Basic { username: u.to_string(), password: p.to_string() }
     } else if let (Some(u), Some(p)) = (field("username"), field("password")) {
         Credential::Basic { username: u.to_string(), password: p.to_string() }
@@ -210,7 +224,9 @@ mod tests {
         assert!(e.to_string().contains("auth.json") && e.to_string().contains("not valid JSON"), "{e}");
         let e = files(d.path(), r#"{"auths": {"h": {"auth": "!!"}}}"#).lookup("h", "r", &mut Vec::new()).unwrap_err();
         assert!(e.to_string().contains("auths.h.auth is not base64"), "{e}");
-        let e = files(d.path(), r#"{"auths": {"h": {"identitytoken": "x"}}}"#).lookup("h", "r", &mut Vec::new()).unwrap_err();
+        let e = files(d.path(), r#"{"auths": {"h": {"identitytoken": "x"}}}"#)
+            .lookup("h", "r", &mut Vec::new())
+            .unwrap_err();
         assert!(e.to_string().contains("identitytoken"), "{e}");
         let missing = AuthFiles { explicit: Some(d.path().join("nope.json")), docker: None };
         let e = missing.lookup("h", "r", &mut Vec::new()).unwrap_err();

@@ -118,7 +118,9 @@ impl Cache {
             let bdir = staging.join("blobs").join("sha256");
             std::fs::create_dir_all(&bdir).map_err(|e| io(&bdir, e))?;
             for d in blobs.iter().map(String::as_str).chain([manifest_digest]) {
-                let src = self.blob(d, None).ok_or_else(|| io(&self.blob_path(d).unwrap_or_default(), std::io::ErrorKind::NotFound.into()))?;
+                let src = self
+                    .blob(d, None)
+                    .ok_or_else(|| io(&self.blob_path(d).unwrap_or_default(), std::io::ErrorKind::NotFound.into()))?;
                 let to = bdir.join(digest_hex(d).expect("verified digest"));
                 if to.exists() {
                     continue;
@@ -189,7 +191,9 @@ mod tests {
         c.put(&cd, b"{}").unwrap();
         assert!(c.blob(&md, Some(manifest.len() as u64)).is_some());
         assert!(c.blob(&md, Some(1)).is_none(), "a size mismatch is a miss");
-        let l = c.write_layout(&md, "application/vnd.oci.image.manifest.v1+json", 19, None, std::slice::from_ref(&cd)).unwrap();
+        let l = c
+            .write_layout(&md, "application/vnd.oci.image.manifest.v1+json", 19, None, std::slice::from_ref(&cd))
+            .unwrap();
         assert!(l.join("blobs/sha256").join("2".repeat(64)).is_file());
         let index: serde_json::Value = serde_json::from_slice(&std::fs::read(l.join("index.json")).unwrap()).unwrap();
         assert_eq!(index["manifests"][0]["digest"], md);

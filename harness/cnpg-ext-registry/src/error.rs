@@ -74,17 +74,31 @@ impl PullError {
     pub fn hint(&self) -> String {
         match self {
             PullError::BadReference { .. } => {
-                "write it as HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST], e.g. ghcr.io/org/pgvector:0.8.1-18-trixie".into()
+                "write it as HOST[:PORT]/REPOSITORY[:TAG][@sha256:DIGEST], e.g. ghcr.io/org/pgvector:0.8.1-18-trixie"
+                    .into()
             }
-            PullError::NotFound { .. } => "check the repository, tag or digest (the registry lists tags at /v2/<repository>/tags/list)".into(),
-            PullError::PlatformNotFound { .. } => "use an image built for this machine's platform, or run on a machine of one of the platforms present".into(),
+            PullError::NotFound { .. } => {
+                "check the repository, tag or digest (the registry lists tags at /v2/<repository>/tags/list)".into()
+            }
+            PullError::PlatformNotFound { .. } => {
+                "use an image built for this machine's platform, or run on a machine of one of the platforms present"
+                    .into()
+            }
             PullError::Unsupported { .. } => "publish the image as an OCI or Docker v2 image manifest".into(),
             PullError::Unauthorized { hint, .. } | PullError::Unreachable { hint, .. } => hint.clone(),
-            PullError::DigestMismatch { .. } => "nothing corrupt was cached; retry, and if it persists the registry storage is damaged".into(),
+            PullError::DigestMismatch { .. } => {
+                "nothing corrupt was cached; retry, and if it persists the registry storage is damaged".into()
+            }
             PullError::Registry { .. } => "retry later; the registry itself failed".into(),
-            PullError::AuthFile { .. } => "fix or remove the file (it uses the docker config.json / containers auth.json format)".into(),
-            PullError::CaFile { .. } => "point CNPG_EXT_HARNESS_REGISTRY_CA at readable PEM files, separated by `:`".into(),
-            PullError::Cache { .. } => "make the cache directory writable or point CNPG_EXT_HARNESS_CACHE elsewhere".into(),
+            PullError::AuthFile { .. } => {
+                "fix or remove the file (it uses the docker config.json / containers auth.json format)".into()
+            }
+            PullError::CaFile { .. } => {
+                "point CNPG_EXT_HARNESS_REGISTRY_CA at readable PEM files, separated by `:`".into()
+            }
+            PullError::Cache { .. } => {
+                "make the cache directory writable or point CNPG_EXT_HARNESS_CACHE elsewhere".into()
+            }
         }
     }
 }

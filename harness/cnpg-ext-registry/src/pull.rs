@@ -78,7 +78,9 @@ impl PullOptions {
             timeout,
             progress: true,
             auth: AuthFiles::from_env(),
-            ca_files: std::env::var_os(ENV_CA).map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect()).unwrap_or_default(),
+            ca_files: std::env::var_os(ENV_CA)
+                .map(|v| std::env::split_paths(&v).filter(|p| !p.as_os_str().is_empty()).collect())
+                .unwrap_or_default(),
         }
     }
 }
@@ -130,10 +132,13 @@ impl Ctx<'_> {
             answer,
             hint: self.auth_hint(),
         };
-        let not_found = |answer: String| PullError::NotFound { reference: reference.clone(), registry: registry.clone(), answer };
+        let not_found =
+            |answer: String| PullError::NotFound { reference: reference.clone(), registry: registry.clone(), answer };
         match e {
             OciDistributionError::UnauthorizedError { url } => refused(format!("HTTP 401 Unauthorized for {url}")),
-            OciDistributionError::AuthenticationFailure(body) => refused(format!("the token endpoint refused: {}", body.trim())),
+            OciDistributionError::AuthenticationFailure(body) => {
+                refused(format!("the token endpoint refused: {}", body.trim()))
+            }
             OciDistributionError::RegistryError { envelope, url } => {
                 let answer = envelope
                     .errors
@@ -165,9 +170,10 @@ impl Ctx<'_> {
                 }
             }
             OciDistributionError::ImageManifestNotFoundError(m) => not_found(m),
-            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError { expected, actual }) => {
-                PullError::DigestMismatch { reference, registry, what: what.to_string(), digest: expected, actual }
-            }
+            OciDistributionError::DigestError(oci_client::errors::DigestError::VerificationError {
+                expected,
+                actual,
+            }) => PullError::DigestMismatch { reference, registry, what: what.to_string(), digest: expected, actual },
             OciDistributionError::DigestError(d) => PullError::Registry { reference, registry, answer: d.to_string() },
             OciDistributionError::RequestError(e) => PullError::Unreachable {
                 answer: describe_request_error(&e),
@@ -258,17 +264,18 @@ enum Doc {
 
 fn classify(reference: &str, bytes: &[u8], media_type_hint: Option<&str>) -> Result<(Doc, String), PullError> {
     let unsupported = |reason: String| PullError::Unsupported { reference: reference.to_string(), reason };
-    let v: serde_json::Value =
-        serde_json::from_slice(bytes).map_err(|e| unsupported(format!("the registry's manifest is not valid JSON: {e}")))?;
+    let v: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| unsupported(format!("the registry's manifest is not valid JSON: {e}")))?;
     if v.get("schemaVersion").and_then(|s| s.as_i64()) == Some(1) {
         return Err(unsupported("a Docker schema 1 manifest (deprecated, unsupported); re-push the image".into()));
     }
-    let mt = v
-        .get("mediaType")
-        .and_then(|m| m.as_str())
-        .or(media_type_hint)
-        .map(str::to_string)
-        .unwrap_or_else(|| if v.get("manifests").is_some() { OCI_INDEX.into() } else { OCI_MANIFEST.into() });
+    let mt = v.get("mediaType").and_then(|m| m.as_str()).or(media_type_hint).map(str::to_string).unwrap_or_else(|| {
+        if v.get("manifests").is_some() {
+            OCI_INDEX.into()
+        } else {
+            OCI_MANIFEST.into()
+        }
+    });
     match mt.as_str() {
         OCI_INDEX | DOCKER_LIST => Ok((Doc::Index(v), mt)),
         OCI_MANIFEST | DOCKER_MANIFEST => Ok((Doc::Manifest(v), mt)),
@@ -319,14 +326,20 @@ fn descriptors(reference: &str, manifest: &serde_json::Value) -> Result<Vec<(Str
         if digest_hex(&digest).is_none() {
             return Err(unsupported(format!("{what} has digest {digest:?}; only sha256 digests are supported")));
         }
-        let size = v.get("size").and_then(|s| s.as_u64()).ok_or_else(|| unsupported(format!("{what} {digest} has no size")))?;
+        let size = v
+            .get("size")
+            .and_then(|s| s.as_u64())
+            .ok_or_else(|| unsupported(format!("{what} {digest} has no size")))?;
         let media_type = v.get("mediaType").and_then(|m| m.as_str()).unwrap_or_default().to_string();
         Ok(Descriptor { digest, size, media_type })
     };
     let mut out = Vec::new();
     let config = manifest.get("config").ok_or_else(|| unsupported("the manifest has no config".into()))?;
     out.push(("config".to_string(), one(config, "config")?));
-    let layers = manifest.get("layers").and_then(|l| l.as_array()).ok_or_else(|| unsupported("the manifest has no layers".into()))?;
+    let layers = manifest
+        .get("layers")
+        .and_then(|l| l.as_array())
+        .ok_or_else(|| unsupported("the manifest has no layers".into()))?;
     for (i, l) in layers.iter().enumerate() {
         let what = format!("layer {}", i + 1);
         out.push((what.clone(), one(l, &what)?));
@@ -378,22 +391,27 @@ impl Puller {
             }
             extra_root_certificates.push(Certificate { encoding: CertificateEncoding::Pem, data });
         }
-        let protocol =
-            if self.is_insecure(registry) { ClientProtocol::HttpsExcept(vec![registry.to_string()]) } else { ClientProtocol::Https };
+        let protocol = if self.is_insecure(registry) {
+            ClientProtocol::HttpsExcept(vec![registry.to_string()])
+        } else {
+            ClientProtocol::Https
+        };
         // `Client::new` would fall back to a default client (no timeouts, HTTPS only) on error.
-        let client = Arc::new(Client::try_from(ClientConfig {
-            protocol,
-            platform_resolver: None,
-            read_timeout: Some(self.opts.timeout),
-            connect_timeout: Some(self.opts.connect_timeout),
-            user_agent: concat!("cnpg-ext-harness/", env!("CARGO_PKG_VERSION")),
-            extra_root_certificates,
-            ..ClientConfig::default()
-        })
-        .map_err(|e| PullError::CaFile {
-            path: std::env::join_paths(&self.opts.ca_files).map(PathBuf::from).unwrap_or_default(),
-            reason: format!("cannot build the HTTPS client: {e}"),
-        })?);
+        let client = Arc::new(
+            Client::try_from(ClientConfig {
+                protocol,
+                platform_resolver: None,
+                read_timeout: Some(self.opts.timeout),
+                connect_timeout: Some(self.opts.connect_timeout),
+                user_agent: concat!("cnpg-ext-harness/", env!("CARGO_PKG_VERSION")),
+                extra_root_certificates,
+                ..ClientConfig::default()
+            })
+            .map_err(|e| PullError::CaFile {
+                path: std::env::join_paths(&self.opts.ca_files).map(PathBuf::from).unwrap_or_default(),
+                reason: format!("cannot build the HTTPS client: {e}"),
+            })?,
+        );
         clients.insert(registry.to_string(), client.clone());
         Ok(client)
     }
@@ -434,7 +452,10 @@ impl Puller {
                 if digest_hex(&child).is_none() {
                     return Err(PullError::Unsupported {
                         reference: reference.into(),
-                        reason: format!("the index entry for {} has digest {child:?}; only sha256 is supported", self.opts.platform),
+                        reason: format!(
+                            "the index entry for {} has digest {child:?}; only sha256 is supported",
+                            self.opts.platform
+                        ),
                     });
                 }
                 let child_ref = parsed.clone_with_digest(child.clone());
@@ -448,7 +469,10 @@ impl Puller {
                 };
                 let (doc, mt) = classify(reference, &bytes, hint)?;
                 let Doc::Manifest(m) = doc else {
-                    return Err(PullError::Unsupported { reference: reference.into(), reason: "an index inside an index".into() });
+                    return Err(PullError::Unsupported {
+                        reference: reference.into(),
+                        reason: "an index inside an index".into(),
+                    });
                 };
                 self.cache.put(&digest, &bytes)?;
                 (Some(top_digest), bytes.into(), digest, mt, m, entry.get("platform").cloned())
@@ -464,14 +488,22 @@ impl Puller {
             downloaded += self.fetch_blob(&client, &ctx, &parsed, what, d, insecure).await?;
         }
         let digests: Vec<String> = blobs.iter().map(|(_, d)| d.digest.clone()).collect();
-        let layout =
-            self.cache.write_layout(&manifest_digest, &manifest_mt, manifest_bytes.len() as u64, platform.as_ref(), &digests)?;
+        let layout = self.cache.write_layout(
+            &manifest_digest,
+            &manifest_mt,
+            manifest_bytes.len() as u64,
+            platform.as_ref(),
+            &digests,
+        )?;
         Ok(PulledImage {
             reference: reference.to_string(),
             pinned,
             index_digest,
             manifest_digest,
-            platform: platform.as_ref().and_then(|p| platform_of(&serde_json::json!({ "platform": p }))).map(|p| p.to_string()),
+            platform: platform
+                .as_ref()
+                .and_then(|p| platform_of(&serde_json::json!({ "platform": p })))
+                .map(|p| p.to_string()),
             layout,
             downloaded_bytes: downloaded,
             contacted_registry: true,
@@ -506,7 +538,13 @@ impl Puller {
     }
 
     /// GET a manifest or index, with a whole-request timeout, verified against the pin.
-    async fn manifest(&self, client: &Client, ctx: &Ctx<'_>, r: &Reference, insecure: bool) -> Result<(bytes::Bytes, String), PullError> {
+    async fn manifest(
+        &self,
+        client: &Client,
+        ctx: &Ctx<'_>,
+        r: &Reference,
+        insecure: bool,
+    ) -> Result<(bytes::Bytes, String), PullError> {
         let limit = self.opts.timeout;
         let got = tokio::time::timeout(limit, client.pull_manifest_raw(r, &ctx.auth, ACCEPT))
             .await
@@ -538,7 +576,12 @@ impl Puller {
         insecure: bool,
     ) -> Result<u64, PullError> {
         let limit = self.opts.timeout;
-        let desc = OciDescriptor { digest: d.digest.clone(), size: d.size as i64, media_type: d.media_type.clone(), ..Default::default() };
+        let desc = OciDescriptor {
+            digest: d.digest.clone(),
+            size: d.size as i64,
+            media_type: d.media_type.clone(),
+            ..Default::default()
+        };
         let mut stream = tokio::time::timeout(limit, client.pull_blob_stream(r, &desc))
             .await
             .map_err(|_| ctx.timeout(&format!("{what} ({})", d.digest), limit, insecure))?
@@ -550,7 +593,9 @@ impl Puller {
         let mut received: u64 = 0;
         let bar = (self.opts.progress && d.size >= PROGRESS_MIN_BYTES).then(|| {
             let b = indicatif::ProgressBar::with_draw_target(Some(d.size), indicatif::ProgressDrawTarget::stderr());
-            if let Ok(style) = indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}") {
+            if let Ok(style) =
+                indicatif::ProgressStyle::with_template("{msg} {bar:30} {bytes}/{total_bytes} {bytes_per_sec}")
+            {
                 b.set_style(style);
             }
             b.set_message(format!("pull {} {what}", ctx.reference));
@@ -576,7 +621,10 @@ impl Puller {
                         return Err(PullError::Registry {
                             reference: ctx.reference.to_string(),
                             registry: ctx.registry.clone(),
-                            answer: format!("sent more than the {} bytes the manifest declares for {what} ({})", d.size, d.digest),
+                            answer: format!(
+                                "sent more than the {} bytes the manifest declares for {what} ({})",
+                                d.size, d.digest
+                            ),
                         });
                     }
                     hasher.update(&chunk);

@@ -20,10 +20,8 @@ pub fn require(tools: &[&str]) -> Option<()> {
     if missing.is_empty() {
         return Some(());
     }
-    let msg = format!(
-        "SKIPPED: {} not installed (apt-get install docker-registry skopeo apache2-utils)",
-        missing.join(", ")
-    );
+    let msg =
+        format!("SKIPPED: {} not installed (apt-get install docker-registry skopeo apache2-utils)", missing.join(", "));
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{msg}; CI=true makes a skip a failure");
     }
@@ -32,9 +30,7 @@ pub fn require(tools: &[&str]) -> Option<()> {
 }
 
 fn on_path(tool: &str) -> bool {
-    std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()))
-        .unwrap_or(false)
+    std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
 pub fn free_port() -> u16 {
@@ -86,11 +82,62 @@ impl Registry {
         if tls {
             // A CA, and a server certificate for 127.0.0.1 signed by it.
             let d = dir.path();
-            openssl(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=cnpg-ext-test-ca"], d);
-            openssl(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "tls.key", "-out", "tls.csr", "-subj", "/CN=127.0.0.1"], d);
-            std::fs::write(d.join("ext.cnf"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n").unwrap();
             openssl(
-                &["x509", "-req", "-in", "tls.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "tls.crt", "-days", "2", "-extfile", "ext.cnf"],
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "ca.key",
+                    "-out",
+                    "ca.crt",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=cnpg-ext-test-ca",
+                ],
+                d,
+            );
+            openssl(
+                &[
+                    "req",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    "tls.key",
+                    "-out",
+                    "tls.csr",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                ],
+                d,
+            );
+            std::fs::write(
+                d.join("ext.cnf"),
+                "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+            )
+            .unwrap();
+            openssl(
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    "tls.csr",
+                    "-CA",
+                    "ca.crt",
+                    "-CAkey",
+                    "ca.key",
+                    "-CAcreateserial",
+                    "-out",
+                    "tls.crt",
+                    "-days",
+                    "2",
+                    "-extfile",
+                    "ext.cnf",
+                ],
                 d,
             );
             cfg.push_str(&format!(
@@ -201,7 +248,6 @@ impl Drop for Registry {
     }
 }
 
-
 const SERVICE: &str = "cnpg-ext-test-registry";
 const ISSUER: &str = "cnpg-ext-test-issuer";
 
@@ -229,7 +275,21 @@ impl TokenServer {
         // A self-signed issuer certificate: the registry trusts it as its root bundle, and
         // the token carries it in `x5c`.
         openssl(
-            &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "key.pem", "-out", "cert.pem", "-days", "2", "-subj", "/CN=cnpg-ext-test-issuer"],
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "key.pem",
+                "-out",
+                "cert.pem",
+                "-days",
+                "2",
+                "-subj",
+                "/CN=cnpg-ext-test-issuer",
+            ],
             dir,
         );
         openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"], dir);
@@ -271,12 +331,16 @@ impl TokenServer {
                 }
                 let text = String::from_utf8_lossy(&req);
                 let ok = text.lines().any(|l| {
-                    l.split_once(':').is_some_and(|(name, v)| name.eq_ignore_ascii_case("authorization") && v.trim() == expected)
+                    l.split_once(':')
+                        .is_some_and(|(name, v)| name.eq_ignore_ascii_case("authorization") && v.trim() == expected)
                 });
                 let (status, body) = if ok {
                     ("200 OK", serde_json::json!({"token": t, "access_token": t, "expires_in": 3600}).to_string())
                 } else {
-                    ("401 Unauthorized", r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_string())
+                    (
+                        "401 Unauthorized",
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#.to_string(),
+                    )
                 };
                 let _ = write!(
                     c,

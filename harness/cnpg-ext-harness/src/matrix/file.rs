@@ -8,8 +8,6 @@ use serde_saphyr::Spanned;
 
 use crate::error::HarnessError;
 
-
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct MatrixFile {
@@ -164,25 +162,13 @@ pub(crate) fn invalid(
 pub(crate) fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> HarnessError {
     let line = err.location().map(|l| l.line()).filter(|l| *l > 0);
     let rendered = err.to_string();
-    let first = rendered
-        .lines()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("invalid YAML")
-        .trim();
-    let message = match first
-        .strip_prefix("error: ")
-        .and_then(|m| m.split_once(": "))
-    {
+    let first = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid YAML").trim();
+    let message = match first.strip_prefix("error: ").and_then(|m| m.split_once(": ")) {
         Some((loc, rest)) if loc.starts_with("line ") => rest.to_string(),
         _ => first.to_string(),
     };
     let mut field = "(document)".to_string();
-    for marker in [
-        "unknown field `",
-        "missing field `",
-        "unknown variant `",
-        "duplicate field `",
-    ] {
+    for marker in ["unknown field `", "missing field `", "unknown variant `", "duplicate field `"] {
         if let Some(start) = rendered.find(marker) {
             let rest = &rendered[start + marker.len()..];
             if let Some(end) = rest.find('`') {
@@ -199,23 +185,12 @@ pub(crate) fn yaml_error(file: &Path, err: &serde_saphyr::Error) -> HarnessError
 
 /// A name usable in a cell id: letters, digits, `.`, `_` and `-`.
 pub(crate) fn sanitize(s: &str) -> String {
-    let out: String = s
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
+    let out: String = s.chars().map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '-' }).collect();
     out.trim_matches('-').to_string()
 }
 
 pub(crate) fn valid_name(s: &str) -> bool {
-    !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "._-".contains(c))
 }
 
 /// `/usr/lib/postgresql/15/bin/pg_config` → `pg15`; `/opt/pg18/bin/pg_config` → `pg18`.
@@ -225,10 +200,7 @@ pub(crate) fn pg_name(path: &str) -> String {
     if dir.file_name().map(|n| n == "bin").unwrap_or(false) {
         dir = dir.parent().unwrap_or(Path::new(""));
     }
-    let base = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "pg".into());
+    let base = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "pg".into());
     let base = sanitize(&base);
     if base.chars().all(|c| c.is_ascii_digit() || c == '.') {
         format!("pg{base}")
@@ -239,10 +211,7 @@ pub(crate) fn pg_name(path: &str) -> String {
 
 /// `kind-1.33.yaml` → `k8s-1.33`.
 pub(crate) fn k8s_name(path: &str) -> String {
-    let stem = Path::new(path)
-        .file_stem()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let stem = Path::new(path).file_stem().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let stem = stem.strip_prefix("kind-").unwrap_or(&stem);
     format!("k8s-{}", sanitize(stem))
 }
@@ -269,15 +238,11 @@ impl Matrix {
     /// Reads and checks a matrix file; every scenario set is loaded (and so validated) for
     /// every modelled CNPG release. Errors name the file, the line and the field (exit 2).
     pub fn load(file: &Path) -> Result<Matrix, HarnessError> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| invalid(file, None, "(file)", format!("cannot read: {e}")))?;
+        let text =
+            std::fs::read_to_string(file).map_err(|e| invalid(file, None, "(file)", format!("cannot read: {e}")))?;
         let parsed: MatrixFile = serde_saphyr::from_str(&text).map_err(|e| yaml_error(file, &e))?;
         let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
-        };
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
         let line = |l: &serde_saphyr::Location| Some(l.line()).filter(|l| *l > 0);
 
         let cell_timeout = match &parsed.cell_timeout {
@@ -291,12 +256,7 @@ impl Matrix {
 
         // backend
         if parsed.axes.backend.is_empty() {
-            return Err(invalid(
-                file,
-                None,
-                "axes.backend",
-                "give at least one backend (local, container, kind)",
-            ));
+            return Err(invalid(file, None, "axes.backend", "give at least one backend (local, container, kind)"));
         }
         let mut backends = Vec::new();
         for (i, b) in parsed.axes.backend.iter().enumerate() {
@@ -362,22 +322,14 @@ impl Matrix {
             postgres.push(Named { name, value });
         }
         if postgres.is_empty() {
-            postgres.push(Named {
-                name: PG_WHEEL.into(),
-                value: PG_WHEEL.into(),
-            });
+            postgres.push(Named { name: PG_WHEEL.into(), value: PG_WHEEL.into() });
         }
 
         // cnpg
         let mut cnpg: Vec<(String, CnpgVersion)> = Vec::new();
         for (i, c) in parsed.axes.cnpg.iter().enumerate() {
             let v: CnpgVersion = c.value.trim().parse().map_err(|e: String| {
-                invalid(
-                    file,
-                    line(&c.referenced),
-                    format!("axes.cnpg[{i}]"),
-                    format!("`{}`: {e}", c.value),
-                )
+                invalid(file, line(&c.referenced), format!("axes.cnpg[{i}]"), format!("`{}`: {e}", c.value))
             })?;
             if cnpg.iter().any(|(_, x)| *x == v) {
                 return Err(invalid(
@@ -418,10 +370,7 @@ impl Matrix {
                     format!("`{name}`: names must be unique letters, digits, `.`, `_`, `-`"),
                 ));
             }
-            kubernetes.push(Named {
-                name,
-                value: p.display().to_string(),
-            });
+            kubernetes.push(Named { name, value: p.display().to_string() });
         }
         if backends.iter().any(|b| b == "kind") && kubernetes.is_empty() {
             let dflt = base.join("../kind-config/kind-1.33.yaml");
@@ -433,12 +382,7 @@ impl Matrix {
 
         // scenarios
         if parsed.axes.scenarios.is_empty() {
-            return Err(invalid(
-                file,
-                None,
-                "axes.scenarios",
-                "give at least one scenario path or set",
-            ));
+            return Err(invalid(file, None, "axes.scenarios", "give at least one scenario path or set"));
         }
         let mut sets: Vec<ScenarioSet> = Vec::new();
         for (i, e) in parsed.axes.scenarios.iter().enumerate() {
@@ -448,12 +392,7 @@ impl Matrix {
                 ScenarioEntry::Named(n) => (n.name.clone(), n.paths.clone()),
             };
             if paths.is_empty() {
-                return Err(invalid(
-                    file,
-                    line(&e.referenced),
-                    format!("{field}.paths"),
-                    "give at least one path",
-                ));
+                return Err(invalid(file, line(&e.referenced), format!("{field}.paths"), "give at least one path"));
             }
             let mut abs = Vec::new();
             for (j, p) in paths.iter().enumerate() {
@@ -464,12 +403,7 @@ impl Matrix {
                     } else {
                         field.clone()
                     };
-                    return Err(invalid(
-                        file,
-                        line(&e.referenced),
-                        f,
-                        format!("{} does not exist", a.display()),
-                    ));
+                    return Err(invalid(file, line(&e.referenced), f, format!("{} does not exist", a.display())));
                 }
                 abs.push(a);
             }
@@ -491,72 +425,44 @@ impl Matrix {
                     format!("the set name `{name}` is invalid or used twice; give `{{name: ..., paths: [...]}}`"),
                 ));
             }
-            sets.push(ScenarioSet {
-                name,
-                paths: abs.iter().map(|p| p.display().to_string()).collect(),
-            });
+            sets.push(ScenarioSet { name, paths: abs.iter().map(|p| p.display().to_string()).collect() });
         }
 
         // exclusions: by names that exist
         let mut excludes = Vec::new();
         for (i, x) in parsed.exclude.iter().enumerate() {
             let l = line(&x.referenced);
-            let check =
-                |axis: &str, v: &Option<String>, names: Vec<String>| -> Result<(), HarnessError> {
-                    match v {
-                        Some(v) if !names.contains(v) => Err(invalid(
-                            file,
-                            l,
-                            format!("exclude[{i}].{axis}"),
-                            format!(
-                                "`{v}` is not a value of axes.{axis} (values: {})",
-                                names.join(", ")
-                            ),
-                        )),
-                        _ => Ok(()),
-                    }
-                };
+            let check = |axis: &str, v: &Option<String>, names: Vec<String>| -> Result<(), HarnessError> {
+                match v {
+                    Some(v) if !names.contains(v) => Err(invalid(
+                        file,
+                        l,
+                        format!("exclude[{i}].{axis}"),
+                        format!("`{v}` is not a value of axes.{axis} (values: {})", names.join(", ")),
+                    )),
+                    _ => Ok(()),
+                }
+            };
             let e = &x.value;
             check("backend", &e.backend, backends.clone())?;
-            check(
-                "postgres",
-                &e.postgres,
-                postgres.iter().map(|p| p.name.clone()).collect(),
-            )?;
+            check("postgres", &e.postgres, postgres.iter().map(|p| p.name.clone()).collect())?;
             check("cnpg", &e.cnpg, cnpg.iter().map(|c| c.0.clone()).collect())?;
-            check(
-                "kubernetes",
-                &e.kubernetes,
-                kubernetes.iter().map(|k| k.name.clone()).collect(),
-            )?;
-            check(
-                "scenarios",
-                &e.scenarios,
-                sets.iter().map(|s| s.name.clone()).collect(),
-            )?;
+            check("kubernetes", &e.kubernetes, kubernetes.iter().map(|k| k.name.clone()).collect())?;
+            check("scenarios", &e.scenarios, sets.iter().map(|s| s.name.clone()).collect())?;
             if e.backend.is_none()
                 && e.postgres.is_none()
                 && e.cnpg.is_none()
                 && e.kubernetes.is_none()
                 && e.scenarios.is_none()
             {
-                return Err(invalid(
-                    file,
-                    l,
-                    format!("exclude[{i}]"),
-                    "an empty exclusion would exclude every cell",
-                ));
+                return Err(invalid(file, l, format!("exclude[{i}]"), "an empty exclusion would exclude every cell"));
             }
             excludes.push(e);
         }
 
         let mut cells = Vec::new();
         for b in &backends {
-            let k8s: Vec<Option<&Named>> = if b == "kind" {
-                kubernetes.iter().map(Some).collect()
-            } else {
-                vec![None]
-            };
+            let k8s: Vec<Option<&Named>> = if b == "kind" { kubernetes.iter().map(Some).collect() } else { vec![None] };
             for pg in &postgres {
                 for (c, _) in &cnpg {
                     for k in &k8s {
@@ -565,9 +471,7 @@ impl Matrix {
                                 x.backend.as_ref().is_none_or(|v| v == b)
                                     && x.postgres.as_ref().is_none_or(|v| *v == pg.name)
                                     && x.cnpg.as_ref().is_none_or(|v| v == c)
-                                    && x.kubernetes
-                                        .as_ref()
-                                        .is_none_or(|v| k.map(|k| &k.name) == Some(v))
+                                    && x.kubernetes.as_ref().is_none_or(|v| k.map(|k| &k.name) == Some(v))
                                     && x.scenarios.as_ref().is_none_or(|v| *v == s.name)
                             });
                             if excluded {
@@ -594,13 +498,6 @@ impl Matrix {
         if cells.is_empty() {
             return Err(invalid(file, None, "exclude", "every cell is excluded"));
         }
-        Ok(Matrix {
-            file: file.to_path_buf(),
-            description: parsed.description,
-            jobs_per_cell,
-            cell_timeout,
-            cells,
-        })
+        Ok(Matrix { file: file.to_path_buf(), description: parsed.description, jobs_per_cell, cell_timeout, cells })
     }
 }
-

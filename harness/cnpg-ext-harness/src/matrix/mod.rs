@@ -25,19 +25,15 @@
 //! environment is refused by design) or `error` (it could not run). Exit codes: 0 every cell
 //! passed or is unsupported, 1 a cell failed or errored, 2 invalid matrix file, 3 no cell ran.
 
-
 mod file;
 
 mod run;
 
-
-
 use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_INVALID};
 use crate::reports::view::Failure;
 
-
-pub use file::*;
 pub use crate::reports::matrix::*;
+pub use file::*;
 pub use run::*;
 
 pub const MATRIX_SCHEMA_VERSION: u32 = 1;
@@ -45,7 +41,6 @@ pub const MATRIX_SCHEMA_VERSION: u32 = 1;
 pub const MATRIX_REPORT_KIND: &str = "cnpg-ext-harness/matrix";
 /// Lines of each `postgres.log` kept for a failed local cell.
 pub const LOG_TAIL_LINES: usize = 80;
-
 
 /// `cnpg-ext-harness matrix`: prints one line per cell and where the report is.
 pub async fn command(args: MatrixArgs) -> i32 {
@@ -61,11 +56,7 @@ pub async fn command(args: MatrixArgs) -> i32 {
                     CellStatus::Error => "ERROR",
                     CellStatus::Timeout => "TIMEOUT",
                 };
-                let carried = if c.carried_over_from.is_some() {
-                    " (carried over)"
-                } else {
-                    ""
-                };
+                let carried = if c.carried_over_from.is_some() { " (carried over)" } else { "" };
                 println!("{tag} {}  {} ms{carried}", c.spec.id, c.duration_ms);
                 if let Some(reason) = &c.reason {
                     if c.status != CellStatus::Passed {
@@ -76,11 +67,7 @@ pub async fn command(args: MatrixArgs) -> i32 {
                     println!(
                         "  {}: {}",
                         s.id,
-                        s.failure
-                            .as_ref()
-                            .map(Failure::text)
-                            .unwrap_or_default()
-                            .replace('\n', "\n  ")
+                        s.failure.as_ref().map(Failure::text).unwrap_or_default().replace('\n', "\n  ")
                     );
                 }
             }

@@ -15,7 +15,6 @@ use crate::reports::view::RunView;
 
 use super::*;
 
-
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
     /// The matrix file (see matrix/example.yaml).
@@ -67,18 +66,11 @@ pub fn harness_binary(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> 
     }
     let exe = std::env::current_exe()
         .map_err(|e| HarnessError::Environment(format!("cannot find the harness binary: {e}")))?;
-    if exe
-        .file_name()
-        .map(|n| n == "cnpg-ext-harness")
-        .unwrap_or(false)
-    {
+    if exe.file_name().map(|n| n == "cnpg-ext-harness").unwrap_or(false) {
         return Ok(exe);
     }
     let dir = exe.parent().unwrap_or(Path::new("."));
-    for cand in [
-        dir.join("cnpg-ext-harness"),
-        dir.join("../cnpg-ext-harness"),
-    ] {
+    for cand in [dir.join("cnpg-ext-harness"), dir.join("../cnpg-ext-harness")] {
         if cand.is_file() {
             return Ok(cand);
         }
@@ -99,10 +91,7 @@ pub(crate) struct Ctx {
     cell_timeout: Option<std::time::Duration>,
 }
 
-pub async fn run_matrix(
-    args: &MatrixArgs,
-    command: Vec<String>,
-) -> Result<MatrixOutcome, HarnessError> {
+pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<MatrixOutcome, HarnessError> {
     let started_at = chrono::Utc::now();
     let t0 = Instant::now();
     let matrix = Matrix::load(&args.file)?;
@@ -112,10 +101,7 @@ pub async fn run_matrix(
     }
     std::fs::create_dir_all(args.report_dir.join("cells"))
         .map_err(|e| HarnessError::Environment(format!("{}: {e}", args.report_dir.display())))?;
-    let report_dir = args
-        .report_dir
-        .canonicalize()
-        .unwrap_or_else(|_| args.report_dir.clone());
+    let report_dir = args.report_dir.canonicalize().unwrap_or_else(|_| args.report_dir.clone());
 
     // Which cells to run; the others are carried over from the earlier report.
     let mut carried: BTreeMap<String, CellResult> = BTreeMap::new();
@@ -137,16 +123,8 @@ pub async fn run_matrix(
             }
         }
         let old_ids: BTreeSet<&str> = old.cells.iter().map(|c| c.spec.id.as_str()).collect();
-        for c in matrix
-            .cells
-            .iter()
-            .filter(|c| !old_ids.contains(c.id.as_str()))
-        {
-            eprintln!(
-                "note: cell {} is not in {}; not run (--rerun-failed)",
-                c.id,
-                old_path.display()
-            );
+        for c in matrix.cells.iter().filter(|c| !old_ids.contains(c.id.as_str())) {
+            eprintln!("note: cell {} is not in {}; not run (--rerun-failed)", c.id, old_path.display());
         }
         to_run.retain(|c| {
             old.cells.iter().any(|o| {
@@ -162,9 +140,8 @@ pub async fn run_matrix(
                 let (src, dst) = (old_dir.join(&c.dir), report_dir.join(&c.dir));
                 let _ = crate::fsutil::remove_tree(&dst);
                 if src.is_dir() {
-                    copy_tree(&src, &dst).map_err(|e| {
-                        HarnessError::Environment(format!("copying {}: {e}", src.display()))
-                    })?;
+                    copy_tree(&src, &dst)
+                        .map_err(|e| HarnessError::Environment(format!("copying {}: {e}", src.display())))?;
                 }
             }
             if c.carried_over_from.is_none() {
@@ -183,12 +160,9 @@ pub async fn run_matrix(
         Some(
             tokio::task::spawn_blocking(|| {
                 let opts = cnpg_ext_pg::ProvisionOptions::from_env();
-                let cache = opts.cache_dir.ok_or(
-                    "no cache directory for the wheel (set CNPG_EXT_HARNESS_CACHE or HOME)",
-                )?;
-                let wheel = std::env::var_os(cnpg_ext_pg::ENV_WHEEL)
-                    .filter(|v| !v.is_empty())
-                    .map(PathBuf::from);
+                let cache =
+                    opts.cache_dir.ok_or("no cache directory for the wheel (set CNPG_EXT_HARNESS_CACHE or HOME)")?;
+                let wheel = std::env::var_os(cnpg_ext_pg::ENV_WHEEL).filter(|v| !v.is_empty()).map(PathBuf::from);
                 cnpg_ext_pg::provision_wheel(&cache, wheel.as_deref())
                     .map(|pg| pg.bin("pg_config"))
                     .map_err(|e| e.to_string())
@@ -243,11 +217,8 @@ pub async fn run_matrix(
         ran.insert(spec.id.clone(), r);
     }
     // Matrix order; carried-over cells keep their place.
-    let cells: Vec<CellResult> = matrix
-        .cells
-        .iter()
-        .filter_map(|c| ran.remove(&c.id).or_else(|| carried.remove(&c.id)))
-        .collect();
+    let cells: Vec<CellResult> =
+        matrix.cells.iter().filter_map(|c| ran.remove(&c.id).or_else(|| carried.remove(&c.id))).collect();
     let report = MatrixReport {
         kind: MATRIX_REPORT_KIND.into(),
         schema_version: MATRIX_SCHEMA_VERSION,
@@ -265,10 +236,7 @@ pub async fn run_matrix(
         cells,
     };
     let files = report.write(&report_dir).map_err(|e| {
-        HarnessError::Environment(format!(
-            "cannot write the matrix report into {}: {e}",
-            report_dir.display()
-        ))
+        HarnessError::Environment(format!("cannot write the matrix report into {}: {e}", report_dir.display()))
     })?;
     Ok(MatrixOutcome { report, files })
 }
@@ -330,16 +298,8 @@ pub(crate) async fn run_child(
         .stderr(std::process::Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    out.push(&format!(
-        "$ cnpg-ext-harness {}",
-        args.iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" ")
-    ));
-    let mut child = cmd
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", ctx.bin.display()))?;
+    out.push(&format!("$ cnpg-ext-harness {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
+    let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", ctx.bin.display()))?;
     let pid = child.id().unwrap_or_default();
     crate::procs::register(pid, &format!("matrix cell {cell}"));
     let stdout = child.stdout.take().expect("piped stdout");
@@ -409,11 +369,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
     }
     let log = dir.join("output.log");
     let out = match std::fs::File::create(&log) {
-        Ok(f) => Arc::new(Output {
-            file: Mutex::new(f),
-            lines: Mutex::new(Vec::new()),
-            timed_out: false.into(),
-        }),
+        Ok(f) => Arc::new(Output { file: Mutex::new(f), lines: Mutex::new(Vec::new()), timed_out: false.into() }),
         Err(e) => {
             result.reason = Some(format!("{}: {e}", log.display()));
             return result;
@@ -427,12 +383,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
             spec.id,
             result.status.name(),
             result.reason.as_deref().unwrap_or(""),
-            result
-                .command
-                .iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" ")
+            result.command.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")
         );
         let _ = std::fs::write(dir.join("summary.md"), md);
     }
@@ -442,22 +393,14 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
         .into_iter()
         .flatten()
         .filter(|e| e.file_type().is_file())
-        .filter_map(|e| {
-            e.path()
-                .strip_prefix(&ctx.report_dir)
-                .ok()
-                .map(|p| p.display().to_string())
-        })
+        .filter_map(|e| e.path().strip_prefix(&ctx.report_dir).ok().map(|p| p.display().to_string()))
         .collect();
     files.sort();
     result.files = files;
     let verdict = match result.status {
         CellStatus::Passed => format!("PASS ({} ms)", result.duration_ms),
         CellStatus::Failed => format!("FAIL ({} ms)", result.duration_ms),
-        CellStatus::Unsupported => result
-            .reason
-            .clone()
-            .unwrap_or_else(|| "unsupported".into()),
+        CellStatus::Unsupported => result.reason.clone().unwrap_or_else(|| "unsupported".into()),
         CellStatus::Error => format!("ERROR: {}", result.reason.clone().unwrap_or_default()),
         CellStatus::Timeout => format!("TIMEOUT ({} ms)", result.duration_ms),
     };
@@ -465,21 +408,13 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
     result
 }
 
-pub(crate) async fn cell_body(
-    ctx: &Ctx,
-    spec: &CellSpec,
-    dir: &Path,
-    out: &Arc<Output>,
-    result: &mut CellResult,
-) {
+pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<Output>, result: &mut CellResult) {
     let deadline = ctx.cell_timeout.map(|t| tokio::time::Instant::now() + t);
     let pg_config = if spec.postgres.value == PG_WHEEL {
         match &ctx.wheel_pg_config {
             Some(Ok(p)) => p.clone(),
             Some(Err(e)) => {
-                result.reason = Some(format!(
-                    "the PostgreSQL wheel could not be provisioned: {e}"
-                ));
+                result.reason = Some(format!("the PostgreSQL wheel could not be provisioned: {e}"));
                 return;
             }
             None => {
@@ -507,15 +442,8 @@ pub(crate) async fn cell_body(
     ]);
     // The local backend keeps its work directory so a failure's postgres.log can be kept.
     let keep_dir = if spec.backend == "local" {
-        let parent = if Path::new("/dev/shm").is_dir() {
-            PathBuf::from("/dev/shm")
-        } else {
-            std::env::temp_dir()
-        };
-        match tempfile::Builder::new()
-            .prefix("cnpg-ext-cell-")
-            .tempdir_in(&parent)
-        {
+        let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        match tempfile::Builder::new().prefix("cnpg-ext-cell-").tempdir_in(&parent) {
             Ok(d) => {
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
@@ -523,11 +451,7 @@ pub(crate) async fn cell_body(
                 if let Err(e) = crate::supervisor::claim_dir(d.path()) {
                     tracing::warn!("{}: {e}", d.path().display());
                 }
-                args.extend([
-                    "--keep".into(),
-                    "--workdir".into(),
-                    d.path().display().to_string(),
-                ]);
+                args.extend(["--keep".into(), "--workdir".into(), d.path().display().to_string()]);
                 Some(d)
             }
             Err(_) => None,
@@ -537,10 +461,7 @@ pub(crate) async fn cell_body(
     };
     let kind_cluster = spec.kubernetes.as_ref().map(|_| {
         use sha2::Digest;
-        format!(
-            "cnpg-ext-{}",
-            &hex::encode(sha2::Sha256::digest(spec.id.as_bytes()))[..10]
-        )
+        format!("cnpg-ext-{}", &hex::encode(sha2::Sha256::digest(spec.id.as_bytes()))[..10])
     });
     if let (Some(name), Some(k)) = (&kind_cluster, &spec.kubernetes) {
         let up = ["kind", "up", "--name", name, "--config", &k.value].map(String::from);
@@ -553,19 +474,13 @@ pub(crate) async fn cell_body(
             }
             other => {
                 result.exit_code = other.clone().ok().flatten();
-                result.reason = Some(format!(
-                    "kind cluster for {} could not be created: {}",
-                    k.name,
-                    last_error(out)
-                ));
+                result.reason = Some(format!("kind cluster for {} could not be created: {}", k.name, last_error(out)));
                 return;
             }
         }
         args.extend(["--kind-cluster".into(), name.clone()]);
     }
-    result.command = std::iter::once("cnpg-ext-harness".to_string())
-        .chain(args.iter().cloned())
-        .collect();
+    result.command = std::iter::once("cnpg-ext-harness".to_string()).chain(args.iter().cloned()).collect();
     let code = run_child(ctx, &spec.id, &args, out, deadline).await;
     let timed_out = out.timed_out.load(std::sync::atomic::Ordering::SeqCst);
     if let Some(name) = &kind_cluster {
@@ -584,11 +499,8 @@ pub(crate) async fn cell_body(
     result.exit_code = code;
     if let Ok(view) = RunView::load(&dir.join("report.json")) {
         result.postgresql = Some(view.environment.postgresql.clone());
-        result.totals = CellTotals {
-            passed: view.count("passed"),
-            failed: view.count("failed"),
-            skipped: view.count("skipped"),
-        };
+        result.totals =
+            CellTotals { passed: view.count("passed"), failed: view.count("failed"), skipped: view.count("skipped") };
         result.scenarios = view
             .scenarios
             .iter()
@@ -599,21 +511,15 @@ pub(crate) async fn cell_body(
                 failure: s.failure(),
             })
             .collect();
-        let _ = std::fs::write(
-            dir.join("index.html"),
-            crate::reports::html::run_page(&view, &format!("cell {}", spec.id)),
-        );
+        let _ =
+            std::fs::write(dir.join("index.html"), crate::reports::html::run_page(&view, &format!("cell {}", spec.id)));
     }
     match code {
         Some(0) => result.status = CellStatus::Passed,
         Some(1) => {
             result.status = CellStatus::Failed;
-            let failed: Vec<&str> = result
-                .scenarios
-                .iter()
-                .filter(|s| s.status == "failed")
-                .map(|s| s.id.as_str())
-                .collect();
+            let failed: Vec<&str> =
+                result.scenarios.iter().filter(|s| s.status == "failed").map(|s| s.id.as_str()).collect();
             result.reason = Some(format!("failed: {}", failed.join(", ")));
         }
         Some(3) => {
@@ -652,9 +558,7 @@ fn timeout_reason(ctx: &Ctx) -> String {
 
 /// `...is PostgreSQL 15.18 (Debian …) (major 15), but PostgreSQL >= 18 is required` → the version.
 pub(crate) fn too_old(text: &str) -> Option<String> {
-    let line = text
-        .lines()
-        .find(|l| l.contains("but PostgreSQL >= ") && l.contains("is required"))?;
+    let line = text.lines().find(|l| l.contains("but PostgreSQL >= ") && l.contains("is required"))?;
     let major_at = line.find(" (major ")?;
     let head = &line[..major_at];
     let found = head.rsplit_once(" is ").map(|(_, v)| v).unwrap_or(head);
@@ -680,11 +584,7 @@ pub(crate) fn keep_log_tails(work: &Path, dest: &Path) {
             continue;
         }
         // <work>/<run>/s/<scenario>/<instance>/run/postgres.log
-        let comps: Vec<String> = e
-            .path()
-            .components()
-            .map(|c| c.as_os_str().to_string_lossy().into_owned())
-            .collect();
+        let comps: Vec<String> = e.path().components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
         let n = comps.len();
         if n < 5 {
             continue;
@@ -697,10 +597,7 @@ pub(crate) fn keep_log_tails(work: &Path, dest: &Path) {
         let tail = lines[lines.len().saturating_sub(LOG_TAIL_LINES)..].join("\n");
         let d = dest.join(sanitize(scenario));
         if std::fs::create_dir_all(&d).is_ok() {
-            let _ = std::fs::write(
-                d.join(format!("instance-{}-postgres.log", sanitize(instance))),
-                tail + "\n",
-            );
+            let _ = std::fs::write(d.join(format!("instance-{}-postgres.log", sanitize(instance))), tail + "\n");
         }
     }
 }
@@ -718,6 +615,3 @@ pub(crate) fn copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     }
     Ok(())
 }
-
-
-

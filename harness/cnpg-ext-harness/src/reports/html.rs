@@ -180,27 +180,13 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     }
     b += "<section class=\"card\"><h2>Compatibility matrix</h2><table class=\"grid\"><thead><tr><th></th>";
     for (backend, pg) in &cols {
-        let _ = write!(
-            b,
-            "<th>{}<span class=\"ax\">PostgreSQL: {}</span></th>",
-            esc(backend),
-            esc(pg)
-        );
+        let _ = write!(b, "<th>{}<span class=\"ax\">PostgreSQL: {}</span></th>", esc(backend), esc(pg));
     }
     b += "</tr></thead><tbody>";
     for row in &rows {
-        let _ = write!(
-            b,
-            "<tr><th class=\"row\">{}<span class=\"ax\">CNPG {}</span></th>",
-            esc(&row.0),
-            esc(&row.1)
-        );
+        let _ = write!(b, "<tr><th class=\"row\">{}<span class=\"ax\">CNPG {}</span></th>", esc(&row.0), esc(&row.1));
         for col in &cols {
-            match r
-                .cells
-                .iter()
-                .find(|c| &row_label(c) == row && &column_label(c) == col)
-            {
+            match r.cells.iter().find(|c| &row_label(c) == row && &column_label(c) == col) {
                 None => b += "<td class=\"none\">—</td>",
                 Some(c) => grid_cell(&mut b, c),
             }
@@ -234,12 +220,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
             }
             for s in c.scenarios.iter() {
                 if let Some(f) = &s.failure {
-                    let _ = write!(
-                        b,
-                        "<div><code>{}</code></div>{}",
-                        esc(&s.id),
-                        failure_block(f)
-                    );
+                    let _ = write!(b, "<div><code>{}</code></div>{}", esc(&s.id), failure_block(f));
                 }
             }
             let logs: Vec<&String> = c.files.iter().filter(|f| f.contains("/logs/")).collect();
@@ -263,11 +244,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
         } else {
             format!("{}/{} passed", c.totals.passed, c.scenarios.len())
         };
-        let carried = if c.carried_over_from.is_some() {
-            " <span class=\"muted\">(carried over)</span>"
-        } else {
-            ""
-        };
+        let carried = if c.carried_over_from.is_some() { " <span class=\"muted\">(carried over)</span>" } else { "" };
         let _ = write!(
             b,
             "<tr><td class=\"id\"><code>{}</code>{carried}</td><td><span class=\"dot d-{s}\"></span>{s}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"muted\">{}</td><td>",
@@ -306,12 +283,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     );
     page(
         "CloudNativePG extension compatibility matrix",
-        &format!(
-            "{} cells · {} · generated {} UTC",
-            r.cells.len(),
-            r.matrix_file,
-            short_time(&r.started_at)
-        ),
+        &format!("{} cells · {} · generated {} UTC", r.cells.len(), r.matrix_file, short_time(&r.started_at)),
         &b,
     )
 }
@@ -322,23 +294,14 @@ fn grid_cell(b: &mut String, c: &CellResult) {
     let meta = if c.scenarios.is_empty() {
         fmt_ms(c.duration_ms)
     } else {
-        format!(
-            "{}/{} scenarios passed · {}",
-            c.totals.passed,
-            c.scenarios.len(),
-            fmt_ms(c.duration_ms)
-        )
+        format!("{}/{} scenarios passed · {}", c.totals.passed, c.scenarios.len(), fmt_ms(c.duration_ms))
     };
     let _ = write!(b, "<div class=\"meta\">{}</div>", esc(&meta));
     match c.status {
         CellStatus::Passed => {}
         CellStatus::Failed => {
-            let failed: BTreeSet<&str> = c
-                .scenarios
-                .iter()
-                .filter(|x| x.status == "failed")
-                .map(|x| x.id.as_str())
-                .collect();
+            let failed: BTreeSet<&str> =
+                c.scenarios.iter().filter(|x| x.status == "failed").map(|x| x.id.as_str()).collect();
             let _ = write!(
                 b,
                 "<div class=\"why\">failed: {} <a href=\"#{}\">details</a></div>",
@@ -349,21 +312,14 @@ fn grid_cell(b: &mut String, c: &CellResult) {
         CellStatus::Unsupported | CellStatus::Error | CellStatus::Timeout => {
             let reason = c.reason.as_deref().unwrap_or("");
             let short: String = reason.chars().take(140).collect();
-            let more = if reason.chars().count() > 140 {
-                "…"
-            } else {
-                ""
-            };
+            let more = if reason.chars().count() > 140 { "…" } else { "" };
             let _ = write!(b, "<div class=\"why\">{}{more}</div>", esc(&short));
         }
     }
     let has = |name: &str| c.files.iter().any(|f| f == &format!("{}/{name}", c.dir));
-    for (name, label) in [
-        ("summary.md", "summary"),
-        ("output.log", "log"),
-        ("index.html", "report"),
-        ("junit.xml", "junit"),
-    ] {
+    for (name, label) in
+        [("summary.md", "summary"), ("output.log", "log"), ("index.html", "report"), ("junit.xml", "junit")]
+    {
         if has(name) {
             let _ = write!(b, "<a href=\"{}/{name}\">{label}</a>", href(&c.dir));
         }
@@ -376,12 +332,7 @@ fn grid_cell(b: &mut String, c: &CellResult) {
 
 /// One run: verdict, scenarios with their steps, failures with expected vs actual, the
 /// environment and how to reproduce it. `extra` is appended (e.g. certification findings).
-pub fn run_page_with(
-    v: &RunView,
-    title: &str,
-    verdict: Option<(&str, &str)>,
-    extra: &str,
-) -> String {
+pub fn run_page_with(v: &RunView, title: &str, verdict: Option<(&str, &str)>, extra: &str) -> String {
     let mut b = String::with_capacity(4096 + v.scenarios.len() * 600);
     let (passed, failed, skipped) = (v.count("passed"), v.count("failed"), v.count("skipped"));
     b += "<div class=\"badges\">";
@@ -395,20 +346,11 @@ pub fn run_page_with(
     }
     b += "</div>";
     b += extra;
-    let failures: Vec<_> = v
-        .scenarios
-        .iter()
-        .filter_map(|s| s.failure().map(|f| (s, f)))
-        .collect();
+    let failures: Vec<_> = v.scenarios.iter().filter_map(|s| s.failure().map(|f| (s, f))).collect();
     if !failures.is_empty() {
         b += "<section class=\"card\"><h2>Failures</h2>";
         for (s, f) in failures {
-            let _ = write!(
-                b,
-                "<h3><span class=\"dot d-failed\"></span>{}</h3>{}",
-                esc(&s.id),
-                failure_block(&f)
-            );
+            let _ = write!(b, "<h3><span class=\"dot d-failed\"></span>{}</h3>{}", esc(&s.id), failure_block(&f));
         }
         b += "</section>";
     }

@@ -9,7 +9,6 @@ use crate::reports::view::Failure;
 
 use crate::matrix::{CellSpec, MATRIX_REPORT_KIND};
 
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CellStatus {
@@ -152,14 +151,10 @@ impl MatrixReport {
 
     pub fn load(path: &Path) -> Result<MatrixReport, String> {
         let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let r: MatrixReport = serde_json::from_slice(&bytes)
-            .map_err(|e| format!("{}: not a matrix report: {e}", path.display()))?;
+        let r: MatrixReport =
+            serde_json::from_slice(&bytes).map_err(|e| format!("{}: not a matrix report: {e}", path.display()))?;
         if r.kind != MATRIX_REPORT_KIND {
-            return Err(format!(
-                "{}: not a matrix report (kind `{}`)",
-                path.display(),
-                r.kind
-            ));
+            return Err(format!("{}: not a matrix report (kind `{}`)", path.display(), r.kind));
         }
         Ok(r)
     }
@@ -168,15 +163,9 @@ impl MatrixReport {
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let json = dir.join("report.json");
-        std::fs::write(
-            &json,
-            serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?,
-        )?;
+        std::fs::write(&json, serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?)?;
         let junit = dir.join("junit.xml");
-        std::fs::write(
-            &junit,
-            self.junit().to_string().map_err(std::io::Error::other)?,
-        )?;
+        std::fs::write(&junit, self.junit().to_string().map_err(std::io::Error::other)?)?;
         let summary = dir.join("summary.md");
         std::fs::write(&summary, self.summary_markdown())?;
         let html = dir.join("index.html");
@@ -191,14 +180,8 @@ impl MatrixReport {
         let mut report = Report::new("cnpg-ext-harness matrix");
         for c in &self.cells {
             let mut suite = TestSuite::new(c.spec.id.clone());
-            suite.add_property(quick_junit::Property::new(
-                "backend",
-                c.spec.backend.clone(),
-            ));
-            suite.add_property(quick_junit::Property::new(
-                "postgres",
-                c.spec.postgres.value.clone(),
-            ));
+            suite.add_property(quick_junit::Property::new("backend", c.spec.backend.clone()));
+            suite.add_property(quick_junit::Property::new("postgres", c.spec.postgres.value.clone()));
             suite.add_property(quick_junit::Property::new("cnpg", c.spec.cnpg.clone()));
             if let Some(k) = &c.spec.kubernetes {
                 suite.add_property(quick_junit::Property::new("kubernetes", k.value.clone()));
@@ -215,11 +198,8 @@ impl MatrixReport {
                         s
                     }
                     CellStatus::Failed | CellStatus::Error | CellStatus::Timeout => {
-                        let kind = if c.status == CellStatus::Error {
-                            NonSuccessKind::Error
-                        } else {
-                            NonSuccessKind::Failure
-                        };
+                        let kind =
+                            if c.status == CellStatus::Error { NonSuccessKind::Error } else { NonSuccessKind::Failure };
                         let mut s = TestCaseStatus::non_success(kind);
                         if let TestCaseStatus::NonSuccess { message, ty, .. } = &mut s {
                             *message = c.reason.clone().map(Into::into);
@@ -241,12 +221,7 @@ impl MatrixReport {
                     "skipped" => TestCaseStatus::skipped(),
                     _ => {
                         let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        if let TestCaseStatus::NonSuccess {
-                            message,
-                            description,
-                            ..
-                        } = &mut st
-                        {
+                        if let TestCaseStatus::NonSuccess { message, description, .. } = &mut st {
                             *message = s.failure.as_ref().map(|f| f.locator.clone().into());
                             *description = s.failure.as_ref().map(|f| f.text().into());
                         }
@@ -293,12 +268,7 @@ impl MatrixReport {
             };
             md += &format!(
                 "| [`{}`]({}/summary.md) | {backend} | {} | {} | {} | {mark} | {} ms |\n",
-                c.spec.id,
-                c.dir,
-                c.spec.postgres.name,
-                c.spec.cnpg,
-                c.spec.scenarios.name,
-                c.duration_ms
+                c.spec.id, c.dir, c.spec.postgres.name, c.spec.cnpg, c.spec.scenarios.name, c.duration_ms
             );
         }
         for c in self
@@ -311,14 +281,9 @@ impl MatrixReport {
                 md += &format!("{r}\n\n");
             }
             for s in c.scenarios.iter().filter(|s| s.failure.is_some()) {
-                md += &format!(
-                    "```\n{}: {}\n```\n",
-                    s.id,
-                    s.failure.as_ref().map(Failure::text).unwrap_or_default()
-                );
+                md += &format!("```\n{}: {}\n```\n", s.id, s.failure.as_ref().map(Failure::text).unwrap_or_default());
             }
         }
         md
     }
 }
-

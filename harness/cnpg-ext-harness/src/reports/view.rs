@@ -120,18 +120,11 @@ impl Failure {
 impl ScenarioView {
     pub fn failure(&self) -> Option<Failure> {
         if let Some(e) = &self.error {
-            return Some(Failure {
-                locator: self.file.clone(),
-                message: Some(e.clone()),
-                ..Failure::default()
-            });
+            return Some(Failure { locator: self.file.clone(), message: Some(e.clone()), ..Failure::default() });
         }
         let step = self.steps.iter().find(|s| s.status == "failed")?;
         Some(Failure {
-            locator: format!(
-                "{}:{} step {} ({})",
-                self.file, step.line, step.index, step.title
-            ),
+            locator: format!("{}:{} step {} ({})", self.file, step.line, step.index, step.title),
             expected: step.expected.clone(),
             actual: step.actual.clone(),
             message: step.message.clone(),
@@ -146,9 +139,7 @@ impl RunView {
     }
 
     pub fn of(report: &RunReport) -> RunView {
-        serde_json::to_value(report)
-            .and_then(serde_json::from_value)
-            .expect("a run report reads back as a view")
+        serde_json::to_value(report).and_then(serde_json::from_value).expect("a run report reads back as a view")
     }
 
     pub fn count(&self, status: &str) -> usize {

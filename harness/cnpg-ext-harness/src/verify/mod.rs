@@ -19,7 +19,11 @@ fn db(e: tokio_postgres::Error) -> BackendError {
 
 /// On every instance: both search-path GUCs, the postmaster's `LD_LIBRARY_PATH`, and the
 /// files inside every image mount equal what the plan and the image say.
-pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &ImageStore) -> Result<Vec<Check>, BackendError> {
+pub async fn verify_plan(
+    backend: &dyn Backend,
+    cluster: &Cluster,
+    images: &ImageStore,
+) -> Result<Vec<Check>, BackendError> {
     let mut checks = Vec::new();
     for inst in backend.instances().await? {
         let name = inst.name.as_str();
@@ -38,12 +42,21 @@ pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &Imag
             let got = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
             let listed: Vec<&str> = got.split(',').map(str::trim).collect();
             let ok = plan.shared_preload_libraries.iter().all(|l| listed.contains(&l.as_str()));
-            checks.push(Check::that("SHOW shared_preload_libraries", Some(name), plan.shared_preload_libraries.join(","), got, ok));
+            checks.push(Check::that(
+                "SHOW shared_preload_libraries",
+                Some(name),
+                plan.shared_preload_libraries.join(","),
+                got,
+                ok,
+            ));
             checks.extend(origin::check_preloaded(backend, &plan, images, name).await?);
         }
         // Exactly the planned image volumes are mounted: one removed from the Cluster is gone.
         let root = plan.mount_root.trim_end_matches('/');
-        let q = format!("SELECT coalesce(string_agg(d, ',' ORDER BY d), '') FROM pg_ls_dir({}, true, false) d", sql::quote_literal(root));
+        let q = format!(
+            "SELECT coalesce(string_agg(d, ',' ORDER BY d), '') FROM pg_ls_dir({}, true, false) d",
+            sql::quote_literal(root)
+        );
         let rows = sql::query_text(&client, &q).await.map_err(db)?;
         let got = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
         let mut want: Vec<&str> = plan.extensions.iter().map(|e| e.name.as_str()).collect();
@@ -51,13 +64,23 @@ pub async fn verify_plan(backend: &dyn Backend, cluster: &Cluster, images: &Imag
         checks.push(Check::new(format!("mounts under {root}"), Some(name), want.join(","), got));
         let obs = backend.inspect(name, &plan).await?;
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
-        checks.push(Check::new("postmaster LD_LIBRARY_PATH", Some(name), show(&plan.ld_library_path), show(&obs.ld_library_path)));
+        checks.push(Check::new(
+            "postmaster LD_LIBRARY_PATH",
+            Some(name),
+            show(&plan.ld_library_path),
+            show(&obs.ld_library_path),
+        ));
         for ext in &plan.extensions {
             let Some(m) = obs.mounts.iter().find(|m| m.name == ext.name) else {
                 checks.push(Check::new(format!("mount {}", ext.mount_path), Some(name), "present", "not reported"));
                 continue;
             };
-            checks.push(Check::new(format!("mount {}", m.path), Some(name), "present", if m.present { "present" } else { "missing" }));
+            checks.push(Check::new(
+                format!("mount {}", m.path),
+                Some(name),
+                "present",
+                if m.present { "present" } else { "missing" },
+            ));
             let want = images.get(&ext.image).map(|i| i.files.clone()).unwrap_or_default();
             let summary = |files: &[String]| format!("{} files: {}", files.len(), preview(files));
             // An empty mount (seen with some runtimes) must fail even if the image were empty.
@@ -148,4 +171,3 @@ pub async fn check_sentinel(backend: &dyn Backend, token: &str) -> Result<Vec<Ch
     }
     Ok(checks)
 }
-

@@ -40,10 +40,7 @@ pub struct Installed {
 /// Extensions of the database `client` is connected to.
 pub async fn installed(client: &Client) -> Result<Vec<Installed>, BackendError> {
     let rows = sql::query_text(client, "SELECT extname, extversion FROM pg_extension ORDER BY 1").await.map_err(db)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| Installed { name: cell(&r, 0), version: cell(&r, 1) })
-        .collect())
+    Ok(rows.into_iter().map(|r| Installed { name: cell(&r, 0), version: cell(&r, 1) }).collect())
 }
 
 /// What a step changed: extensions that are new, or at a new version.
@@ -87,12 +84,20 @@ fn join_rel(rel: &str, file: &str) -> String {
 }
 
 /// The first mount, in Cluster order, whose image ships `<control dir>/extension/<name>.control`.
-pub fn expected_control(plan: &ClusterPlan, files: &dyn Fn(&str) -> Option<Vec<String>>, name: &str) -> Option<Expected> {
+pub fn expected_control(
+    plan: &ClusterPlan,
+    files: &dyn Fn(&str) -> Option<Vec<String>>,
+    name: &str,
+) -> Option<Expected> {
     first_in_image(plan, files, |m| &m.control_dirs, &format!("extension/{name}.control"))
 }
 
 /// The first mount, in Cluster order, whose image ships `<library dir>/<module>.so`.
-pub fn expected_module(plan: &ClusterPlan, files: &dyn Fn(&str) -> Option<Vec<String>>, module: &str) -> Option<Expected> {
+pub fn expected_module(
+    plan: &ClusterPlan,
+    files: &dyn Fn(&str) -> Option<Vec<String>>,
+    module: &str,
+) -> Option<Expected> {
     first_in_image(plan, files, |m| &m.library_dirs, &format!("{module}.so"))
 }
 
@@ -133,7 +138,10 @@ pub fn mapped(maps: &str, module: &str) -> Vec<String> {
         }
         let path = rest.trim();
         let path = path.strip_suffix(" (deleted)").unwrap_or(path);
-        if path.starts_with('/') && Path::new(path).file_name().is_some_and(|n| n == want.as_str()) && !out.iter().any(|p| p == path) {
+        if path.starts_with('/')
+            && Path::new(path).file_name().is_some_and(|n| n == want.as_str())
+            && !out.iter().any(|p| p == path)
+        {
             out.push(path.to_string());
         }
     }
@@ -208,7 +216,10 @@ pub async fn check_origins(
             let got = match got {
                 Ok(paths) => paths,
                 Err(msg) => {
-                    let expected = want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
+                    let expected = want
+                        .as_ref()
+                        .map(|w| w.path.clone())
+                        .unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
                     checks.push(Check::that(
                         format!("origin of {name}: module {module}.so (/proc/self/maps)"),
                         Some(instance),
@@ -219,8 +230,18 @@ pub async fn check_origins(
                     continue;
                 }
             };
-            checks.push(judge_module(&client, plan, instance, &format!("origin of {name}: module {module}.so (/proc/self/maps)"), &module, want.as_ref(), &got).await?);
-
+            checks.push(
+                judge_module(
+                    &client,
+                    plan,
+                    instance,
+                    &format!("origin of {name}: module {module}.so (/proc/self/maps)"),
+                    &module,
+                    want.as_ref(),
+                    &got,
+                )
+                .await?,
+            );
         }
     }
     Ok(checks)
@@ -238,7 +259,8 @@ async fn judge_module(
     got: &[String],
 ) -> Result<Check, BackendError> {
     let want = want.cloned();
-    let expected = want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
+    let expected =
+        want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
     // Overlay-backed image mounts (podman, containerd) map the file of the image's
     // layer: the kernel then names it by its path inside the image. That path is
     // the expected file only if nothing else answers to it in the instance's own
@@ -246,7 +268,9 @@ async fn judge_module(
     let in_image = match &want {
         Some(w) if got.len() == 1 && got[0] != w.path => {
             let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
-            let exists_outside = one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner))).await?;
+            let exists_outside =
+                one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner)))
+                    .await?;
             (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
         }
         _ => None,
@@ -305,9 +329,18 @@ async fn one(client: &Client, q: &str) -> Result<String, BackendError> {
 }
 
 /// The control file PostgreSQL finds for `name`: the first along `search` that exists.
-async fn resolve_control(client: &Client, search: &str, sharedir: &str, name: &str) -> Result<Option<String>, BackendError> {
+async fn resolve_control(
+    client: &Client,
+    search: &str,
+    sharedir: &str,
+    name: &str,
+) -> Result<Option<String>, BackendError> {
     for entry in search.split(':').filter(|e| !e.is_empty()) {
-        let dir = if entry == "$system" { sharedir.trim_end_matches('/').to_string() } else { entry.trim_end_matches('/').to_string() };
+        let dir = if entry == "$system" {
+            sharedir.trim_end_matches('/').to_string()
+        } else {
+            entry.trim_end_matches('/').to_string()
+        };
         let path = format!("{dir}/extension/{name}.control");
         let q = format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&path));
         if one(client, &q).await? == "t" {
@@ -375,7 +408,11 @@ mod tests {
         let files = |r: &str| -> Option<Vec<String>> {
             match r {
                 "r/a:1" => Some(vec!["share/extension/one.control".into()]),
-                "r/b:1" => Some(vec!["x/share/extension/one.control".into(), "x/share/extension/two.control".into(), "x/lib/two.so".into()]),
+                "r/b:1" => Some(vec![
+                    "x/share/extension/one.control".into(),
+                    "x/share/extension/two.control".into(),
+                    "x/lib/two.so".into(),
+                ]),
                 _ => None,
             }
         };
@@ -404,7 +441,10 @@ mod tests {
 7f04-7f05 r--p 00000000 08:01 10    /tmp/dir with space/lib/myvector.so
 7f05-7f06 r--p 00000000 08:01 11    /tmp/w/lib/vector.so.1
 ";
-        assert_eq!(mapped(maps, "vector"), vec!["/extensions/pgvector/lib/vector.so", "/usr/lib/postgresql/18/lib/vector.so"]);
+        assert_eq!(
+            mapped(maps, "vector"),
+            vec!["/extensions/pgvector/lib/vector.so", "/usr/lib/postgresql/18/lib/vector.so"]
+        );
         assert_eq!(mapped(maps, "myvector"), vec!["/tmp/dir with space/lib/myvector.so"]);
         assert!(mapped(maps, "cube").is_empty());
     }

@@ -21,49 +21,19 @@ pub struct E {
 }
 
 pub fn file(name: &str, data: &[u8]) -> E {
-    E {
-        name: name.into(),
-        kind: tar::EntryType::Regular,
-        mode: 0o644,
-        data: data.to_vec(),
-        link: None,
-    }
+    E { name: name.into(), kind: tar::EntryType::Regular, mode: 0o644, data: data.to_vec(), link: None }
 }
 pub fn dir(name: &str) -> E {
-    E {
-        name: name.into(),
-        kind: tar::EntryType::Directory,
-        mode: 0o755,
-        data: vec![],
-        link: None,
-    }
+    E { name: name.into(), kind: tar::EntryType::Directory, mode: 0o755, data: vec![], link: None }
 }
 pub fn symlink(name: &str, target: &str) -> E {
-    E {
-        name: name.into(),
-        kind: tar::EntryType::Symlink,
-        mode: 0o777,
-        data: vec![],
-        link: Some(target.into()),
-    }
+    E { name: name.into(), kind: tar::EntryType::Symlink, mode: 0o777, data: vec![], link: Some(target.into()) }
 }
 pub fn hardlink(name: &str, target: &str) -> E {
-    E {
-        name: name.into(),
-        kind: tar::EntryType::Link,
-        mode: 0o644,
-        data: vec![],
-        link: Some(target.into()),
-    }
+    E { name: name.into(), kind: tar::EntryType::Link, mode: 0o644, data: vec![], link: Some(target.into()) }
 }
 pub fn special(name: &str, kind: tar::EntryType) -> E {
-    E {
-        name: name.into(),
-        kind,
-        mode: 0o644,
-        data: vec![],
-        link: None,
-    }
+    E { name: name.into(), kind, mode: 0o644, data: vec![], link: None }
 }
 
 /// Plain tar bytes of `entries`.
@@ -105,19 +75,11 @@ pub struct Layer {
 impl Layer {
     pub fn gz(entries: &[E]) -> Layer {
         let t = tar_bytes(entries);
-        Layer {
-            diff_id: sha(&t),
-            stored: gzip(&t),
-            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
-        }
+        Layer { diff_id: sha(&t), stored: gzip(&t), media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into() }
     }
     pub fn plain(entries: &[E]) -> Layer {
         let t = tar_bytes(entries);
-        Layer {
-            diff_id: sha(&t),
-            stored: t,
-            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
-        }
+        Layer { diff_id: sha(&t), stored: t, media_type: "application/vnd.oci.image.layer.v1.tar".into() }
     }
 }
 
@@ -160,11 +122,7 @@ pub fn write_manifest(layout: &Path, arch: &str, layers: &[Layer]) -> (String, u
 
 pub fn write_index(layout: &Path, manifests: serde_json::Value) {
     std::fs::create_dir_all(layout).unwrap();
-    std::fs::write(
-        layout.join("oci-layout"),
-        br#"{"imageLayoutVersion":"1.0.0"}"#,
-    )
-    .unwrap();
+    std::fs::write(layout.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
     let idx = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": manifests});
     std::fs::write(layout.join("index.json"), serde_json::to_vec(&idx).unwrap()).unwrap();
 }
@@ -196,12 +154,7 @@ impl Sandbox {
         let work = tmp.path().join("work");
         std::fs::create_dir(&work).unwrap();
         let dest = work.join("dest");
-        Sandbox {
-            tmp,
-            outside,
-            work,
-            dest,
-        }
+        Sandbox { tmp, outside, work, dest }
     }
 
     pub fn layout(&self) -> PathBuf {
@@ -210,36 +163,17 @@ impl Sandbox {
 
     /// Nothing written outside, no destination and no staging left.
     pub fn assert_clean(&self) {
-        let names: Vec<_> = std::fs::read_dir(&self.outside)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(
-            names,
-            vec![std::ffi::OsString::from("sentinel")],
-            "outside dir changed"
-        );
-        assert_eq!(
-            std::fs::read(self.outside.join("sentinel")).unwrap(),
-            b"untouched"
-        );
-        let left: Vec<_> = std::fs::read_dir(&self.work)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert!(
-            left.is_empty(),
-            "left behind in the destination's parent: {left:?}"
-        );
+        let names: Vec<_> = std::fs::read_dir(&self.outside).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("sentinel")], "outside dir changed");
+        assert_eq!(std::fs::read(self.outside.join("sentinel")).unwrap(), b"untouched");
+        let left: Vec<_> = std::fs::read_dir(&self.work).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "left behind in the destination's parent: {left:?}");
         let top: Vec<String> = std::fs::read_dir(self.tmp.path())
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
         for t in top {
-            assert!(
-                ["outside", "work", "image", "image.tar"].contains(&t.as_str()),
-                "unexpected {t} in sandbox"
-            );
+            assert!(["outside", "work", "image", "image.tar"].contains(&t.as_str()), "unexpected {t} in sandbox");
         }
     }
 }

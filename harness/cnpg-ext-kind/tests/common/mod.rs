@@ -28,10 +28,7 @@ spec:
 "#;
 
 pub fn cluster_doc(yaml: &str) -> ClusterDoc {
-    match Manifest::parse(Path::new("cluster.yaml"), yaml)
-        .unwrap()
-        .remove(0)
-    {
+    match Manifest::parse(Path::new("cluster.yaml"), yaml).unwrap().remove(0) {
         Manifest::Cluster(c) => c,
         other => panic!("not a Cluster: {other:?}"),
     }

@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use testcontainers::bollard::models::VolumeCreateRequest;
-use testcontainers::bollard::query_parameters::{InspectContainerOptions, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveVolumeOptions};
+use testcontainers::bollard::query_parameters::{
+    InspectContainerOptions, KillContainerOptionsBuilder, LogsOptionsBuilder, RemoveVolumeOptions,
+};
 use testcontainers::bollard::Docker;
 use testcontainers::core::client::docker_client_instance;
 use testcontainers::runners::AsyncRunner;
@@ -37,7 +39,9 @@ impl ApiService {
     /// points `DOCKER_HOST` of this process at it; for docker, checks that its API answers.
     pub fn start(engine: &Engine, root: &Path) -> Result<Option<ApiService>, String> {
         if engine.kind == EngineKind::Docker {
-            ping().map_err(|e| format!("the Docker Engine API does not answer (DOCKER_HOST or /var/run/docker.sock): {e}"))?;
+            ping().map_err(|e| {
+                format!("the Docker Engine API does not answer (DOCKER_HOST or /var/run/docker.sock): {e}")
+            })?;
             return Ok(None);
         }
         let socket = root.join("podman.sock");
@@ -52,7 +56,12 @@ impl ApiService {
             .stdout(Stdio::null())
             .stderr(err)
             .spawn()
-            .map_err(|e| format!("cannot start `{}`: {e}", engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])))?;
+            .map_err(|e| {
+                format!(
+                    "cannot start `{}`: {e}",
+                    engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])
+                )
+            })?;
         let service = ApiService { child: Mutex::new(Some(child)), socket: socket.clone() };
         let deadline = Instant::now() + SERVICE_READY;
         loop {
@@ -67,7 +76,9 @@ impl ApiService {
                 return Err(format!(
                     "the podman API service did not come up on {} ({}): {}",
                     socket.display(),
-                    exited.map(|s| s.to_string()).unwrap_or_else(|| format!("no answer in {}s", SERVICE_READY.as_secs())),
+                    exited
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| format!("no answer in {}s", SERVICE_READY.as_secs())),
                     tail.join(" | ")
                 ));
             }
@@ -208,7 +219,8 @@ pub async fn stop(id: &str, grace: Duration) -> Result<(), String> {
             Err(e) => return Err(e),
             _ if Instant::now() > deadline => {
                 // Past the grace: SIGKILL, as the engine's stop would.
-                let _ = docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
+                let _ =
+                    docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
                 return Ok(());
             }
             _ => tokio::time::sleep(Duration::from_millis(50)).await,

@@ -193,7 +193,10 @@ pub fn ulimits_from_run_flags(run_flags: &[String]) -> Result<Vec<ResourcesUlimi
             if v == "unlimited" || v == "-1" {
                 return Ok(-1);
             }
-            v.parse::<i64>().ok().filter(|n| *n >= 0).ok_or_else(|| format!("`--ulimit {value}`: `{v}` is not a limit (a number or `unlimited`)"))
+            v.parse::<i64>()
+                .ok()
+                .filter(|n| *n >= 0)
+                .ok_or_else(|| format!("`--ulimit {value}`: `{v}` is not a limit (a number or `unlimited`)"))
         };
         let (soft, hard) = match limits.split_once(':') {
             Some((s, h)) => (number(s)?, number(h)?),
@@ -259,7 +262,6 @@ pub fn oneoff_run_args(
     a
 }
 
-
 /// The instance's `postgresql.conf` (bind-mounted read-only, named by `-c config_file`):
 /// base settings plus what the operator derives. Rewritten and reloaded on a search-path change.
 pub fn postgresql_conf(plan: &ClusterPlan) -> String {
@@ -318,7 +320,10 @@ spec:
     }
 
     fn mounts(plan: &ClusterPlan) -> Vec<ImageMount> {
-        plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect()
+        plan.extensions
+            .iter()
+            .map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() })
+            .collect()
     }
 
     fn run_flags() -> Vec<String> {
@@ -386,14 +391,18 @@ spec:
         assert_eq!(spec.network_mode, "none");
         assert_eq!(spec.user, "26:26");
         // Only the configuration directory is asked read-only; image mounts are by default.
-        let ro: Vec<_> = spec.mounts.iter().filter(|m| m.read_only == Some(true)).filter_map(|m| m.target.clone()).collect();
+        let ro: Vec<_> =
+            spec.mounts.iter().filter(|m| m.read_only == Some(true)).filter_map(|m| m.target.clone()).collect();
         assert_eq!(ro, [CONF_DIR]);
     }
 
     #[test]
     fn run_flags_become_ulimits_or_a_clear_error() {
         let flags = |s: &str| super::super::engine::split_flags(s).unwrap();
-        let u = ulimits_from_run_flags(&flags("--ulimit nofile=20000:20000 --ulimit=nproc=1024 --ulimit core=unlimited:-1")).unwrap();
+        let u = ulimits_from_run_flags(&flags(
+            "--ulimit nofile=20000:20000 --ulimit=nproc=1024 --ulimit core=unlimited:-1",
+        ))
+        .unwrap();
         let got: Vec<_> = u.iter().map(|l| (l.name.clone().unwrap(), l.soft.unwrap(), l.hard.unwrap())).collect();
         assert_eq!(got, [("nofile".to_string(), 20000, 20000), ("nproc".into(), 1024, 1024), ("core".into(), -1, -1)]);
         assert!(ulimits_from_run_flags(&[]).unwrap().is_empty());

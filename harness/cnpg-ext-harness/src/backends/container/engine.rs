@@ -179,7 +179,12 @@ impl Engine {
     /// Async; standard output and error together (what `logs` of a container prints on
     /// both), or the error text.
     pub async fn run_merged(&self, args: &[String]) -> String {
-        let child = tokio::process::Command::new(&self.program).args(&self.global).args(args).stdin(Stdio::null()).kill_on_drop(true).output();
+        let child = tokio::process::Command::new(&self.program)
+            .args(&self.global)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
         match tokio::time::timeout(COMMAND_TIMEOUT, child).await {
             Ok(Ok(out)) => format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
             Ok(Err(e)) => format!("cannot run {}: {e}", self.program.display()),
@@ -337,10 +342,7 @@ fn probe_one(cand: &str, global: &[String], run_flags: &[String]) -> Result<Engi
         EngineKind::Docker => DOCKER_MIN_MAJOR,
     };
     if major < min {
-        return Err(format!(
-            "{cand} {version} is too old: `--mount type=image` needs {} ≥ {min}",
-            kind.name()
-        ));
+        return Err(format!("{cand} {version} is too old: `--mount type=image` needs {} ≥ {min}", kind.name()));
     }
     Ok(Engine { kind, program, version, global: global.to_vec(), run_flags: run_flags.to_vec() })
 }
@@ -420,7 +422,6 @@ pub fn split_flags(s: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -428,7 +429,10 @@ mod tests {
     #[test]
     fn splits_like_a_shell() {
         assert_eq!(split_flags("").unwrap(), Vec::<String>::new());
-        assert_eq!(split_flags("  --runtime runc   --cgroup-manager cgroupfs ").unwrap(), strings(&["--runtime", "runc", "--cgroup-manager", "cgroupfs"]));
+        assert_eq!(
+            split_flags("  --runtime runc   --cgroup-manager cgroupfs ").unwrap(),
+            strings(&["--runtime", "runc", "--cgroup-manager", "cgroupfs"])
+        );
         assert_eq!(
             split_flags("--ulimit nofile=20000:20000 --ulimit 'nproc=1024:1024'").unwrap(),
             strings(&["--ulimit", "nofile=20000:20000", "--ulimit", "nproc=1024:1024"])

@@ -25,7 +25,9 @@ use cnpg_ext_model::{ClusterPlan, CnpgVersion};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
-pub use engine::{split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
+pub use engine::{
+    split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS,
+};
 pub use operand::OPERAND_REPO;
 
 /// Whether an engine the backend accepts is installed (podman >= 4, or docker >= 28 with a
@@ -37,12 +39,12 @@ pub fn engine_available(opts: &EngineOptions) -> bool {
 }
 
 use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
-use testcontainers::bollard::models::ResourcesUlimits;
 use engine::strings;
+use testcontainers::bollard::models::ResourcesUlimits;
 
+use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::error::HarnessError;
 use crate::sql::quote_literal;
-use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::store::ImageStore;
 
 /// How long a stopped instance gets after SIGINT (fast shutdown) before SIGKILL.
@@ -191,7 +193,9 @@ impl ContainerEnv {
                     match extract_template(&engine, &run_id, &op, &dir) {
                         Ok(()) => Some(dir),
                         Err(e) => {
-                            tracing::info!("no host copy of the data directory template (volumes are filled by the engine): {e}");
+                            tracing::info!(
+                                "no host copy of the data directory template (volumes are filled by the engine): {e}"
+                            );
                             None
                         }
                     }
@@ -333,7 +337,12 @@ fn rm_force(engine: &Engine) -> Vec<String> {
 
 /// Loads every image of the store from an archive the harness writes (a pulled `@sha256:`
 /// reference: pulled by the engine from the same registry), several at once.
-fn load_images(engine: &Engine, store: &ImageStore, root: &Path, loaded: &Mutex<Vec<LoadedImage>>) -> Result<(), HarnessError> {
+fn load_images(
+    engine: &Engine,
+    store: &ImageStore,
+    root: &Path,
+    loaded: &Mutex<Vec<LoadedImage>>,
+) -> Result<(), HarnessError> {
     let dir = root.join("archives");
     std::fs::create_dir_all(&dir).map_err(|e| HarnessError::Environment(format!("{}: {e}", dir.display())))?;
     let images: Vec<_> = store.all().collect();
@@ -378,13 +387,13 @@ fn load_one(
             args.push("--tls-verify=false".into());
         }
         args.push(img.reference.clone());
-        engine
-            .run_sync(&args)
-            .map_err(|e| HarnessError::Environment(format!("cannot pull image `{}` into {}: {e}", img.reference, engine.name())))?;
+        engine.run_sync(&args).map_err(|e| {
+            HarnessError::Environment(format!("cannot pull image `{}` into {}: {e}", img.reference, engine.name()))
+        })?;
     } else {
-        engine
-            .run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()]))
-            .map_err(|e| HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name())))?;
+        engine.run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()])).map_err(|e| {
+            HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
+        })?;
     }
     if previous.is_some() {
         // Only needed to give the reference back to the user's image afterwards.
@@ -431,8 +440,15 @@ fn extract_template(engine: &Engine, run_id: &str, op: &operand::Operand, dest: 
     }
     let name = argv::sanitize(&format!("{run_id}-template"));
     let (owner_key, owner) = crate::supervisor::owner_label();
-    let mut create =
-        strings(&["create", "--name", &name, "--label", &format!("{LABEL_RUN}={run_id}"), "--label", &format!("{owner_key}={owner}")]);
+    let mut create = strings(&[
+        "create",
+        "--name",
+        &name,
+        "--label",
+        &format!("{LABEL_RUN}={run_id}"),
+        "--label",
+        &format!("{owner_key}={owner}"),
+    ]);
     create.push(op.image.clone());
     create.push(op.program("postgres"));
     engine.run_sync(&create)?;
@@ -501,8 +517,15 @@ fn probe(engine: &Engine, run_id: &str, op: &operand::Operand) -> Result<(), Str
     let source = op.image.clone();
     let name = argv::sanitize(&format!("{run_id}-probe"));
     let labels = vec![(LABEL_RUN.to_string(), run_id.to_string()), crate::supervisor::owner_label()];
-    let mut args =
-        argv::oneoff_run_args(engine.kind, &engine.run_flags, &name, &labels, false, &op.image, &[op.program("postgres"), "--version".into()]);
+    let mut args = argv::oneoff_run_args(
+        engine.kind,
+        &engine.run_flags,
+        &name,
+        &labels,
+        false,
+        &op.image,
+        &[op.program("postgres"), "--version".into()],
+    );
     args.insert(1, "--rm".into());
     let image_at = args.iter().position(|a| a == &op.image).expect("image in args");
     let m = ImageMount { reference: source, destination: "/cnpg-ext-harness-probe".into() };
@@ -642,7 +665,11 @@ impl ContainerRuntime {
     /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
     /// container (through PostgreSQL itself, else `cat` in the container) — never from the
     /// container's configuration, which says what was asked, not what the process has.
-    async fn postmaster_ld_path(&self, inst: &Instance, client: &tokio_postgres::Client) -> Result<Option<String>, BackendError> {
+    async fn postmaster_ld_path(
+        &self,
+        inst: &Instance,
+        client: &tokio_postgres::Client,
+    ) -> Result<Option<String>, BackendError> {
         const SQL: &str = "SELECT pg_read_binary_file('/proc/' || split_part(pg_read_file('postmaster.pid'), E'\\n', 1) || '/environ')";
         let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
             Ok(row) => row.try_get::<_, Vec<u8>>(0).ok(),
@@ -746,7 +773,18 @@ impl ContainerRuntime {
         let id = inst.container.clone().unwrap_or_default();
         let mut args = strings(&["exec", "--user", &format!("{PG_UID}:{PG_UID}"), &id, "find"]);
         args.extend(plan.extensions.iter().map(|e| e.mount_path.clone()));
-        args.extend(strings(&["-type", "f", "(", "-readable", "-printf", "r\\t%H\\t%P\\n", "-o", "-printf", "u\\t%H\\t%P\\n", ")"]));
+        args.extend(strings(&[
+            "-type",
+            "f",
+            "(",
+            "-readable",
+            "-printf",
+            "r\\t%H\\t%P\\n",
+            "-o",
+            "-printf",
+            "u\\t%H\\t%P\\n",
+            ")",
+        ]));
         let text = match self.engine().run(&args).await {
             Ok(t) => t,
             // find exits 1 when a starting point is missing; what it printed is still right.
@@ -768,7 +806,18 @@ impl ContainerRuntime {
                 // Nothing listed: an empty mount, or none at all (checked below).
                 let present = self
                     .engine()
-                    .run(&strings(&["exec", "--user", &format!("{PG_UID}:{PG_UID}"), &id, "find", &ext.mount_path, "-maxdepth", "0", "-type", "d"]))
+                    .run(&strings(&[
+                        "exec",
+                        "--user",
+                        &format!("{PG_UID}:{PG_UID}"),
+                        &id,
+                        "find",
+                        &ext.mount_path,
+                        "-maxdepth",
+                        "0",
+                        "-type",
+                        "d",
+                    ]))
                     .await
                     .is_ok_and(|s| !s.trim().is_empty());
                 out.insert(ext.mount_path.clone(), present.then(Vec::new));
@@ -852,8 +901,11 @@ impl InstanceRuntime for ContainerRuntime {
         let conf = inst.conf_dir().join("postgresql.conf");
         std::fs::write(&conf, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", conf.display())))?;
         let labels = self.labels(inst);
-        let mounts: Vec<ImageMount> =
-            plan.extensions.iter().map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() }).collect();
+        let mounts: Vec<ImageMount> = plan
+            .extensions
+            .iter()
+            .map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() })
+            .collect();
         let bootstrap = inst.bootstrap.then(|| argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT));
         let primary_socket = (inst.role == Role::Replica).then_some(primary_socket).flatten();
         let (socket_dir, conf_dir) = (inst.socket_dir(), inst.conf_dir());
@@ -886,7 +938,8 @@ impl InstanceRuntime for ContainerRuntime {
         let id = self.instances.get(&slot.name)?.container.clone()?;
         let (state, _) = api::state(&id).await.unwrap_or_default();
         let state = state.as_str();
-        matches!(state, "exited" | "dead" | "stopped").then(|| format!("its container {} is {state}", &id[..id.len().min(12)]))
+        matches!(state, "exited" | "dead" | "stopped")
+            .then(|| format!("its container {} is {state}", &id[..id.len().min(12)]))
     }
 
     fn exit_poll_interval(&self) -> Duration {
@@ -916,7 +969,10 @@ impl InstanceRuntime for ContainerRuntime {
     }
 
     fn socket_dir(&self, slot: &Slot) -> PathBuf {
-        self.instances.get(&slot.name).map(Instance::socket_dir).unwrap_or_else(|| self.dir.join(slot.ordinal.to_string()).join("run"))
+        self.instances
+            .get(&slot.name)
+            .map(Instance::socket_dir)
+            .unwrap_or_else(|| self.dir.join(slot.ordinal.to_string()).join("run"))
     }
 
     fn write_settings(&self, slot: &Slot, plan: &ClusterPlan) -> Result<(), BackendError> {
@@ -924,7 +980,12 @@ impl InstanceRuntime for ContainerRuntime {
         std::fs::write(&path, argv::postgresql_conf(plan)).map_err(|e| failed(format!("{}: {e}", path.display())))
     }
 
-    async fn observe(&self, slot: &Slot, plan: &ClusterPlan, client: &tokio_postgres::Client) -> Result<InstanceObservation, BackendError> {
+    async fn observe(
+        &self,
+        slot: &Slot,
+        plan: &ClusterPlan,
+        client: &tokio_postgres::Client,
+    ) -> Result<InstanceObservation, BackendError> {
         let inst = self.inst(slot)?;
         let ld_library_path = self.postmaster_ld_path(inst, client).await?;
         let listed = self.list_mounts(inst, plan, client).await;
@@ -982,9 +1043,11 @@ impl InstanceRuntime for ContainerRuntime {
         let mut problems = Vec::new();
         // Containers first (removing a volume in use deadlocks on podman 4.3); no grace, the
         // data is being thrown away.
-        let removed = futures::future::join_all(handles.into_iter().map(|(id, h)| async move {
-            h.rm().await.map_err(|e| format!("removing container {id}: {e}"))
-        }))
+        let removed = futures::future::join_all(
+            handles
+                .into_iter()
+                .map(|(id, h)| async move { h.rm().await.map_err(|e| format!("removing container {id}: {e}")) }),
+        )
         .await;
         problems.extend(removed.into_iter().filter_map(Result::err));
         let removed = futures::future::join_all(vols.iter().map(|v| api::remove_volume(v))).await;

@@ -123,11 +123,27 @@ fn bake_template(engine: &Engine, base: &str, bindir: &str, tag: &str, run_id: &
     let stage1 = format!("{tag}-stage1");
     let initdb: Vec<String> = vec![program(bindir, "initdb"), "-D".into(), PGDATA.into()]
         .into_iter()
-        .chain(strings(&["-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]))
+        .chain(strings(&[
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ]))
         .collect();
     step(engine, run_id, base, &initdb, None, &stage1, "initdb")?;
-    let single: Vec<String> =
-        vec![program(bindir, "postgres"), "--single".into(), "-j".into(), "-D".into(), PGDATA.into(), "postgres".into()];
+    let single: Vec<String> = vec![
+        program(bindir, "postgres"),
+        "--single".into(),
+        "-j".into(),
+        "-D".into(),
+        PGDATA.into(),
+        "postgres".into(),
+    ];
     let sql = b"CREATE ROLE app LOGIN;\n\nCREATE DATABASE app OWNER app;\n\n";
     let out = step(engine, run_id, &stage1, &single, Some(sql), tag, "bootstrap SQL (app role and database)");
     engine.run_quiet(&strings(&["rmi", &stage1]));
@@ -201,7 +217,13 @@ fn cache_key(pg: &PgInstall, without: &Exclusions) -> Result<String, String> {
             let _ = writeln!(text, "{p} {s} {t}");
         }
     }
-    for host in ["/bin/sh", "/usr/bin/find", "/usr/bin/cat", "/lib/x86_64-linux-gnu/libc.so.6", "/lib/aarch64-linux-gnu/libc.so.6"] {
+    for host in [
+        "/bin/sh",
+        "/usr/bin/find",
+        "/usr/bin/cat",
+        "/lib/x86_64-linux-gnu/libc.so.6",
+        "/lib/aarch64-linux-gnu/libc.so.6",
+    ] {
         if let Ok(m) = std::fs::metadata(host) {
             let _ = writeln!(text, "host {host} {} {}", m.size(), m.mtime());
         }
@@ -222,7 +244,8 @@ fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<St
         crate::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
     }
     let prefix = rootfs.join(format!("usr/lib/postgresql/{}", pg.version.major));
-    let minimal = pg.minimal_copy(&prefix, without).map_err(|e| format!("cannot copy PostgreSQL into the image: {e}"))?;
+    let minimal =
+        pg.minimal_copy(&prefix, without).map_err(|e| format!("cannot copy PostgreSQL into the image: {e}"))?;
     let rootfs_c = std::fs::canonicalize(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
     let in_image = |p: &Path| -> Result<String, String> {
         let c = std::fs::canonicalize(p).map_err(|e| format!("{}: {e}", p.display()))?;
@@ -254,7 +277,8 @@ fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<St
         }
     }
     // initdb runs `postgres -V` through popen(), i.e. /bin/sh: a POSIX shell is required.
-    let sh = std::fs::canonicalize("/bin/sh").map_err(|e| format!("/bin/sh (initdb needs a shell in the image): {e}"))?;
+    let sh =
+        std::fs::canonicalize("/bin/sh").map_err(|e| format!("/bin/sh (initdb needs a shell in the image): {e}"))?;
     let dest = rootfs.join("bin/sh");
     copy_file(&sh, &dest)?;
     elves.push(dest);
@@ -275,10 +299,17 @@ fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<St
     write("etc/group", &format!("root:x:0:\npostgres:x:{PG_UID}:\nnogroup:x:65534:\n"))?;
     write("etc/nsswitch.conf", "passwd: files\ngroup: files\nhosts: files\n")?;
     use std::os::unix::fs::PermissionsExt;
-    for (dir, mode) in [("tmp", 0o1777), ("var/lib/postgresql", 0o755), ("var/lib/postgresql/data", 0o700), ("var/lib/postgresql/standby", 0o700), ("var/run", 0o755)] {
+    for (dir, mode) in [
+        ("tmp", 0o1777),
+        ("var/lib/postgresql", 0o755),
+        ("var/lib/postgresql/data", 0o700),
+        ("var/lib/postgresql/standby", 0o700),
+        ("var/run", 0o755),
+    ] {
         let p = rootfs.join(dir);
         std::fs::create_dir_all(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).map_err(|e| format!("{}: {e}", p.display()))?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     Ok(bindir)
 }
@@ -348,8 +379,27 @@ fn make_tar(rootfs: &Path, out: &Path) -> Result<(), String> {
     let root = rootfs.display().to_string();
     let out = out.display().to_string();
     let uid = PG_UID.to_string();
-    run(&["--numeric-owner", "--owner=0", "--group=0", "--exclude=./var/lib/postgresql", "-C", &root, "-cf", &out, "."])?;
-    run(&["--numeric-owner", &format!("--owner={uid}"), &format!("--group={uid}"), "-C", &root, "-rf", &out, "./var/lib/postgresql"])
+    run(&[
+        "--numeric-owner",
+        "--owner=0",
+        "--group=0",
+        "--exclude=./var/lib/postgresql",
+        "-C",
+        &root,
+        "-cf",
+        &out,
+        ".",
+    ])?;
+    run(&[
+        "--numeric-owner",
+        &format!("--owner={uid}"),
+        &format!("--group={uid}"),
+        "-C",
+        &root,
+        "-rf",
+        &out,
+        "./var/lib/postgresql",
+    ])
 }
 
 #[cfg(test)]
@@ -358,8 +408,14 @@ mod tests {
 
     #[test]
     fn ldd_lines() {
-        assert_eq!(parse_ldd_line("\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)"), Some("/lib/x86_64-linux-gnu/libz.so.1".into()));
-        assert_eq!(parse_ldd_line("\t/lib64/ld-linux-x86-64.so.2 (0x00007f)"), Some("/lib64/ld-linux-x86-64.so.2".into()));
+        assert_eq!(
+            parse_ldd_line("\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)"),
+            Some("/lib/x86_64-linux-gnu/libz.so.1".into())
+        );
+        assert_eq!(
+            parse_ldd_line("\t/lib64/ld-linux-x86-64.so.2 (0x00007f)"),
+            Some("/lib64/ld-linux-x86-64.so.2".into())
+        );
         assert_eq!(parse_ldd_line("\tlinux-vdso.so.1 (0x00007f)"), None);
         assert_eq!(parse_ldd_line("\tlibfoo.so => not found"), None);
         assert_eq!(parse_ldd_line("/x/bin/postgres:"), None);

@@ -7,12 +7,15 @@ use std::process::{Command, Stdio};
 
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
-use crate::run_as::RunAs;
 use crate::backends::standin;
+use crate::run_as::RunAs;
 
 /// Appended to the template's postgresql.conf; the operator's settings go in `cnpg-ext.conf`.
 fn base_conf() -> String {
-    format!("\n# --- cnpg-ext-harness: local backend defaults ---\n{}include_if_exists = 'cnpg-ext.conf'\n", standin::INSTANCE_CONF)
+    format!(
+        "\n# --- cnpg-ext-harness: local backend defaults ---\n{}include_if_exists = 'cnpg-ext.conf'\n",
+        standin::INSTANCE_CONF
+    )
 }
 
 /// Everything initdb's result depends on.
@@ -78,12 +81,7 @@ impl LocalEnv {
     /// `cp -a`, as root when we are root (the cache may not be readable by the unprivileged
     /// user); ownership is preserved, so the copy belongs to the unprivileged user.
     fn copy_tree(&self, from: &Path, to: &Path) -> Result<(), String> {
-        let out = Command::new("cp")
-            .arg("-a")
-            .arg(from)
-            .arg(to)
-            .output()
-            .map_err(|e| format!("cannot run cp: {e}"))?;
+        let out = Command::new("cp").arg("-a").arg(from).arg(to).output().map_err(|e| format!("cannot run cp: {e}"))?;
         if !out.status.success() {
             return Err(format!("copying {} failed: {}", from.display(), String::from_utf8_lossy(&out.stderr)));
         }
@@ -107,13 +105,7 @@ impl LocalEnv {
         std::fs::create_dir_all(t).map_err(|e| format!("{}: {e}", t.display()))?;
         self.run_as.own(t).map_err(|e| format!("{}: {e}", t.display()))?;
         let mut initdb = Command::new(self.pg.bin("initdb"));
-        initdb
-            .args(["-D"])
-            .arg(t)
-            .args(INITDB_ARGS)
-            .env_clear()
-            .env("PATH", "/usr/bin:/bin")
-            .env("LANG", "C");
+        initdb.args(["-D"]).arg(t).args(INITDB_ARGS).env_clear().env("PATH", "/usr/bin:/bin").env("LANG", "C");
         self.run_as.apply(&mut initdb);
         let out = initdb.output().map_err(|e| format!("cannot run initdb: {e}"))?;
         if !out.status.success() {
@@ -125,7 +117,8 @@ impl LocalEnv {
             ));
         }
         let conf = t.join("postgresql.conf");
-        let mut f = std::fs::OpenOptions::new().append(true).open(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
+        let mut f =
+            std::fs::OpenOptions::new().append(true).open(&conf).map_err(|e| format!("{}: {e}", conf.display()))?;
         f.write_all(base_conf().as_bytes()).map_err(|e| e.to_string())?;
         self.single_user(BOOTSTRAP_SQL)
     }

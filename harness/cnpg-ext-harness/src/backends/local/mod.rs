@@ -210,7 +210,11 @@ impl InstanceRuntime for LocalRuntime {
                 }
             })
             .collect();
-        Ok(InstanceObservation { instance: instance.clone(), ld_library_path: standin::ld_library_path_of(&environ), mounts })
+        Ok(InstanceObservation {
+            instance: instance.clone(),
+            ld_library_path: standin::ld_library_path_of(&environ),
+            mounts,
+        })
     }
 
     async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError> {

@@ -54,9 +54,7 @@ impl Postmaster {
             cmd.env("LD_LIBRARY_PATH", ld);
         }
         spec.run_as.apply(&mut cmd);
-        let child = cmd
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
+        let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
         let pid = child.id();
         procs::register(pid, &spec.data.display().to_string());
         crate::supervisor::fault_after_postmaster_start();
@@ -92,7 +90,6 @@ impl Postmaster {
         }
         procs::unregister(self.pid);
     }
-
 }
 
 pub fn log_tail(path: &Path, lines: usize) -> String {

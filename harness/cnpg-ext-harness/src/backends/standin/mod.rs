@@ -83,12 +83,13 @@ impl<R: InstanceRuntime> StandIn<R> {
                         .lines()
                         .rev()
                         .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
-                        .map(|l| l.split_once("FATAL:").map(|(_, r)| format!("FATAL:{r}")).unwrap_or_else(|| l.trim().to_string()))
+                        .map(|l| {
+                            l.split_once("FATAL:")
+                                .map(|(_, r)| format!("FATAL:{r}"))
+                                .unwrap_or_else(|| l.trim().to_string())
+                        })
                         .unwrap_or_else(|| why.clone());
-                    return Err(failed(format!(
-                        "{} could not start: {reason}\n({why}; its log:)\n{log}",
-                        slot.name
-                    )));
+                    return Err(failed(format!("{} could not start: {reason}\n({why}; its log:)\n{log}", slot.name)));
                 }
             }
             if Instant::now() >= deadline {
@@ -220,12 +221,19 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
         Ok(self.slots.iter().map(|s| InstanceRef { name: s.name.clone(), role: s.role }).collect())
     }
 
-    async fn connect(&self, instance: &str, database: &str, user: &str) -> Result<tokio_postgres::Client, BackendError> {
+    async fn connect(
+        &self,
+        instance: &str,
+        database: &str,
+        user: &str,
+    ) -> Result<tokio_postgres::Client, BackendError> {
         let slot = self.slot(instance)?;
         let (client, conn) = runtime::conn_config(&self.runtime.socket_dir(slot), database, user)
             .connect(tokio_postgres::NoTls)
             .await
-            .map_err(|e| failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e))))?;
+            .map_err(|e| {
+                failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e)))
+            })?;
         tokio::spawn(conn);
         Ok(client)
     }

@@ -51,7 +51,12 @@ pub enum Action {
 
 /// Classifies `next` against the Cluster the backend runs (`current`) with the model's one
 /// classifier, or rejects what a stand-in does not model.
-pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, backend: &str) -> Result<Action, BackendError> {
+pub fn classify(
+    current: Option<&Cluster>,
+    next: &Cluster,
+    cnpg: CnpgVersion,
+    backend: &str,
+) -> Result<Action, BackendError> {
     let Some(current) = current else { return Ok(Action::Create) };
     if current.metadata.name != next.metadata.name {
         return Err(BackendError::Rejected(format!(
@@ -60,7 +65,9 @@ pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, ba
         )));
     }
     if current.spec.instances != next.spec.instances {
-        return Err(BackendError::Rejected(format!("changing spec.instances is not modelled by the {backend} backend")));
+        return Err(BackendError::Rejected(format!(
+            "changing spec.instances is not modelled by the {backend} backend"
+        )));
     }
     let opts = PlanOptions { mount_root: "/extensions".into(), cnpg };
     Ok(Action::Update(Change::between(&ClusterPlan::derive(current, &opts), &ClusterPlan::derive(next, &opts))))
@@ -68,7 +75,11 @@ pub fn classify(current: Option<&Cluster>, next: &Cluster, cnpg: CnpgVersion, ba
 
 /// Reconciles a Database on `primary`: creates the database (and owner) when missing, then
 /// `ensure: present|absent` for each extension. Returns one message per extension.
-pub async fn reconcile_database<B: Backend + ?Sized>(backend: &B, primary: &str, db: &Database) -> Result<Vec<String>, BackendError> {
+pub async fn reconcile_database<B: Backend + ?Sized>(
+    backend: &B,
+    primary: &str,
+    db: &Database,
+) -> Result<Vec<String>, BackendError> {
     let failed = |m: String| BackendError::Failed(m);
     let admin = backend.connect(primary, "postgres", "postgres").await?;
     let exists = admin
@@ -112,7 +123,10 @@ pub async fn reconcile_database<B: Backend + ?Sized>(backend: &B, primary: &str,
             }
             "absent" => format!("DROP EXTENSION IF EXISTS {}", quote_ident(&ext.name)),
             other => {
-                return Err(BackendError::Rejected(format!("extension `{}`: ensure `{other}` is not present|absent", ext.name)))
+                return Err(BackendError::Rejected(format!(
+                    "extension `{}`: ensure `{other}` is not present|absent",
+                    ext.name
+                )))
             }
         };
         client

@@ -54,8 +54,12 @@ pub trait InstanceRuntime: Send + Sync {
 
     /// The postmaster's environment and the mounts as the instance sees them; `client` is a
     /// superuser session on it.
-    async fn observe(&self, slot: &Slot, plan: &ClusterPlan, client: &tokio_postgres::Client)
-        -> Result<InstanceObservation, BackendError>;
+    async fn observe(
+        &self,
+        slot: &Slot,
+        plan: &ClusterPlan,
+        client: &tokio_postgres::Client,
+    ) -> Result<InstanceObservation, BackendError>;
 
     /// Stops every instance (`slots` in stop order) and removes what the runtime made, unless
     /// `keep`.
