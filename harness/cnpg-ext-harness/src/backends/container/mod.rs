@@ -926,7 +926,21 @@ impl InstanceRuntime for ContainerRuntime {
         if engine::stopping() {
             return Err(failed(format!("starting {}: interrupted", slot.name)));
         }
-        let handle = api::start(&spec).await.map_err(|e| failed(format!("starting {}: {e}", slot.name)))?;
+        let cname = inst.cname.clone();
+        let handle = match api::start(&spec).await {
+            Ok(h) => h,
+            Err(e) => {
+                // A postmaster that stops at once (a preload library that cannot load) makes
+                // the start itself fail; its own words are in the container's log.
+                let log = api::log_tail(&cname, 15).await;
+                let _ = self.engine().run(&strings(&["rm", "-f", &cname])).await;
+                let reason = crate::backends::standin::fatal_reason(&log).unwrap_or_else(|| e.clone());
+                return Err(failed(format!(
+                    "{} could not start: {reason}\n(starting its container: {e}; its log:)\n{log}",
+                    slot.name
+                )));
+            }
+        };
         let inst = self.instances.get_mut(&slot.name).expect("provisioned");
         inst.container = Some(handle.id().to_string());
         inst.handle = Some(handle);

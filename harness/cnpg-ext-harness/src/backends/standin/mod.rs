@@ -19,7 +19,7 @@ use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
 
 pub use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
-pub use runtime::{ld_library_path_of, InstanceRuntime, Slot};
+pub use runtime::{fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
 
 /// How long an instance may take to accept connections after a start.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -79,16 +79,7 @@ impl<R: InstanceRuntime> StandIn<R> {
                 if let Some(why) = self.runtime.stopped(slot).await {
                     let log = self.runtime.log_tail(slot).await;
                     // The postmaster's own reason first: its last FATAL/PANIC line.
-                    let reason = log
-                        .lines()
-                        .rev()
-                        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
-                        .map(|l| {
-                            l.split_once("FATAL:")
-                                .map(|(_, r)| format!("FATAL:{r}"))
-                                .unwrap_or_else(|| l.trim().to_string())
-                        })
-                        .unwrap_or_else(|| why.clone());
+                    let reason = runtime::fatal_reason(&log).unwrap_or_else(|| why.clone());
                     return Err(failed(format!("{} could not start: {reason}\n({why}; its log:)\n{log}", slot.name)));
                 }
             }

@@ -74,6 +74,14 @@ pub fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postg
     cfg
 }
 
+/// The postmaster's own reason for not starting: the last `FATAL:` / `PANIC:` line of its log.
+pub fn fatal_reason(log: &str) -> Option<String> {
+    log.lines()
+        .rev()
+        .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
+        .map(|l| l.split_once("FATAL:").map(|(_, r)| format!("FATAL:{r}")).unwrap_or_else(|| l.trim().to_string()))
+}
+
 /// `LD_LIBRARY_PATH` from a process's `/proc/<pid>/environ` bytes (NUL-separated `K=V`).
 pub fn ld_library_path_of(environ: &[u8]) -> Option<String> {
     environ.split(|b| *b == 0).find_map(|kv| {
@@ -84,6 +92,16 @@ pub fn ld_library_path_of(environ: &[u8]) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_fatal_line_is_the_reason() {
+        let log = "LOG:  starting\n2026 UTC [1] FATAL:  could not access file \"x\": No such file or directory\nLOG:  shut down";
+        assert_eq!(
+            super::fatal_reason(log).as_deref(),
+            Some("FATAL:  could not access file \"x\": No such file or directory")
+        );
+        assert_eq!(super::fatal_reason("LOG: fine"), None);
+    }
+
     #[test]
     fn ld_library_path_from_environ() {
         let env = b"PATH=/usr/bin\0LD_LIBRARY_PATH=/extensions/a/system:/x\0LANG=C\0";
