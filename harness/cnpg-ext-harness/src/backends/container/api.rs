@@ -174,7 +174,25 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
         hc.publish_all_ports = None;
         hc.port_bindings = None;
     });
-    req.start().await.map_err(|e| format!("creating container {} from {}: {e}", spec.name, spec.image))
+    // What the container prints, kept from its first line: a postmaster that stops at once
+    // makes the start fail, and its container is gone by the time an error comes back.
+    let captured = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = captured.clone();
+    let req = req.with_log_consumer(move |frame: &testcontainers::core::logs::LogFrame| {
+        if let Ok(mut s) = sink.lock() {
+            s.push_str(&String::from_utf8_lossy(frame.bytes()));
+        }
+    });
+    match req.start().await {
+        Ok(h) => Ok(h),
+        Err(e) => {
+            // Give the log stream a moment to deliver what was printed before the exit.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let log = captured.lock().map(|s| s.clone()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
+            Err(format!("creating container {} from {}: {e}\n{}", spec.name, spec.image, tail.join("\n")))
+        }
+    }
 }
 
 /// The container's state (`running`, `exited`, …) and its main process id.
