@@ -153,6 +153,10 @@ fn split_reference(reference: &str) -> (String, String) {
 
 /// Creates and starts the container of `spec`.
 pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
+    // Containers are removed explicitly (stop, teardown, the run's label sweep); a container
+    // whose start failed must stay until its log is read, so testcontainers removes nothing
+    // on drop. Read by testcontainers when its client is first made, which is below.
+    std::env::set_var("TESTCONTAINERS_COMMAND", "keep");
     let (name, tag) = split_reference(&spec.image);
     let mounts = spec.mounts.clone();
     let ulimits = spec.ulimits.clone();
@@ -186,9 +190,16 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     match req.start().await {
         Ok(h) => Ok(h),
         Err(e) => {
-            // Give the log stream a moment to deliver what was printed before the exit.
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let log = captured.lock().map(|s| s.clone()).unwrap_or_default();
+            // The log stream is a task of its own: give it until it has delivered what was
+            // printed before the exit (a failed start prints its FATAL line), at most 3 s.
+            let deadline = std::time::Instant::now() + Duration::from_secs(3);
+            let log = loop {
+                let log = captured.lock().map(|s| s.clone()).unwrap_or_default();
+                if log.contains("FATAL") || log.contains("PANIC") || std::time::Instant::now() >= deadline {
+                    break log;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            };
             let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
             Err(format!("creating container {} from {}: {e}\n{}", spec.name, spec.image, tail.join("\n")))
         }

@@ -932,9 +932,15 @@ impl InstanceRuntime for ContainerRuntime {
             Err(e) => {
                 // A postmaster that stops at once (a preload library that cannot load) makes
                 // the start itself fail; its own words are in the container's log.
+                let log = api::log_tail(&cname, 15).await;
                 let _ = self.engine().run(&strings(&["rm", "-f", &cname])).await;
-                let reason = crate::backends::standin::fatal_reason(&e).unwrap_or_else(|| e.clone());
-                return Err(failed(format!("{} could not start: {reason}\n(starting its container: {e})", slot.name)));
+                let reason = crate::backends::standin::fatal_reason(&e)
+                    .or_else(|| crate::backends::standin::fatal_reason(&log))
+                    .unwrap_or_else(|| e.clone());
+                return Err(failed(format!(
+                    "{} could not start: {reason}\n(starting its container: {e}; its log:)\n{log}",
+                    slot.name
+                )));
             }
         };
         let inst = self.instances.get_mut(&slot.name).expect("provisioned");
