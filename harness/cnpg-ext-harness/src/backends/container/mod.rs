@@ -927,7 +927,22 @@ impl InstanceRuntime for ContainerRuntime {
             return Err(failed(format!("starting {}: interrupted", slot.name)));
         }
         let cname = inst.cname.clone();
-        let handle = match api::start(&spec).await {
+        // podman 4.3 can lose the race between two containers mounting the same image
+        // (`error mounting …/merged … no such file or directory`): a transient failure of the
+        // engine, retried a few times; any other failure is the instance's own.
+        let mut started = api::start(&spec).await;
+        for _ in 0..3 {
+            match &started {
+                Err(e) if e.contains("error mounting") && e.contains("no such file or directory") => {
+                    tracing::warn!("{}: retrying a start the engine failed to mount: {e}", slot.name);
+                    let _ = self.engine().run(&strings(&["rm", "-f", &cname])).await;
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    started = api::start(&spec).await;
+                }
+                _ => break,
+            }
+        }
+        let handle = match started {
             Ok(h) => h,
             Err(e) => {
                 // A postmaster that stops at once (a preload library that cannot load) makes
