@@ -49,7 +49,7 @@ impl OperandFlavor {
 
     /// Whether an operand of this flavour ships extension `name`.
     pub fn allows(self, name: &str) -> bool {
-        CORE_AND_CONTRIB_18.contains(&name) || (self == OperandFlavor::Standard && STANDARD_EXTRAS.contains(&name))
+        cnpg_ext_images::compat::operand_ships(self.as_str(), name) == Some(true)
     }
 }
 
@@ -97,18 +97,13 @@ impl PgInstall {
     }
 }
 
-/// `module_pathname = '$libdir/vector'` → `vector`.
+/// `module_pathname = '$libdir/vector'` → `vector` (the control file read by the linter's parser).
 fn module_of(control: &Path) -> Option<String> {
     let text = std::fs::read_to_string(control).ok()?;
-    text.lines().find_map(|line| {
-        let (key, value) = line.split_once('=')?;
-        if key.trim() != "module_pathname" {
-            return None;
-        }
-        let value = value.trim().trim_matches('\'');
-        let base = value.rsplit('/').next()?;
-        Some(base.trim_end_matches(".so").to_string())
-    })
+    let parsed = cnpg_ext_images::control::parse_control(&text).ok()?;
+    let value = parsed.params.get("module_pathname")?;
+    let base = value.rsplit('/').next()?;
+    Some(base.trim_end_matches(".so").to_string())
 }
 
 #[cfg(test)]
@@ -166,6 +161,17 @@ mod tests {
         assert_eq!(min.exclusions.extensions, vec!["hstore_extra"]);
         assert!(min.exclusions.modules.contains(&"hstore_extra".to_string()));
         assert!(!min.exclusions.modules.contains(&"hstore".to_string()));
+    }
+
+    #[test]
+    fn the_pinned_install_gives_core_and_contrib_without_pgvector() {
+        let pg = crate::testutil::pg();
+        let min = pg.operand(OperandFlavor::Minimal).unwrap();
+        assert!(min.extensions.iter().any(|e| e == "cube") && min.extensions.iter().any(|e| e == "plpgsql"));
+        assert!(!min.extensions.iter().any(|e| e == "vector"), "{:?}", min.extensions);
+        // The control file's module_pathname names the module that goes with it.
+        assert!(min.exclusions.modules.iter().any(|m| m == "vector"), "{:?}", min.exclusions);
+        assert!(!min.exclusions.modules.iter().any(|m| m == "cube"), "{:?}", min.exclusions);
     }
 
     #[test]
