@@ -177,7 +177,7 @@ async fn main() {
     let mut matrix_times = Vec::new();
     for _ in 0..rounds {
         let t = Instant::now();
-        m.write(&out.path().join("matrix")).unwrap();
+        matrix::write_report(&m, &out.path().join("matrix")).unwrap();
         matrix_times.push(t.elapsed());
     }
     println!(

@@ -80,9 +80,12 @@ impl Default for RunOptions {
     }
 }
 
+/// Wraps the backend of a scenario, given the scenario id (e.g. to tamper with it in tests).
+pub type WrapFn = dyn Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync;
+
 /// A function that wraps the backend of each scenario (given the scenario id).
 #[derive(Clone)]
-pub struct BackendWrap(pub Arc<dyn Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync>);
+pub struct BackendWrap(pub Arc<WrapFn>);
 
 impl std::fmt::Debug for BackendWrap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -172,8 +175,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         .tempdir_in(&parent)
         .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
         .keep();
-    crate::supervisor::claim_dir(&workdir)
-        .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
+    crate::procs::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
     if opts.keep {
         crate::supervisor::keep_files();
     }

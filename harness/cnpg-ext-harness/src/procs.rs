@@ -64,6 +64,13 @@ pub fn register_dir(dir: PathBuf) {
     DIRS.lock().unwrap().insert(dir);
 }
 
+/// Makes `dir` this process's work directory: registered for removal (by [`stop_all`], and by
+/// the supervisor if the harness dies) and marked with an owner record for later sweeps.
+pub fn claim_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    register_dir(dir.to_path_buf());
+    crate::supervisor::write_owner_record(dir)
+}
+
 pub fn unregister_dir(dir: &PathBuf) {
     DIRS.lock().unwrap().remove(dir);
     crate::supervisor::unwatch_dir(dir);

@@ -155,10 +155,11 @@ fn build_fixture(recipe: &Path, reference: &str, pg: &PgInstall, work: &Path) ->
     if let (Some(cache), Some(key)) = (cache, key) {
         // Best effort: a cache that cannot be written only costs time.
         let staging = cache.join(format!(".{key}.{}", std::process::id()));
-        if std::fs::create_dir_all(&cache).is_ok() && fsutil::link_or_copy_tree(&layout, &staging).is_ok() {
-            if std::fs::rename(&staging, cache.join(&key)).is_err() {
-                let _ = fsutil::remove_tree(&staging);
-            }
+        if std::fs::create_dir_all(&cache).is_ok()
+            && fsutil::link_or_copy_tree(&layout, &staging).is_ok()
+            && std::fs::rename(&staging, cache.join(&key)).is_err()
+        {
+            let _ = fsutil::remove_tree(&staging);
         }
     }
     Ok(layout)

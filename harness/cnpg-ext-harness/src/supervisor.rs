@@ -234,10 +234,10 @@ pub fn keep_files() {
     send("keep");
 }
 
-/// Makes `dir` this process's work directory: writes the owner record (with the supervisor,
-/// started now) and registers the directory for removal.
-pub fn claim_dir(dir: &Path) -> std::io::Result<()> {
-    crate::procs::register_dir(dir.to_path_buf());
+/// Writes the owner record of `dir` (this process, and its supervisor, started now), by which
+/// a later run's sweep tells a dead run's directory from a live one's
+/// ([`crate::procs::claim_dir`] registers the directory too).
+pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
     let record = OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None };
     write_record(dir, &record)
 }

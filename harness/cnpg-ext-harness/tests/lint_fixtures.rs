@@ -32,9 +32,11 @@ fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[cas
     let layout = work.path().join("oci");
     cnpg_ext_images::build_layout(&work.path().join("tree"), &opts, &layout).unwrap();
 
-    let mut lo = LintOptions::default();
-    lo.extension_control_path = control.iter().map(|s| s.to_string()).collect();
-    lo.dynamic_library_path = libs.iter().map(|s| s.to_string()).collect();
+    let mut lo = LintOptions {
+        extension_control_path: control.iter().map(|s| s.to_string()).collect(),
+        dynamic_library_path: libs.iter().map(|s| s.to_string()).collect(),
+        ..LintOptions::default()
+    };
     lo.base_libs.extend(&BaseLibs::from_pg_install(&pg.bindir.join("..")).unwrap_or_else(|_| BaseLibs::glibc()));
     let report = lint(&layout, &lo).unwrap();
     assert!(!report.has_errors(), "{name}:\n{}", report.to_text());

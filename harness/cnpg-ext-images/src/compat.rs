@@ -144,48 +144,6 @@ impl FileOwner {
 /// path relative to the image root (last layer wins).
 pub type Ownership = HashMap<PathBuf, FileOwner>;
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn versions_parse() {
-        assert_eq!(parse_symbol_version("GLIBC_2.34"), Some((Runtime::Glibc, vec![2, 34])));
-        assert_eq!(parse_symbol_version("GLIBCXX_3.4.30"), Some((Runtime::Glibcxx, vec![3, 4, 30])));
-        assert_eq!(parse_symbol_version("CXXABI_1.3.13"), Some((Runtime::Cxxabi, vec![1, 3, 13])));
-        assert_eq!(parse_symbol_version("GLIBC_ABI_DT_RELR"), Some((Runtime::Glibc, vec![2, 36])));
-        assert_eq!(parse_symbol_version("GLIBC_PRIVATE"), None);
-        assert_eq!(parse_symbol_version("CXXABI_TM_1"), None);
-        assert_eq!(parse_symbol_version("OPENSSL_3.0.0"), None);
-    }
-
-    #[test]
-    fn distros_from_names_and_tags() {
-        assert_eq!(distro("Bookworm").unwrap().glibc, (2, 36));
-        assert!(distro("alpine").is_none());
-        let t = distro_from_reference("ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie");
-        assert_eq!(t.unwrap().name, "trixie");
-        let b = distro_from_reference("localhost:5000/pgvector:0.8.1-18-bullseye@sha256:ab");
-        assert_eq!(b.unwrap().name, "bullseye");
-        assert!(distro_from_reference("localhost:5000/pgvector").is_none());
-        assert!(distro_from_reference("x/pgvector:0.8.1-18").is_none());
-        // Versions only grow from one release to the next.
-        for w in DISTROS.windows(2) {
-            assert!(w[0].glibc < w[1].glibc && w[0].glibcxx < w[1].glibcxx);
-        }
-    }
-
-    #[test]
-    fn postgres_permission_bits() {
-        let f = |uid, gid, mode| FileOwner { uid, gid, mode }.postgres_bits();
-        assert_eq!(f(26, 0, 0o600), 6);
-        assert_eq!(f(0, 26, 0o640), 4);
-        assert_eq!(f(0, 0, 0o600), 0);
-        assert_eq!(f(0, 0, 0o644), 4);
-        assert_eq!(f(65532, 65532, 0o751), 1);
-    }
-}
-
 /// Extensions of PostgreSQL 18 itself: the procedural languages of `src/pl` and every control
 /// file of `contrib/` (PostgreSQL 18.x source tree). CloudNativePG's operand images install
 /// PGDG's `postgresql-18` package, which ships all of them.
@@ -266,5 +224,47 @@ pub fn operand_ships(flavor: &str, name: &str) -> Option<bool> {
         "minimal" => Some(contrib),
         "standard" => Some(contrib || STANDARD_EXTRAS.contains(&name)),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn versions_parse() {
+        assert_eq!(parse_symbol_version("GLIBC_2.34"), Some((Runtime::Glibc, vec![2, 34])));
+        assert_eq!(parse_symbol_version("GLIBCXX_3.4.30"), Some((Runtime::Glibcxx, vec![3, 4, 30])));
+        assert_eq!(parse_symbol_version("CXXABI_1.3.13"), Some((Runtime::Cxxabi, vec![1, 3, 13])));
+        assert_eq!(parse_symbol_version("GLIBC_ABI_DT_RELR"), Some((Runtime::Glibc, vec![2, 36])));
+        assert_eq!(parse_symbol_version("GLIBC_PRIVATE"), None);
+        assert_eq!(parse_symbol_version("CXXABI_TM_1"), None);
+        assert_eq!(parse_symbol_version("OPENSSL_3.0.0"), None);
+    }
+
+    #[test]
+    fn distros_from_names_and_tags() {
+        assert_eq!(distro("Bookworm").unwrap().glibc, (2, 36));
+        assert!(distro("alpine").is_none());
+        let t = distro_from_reference("ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie");
+        assert_eq!(t.unwrap().name, "trixie");
+        let b = distro_from_reference("localhost:5000/pgvector:0.8.1-18-bullseye@sha256:ab");
+        assert_eq!(b.unwrap().name, "bullseye");
+        assert!(distro_from_reference("localhost:5000/pgvector").is_none());
+        assert!(distro_from_reference("x/pgvector:0.8.1-18").is_none());
+        // Versions only grow from one release to the next.
+        for w in DISTROS.windows(2) {
+            assert!(w[0].glibc < w[1].glibc && w[0].glibcxx < w[1].glibcxx);
+        }
+    }
+
+    #[test]
+    fn postgres_permission_bits() {
+        let f = |uid, gid, mode| FileOwner { uid, gid, mode }.postgres_bits();
+        assert_eq!(f(26, 0, 0o600), 6);
+        assert_eq!(f(0, 26, 0o640), 4);
+        assert_eq!(f(0, 0, 0o600), 0);
+        assert_eq!(f(0, 0, 0o644), 4);
+        assert_eq!(f(65532, 65532, 0o751), 1);
     }
 }

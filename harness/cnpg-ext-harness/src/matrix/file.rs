@@ -3,10 +3,11 @@
 use std::path::{Component, Path, PathBuf};
 
 use cnpg_ext_model::{CnpgVersion, InputError};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::error::HarnessError;
+use crate::reports::matrix::{CellSpec, Named, ScenarioSet};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,35 +92,6 @@ pub(crate) struct ExcludeFile {
     kubernetes: Option<String>,
     #[serde(default)]
     scenarios: Option<String>,
-}
-
-/// An axis value: a short name (used in cell ids and exclusions) and what it stands for.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Named {
-    pub name: String,
-    pub value: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ScenarioSet {
-    pub name: String,
-    /// Absolute scenario paths.
-    pub paths: Vec<String>,
-}
-
-/// One cell: a point of the product of the axes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CellSpec {
-    pub id: String,
-    pub backend: String,
-    /// `value` is `wheel` or the path of a pg_config.
-    pub postgres: Named,
-    pub cnpg: String,
-    /// kind cells only: the kind config file.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kubernetes: Option<Named>,
-    #[serde(rename = "scenario_set")]
-    pub scenarios: ScenarioSet,
 }
 
 #[derive(Debug, Clone)]

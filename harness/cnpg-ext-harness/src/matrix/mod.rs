@@ -37,8 +37,6 @@ pub use file::*;
 pub use run::*;
 
 pub const MATRIX_SCHEMA_VERSION: u32 = 1;
-/// Marks an aggregate matrix report (vs a run's `report.json`).
-pub const MATRIX_REPORT_KIND: &str = "cnpg-ext-harness/matrix";
 /// Lines of each `postgres.log` kept for a failed local cell.
 pub const LOG_TAIL_LINES: usize = 80;
 

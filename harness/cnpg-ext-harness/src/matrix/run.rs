@@ -235,10 +235,19 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         totals: MatrixReport::totals_of(&cells),
         cells,
     };
-    let files = report.write(&report_dir).map_err(|e| {
+    let files = write_report(&report, &report_dir).map_err(|e| {
         HarnessError::Environment(format!("cannot write the matrix report into {}: {e}", report_dir.display()))
     })?;
     Ok(MatrixOutcome { report, files })
+}
+
+/// The matrix record (`report.json`, `junit.xml`, `summary.md`) and its page (`index.html`).
+pub fn write_report(report: &MatrixReport, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut files = report.write(dir)?;
+    let html = dir.join("index.html");
+    std::fs::write(&html, crate::reports::html::matrix_page(report))?;
+    files.push(html);
+    Ok(files)
 }
 
 pub(crate) fn blank_result(spec: &CellSpec, status: CellStatus, started_at: String) -> CellResult {
@@ -448,7 +457,7 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
                 // Removed by the cleanup supervisor if the matrix dies, by a later sweep if both die.
-                if let Err(e) = crate::supervisor::claim_dir(d.path()) {
+                if let Err(e) = crate::procs::claim_dir(d.path()) {
                     tracing::warn!("{}: {e}", d.path().display());
                 }
                 args.extend(["--keep".into(), "--workdir".into(), d.path().display().to_string()]);

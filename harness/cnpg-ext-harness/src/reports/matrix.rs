@@ -7,7 +7,37 @@ use serde::{Deserialize, Serialize};
 use crate::error::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_PASSED};
 use crate::reports::view::Failure;
 
-use crate::matrix::{CellSpec, MATRIX_REPORT_KIND};
+/// Marks an aggregate matrix report (vs a run's `report.json`).
+pub const MATRIX_REPORT_KIND: &str = "cnpg-ext-harness/matrix";
+
+/// An axis value: a short name (used in cell ids and exclusions) and what it stands for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Named {
+    pub name: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScenarioSet {
+    pub name: String,
+    /// Absolute scenario paths.
+    pub paths: Vec<String>,
+}
+
+/// One cell: a point of the product of the axes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CellSpec {
+    pub id: String,
+    pub backend: String,
+    /// `value` is `wheel` or the path of a pg_config.
+    pub postgres: Named,
+    pub cnpg: String,
+    /// kind cells only: the kind config file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<Named>,
+    #[serde(rename = "scenario_set")]
+    pub scenarios: ScenarioSet,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -159,7 +189,8 @@ impl MatrixReport {
         Ok(r)
     }
 
-    /// `report.json`, `junit.xml`, `summary.md` and `index.html` into `dir`.
+    /// `report.json`, `junit.xml` and `summary.md` into `dir` (the page, `index.html`, is
+    /// [`crate::reports::html::matrix_page`], written by the caller as for a run).
     pub fn write(&self, dir: &Path) -> std::io::Result<Vec<PathBuf>> {
         std::fs::create_dir_all(dir)?;
         let json = dir.join("report.json");
@@ -168,9 +199,7 @@ impl MatrixReport {
         std::fs::write(&junit, self.junit().to_string().map_err(std::io::Error::other)?)?;
         let summary = dir.join("summary.md");
         std::fs::write(&summary, self.summary_markdown())?;
-        let html = dir.join("index.html");
-        std::fs::write(&html, crate::reports::html::matrix_page(self))?;
-        Ok(vec![json, junit, summary, html])
+        Ok(vec![json, junit, summary])
     }
 
     /// One testsuite per cell, one testcase per scenario (a cell that did not run is one

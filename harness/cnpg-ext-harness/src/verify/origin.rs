@@ -269,7 +269,7 @@ async fn judge_module(
         Some(w) if got.len() == 1 && got[0] != w.path => {
             let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
             let exists_outside =
-                one(&client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner)))
+                one(client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner)))
                     .await?;
             (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
         }

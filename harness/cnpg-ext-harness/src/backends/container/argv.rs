@@ -5,6 +5,15 @@ use std::path::Path;
 use cnpg_ext_model::ClusterPlan;
 
 use super::engine::EngineKind;
+
+/// `<bindir>/<name>`, or just `name` (found on the image's PATH) when `bindir` is empty.
+pub fn program(bindir: &str, name: &str) -> String {
+    if bindir.is_empty() {
+        name.to_string()
+    } else {
+        format!("{}/{name}", bindir.trim_end_matches('/'))
+    }
+}
 use testcontainers::bollard::models::{Mount, MountType, ResourcesUlimits};
 
 /// Every container, volume and image a run creates carries this label with the run id.
@@ -143,7 +152,7 @@ pub fn instance_spec(r: &InstanceRun<'_>, ulimits: &[ResourcesUlimits]) -> Insta
         env.push(("LD_LIBRARY_PATH".into(), ld.to_string()));
     }
     let postgres = vec![
-        super::operand::program(r.bindir, "postgres"),
+        program(r.bindir, "postgres"),
         "-D".into(),
         PGDATA.into(),
         "-c".into(),
@@ -212,7 +221,7 @@ pub fn ulimits_from_run_flags(run_flags: &[String]) -> Result<Vec<ResourcesUlimi
 
 /// `pg_basebackup -R` from the primary's socket directory into `<mount_at>/pgdata`.
 pub fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
-    let mut a = vec![super::operand::program(bindir, "pg_basebackup")];
+    let mut a = vec![program(bindir, "pg_basebackup")];
     a.extend(["-D".into(), format!("{mount_at}/pgdata")]);
     a.extend(["-h".into(), PRIMARY_SOCKET_DIR.into()]);
     a.extend(
@@ -287,6 +296,12 @@ pub fn sanitize(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn programs_in_the_image() {
+        assert_eq!(program("", "postgres"), "postgres");
+        assert_eq!(program("/usr/lib/postgresql/18/bin/", "initdb"), "/usr/lib/postgresql/18/bin/initdb");
+    }
     use cnpg_ext_model::cluster::Manifest;
     use cnpg_ext_model::{Cluster, PlanOptions};
 

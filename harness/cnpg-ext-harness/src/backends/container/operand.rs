@@ -12,7 +12,7 @@ use std::process::Command;
 
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
-use super::argv::{self, LABEL_OPERAND, LABEL_RUN, PGDATA, PG_UID, STANDBY_MOUNT};
+use super::argv::{self, program, LABEL_OPERAND, LABEL_RUN, PGDATA, PG_UID, STANDBY_MOUNT};
 use super::engine::{strings, Engine};
 
 /// Bump when the image recipe changes (invalidates cached operand images).
@@ -32,14 +32,6 @@ pub struct Operand {
 impl Operand {
     pub fn program(&self, name: &str) -> String {
         program(&self.bindir, name)
-    }
-}
-
-pub fn program(bindir: &str, name: &str) -> String {
-    if bindir.is_empty() {
-        name.to_string()
-    } else {
-        format!("{}/{name}", bindir.trim_end_matches('/'))
     }
 }
 
@@ -419,11 +411,5 @@ mod tests {
         assert_eq!(parse_ldd_line("\tlinux-vdso.so.1 (0x00007f)"), None);
         assert_eq!(parse_ldd_line("\tlibfoo.so => not found"), None);
         assert_eq!(parse_ldd_line("/x/bin/postgres:"), None);
-    }
-
-    #[test]
-    fn programs_in_the_image() {
-        assert_eq!(program("", "postgres"), "postgres");
-        assert_eq!(program("/usr/lib/postgresql/18/bin/", "initdb"), "/usr/lib/postgresql/18/bin/initdb");
     }
 }

@@ -93,10 +93,11 @@ impl LocalEnv {
         let Some(parent) = dest.parent() else { return };
         let staging = parent.join(format!(".staging-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&staging);
-        if std::fs::create_dir_all(parent).is_ok() && self.copy_tree(&self.template, &staging).is_ok() {
-            if std::fs::rename(&staging, dest).is_err() {
-                let _ = std::fs::remove_dir_all(&staging);
-            }
+        if std::fs::create_dir_all(parent).is_ok()
+            && self.copy_tree(&self.template, &staging).is_ok()
+            && std::fs::rename(&staging, dest).is_err()
+        {
+            let _ = std::fs::remove_dir_all(&staging);
         }
     }
 
