@@ -398,18 +398,7 @@ mod tests {
         let t = testutil::tmpdir();
         let copy = pg.minimal_copy(&t.path().join("pg"), &Exclusions::extensions_and_modules(&["vector"])).unwrap();
         let data = testutil::nobody_dir(&t.path().join("data"));
-        let out = testutil::as_nobody(Command::new(copy.bin("initdb")).args(["-D"]).arg(&data).args([
-            "--no-sync",
-            "--auth=trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]))
-        .output()
-        .unwrap();
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        testutil::initdb_as_nobody(&copy, &data);
         assert!(data.join("PG_VERSION").is_file());
         assert_eq!(fs::read_to_string(data.join("PG_VERSION")).unwrap().trim(), pg.version.major.to_string());
     }
