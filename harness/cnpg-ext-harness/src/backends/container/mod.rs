@@ -86,14 +86,8 @@ impl EngineOptions {
     }
 }
 
-/// An extension image this run loaded into the engine.
-#[derive(Debug, Clone)]
-struct LoadedImage {
-    reference: String,
-    /// Id the reference pointed to before the run (a user's image: restored, never deleted).
-    previous: Option<String>,
-    id: Option<String>,
-}
+/// An extension image this run loaded into the engine (also known to the run's supervisor).
+type LoadedImage = crate::supervisor::EngineImage;
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
 /// extension images. Removes what it created when finished.
@@ -183,7 +177,7 @@ impl ContainerEnv {
             tracing::info!(image = %op.image, built = op.built, "PostgreSQL operand image");
             // Loading the extension images, the runtime probe and the template copy overlap.
             let (loads, probed, template, api) = std::thread::scope(|s| {
-                let loads = s.spawn(|| load_images(&engine, store, &root, &loaded));
+                let loads = s.spawn(|| load_images(&engine, &run_id, store, &root, &loaded));
                 let api = s.spawn(|| api::ApiService::start(&engine, &root));
                 let template = s.spawn(|| {
                     if !nix::unistd::Uid::effective().is_root() {
@@ -305,26 +299,7 @@ fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
 }
 
 fn remove_images(engine: &Engine, images: &[LoadedImage]) {
-    let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
-    if !ours.is_empty() {
-        let mut args = strings(&["rmi"]);
-        args.extend(ours.iter().cloned());
-        if engine.run_quiet(&args).is_none() {
-            // One missing (an interrupted load) fails the batch: one by one.
-            for r in &ours {
-                engine.run_quiet(&strings(&["rmi", r]));
-            }
-        }
-    }
-    for img in images {
-        if let (Some(prev), Some(ours)) = (&img.previous, &img.id) {
-            if prev != ours {
-                // Give the reference back to the user's image, then drop ours.
-                engine.run_quiet(&strings(&["tag", prev, &img.reference]));
-                engine.run_quiet(&strings(&["rmi", ours]));
-            }
-        }
-    }
+    crate::supervisor::restore_images(images, |args| engine.run_quiet(args).is_some());
 }
 
 fn rm_force(engine: &Engine) -> Vec<String> {
@@ -339,6 +314,7 @@ fn rm_force(engine: &Engine) -> Vec<String> {
 /// reference: pulled by the engine from the same registry), several at once.
 fn load_images(
     engine: &Engine,
+    run_id: &str,
     store: &ImageStore,
     root: &Path,
     loaded: &Mutex<Vec<LoadedImage>>,
@@ -357,7 +333,7 @@ fn load_images(
                     Some(map) => map.get(&normalize_reference(&img.reference)).cloned(),
                     None => engine.image_id(&img.reference),
                 };
-                s.spawn(move || load_one(engine, img, previous, &dir.join(format!("{n}.tar")), loaded))
+                s.spawn(move || load_one(engine, run_id, img, previous, &dir.join(format!("{n}.tar")), loaded))
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("image load thread")).collect()
@@ -367,6 +343,7 @@ fn load_images(
 
 fn load_one(
     engine: &Engine,
+    run_id: &str,
     img: &crate::store::StoredImage,
     previous: Option<String>,
     archive: &Path,
@@ -379,8 +356,16 @@ fn load_one(
         cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
             .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
     }
-    // Recorded before loading, so that an interrupted load is cleaned up too.
-    loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
+    // Recorded (here and with the supervisor) before loading, so that an interrupted load is
+    // cleaned up too, even if the harness dies.
+    let mut record = LoadedImage {
+        run_id: run_id.to_string(),
+        reference: img.reference.clone(),
+        previous: previous.clone(),
+        loaded: None,
+    };
+    crate::supervisor::watch_image(&record);
+    loaded.lock().unwrap().push(record.clone());
     if pull {
         let mut args = strings(&["pull", "-q"]);
         if engine.kind == EngineKind::Podman && crate::pull::is_insecure(&img.reference) {
@@ -397,9 +382,10 @@ fn load_one(
     }
     if previous.is_some() {
         // Only needed to give the reference back to the user's image afterwards.
-        let id = engine.image_id(&img.reference);
+        record.loaded = engine.image_id(&img.reference);
+        crate::supervisor::watch_image(&record);
         if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
-            l.id = id;
+            l.loaded = record.loaded.clone();
         }
         tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");
     }
