@@ -131,13 +131,7 @@ fn compat_findings(
 fn named_modules(control: &Path) -> Vec<String> {
     let Ok(text) = std::fs::read_to_string(control) else { return Vec::new() };
     let Ok(parsed) = cnpg_ext_images::control::parse_control(&text) else { return Vec::new() };
-    parsed
-        .params
-        .get("module_pathname")
-        .and_then(|m| Path::new(m).file_name())
-        .map(|n| n.to_string_lossy().trim_end_matches(".so").to_string())
-        .into_iter()
-        .collect()
+    parsed.module().map(str::to_string).into_iter().collect()
 }
 
 /// Built fixture images are reproducible (same inputs, same digest), so a warm run reuses

@@ -54,6 +54,11 @@ impl ControlFile {
     pub fn module_pathname(&self) -> Option<&str> {
         self.get("module_pathname")
     }
+    /// The module `module_pathname` names, as a file name without `.so` (`$libdir/vector` →
+    /// `vector`).
+    pub fn module(&self) -> Option<&str> {
+        self.module_pathname().map(module_basename)
+    }
     pub fn directory(&self) -> Option<&str> {
         self.get("directory")
     }
@@ -70,6 +75,13 @@ fn parse_bool(v: &str) -> bool {
         v.to_ascii_lowercase().as_str(),
         "true" | "false" | "on" | "off" | "yes" | "no" | "1" | "0" | "t" | "f" | "y" | "n"
     )
+}
+
+/// The module a library path names (`module_pathname`, `probin`, a preload entry): its file
+/// name without a `.so` suffix (`$libdir/vector` → `vector`, `/x/lib/greet.so` → `greet`).
+pub fn module_basename(path: &str) -> &str {
+    let last = path.rsplit('/').next().unwrap_or(path);
+    last.strip_suffix(".so").unwrap_or(last)
 }
 
 /// Parse control-file text; unknown parameters and non-boolean values of
@@ -154,6 +166,16 @@ fn parse_quoted(body: &str) -> Option<(String, &str)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn module_names() {
+        assert_eq!(module_basename("$libdir/vector"), "vector");
+        assert_eq!(module_basename("/x/lib/greet.so"), "greet");
+        assert_eq!(module_basename("pathprobe"), "pathprobe");
+        assert_eq!(module_basename("lib/x.so.so"), "x.so");
+        let c = parse_control("module_pathname = '$libdir/vector'\n").unwrap();
+        assert_eq!(c.module(), Some("vector"));
+    }
 
     #[test]
     fn parses_pgvector_control() {

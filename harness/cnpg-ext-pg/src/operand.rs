@@ -101,9 +101,7 @@ impl PgInstall {
 fn module_of(control: &Path) -> Option<String> {
     let text = std::fs::read_to_string(control).ok()?;
     let parsed = cnpg_ext_images::control::parse_control(&text).ok()?;
-    let value = parsed.params.get("module_pathname")?;
-    let base = value.rsplit('/').next()?;
-    Some(base.trim_end_matches(".so").to_string())
+    parsed.module().map(str::to_string)
 }
 
 #[cfg(test)]

@@ -154,9 +154,8 @@ pub fn infer(
                 continue;
             }
         };
-        if let Some(m) = control.module_pathname() {
-            let base = m.rsplit('/').next().unwrap_or(m).trim_end_matches(".so").to_string();
-            modules_wanted.push(base);
+        if let Some(m) = control.module() {
+            modules_wanted.push(m.to_string());
         }
         // Scripts next to the control file.
         let mut install = Vec::new();

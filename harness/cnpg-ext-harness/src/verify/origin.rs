@@ -22,6 +22,7 @@
 
 use std::path::Path;
 
+use cnpg_ext_images::control::module_basename;
 use cnpg_ext_model::backend::{Backend, BackendError};
 use cnpg_ext_model::plan::ClusterPlan;
 use tokio_postgres::Client;
@@ -119,12 +120,6 @@ fn first_in_image(
     None
 }
 
-/// `$libdir/vector`, `vector.so`, `/x/lib/vector` → `vector`.
-pub fn module_basename(probin: &str) -> String {
-    let last = probin.rsplit('/').next().unwrap_or(probin);
-    last.strip_suffix(".so").unwrap_or(last).to_string()
-}
-
 /// Paths of `/proc/<pid>/maps` whose file name is `<module>.so`, in order, without repeats.
 pub fn mapped(maps: &str, module: &str) -> Vec<String> {
     let want = format!("{module}.so");
@@ -176,7 +171,7 @@ pub async fn check_origins(
     for name in extensions {
         let modules = modules_of(&client, name).await?;
         let by_control = expected_control(plan, &files, name);
-        let by_module = modules.iter().find_map(|(m, _)| expected_module(plan, &files, &module_basename(m)));
+        let by_module = modules.iter().find_map(|(m, _)| expected_module(plan, &files, module_basename(m)));
         // Not shipped by any image of the Cluster: the operand's own extension, nothing to prove.
         if by_control.is_none() && by_module.is_none() {
             checks.push(Check::new(
@@ -211,8 +206,8 @@ pub async fn check_origins(
         checks.push(Check::that(format!("origin of {name}: control file"), Some(instance), expected, actual, ok));
         for (probin, function) in &modules {
             let module = module_basename(probin);
-            let want = expected_module(plan, &files, &module);
-            let got = loaded_paths(backend, instance, database, function, &module).await?;
+            let want = expected_module(plan, &files, module);
+            let got = loaded_paths(backend, instance, database, function, module).await?;
             let got = match got {
                 Ok(paths) => paths,
                 Err(msg) => {
@@ -236,7 +231,7 @@ pub async fn check_origins(
                     plan,
                     instance,
                     &format!("origin of {name}: module {module}.so (/proc/self/maps)"),
-                    &module,
+                    module,
                     want.as_ref(),
                     &got,
                 )
@@ -310,10 +305,10 @@ pub async fn check_preloaded(
     let maps = one(&client, "SELECT pg_read_file('/proc/self/maps')").await?;
     for lib in &plan.shared_preload_libraries {
         let module = module_basename(lib);
-        let Some(want) = expected_module(plan, &files, &module) else { continue };
-        let got = mapped(&maps, &module);
+        let Some(want) = expected_module(plan, &files, module) else { continue };
+        let got = mapped(&maps, module);
         let what = format!("origin of preloaded {module}.so (/proc/self/maps)");
-        checks.push(judge_module(&client, plan, instance, &what, &module, Some(&want), &got).await?);
+        checks.push(judge_module(&client, plan, instance, &what, module, Some(&want), &got).await?);
     }
     Ok(checks)
 }
@@ -447,13 +442,6 @@ mod tests {
         );
         assert_eq!(mapped(maps, "myvector"), vec!["/tmp/dir with space/lib/myvector.so"]);
         assert!(mapped(maps, "cube").is_empty());
-    }
-
-    #[test]
-    fn module_names() {
-        assert_eq!(module_basename("$libdir/vector"), "vector");
-        assert_eq!(module_basename("/x/lib/greet.so"), "greet");
-        assert_eq!(module_basename("pathprobe"), "pathprobe");
     }
 
     #[test]
