@@ -281,7 +281,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let description = scenario.description.clone();
         let wrap = opts.wrap.clone();
         let handle = tokio::spawn(async move {
-            let _permit = sem.acquire_owned().await.expect("semaphore");
+            let permit = sem.acquire_owned().await.expect("semaphore");
             progress.scenario_started(&scenario.id);
             let t = Instant::now();
             let made = prepared.backend(&store, cnpg, dir, &scenario);
@@ -293,6 +293,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 Ok(mut backend) => {
                     let on_step = |title: &str| progress.step(&scenario.id, title);
                     let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
+                    // The slot goes to the next scenario now: removing this one's instances
+                    // (awaited here, its errors this scenario's) overlaps that one's start.
+                    drop(permit);
                     let teardown = backend.teardown(keep).await;
                     (steps, teardown.err().map(|e| format!("teardown: {e}")))
                 }

@@ -34,12 +34,9 @@ impl From<cnpg_ext_model::InputError> for HarnessError {
     }
 }
 
+/// Locating, provisioning or copying PostgreSQL fails only for reasons of the machine.
 impl From<cnpg_ext_pg::PgError> for HarnessError {
     fn from(e: cnpg_ext_pg::PgError) -> Self {
-        if e.is_environment() {
-            HarnessError::Environment(e.to_string())
-        } else {
-            HarnessError::Input(e.to_string())
-        }
+        HarnessError::Environment(e.to_string())
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use cnpg_ext_images::{BuildOptions, UnpackOptions};
+use cnpg_ext_images::{BuildOptions, ImageError, UnpackOptions};
 use cnpg_ext_model::scenario::{ImageOrigin, ImageSpec};
 use cnpg_ext_pg::PgInstall;
 use serde::Serialize;
@@ -200,7 +200,11 @@ fn build_fixture_uncached(
     work: &Path,
 ) -> Result<PathBuf, HarnessError> {
     let tree = work.join("tree");
-    let built = cnpg_ext_pg::fixture::build_fixture(recipe, pg, &tree)?;
+    let built = cnpg_ext_images::fixture::build_fixture(recipe, &pg.fixture_target(), &tree).map_err(|e| match e {
+        ImageError::Fixture { .. } => HarnessError::Input(e.to_string()),
+        // No C compiler, I/O: the machine, not the recipe.
+        _ => HarnessError::Environment(e.to_string()),
+    })?;
     let mut opts = BuildOptions::new(reference);
     opts.labels = built.labels.clone();
     let layout = work.join("oci");

@@ -27,7 +27,9 @@ fn pgvector_image(scratch: &Path, edit: impl FnOnce(&Path)) -> PathBuf {
 /// [`pgvector_image`] under another reference, with or without the fixture's labels.
 fn pgvector_image_as(scratch: &Path, edit: impl FnOnce(&Path), reference: &str, labels: bool) -> PathBuf {
     let tree = scratch.join("tree");
-    let built = cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg(), &tree).unwrap();
+    let built =
+        cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg().fixture_target(), &tree)
+            .unwrap();
     edit(&tree);
     let labels = if labels { built.labels } else { BTreeMap::new() };
     layout(&tree, reference, labels, &scratch.join("oci"))

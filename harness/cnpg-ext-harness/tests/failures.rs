@@ -124,7 +124,7 @@ fn a_module_the_image_names_but_lacks_is_not_taken_from_the_base_install() {
     let pg = cnpg_ext_harness::app::locate_postgres(None).unwrap();
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
-    cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg, &tree).unwrap();
+    cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg.fixture_target(), &tree).unwrap();
     std::fs::remove_file(tree.join("lib/vector.so")).unwrap();
     let dir = work.path().join("no-module");
     std::fs::create_dir(&dir).unwrap();

@@ -21,9 +21,9 @@ use cnpg_ext_images::BuildOptions;
 fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[case] libs: &[&str]) {
     let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
     let work = tempfile::tempdir().unwrap();
-    let built = cnpg_ext_pg::fixture::build_fixture(
+    let built = cnpg_ext_images::fixture::build_fixture(
         &common::repo().join("fixtures").join(name),
-        &pg,
+        &pg.fixture_target(),
         &work.path().join("tree"),
     )
     .unwrap_or_else(|e| panic!("{name}: {e}"));

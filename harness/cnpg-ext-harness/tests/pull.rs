@@ -16,7 +16,8 @@ const TAG: &str = "0.8.6-18-trixie";
 fn push_pgvector(reg: &Registry, scratch: &Path) -> (String, String) {
     let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
     let tree = scratch.join("tree");
-    let built = cnpg_ext_pg::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg, &tree).unwrap();
+    let built = cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg.fixture_target(), &tree)
+        .unwrap();
     let mut opts = cnpg_ext_images::BuildOptions::new(format!("{}/{REPO}:{TAG}", reg.addr));
     opts.labels = built.labels;
     let layout = scratch.join("oci");

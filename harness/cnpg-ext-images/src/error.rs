@@ -1,9 +1,10 @@
 //! The crate's error type. Every message names the image path and, where one
-//! is involved, the blob digest or layer entry.
+//! is involved, the blob digest or layer entry; a fixture error names the
+//! recipe file and the field.
 
 use std::path::PathBuf;
 
-/// Errors of build, unpack, inspect and lint.
+/// Errors of build, unpack, inspect, lint and fixture builds.
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// An I/O error on a named file.
@@ -71,6 +72,13 @@ pub enum ImageError {
     /// Any other invalid argument.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
+    /// A fixture recipe is invalid (or its sources do not compile). `field` is the path of the
+    /// offending recipe field, e.g. `steps[2].compile.sources[0]`.
+    #[error("{}: {field}: {message}", file.display())]
+    Fixture { file: PathBuf, field: String, message: String },
+    /// A program a build needs is missing; the message says what to install or set.
+    #[error("not found: {0}")]
+    ToolMissing(String),
 }
 
 impl ImageError {
@@ -104,6 +112,8 @@ impl ImageError {
                 "use a reference like registry/name:tag, e.g. ghcr.io/org/pgvector:0.8.1-18-trixie"
             }
             ImageError::InvalidArgument(_) => "see --help",
+            ImageError::Fixture { .. } => "fix the named field of the fixture recipe",
+            ImageError::ToolMissing(_) => "install the program named, or set the variable named",
         }
     }
 }

@@ -10,6 +10,9 @@
 //!   postgres-extensions-containers conventions and, from its binaries,
 //!   against the operand ([`compat`]: PostgreSQL major, glibc, architecture,
 //!   file access for uid 26).
+//! * [`fixture::build_fixture`] — an extension image tree from a declarative
+//!   recipe (`fixtures/<name>/fixture.yaml`): files copied from a PostgreSQL
+//!   install, C compiled against its server headers, the image labels.
 //! * [`cli`] — the `image build|unpack|lint` subcommands.
 
 mod build;
@@ -20,12 +23,14 @@ mod digest;
 pub mod elf;
 mod error;
 mod extract;
+pub mod fixture;
 mod layout;
 pub mod lint;
 mod platform;
 mod source;
 pub mod spec;
 mod unpack;
+pub mod util;
 
 pub use build::{
     build_layout, validate_reference, write_docker_archive, write_oci_archive, BuildOptions, BuiltImage, CREATED,

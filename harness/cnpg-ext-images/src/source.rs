@@ -193,6 +193,11 @@ mod tests {
         assert_eq!(normalize_rel("./blobs//sha256/x").as_deref(), Some("blobs/sha256/x"));
         assert_eq!(normalize_rel("/etc"), None);
         assert_eq!(normalize_rel("a/../b"), None);
+        assert_eq!(normalize_rel("./lib").as_deref(), Some("lib"));
+        assert_eq!(normalize_rel("share/extension").as_deref(), Some("share/extension"));
+        assert_eq!(normalize_rel("../x"), None);
+        assert_eq!(normalize_rel(""), None);
+        assert_eq!(normalize_rel("."), None);
         assert_eq!(normalize_dotdot("a/../b").as_deref(), Some("b"));
         assert_eq!(normalize_dotdot("../b"), None);
     }

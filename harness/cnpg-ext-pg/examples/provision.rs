@@ -11,7 +11,8 @@ fn main() {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            std::process::exit(if e.is_environment() { 3 } else { 2 });
+            // Every PgError is the environment's (exit code 3).
+            std::process::exit(3);
         }
     }
 }

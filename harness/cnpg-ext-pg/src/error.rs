@@ -1,15 +1,14 @@
-//! Errors of PostgreSQL provisioning and fixture building.
+//! Errors of PostgreSQL provisioning and install copies.
 
 use std::path::PathBuf;
 
 use crate::PgVersion;
 
-/// Everything that can go wrong while locating/provisioning PostgreSQL, copying an install or
-/// building a fixture tree.
+/// Everything that can go wrong while locating/provisioning PostgreSQL or copying an install.
 ///
-/// [`PgError::is_environment`] separates problems of the machine (missing tools, too old
-/// PostgreSQL, failed downloads, I/O: exit code 3) from invalid input (a broken fixture
-/// recipe: exit code 2).
+/// All of it is a problem of the machine (missing tools, too old PostgreSQL, failed downloads,
+/// I/O: exit code 3). A broken fixture recipe (invalid input, exit code 2) is
+/// [`cnpg_ext_images::ImageError::Fixture`].
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
     /// A PostgreSQL older than required was selected explicitly.
@@ -49,11 +48,6 @@ pub enum PgError {
     /// An ELF file could not be parsed.
     #[error("cannot read ELF file {}: {message}", path.display())]
     Elf { path: PathBuf, message: String },
-
-    /// A fixture recipe is invalid (or its sources do not compile). `field` is the path of the
-    /// offending recipe field, e.g. `steps[2].compile.sources`.
-    #[error("{}: {field}: {message}", file.display())]
-    Fixture { file: PathBuf, field: String, message: String },
 }
 
 fn fmt_stderr(stderr: &str) -> String {
@@ -66,12 +60,6 @@ fn fmt_stderr(stderr: &str) -> String {
 }
 
 impl PgError {
-    /// True for problems of the environment (exit code 3), false for invalid input such as a
-    /// broken fixture recipe (exit code 2).
-    pub fn is_environment(&self) -> bool {
-        !matches!(self, PgError::Fixture { .. })
-    }
-
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> PgError {
         let path = path.into();
         move |source| PgError::Io { path, op, source }

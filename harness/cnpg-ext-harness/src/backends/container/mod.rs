@@ -649,8 +649,11 @@ struct Instance {
     role: Role,
     /// Host directory: `run/` (socket) and `conf/`.
     dir: PathBuf,
-    /// Container and volume name.
+    /// Volume name, and the name of the instance's first container.
     cname: String,
+    /// How many containers of the instance were replaced: each gets a name of its own, so that
+    /// a replaced container is removed while its successor starts.
+    generation: u32,
     /// Id of the running container.
     container: Option<String>,
     /// The running container, removed when dropped.
@@ -671,6 +674,13 @@ impl Instance {
     fn data_dir(&self) -> PathBuf {
         self.dir.join("data")
     }
+    /// The name of the instance's current (or next) container.
+    fn container_name(&self) -> String {
+        match self.generation {
+            0 => self.cname.clone(),
+            g => format!("{}-{g}", self.cname),
+        }
+    }
     fn short_id(&self) -> String {
         self.container.as_deref().map(|c| c.chars().take(12).collect()).unwrap_or_default()
     }
@@ -682,7 +692,14 @@ pub type ContainerBackend = StandIn<ContainerRuntime>;
 impl ContainerBackend {
     pub fn container(env: Arc<ContainerEnv>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
         let dir = env.root.join(argv::sanitize(scenario_id));
-        StandIn::new(ContainerRuntime { env, scenario: scenario_id.to_string(), dir, instances: BTreeMap::new() }, cnpg)
+        let runtime = ContainerRuntime {
+            env,
+            scenario: scenario_id.to_string(),
+            dir,
+            instances: BTreeMap::new(),
+            removals: Vec::new(),
+        };
+        StandIn::new(runtime, cnpg)
     }
 }
 
@@ -692,6 +709,9 @@ pub struct ContainerRuntime {
     dir: PathBuf,
     /// By instance name.
     instances: BTreeMap<String, Instance>,
+    /// Removals of replaced (stopped) containers, off the rollout's critical path; awaited by
+    /// teardown before the volumes go.
+    removals: Vec<tokio::task::JoinHandle<Result<(), String>>>,
 }
 
 impl ContainerRuntime {
@@ -986,6 +1006,7 @@ impl InstanceRuntime for ContainerRuntime {
             handle: None,
             volume: false,
             bootstrap: false,
+            generation: 0,
         };
         prepare_dirs(&inst).map_err(failed)?;
         let created = self.create_volume(&inst).await;
@@ -1015,8 +1036,9 @@ impl InstanceRuntime for ContainerRuntime {
         let bootstrap = inst.bootstrap.then(|| argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT));
         let primary_socket = (inst.role == Role::Replica).then_some(primary_socket).flatten();
         let (socket_dir, conf_dir) = (inst.socket_dir(), inst.conf_dir());
+        let cname = inst.container_name();
         let run = InstanceRun {
-            container: &inst.cname,
+            container: &cname,
             labels: &labels,
             image: &self.env.operand.image,
             bindir: &self.env.operand.bindir,
@@ -1032,7 +1054,6 @@ impl InstanceRuntime for ContainerRuntime {
         if engine::stopping() {
             return Err(failed(format!("starting {}: interrupted", slot.name)));
         }
-        let cname = inst.cname.clone();
         // podman 4.3 can lose the race between two containers mounting the same image
         // (`error mounting …/merged … no such file or directory`): a transient failure of the
         // engine, retried a few times; any other failure is the instance's own.
@@ -1089,14 +1110,19 @@ impl InstanceRuntime for ContainerRuntime {
         self.logs(&id).await
     }
 
-    /// Stops (fast shutdown, SIGKILL after the grace) and removes the container; the volume stays.
+    /// Stops the container (fast shutdown, SIGKILL after the grace); the volume stays. The
+    /// stopped container is removed in the background while the next one starts under a
+    /// name of its own; teardown waits for that removal.
     async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError> {
         let Some(inst) = self.instances.get_mut(&slot.name) else { return Ok(()) };
         let (Some(id), handle) = (inst.container.take(), inst.handle.take()) else { return Ok(()) };
-        let name = &slot.name;
+        let name = slot.name.clone();
         api::stop(&id, STOP_GRACE).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        inst.generation += 1;
         if let Some(h) = handle {
-            h.rm().await.map_err(|e| failed(format!("removing the container of {name}: {e}")))?;
+            self.removals.push(tokio::spawn(async move {
+                h.rm().await.map_err(|e| format!("removing the replaced container of {name}: {e}"))
+            }));
         }
         Ok(())
     }
@@ -1169,6 +1195,14 @@ impl InstanceRuntime for ContainerRuntime {
             }
         }
         let vols: Vec<String> = self.instances.values().filter(|i| i.volume).map(|i| i.cname.clone()).collect();
+        let mut problems = Vec::new();
+        for removal in std::mem::take(&mut self.removals) {
+            match removal.await {
+                Ok(Err(e)) => problems.push(e),
+                Err(e) => problems.push(format!("removing a replaced container: {e}")),
+                Ok(Ok(())) => {}
+            }
+        }
         if keep {
             for (id, h) in handles {
                 let _ = api::stop(&id, STOP_GRACE).await;
@@ -1177,7 +1211,6 @@ impl InstanceRuntime for ContainerRuntime {
             }
             return Ok(());
         }
-        let mut problems = Vec::new();
         // Containers first (removing a volume in use deadlocks on podman 4.3); no grace, the
         // data is being thrown away.
         let removed = futures::future::join_all(

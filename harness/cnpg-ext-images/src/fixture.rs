@@ -1,4 +1,6 @@
-//! Extension image trees built from declarative fixtures (`fixtures/<name>/fixture.yaml`).
+//! Extension image trees built from declarative fixtures (`fixtures/<name>/fixture.yaml`),
+//! against a PostgreSQL described by [`TargetPg`] (its directories, server headers and major
+//! version; `cnpg-ext-pg` makes one from an install with `PgInstall::fixture_target`).
 //!
 //! # Recipe format (`fixture.yaml`)
 //!
@@ -32,8 +34,8 @@
 //! `/etc/os-release`, e.g. `bookworm`) and `${control:<name>}` (the `default_version` of
 //! `<name>.control` anywhere in the built tree). `io.cloudnativepg.image.base.pgmajor` is always
 //! the major version of the PostgreSQL the tree was built against. Unknown fields are errors;
-//! every error names the recipe file and the field (e.g. `steps[2].compile.sources[0]`).
-//! The compiler is `$CC` or `cc`.
+//! every error ([`ImageError::Fixture`]) names the recipe file and the field (e.g.
+//! `steps[2].compile.sources[0]`). The compiler is `$CC` or `cc`.
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -43,15 +45,29 @@ use std::process::Command;
 
 use serde::Deserialize;
 
-use crate::util;
-use crate::{PgError, PgInstall};
+use crate::source::normalize_rel;
+use crate::{control, util, ImageError};
+use crate::{LABEL_BASE_NAME, LABEL_BASE_OS, LABEL_BASE_PGMAJOR, LABEL_SQL_VERSION};
 
 /// File name of a recipe inside a fixture directory.
 pub const RECIPE_FILE: &str = "fixture.yaml";
-pub const LABEL_BASE_NAME: &str = "io.cloudnativepg.image.base.name";
-pub const LABEL_BASE_PGMAJOR: &str = "io.cloudnativepg.image.base.pgmajor";
-pub const LABEL_BASE_OS: &str = "io.cloudnativepg.image.base.os";
-pub const LABEL_SQL_VERSION: &str = "io.cloudnativepg.image.sql.version";
+
+/// The PostgreSQL a fixture is built against: all a recipe reads of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetPg {
+    /// `copy_from_install.dir: sharedir` (`pg_config --sharedir`).
+    pub sharedir: PathBuf,
+    /// `copy_from_install.dir: pkglibdir`.
+    pub pkglibdir: PathBuf,
+    /// `copy_from_install.dir: libdir`.
+    pub libdir: PathBuf,
+    /// `copy_from_install.dir: bindir`.
+    pub bindir: PathBuf,
+    /// Server headers, the `-I` of every `compile` step (`pg_config --includedir-server`).
+    pub includedir_server: PathBuf,
+    /// Major version: the `pgmajor` label and `${pg_major}`.
+    pub major: u32,
+}
 
 /// A built extension image tree.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +86,9 @@ pub fn fixtures_dir() -> PathBuf {
 }
 
 /// Sub-directories of `root` that contain a `fixture.yaml`, sorted.
-pub fn list_fixtures(root: &Path) -> Result<Vec<PathBuf>, PgError> {
+pub fn list_fixtures(root: &Path) -> Result<Vec<PathBuf>, ImageError> {
     let mut out: Vec<PathBuf> = fs::read_dir(root)
-        .map_err(PgError::io("reading directory", root))?
+        .map_err(|e| ImageError::io(root, e))?
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.join(RECIPE_FILE).is_file())
@@ -150,23 +166,27 @@ struct Compile {
 struct Ctx<'a> {
     file: PathBuf,
     fixture_dir: &'a Path,
-    pg: &'a PgInstall,
+    pg: &'a TargetPg,
     tree: PathBuf,
 }
 
 impl Ctx<'_> {
-    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> PgError {
-        PgError::Fixture { file: self.file.clone(), field: field.into(), message: message.into() }
+    fn err(&self, field: impl Into<String>, message: impl Into<String>) -> ImageError {
+        ImageError::Fixture { file: self.file.clone(), field: field.into(), message: message.into() }
     }
 
-    fn rel(&self, field: &str, value: &str) -> Result<PathBuf, PgError> {
-        util::safe_relative(value)
-            .ok_or_else(|| self.err(field, format!("{value:?} must be a relative path without '..'")))
+    fn rel(&self, field: &str, value: &str) -> Result<PathBuf, ImageError> {
+        safe_relative(value).ok_or_else(|| self.err(field, format!("{value:?} must be a relative path without '..'")))
     }
 }
 
-fn parse_recipe(file: &Path) -> Result<Recipe, PgError> {
-    let text = fs::read_to_string(file).map_err(PgError::io("reading", file))?;
+/// A relative path that stays inside its base: no root, no `..`, not empty.
+fn safe_relative(p: &str) -> Option<PathBuf> {
+    normalize_rel(p).map(PathBuf::from)
+}
+
+fn parse_recipe(file: &Path) -> Result<Recipe, ImageError> {
+    let text = fs::read_to_string(file).map_err(|e| ImageError::io(file, e))?;
     let mut path = String::new();
     let res: Result<Recipe, serde_saphyr::Error> = serde_saphyr::with_deserializer_from_str(&text, |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
@@ -174,7 +194,7 @@ fn parse_recipe(file: &Path) -> Result<Recipe, PgError> {
             e.into_inner()
         })
     });
-    res.map_err(|e| PgError::Fixture {
+    res.map_err(|e| ImageError::Fixture {
         file: file.to_path_buf(),
         field: if path.is_empty() || path == "." { "(top level)".into() } else { path },
         message: e.to_string(),
@@ -183,20 +203,22 @@ fn parse_recipe(file: &Path) -> Result<Recipe, PgError> {
 
 /// Builds the image tree of the fixture in `fixture_dir` into `out_tree` (absent or empty),
 /// against the PostgreSQL `pg` (headers, files copied from the install, `pgmajor` label).
-pub fn build_fixture(fixture_dir: &Path, pg: &PgInstall, out_tree: &Path) -> Result<FixtureTree, PgError> {
+///
+/// [`ImageError::Fixture`] is a broken recipe (or sources that do not compile): invalid input.
+/// Every other error is the machine's: no C compiler ([`ImageError::ToolMissing`]), I/O.
+pub fn build_fixture(fixture_dir: &Path, pg: &TargetPg, out_tree: &Path) -> Result<FixtureTree, ImageError> {
     let file = fixture_dir.join(RECIPE_FILE);
     if !file.is_file() {
-        return Err(PgError::Fixture { file, field: "(file)".into(), message: "no fixture recipe here".into() });
+        return Err(ImageError::Fixture { file, field: "(file)".into(), message: "no fixture recipe here".into() });
     }
     let recipe = parse_recipe(&file)?;
-    if !util::absent_or_empty(out_tree)? {
-        return Err(PgError::Io {
-            path: out_tree.to_path_buf(),
-            op: "building fixture into",
-            source: std::io::Error::new(std::io::ErrorKind::AlreadyExists, "directory is not empty"),
-        });
+    if !util::absent_or_empty(out_tree).map_err(|e| ImageError::io(out_tree, e))? {
+        return Err(ImageError::io(
+            out_tree,
+            std::io::Error::new(std::io::ErrorKind::AlreadyExists, "fixture output directory is not empty"),
+        ));
     }
-    util::create_dir_all(out_tree)?;
+    create_dir_all(out_tree)?;
     let ctx = Ctx { file, fixture_dir, pg, tree: out_tree.to_path_buf() };
     validate(&ctx, &recipe)?;
     if recipe.steps.is_empty() {
@@ -216,7 +238,7 @@ pub fn build_fixture(fixture_dir: &Path, pg: &PgInstall, out_tree: &Path) -> Res
     Ok(FixtureTree { root: out_tree.to_path_buf(), labels, extensions, modules })
 }
 
-fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), PgError> {
+fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), ImageError> {
     if r.image.name.trim().is_empty() {
         return Err(ctx.err("image.name", "must not be empty"));
     }
@@ -272,7 +294,7 @@ fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), PgError> {
     Ok(())
 }
 
-fn install_dir(pg: &PgInstall, d: InstallDir) -> &Path {
+fn install_dir(pg: &TargetPg, d: InstallDir) -> &Path {
     match d {
         InstallDir::Sharedir => &pg.sharedir,
         InstallDir::Pkglibdir => &pg.pkglibdir,
@@ -282,16 +304,12 @@ fn install_dir(pg: &PgInstall, d: InstallDir) -> &Path {
 }
 
 /// Files matching `pattern` below `base`, sorted.
-fn glob_files(ctx: &Ctx, field: &str, base: &Path, pattern: &str) -> Result<Vec<PathBuf>, PgError> {
+fn glob_files(ctx: &Ctx, field: &str, base: &Path, pattern: &str) -> Result<Vec<PathBuf>, ImageError> {
     let full = format!("{}/{}", glob::Pattern::escape(&base.to_string_lossy()), pattern);
     let paths = glob::glob(&full).map_err(|e| ctx.err(field, format!("invalid glob {pattern:?}: {e}")))?;
     let mut files = Vec::new();
     for p in paths {
-        let p = p.map_err(|e| PgError::Io {
-            path: e.path().to_path_buf(),
-            op: "reading",
-            source: std::io::Error::new(e.error().kind(), e.error().to_string()),
-        })?;
+        let p = p.map_err(|e| ImageError::io(e.path().to_path_buf(), e.into()))?;
         if p.is_file() {
             files.push(p);
         }
@@ -303,32 +321,32 @@ fn glob_files(ctx: &Ctx, field: &str, base: &Path, pattern: &str) -> Result<Vec<
     Ok(files)
 }
 
-fn copy_into(ctx: &Ctx, files: &[PathBuf], to: &str) -> Result<(), PgError> {
-    let dir = ctx.tree.join(util::safe_relative(to).expect("validated"));
-    util::create_dir_all(&dir)?;
+fn copy_into(ctx: &Ctx, files: &[PathBuf], to: &str) -> Result<(), ImageError> {
+    let dir = ctx.tree.join(safe_relative(to).expect("validated"));
+    create_dir_all(&dir)?;
     for f in files {
         let dst = dir.join(f.file_name().expect("file has a name"));
-        fs::copy(f, &dst).map_err(PgError::io("copying to", &dst))?;
+        fs::copy(f, &dst).map_err(|e| ImageError::io(&dst, e))?;
     }
     Ok(())
 }
 
-fn copy_from_install(ctx: &Ctx, i: usize, c: &CopyFromInstall) -> Result<(), PgError> {
+fn copy_from_install(ctx: &Ctx, i: usize, c: &CopyFromInstall) -> Result<(), ImageError> {
     let base = install_dir(ctx.pg, c.dir);
     let files = glob_files(ctx, &format!("steps[{i}].copy_from_install.glob"), base, &c.glob)?;
     copy_into(ctx, &files, &c.to)
 }
 
-fn copy_static(ctx: &Ctx, i: usize, c: &CopyStatic) -> Result<(), PgError> {
+fn copy_static(ctx: &Ctx, i: usize, c: &CopyStatic) -> Result<(), ImageError> {
     let files = glob_files(ctx, &format!("steps[{i}].copy.from"), ctx.fixture_dir, &c.from)?;
     copy_into(ctx, &files, &c.to)
 }
 
-fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
+fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), ImageError> {
     let field = format!("steps[{i}].compile");
-    let out = ctx.tree.join(util::safe_relative(&c.output).expect("validated"));
+    let out = ctx.tree.join(safe_relative(&c.output).expect("validated"));
     if let Some(parent) = out.parent() {
-        util::create_dir_all(parent)?;
+        create_dir_all(parent)?;
     }
     let cc = std::env::var_os("CC").filter(|v| !v.is_empty()).unwrap_or_else(|| "cc".into());
     let mut cmd = Command::new(&cc);
@@ -344,7 +362,7 @@ fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
         cmd.arg(ctx.fixture_dir.join(s));
     }
     for (j, l) in c.link.iter().enumerate() {
-        let lib = ctx.tree.join(util::safe_relative(l).expect("validated"));
+        let lib = ctx.tree.join(safe_relative(l).expect("validated"));
         if !lib.is_file() {
             return Err(ctx.err(
                 format!("{field}.link[{j}]"),
@@ -358,13 +376,13 @@ fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
     cmd.env_remove("LD_RUN_PATH");
     let output = cmd.output().map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
-            PgError::NotFound(format!(
+            ImageError::ToolMissing(format!(
                 "C compiler {:?} (needed to build fixture {}; install gcc, e.g. apt-get install gcc, or set CC)",
                 cc,
                 ctx.file.display()
             ))
         } else {
-            PgError::io("running", PathBuf::from(&cc))(e)
+            ImageError::io(PathBuf::from(&cc), e)
         }
     })?;
     if !output.status.success() {
@@ -382,15 +400,11 @@ fn compile(ctx: &Ctx, i: usize, c: &Compile) -> Result<(), PgError> {
     Ok(())
 }
 
-fn scan_tree(tree: &Path) -> Result<(Vec<String>, Vec<String>), PgError> {
+fn scan_tree(tree: &Path) -> Result<(Vec<String>, Vec<String>), ImageError> {
     let mut exts = Vec::new();
     let mut mods = Vec::new();
     for e in walkdir::WalkDir::new(tree).sort_by_file_name() {
-        let e = e.map_err(|e| PgError::Io {
-            path: e.path().unwrap_or(tree).to_path_buf(),
-            op: "walking",
-            source: e.into(),
-        })?;
+        let e = e.map_err(|e| ImageError::io(e.path().unwrap_or(tree).to_path_buf(), e.into()))?;
         if !e.file_type().is_file() {
             continue;
         }
@@ -408,24 +422,31 @@ fn scan_tree(tree: &Path) -> Result<(Vec<String>, Vec<String>), PgError> {
     Ok((exts, mods))
 }
 
-fn make_readable(tree: &Path) -> Result<(), PgError> {
+fn make_readable(tree: &Path) -> Result<(), ImageError> {
+    let chmod = |path: &Path, mode: u32| {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(|e| ImageError::io(path, e))
+    };
     for e in walkdir::WalkDir::new(tree).into_iter().flatten() {
         if e.file_type().is_dir() {
-            util::chmod(e.path(), 0o755)?;
+            chmod(e.path(), 0o755)?;
         } else if e.file_type().is_file() {
             let mode = e.metadata().map(|m| m.permissions().mode()).unwrap_or(0o644);
             if mode & 0o444 != 0o444 {
-                util::chmod(e.path(), (mode | 0o444) & 0o7777)?;
+                chmod(e.path(), (mode | 0o444) & 0o7777)?;
             }
         }
     }
     Ok(())
 }
 
-fn labels(ctx: &Ctx, r: &Recipe) -> Result<BTreeMap<String, String>, PgError> {
+fn create_dir_all(path: &Path) -> Result<(), ImageError> {
+    fs::create_dir_all(path).map_err(|e| ImageError::io(path, e))
+}
+
+fn labels(ctx: &Ctx, r: &Recipe) -> Result<BTreeMap<String, String>, ImageError> {
     let mut out = BTreeMap::new();
     out.insert(LABEL_BASE_NAME.to_string(), expand(ctx, "image.name", &r.image.name)?);
-    out.insert(LABEL_BASE_PGMAJOR.to_string(), ctx.pg.version.major.to_string());
+    out.insert(LABEL_BASE_PGMAJOR.to_string(), ctx.pg.major.to_string());
     let os = r.image.os.as_deref().unwrap_or("${host_os}");
     out.insert(LABEL_BASE_OS.to_string(), expand(ctx, "image.os", os)?);
     out.insert(LABEL_SQL_VERSION.to_string(), expand(ctx, "image.sql_version", &r.image.sql_version)?);
@@ -436,7 +457,7 @@ fn labels(ctx: &Ctx, r: &Recipe) -> Result<BTreeMap<String, String>, PgError> {
 }
 
 /// Expands `${pg_major}`, `${host_os}`, `${control:<name>}`.
-fn expand(ctx: &Ctx, field: &str, value: &str) -> Result<String, PgError> {
+fn expand(ctx: &Ctx, field: &str, value: &str) -> Result<String, ImageError> {
     let mut out = String::new();
     let mut rest = value;
     while let Some(start) = rest.find("${") {
@@ -445,7 +466,7 @@ fn expand(ctx: &Ctx, field: &str, value: &str) -> Result<String, PgError> {
         let end = after.find('}').ok_or_else(|| ctx.err(field, format!("unterminated '${{' in {value:?}")))?;
         let key = &after[..end];
         let v = if key == "pg_major" {
-            ctx.pg.version.major.to_string()
+            ctx.pg.major.to_string()
         } else if key == "host_os" {
             host_os()
         } else if let Some(name) = key.strip_prefix("control:") {
@@ -483,7 +504,8 @@ pub fn host_os() -> String {
     get("VERSION_CODENAME").or_else(|| get("ID")).unwrap_or_else(|| "linux".into())
 }
 
-/// `default_version` of `<name>.control` anywhere below `tree`.
+/// `default_version` of `<name>.control` anywhere below `tree` (read with
+/// [`control::parse_control`]; `None` for a control file PostgreSQL would not read either).
 pub fn control_default_version(tree: &Path, name: &str) -> Option<String> {
     let file = format!("{name}.control");
     let path = walkdir::WalkDir::new(tree)
@@ -492,10 +514,7 @@ pub fn control_default_version(tree: &Path, name: &str) -> Option<String> {
         .find(|e| e.file_type().is_file() && e.file_name().to_string_lossy() == file)?
         .into_path();
     let text = fs::read_to_string(path).ok()?;
-    text.lines().find_map(|l| {
-        let (k, v) = l.split_once('=')?;
-        (k.trim() == "default_version").then(|| v.trim().trim_matches('\'').to_string())
-    })
+    control::parse_control(&text).ok()?.default_version().map(str::to_string)
 }
 
 #[cfg(test)]
