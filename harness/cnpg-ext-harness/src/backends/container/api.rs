@@ -231,7 +231,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     std::env::set_var("TESTCONTAINERS_COMMAND", "keep");
     let (name, tag) = split_reference(&spec.image);
     let mounts = spec.mounts.clone();
-    let ulimits = spec.ulimits.clone();
+    let host = spec.host.clone();
     let network = spec.network_mode.clone();
     let mut req = GenericImage::new(name, tag)
         .with_container_name(spec.name.clone())
@@ -244,7 +244,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     }
     let req = req.with_host_config_modifier(move |hc| {
         hc.mounts = Some(mounts.clone());
-        hc.ulimits = (!ulimits.is_empty()).then(|| ulimits.clone());
+        host.apply(hc);
         hc.network_mode = Some(network.clone());
         // testcontainers publishes every exposed port by default; there is no network.
         hc.publish_all_ports = None;

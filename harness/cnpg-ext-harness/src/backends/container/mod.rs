@@ -12,6 +12,7 @@
 mod api;
 mod argv;
 mod engine;
+mod hostflags;
 mod operand;
 
 use std::collections::BTreeMap;
@@ -41,7 +42,6 @@ pub fn engine_available(opts: &EngineOptions) -> bool {
 
 use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
 use engine::strings;
-use testcontainers::bollard::models::ResourcesUlimits;
 
 use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::error::HarnessError;
@@ -115,8 +115,8 @@ pub struct ContainerEnv {
     finished: std::sync::atomic::AtomicBool,
     /// The podman API service of the run (docker: none), stopped by `finish`.
     service: Arc<Mutex<Option<api::ApiService>>>,
-    /// `--ulimit` flags of the run flags, for instance containers made through the API.
-    ulimits: Vec<ResourcesUlimits>,
+    /// The run flags' host settings, for instance containers made through the API.
+    host: hostflags::HostFlags,
 }
 
 impl ContainerEnv {
@@ -129,7 +129,7 @@ impl ContainerEnv {
         opts: &EngineOptions,
     ) -> Result<ContainerEnv, HarnessError> {
         let opts = opts.resolved();
-        let (engine, ulimits) = engine_of(&opts)?;
+        let (engine, host) = engine_of(&opts)?;
         tracing::info!(engine = engine.name(), version = %engine.version, "container engine");
         let run_id = argv::sanitize(run_id);
         let root = workdir.join("c");
@@ -215,7 +215,7 @@ impl ContainerEnv {
             hook: Mutex::new(Some(hook)),
             finished: false.into(),
             service,
-            ulimits,
+            host,
         };
         match result {
             Ok((op, template)) => {
@@ -278,9 +278,9 @@ impl Drop for ContainerEnv {
     }
 }
 
-/// The engine of `opts` (already resolved) and the instance containers' ulimits from its run
-/// flags: exit 2 for flags that cannot be read, 3 when no engine is usable.
-fn engine_of(opts: &EngineOptions) -> Result<(Engine, Vec<ResourcesUlimits>), HarnessError> {
+/// The engine of `opts` (already resolved) and the instance containers' host settings from
+/// its run flags: exit 2 for flags that cannot be read, 3 when no engine is usable.
+fn engine_of(opts: &EngineOptions) -> Result<(Engine, hostflags::HostFlags), HarnessError> {
     let flags = |what: &str, v: &Option<String>| -> Result<Vec<String>, HarnessError> {
         v.as_deref()
             .map(split_flags)
@@ -290,10 +290,11 @@ fn engine_of(opts: &EngineOptions) -> Result<(Engine, Vec<ResourcesUlimits>), Ha
     };
     let global = flags(ENV_ENGINE_FLAGS, &opts.engine_flags)?;
     let run_flags = flags(ENV_RUN_FLAGS, &opts.run_flags)?;
-    let ulimits = argv::ulimits_from_run_flags(&run_flags)
-        .map_err(|e| HarnessError::Input(format!("{ENV_RUN_FLAGS} / --engine-run-flags: {e}")))?;
+    let input = |e: String| HarnessError::Input(format!("{ENV_RUN_FLAGS} / --engine-run-flags: {e}"));
+    let host = hostflags::HostFlags::parse(&run_flags).map_err(input)?;
     let engine = engine::detect(opts.engine.as_deref(), global, run_flags).map_err(HarnessError::Environment)?;
-    Ok((engine, ulimits))
+    let host = host.for_engine(engine.kind).map_err(input)?;
+    Ok((engine, host))
 }
 
 /// Starts the Engine API service exactly as a container run does — podman: `system service`
@@ -1050,7 +1051,7 @@ impl InstanceRuntime for ContainerRuntime {
             ld_library_path: plan.ld_library_path.as_deref(),
             bootstrap: bootstrap.as_deref(),
         };
-        let spec = argv::instance_spec(&run, &self.env.ulimits);
+        let spec = argv::instance_spec(&run, &self.env.host);
         if engine::stopping() {
             return Err(failed(format!("starting {}: interrupted", slot.name)));
         }
