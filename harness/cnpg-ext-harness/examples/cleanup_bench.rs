@@ -133,7 +133,7 @@ fn main() {
             for f in 0..5 {
                 std::fs::write(d.join("s").join(f.to_string()), [0u8; 1024]).unwrap();
             }
-            let r = OwnerRecord { owner: dead, supervisor: None, engine: None };
+            let r = OwnerRecord { owner: dead, supervisor: None, engine: None, images: Vec::new() };
             std::fs::write(d.join(OWNER_FILE), serde_json::to_vec(&r).unwrap()).unwrap();
         }
         let t0 = Instant::now();

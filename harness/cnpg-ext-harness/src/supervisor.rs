@@ -109,6 +109,46 @@ pub struct EngineTarget {
     pub run_id: String,
 }
 
+/// An image a run put into an engine under `reference`: if the run dies, removed — or, when
+/// the reference named another image before the run, given back to that image.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EngineImage {
+    pub run_id: String,
+    pub reference: String,
+    /// The image id the reference pointed to before the run (never deleted).
+    #[serde(default)]
+    pub previous: Option<String>,
+    /// The image id the run loaded under the reference (known once loaded).
+    #[serde(default)]
+    pub loaded: Option<String>,
+}
+
+/// Undoes what a run did to the engine's images, running each engine command through `run`
+/// (arguments after the program and its global flags; `false` when it failed): one `rmi` of
+/// every reference that named nothing before (one by one if the batch fails: an interrupted
+/// load leaves one missing), then each borrowed reference tagged back and the run's image
+/// removed. Used by the container backend at the end of a run and by the cleanup after a
+/// dead one.
+pub fn restore_images(images: &[EngineImage], mut run: impl FnMut(&[String]) -> bool) {
+    let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
+    if !ours.is_empty() {
+        let batch: Vec<String> = std::iter::once("rmi".to_string()).chain(ours.iter().cloned()).collect();
+        if !run(&batch) {
+            for r in &ours {
+                run(&["rmi".to_string(), r.clone()]);
+            }
+        }
+    }
+    for img in images {
+        if let (Some(prev), Some(loaded)) = (&img.previous, &img.loaded) {
+            if prev != loaded {
+                run(&["tag".to_string(), prev.clone(), img.reference.clone()]);
+                run(&["rmi".to_string(), loaded.clone()]);
+            }
+        }
+    }
+}
+
 /// The record written to `<work dir>/.cnpg-ext-owner`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct OwnerRecord {
@@ -117,6 +157,9 @@ pub struct OwnerRecord {
     pub supervisor: Option<Owner>,
     #[serde(default)]
     pub engine: Option<EngineTarget>,
+    /// Images the run put into `engine`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub images: Vec<EngineImage>,
 }
 
 impl OwnerRecord {
@@ -238,7 +281,7 @@ pub fn keep_files() {
 /// a later run's sweep tells a dead run's directory from a live one's
 /// ([`crate::procs::claim_dir`] registers the directory too).
 pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
-    let record = OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None };
+    let record = OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None, images: Vec::new() };
     write_record(dir, &record)
 }
 
@@ -246,10 +289,41 @@ pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
 /// by the supervisor if the harness dies, and by the next run's sweep if both are dead.
 pub fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
     send(&format!("engine {}", serde_json::to_string(&engine).expect("engine target serializes")));
-    let mut record =
-        read_record(dir).unwrap_or(OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None });
+    let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    *ENGINE_RECORD_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_path_buf());
+    let mut record = read_record(dir).unwrap_or(OwnerRecord {
+        owner: Owner::me(),
+        supervisor: supervisor(),
+        engine: None,
+        images: Vec::new(),
+    });
     record.engine = Some(engine);
     write_record(dir, &record)
+}
+
+/// Serializes read-modify-write of an owner record (images are loaded several at once).
+static RECORD_LOCK: Mutex<()> = Mutex::new(());
+/// The work directory whose owner record names the run's engine ([`watch_engine`]).
+static ENGINE_RECORD_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// An image the run is putting (or has put) into its engine: undone by the supervisor if the
+/// harness dies, and by the next run's sweep if both are dead. Called before the load (so an
+/// interrupted one is undone too) and again once the loaded id is known.
+pub fn watch_image(image: &EngineImage) {
+    send(&format!("image {}", serde_json::to_string(image).expect("engine image serializes")));
+    let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(dir) = ENGINE_RECORD_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+    if let Some(mut record) = read_record(&dir) {
+        upsert_image(&mut record.images, image);
+        let _ = write_record(&dir, &record);
+    }
+}
+
+fn upsert_image(images: &mut Vec<EngineImage>, image: &EngineImage) {
+    match images.iter_mut().find(|i| i.run_id == image.run_id && i.reference == image.reference) {
+        Some(i) => *i = image.clone(),
+        None => images.push(image.clone()),
+    }
 }
 
 /// Label arguments that mark a container or volume as created by this process
@@ -345,6 +419,7 @@ pub fn sweep_stale(parents: &[PathBuf]) -> Swept {
                 let (c, v) = remove_run_objects(engine, Duration::from_secs(20));
                 swept.containers += c;
                 swept.volumes += v;
+                restore_images(&record.images, |args| engine_command(engine, args).is_some());
             }
             match crate::fsutil::remove_tree(&dir) {
                 Ok(()) => swept.dirs.push(dir),
@@ -411,17 +486,15 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
 
 /// Removes every container and volume labelled with the run (until none is listed, or
 /// `budget` ran out); returns how many of each were removed.
+/// One engine command of a dead run's cleanup; its standard output when it succeeded.
+fn engine_command<S: AsRef<std::ffi::OsStr>>(t: &EngineTarget, args: &[S]) -> Option<String> {
+    let out =
+        Command::new(&t.program).args(&t.global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
 fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
-    let engine = |args: &[&str]| -> Option<String> {
-        let out = Command::new(&t.program)
-            .args(&t.global)
-            .args(args)
-            .stdin(Stdio::null())
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let engine = |args: &[&str]| engine_command(t, args);
     let filter = format!("label={LABEL_RUN}={}", t.run_id);
     let podman = t.program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman"));
     let deadline = Instant::now() + budget;
@@ -465,6 +538,7 @@ struct Watched {
     groups: BTreeMap<i32, u64>,
     dirs: BTreeSet<PathBuf>,
     engines: Vec<EngineTarget>,
+    images: Vec<EngineImage>,
     /// Descendants of the harness seen while it ran.
     seen: BTreeSet<Owner>,
     keep: bool,
@@ -496,6 +570,11 @@ impl Watched {
                     if !self.engines.contains(&t) {
                         self.engines.push(t);
                     }
+                }
+            }
+            "image" => {
+                if let Ok(i) = serde_json::from_str::<EngineImage>(arg) {
+                    upsert_image(&mut self.images, &i);
                 }
             }
             "keep" => self.keep = true,
@@ -760,6 +839,8 @@ fn cleanup(owner: Owner, w: &mut Watched) {
             let (c, v) = remove_run_objects(e, Duration::from_secs(3));
             containers += c;
             volumes += v;
+            let images: Vec<EngineImage> = w.images.iter().filter(|i| i.run_id == e.run_id).cloned().collect();
+            restore_images(&images, |args| engine_command(e, args).is_some());
         }
     }
     let mut dirs = 0;
@@ -829,6 +910,48 @@ mod tests {
         w.apply("ungroup 5");
         w.apply("keep");
         assert!(w.groups.is_empty() && w.keep && !w.done);
+        // An image is announced before its load, then again with the loaded id: one entry.
+        w.apply(r#"image {"run_id":"cnpg-ext-b","reference":"r/x:1","previous":"p1"}"#);
+        w.apply(r#"image {"run_id":"cnpg-ext-b","reference":"r/x:1","previous":"p1","loaded":"l1"}"#);
+        w.apply(r#"image {"run_id":"cnpg-ext-b","reference":"r/y:1"}"#);
+        assert_eq!(w.images.len(), 2);
+        assert_eq!(w.images[0].loaded.as_deref(), Some("l1"));
+    }
+
+    fn image(reference: &str, previous: Option<&str>, loaded: Option<&str>) -> EngineImage {
+        EngineImage {
+            run_id: "cnpg-ext-r".into(),
+            reference: reference.into(),
+            previous: previous.map(str::to_string),
+            loaded: loaded.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn images_are_removed_or_given_back() {
+        let images = [
+            image("r/new:1", None, None),
+            image("r/also-new:1", None, Some("l0")),
+            image("r/borrowed:1", Some("p1"), Some("l1")),
+            image("r/same:1", Some("p2"), Some("p2")),
+            image("r/unknown-load:1", Some("p3"), None),
+        ];
+        let mut ran: Vec<String> = Vec::new();
+        restore_images(&images, |a| {
+            ran.push(a.join(" "));
+            true
+        });
+        // Ours in one batch; a borrowed reference goes back to the user's image and ours goes;
+        // an identical image, or one whose load never finished, is left alone.
+        assert_eq!(ran, ["rmi r/new:1 r/also-new:1", "tag p1 r/borrowed:1", "rmi l1"]);
+
+        // A failed batch (one reference never loaded) is retried one by one.
+        let mut ran: Vec<String> = Vec::new();
+        restore_images(&images[..2], |a| {
+            ran.push(a.join(" "));
+            a.len() == 2
+        });
+        assert_eq!(ran, ["rmi r/new:1 r/also-new:1", "rmi r/new:1", "rmi r/also-new:1"]);
     }
 
     #[test]

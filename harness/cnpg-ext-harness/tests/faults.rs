@@ -183,9 +183,10 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
     assert!(within(Duration::from_secs(2), || !sup.alive()).is_some(), "the supervisor did not exit");
 
     // A dead run's directory is swept; a live one's, and one without a record, are not.
-    let dead = OwnerRecord { owner: dead_owner(), supervisor: Some(dead_owner()), engine: None };
-    let live = OwnerRecord { owner: Owner::me(), supervisor: None, engine: None };
-    let live_supervisor = OwnerRecord { owner: dead_owner(), supervisor: Some(Owner::me()), engine: None };
+    let dead = OwnerRecord { owner: dead_owner(), supervisor: Some(dead_owner()), engine: None, images: Vec::new() };
+    let live = OwnerRecord { owner: Owner::me(), supervisor: None, engine: None, images: Vec::new() };
+    let live_supervisor =
+        OwnerRecord { owner: dead_owner(), supervisor: Some(Owner::me()), engine: None, images: Vec::new() };
     let stale = plant(parent.path(), "cnpg-ext-stale1", Some(&dead));
     let kept = plant(parent.path(), "cnpg-ext-live1", Some(&live));
     let cleaning = plant(parent.path(), "cnpg-ext-cleaning1", Some(&live_supervisor));
@@ -291,13 +292,22 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
         }
         Err(_) => workdir_parent(&name),
     };
+    // The scenario under an image reference of its own, so that what the run put into the
+    // engine's image store can be told apart from any other run's.
+    let reference =
+        format!("localhost/cnpg-ext-faults/pgvector-{}-{}:1", signal.as_str().to_lowercase(), std::process::id());
+    let scenario =
+        own_image_copy(parent.path(), "add-extension", "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie", &reference);
+    let image_present = || !engine_list(&t, &["images", "-q", &reference]).is_empty();
+    assert!(!image_present(), "{reference} exists before the run");
     let mut child = start_until(
-        &["scenarios/add-extension", "--backend", "container", "--jobs", "1"],
+        &[scenario.to_str().unwrap(), "--backend", "container", "--jobs", "1"],
         parent.path(),
         "adding the extension rolls the cluster",
         &[],
     );
-    let dirs = entries(parent.path());
+    assert!(image_present(), "{reference} was not loaded mid-run");
+    let dirs: Vec<String> = entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let run_id = dirs[0].clone();
     let (containers, volumes) = run_objects(&t, &run_id);
@@ -310,16 +320,39 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
     } else {
         assert_eq!(status.code(), Some(130));
     }
+    let work_dirs = || entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect::<Vec<_>>();
     let took = within(limit, || {
         let (c, v) = run_objects(&t, &run_id);
-        c.is_empty() && v.is_empty() && entries(parent.path()).is_empty()
+        c.is_empty() && v.is_empty() && work_dirs().is_empty() && !image_present()
     });
-    assert!(took.is_some(), "{signal}: left {:?} and {:?}", run_objects(&t, &run_id), entries(parent.path()));
-    eprintln!("{signal}: containers, volumes and work directory gone after {} ms", took.unwrap().as_millis());
+    assert!(
+        took.is_some(),
+        "{signal}: left {:?}, {:?}, image present: {}",
+        run_objects(&t, &run_id),
+        work_dirs(),
+        image_present()
+    );
+    eprintln!("{signal}: containers, volumes, image and work directory gone after {} ms", took.unwrap().as_millis());
     assert!(
         within(Duration::from_secs(5), || supervisors_of(harness).is_empty()).is_some(),
         "the supervisor did not exit"
     );
+}
+
+/// A copy of `scenarios/<id>` in `parent/own` whose image is named `to` instead of
+/// `from` (fixture paths made absolute).
+fn own_image_copy(parent: &Path, id: &str, from: &str, to: &str) -> std::path::PathBuf {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scenarios").join(id).canonicalize().unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").canonicalize().unwrap();
+    // Short: the instances' socket paths (work dir + scenario id) must stay under 108 bytes.
+    let dst = parent.join("own");
+    std::fs::create_dir_all(&dst).unwrap();
+    for e in std::fs::read_dir(&src).unwrap().flatten() {
+        let text = std::fs::read_to_string(e.path()).unwrap();
+        let text = text.replace(from, to).replace("../../fixtures", fixtures.to_str().unwrap());
+        std::fs::write(dst.join(e.file_name()), text).unwrap();
+    }
+    dst
 }
 
 #[test]

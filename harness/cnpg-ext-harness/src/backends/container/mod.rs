@@ -87,15 +87,9 @@ impl EngineOptions {
     }
 }
 
-/// An extension image this run loaded into the engine.
-#[derive(Debug, Clone)]
-struct LoadedImage {
-    reference: String,
-    /// Id the reference pointed to before the run (a user's image: restored, never deleted).
-    previous: Option<String>,
-    /// Id of the image the engine holds under the reference once loaded and checked (bare hex).
-    id: Option<String>,
-}
+/// An extension image this run loaded into the engine (also known to the run's supervisor).
+/// `loaded`: the id (bare hex) the engine holds under the reference once loaded and checked.
+type LoadedImage = crate::supervisor::EngineImage;
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
 /// extension images. Removes what it created when finished.
@@ -174,7 +168,7 @@ impl ContainerEnv {
             tracing::info!(image = %op.image, built = op.built, "PostgreSQL operand image");
             // Loading the extension images, the runtime probe and the template copy overlap.
             let (loads, probed, template, api) = std::thread::scope(|s| {
-                let loads = s.spawn(|| load_images(&engine, store, &root, &loaded));
+                let loads = s.spawn(|| load_images(&engine, &run_id, store, &root, &loaded));
                 // This thread ends at once; the service is forked by a thread that lives as
                 // long as it does (its parent-death signal is tied to that thread).
                 let api = s.spawn(|| api::ApiService::start(&engine, &root));
@@ -242,7 +236,11 @@ impl ContainerEnv {
     /// against the image the harness verified before any container started.
     pub fn engine_image_id(&self, reference: &str) -> Option<String> {
         let loaded = self.loaded.lock().ok()?;
-        loaded.iter().find(|l| l.reference == reference).and_then(|l| l.id.as_ref()).map(|id| format!("sha256:{id}"))
+        loaded
+            .iter()
+            .find(|l| l.reference == reference)
+            .and_then(|l| l.loaded.as_ref())
+            .map(|id| format!("sha256:{id}"))
     }
 
     /// Removes containers, volumes and loaded images of the run, unless `keep`.
@@ -332,26 +330,7 @@ fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
 }
 
 fn remove_images(engine: &Engine, images: &[LoadedImage]) {
-    let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
-    if !ours.is_empty() {
-        let mut args = strings(&["rmi"]);
-        args.extend(ours.iter().cloned());
-        if engine.run_quiet(&args).is_none() {
-            // One missing (an interrupted load) fails the batch: one by one.
-            for r in &ours {
-                engine.run_quiet(&strings(&["rmi", r]));
-            }
-        }
-    }
-    for img in images {
-        if let (Some(prev), Some(ours)) = (&img.previous, &img.id) {
-            if prev != ours {
-                // Give the reference back to the user's image, then drop ours.
-                engine.run_quiet(&strings(&["tag", prev, &img.reference]));
-                engine.run_quiet(&strings(&["rmi", ours]));
-            }
-        }
-    }
+    crate::supervisor::restore_images(images, |args| engine.run_quiet(args).is_some());
 }
 
 fn rm_force(engine: &Engine) -> Vec<String> {
@@ -366,6 +345,7 @@ fn rm_force(engine: &Engine) -> Vec<String> {
 /// reference: pulled by the engine from the same registry), several at once.
 fn load_images(
     engine: &Engine,
+    run_id: &str,
     store: &ImageStore,
     root: &Path,
     loaded: &Mutex<Vec<LoadedImage>>,
@@ -389,7 +369,7 @@ fn load_images(
                         None => engine.image_id(&img.reference),
                     }
                 };
-                s.spawn(move || load_one(engine, img, previous, &dir.join(format!("{n}.tar")), loaded))
+                s.spawn(move || load_one(engine, run_id, img, previous, &dir.join(format!("{n}.tar")), loaded))
             })
             .collect();
         handles.into_iter().map(|h| h.join().expect("image load thread")).collect()
@@ -399,6 +379,7 @@ fn load_images(
 
 fn load_one(
     engine: &Engine,
+    run_id: &str,
     img: &crate::store::StoredImage,
     previous: Option<String>,
     archive: &Path,
@@ -411,8 +392,16 @@ fn load_one(
         cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
             .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
     }
-    // Recorded before loading, so that an interrupted load is cleaned up too.
-    loaded.lock().unwrap().push(LoadedImage { reference: img.reference.clone(), previous: previous.clone(), id: None });
+    // Recorded (here and with the supervisor) before loading, so that an interrupted load is
+    // cleaned up too, even if the harness dies.
+    let mut record = LoadedImage {
+        run_id: run_id.to_string(),
+        reference: img.reference.clone(),
+        previous: previous.clone(),
+        loaded: None,
+    };
+    crate::supervisor::watch_image(&record);
+    loaded.lock().unwrap().push(record.clone());
     if pull {
         let mut args = strings(&["pull", "-q"]);
         if engine.kind == EngineKind::Podman && crate::pull::is_insecure(&img.reference) {
@@ -444,10 +433,12 @@ fn load_one(
             img.reference
         )));
     }
-    // Recorded for the report, and to give the reference back to a user's image afterwards.
+    // Recorded for the report, and to give the reference back to a user's image afterwards
+    // (bare hex, as `previous` is).
+    record.loaded = Some(id.trim_start_matches("sha256:").to_string());
+    crate::supervisor::watch_image(&record);
     if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
-        // Bare hex, as `previous` is.
-        l.id = Some(id.trim_start_matches("sha256:").to_string());
+        l.loaded = record.loaded.clone();
     }
     if previous.is_some() {
         tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");

@@ -104,6 +104,9 @@ impl<R: InstanceRuntime> StandIn<R> {
                 role: if ordinal == 1 { Role::Primary } else { Role::Replica },
             })
             .collect();
+        for slot in &self.slots {
+            check_socket_path(&self.runtime.socket_dir(slot))?;
+        }
         let primary = self.slots[0].clone();
         for idx in 0..self.slots.len() {
             let slot = self.slots[idx].clone();
@@ -153,6 +156,23 @@ impl<R: InstanceRuntime> StandIn<R> {
         tokio::time::sleep(Duration::from_millis(100)).await;
         Ok(())
     }
+}
+
+/// Longest path a unix socket can have (`sun_path` is 108 bytes with its terminating NUL).
+const SOCKET_PATH_MAX: usize = 107;
+
+/// A socket PostgreSQL could not create (and a client would wait a minute for) is refused
+/// before anything starts, naming the path and what to do.
+fn check_socket_path(dir: &std::path::Path) -> Result<(), BackendError> {
+    let socket = dir.join(".s.PGSQL.5432");
+    let len = socket.as_os_str().len();
+    if len > SOCKET_PATH_MAX {
+        return Err(BackendError::Unusable(format!(
+            "the instance socket {} is {len} bytes long, over the {SOCKET_PATH_MAX} a unix socket path may have: use a shorter --workdir (or shorter scenario and cluster names)",
+            socket.display()
+        )));
+    }
+    Ok(())
 }
 
 fn failed(msg: impl Into<String>) -> BackendError {
@@ -239,5 +259,20 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
         let mut slots = self.slots.clone();
         slots.reverse();
         self.runtime.teardown(&slots, keep).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn socket_paths_longer_than_a_unix_socket_allows_are_refused() {
+        // 107 bytes with the socket's file name: accepted; one more: refused, naming the path.
+        let dir = format!("/{}", "d".repeat(107 - "/.s.PGSQL.5432".len() - 1));
+        assert!(check_socket_path(std::path::Path::new(&dir)).is_ok());
+        let longer = format!("{dir}x");
+        let err = check_socket_path(std::path::Path::new(&longer)).unwrap_err().to_string();
+        assert!(err.contains("108 bytes") && err.contains(&longer) && err.contains("--workdir"), "{err}");
     }
 }
