@@ -119,6 +119,14 @@ impl Prepared {
         })
     }
 
+    /// The engine's id of the image mounted under `reference` (container backend).
+    fn engine_image_id(&self, reference: &str) -> Option<String> {
+        match self {
+            Prepared::Container(env) => env.engine_image_id(reference),
+            _ => None,
+        }
+    }
+
     fn finish(&self, keep: bool) {
         if let Prepared::Container(env) = self {
             env.finish(keep);
@@ -350,6 +358,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             .map(|i| ImageRecord {
                 reference: i.reference.clone(),
                 manifest_digest: i.manifest_digest.clone(),
+                engine_image_id: prepared.engine_image_id(&i.reference),
                 source: i.source.display().to_string(),
                 findings: i.compat.clone(),
                 binaries: i.binaries.clone(),

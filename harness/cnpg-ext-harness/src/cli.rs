@@ -127,7 +127,8 @@ pub struct RunArgs {
     /// Global engine flags, split like a shell, e.g. "--runtime runc --cgroup-manager cgroupfs".
     #[arg(long, env = "CNPG_EXT_HARNESS_ENGINE_FLAGS", allow_hyphen_values = true)]
     pub engine_flags: Option<String>,
-    /// Flags added to every container `run`, split like a shell, e.g. "--ulimit nofile=20000:20000".
+    /// Host flags of every container, split like a shell, e.g. "--ulimit nofile=20000:20000":
+    /// --ulimit, --security-opt, --cap-add, --cap-drop, --shm-size, --pids-limit, --memory, --device, --network.
     #[arg(long, env = "CNPG_EXT_HARNESS_RUN_FLAGS", allow_hyphen_values = true)]
     pub engine_run_flags: Option<String>,
 }

@@ -19,6 +19,8 @@ pub struct StoredImage {
     /// OCI image layout directory (built fixtures, pulled images) or the archive/layout given.
     pub source: PathBuf,
     pub manifest_digest: String,
+    /// Digest of the image's config: what an engine names the image by (its id).
+    pub config_digest: String,
     #[serde(skip)]
     pub rootfs: PathBuf,
     /// Regular files of the image, relative, sorted.
@@ -88,6 +90,7 @@ impl ImageStore {
                     origin: spec.origin.clone(),
                     source,
                     manifest_digest: unpacked.manifest_digest,
+                    config_digest: unpacked.config_digest,
                     rootfs,
                     files,
                     extensions,

@@ -329,3 +329,18 @@ fn an_image_the_operand_shadows_is_refused() {
     let o = bin().args(["image", "lint", image.to_str().unwrap(), "--operand", "full"]).output().unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// A layout given a Cluster reference that names a digest cannot reach a container engine
+/// (only a registry pull records a digest there): exit 2 before anything runs, saying what
+/// to do instead.
+#[test]
+fn a_digest_reference_for_a_layout_is_refused_on_the_container_backend() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = sql_only_image(scratch.path(), "SELECT 1;\n");
+    let report = scratch.path().join("report");
+    let pinned = format!("example.com/certdemo@sha256:{}", "ab".repeat(32));
+    let (code, out, _) = certify_with(&image, &report, &["--reference", &pinned, "--backend", "container"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(&pinned) && out.contains("give --reference a tag"), "{out}");
+    assert!(!report.join("report.json").exists(), "a run was started: {out}");
+}

@@ -148,3 +148,86 @@ async fn a_missing_engine_is_an_environment_error() {
         Ok(_) => panic!("a missing engine must not run"),
     }
 }
+
+/// The engine-run flags reach instance containers through the Engine API: each effect is read
+/// back inside the container by the postgres process itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn engine_run_flags_reach_the_instance_containers() {
+    let base = EngineOptions::from_env();
+    let flags = format!(
+        "{} --shm-size 256m --security-opt no-new-privileges -m 1g --pids-limit=2048 \
+         --device /dev/null:/dev/cnpg-ext-test --cap-add SYS_PTRACE --cap-drop=CHOWN",
+        base.run_flags.clone().unwrap_or_default()
+    );
+    let engine = EngineOptions { run_flags: Some(flags), ..base };
+    let (_root, dir) = common::scenario_copy("single-extension");
+    let either = |v2: &str, v1: &str| {
+        format!("SELECT trim(coalesce(pg_read_file('{v2}', true), pg_read_file('{v1}', true)), E'\\n')")
+    };
+    let checks = [
+        (
+            "/dev/shm is 256m (--shm-size)",
+            r"SELECT (regexp_match(pg_read_file('/proc/self/mountinfo'), '/dev/shm [^\n]*size=(\d+k)'))[1]".to_string(),
+            "262144k",
+        ),
+        (
+            "no new privileges (--security-opt)",
+            r"SELECT (regexp_match(pg_read_file('/proc/self/status'), 'NoNewPrivs:\s+(\d)'))[1]".into(),
+            "1",
+        ),
+        ("memory limit 1 GiB (-m)", either("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"), "1073741824"),
+        ("pids limit (--pids-limit)", either("/sys/fs/cgroup/pids.max", "/sys/fs/cgroup/pids/pids.max"), "2048"),
+        ("the device is there (--device)", "SELECT (pg_stat_file('/dev/cnpg-ext-test')).size IS NOT NULL".into(), "t"),
+        (
+            "bounding set: SYS_PTRACE (bit 19) added, CHOWN (bit 0) dropped",
+            r"SELECT format('%s,%s', (b >> 19) & 1, b & 1) FROM (SELECT ('x' || (regexp_match(pg_read_file('/proc/self/status'), 'CapBnd:\s+([0-9a-f]+)'))[1])::bit(64)::bigint AS b) caps".into(),
+            "1,0",
+        ),
+    ];
+    let q = |s: &str| serde_json::to_string(s).unwrap();
+    let mut yaml = String::from(
+        "description: engine-run flags reach the instance containers\nimages:\n  - reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie\n    fixture: ../../fixtures/pgvector\nsteps:\n  - apply: {file: cluster.yaml}\n",
+    );
+    for (name, query, value) in &checks {
+        yaml +=
+            &format!("  - sql:\n      name: {}\n      query: {}\n      rows: [[{}]]\n", q(name), q(query), q(value));
+    }
+    std::fs::write(dir.join("scenario.yaml"), yaml).unwrap();
+    let parent = common::workdir_parent("container-flags");
+    let out = match app::run(options(vec![dir], parent.path(), engine)).await {
+        Err(HarnessError::Environment(msg)) => {
+            common::cannot_run(&format!("no usable container engine ({msg})"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+            return;
+        }
+        Err(e) => panic!("the run could not start (exit {}): {e}", e.exit_code()),
+        Ok(out) => out,
+    };
+    let s = &out.report.scenarios[0];
+    assert_eq!(s.status, Status::Passed, "{}", s.failure_summary().unwrap_or_default());
+    let passed: Vec<&str> =
+        s.steps.iter().filter(|st| st.status == Status::Passed).map(|st| st.title.as_str()).collect();
+    for (name, _, _) in &checks {
+        assert!(passed.contains(name), "{name}: {passed:?}");
+    }
+}
+
+/// A flag the API path cannot honour is refused (exit 2), naming the variable, the flag and
+/// what is understood, before anything is started.
+#[tokio::test]
+async fn an_unknown_engine_run_flag_is_invalid_input() {
+    let parent = common::workdir_parent("container-badflag");
+    let engine =
+        EngineOptions { run_flags: Some("--ulimit nofile=1024 --privileged".into()), ..EngineOptions::from_env() };
+    let file = common::repo().join("scenarios/single-extension/scenario.yaml");
+    match app::run(options(vec![file], parent.path(), engine)).await {
+        Err(e @ HarnessError::Input(_)) => {
+            assert_eq!(e.exit_code(), 2);
+            let msg = e.to_string();
+            for part in ["CNPG_EXT_HARNESS_RUN_FLAGS", "`--privileged`", "--cap-add", "--shm-size", "--device"] {
+                assert!(msg.contains(part), "{part}: {msg}");
+            }
+        }
+        Err(e) => panic!("expected invalid input, got (exit {}) {e}", e.exit_code()),
+        Ok(_) => panic!("a run with an unknown engine-run flag must not start"),
+    }
+}

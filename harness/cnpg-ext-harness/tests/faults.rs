@@ -396,6 +396,160 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
 }
 
 // ---------------------------------------------------------------------------------------
+// The podman API service of a container run.
+
+/// Set in the child process of [`the_podman_api_service_dies_with_its_harness_on_its_own`]:
+/// the directory of the service's socket.
+const SERVICE_CHILD: &str = "CNPG_EXT_TEST_SERVICE_CHILD";
+
+/// This host's engine settings when the engine is podman (docker has no service to start).
+fn podman_options(what: &str) -> Option<cnpg_ext_harness::backends::container::EngineOptions> {
+    let Some(t) = engine_target() else {
+        common::cannot_run(&format!("no usable container engine for {what}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return None;
+    };
+    if !t.program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman")) {
+        common::cannot_run(
+            &format!("{what}: the engine is not podman (docker has no API service to start)"),
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
+        return None;
+    }
+    Some(cnpg_ext_harness::backends::container::EngineOptions::from_env())
+}
+
+/// Whether `o` still runs `podman system service` on `socket`.
+fn serving(o: Owner, socket: &Path) -> bool {
+    o.alive()
+        && std::fs::read(format!("/proc/{}/cmdline", o.pid)).is_ok_and(|c| {
+            let cmd = String::from_utf8_lossy(&c).replace('\0', " ");
+            cmd.contains("system service") && cmd.contains(&socket.display().to_string())
+        })
+}
+
+/// `GET /_ping` on `socket` answers `200 OK`.
+fn pings(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else { return false };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: podman\r\n\r\n").is_err() {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.") && answer.lines().next().is_some_and(|l| l.contains(" 200")) && answer.ends_with("OK")
+}
+
+/// The service is started by the harness's own code path in a child process that has no
+/// supervisor (nothing there registers anything); SIGKILL of that child must take the
+/// service with it: only its parent-death signal can.
+#[test]
+fn the_podman_api_service_dies_with_its_harness_on_its_own() {
+    if let Ok(root) = std::env::var(SERVICE_CHILD) {
+        let opts = cnpg_ext_harness::backends::container::EngineOptions::from_env();
+        let svc = cnpg_ext_harness::backends::container::start_api_service(&opts, Path::new(&root))
+            .expect("start the API service")
+            .expect("podman has an API service");
+        println!("service-pid {}", svc.pid().expect("running"));
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
+    let Some(_) = podman_options("the API service lifetime test") else { return };
+    let root = tempfile::Builder::new().prefix("cnpg-ext-test-service-").tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "the_podman_api_service_dies_with_its_harness_on_its_own", "--nocapture"])
+        .args(["--test-threads", "1"])
+        .env(SERVICE_CHILD, root.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut seen = Vec::new();
+    let pid = loop {
+        match rx.recv_timeout(Duration::from_secs(60)) {
+            // libtest's `test <name> ... ` may precede it on the same line.
+            Ok(line) => match line.split_once("service-pid ") {
+                Some((_, p)) => break p.trim().parse::<i32>().unwrap(),
+                None => seen.push(line),
+            },
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("the child never started the service:\n{}", seen.join("\n"));
+            }
+        }
+    };
+    std::thread::spawn(move || while rx.recv().is_ok() {});
+    let service = Owner::of(pid).expect("the service runs");
+    let socket = root.path().join("podman.sock");
+    assert!(serving(service, &socket) && pings(&socket), "the service does not answer on {}", socket.display());
+    assert!(supervisors_of(child.id()).is_empty(), "the child has a supervisor: the test would prove nothing");
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
+    child.wait().unwrap();
+    let took = within(Duration::from_secs(5), || !service.alive());
+    if took.is_none() {
+        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        panic!("`podman system service` ({pid}) still runs 5 s after its harness was SIGKILLed");
+    }
+    eprintln!("the API service was gone {} ms after its harness was SIGKILLed", took.unwrap().as_millis());
+}
+
+/// A run asks for the service from a scoped thread that ends at once, itself on a tokio
+/// blocking-pool thread (which ends after 10 s idle, mid-run). The parent-death signal follows
+/// the thread that forks, so the service must outlive every thread of that call path: here
+/// the same path, on a runtime that is then shut down, so that all its threads are gone.
+#[test]
+fn the_podman_api_service_outlives_the_threads_that_started_it() {
+    let Some(opts) = podman_options("the API service thread test") else { return };
+    let root = tempfile::Builder::new().prefix("cnpg-ext-test-service-").tempdir().unwrap();
+    let dir = root.path().to_path_buf();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("svc-test-rt")
+        .enable_all()
+        .build()
+        .unwrap();
+    let svc = rt
+        .block_on(rt.spawn_blocking(move || {
+            std::thread::scope(|s| {
+                s.spawn(|| cnpg_ext_harness::backends::container::start_api_service(&opts, &dir)).join().unwrap()
+            })
+        }))
+        .unwrap()
+        .expect("start the API service")
+        .expect("podman has an API service");
+    rt.shutdown_timeout(Duration::from_secs(10));
+    let threads = || -> usize {
+        std::fs::read_dir("/proc/self/task")
+            .unwrap()
+            .flatten()
+            .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("svc-test-rt")))
+            .count()
+    };
+    assert!(within(Duration::from_secs(5), || threads() == 0).is_some(), "the runtime's threads did not end");
+    let service = Owner::of(svc.pid().unwrap() as i32).expect("the service runs");
+    let socket = svc.socket().to_path_buf();
+    // The signal would come as the forking thread ends; give it ample time to arrive.
+    std::thread::sleep(Duration::from_secs(2));
+    let up = serving(service, &socket) && pings(&socket);
+    svc.stop();
+    // The service pointed this process's DOCKER_HOST at itself; it is gone now.
+    std::env::remove_var("DOCKER_HOST");
+    assert!(up, "the API service died with a thread that started it");
+    assert!(within(Duration::from_secs(1), || !service.alive()).is_some(), "stop() left the service running");
+}
+
+// ---------------------------------------------------------------------------------------
 // Matrix cell timeout.
 
 #[test]

@@ -182,6 +182,88 @@ fn container_backend_mounts_a_pinned_pulled_image() {
     assert!(out.contains("PASS single-extension"), "{out}");
 }
 
+/// The config digest of the one image of an OCI layout (an engine's id for that image).
+fn config_digest(layout: &Path) -> String {
+    let read = |p: PathBuf| serde_json::from_slice::<serde_json::Value>(&std::fs::read(p).unwrap()).unwrap();
+    let blob = |d: &str| layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"));
+    let index = read(layout.join("index.json"));
+    let manifest = read(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    manifest["config"]["digest"].as_str().unwrap().to_string()
+}
+
+/// `certify HOST/REPO@sha256:… --backend container`: the scenario names the pin alone, the
+/// engine pulls exactly that manifest, and the image it mounts is the one certified — while
+/// the repository's tag has moved on to another image, which a mount by name would get.
+#[test]
+fn certify_by_digest_on_the_container_backend_mounts_the_pinned_image() {
+    let Some(()) = require(TOOLS) else { return };
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let on_path =
+        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    if !on_path("podman") {
+        assert!(!ci, "podman is not installed; CI=true makes a skip a failure");
+        eprintln!("SKIPPED: podman is not installed");
+        return;
+    }
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, pinned_digest) = push_pgvector(&reg, scratch.path());
+    let pinned_config = config_digest(&scratch.path().join("oci"));
+    // The same tag, pushed again with one more file: the tag no longer names the pin.
+    std::fs::create_dir_all(scratch.path().join("tree/licenses")).unwrap();
+    std::fs::write(scratch.path().join("tree/licenses/NOTICE"), "a later image\n").unwrap();
+    let mut opts = cnpg_ext_images::BuildOptions::new(format!("{}/{REPO}:{TAG}", reg.addr));
+    opts.labels = cnpg_ext_images::inspect(&scratch.path().join("oci"), None).unwrap().config.labels;
+    let later = scratch.path().join("oci-later");
+    let later_digest =
+        cnpg_ext_images::build_layout(&scratch.path().join("tree"), &opts, &later).unwrap().manifest_digest;
+    reg.push(&later, REPO, TAG);
+    assert_ne!(later_digest, pinned_digest);
+    let later_config = config_digest(&later);
+    assert_ne!(later_config, pinned_config);
+
+    let pinned = format!("{}/{REPO}@{pinned_digest}", reg.addr);
+    let cert = scratch.path().join("certify");
+    let (code, out) = harness(
+        &["certify", &pinned, "--backend", "container", "--no-progress", "--report-dir", cert.to_str().unwrap()],
+        Some(&reg.addr),
+    );
+    if code == Some(3) && !ci {
+        eprintln!("SKIPPED: the container engine is not usable here (exit 3); CI=true makes this a failure:\n{out}");
+        return;
+    }
+    assert_eq!(code, Some(0), "{out}");
+    eprintln!("{out}");
+    let read = |f: &str| std::fs::read_to_string(cert.join(f)).unwrap();
+    let certification: serde_json::Value = serde_json::from_str(&read("certification.json")).unwrap();
+    assert_eq!(certification["verdict"], "pass", "{certification:#}");
+    assert_eq!(certification["run"]["backend"], "container", "{certification:#}");
+    assert_eq!(certification["run"]["failed"], 0, "{certification:#}");
+    assert!(certification["run"]["passed"].as_u64().unwrap() >= 1, "{certification:#}");
+    // The scenario names the pin alone (no layout to load), the Cluster mounts the pin.
+    let scenario = read("scenario/scenario.yaml");
+    assert!(scenario.contains(&format!("reference: \"{pinned}\"")) && !scenario.contains("oci:"), "{scenario}");
+    assert!(read("scenario/cluster.yaml").contains(&pinned));
+    // What the engine held under the pin, and so mounted: the pinned image, not the tag's.
+    let report: serde_json::Value = serde_json::from_str(&read("report.json")).unwrap();
+    let images = report["images"].as_array().unwrap();
+    assert_eq!(images.len(), 1, "{report:#}");
+    assert_eq!(images[0]["reference"], pinned.as_str());
+    assert_eq!(images[0]["manifest_digest"], pinned_digest.as_str());
+    assert_eq!(images[0]["engine_image_id"], pinned_config.as_str(), "later image: {later_config}");
+    // The name the run pulled into the engine goes with the run (podman resolves a digest
+    // reference to any image with that digest, e.g. one built from the same fixture: the
+    // name itself must be gone from the repo digests).
+    let flags = std::env::var("CNPG_EXT_HARNESS_ENGINE_FLAGS").unwrap_or_default();
+    let names = std::process::Command::new("podman")
+        .args(flags.split_whitespace())
+        .args(["image", "inspect", "--format", "{{json .RepoDigests}}", &pinned])
+        .output()
+        .unwrap();
+    let names = String::from_utf8_lossy(&names.stdout);
+    assert!(!names.contains(&pinned), "the run left {pinned} in podman: {names}");
+}
+
 #[test]
 fn image_unpack_picks_the_platform_asked_for_from_a_pulled_index() {
     let Some(()) = require(TOOLS) else { return };

@@ -47,6 +47,9 @@ pub struct UnpackedImage {
     /// `sha256:<hex>` of the selected manifest (the config digest for a
     /// classic docker-archive, which has no manifest).
     pub manifest_digest: String,
+    /// `sha256:<hex>` of the config document (an engine's image id for it).
+    #[serde(default)]
+    pub config_digest: String,
     pub config: ImageConfigSummary,
     /// Tar entries processed (all layers).
     pub entries: u64,
@@ -165,6 +168,7 @@ pub(crate) fn unpack_with_names(
     let _ = staging.keep();
     let u = UnpackedImage {
         manifest_digest: r.manifest_digest.clone(),
+        config_digest: crate::sha256_digest(&r.config_bytes),
         config: summary(&r),
         entries: ex.entries,
         bytes: ex.bytes,

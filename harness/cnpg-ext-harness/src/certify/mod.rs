@@ -87,9 +87,11 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     // `certify <registry reference>`: pulled into the cache, certified from its layout, and
     // the Cluster names the reference as given.
     let mut pulled_args = args.clone();
+    let mut pinned = None;
     if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
         pulled_args.image = crate::pull::pull(r, !args.no_progress).await?.layout;
         pulled_args.reference.get_or_insert_with(|| r.to_string());
+        pinned = r.contains('@').then(|| r.to_string());
     }
     let args = &pulled_args;
     let image = args.image.canonicalize().map_err(|e| HarnessError::Input(format!("{}: {e}", args.image.display())))?;
@@ -188,7 +190,18 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     if !certifiable.is_empty() {
         std::fs::write(scen_dir.join("cluster.yaml"), cluster_yaml(&inferred))
             .map_err(|e| HarnessError::Environment(e.to_string()))?;
-        std::fs::write(scen_dir.join("scenario.yaml"), scenario_yaml(&inferred, &image))
+        // The pulled pin is named by reference alone (see `scenario_yaml`). Any other digest
+        // reference can only come from the layout, which no engine loads under a digest.
+        let by_reference = pinned.as_deref() == Some(inferred.reference.as_str());
+        if !by_reference && inferred.reference.contains('@') && args.backend != BackendKind::Local {
+            return Err(HarnessError::Input(format!(
+                "the Cluster's image reference `{r}` names a digest: the {b} backend mounts an image named by digest only by pulling it from its registry; certify that reference itself (`certify {r} --backend {b}`) or give --reference a tag",
+                r = inferred.reference,
+                b = args.backend.name(),
+            )));
+        }
+        let source = (!by_reference).then_some(image.as_path());
+        std::fs::write(scen_dir.join("scenario.yaml"), scenario_yaml(&inferred, source))
             .map_err(|e| HarnessError::Environment(e.to_string()))?;
         scenario_written = Some(scen_dir.display().to_string());
         let keep_parent = if args.backend == BackendKind::Local {

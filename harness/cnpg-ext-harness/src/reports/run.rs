@@ -14,6 +14,11 @@ pub const REPORT_SCHEMA_VERSION: u32 = 1;
 pub struct ImageRecord {
     pub reference: String,
     pub manifest_digest: String,
+    /// Container backend: the engine's id of the image mounted under `reference`, checked
+    /// against the verified image (its config digest, or for a pull its manifest) before any
+    /// container started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine_image_id: Option<String>,
     pub source: String,
     /// Compatibility findings read from the image's binaries while preparing it.
     #[serde(skip_serializing_if = "Vec::is_empty")]

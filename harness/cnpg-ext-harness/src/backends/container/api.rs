@@ -29,14 +29,71 @@ pub type Handle = ContainerAsync<GenericImage>;
 const SERVICE_READY: Duration = Duration::from_secs(20);
 
 /// The podman API service of a run (none for docker).
+///
+/// It dies with the harness in two ways: `PR_SET_PDEATHSIG` (SIGKILL), set in the child
+/// before `exec`, kills it as soon as the harness process dies, whatever the cause; and the
+/// run's supervisor ([`crate::supervisor`]) kills every process the harness started.
 pub struct ApiService {
     child: Mutex<Option<Child>>,
+    /// The thread that forked the service; it must outlive the service (see [`spawn_tied`]).
+    keeper: Mutex<Option<Keeper>>,
     socket: PathBuf,
+}
+
+/// The thread that forked a process tied to this one, parked until released.
+struct Keeper {
+    release: std::sync::mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+/// Spawns `cmd` so that it is SIGKILLed when this process dies (`PR_SET_PDEATHSIG`).
+///
+/// Linux sends the parent-death signal when the *thread* that forked the child ends, not
+/// when the process does. Callers of [`ApiService::start`] are short-lived threads (the
+/// scoped thread of `ContainerEnv::prepare`, itself on a tokio blocking-pool thread, which
+/// ends after 10 s idle): forked there, the service would be killed mid-run. So the fork
+/// happens on a thread of its own that does nothing but wait until it is released, which
+/// [`ApiService::stop`] does only after the service has exited. The thread therefore lives
+/// exactly as long as the service, and only the death of the process can end it earlier.
+///
+/// In the child, after `prctl`, the parent pid is compared with this process: if the harness
+/// died between `fork` and `prctl`, no signal would ever come, and the child gives up instead
+/// of exec'ing (only async-signal-safe calls there: two system calls, no allocation).
+fn spawn_tied(mut cmd: Command) -> std::io::Result<(Child, Keeper)> {
+    use std::os::unix::process::CommandExt;
+    let parent = nix::unistd::getpid();
+    // SAFETY: the closure runs between fork and exec; it makes two system calls and builds
+    // an io::Error from an errno, which does not allocate.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL)?;
+            if nix::unistd::getppid() != parent {
+                return Err(nix::errno::Errno::ESRCH.into());
+            }
+            Ok(())
+        });
+    }
+    let (spawned_tx, spawned) = std::sync::mpsc::channel();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::Builder::new().name("api-service".into()).spawn(move || {
+        let _ = spawned_tx.send(cmd.spawn());
+        // Returns when released or when the sender is dropped (the service is gone then).
+        let _ = released.recv();
+    })?;
+    match spawned.recv() {
+        Ok(Ok(child)) => Ok((child, Keeper { release, thread })),
+        Ok(Err(e)) => {
+            let _ = thread.join();
+            Err(e)
+        }
+        Err(_) => Err(std::io::Error::other("the thread starting the service ended without an answer")),
+    }
 }
 
 impl ApiService {
     /// Starts `podman <global flags> system service --time=0 unix://<root>/podman.sock` and
     /// points `DOCKER_HOST` of this process at it; for docker, checks that its API answers.
+    /// Any thread may call this: the service is forked by a thread of its own ([`spawn_tied`]).
     pub fn start(engine: &Engine, root: &Path) -> Result<Option<ApiService>, String> {
         if engine.kind == EngineKind::Docker {
             ping().map_err(|e| {
@@ -49,20 +106,20 @@ impl ApiService {
         let log = root.join("podman-service.log");
         let err = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
         let url = format!("unix://{}", socket.display());
-        let child = Command::new(&engine.program)
-            .args(&engine.global)
+        let mut cmd = Command::new(&engine.program);
+        cmd.args(&engine.global)
             .args(["system", "service", "--time=0", &url])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(err)
-            .spawn()
-            .map_err(|e| {
-                format!(
-                    "cannot start `{}`: {e}",
-                    engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])
-                )
-            })?;
-        let service = ApiService { child: Mutex::new(Some(child)), socket: socket.clone() };
+            .stderr(err);
+        let (child, keeper) = spawn_tied(cmd).map_err(|e| {
+            format!(
+                "cannot start `{}`: {e}",
+                engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])
+            )
+        })?;
+        let service =
+            ApiService { child: Mutex::new(Some(child)), keeper: Mutex::new(Some(keeper)), socket: socket.clone() };
         let deadline = Instant::now() + SERVICE_READY;
         loop {
             if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -95,7 +152,18 @@ impl ApiService {
         Ok(Some(service))
     }
 
-    /// Stops the service (idempotent).
+    /// The service's process id (while it runs).
+    pub fn pid(&self) -> Option<u32> {
+        self.child.lock().unwrap().as_ref().map(Child::id)
+    }
+
+    /// The socket the service answers on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Stops the service (idempotent): SIGTERM, SIGKILL after 5 s, then releases the thread
+    /// that forked it (its end would otherwise SIGKILL the service first).
     pub fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
@@ -107,6 +175,10 @@ impl ApiService {
             let _ = child.kill();
             let _ = child.wait();
             let _ = std::fs::remove_file(&self.socket);
+        }
+        if let Some(k) = self.keeper.lock().unwrap().take() {
+            let _ = k.release.send(());
+            let _ = k.thread.join();
         }
     }
 }
@@ -159,7 +231,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     std::env::set_var("TESTCONTAINERS_COMMAND", "keep");
     let (name, tag) = split_reference(&spec.image);
     let mounts = spec.mounts.clone();
-    let ulimits = spec.ulimits.clone();
+    let host = spec.host.clone();
     let network = spec.network_mode.clone();
     let mut req = GenericImage::new(name, tag)
         .with_container_name(spec.name.clone())
@@ -172,7 +244,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     }
     let req = req.with_host_config_modifier(move |hc| {
         hc.mounts = Some(mounts.clone());
-        hc.ulimits = (!ulimits.is_empty()).then(|| ulimits.clone());
+        host.apply(hc);
         hc.network_mode = Some(network.clone());
         // testcontainers publishes every exposed port by default; there is no network.
         hc.publish_all_ports = None;

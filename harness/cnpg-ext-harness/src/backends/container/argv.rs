@@ -14,7 +14,8 @@ pub fn program(bindir: &str, name: &str) -> String {
         format!("{}/{name}", bindir.trim_end_matches('/'))
     }
 }
-use testcontainers::bollard::models::{Mount, MountType, ResourcesUlimits};
+use super::hostflags::HostFlags;
+use testcontainers::bollard::models::{Mount, MountType};
 
 /// Every container, volume and image a run creates carries this label with the run id.
 pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
@@ -86,7 +87,11 @@ fn common_run(kind: EngineKind, run_flags: &[String], name: &str, labels: &[(Str
     a.extend(["--name".into(), name.to_string()]);
     a.extend(label_args(labels));
     a.extend(["--user".into(), format!("{PG_UID}:{PG_UID}")]);
-    a.extend(["--network".into(), "none".into()]);
+    // No network, unless the engine-run flags name one (engines refuse two).
+    let network = |f: &String| ["--network", "--net"].iter().any(|n| f == n || f.starts_with(&format!("{n}=")));
+    if !run_flags.iter().any(network) {
+        a.extend(["--network".into(), "none".into()]);
+    }
     a.extend(run_flags.iter().cloned());
     a
 }
@@ -105,7 +110,9 @@ pub struct InstanceSpec {
     /// Data volume, socket and configuration directories, the primary's socket directory
     /// (replicas), then one image mount per extension.
     pub mounts: Vec<Mount>,
-    pub ulimits: Vec<ResourcesUlimits>,
+    /// The engine-run flags' host settings (ulimits, capabilities, …).
+    #[serde(flatten)]
+    pub host: HostFlags,
 }
 
 fn bind(source: &Path, target: &str, read_only: bool) -> Mount {
@@ -130,9 +137,10 @@ pub fn image_mount(m: &ImageMount) -> Mount {
     }
 }
 
-/// The container of one PostgreSQL instance: non-root, no network, its volume and host
-/// directories, one image mount per extension, the operator's `LD_LIBRARY_PATH`.
-pub fn instance_spec(r: &InstanceRun<'_>, ulimits: &[ResourcesUlimits]) -> InstanceSpec {
+/// The container of one PostgreSQL instance: non-root, no network (unless the engine-run
+/// flags name one), its volume and host directories, one image mount per extension, the
+/// operator's `LD_LIBRARY_PATH`, and the engine-run flags' host settings.
+pub fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSpec {
     let mut mounts = vec![
         Mount {
             typ: Some(MountType::VOLUME),
@@ -172,51 +180,10 @@ pub fn instance_spec(r: &InstanceRun<'_>, ulimits: &[ResourcesUlimits]) -> Insta
         labels: r.labels.iter().cloned().collect(),
         env,
         cmd,
-        network_mode: "none".into(),
+        network_mode: host.network.clone().unwrap_or_else(|| "none".into()),
         mounts,
-        ulimits: ulimits.to_vec(),
+        host: host.clone(),
     }
-}
-
-/// The `--ulimit NAME=SOFT[:HARD]` flags of `run_flags` as API ulimits. Instance containers
-/// are created through the API, where only ulimits have a meaning among `run` flags; any
-/// other flag is refused (it would be silently lost).
-pub fn ulimits_from_run_flags(run_flags: &[String]) -> Result<Vec<ResourcesUlimits>, String> {
-    let mut out = Vec::new();
-    let mut it = run_flags.iter();
-    while let Some(flag) = it.next() {
-        let value = if flag == "--ulimit" {
-            it.next().ok_or("`--ulimit` without a value (expected NAME=SOFT[:HARD], e.g. nofile=20000:20000)")?.as_str()
-        } else if let Some(v) = flag.strip_prefix("--ulimit=") {
-            v
-        } else {
-            return Err(format!(
-                "`{flag}` cannot be given to instance containers, which are created through the Engine API; \
-                 only `--ulimit NAME=SOFT[:HARD]` is understood there"
-            ));
-        };
-        let (name, limits) = value
-            .split_once('=')
-            .ok_or_else(|| format!("`--ulimit {value}`: expected NAME=SOFT[:HARD], e.g. nofile=20000:20000"))?;
-        let number = |v: &str| -> Result<i64, String> {
-            if v == "unlimited" || v == "-1" {
-                return Ok(-1);
-            }
-            v.parse::<i64>()
-                .ok()
-                .filter(|n| *n >= 0)
-                .ok_or_else(|| format!("`--ulimit {value}`: `{v}` is not a limit (a number or `unlimited`)"))
-        };
-        let (soft, hard) = match limits.split_once(':') {
-            Some((s, h)) => (number(s)?, number(h)?),
-            None => (number(limits)?, number(limits)?),
-        };
-        if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase()) {
-            return Err(format!("`--ulimit {value}`: `{name}` is not a limit name (nofile, nproc, core, …)"));
-        }
-        out.push(ResourcesUlimits { name: Some(name.to_string()), soft: Some(soft), hard: Some(hard) });
-    }
-    Ok(out)
 }
 
 /// `pg_basebackup -R` from the primary's socket directory into `<mount_at>/pgdata`.
@@ -371,11 +338,11 @@ spec:
             ld_library_path: plan.ld_library_path.as_deref(),
             bootstrap: None,
         };
-        let ulimits = ulimits_from_run_flags(&run_flags()).unwrap();
-        snap!("replica_spec", instance_spec(&r, &ulimits));
+        let host = HostFlags::parse(&run_flags()).unwrap();
+        snap!("replica_spec", instance_spec(&r, &host));
         let bb = base_backup_command(r.bindir, DATA_MOUNT);
         let first = InstanceRun { bootstrap: Some(&bb), ..r.clone() };
-        let spec = instance_spec(&first, &[]);
+        let spec = instance_spec(&first, &HostFlags::default());
         snap!("new_replica_command", &spec.cmd);
         // The shell command gives back the words it was built from.
         let script = spec.cmd.last().unwrap();
@@ -399,7 +366,7 @@ spec:
             ld_library_path: None,
             bootstrap: None,
         };
-        let spec = instance_spec(&r, &[]);
+        let spec = instance_spec(&r, &HostFlags::default());
         assert!(spec.mounts.iter().all(|m| m.typ != Some(MountType::IMAGE)), "{:?}", spec.mounts);
         assert!(spec.mounts.iter().all(|m| m.target.as_deref() != Some(PRIMARY_SOCKET_DIR)));
         assert!(spec.env.iter().all(|(k, _)| k != "LD_LIBRARY_PATH"));
@@ -412,24 +379,29 @@ spec:
     }
 
     #[test]
-    fn run_flags_become_ulimits_or_a_clear_error() {
+    fn a_network_in_the_run_flags_replaces_none() {
         let flags = |s: &str| super::super::engine::split_flags(s).unwrap();
-        let u = ulimits_from_run_flags(&flags(
-            "--ulimit nofile=20000:20000 --ulimit=nproc=1024 --ulimit core=unlimited:-1",
-        ))
-        .unwrap();
-        let got: Vec<_> = u.iter().map(|l| (l.name.clone().unwrap(), l.soft.unwrap(), l.hard.unwrap())).collect();
-        assert_eq!(got, [("nofile".to_string(), 20000, 20000), ("nproc".into(), 1024, 1024), ("core".into(), -1, -1)]);
-        assert!(ulimits_from_run_flags(&[]).unwrap().is_empty());
-        for (bad, says) in [
-            ("--ulimit", "without a value"),
-            ("--ulimit nofile", "NAME=SOFT[:HARD]"),
-            ("--ulimit nofile=lots", "`lots` is not a limit"),
-            ("--ulimit NOFILE=1", "not a limit name"),
-            ("--cap-add SYS_PTRACE", "`--cap-add` cannot be given"),
-        ] {
-            let e = ulimits_from_run_flags(&flags(bad)).unwrap_err();
-            assert!(e.contains(says), "{bad}: {e}");
+        let r = InstanceRun {
+            container: "n",
+            labels: &[],
+            image: "img",
+            bindir: "/b",
+            volume: "v",
+            socket_dir: Path::new("/s"),
+            conf_dir: Path::new("/c"),
+            primary_socket_dir: None,
+            mounts: &[],
+            ld_library_path: None,
+            bootstrap: None,
+        };
+        for (run_flags, mode) in [("", "none"), ("--network host", "host"), ("--net=slirp4netns", "slirp4netns")] {
+            let host = HostFlags::parse(&flags(run_flags)).unwrap();
+            assert_eq!(instance_spec(&r, &host).network_mode, mode, "{run_flags}");
+            let cli = oneoff_run_args(EngineKind::Podman, &flags(run_flags), "n", &[], false, "img", &[]);
+            // One network flag, never `none` beside another.
+            let networks = cli.iter().filter(|a| a.as_str() == "--network" || a.starts_with("--net=")).count();
+            assert_eq!(networks, 1, "{cli:?}");
+            assert_eq!(cli.iter().any(|a| a == "none"), mode == "none", "{cli:?}");
         }
     }
 

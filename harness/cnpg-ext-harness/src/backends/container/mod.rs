@@ -12,6 +12,7 @@
 mod api;
 mod argv;
 mod engine;
+mod hostflags;
 mod operand;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use cnpg_ext_model::backend::{BackendError, InstanceObservation, MountObservatio
 use cnpg_ext_model::{ClusterPlan, CnpgVersion};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
+pub use api::ApiService;
 pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
 pub use engine::{
     split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS,
@@ -40,7 +42,6 @@ pub fn engine_available(opts: &EngineOptions) -> bool {
 
 use argv::{ImageMount, InstanceRun, LABEL_INSTANCE, MOUNT_ROOT, PG_UID};
 use engine::strings;
-use testcontainers::bollard::models::ResourcesUlimits;
 
 use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::error::HarnessError;
@@ -87,6 +88,7 @@ impl EngineOptions {
 }
 
 /// An extension image this run loaded into the engine (also known to the run's supervisor).
+/// `loaded`: the id (bare hex) the engine holds under the reference once loaded and checked.
 type LoadedImage = crate::supervisor::EngineImage;
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
@@ -107,8 +109,8 @@ pub struct ContainerEnv {
     finished: std::sync::atomic::AtomicBool,
     /// The podman API service of the run (docker: none), stopped by `finish`.
     service: Arc<Mutex<Option<api::ApiService>>>,
-    /// `--ulimit` flags of the run flags, for instance containers made through the API.
-    ulimits: Vec<ResourcesUlimits>,
+    /// The run flags' host settings, for instance containers made through the API.
+    host: hostflags::HostFlags,
 }
 
 impl ContainerEnv {
@@ -121,18 +123,7 @@ impl ContainerEnv {
         opts: &EngineOptions,
     ) -> Result<ContainerEnv, HarnessError> {
         let opts = opts.resolved();
-        let flags = |what: &str, v: &Option<String>| -> Result<Vec<String>, HarnessError> {
-            v.as_deref()
-                .map(split_flags)
-                .transpose()
-                .map(Option::unwrap_or_default)
-                .map_err(|e| HarnessError::Input(format!("{what}: {e}")))
-        };
-        let global = flags(ENV_ENGINE_FLAGS, &opts.engine_flags)?;
-        let run_flags = flags(ENV_RUN_FLAGS, &opts.run_flags)?;
-        let ulimits = argv::ulimits_from_run_flags(&run_flags)
-            .map_err(|e| HarnessError::Input(format!("{ENV_RUN_FLAGS} / --engine-run-flags: {e}")))?;
-        let engine = engine::detect(opts.engine.as_deref(), global, run_flags).map_err(HarnessError::Environment)?;
+        let (engine, host) = engine_of(&opts)?;
         tracing::info!(engine = engine.name(), version = %engine.version, "container engine");
         let run_id = argv::sanitize(run_id);
         let root = workdir.join("c");
@@ -178,6 +169,8 @@ impl ContainerEnv {
             // Loading the extension images, the runtime probe and the template copy overlap.
             let (loads, probed, template, api) = std::thread::scope(|s| {
                 let loads = s.spawn(|| load_images(&engine, &run_id, store, &root, &loaded));
+                // This thread ends at once; the service is forked by a thread that lives as
+                // long as it does (its parent-death signal is tied to that thread).
                 let api = s.spawn(|| api::ApiService::start(&engine, &root));
                 let template = s.spawn(|| {
                     if !nix::unistd::Uid::effective().is_root() {
@@ -216,7 +209,7 @@ impl ContainerEnv {
             hook: Mutex::new(Some(hook)),
             finished: false.into(),
             service,
-            ulimits,
+            host,
         };
         match result {
             Ok((op, template)) => {
@@ -237,6 +230,17 @@ impl ContainerEnv {
 
     pub fn run_id(&self) -> &str {
         &self.run_id
+    }
+
+    /// The engine's id (`sha256:…`) of the image loaded or pulled under `reference`, checked
+    /// against the image the harness verified before any container started.
+    pub fn engine_image_id(&self, reference: &str) -> Option<String> {
+        let loaded = self.loaded.lock().ok()?;
+        loaded
+            .iter()
+            .find(|l| l.reference == reference)
+            .and_then(|l| l.loaded.as_ref())
+            .map(|id| format!("sha256:{id}"))
     }
 
     /// Removes containers, volumes and loaded images of the run, unless `keep`.
@@ -270,6 +274,33 @@ impl Drop for ContainerEnv {
         // A run that ended early (error before `finish`) still cleans up.
         self.finish(false);
     }
+}
+
+/// The engine of `opts` (already resolved) and the instance containers' host settings from
+/// its run flags: exit 2 for flags that cannot be read, 3 when no engine is usable.
+fn engine_of(opts: &EngineOptions) -> Result<(Engine, hostflags::HostFlags), HarnessError> {
+    let flags = |what: &str, v: &Option<String>| -> Result<Vec<String>, HarnessError> {
+        v.as_deref()
+            .map(split_flags)
+            .transpose()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| HarnessError::Input(format!("{what}: {e}")))
+    };
+    let global = flags(ENV_ENGINE_FLAGS, &opts.engine_flags)?;
+    let run_flags = flags(ENV_RUN_FLAGS, &opts.run_flags)?;
+    let input = |e: String| HarnessError::Input(format!("{ENV_RUN_FLAGS} / --engine-run-flags: {e}"));
+    let host = hostflags::HostFlags::parse(&run_flags).map_err(input)?;
+    let engine = engine::detect(opts.engine.as_deref(), global, run_flags).map_err(HarnessError::Environment)?;
+    let host = host.for_engine(engine.kind).map_err(input)?;
+    Ok((engine, host))
+}
+
+/// Starts the Engine API service exactly as a container run does — podman: `system service`
+/// on `<root>/podman.sock`, tied to this process (see [`ApiService`]); docker: `None` once its
+/// API answers — and points this process's `DOCKER_HOST` at it. For tests of its lifetime.
+pub fn start_api_service(opts: &EngineOptions, root: &Path) -> Result<Option<ApiService>, HarnessError> {
+    let (engine, _) = engine_of(&opts.resolved())?;
+    ApiService::start(&engine, root).map_err(HarnessError::Environment)
 }
 
 /// Removes every container and volume labelled with the run, and the images it loaded.
@@ -329,9 +360,14 @@ fn load_images(
             .enumerate()
             .map(|(n, img)| {
                 let dir = &dir;
-                let previous = match &present {
-                    Some(map) => map.get(&normalize_reference(&img.reference)).cloned(),
-                    None => engine.image_id(&img.reference),
+                let previous = if img.reference.contains('@') {
+                    // The listing has tags only.
+                    held_by_digest(engine, &img.reference)
+                } else {
+                    match &present {
+                        Some(map) => map.get(&normalize_reference(&img.reference)).cloned(),
+                        None => engine.image_id(&img.reference),
+                    }
                 };
                 s.spawn(move || load_one(engine, run_id, img, previous, &dir.join(format!("{n}.tar")), loaded))
             })
@@ -380,17 +416,93 @@ fn load_one(
             HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
     }
+    // Proof of origin: what the engine now holds under the reference — and so what every
+    // image mount of it shows — is the image the harness verified, unpacked and judges.
+    let (id, engine_manifest) = engine_image(engine, &img.reference).map_err(|e| {
+        HarnessError::Environment(format!(
+            "image `{}` is not in {} after loading it: {e}",
+            img.reference,
+            engine.name()
+        ))
+    })?;
+    let verified = (img.config_digest.as_str(), img.manifest_digest.as_str());
+    if let Err(e) = same_image(engine.kind, pull, &img.reference, &id, engine_manifest.as_deref(), verified) {
+        return Err(HarnessError::Environment(format!(
+            "{e}: a container would mount another image than the one judged; remove it (`{} rmi {}`) and run again",
+            engine.name(),
+            img.reference
+        )));
+    }
+    // Recorded for the report, and to give the reference back to a user's image afterwards
+    // (bare hex, as `previous` is).
+    record.loaded = Some(id.trim_start_matches("sha256:").to_string());
+    crate::supervisor::watch_image(&record);
+    if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
+        l.loaded = record.loaded.clone();
+    }
     if previous.is_some() {
-        // Only needed to give the reference back to the user's image afterwards.
-        record.loaded = engine.image_id(&img.reference);
-        crate::supervisor::watch_image(&record);
-        if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
-            l.loaded = record.loaded.clone();
-        }
         tracing::warn!(reference = %img.reference, "an image with this reference existed before the run; it is re-tagged back afterwards");
     }
     let _ = std::fs::remove_file(archive);
     Ok(())
+}
+
+/// The engine's image under `reference`: its id and (podman) the digest of the manifest it
+/// was stored with.
+fn engine_image(engine: &Engine, reference: &str) -> Result<(String, Option<String>), String> {
+    let format = match engine.kind {
+        EngineKind::Podman => "{{.Id}} {{.Digest}}",
+        EngineKind::Docker => "{{.Id}}",
+    };
+    let out = engine.run_sync(&strings(&["image", "inspect", "--format", format, reference]))?;
+    let mut words = out.split_whitespace();
+    let id = words.next().ok_or_else(|| format!("`image inspect {reference}` printed no id"))?;
+    let digest = |w: &str| format!("sha256:{}", w.trim_start_matches("sha256:"));
+    Ok((digest(id), words.next().map(digest)))
+}
+
+/// Whether the engine's image (`id`, and the manifest digest podman stored it with) is the
+/// image the harness verified: the same config (an image id is its config's digest: podman,
+/// docker's classic store), or for a pulled image the same manifest (podman's id differs for
+/// partially pulled zstd:chunked layers; docker's containerd store names an image by its
+/// manifest, or by the index a pin names). Docker's containerd store gives a loaded archive
+/// an id of its own making: not comparable, only recorded.
+fn same_image(
+    kind: EngineKind,
+    pulled: bool,
+    reference: &str,
+    id: &str,
+    engine_manifest: Option<&str>,
+    (config, manifest): (&str, &str),
+) -> Result<(), String> {
+    let pin = reference.split_once('@').map(|(_, d)| d);
+    let same = id == config
+        || match kind {
+            EngineKind::Podman => pulled && engine_manifest == Some(manifest),
+            EngineKind::Docker => !pulled || id == manifest || Some(id) == pin,
+        };
+    if same {
+        Ok(())
+    } else {
+        Err(format!(
+            "image `{reference}` in {} is {id}{}, not the image the harness verified (config {config}, manifest {manifest})",
+            kind.name(),
+            engine_manifest.map(|m| format!(" (manifest {m})")).unwrap_or_default(),
+        ))
+    }
+}
+
+/// The id of the image the engine holds under the digest reference `reference` itself, if
+/// any. Not `image inspect` alone: podman resolves `any/name@sha256:D` to any image whose
+/// digest is D, whatever its names (e.g. the same image loaded earlier under a tag); the
+/// reference must be among the image's repo digests.
+fn held_by_digest(engine: &Engine, reference: &str) -> Option<String> {
+    let format = "{{.Id}} {{json .RepoDigests}}";
+    let out = engine.run_quiet(&strings(&["image", "inspect", "--format", format, reference]))?;
+    let (id, digests) = out.trim().split_once(' ')?;
+    let digests: Vec<String> = serde_json::from_str(digests).ok()?;
+    let wanted = normalize_reference(reference);
+    digests.iter().any(|d| normalize_reference(d) == wanted).then(|| id.trim_start_matches("sha256:").to_string())
 }
 
 /// `registry/repo:tag` as engines list it (`docker.io/library/` and `:latest` made explicit).
@@ -930,7 +1042,7 @@ impl InstanceRuntime for ContainerRuntime {
             ld_library_path: plan.ld_library_path.as_deref(),
             bootstrap: bootstrap.as_deref(),
         };
-        let spec = argv::instance_spec(&run, &self.env.ulimits);
+        let spec = argv::instance_spec(&run, &self.env.host);
         if engine::stopping() {
             return Err(failed(format!("starting {}: interrupted", slot.name)));
         }
@@ -1131,5 +1243,42 @@ impl Drop for ContainerRuntime {
             // Without a runtime the handles cannot act; the run's label sweep removes them.
             handles.into_iter().for_each(std::mem::forget);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{same_image, EngineKind};
+
+    const CONFIG: &str = "sha256:c0";
+    const MANIFEST: &str = "sha256:m0";
+    const PINNED: &str = "127.0.0.1:5000/ext/x@sha256:i0";
+
+    fn check(kind: EngineKind, pulled: bool, id: &str, engine_manifest: Option<&str>) -> Result<(), String> {
+        same_image(kind, pulled, PINNED, id, engine_manifest, (CONFIG, MANIFEST))
+    }
+
+    #[test]
+    fn podman_holds_the_verified_image_when_its_id_is_the_config_digest() {
+        assert!(check(EngineKind::Podman, true, CONFIG, Some("sha256:other")).is_ok());
+        assert!(check(EngineKind::Podman, false, CONFIG, None).is_ok());
+        // A partial (zstd:chunked) pull has an id of its own; the stored manifest decides.
+        assert!(check(EngineKind::Podman, true, "sha256:x", Some(MANIFEST)).is_ok());
+        // A loaded archive has no registry manifest to fall back on.
+        assert!(check(EngineKind::Podman, false, "sha256:x", Some(MANIFEST)).is_err());
+        let e = check(EngineKind::Podman, true, "sha256:x", Some("sha256:y")).unwrap_err();
+        for part in [PINNED, "podman", "sha256:x", "sha256:y", CONFIG, MANIFEST] {
+            assert!(e.contains(part), "{part}: {e}");
+        }
+    }
+
+    #[test]
+    fn docker_ids_may_name_the_manifest_or_the_pinned_index() {
+        assert!(check(EngineKind::Docker, true, CONFIG, None).is_ok());
+        assert!(check(EngineKind::Docker, true, MANIFEST, None).is_ok());
+        assert!(check(EngineKind::Docker, true, "sha256:i0", None).is_ok());
+        assert!(check(EngineKind::Docker, true, "sha256:x", None).is_err());
+        // A loaded archive: an id docker's containerd store made up, only recorded.
+        assert!(check(EngineKind::Docker, false, "sha256:x", None).is_ok());
     }
 }
