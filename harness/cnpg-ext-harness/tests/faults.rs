@@ -440,27 +440,29 @@ fn pings(socket: &Path) -> bool {
     answer.starts_with("HTTP/1.") && answer.lines().next().is_some_and(|l| l.contains(" 200")) && answer.ends_with("OK")
 }
 
-/// The service is started by the harness's own code path in a child process that has no
-/// supervisor (nothing there registers anything); SIGKILL of that child must take the
-/// service with it: only its parent-death signal can.
+/// The service is started by the harness's own code path in a child process whose cleanup
+/// supervisor (started when the lease registers the service's directory) is then killed;
+/// SIGKILL of that child must take the service with it: only its parent-death signal can.
 #[test]
 fn the_podman_api_service_dies_with_its_harness_on_its_own() {
-    if let Ok(root) = std::env::var(SERVICE_CHILD) {
+    if std::env::var(SERVICE_CHILD).is_ok() {
         let opts = cnpg_ext_harness::backends::container::EngineOptions::from_env();
-        let svc = cnpg_ext_harness::backends::container::start_api_service(&opts, Path::new(&root))
+        let svc = cnpg_ext_harness::backends::container::start_api_service(&opts)
             .expect("start the API service")
             .expect("podman has an API service");
-        println!("service-pid {}", svc.pid().expect("running"));
+        if let Some(sup) = cnpg_ext_harness::supervisor::supervisor() {
+            kill(Pid::from_raw(sup.pid), Signal::SIGKILL).unwrap();
+        }
+        println!("service-pid {} {}", svc.pid().expect("running"), svc.socket().display());
         loop {
             std::thread::sleep(Duration::from_secs(3600));
         }
     }
     let Some(_) = podman_options("the API service lifetime test") else { return };
-    let root = tempfile::Builder::new().prefix("cnpg-ext-test-service-").tempdir().unwrap();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args(["--exact", "the_podman_api_service_dies_with_its_harness_on_its_own", "--nocapture"])
         .args(["--test-threads", "1"])
-        .env(SERVICE_CHILD, root.path())
+        .env(SERVICE_CHILD, "1")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -475,11 +477,11 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
         }
     });
     let mut seen = Vec::new();
-    let pid = loop {
+    let (pid, socket) = loop {
         match rx.recv_timeout(Duration::from_secs(60)) {
             // libtest's `test <name> ... ` may precede it on the same line.
-            Ok(line) => match line.split_once("service-pid ") {
-                Some((_, p)) => break p.trim().parse::<i32>().unwrap(),
+            Ok(line) => match line.split_once("service-pid ").and_then(|(_, rest)| rest.trim().split_once(' ')) {
+                Some((p, sock)) => break (p.parse::<i32>().unwrap(), std::path::PathBuf::from(sock)),
                 None => seen.push(line),
             },
             Err(_) => {
@@ -491,7 +493,6 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
     };
     std::thread::spawn(move || while rx.recv().is_ok() {});
     let service = Owner::of(pid).expect("the service runs");
-    let socket = root.path().join("podman.sock");
     assert!(serving(service, &socket) && pings(&socket), "the service does not answer on {}", socket.display());
     assert!(supervisors_of(child.id()).is_empty(), "the child has a supervisor: the test would prove nothing");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
@@ -502,6 +503,9 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
         panic!("`podman system service` ({pid}) still runs 5 s after its harness was SIGKILLed");
     }
     eprintln!("the API service was gone {} ms after its harness was SIGKILLed", took.unwrap().as_millis());
+    // Its directory is left for a later run's sweep (harness and supervisor are dead); the
+    // test removes it itself.
+    std::fs::remove_dir_all(socket.parent().unwrap()).unwrap();
 }
 
 /// A run asks for the service from a scoped thread that ends at once, itself on a tokio
@@ -511,8 +515,6 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
 #[test]
 fn the_podman_api_service_outlives_the_threads_that_started_it() {
     let Some(opts) = podman_options("the API service thread test") else { return };
-    let root = tempfile::Builder::new().prefix("cnpg-ext-test-service-").tempdir().unwrap();
-    let dir = root.path().to_path_buf();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("svc-test-rt")
@@ -522,7 +524,7 @@ fn the_podman_api_service_outlives_the_threads_that_started_it() {
     let svc = rt
         .block_on(rt.spawn_blocking(move || {
             std::thread::scope(|s| {
-                s.spawn(|| cnpg_ext_harness::backends::container::start_api_service(&opts, &dir)).join().unwrap()
+                s.spawn(|| cnpg_ext_harness::backends::container::start_api_service(&opts)).join().unwrap()
             })
         }))
         .unwrap()

@@ -1,8 +1,9 @@
 //! Instance containers over the Docker Engine API, through `testcontainers` (bollard below).
 //!
 //! Docker ≥ 28 answers on `DOCKER_HOST` or its default socket. Podman answers through its API
-//! service, which the harness starts on a private socket in the work directory (with the same
-//! global flags as the CLI, so both see one store) and stops when the run ends.
+//! service, which the harness starts on a private socket of its process (with the same global
+//! flags as the CLI, so both see one store), shared by the runs of the process, and stops when
+//! the last of them ends ([`ApiService`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -28,16 +29,41 @@ pub type Handle = ContainerAsync<GenericImage>;
 /// Longest wait for a freshly started podman service to answer.
 const SERVICE_READY: Duration = Duration::from_secs(20);
 
-/// The podman API service of a run (none for docker).
+/// A run's use of the podman API service (none for docker).
+///
+/// One service serves the whole process: testcontainers makes one Engine API client per
+/// process (from `DOCKER_HOST`, read once), so every run in a process (a library user's
+/// tests, this repo's) must talk to the same socket. The first run starts the service in a
+/// directory of the process's own (`cnpg-ext-api-<pid>` beside the work directories, never
+/// inside one run's), later runs lease it, and the last to stop stops it.
 ///
 /// It dies with the harness in two ways: `PR_SET_PDEATHSIG` (SIGKILL), set in the child
 /// before `exec`, kills it as soon as the harness process dies, whatever the cause; and the
 /// run's supervisor ([`crate::supervisor`]) kills every process the harness started.
 pub struct ApiService {
+    socket: PathBuf,
+    pid: Option<u32>,
+    stopped: std::sync::atomic::AtomicBool,
+}
+
+/// The running service and how many [`ApiService`] leases hold it.
+struct Shared {
+    /// Program and global flags: one engine configuration per process.
+    key: Vec<String>,
+    users: usize,
+    service: Service,
+}
+
+static SHARED: Mutex<Option<Shared>> = Mutex::new(None);
+
+/// The `podman system service` process.
+struct Service {
     child: Mutex<Option<Child>>,
     /// The thread that forked the service; it must outlive the service (see [`spawn_tied`]).
     keeper: Mutex<Option<Keeper>>,
     socket: PathBuf,
+    /// The directory of the socket and the service's log (removed with the service).
+    dir: PathBuf,
 }
 
 /// The thread that forked a process tied to this one, parked until released.
@@ -91,16 +117,86 @@ fn spawn_tied(mut cmd: Command) -> std::io::Result<(Child, Keeper)> {
 }
 
 impl ApiService {
-    /// Starts `podman <global flags> system service --time=0 unix://<root>/podman.sock` and
-    /// points `DOCKER_HOST` of this process at it; for docker, checks that its API answers.
+    /// A lease on the process's podman API service, started if none runs
+    /// (`podman <global flags> system service --time=0 unix://<dir>/podman.sock`, with
+    /// `DOCKER_HOST` of this process pointed at it); for docker, checks that its API answers.
     /// Any thread may call this: the service is forked by a thread of its own ([`spawn_tied`]).
-    pub fn start(engine: &Engine, root: &Path) -> Result<Option<ApiService>, String> {
+    pub fn start(engine: &Engine) -> Result<Option<ApiService>, String> {
         if engine.kind == EngineKind::Docker {
             ping().map_err(|e| {
                 format!("the Docker Engine API does not answer (DOCKER_HOST or /var/run/docker.sock): {e}")
             })?;
             return Ok(None);
         }
+        let key: Vec<String> =
+            std::iter::once(engine.program.display().to_string()).chain(engine.global.iter().cloned()).collect();
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shared.as_mut() {
+            if s.service.running() {
+                if s.key != key {
+                    return Err(format!(
+                        "this process already drives `{}` through its API service; one engine configuration per process (testcontainers keeps one client)",
+                        s.key.join(" ")
+                    ));
+                }
+                s.users += 1;
+                return Ok(Some(ApiService {
+                    socket: s.service.socket.clone(),
+                    pid: s.service.pid(),
+                    stopped: false.into(),
+                }));
+            }
+        }
+        if let Some(old) = shared.take() {
+            old.service.stop();
+        }
+        let service = Service::start(engine)?;
+        let lease = ApiService { socket: service.socket.clone(), pid: service.pid(), stopped: false.into() };
+        *shared = Some(Shared { key, users: 1, service });
+        Ok(Some(lease))
+    }
+
+    /// The service's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.pid
+    }
+
+    /// The socket the service answers on.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// Ends this lease (idempotent); the last lease stops the service.
+    pub fn stop(&self) {
+        if self.stopped.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let mut shared = SHARED.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = shared.as_mut() {
+            s.users = s.users.saturating_sub(1);
+            if s.users == 0 {
+                if let Some(s) = shared.take() {
+                    s.service.stop();
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ApiService {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+impl Service {
+    fn start(engine: &Engine) -> Result<Service, String> {
+        let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        let dir = parent.join(format!("cnpg-ext-api-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        // Removed by the supervisor if the harness dies, and by a later run's sweep.
+        let _ = crate::procs::claim_dir(&dir);
+        let root = dir.as_path();
         let socket = root.join("podman.sock");
         let _ = std::fs::remove_file(&socket);
         let log = root.join("podman-service.log");
@@ -118,8 +214,12 @@ impl ApiService {
                 engine.describe(&["system".into(), "service".into(), "--time=0".into(), url.clone()])
             )
         })?;
-        let service =
-            ApiService { child: Mutex::new(Some(child)), keeper: Mutex::new(Some(keeper)), socket: socket.clone() };
+        let service = Service {
+            child: Mutex::new(Some(child)),
+            keeper: Mutex::new(Some(keeper)),
+            socket: socket.clone(),
+            dir: dir.clone(),
+        };
         let deadline = Instant::now() + SERVICE_READY;
         loop {
             if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
@@ -149,22 +249,21 @@ impl ApiService {
             return Err(format!("the podman API service on {} does not answer: {e}", socket.display()));
         }
         tracing::debug!(socket = %socket.display(), "podman API service");
-        Ok(Some(service))
+        Ok(service)
     }
 
-    /// The service's process id (while it runs).
-    pub fn pid(&self) -> Option<u32> {
+    fn pid(&self) -> Option<u32> {
         self.child.lock().unwrap().as_ref().map(Child::id)
     }
 
-    /// The socket the service answers on.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    fn running(&self) -> bool {
+        self.child.lock().unwrap().as_mut().is_some_and(|c| c.try_wait().ok().flatten().is_none())
     }
 
     /// Stops the service (idempotent): SIGTERM, SIGKILL after 5 s, then releases the thread
-    /// that forked it (its end would otherwise SIGKILL the service first).
-    pub fn stop(&self) {
+    /// that forked it (its end would otherwise SIGKILL the service first), and removes its
+    /// directory.
+    fn stop(&self) {
         if let Some(mut child) = self.child.lock().unwrap().take() {
             let pid = nix::unistd::Pid::from_raw(child.id() as i32);
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
@@ -180,12 +279,10 @@ impl ApiService {
             let _ = k.release.send(());
             let _ = k.thread.join();
         }
-    }
-}
-
-impl Drop for ApiService {
-    fn drop(&mut self) {
-        self.stop();
+        if self.dir.exists() {
+            let _ = crate::fsutil::remove_tree(&self.dir);
+        }
+        crate::procs::unregister_dir(&self.dir);
     }
 }
 

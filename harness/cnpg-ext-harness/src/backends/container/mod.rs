@@ -171,7 +171,7 @@ impl ContainerEnv {
                 let loads = s.spawn(|| load_images(&engine, &run_id, store, &root, &loaded));
                 // This thread ends at once; the service is forked by a thread that lives as
                 // long as it does (its parent-death signal is tied to that thread).
-                let api = s.spawn(|| api::ApiService::start(&engine, &root));
+                let api = s.spawn(|| api::ApiService::start(&engine));
                 let template = s.spawn(|| {
                     if !nix::unistd::Uid::effective().is_root() {
                         return None;
@@ -295,12 +295,13 @@ fn engine_of(opts: &EngineOptions) -> Result<(Engine, hostflags::HostFlags), Har
     Ok((engine, host))
 }
 
-/// Starts the Engine API service exactly as a container run does — podman: `system service`
-/// on `<root>/podman.sock`, tied to this process (see [`ApiService`]); docker: `None` once its
-/// API answers — and points this process's `DOCKER_HOST` at it. For tests of its lifetime.
-pub fn start_api_service(opts: &EngineOptions, root: &Path) -> Result<Option<ApiService>, HarnessError> {
+/// Leases the Engine API service exactly as a container run does — podman: `system service`
+/// on `cnpg-ext-api-<pid>/podman.sock`, shared by the process's runs and tied to this process
+/// (see [`ApiService`]); docker: `None` once its API answers — with this process's
+/// `DOCKER_HOST` pointed at it. For tests of its lifetime.
+pub fn start_api_service(opts: &EngineOptions) -> Result<Option<ApiService>, HarnessError> {
     let (engine, _) = engine_of(&opts.resolved())?;
-    ApiService::start(&engine, root).map_err(HarnessError::Environment)
+    ApiService::start(&engine).map_err(HarnessError::Environment)
 }
 
 /// Removes every container and volume labelled with the run, and the images it loaded.
