@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use cnpg_ext_harness::app::{self, BackendKind, RunOptions};
 use cnpg_ext_harness::backends::container::EngineOptions;
-use cnpg_ext_model::CnpgVersion;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -25,18 +24,8 @@ fn options(backend: BackendKind) -> RunOptions {
         paths: vec![PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../scenarios"))],
         backend,
         jobs: 2,
-        report_dir: None,
-        keep: false,
-        cnpg: CnpgVersion::DEFAULT,
-        pg_config: None,
-        run_as: None,
-        workdir: None,
-        progress: false,
-        command: vec![],
         engine: EngineOptions::from_env(),
-        kind: Default::default(),
-        operand: Default::default(),
-        wrap: None,
+        ..RunOptions::default()
     }
 }
 
