@@ -292,24 +292,26 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
         }
         Err(_) => workdir_parent(&name),
     };
-    // The scenario under an image reference of its own, so that what the run put into the
-    // engine's image store can be told apart from any other run's.
+    // The scenario under an image reference of its own: the engine must never hold it (a run
+    // loads its images under names of its own), while the run's own name is there mid-run.
     let reference =
         format!("localhost/cnpg-ext-faults/pgvector-{}-{}:1", signal.as_str().to_lowercase(), std::process::id());
     let scenario =
         own_image_copy(parent.path(), "add-extension", "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie", &reference);
-    let image_present = || !engine_list(&t, &["images", "-q", &reference]).is_empty();
-    assert!(!image_present(), "{reference} exists before the run");
+    let scenario_named = || !engine_list(&t, &["images", "-q", &reference]).is_empty();
     let mut child = start_until(
         &[scenario.to_str().unwrap(), "--backend", "container", "--jobs", "1"],
         parent.path(),
         "adding the extension rolls the cluster",
         &[],
     );
-    assert!(image_present(), "{reference} was not loaded mid-run");
     let dirs: Vec<String> = entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let run_id = dirs[0].clone();
+    let private = cnpg_ext_harness::backends::container::engine_reference_of(child.id(), &run_id, &reference);
+    let image_present = || !engine_list(&t, &["images", "-q", &private]).is_empty();
+    assert!(image_present(), "{private} (the run's name for {reference}) was not loaded mid-run");
+    assert!(!scenario_named(), "the engine holds the scenario's own name {reference}");
     let (containers, volumes) = run_objects(&t, &run_id);
     assert!(!containers.is_empty() && !volumes.is_empty(), "nothing of {run_id} in the engine mid-run");
     let harness = child.id();

@@ -347,30 +347,13 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
         hc.publish_all_ports = None;
         hc.port_bindings = None;
     });
-    // What the container prints, kept from its first line: a postmaster that stops at once
-    // makes the start fail, and its container is gone by the time an error comes back.
-    let captured = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = captured.clone();
-    let req = req.with_log_consumer(move |frame: &testcontainers::core::logs::LogFrame| {
-        if let Ok(mut s) = sink.lock() {
-            s.push_str(&String::from_utf8_lossy(frame.bytes()));
-        }
-    });
     match req.start().await {
         Ok(h) => Ok(h),
         Err(e) => {
-            // The log stream is a task of its own: give it until it has delivered what was
-            // printed before the exit (a failed start prints its FATAL line), at most 3 s.
-            let deadline = std::time::Instant::now() + Duration::from_secs(3);
-            let log = loop {
-                let log = captured.lock().map(|s| s.clone()).unwrap_or_default();
-                if log.contains("FATAL") || log.contains("PANIC") || std::time::Instant::now() >= deadline {
-                    break log;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            };
-            let tail: Vec<&str> = log.lines().rev().take(15).collect::<Vec<_>>().into_iter().rev().collect();
-            Err(format!("creating container {} from {}: {e}\n{}", spec.name, spec.image, tail.join("\n")))
+            // A postmaster that stops at once makes the start fail; the container stays
+            // (`TESTCONTAINERS_COMMAND=keep`), so its log says why (its FATAL line).
+            let log = log_tail(&spec.name, 15).await;
+            Err(format!("creating container {} from {}: {e}\n{}", spec.name, spec.image, log.trim_end()))
         }
     }
 }

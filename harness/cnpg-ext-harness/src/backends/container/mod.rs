@@ -235,6 +235,7 @@ impl ContainerEnv {
     /// The engine's id (`sha256:…`) of the image loaded or pulled under `reference`, checked
     /// against the image the harness verified before any container started.
     pub fn engine_image_id(&self, reference: &str) -> Option<String> {
+        let reference = engine_reference(&self.run_id, reference);
         let loaded = self.loaded.lock().ok()?;
         loaded
             .iter()
@@ -361,13 +362,14 @@ fn load_images(
             .enumerate()
             .map(|(n, img)| {
                 let dir = &dir;
-                let previous = if img.reference.contains('@') {
+                let reference = engine_reference(run_id, &img.reference);
+                let previous = if reference.contains('@') {
                     // The listing has tags only.
-                    held_by_digest(engine, &img.reference)
+                    held_by_digest(engine, &reference)
                 } else {
                     match &present {
-                        Some(map) => map.get(&normalize_reference(&img.reference)).cloned(),
-                        None => engine.image_id(&img.reference),
+                        Some(map) => map.get(&normalize_reference(&reference)).cloned(),
+                        None => engine.image_id(&reference),
                     }
                 };
                 s.spawn(move || load_one(engine, run_id, img, previous, &dir.join(format!("{n}.tar")), loaded))
@@ -376,6 +378,28 @@ fn load_images(
         handles.into_iter().map(|h| h.join().expect("image load thread")).collect()
     });
     results.into_iter().collect()
+}
+
+/// The name under which the engine holds the image a scenario calls `reference` for this run.
+///
+/// An image loaded from an archive gets a name private to the run
+/// (`localhost/cnpg-ext-run/<pid>-<run>:<hash of the reference>`): runs sharing an engine
+/// (two tests of one process, a matrix's cells, two CI jobs on one host) never see, replace or
+/// remove each other's images, and a user's image under the scenario's reference is never
+/// touched. The mounts name it; what is mounted is checked to be the verified image either
+/// way. A `…@sha256:` pin pulled by the engine keeps its own name: only a pull records it.
+pub fn engine_reference(run_id: &str, reference: &str) -> String {
+    engine_reference_of(std::process::id(), run_id, reference)
+}
+
+/// [`engine_reference`] as the harness process `pid` names it.
+pub fn engine_reference_of(pid: u32, run_id: &str, reference: &str) -> String {
+    use sha2::Digest;
+    if reference.contains('@') {
+        return reference.to_string();
+    }
+    let hash = hex::encode(sha2::Sha256::digest(reference.as_bytes()));
+    format!("localhost/cnpg-ext-run/{pid}-{}:{}", run_id.to_ascii_lowercase(), &hash[..16])
 }
 
 fn load_one(
@@ -389,15 +413,16 @@ fn load_one(
     // A pulled `…@sha256:` reference is named by its digest, which only a pull from the
     // registry records in the engine; anything else is loaded from an archive of its layout.
     let pull = img.origin == cnpg_ext_model::scenario::ImageOrigin::Pull && img.reference.contains('@');
+    let reference = engine_reference(run_id, &img.reference);
     if !pull {
-        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, archive)
+        cnpg_ext_images::write_docker_archive(&img.source, &reference, archive)
             .map_err(|e| HarnessError::Input(format!("image `{}` ({}): {e}", img.reference, img.source.display())))?;
     }
     // Recorded (here and with the supervisor) before loading, so that an interrupted load is
     // cleaned up too, even if the harness dies.
     let mut record = LoadedImage {
         run_id: run_id.to_string(),
-        reference: img.reference.clone(),
+        reference: reference.clone(),
         previous: previous.clone(),
         loaded: None,
     };
@@ -419,7 +444,7 @@ fn load_one(
     }
     // Proof of origin: what the engine now holds under the reference — and so what every
     // image mount of it shows — is the image the harness verified, unpacked and judges.
-    let (id, engine_manifest) = engine_image(engine, &img.reference).map_err(|e| {
+    let (id, engine_manifest) = engine_image(engine, &reference).map_err(|e| {
         HarnessError::Environment(format!(
             "image `{}` is not in {} after loading it: {e}",
             img.reference,
@@ -427,18 +452,18 @@ fn load_one(
         ))
     })?;
     let verified = (img.config_digest.as_str(), img.manifest_digest.as_str());
-    if let Err(e) = same_image(engine.kind, pull, &img.reference, &id, engine_manifest.as_deref(), verified) {
+    if let Err(e) = same_image(engine.kind, pull, &reference, &id, engine_manifest.as_deref(), verified) {
         return Err(HarnessError::Environment(format!(
             "{e}: a container would mount another image than the one judged; remove it (`{} rmi {}`) and run again",
             engine.name(),
-            img.reference
+            reference
         )));
     }
     // Recorded for the report, and to give the reference back to a user's image afterwards
     // (bare hex, as `previous` is).
     record.loaded = Some(id.trim_start_matches("sha256:").to_string());
     crate::supervisor::watch_image(&record);
-    if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == img.reference) {
+    if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == reference) {
         l.loaded = record.loaded.clone();
     }
     if previous.is_some() {
@@ -1024,7 +1049,10 @@ impl InstanceRuntime for ContainerRuntime {
         let mounts: Vec<ImageMount> = plan
             .extensions
             .iter()
-            .map(|e| ImageMount { reference: e.image.clone(), destination: e.mount_path.clone() })
+            .map(|e| ImageMount {
+                reference: engine_reference(&self.env.run_id, &e.image),
+                destination: e.mount_path.clone(),
+            })
             .collect();
         let bootstrap = inst.bootstrap.then(|| argv::base_backup_command(&self.env.operand.bindir, argv::DATA_MOUNT));
         let primary_socket = (inst.role == Role::Replica).then_some(primary_socket).flatten();
