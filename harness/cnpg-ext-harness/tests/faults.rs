@@ -454,6 +454,12 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
             .expect("podman has an API service");
         if let Some(sup) = cnpg_ext_harness::supervisor::supervisor() {
             kill(Pid::from_raw(sup.pid), Signal::SIGKILL).unwrap();
+            // Gone (or a zombie, whose command line is empty) before the parent looks.
+            let cmdline = format!("/proc/{}/cmdline", sup.pid);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while std::fs::read(&cmdline).is_ok_and(|c| !c.is_empty()) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
         println!("service-pid {} {}", svc.pid().expect("running"), svc.socket().display());
         loop {
