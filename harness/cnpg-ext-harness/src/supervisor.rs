@@ -290,7 +290,7 @@ pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
 pub fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
     send(&format!("engine {}", serde_json::to_string(&engine).expect("engine target serializes")));
     let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    *ENGINE_RECORD_DIR.lock().unwrap_or_else(|e| e.into_inner()) = Some(dir.to_path_buf());
+    ENGINE_RECORD_DIRS.lock().unwrap_or_else(|e| e.into_inner()).insert(engine.run_id.clone(), dir.to_path_buf());
     let mut record = read_record(dir).unwrap_or(OwnerRecord {
         owner: Owner::me(),
         supervisor: supervisor(),
@@ -303,8 +303,9 @@ pub fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
 
 /// Serializes read-modify-write of an owner record (images are loaded several at once).
 static RECORD_LOCK: Mutex<()> = Mutex::new(());
-/// The work directory whose owner record names the run's engine ([`watch_engine`]).
-static ENGINE_RECORD_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
+/// By run id, the work directory whose owner record names the run's engine ([`watch_engine`]);
+/// a process may hold several runs (library use).
+static ENGINE_RECORD_DIRS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMap::new());
 
 /// An image the run is putting (or has put) into its engine: undone by the supervisor if the
 /// harness dies, and by the next run's sweep if both are dead. Called before the load (so an
@@ -312,7 +313,9 @@ static ENGINE_RECORD_DIR: Mutex<Option<PathBuf>> = Mutex::new(None);
 pub fn watch_image(image: &EngineImage) {
     send(&format!("image {}", serde_json::to_string(image).expect("engine image serializes")));
     let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
-    let Some(dir) = ENGINE_RECORD_DIR.lock().unwrap_or_else(|e| e.into_inner()).clone() else { return };
+    let Some(dir) = ENGINE_RECORD_DIRS.lock().unwrap_or_else(|e| e.into_inner()).get(&image.run_id).cloned() else {
+        return;
+    };
     if let Some(mut record) = read_record(&dir) {
         upsert_image(&mut record.images, image);
         let _ = write_record(&dir, &record);
