@@ -397,6 +397,55 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
     assert!(swept.volumes >= 1, "{swept:?}");
 }
 
+/// A dead run's work directory whose record names an image it loaded: the sweep removes that
+/// name, and only that name.
+#[test]
+fn the_sweep_undoes_the_images_of_a_dead_run() {
+    let Some(mut t) = engine_target() else {
+        common::cannot_run(
+            "no usable container engine for the image sweep test",
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
+        return;
+    };
+    // A one-file image under a name of the test's, also tagged as the dead run's.
+    let pid = std::process::id();
+    let parent = workdir_parent("image-sweep");
+    let rootfs = parent.path().join("rootfs.tar");
+    std::fs::write(parent.path().join("file"), "x").unwrap();
+    let tarred = std::process::Command::new("tar")
+        .args(["-C", parent.path().to_str().unwrap(), "-cf", rootfs.to_str().unwrap(), "file"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    let base = format!("localhost/cnpg-ext-faults/base-{pid}:1");
+    engine_list(&t, &["import", "-q", rootfs.to_str().unwrap(), &base]);
+    let ours = format!("localhost/cnpg-ext-faults/swept-{pid}:1");
+    engine_list(&t, &["tag", &base, &ours]);
+    let run_id = format!("cnpg-ext-imgsweep{pid}");
+    t.run_id = run_id.clone();
+    let image = |reference: &str| cnpg_ext_harness::supervisor::EngineImage {
+        run_id: run_id.clone(),
+        reference: reference.into(),
+        previous: None,
+        loaded: None,
+    };
+    let record = OwnerRecord {
+        owner: dead_owner(),
+        supervisor: Some(dead_owner()),
+        engine: Some(t.clone()),
+        images: vec![image(&ours)],
+    };
+    let dir = plant(parent.path(), &run_id, Some(&record));
+    cnpg_ext_harness::supervisor::sweep_stale(&[parent.path().to_path_buf()]);
+    let left = engine_list(&t, &["images", "-q", &ours]);
+    let base_left = engine_list(&t, &["images", "-q", &base]);
+    let _ = std::process::Command::new(&t.program).args(&t.global).args(["rmi", "-f", &ours, &base]).output();
+    assert!(!dir.exists(), "the dead run's directory is still there");
+    assert!(left.is_empty(), "{ours}, loaded by the dead run, is still in the engine");
+    assert!(!base_left.is_empty(), "the image itself (still tagged {base}) was removed");
+}
+
 // ---------------------------------------------------------------------------------------
 // The podman API service of a container run.
 
