@@ -443,6 +443,21 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
             Command::new(program).args(global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
         out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
+    // Monitors of the harness's containers (`conmon -c <id> -n cnpg-ext-…`) whose container
+    // the engine no longer knows: left by a run killed between create and start. Processes
+    // first, containers second: a monitor seen before the listing whose container is live is
+    // in the listing.
+    let monitors = harness_monitors();
+    if !monitors.is_empty() {
+        if let Some(known) = engine(&["ps", "-aq", "--no-trunc"]) {
+            let known: BTreeSet<&str> = known.split_whitespace().collect();
+            for (pid, id) in &monitors {
+                if !known.contains(id.as_str()) {
+                    kill_monitor(*pid, &all_processes());
+                }
+            }
+        }
+    }
     let filter = format!("label={LABEL_OWNER}");
     let dead = |text: &str| -> Vec<String> {
         text.lines()
@@ -528,9 +543,58 @@ fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
         // One more pass after removing something: a container created meanwhile by an
         // engine client that was still running is caught by the next listing.
         if (ids.is_empty() && vols.is_empty()) || Instant::now() >= deadline {
+            kill_orphaned_monitors(&t.run_id);
             return (containers, volumes);
         }
     }
+}
+
+/// Kills the container monitors (podman's `conmon -n <run id>-…`) of the run that outlived
+/// their containers, and what they watch. A harness killed between an engine's `create` and
+/// `start` leaves a `runc init` waiting for a start that never comes; removing the container
+/// does not end it (podman 4.3).
+pub(crate) fn kill_orphaned_monitors(run_id: &str) {
+    let prefix = format!("{run_id}-");
+    let procs = all_processes();
+    for (pid, name, _) in monitors_named(&procs, DIR_PREFIX) {
+        if name.starts_with(&prefix) {
+            kill_monitor(pid, &procs);
+        }
+    }
+}
+
+/// `conmon` processes whose container name starts with `prefix`: (pid, name, container id).
+fn monitors_named(procs: &BTreeMap<i32, Stat>, prefix: &str) -> Vec<(i32, String, String)> {
+    let mut out = Vec::new();
+    for (pid, st) in procs {
+        if st.comm != "conmon" {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
+        let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
+        let value = |flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+        if let (Some(name), Some(id)) = (value("-n"), value("-c")) {
+            if name.starts_with(prefix) {
+                out.push((*pid, name, id));
+            }
+        }
+    }
+    out
+}
+
+/// Every monitor of a harness container: (pid, container id).
+fn harness_monitors() -> Vec<(i32, String)> {
+    monitors_named(&all_processes(), DIR_PREFIX).into_iter().map(|(pid, _, id)| (pid, id)).collect()
+}
+
+/// SIGKILL to a monitor and to what it watches (its children).
+fn kill_monitor(pid: i32, procs: &BTreeMap<i32, Stat>) {
+    for (child, st) in procs {
+        if st.ppid == pid {
+            let _ = kill(Pid::from_raw(*child), Signal::SIGKILL);
+        }
+    }
+    let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -322,17 +322,21 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
     } else {
         assert_eq!(status.code(), Some(130));
     }
+    // A container monitor (`conmon -n <run id>-…`) and what it watches must go too: a kill
+    // between an engine's create and start leaves a `runc init` waiting for ever.
+    let monitors = || processes_mentioning(&format!("-n {run_id}-"));
     let work_dirs = || entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect::<Vec<_>>();
     let took = within(limit, || {
         let (c, v) = run_objects(&t, &run_id);
-        c.is_empty() && v.is_empty() && work_dirs().is_empty() && !image_present()
+        c.is_empty() && v.is_empty() && work_dirs().is_empty() && !image_present() && monitors().is_empty()
     });
     assert!(
         took.is_some(),
-        "{signal}: left {:?}, {:?}, image present: {}",
+        "{signal}: left {:?}, {:?}, image present: {}, monitors {:?}",
         run_objects(&t, &run_id),
         work_dirs(),
-        image_present()
+        image_present(),
+        monitors()
     );
     eprintln!("{signal}: containers, volumes, image and work directory gone after {} ms", took.unwrap().as_millis());
     assert!(
@@ -369,6 +373,7 @@ fn container_run_killed_by_sigkill_removes_its_containers_and_volumes() {
 
 #[test]
 fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
+    let _one_sweep = ENGINE_SWEEP.lock().unwrap_or_else(|e| e.into_inner());
     let Some(t) = engine_target() else {
         common::cannot_run(
             "no usable container engine for the owner-label sweep test",
@@ -411,15 +416,7 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
     // A one-file image under a name of the test's, also tagged as the dead run's.
     let pid = std::process::id();
     let parent = workdir_parent("image-sweep");
-    let rootfs = parent.path().join("rootfs.tar");
-    std::fs::write(parent.path().join("file"), "x").unwrap();
-    let tarred = std::process::Command::new("tar")
-        .args(["-C", parent.path().to_str().unwrap(), "-cf", rootfs.to_str().unwrap(), "file"])
-        .status()
-        .unwrap();
-    assert!(tarred.success());
-    let base = format!("localhost/cnpg-ext-faults/base-{pid}:1");
-    engine_list(&t, &["import", "-q", rootfs.to_str().unwrap(), &base]);
+    let base = tiny_image(&t, parent.path(), &format!("localhost/cnpg-ext-faults/base-{pid}:1"));
     let ours = format!("localhost/cnpg-ext-faults/swept-{pid}:1");
     engine_list(&t, &["tag", &base, &ours]);
     let run_id = format!("cnpg-ext-imgsweep{pid}");
@@ -444,6 +441,71 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
     assert!(!dir.exists(), "the dead run's directory is still there");
     assert!(left.is_empty(), "{ours}, loaded by the dead run, is still in the engine");
     assert!(!base_left.is_empty(), "the image itself (still tagged {base}) was removed");
+}
+
+/// The tests that call the engine sweep themselves, one at a time: each counts what its own
+/// sweep removed.
+static ENGINE_SWEEP: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A container monitor of the harness (`conmon -c <id> -n cnpg-ext-…`) whose container the
+/// engine no longer knows is killed by the next run's engine sweep, with what it watches; one
+/// whose container the engine knows is left alone. Stand-in monitors: a script named `conmon`.
+#[test]
+fn the_sweep_kills_monitors_left_without_their_container() {
+    let _one_sweep = ENGINE_SWEEP.lock().unwrap_or_else(|e| e.into_inner());
+    let Some(t) = engine_target() else {
+        common::cannot_run(
+            "no usable container engine for the monitor sweep test",
+            Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+        );
+        return;
+    };
+    let dir = workdir_parent("monitor-sweep");
+    let script = dir.path().join("conmon");
+    std::fs::write(&script, "#!/bin/sh\nsleep 600 &\nwait\n").unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // A container the engine knows (created, never started).
+    let pid = std::process::id();
+    let known_name = format!("cnpg-ext-monitor-known-{pid}");
+    let image = tiny_image(&t, dir.path(), &format!("localhost/cnpg-ext-faults/monitor-{pid}:1"));
+    let created =
+        engine_list(&t, &["create", "--name", &known_name, "--network", "none", "--entrypoint", "/x", &image]);
+    let known_id = created.last().cloned().unwrap();
+    let spawn = |id: &str, name: &str| {
+        std::process::Command::new(&script).args(["-c", id, "-n", name]).stdin(Stdio::null()).spawn().unwrap()
+    };
+    let mut orphan = spawn(&"0".repeat(64), &format!("cnpg-ext-monitor-orphan-{pid}-x"));
+    let mut kept = spawn(&known_id, &known_name);
+    // Until the shell has started its `sleep` (the monitor's "container").
+    assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 2).is_some());
+    cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    let orphan_gone = within(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some()).is_some();
+    let kept_alive = kept.try_wait().unwrap().is_none();
+    let _ = kept.kill();
+    let _ = kept.wait();
+    let _ = orphan.kill();
+    let _ = orphan.wait();
+    let _ = std::process::Command::new(&t.program).args(&t.global).args(["rm", "-f", &known_name]).output();
+    let _ = std::process::Command::new(&t.program).args(&t.global).args(["rmi", "-f", &image]).output();
+    for p in common::processes_mentioning("sleep 600") {
+        let _ = kill(Pid::from_raw(p as i32), Signal::SIGKILL);
+    }
+    assert!(orphan_gone, "the monitor of a container the engine does not know still runs");
+    assert!(kept_alive, "the monitor of a container the engine knows was killed");
+}
+
+/// A one-file image named `name`, imported from a tar made in `dir`.
+fn tiny_image(t: &EngineTarget, dir: &Path, name: &str) -> String {
+    let rootfs = dir.join("rootfs.tar");
+    std::fs::write(dir.join("file"), "x").unwrap();
+    let tarred = std::process::Command::new("tar")
+        .args(["-C", dir.to_str().unwrap(), "-cf", rootfs.to_str().unwrap(), "file"])
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    engine_list(t, &["import", "-q", rootfs.to_str().unwrap(), name]);
+    name.to_string()
 }
 
 // ---------------------------------------------------------------------------------------

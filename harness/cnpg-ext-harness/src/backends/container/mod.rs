@@ -329,6 +329,7 @@ fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
         });
         s.spawn(|| remove_images(engine, images));
     });
+    crate::supervisor::kill_orphaned_monitors(run_id);
 }
 
 fn remove_images(engine: &Engine, images: &[LoadedImage]) {
