@@ -484,6 +484,26 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
             }
         }
     }
+    // Volumes a container creation made for itself after its run's cleanup (named like the
+    // harness's, without any label: every volume the harness makes is labelled). One still in
+    // use is refused by `volume rm` without `-f`.
+    if let Some(all) = engine(&["volume", "ls", "-q"]) {
+        let ours: Vec<&str> = all.split_whitespace().filter(|v| v.starts_with(DIR_PREFIX)).collect();
+        if !ours.is_empty() {
+            let mut args = vec!["volume", "inspect", "--format", "{{.Name}} {{len .Labels}}"];
+            args.extend(ours.iter().copied());
+            let unlabelled: Vec<String> = engine(&args)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().split_once(' ').filter(|(_, n)| *n == "0").map(|(v, _)| v.to_string()))
+                .collect();
+            for v in unlabelled {
+                if engine(&["volume", "rm", &v]).is_some() {
+                    swept.volumes += 1;
+                }
+            }
+        }
+    }
     let vformat = format!("{{{{.Name}}}} {{{{index .Labels \"{LABEL_OWNER}\"}}}}");
     if let Some(names) = engine(&["volume", "ls", "-q", "--filter", &filter]) {
         let names: Vec<&str> = names.split_whitespace().collect();
@@ -529,11 +549,22 @@ fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
             engine(&rm);
             containers += ids.len();
         }
-        let vols: Vec<String> = engine(&["volume", "ls", "-q", "--filter", &filter])
+        // By label, and by name: a container created by a request still under way when the
+        // run died makes its named volume itself, without labels.
+        let prefix = format!("{}-", t.run_id);
+        let mut vols: Vec<String> = engine(&["volume", "ls", "-q", "--filter", &filter])
             .unwrap_or_default()
             .split_whitespace()
             .map(str::to_string)
             .collect();
+        vols.extend(
+            engine(&["volume", "ls", "-q"])
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter(|v| v.starts_with(&prefix) && !vols.iter().any(|x| x == v))
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+        );
         if !vols.is_empty() {
             let mut rm = vec!["volume", "rm", "-f"];
             rm.extend(vols.iter().map(String::as_str));

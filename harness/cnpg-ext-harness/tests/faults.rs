@@ -266,9 +266,16 @@ fn engine_list(t: &EngineTarget, args: &[&str]) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect()
 }
 
+/// The run's containers (by label) and volumes (by label, or by name: a volume an engine made
+/// for a container by itself has no label).
 fn run_objects(t: &EngineTarget, run_id: &str) -> (Vec<String>, Vec<String>) {
     let filter = format!("label=io.cnpg-ext-harness.run={run_id}");
-    (engine_list(t, &["ps", "-aq", "--filter", &filter]), engine_list(t, &["volume", "ls", "-q", "--filter", &filter]))
+    let mut volumes = engine_list(t, &["volume", "ls", "-q", "--filter", &filter]);
+    let prefix = format!("{run_id}-");
+    volumes.extend(engine_list(t, &["volume", "ls", "-q"]).into_iter().filter(|v| v.starts_with(&prefix)));
+    volumes.sort();
+    volumes.dedup();
+    (engine_list(t, &["ps", "-aq", "--filter", &filter]), volumes)
 }
 
 /// Runs the rollout scenario on the container backend, interrupts it with `signal` once an
@@ -389,9 +396,17 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
         let n = format!("{tag}-{name}");
         engine_list(&t, &["volume", "create", "--label", &label, &n]);
     }
+    // And one an engine made by itself for a container of a run killed meanwhile: no label.
+    engine_list(&t, &["volume", "create", &format!("{tag}-unlabelled")]);
     let before = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
     assert!(before.contains(&format!("{tag}-dead")) && before.contains(&format!("{tag}-live")), "{before:?}");
     let swept = cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    let all_after = engine_list(&t, &["volume", "ls", "-q"]);
+    let _ = std::process::Command::new(&t.program)
+        .args(&t.global)
+        .args(["volume", "rm", "-f", &format!("{tag}-unlabelled")])
+        .output();
+    assert!(!all_after.contains(&format!("{tag}-unlabelled")), "the unlabelled harness volume is still there");
     let after = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
     let _ = std::process::Command::new(&t.program)
         .args(&t.global)

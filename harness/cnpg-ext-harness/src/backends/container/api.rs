@@ -322,6 +322,9 @@ fn split_reference(reference: &str) -> (String, String) {
 
 /// Creates and starts the container of `spec`.
 pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
+    // A cleanup waits for this: a create that lands after it would leave a container (and
+    // an unlabelled volume the engine makes for the name).
+    let _in_flight = super::engine::InFlight::enter();
     // Containers are removed explicitly (stop, teardown, the run's label sweep); a container
     // whose start failed must stay until its log is read, so testcontainers removes nothing
     // on drop. Read by testcontainers when its client is first made, which is below.
@@ -433,6 +436,7 @@ pub async fn log_tail(id: &str, lines: usize) -> String {
 
 /// `POST /volumes/create` with labels, and bind-backed by `device` when given.
 pub async fn create_volume(name: &str, labels: &[(String, String)], device: Option<&Path>) -> Result<(), String> {
+    let _in_flight = super::engine::InFlight::enter();
     let driver_opts = device.map(|d| {
         [("type", "none"), ("o", "bind")]
             .iter()

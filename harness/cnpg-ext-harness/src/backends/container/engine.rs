@@ -75,9 +75,10 @@ pub fn wait_idle(max: Duration) {
     }
 }
 
-struct InFlight;
+/// An engine operation under way (CLI or API): [`wait_idle`] waits for it to end.
+pub(super) struct InFlight;
 impl InFlight {
-    fn enter() -> InFlight {
+    pub(super) fn enter() -> InFlight {
         IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
         InFlight
     }
