@@ -447,12 +447,15 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
     // the engine no longer knows: left by a run killed between create and start. Processes
     // first, containers second: a monitor seen before the listing whose container is live is
     // in the listing.
+    // Only monitors of this engine's store (`--root` in their exit command): another store's
+    // containers are not in this listing.
     let monitors = harness_monitors();
     if !monitors.is_empty() {
-        if let Some(known) = engine(&["ps", "-aq", "--no-trunc"]) {
+        let root = engine(&["info", "--format", "{{.Store.GraphRoot}}"]).map(|r| r.trim().to_string());
+        if let (Some(root), Some(known)) = (root, engine(&["ps", "-aq", "--no-trunc"])) {
             let known: BTreeSet<&str> = known.split_whitespace().collect();
-            for (pid, id) in &monitors {
-                if !known.contains(id.as_str()) {
+            for (pid, id, store) in &monitors {
+                if store.as_deref() == Some(root.as_str()) && !root.is_empty() && !known.contains(id.as_str()) {
                     kill_monitor(*pid, &all_processes());
                 }
             }
@@ -587,15 +590,16 @@ fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
 pub(crate) fn kill_orphaned_monitors(run_id: &str) {
     let prefix = format!("{run_id}-");
     let procs = all_processes();
-    for (pid, name, _) in monitors_named(&procs, DIR_PREFIX) {
+    for (pid, name, _, _) in monitors_named(&procs, DIR_PREFIX) {
         if name.starts_with(&prefix) {
             kill_monitor(pid, &procs);
         }
     }
 }
 
-/// `conmon` processes whose container name starts with `prefix`: (pid, name, container id).
-fn monitors_named(procs: &BTreeMap<i32, Stat>, prefix: &str) -> Vec<(i32, String, String)> {
+/// `conmon` processes whose container name starts with `prefix`: (pid, name, container id,
+/// the store's graph root).
+fn monitors_named(procs: &BTreeMap<i32, Stat>, prefix: &str) -> Vec<(i32, String, String, Option<String>)> {
     let mut out = Vec::new();
     for (pid, st) in procs {
         if st.comm != "conmon" {
@@ -604,18 +608,21 @@ fn monitors_named(procs: &BTreeMap<i32, Stat>, prefix: &str) -> Vec<(i32, String
         let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else { continue };
         let args: Vec<String> = cmd.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
         let value = |flag: &str| args.windows(2).find(|w| w[0] == flag).map(|w| w[1].clone());
+        // The store, from the exit command podman gives it: `--exit-command-arg --root
+        // --exit-command-arg <graph root>`.
+        let store = args.windows(3).find(|w| w[0] == "--root" && w[1] == "--exit-command-arg").map(|w| w[2].clone());
         if let (Some(name), Some(id)) = (value("-n"), value("-c")) {
             if name.starts_with(prefix) {
-                out.push((*pid, name, id));
+                out.push((*pid, name, id, store));
             }
         }
     }
     out
 }
 
-/// Every monitor of a harness container: (pid, container id).
-fn harness_monitors() -> Vec<(i32, String)> {
-    monitors_named(&all_processes(), DIR_PREFIX).into_iter().map(|(pid, _, id)| (pid, id)).collect()
+/// Every monitor of a harness container: (pid, container id, store).
+fn harness_monitors() -> Vec<(i32, String, Option<String>)> {
+    monitors_named(&all_processes(), DIR_PREFIX).into_iter().map(|(pid, _, id, store)| (pid, id, store)).collect()
 }
 
 /// SIGKILL to a monitor and to what it watches (its children).

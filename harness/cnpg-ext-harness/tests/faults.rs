@@ -487,18 +487,28 @@ fn the_sweep_kills_monitors_left_without_their_container() {
     let created =
         engine_list(&t, &["create", "--name", &known_name, "--network", "none", "--entrypoint", "/x", &image]);
     let known_id = created.last().cloned().unwrap();
-    let spawn = |id: &str, name: &str| {
-        std::process::Command::new(&script).args(["-c", id, "-n", name]).stdin(Stdio::null()).spawn().unwrap()
+    let root = engine_list(&t, &["info", "--format", "{{.Store.GraphRoot}}"]).join(" ");
+    let spawn = |id: &str, name: &str, store: &str| {
+        std::process::Command::new(&script)
+            .args(["-c", id, "-n", name, "--exit-command-arg", "--root", "--exit-command-arg", store])
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap()
     };
-    let mut orphan = spawn(&"0".repeat(64), &format!("cnpg-ext-monitor-orphan-{pid}-x"));
-    let mut kept = spawn(&known_id, &known_name);
+    let mut orphan = spawn(&"0".repeat(64), &format!("cnpg-ext-monitor-orphan-{pid}-x"), &root);
+    let mut kept = spawn(&known_id, &known_name, &root);
+    // Another store's monitor: its container is not in this engine's listing, and it stays.
+    let mut elsewhere = spawn(&"1".repeat(64), &format!("cnpg-ext-monitor-other-{pid}-x"), "/elsewhere/storage");
     // Until the shell has started its `sleep` (the monitor's "container").
-    assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 2).is_some());
+    assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 3).is_some());
     cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
     let orphan_gone = within(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some()).is_some();
     let kept_alive = kept.try_wait().unwrap().is_none();
-    let _ = kept.kill();
-    let _ = kept.wait();
+    let elsewhere_alive = elsewhere.try_wait().unwrap().is_none();
+    for c in [&mut kept, &mut elsewhere] {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
     let _ = orphan.kill();
     let _ = orphan.wait();
     let _ = std::process::Command::new(&t.program).args(&t.global).args(["rm", "-f", &known_name]).output();
@@ -508,6 +518,7 @@ fn the_sweep_kills_monitors_left_without_their_container() {
     }
     assert!(orphan_gone, "the monitor of a container the engine does not know still runs");
     assert!(kept_alive, "the monitor of a container the engine knows was killed");
+    assert!(elsewhere_alive, "the monitor of another store's container was killed");
 }
 
 /// A one-file image named `name`, imported from a tar made in `dir`.
