@@ -438,11 +438,7 @@ pub fn sweep_stale(parents: &[PathBuf]) -> Swept {
 /// Removes the containers and volumes whose [`LABEL_OWNER`] names a dead process.
 pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
     let mut swept = Swept::default();
-    let engine = |args: &[&str]| -> Option<String> {
-        let out =
-            Command::new(program).args(global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
-        out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-    };
+    let engine = |args: &[&str]| run_engine(program, global, args);
     // Monitors of the harness's containers (`conmon -c <id> -n cnpg-ext-…`) whose container
     // the engine no longer knows: left by a run killed between create and start. Processes
     // first, containers second: a monitor seen before the listing whose container is live is
@@ -454,9 +450,10 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
         let root = engine(&["info", "--format", "{{.Store.GraphRoot}}"]).map(|r| r.trim().to_string());
         if let (Some(root), Some(known)) = (root, engine(&["ps", "-aq", "--no-trunc"])) {
             let known: BTreeSet<&str> = known.split_whitespace().collect();
+            let procs = all_processes();
             for (pid, id, store) in &monitors {
                 if store.as_deref() == Some(root.as_str()) && !root.is_empty() && !known.contains(id.as_str()) {
-                    kill_monitor(*pid, &all_processes());
+                    kill_monitor(*pid, &procs);
                 }
             }
         }
@@ -529,8 +526,13 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
 /// `budget` ran out); returns how many of each were removed.
 /// One engine command of a dead run's cleanup; its standard output when it succeeded.
 fn engine_command<S: AsRef<std::ffi::OsStr>>(t: &EngineTarget, args: &[S]) -> Option<String> {
-    let out =
-        Command::new(&t.program).args(&t.global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
+    run_engine(&t.program, &t.global, args)
+}
+
+/// `<program> <global flags> <args>` with no input and errors discarded; its standard output
+/// when it succeeded.
+fn run_engine<S: AsRef<std::ffi::OsStr>>(program: &Path, global: &[String], args: &[S]) -> Option<String> {
+    let out = Command::new(program).args(global).args(args).stdin(Stdio::null()).stderr(Stdio::null()).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 

@@ -60,20 +60,7 @@ fn run_certify_and_image_commands_pull_by_reference() {
 
     // `run`: a scenario whose only source for the image is its reference.
     let (_root, dir) = pulled_scenario(&reference);
-    let work = workdir_parent("pull-run");
-    let report = scratch.path().join("report");
-    let (code, out) = harness(
-        &[
-            "run",
-            dir.to_str().unwrap(),
-            "--no-progress",
-            "--workdir",
-            work.path().to_str().unwrap(),
-            "--report-dir",
-            report.to_str().unwrap(),
-        ],
-        Some(&reg.addr),
-    );
+    let (code, out) = run_scenario(&dir, "local", scratch.path(), &reg.addr);
     assert_eq!(code, Some(0), "{out}");
     assert!(out.contains("PASS single-extension"), "{out}");
 
@@ -140,42 +127,55 @@ fn bad_references_exit_2_and_unusable_registries_exit_3() {
     );
 }
 
-/// The container backend mounts a pulled image named by its digest: the engine pulls it from
-/// the same registry (`--tls-verify=false` for an `--insecure-registry`).
-#[test]
-fn container_backend_mounts_a_pinned_pulled_image() {
-    let Some(()) = require(TOOLS) else { return };
-    let ci = std::env::var("CI").as_deref() == Ok("true");
+/// Set to make a missing or unusable container engine a failure (as `CI=true` does).
+const ENGINE_REQUIRED: &str = "CNPG_EXT_HARNESS_REQUIRE_ENGINE";
+
+/// podman is on `PATH` (these tests drive it directly); else says why the test cannot run,
+/// by the project's one skip rule.
+fn podman_here() -> Option<()> {
     let on_path =
         |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-    if !on_path("podman") {
-        assert!(!ci, "podman is not installed; CI=true makes a skip a failure");
-        eprintln!("SKIPPED: podman is not installed");
-        return;
+    if on_path("podman") {
+        return Some(());
     }
-    let reg = Registry::start(None);
-    let scratch = tempfile::tempdir().unwrap();
-    let (_, digest) = push_pgvector(&reg, scratch.path());
-    let pinned = format!("{}/{REPO}@{digest}", reg.addr);
-    let (_root, dir) = pulled_scenario(&pinned);
-    let work = workdir_parent("pull-container");
-    let report = scratch.path().join("report");
-    let (code, out) = harness(
+    common::cannot_run("podman is not installed", Some(ENGINE_REQUIRED));
+    None
+}
+
+/// `run <dir> --backend <backend>` in a fresh work directory, reports under `scratch/report`.
+fn run_scenario(dir: &Path, backend: &str, scratch: &Path, registry: &str) -> (Option<i32>, String) {
+    let work = workdir_parent(&format!("pull-{backend}"));
+    let report = scratch.join("report");
+    harness(
         &[
             "run",
             dir.to_str().unwrap(),
             "--backend",
-            "container",
+            backend,
             "--no-progress",
             "--workdir",
             work.path().to_str().unwrap(),
             "--report-dir",
             report.to_str().unwrap(),
         ],
-        Some(&reg.addr),
-    );
-    if code == Some(3) && !ci {
-        eprintln!("SKIPPED: the container engine is not usable here (exit 3); CI=true makes this a failure:\n{out}");
+        Some(registry),
+    )
+}
+
+/// The container backend mounts a pulled image named by its digest: the engine pulls it from
+/// the same registry (`--tls-verify=false` for an `--insecure-registry`).
+#[test]
+fn container_backend_mounts_a_pinned_pulled_image() {
+    let Some(()) = require(TOOLS) else { return };
+    let Some(()) = podman_here() else { return };
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let (_, digest) = push_pgvector(&reg, scratch.path());
+    let pinned = format!("{}/{REPO}@{digest}", reg.addr);
+    let (_root, dir) = pulled_scenario(&pinned);
+    let (code, out) = run_scenario(&dir, "container", scratch.path(), &reg.addr);
+    if code == Some(3) {
+        common::cannot_run(&format!("the container engine is not usable here (exit 3):\n{out}"), Some(ENGINE_REQUIRED));
         return;
     }
     assert_eq!(code, Some(0), "{out}");
@@ -197,14 +197,7 @@ fn config_digest(layout: &Path) -> String {
 #[test]
 fn certify_by_digest_on_the_container_backend_mounts_the_pinned_image() {
     let Some(()) = require(TOOLS) else { return };
-    let ci = std::env::var("CI").as_deref() == Ok("true");
-    let on_path =
-        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-    if !on_path("podman") {
-        assert!(!ci, "podman is not installed; CI=true makes a skip a failure");
-        eprintln!("SKIPPED: podman is not installed");
-        return;
-    }
+    let Some(()) = podman_here() else { return };
     let reg = Registry::start(None);
     let scratch = tempfile::tempdir().unwrap();
     let (_, pinned_digest) = push_pgvector(&reg, scratch.path());
@@ -228,8 +221,8 @@ fn certify_by_digest_on_the_container_backend_mounts_the_pinned_image() {
         &["certify", &pinned, "--backend", "container", "--no-progress", "--report-dir", cert.to_str().unwrap()],
         Some(&reg.addr),
     );
-    if code == Some(3) && !ci {
-        eprintln!("SKIPPED: the container engine is not usable here (exit 3); CI=true makes this a failure:\n{out}");
+    if code == Some(3) {
+        common::cannot_run(&format!("the container engine is not usable here (exit 3):\n{out}"), Some(ENGINE_REQUIRED));
         return;
     }
     assert_eq!(code, Some(0), "{out}");

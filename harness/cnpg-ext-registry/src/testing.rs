@@ -82,24 +82,7 @@ impl Registry {
         if tls {
             // A CA, and a server certificate for 127.0.0.1 signed by it.
             let d = dir.path();
-            openssl(
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-keyout",
-                    "ca.key",
-                    "-out",
-                    "ca.crt",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=cnpg-ext-test-ca",
-                ],
-                d,
-            );
+            self_signed(d, "ca.key", "ca.crt", "cnpg-ext-test-ca");
             openssl(
                 &[
                     "req",
@@ -269,29 +252,21 @@ fn openssl(args: &[&str], dir: &Path) {
     assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// A self-signed certificate (`cert`) and its RSA key (`key`) in `dir`, valid for two days.
+fn self_signed(dir: &Path, key: &str, cert: &str, common_name: &str) {
+    let subject = format!("/CN={common_name}");
+    let args = [
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert, "-days", "2", "-subj", &subject,
+    ];
+    openssl(&args, dir);
+}
+
 impl TokenServer {
     fn start(dir: &Path, user: &str, pass: &str) -> TokenServer {
         use base64::Engine as _;
         // A self-signed issuer certificate: the registry trusts it as its root bundle, and
         // the token carries it in `x5c`.
-        openssl(
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-keyout",
-                "key.pem",
-                "-out",
-                "cert.pem",
-                "-days",
-                "2",
-                "-subj",
-                "/CN=cnpg-ext-test-issuer",
-            ],
-            dir,
-        );
+        self_signed(dir, "key.pem", "cert.pem", "cnpg-ext-test-issuer");
         openssl(&["x509", "-in", "cert.pem", "-outform", "DER", "-out", "cert.der"], dir);
         let der = std::fs::read(dir.join("cert.der")).unwrap();
         let header = serde_json::json!({"alg": "RS256", "typ": "JWT", "x5c": [base64::engine::general_purpose::STANDARD.encode(der)]});

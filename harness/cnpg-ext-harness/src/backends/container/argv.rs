@@ -312,6 +312,23 @@ spec:
         super::super::engine::split_flags("--ulimit nofile=20000:20000 --ulimit nproc=1024:1024").unwrap()
     }
 
+    /// A primary with no extensions, labels or library path.
+    fn bare_primary() -> InstanceRun<'static> {
+        InstanceRun {
+            container: "n",
+            labels: &[],
+            image: "img",
+            bindir: "/b",
+            volume: "v",
+            socket_dir: Path::new("/s"),
+            conf_dir: Path::new("/c"),
+            primary_socket_dir: None,
+            mounts: &[],
+            ld_library_path: None,
+            bootstrap: None,
+        }
+    }
+
     macro_rules! snap {
         ($name:expr, $value:expr) => {
             insta::with_settings!({snapshot_path => concat!(env!("CARGO_MANIFEST_DIR"), "/../../snapshots/container"), prepend_module_to_snapshot => false}, {
@@ -353,19 +370,7 @@ spec:
 
     #[test]
     fn primary_without_extensions_has_no_image_mounts_or_ld_path() {
-        let r = InstanceRun {
-            container: "n",
-            labels: &[],
-            image: "img",
-            bindir: "/b",
-            volume: "v",
-            socket_dir: Path::new("/s"),
-            conf_dir: Path::new("/c"),
-            primary_socket_dir: None,
-            mounts: &[],
-            ld_library_path: None,
-            bootstrap: None,
-        };
+        let r = bare_primary();
         let spec = instance_spec(&r, &HostFlags::default());
         assert!(spec.mounts.iter().all(|m| m.typ != Some(MountType::IMAGE)), "{:?}", spec.mounts);
         assert!(spec.mounts.iter().all(|m| m.target.as_deref() != Some(PRIMARY_SOCKET_DIR)));
@@ -381,19 +386,7 @@ spec:
     #[test]
     fn a_network_in_the_run_flags_replaces_none() {
         let flags = |s: &str| super::super::engine::split_flags(s).unwrap();
-        let r = InstanceRun {
-            container: "n",
-            labels: &[],
-            image: "img",
-            bindir: "/b",
-            volume: "v",
-            socket_dir: Path::new("/s"),
-            conf_dir: Path::new("/c"),
-            primary_socket_dir: None,
-            mounts: &[],
-            ld_library_path: None,
-            bootstrap: None,
-        };
+        let r = bare_primary();
         for (run_flags, mode) in [("", "none"), ("--network host", "host"), ("--net=slirp4netns", "slirp4netns")] {
             let host = HostFlags::parse(&flags(run_flags)).unwrap();
             assert_eq!(instance_spec(&r, &host).network_mode, mode, "{run_flags}");
