@@ -539,48 +539,48 @@ fn run_engine<S: AsRef<std::ffi::OsStr>>(program: &Path, global: &[String], args
 fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
     let engine = |args: &[&str]| engine_command(t, args);
     let filter = format!("label={LABEL_RUN}={}", t.run_id);
+    // Every volume of a run is named `<run id>-…` (the instance's container name). By name, not
+    // by label: a container created by a request still under way when the run died makes its
+    // named volume itself, without labels; and podman 4.3's label filter fails as a whole when
+    // a volume goes while it lists.
+    let prefix = format!("{}-", t.run_id);
     let podman = t.program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman"));
     let deadline = Instant::now() + budget;
     let (mut containers, mut volumes) = (0, 0);
     loop {
-        let ids: Vec<String> = engine(&["ps", "-aq", "--filter", &filter])
-            .unwrap_or_default()
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let listed_ids = engine(&["ps", "-aq", "--filter", &filter]);
+        let ids: Vec<String> =
+            listed_ids.as_deref().unwrap_or_default().split_whitespace().map(str::to_string).collect();
         if !ids.is_empty() {
             let mut rm: Vec<&str> = if podman { vec!["rm", "-f", "-t", "0"] } else { vec!["rm", "-f"] };
             rm.extend(ids.iter().map(String::as_str));
             engine(&rm);
             containers += ids.len();
         }
-        // By label, and by name: a container created by a request still under way when the
-        // run died makes its named volume itself, without labels.
-        let prefix = format!("{}-", t.run_id);
-        let mut vols: Vec<String> = engine(&["volume", "ls", "-q", "--filter", &filter])
+        let listed_vols = engine(&["volume", "ls", "-q"]);
+        let vols: Vec<String> = listed_vols
+            .as_deref()
             .unwrap_or_default()
             .split_whitespace()
+            .filter(|v| v.starts_with(&prefix))
             .map(str::to_string)
             .collect();
-        vols.extend(
-            engine(&["volume", "ls", "-q"])
-                .unwrap_or_default()
-                .split_whitespace()
-                .filter(|v| v.starts_with(&prefix) && !vols.iter().any(|x| x == v))
-                .map(str::to_string)
-                .collect::<Vec<_>>(),
-        );
         if !vols.is_empty() {
             let mut rm = vec!["volume", "rm", "-f"];
             rm.extend(vols.iter().map(String::as_str));
             engine(&rm);
             volumes += vols.len();
         }
-        // One more pass after removing something: a container created meanwhile by an
-        // engine client that was still running is caught by the next listing.
-        if (ids.is_empty() && vols.is_empty()) || Instant::now() >= deadline {
+        // Done when both listings answered and found nothing: one more pass after removing
+        // something (a container created meanwhile by an engine client that was still running
+        // is caught by the next listing), and a listing that failed is asked again.
+        let clean = listed_ids.is_some() && listed_vols.is_some() && ids.is_empty() && vols.is_empty();
+        if clean || Instant::now() >= deadline {
             kill_orphaned_monitors(&t.run_id);
             return (containers, volumes);
+        }
+        if listed_ids.is_none() || listed_vols.is_none() {
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 }

@@ -16,6 +16,18 @@ use nix::unistd::Pid;
 /// Starts `run <scenario>` in `parent`; returns once a stderr line contains `marker`
 /// (the harness prints `[scenario] step title` for every step), with the child.
 fn start_until(args: &[&str], parent: &Path, marker: &str, env: &[(&str, &str)]) -> Child {
+    try_start_until(args, parent, marker, env)
+        .unwrap_or_else(|(_, seen)| panic!("the run never reached `{marker}`:\n{seen}"))
+}
+
+/// [`start_until`], or the run's exit code and what it printed when it ended (or 300 s went
+/// by) without reaching `marker`.
+fn try_start_until(
+    args: &[&str],
+    parent: &Path,
+    marker: &str,
+    env: &[(&str, &str)],
+) -> Result<Child, (Option<i32>, String)> {
     let mut cmd = bin();
     cmd.args(["run", "--no-progress", "--workdir", parent.to_str().unwrap()])
         .args(args)
@@ -43,13 +55,14 @@ fn start_until(args: &[&str], parent: &Path, marker: &str, env: &[(&str, &str)])
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) if Instant::now() < deadline => {}
             Err(_) => {
                 let _ = child.kill();
-                panic!("the run never reached `{marker}`:\n{}", seen.join("\n"));
+                let code = child.wait().ok().and_then(|s| s.code());
+                return Err((code, seen.join("\n")));
             }
         }
     }
     // Keep draining stderr so that the harness never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    child
+    Ok(child)
 }
 
 /// Waits up to `limit` for `done`; returns how long it took, or None.
@@ -270,12 +283,26 @@ fn engine_list(t: &EngineTarget, args: &[&str]) -> Vec<String> {
 /// for a container by itself has no label).
 fn run_objects(t: &EngineTarget, run_id: &str) -> (Vec<String>, Vec<String>) {
     let filter = format!("label=io.cnpg-ext-harness.run={run_id}");
-    let mut volumes = engine_list(t, &["volume", "ls", "-q", "--filter", &filter]);
+    let mut volumes = listing(t, &["volume", "ls", "-q", "--filter", &filter]);
     let prefix = format!("{run_id}-");
-    volumes.extend(engine_list(t, &["volume", "ls", "-q"]).into_iter().filter(|v| v.starts_with(&prefix)));
+    volumes.extend(listing(t, &["volume", "ls", "-q"]).into_iter().filter(|v| v.starts_with(&prefix)));
     volumes.sort();
     volumes.dedup();
-    (engine_list(t, &["ps", "-aq", "--filter", &filter]), volumes)
+    (listing(t, &["ps", "-aq", "--filter", &filter]), volumes)
+}
+
+/// [`engine_list`] of a listing taken while the engine removes things: podman 4.3 fails a
+/// whole `volume ls --filter` when a volume goes meanwhile, so a failed listing is taken
+/// again (up to 10 times) before it counts as a failure.
+fn listing(t: &EngineTarget, args: &[&str]) -> Vec<String> {
+    for _ in 0..9 {
+        let o = std::process::Command::new(&t.program).args(&t.global).args(args).output().unwrap();
+        if o.status.success() {
+            return String::from_utf8_lossy(&o.stdout).split_whitespace().map(str::to_string).collect();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    engine_list(t, args)
 }
 
 /// Runs the rollout scenario on the container backend, interrupts it with `signal` once an
@@ -306,12 +333,25 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
     let scenario =
         own_image_copy(parent.path(), "add-extension", "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie", &reference);
     let scenario_named = || !engine_list(&t, &["images", "-q", &reference]).is_empty();
-    let mut child = start_until(
+    let started = try_start_until(
         &[scenario.to_str().unwrap(), "--backend", "container", "--jobs", "1"],
         parent.path(),
         "adding the extension rolls the cluster",
         &[],
     );
+    let mut child = match started {
+        Ok(child) => child,
+        // The engine is there but cannot run the backend here (the harness says why, exit 3):
+        // the same rule as every container test.
+        Err((Some(3), seen)) => {
+            common::cannot_run(
+                &format!("the container backend is unusable here (exit 3):\n{seen}"),
+                Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"),
+            );
+            return;
+        }
+        Err((code, seen)) => panic!("the run never reached the rollout (exit {code:?}):\n{seen}"),
+    };
     let dirs: Vec<String> = entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let run_id = dirs[0].clone();
