@@ -180,7 +180,9 @@ impl<'a> ScenarioRun<'a> {
                     self.note_pull_policy(&c.cluster, &mut o);
                 }
                 Manifest::Database(d) => self.apply_database(&d, a.expect.as_ref(), &mut o).await?,
-                Manifest::Other { .. } => {}
+                // Catalogs are resolved into each Cluster's extension list when the scenario
+                // loads (as the operator resolves them); the stand-in has nothing to apply.
+                Manifest::Catalog(_) | Manifest::Other { .. } => {}
             }
         }
         Ok(o)

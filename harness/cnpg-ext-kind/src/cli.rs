@@ -63,7 +63,7 @@ pub enum KindCommand {
     Up {
         #[arg(long, default_value = DEFAULT_NAME)]
         name: String,
-        /// A kind config, e.g. kind-config/kind-1.34-3nodes.yaml (default kind-config/kind-1.33.yaml).
+        /// A kind config, e.g. kind-config/kind-1.34-3nodes.yaml (default kind-config/kind-1.36.yaml).
         #[arg(long)]
         config: Option<PathBuf>,
         /// Accept node images not pinned by digest.

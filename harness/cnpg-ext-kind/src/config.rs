@@ -32,7 +32,8 @@ impl NodeImage {
     }
 }
 
-/// The node images the configs use: one kind release (v0.31.0) for all three versions.
+/// The node images the configs use: kind v0.31.0 for 1.33–1.35, kind v0.32.0 (whose default
+/// node image is 1.36, as CloudNativePG's docs now ask for 1.35+) for 1.36.
 pub const NODE_IMAGES: &[NodeImage] = &[
     NodeImage {
         kubernetes: "1.33",
@@ -55,9 +56,18 @@ pub const NODE_IMAGES: &[NodeImage] = &[
         kind_release: "v0.31.0",
         source: "kind v0.31.0 release notes (its default node image)",
     },
+    NodeImage {
+        kubernetes: "1.36",
+        tag: "v1.36.1",
+        digest: Some("sha256:3489c7674813ba5d8b1a9977baea8a6e553784dab7b84759d1014dbd78f7ebd5"),
+        kind_release: "v0.32.0",
+        source: "kind v0.32.0 source, pkg/apis/config/defaults/image.go (the release's default node image)",
+    },
 ];
 
-pub const DEFAULT_KUBERNETES: &str = "1.33";
+/// Kubernetes 1.36: kind's default node image at v0.32.0, and what the extension-image
+/// project tests against; image volumes are on by default from 1.35.
+pub const DEFAULT_KUBERNETES: &str = "1.36";
 
 /// The containerd patch a registry mirror (`--registry`) needs, in the v2 config format
 /// kind's nodes use (containerd 2 migrates it).

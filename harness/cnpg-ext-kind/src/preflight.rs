@@ -27,7 +27,7 @@ pub fn check_server_version(info: &Info) -> Result<(u32, u32), BackendError> {
     if (major, minor) < (1, 33) {
         return Err(BackendError::Unusable(format!(
             "Kubernetes {} is too old: image volumes need 1.33 or later with the ImageVolume feature gate \
-             (use a kind-config/kind-1.33.yaml cluster or newer)",
+             (use a kind-config/kind-1.36.yaml cluster (or 1.33+ with the ImageVolume gate))",
             info.git_version
         )));
     }

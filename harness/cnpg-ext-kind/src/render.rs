@@ -39,6 +39,11 @@ pub fn scenario_documents(scenario: &Scenario, opts: &KindOptions) -> Vec<(Strin
                             ("cluster", doc)
                         }
                         Manifest::Database(d) => ("database", namespaced(&d.raw, &ns)),
+                        // A ClusterImageCatalog is cluster-scoped: applied as written.
+                        Manifest::Catalog(c) if c.catalog.kind == "ClusterImageCatalog" => {
+                            ("clusterimagecatalog", c.raw.clone())
+                        }
+                        Manifest::Catalog(c) => ("imagecatalog", namespaced(&c.raw, &ns)),
                         Manifest::Other { kind, raw } => (kind.as_str(), namespaced(raw, &ns)),
                     };
                     let name = doc.pointer("/metadata/name").and_then(Value::as_str).unwrap_or("unnamed").to_string();

@@ -35,8 +35,10 @@ fn kind_configs_snapshot_and_match_committed_files() {
         // The harness accepts its own configs as pinned.
         let info = check_kind_config(&path, &committed, false).unwrap();
         assert!(info.pinned);
-        assert_eq!(info.kind_release.as_deref(), Some("v0.31.0"));
-        assert!(name.contains(info.kubernetes.as_deref().unwrap()));
+        let k8s = info.kubernetes.as_deref().unwrap();
+        assert!(name.contains(k8s));
+        let image = config::NODE_IMAGES.iter().find(|i| i.kubernetes == k8s).unwrap();
+        assert_eq!(info.kind_release.as_deref(), Some(image.kind_release));
     }
 }
 

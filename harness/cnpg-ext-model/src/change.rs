@@ -12,7 +12,7 @@ use crate::plan::ClusterPlan;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Change {
-    /// The pod spec (the image volumes: name, image, mount path) changed: every instance is
+    /// The pod spec (the image volumes: name, image, pull policy, mount path) changed: every instance is
     /// replaced, replicas first.
     PodSpecRollout,
     /// A setting that needs a restart changed (`shared_preload_libraries`): every instance
@@ -20,9 +20,10 @@ pub enum Change {
     RestartRequired,
     /// Only `extension_control_path` / `dynamic_library_path` changed: a reload applies them.
     SearchPathReload,
-    /// Only `LD_LIBRARY_PATH` changed: the operator restarts nothing; the new value reaches a
+    /// Only the postmaster's environment changed (`ld_library_path`, and from 1.29
+    /// `bin_path` and `env`): the operator restarts nothing; the new values reach a
     /// postmaster at its next restart (`kubectl cnpg restart`).
-    LdLibraryPathOnly,
+    EnvironmentOnly,
     /// Nothing an instance can observe changed.
     Nothing,
 }
@@ -30,7 +31,9 @@ pub enum Change {
 impl Change {
     /// Classifies the step from `before` to `after` (plans derived with the same options).
     pub fn between(before: &ClusterPlan, after: &ClusterPlan) -> Change {
-        if before.pod_spec_fingerprint() != after.pod_spec_fingerprint() {
+        if before.pod_spec_fingerprint() != after.pod_spec_fingerprint()
+            || before.pull_policies() != after.pull_policies()
+        {
             Change::PodSpecRollout
         } else if before.shared_preload_libraries != after.shared_preload_libraries {
             Change::RestartRequired
@@ -38,8 +41,11 @@ impl Change {
             || before.dynamic_library_path != after.dynamic_library_path
         {
             Change::SearchPathReload
-        } else if before.ld_library_path != after.ld_library_path {
-            Change::LdLibraryPathOnly
+        } else if before.ld_library_path != after.ld_library_path
+            || before.bin_path != after.bin_path
+            || before.env != after.env
+        {
+            Change::EnvironmentOnly
         } else {
             Change::Nothing
         }
@@ -74,7 +80,12 @@ mod tests {
     fn each_kind_of_change() {
         let base = plan("");
         assert_eq!(Change::between(&base, &base), Change::Nothing);
-        assert_eq!(Change::between(&base, &plan("        ld_library_path: [system]\n")), Change::LdLibraryPathOnly);
+        assert_eq!(Change::between(&base, &plan("        ld_library_path: [system]\n")), Change::EnvironmentOnly);
+        assert_eq!(Change::between(&base, &plan("        bin_path: [bin]\n")), Change::EnvironmentOnly);
+        assert_eq!(Change::between(&base, &plan("        env: [{name: A, value: b}]\n")), Change::EnvironmentOnly);
+        let mut pulled = base.clone();
+        pulled.extensions[0].pull_policy = Some("Always".into());
+        assert_eq!(Change::between(&base, &pulled), Change::PodSpecRollout);
         assert_eq!(Change::between(&base, &plan("        extension_control_path: [opt]\n")), Change::SearchPathReload);
         assert_eq!(Change::between(&base, &plan("        dynamic_library_path: [opt]\n")), Change::SearchPathReload);
         let mut other_image = base.clone();
@@ -88,6 +99,6 @@ mod tests {
         preload.shared_preload_libraries = vec!["p".into()];
         assert_eq!(Change::between(&base, &preload), Change::RestartRequired);
         assert!(Change::PodSpecRollout.restarts() && Change::RestartRequired.restarts());
-        assert!(!Change::LdLibraryPathOnly.restarts() && !Change::SearchPathReload.restarts());
+        assert!(!Change::EnvironmentOnly.restarts() && !Change::SearchPathReload.restarts());
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! Manifests are parsed leniently (unknown fields are kept in the raw document and ignored
 //! here, as `kubectl apply` would accept them) but typed where the harness uses them.
-//! [`Cluster::validate`] rejects what the operator's webhook rejects.
+//! [`crate::validate`] rejects what the operator, its webhook and its CRD schema reject.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::InputError;
-use crate::version::CnpgVersion;
 use crate::yaml;
 
 pub const API_VERSION: &str = "postgresql.cnpg.io/v1";
@@ -47,8 +46,23 @@ pub struct ClusterSpec {
     pub primary_update_strategy: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub primary_update_method: Option<String>,
+    /// The catalog the operand image (and, from 1.29, extension images) come from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_catalog_ref: Option<ImageCatalogRef>,
     #[serde(default)]
     pub postgresql: PostgresConfiguration,
+}
+
+/// `spec.imageCatalogRef`: an `ImageCatalog` (same namespace) or `ClusterImageCatalog`,
+/// and the PostgreSQL major whose entry is used.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageCatalogRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_group: Option<String>,
+    pub kind: String,
+    pub name: String,
+    pub major: u32,
 }
 
 fn one() -> u32 {
@@ -67,10 +81,13 @@ pub struct PostgresConfiguration {
     pub extensions: Vec<ExtensionConfiguration>,
 }
 
-/// One entry of `spec.postgresql.extensions`. The three path lists keep CNPG's snake_case.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// One entry of `spec.postgresql.extensions` (or of a catalog's `images[].extensions`).
+/// The path lists keep CNPG's snake_case. An empty `image.reference` means "not given"
+/// (from 1.29 a Cluster entry may name only an extension its image catalog declares).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct ExtensionConfiguration {
     pub name: String,
+    #[serde(default)]
     pub image: ImageVolumeSource,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub extension_control_path: Option<Vec<String>>,
@@ -78,26 +95,59 @@ pub struct ExtensionConfiguration {
     pub dynamic_library_path: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ld_library_path: Option<Vec<String>>,
+    /// Directories appended to the postmaster's `PATH` (1.29+).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin_path: Option<Vec<String>>,
+    /// Variables set in the postmaster's environment (1.29+); `${image_root}` expands to
+    /// the mount path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<ExtensionEnvVar>>,
+}
+
+/// One `env` entry of an extension.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionEnvVar {
+    pub name: String,
+    #[serde(default)]
+    pub value: String,
 }
 
 impl ExtensionConfiguration {
-    /// `extension_control_path` with CNPG's default (`share`).
+    /// `extension_control_path` with CNPG's default (`share`), which an absent *or empty*
+    /// list gets (the operator tests the length).
     pub fn control_paths(&self) -> Vec<String> {
-        self.extension_control_path.clone().unwrap_or_else(|| vec!["share".into()])
+        non_empty(&self.extension_control_path).unwrap_or_else(|| vec!["share".into()])
     }
-    /// `dynamic_library_path` with CNPG's default (`lib`).
+    /// `dynamic_library_path` with CNPG's default (`lib`), for an absent or empty list.
     pub fn library_paths(&self) -> Vec<String> {
-        self.dynamic_library_path.clone().unwrap_or_else(|| vec!["lib".into()])
+        non_empty(&self.dynamic_library_path).unwrap_or_else(|| vec!["lib".into()])
     }
     /// `ld_library_path` (empty by default).
     pub fn ld_paths(&self) -> Vec<String> {
         self.ld_library_path.clone().unwrap_or_default()
     }
+    /// `bin_path` (empty by default).
+    pub fn bin_paths(&self) -> Vec<String> {
+        self.bin_path.clone().unwrap_or_default()
+    }
+    /// `env` (empty by default).
+    pub fn env_vars(&self) -> &[ExtensionEnvVar] {
+        self.env.as_deref().unwrap_or_default()
+    }
+    /// Whether the entry uses a field CloudNativePG added in 1.29 (`bin_path`, `env`).
+    pub fn uses_1_29_fields(&self) -> bool {
+        self.bin_path.as_ref().is_some_and(|v| !v.is_empty()) || self.env.as_ref().is_some_and(|v| !v.is_empty())
+    }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+fn non_empty(list: &Option<Vec<String>>) -> Option<Vec<String>> {
+    list.clone().filter(|l| !l.is_empty())
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageVolumeSource {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reference: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_policy: Option<String>,
@@ -177,7 +227,52 @@ impl DatabaseDoc {
 pub enum Manifest {
     Cluster(ClusterDoc),
     Database(DatabaseDoc),
+    /// An `ImageCatalog` or `ClusterImageCatalog`.
+    Catalog(CatalogDoc),
     Other { kind: String, raw: serde_json::Value },
+}
+
+/// `ImageCatalog` (namespaced) or `ClusterImageCatalog`: operand images by PostgreSQL
+/// major and, from 1.29, the extensions each image's Clusters may name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImageCatalog {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: ObjectMeta,
+    pub spec: ImageCatalogSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ImageCatalogSpec {
+    #[serde(default)]
+    pub images: Vec<CatalogImage>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CatalogImage {
+    pub major: u32,
+    pub image: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extensions: Vec<ExtensionConfiguration>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct CatalogDoc {
+    pub catalog: ImageCatalog,
+    pub raw: serde_json::Value,
+    pub file: PathBuf,
+    pub line: u64,
+}
+
+impl CatalogDoc {
+    /// Whether `r` names this catalog (kind, name, and namespace for an `ImageCatalog`).
+    pub fn is_named_by(&self, r: &ImageCatalogRef, cluster_namespace: Option<&str>) -> bool {
+        let meta = &self.catalog.metadata;
+        r.kind == self.catalog.kind
+            && r.name == meta.name
+            && (self.catalog.kind == "ClusterImageCatalog" || meta.namespace.as_deref() == cluster_namespace)
+    }
 }
 
 #[derive(Deserialize)]
@@ -242,6 +337,10 @@ impl Manifest {
                         extension_lines,
                     }));
                 }
+                "ImageCatalog" | "ClusterImageCatalog" if is_cnpg => {
+                    let catalog: ImageCatalog = yaml::parse(path, &doc).map_err(shift)?;
+                    out.push(Manifest::Catalog(CatalogDoc { catalog, raw, file: path.to_path_buf(), line }));
+                }
                 "Database" if is_cnpg => {
                     let database: Database = yaml::parse(path, &doc).map_err(shift)?;
                     out.push(Manifest::Database(DatabaseDoc { database, raw, file: path.to_path_buf(), line }));
@@ -293,103 +392,11 @@ impl ClusterDoc {
         let raw = serde_json::to_value(&cluster).expect("Cluster serializes");
         ClusterDoc { cluster, raw, file: PathBuf::from("(generated)"), line: 1, extension_lines: Vec::new() }
     }
-
-    /// Checks what CloudNativePG's webhook checks for `spec.postgresql.extensions` (and the
-    /// harness's own preconditions), for the operator version `cnpg`.
-    pub fn validate(&self, cnpg: CnpgVersion) -> Result<(), InputError> {
-        let c = &self.cluster;
-        let err = |line: u64, field: String, msg: String| InputError::new(&self.file, Some(line), field, msg);
-        if c.metadata.name.is_empty() {
-            return Err(err(self.line, "metadata.name".into(), "a Cluster needs a name".into()));
-        }
-        if c.spec.instances == 0 {
-            return Err(err(self.line, "spec.instances".into(), "must be at least 1".into()));
-        }
-        let exts = &c.spec.postgresql.extensions;
-        if !exts.is_empty() && cnpg < CnpgVersion::FIRST_WITH_EXTENSIONS {
-            return Err(err(
-                self.line,
-                "spec.postgresql.extensions".into(),
-                format!("CloudNativePG {cnpg} has no image-volume extensions (needs 1.27.0 or later)"),
-            ));
-        }
-        let mut seen: BTreeMap<String, String> = BTreeMap::new();
-        for (i, e) in exts.iter().enumerate() {
-            let line = self.extension_lines.get(i).copied().unwrap_or(self.line);
-            let f = |sub: &str| format!("spec.postgresql.extensions[{i}]{sub}");
-            check_name(&e.name, cnpg).map_err(|m| err(line, f(".name"), m))?;
-            let sanitized = sanitize_name(&e.name);
-            if let Some(first) = seen.insert(sanitized.clone(), e.name.clone()) {
-                let msg = if first == e.name {
-                    format!("duplicate extension name `{}`", e.name)
-                } else {
-                    format!("`{}` and `{}` both become volume name `{}`; rename one of them", first, e.name, sanitized)
-                };
-                return Err(err(line, f(".name"), msg));
-            }
-            if e.image.reference.trim().is_empty() {
-                return Err(err(line, f(".image.reference"), "an image reference is required".into()));
-            }
-            for (field, list) in [
-                ("extension_control_path", &e.extension_control_path),
-                ("dynamic_library_path", &e.dynamic_library_path),
-                ("ld_library_path", &e.ld_library_path),
-            ] {
-                for (j, p) in list.iter().flatten().enumerate() {
-                    check_relative(p).map_err(|m| err(line, f(&format!(".{field}[{j}]")), m))?;
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Lowercase alphanumerics and `-` (and `_` where the operator allows it), starting and
-/// ending with an alphanumeric, at most 63 characters once prefixed for the volume name.
-fn check_name(name: &str, cnpg: CnpgVersion) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("an extension needs a name".into());
-    }
-    let underscore_ok = cnpg.allows_underscore_names();
-    for ch in name.chars() {
-        let ok = ch.is_ascii_lowercase() || ch.is_ascii_digit() || ch == '-' || (ch == '_' && underscore_ok);
-        if !ok {
-            let hint = if ch == '_' {
-                format!(" (underscores need CloudNativePG 1.27.3 / 1.28.1 or later; this run models {cnpg})")
-            } else {
-                String::new()
-            };
-            return Err(format!("`{name}` has `{ch}`: use lowercase letters, digits and `-`{hint}"));
-        }
-    }
-    let first = name.chars().next().unwrap();
-    let last = name.chars().last().unwrap();
-    if !first.is_ascii_alphanumeric() || !last.is_ascii_alphanumeric() {
-        return Err(format!("`{name}` must start and end with a letter or digit"));
-    }
-    if name.len() > 59 {
-        return Err(format!("`{name}` is longer than 59 characters (volume names are `ext-<name>`, at most 63)"));
-    }
-    Ok(())
 }
 
 /// The pod volume name's stem: `_` becomes `-` (PR #9386).
 pub fn sanitize_name(name: &str) -> String {
     name.replace('_', "-")
-}
-
-/// Paths in the three lists are relative to the image root.
-fn check_relative(p: &str) -> Result<(), String> {
-    if p.trim().is_empty() {
-        return Err("empty path; use a directory relative to the image root, e.g. `share`".into());
-    }
-    if p.starts_with('/') {
-        return Err(format!("`{p}` is absolute; paths are relative to the image root, e.g. `share`"));
-    }
-    if p.split('/').any(|c| c == "..") {
-        return Err(format!("`{p}` leaves the image root with `..`"));
-    }
-    Ok(())
 }
 
 /// Names of every extension entry, for messages.

@@ -7,16 +7,24 @@
 pub mod backend;
 pub mod change;
 pub mod cluster;
+pub mod derivation;
+pub mod env;
 pub mod error;
+pub mod gopath;
 pub mod judge;
 pub mod plan;
+mod resolve;
 pub mod scenario;
+pub mod validate;
 pub mod version;
 mod yaml;
 
 pub use change::Change;
-pub use cluster::{Cluster, ClusterDoc, Database, DatabaseDoc, ExtensionConfiguration, Manifest};
+pub use cluster::{
+    CatalogDoc, Cluster, ClusterDoc, Database, DatabaseDoc, ExtensionConfiguration, ImageCatalog, Manifest,
+};
 pub use error::{InputError, Located};
 pub use plan::{ClusterPlan, ExtensionMount, PlanOptions};
 pub use scenario::{Scenario, Step};
+pub use validate::{Rejection, Source};
 pub use version::CnpgVersion;

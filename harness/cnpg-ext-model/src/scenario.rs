@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::cluster::{ClusterDoc, Manifest};
+use crate::cluster::{CatalogDoc, ClusterDoc, Manifest};
 use crate::error::InputError;
 use crate::version::CnpgVersion;
 use crate::yaml;
@@ -245,8 +245,13 @@ pub struct Scenario {
     pub tags: Vec<String>,
     pub images: Vec<ImageSpec>,
     pub steps: Vec<LocatedStep>,
-    /// Every manifest file named by an `apply` step, by the name used in the step.
+    /// Every manifest file named by an `apply` step, by the name used in the step. The typed
+    /// Cluster of each holds the extension list the operator resolves (image catalogs
+    /// applied); `raw` stays as written.
     pub manifests: BTreeMap<String, Vec<Manifest>>,
+    /// What the modelled release accepts but ignores (1.29 fields against 1.28, …): the
+    /// scenario cannot pass there, and the runner reports it instead of running it.
+    pub unsupported: Vec<InputError>,
 }
 
 impl Scenario {
@@ -343,15 +348,16 @@ impl Scenario {
                         for d in &docs {
                             if let Manifest::Cluster(c) = d {
                                 c.validate(cnpg)?;
-                                check_images_listed(c, &refs)?;
                             }
                         }
-                        if !docs.iter().any(|d| matches!(d, Manifest::Cluster(_) | Manifest::Database(_))) {
+                        let known =
+                            |d: &Manifest| matches!(d, Manifest::Cluster(_) | Manifest::Database(_) | Manifest::Catalog(_));
+                        if !docs.iter().any(known) {
                             return Err(InputError::new(
                                 &mpath,
                                 None,
                                 "kind",
-                                "no postgresql.cnpg.io/v1 Cluster or Database in this file",
+                                "no postgresql.cnpg.io/v1 Cluster, Database or image catalog in this file",
                             ));
                         }
                         manifests.insert(a.file.clone(), docs);
@@ -409,6 +415,7 @@ impl Scenario {
             }
             steps.push(LocatedStep { index: i + 1, line, step });
         }
+        let unsupported = resolve_clusters(&mut manifests, &refs, cnpg)?;
         if !matches!(steps[0].step, Step::Apply(_)) {
             return Err(InputError::new(
                 &file,
@@ -417,7 +424,17 @@ impl Scenario {
                 "the first step must `apply` a Cluster",
             ));
         }
-        Ok(Scenario { id, dir, file, description: parsed.description, tags: parsed.tags, images, steps, manifests })
+        Ok(Scenario {
+            id,
+            dir,
+            file,
+            description: parsed.description,
+            tags: parsed.tags,
+            images,
+            steps,
+            manifests,
+            unsupported,
+        })
     }
 
     /// Every Cluster document the scenario applies, in step order.
@@ -427,6 +444,44 @@ impl Scenario {
             _ => None,
         })
     }
+}
+
+/// Resolves every Cluster's extensions against the image catalogs the scenario applies,
+/// checks their images are listed, and collects what the release ignores.
+fn resolve_clusters(
+    manifests: &mut BTreeMap<String, Vec<Manifest>>,
+    refs: &BTreeSet<String>,
+    cnpg: CnpgVersion,
+) -> Result<Vec<InputError>, InputError> {
+    let catalogs: Vec<CatalogDoc> = manifests
+        .values()
+        .flatten()
+        .filter_map(|m| match m {
+            Manifest::Catalog(c) => Some(c.clone()),
+            _ => None,
+        })
+        .collect();
+    let catalog_refs: Vec<&CatalogDoc> = catalogs.iter().collect();
+    let mut unsupported = Vec::new();
+    for doc in manifests.values_mut().flatten() {
+        let Manifest::Cluster(c) = doc else { continue };
+        unsupported.extend(c.ignored(cnpg));
+        if c.cluster.spec.image_catalog_ref.is_some() && !cnpg.applies_extension_env() {
+            let declares = catalogs.iter().any(|k| k.catalog.spec.images.iter().any(|i| !i.extensions.is_empty()));
+            if declares {
+                unsupported.push(InputError::new(
+                    &c.file,
+                    Some(c.line),
+                    "spec.imageCatalogRef",
+                    format!("extensions declared in image catalogs are ignored by CloudNativePG {cnpg}; they need 1.29.0 or later"),
+                ));
+            }
+        }
+        let resolved = c.resolve_extensions(&catalog_refs, cnpg)?;
+        c.cluster.spec.postgresql.extensions = resolved;
+        check_images_listed(c, refs)?;
+    }
+    Ok(unsupported)
 }
 
 /// Image references in a Cluster must come from the scenario's `images`.

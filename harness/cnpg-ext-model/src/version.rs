@@ -15,11 +15,43 @@ impl CnpgVersion {
         CnpgVersion { major, minor, patch }
     }
 
-    /// The release the harness models by default (the newest one it knows).
-    pub const DEFAULT: CnpgVersion = CnpgVersion::new(1, 28, 2);
+    /// The release the harness models by default (the newest one it knows; equals
+    /// `default` in `kind-config/cnpg-versions.yaml`, checked by a test).
+    pub const DEFAULT: CnpgVersion = CnpgVersion::new(1, 30, 1);
 
     /// First release with `spec.postgresql.extensions`.
     pub const FIRST_WITH_EXTENSIONS: CnpgVersion = CnpgVersion::new(1, 27, 0);
+
+    /// First release that applies `bin_path`, `env` and extensions declared in image
+    /// catalogs, and that checks `ld_library_path` / `bin_path` and `..` in every path list.
+    pub const FIRST_WITH_EXTENSION_ENV: CnpgVersion = CnpgVersion::new(1, 29, 0);
+
+    /// `bin_path`, `env`, catalog extensions: applied from 1.29.0.
+    pub fn applies_extension_env(&self) -> bool {
+        *self >= Self::FIRST_WITH_EXTENSION_ENV
+    }
+
+    /// The webhook's path checks cover `ld_library_path` and `bin_path` and refuse paths
+    /// that leave the image with `..` (1.29.0+); before, only the first two lists are
+    /// checked, for empty and duplicate entries.
+    pub fn checks_every_path_list(&self) -> bool {
+        *self >= Self::FIRST_WITH_EXTENSION_ENV
+    }
+
+    /// The CRD limits extension names to 59 characters: 1.29.2 on the 1.29 line, 1.30.0 on.
+    pub fn limits_name_length(&self) -> bool {
+        match (self.major, self.minor) {
+            (1, m) if m < 29 => false,
+            (1, 29) => *self >= CnpgVersion::new(1, 29, 2),
+            _ => true,
+        }
+    }
+
+    /// 1.27.4+ and 1.28.2+ carry `bin_path` and `env` in their schema without applying
+    /// them; earlier patch releases prune them as unknown fields.
+    pub fn knows_extension_env_fields(&self) -> bool {
+        self.at_least_on_line(CnpgVersion::new(1, 27, 4), CnpgVersion::new(1, 28, 2))
+    }
 
     /// Underscores in extension names (PR #9386): 1.27.3 on the 1.27 line, 1.28.1 on 1.28.
     pub fn allows_underscore_names(&self) -> bool {
@@ -95,5 +127,20 @@ mod tests {
         assert!(!CnpgVersion::new(1, 28, 1).prefixes_volume_names());
         assert!(CnpgVersion::new(1, 28, 2).prefixes_volume_names());
         assert!(CnpgVersion::new(1, 30, 0).prefixes_volume_names());
+    }
+
+    #[test]
+    fn releases_1_29_and_later() {
+        assert!(!CnpgVersion::new(1, 28, 2).applies_extension_env());
+        assert!(CnpgVersion::new(1, 29, 0).applies_extension_env());
+        assert!(!CnpgVersion::new(1, 28, 4).checks_every_path_list());
+        assert!(CnpgVersion::new(1, 29, 0).checks_every_path_list());
+        assert!(!CnpgVersion::new(1, 29, 1).limits_name_length());
+        assert!(CnpgVersion::new(1, 29, 2).limits_name_length());
+        assert!(CnpgVersion::new(1, 30, 0).limits_name_length());
+        assert!(!CnpgVersion::new(1, 28, 1).knows_extension_env_fields());
+        assert!(CnpgVersion::new(1, 28, 2).knows_extension_env_fields());
+        assert!(CnpgVersion::new(1, 27, 4).knows_extension_env_fields());
+        assert!(!CnpgVersion::new(1, 27, 2).knows_extension_env_fields());
     }
 }

@@ -23,11 +23,19 @@ spec:
 ";
 
 fn load(scenario: &str, cluster: &str) -> Result<Scenario, InputError> {
+    load_at(scenario, cluster, CnpgVersion::DEFAULT)
+}
+
+fn load_at(scenario: &str, cluster: &str, cnpg: CnpgVersion) -> Result<Scenario, InputError> {
     let dir = tempfile::Builder::new().prefix("scn").tempdir().unwrap();
     std::fs::create_dir(dir.path().join("fx")).unwrap();
     write(dir.path(), "scenario.yaml", scenario);
     write(dir.path(), "cluster.yaml", cluster);
-    Scenario::load(dir.path(), CnpgVersion::DEFAULT)
+    Scenario::load(dir.path(), cnpg)
+}
+
+fn v(s: &str) -> CnpgVersion {
+    s.parse().unwrap()
 }
 
 const SCENARIO: &str = "images:
@@ -87,11 +95,17 @@ fn image_not_listed_in_scenario() {
 #[rstest::rstest]
 #[case::uppercase("Vector", "", "spec.postgresql.extensions[0].name")]
 #[case::dot("a.b", "", "spec.postgresql.extensions[0].name")]
-#[case::absolute(
+#[case::duplicate_path(
     "x",
-    "extension_control_path: [/usr/share]",
-    "spec.postgresql.extensions[0].extension_control_path[0]"
+    "extension_control_path: [share, share]",
+    "spec.postgresql.extensions[0].extension_control_path[1]"
 )]
+#[case::duplicate_ld("x", "ld_library_path: [a, a]", "spec.postgresql.extensions[0].ld_library_path[1]")]
+#[case::duplicate_bin("x", "bin_path: [bin, bin]", "spec.postgresql.extensions[0].bin_path[1]")]
+#[case::reserved_env("x", "env: [{name: PGDATA, value: x}]", "spec.postgresql.extensions[0].env[0].name")]
+#[case::dedicated_env("x", "env: [{name: PATH, value: x}]", "spec.postgresql.extensions[0].env[0].name")]
+#[case::placeholder("x", "env: [{name: A, value: '${nope}'}]", "spec.postgresql.extensions[0].env[0].value")]
+#[case::sixty("a123456789b123456789c123456789d123456789e123456789f123456789", "", "spec.postgresql.extensions[0].name")]
 #[case::dotdot("x", "dynamic_library_path: [lib/../../etc]", "spec.postgresql.extensions[0].dynamic_library_path[0]")]
 #[case::empty("x", "ld_library_path: ['']", "spec.postgresql.extensions[0].ld_library_path[0]")]
 fn operator_rules(#[case] name: &str, #[case] paths: &str, #[case] field: &str) {
@@ -227,4 +241,88 @@ fn an_apply_that_must_fail_cannot_also_expect_no_rollout() {
     let e = load(&format!("{SCENARIO}  - apply: {{file: cluster.yaml, error: x, rollout: none}}\n"), &cluster("x", ""))
         .unwrap_err();
     assert_eq!((e.field.as_str(), e.at.line), ("steps[1].apply", Some(6)), "{e}");
+}
+
+/// What the operator accepts is accepted: absolute paths (joined onto the mount), `./x/`,
+/// `a/../b`, an explicitly empty list (the default), 59-character names.
+#[rstest::rstest]
+#[case::absolute("x", "extension_control_path: [/usr/share]")]
+#[case::dotted("x", "dynamic_library_path: [./lib/, a/../b]")]
+#[case::empty_list("x", "extension_control_path: []")]
+#[case::fifty_nine("a23456789b123456789c123456789d123456789e123456789f123456789", "")]
+fn operator_accepts(#[case] name: &str, #[case] paths: &str) {
+    load(SCENARIO, &cluster(name, paths)).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// Rules that changed between releases, each checked on both sides of the change.
+#[rstest::rstest]
+#[case::dotdot_before_1_29("dynamic_library_path: [../other]", "1.28.2", true)]
+#[case::dotdot_from_1_29("dynamic_library_path: [../other]", "1.29.0", false)]
+#[case::dup_ld_before_1_29("ld_library_path: [a, a]", "1.28.2", true)]
+#[case::empty_ld_before_1_29("ld_library_path: ['']", "1.27.4", true)]
+#[case::dup_control_always("extension_control_path: [a, a]", "1.27.0", false)]
+fn release_rules(#[case] paths: &str, #[case] cnpg: &str, #[case] accepted: bool) {
+    let r = load_at(SCENARIO, &cluster("x", paths), v(cnpg));
+    assert_eq!(r.is_ok(), accepted, "{r:?}");
+}
+
+#[test]
+fn sixty_character_names_by_release() {
+    let name = "a123456789b123456789c123456789d123456789e123456789f123456789";
+    // 1.29.1 has no length limit in its CRD, but the volume name `ext-<name>` is over 63:
+    // Kubernetes refuses the pod.
+    let e = load_at(SCENARIO, &cluster(name, ""), v("1.29.1")).unwrap_err();
+    assert!(e.message.contains("63") && e.message.contains("Kubernetes"), "{e}");
+    let e = load_at(SCENARIO, &cluster(name, ""), v("1.29.2")).unwrap_err();
+    assert!(e.message.contains("59") && e.message.contains("CRD"), "{e}");
+    // Without the prefix (1.28.1), 60 characters make a valid volume name.
+    load_at(SCENARIO, &cluster(name, ""), v("1.28.1")).unwrap();
+}
+
+#[test]
+fn shared_preload_libraries_is_a_fixed_parameter() {
+    let text = cluster("x", "").replace("  postgresql:\n", "  postgresql:\n    parameters: {shared_preload_libraries: x}\n");
+    let e = load(SCENARIO, &text).unwrap_err();
+    assert_eq!(e.field, "spec.postgresql.parameters.shared_preload_libraries", "{e}");
+}
+
+#[test]
+fn fields_of_1_29_are_reported_as_ignored_before() {
+    let text = cluster("x", "bin_path: [bin]");
+    let s = load_at(SCENARIO, &text, v("1.28.2")).unwrap();
+    assert_eq!(s.unsupported.len(), 1, "{:?}", s.unsupported);
+    assert!(s.unsupported[0].message.contains("ignored by CloudNativePG 1.28.2"), "{}", s.unsupported[0]);
+    assert!(load_at(SCENARIO, &text, v("1.29.0")).unwrap().unsupported.is_empty());
+}
+
+const CATALOG_SCENARIO: &str = "images:
+  - reference: example/x:1
+    fixture: fx
+steps:
+  - apply: {file: catalog.yaml}
+  - apply: {file: cluster.yaml}
+";
+
+#[test]
+fn extensions_from_an_image_catalog() {
+    let dir = tempfile::Builder::new().prefix("scn").tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("fx")).unwrap();
+    write(dir.path(), "scenario.yaml", CATALOG_SCENARIO);
+    write(
+        dir.path(),
+        "catalog.yaml",
+        "apiVersion: postgresql.cnpg.io/v1\nkind: ClusterImageCatalog\nmetadata: {name: pg}\nspec:\n  images:\n    - major: 18\n      image: example/pg:18\n      extensions:\n        - name: x\n          image: {reference: example/x:1}\n",
+    );
+    write(
+        dir.path(),
+        "cluster.yaml",
+        "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  imageCatalogRef: {apiGroup: postgresql.cnpg.io, kind: ClusterImageCatalog, name: pg, major: 18}\n  postgresql:\n    extensions:\n      - name: x\n        ld_library_path: [system]\n",
+    );
+    let s = Scenario::load(dir.path(), v("1.30.0")).unwrap();
+    let c = s.clusters().next().unwrap();
+    let e = &c.cluster.spec.postgresql.extensions[0];
+    assert_eq!((e.image.reference.as_str(), e.ld_library_path.as_deref()), ("example/x:1", Some(&["system".to_string()][..])));
+    // 1.28 knows no catalog extensions: the entry has no image.
+    let err = Scenario::load(dir.path(), v("1.28.2")).unwrap_err();
+    assert!(err.message.contains("1.29.0"), "{err}");
 }

@@ -345,9 +345,9 @@ impl Matrix {
             kubernetes.push(Named { name, value: p.display().to_string() });
         }
         if backends.iter().any(|b| b == "kind") && kubernetes.is_empty() {
-            let dflt = base.join("../kind-config/kind-1.33.yaml");
+            let dflt = base.join("../kind-config/kind-1.36.yaml");
             kubernetes.push(Named {
-                name: "k8s-1.33".into(),
+                name: "k8s-1.36".into(),
                 value: dflt.canonicalize().unwrap_or(dflt).display().to_string(),
             });
         }

@@ -13,7 +13,7 @@
 //!     - /usr/lib/postgresql/15/bin/pg_config  # a pg_config (name derived: pg15)
 //!     - {name: pg18-src, pg_config: /opt/pg18/bin/pg_config}
 //!   cnpg: ["1.28.2"]                          # modelled releases (default: the harness default)
-//!   kubernetes: [../kind-config/kind-1.33.yaml]   # kind cells only; {name, kind_config} too
+//!   kubernetes: [../kind-config/kind-1.36.yaml]   # kind cells only; {name, kind_config} too
 //!   scenarios:                                # paths relative to this file
 //!     - ../scenarios/single-extension
 //!     - {name: seed, paths: [../scenarios]}

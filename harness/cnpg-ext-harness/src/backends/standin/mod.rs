@@ -214,7 +214,7 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
                 self.reload_all(cluster).await?;
                 Ok(ApplyOutcome::Reloaded)
             }
-            Action::Update(Change::LdLibraryPathOnly | Change::Nothing) => Ok(ApplyOutcome::Unchanged),
+            Action::Update(Change::EnvironmentOnly | Change::Nothing) => Ok(ApplyOutcome::Unchanged),
         }
     }
 

@@ -161,7 +161,7 @@ mod tests {
         assert_eq!(classify(None, &base, v, "t").unwrap(), Action::Create);
         assert_eq!(classify(Some(&base), &base, v, "t").unwrap(), Action::Update(Change::Nothing));
         let ld = cluster("        ld_library_path: [system]\n");
-        assert_eq!(classify(Some(&base), &ld, v, "t").unwrap(), Action::Update(Change::LdLibraryPathOnly));
+        assert_eq!(classify(Some(&base), &ld, v, "t").unwrap(), Action::Update(Change::EnvironmentOnly));
         let paths = cluster("        extension_control_path: [opt]\n");
         assert_eq!(classify(Some(&base), &paths, v, "t").unwrap(), Action::Update(Change::SearchPathReload));
         let mut other_image = base.clone();
