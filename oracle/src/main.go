@@ -31,10 +31,10 @@ type usageError struct{ msg string }
 func (e usageError) Error() string { return e.msg }
 
 func main() {
-	// The instance manager starts PostgreSQL through `pg_ctl`; the oracle puts itself on PATH
-	// under that name to capture the environment the operator's code hands over.
-	if filepath.Base(os.Args[0]) == pgCtlName {
-		os.Exit(capturePgCtlEnvironment(os.Args[1:]))
+	// In the instance-manager variant this program is also the pg_ctl the instance manager
+	// starts (src/im-run); that run only records its environment.
+	if code, ok := runAsStandIn(filepath.Base(os.Args[0]), os.Args[1:]); ok {
+		os.Exit(code)
 	}
 	os.Exit(run(os.Args[1:]))
 }

@@ -1,12 +1,9 @@
-//go:build cnpg_ge_1_29
-
 package main
 
 import (
 	"fmt"
 
 	apiv1 "github.com/cloudnative-pg/cloudnative-pg/api/v1"
-	pginstance "github.com/cloudnative-pg/cloudnative-pg/pkg/management/postgres"
 	"github.com/cloudnative-pg/cloudnative-pg/pkg/utils/extensions"
 )
 
@@ -51,10 +48,6 @@ func resolvedExtensions(cluster *apiv1.Cluster) []apiv1.ExtensionConfiguration {
 		return []apiv1.ExtensionConfiguration{}
 	}
 	return cluster.Status.PGDataImageInfo.Extensions
-}
-
-func attachCluster(instance *pginstance.Instance, cluster *apiv1.Cluster) {
-	instance.SetCluster(cluster)
 }
 
 // notCovered names what the oracle cannot run at this version (see ../README.md).
