@@ -42,12 +42,13 @@ version_ge() { [ "$(printf '%s\n%s\n' "$1" "$2" | sort -V | head -1)" = "$2" ]; 
 # Source directories of version $1 (relative to oracle/src; "." is the common part):
 # the API variant (api-1.27 before 1.29, api-1.29 from 1.29) and the instance-manager variant:
 # im-run + im-attach-<api> (the instance manager's own code), or im-restated when
-# oracle/mod/v$1.variant says "restated".
+# oracle/mod/v$1.variant says "restated" (ORACLE_VARIANT=restated forces it, for oracle/check).
 oracle_src_dirs() {
   local api=1.27
   version_ge "$1" 1.29.0 && api=1.29
   echo . "api-$api"
-  if [ -f "$oracle_dir/mod/v$1.variant" ] && grep -qx restated "$oracle_dir/mod/v$1.variant"; then
+  if [ "${ORACLE_VARIANT:-}" = restated ] ||
+     { [ -f "$oracle_dir/mod/v$1.variant" ] && grep -qx restated "$oracle_dir/mod/v$1.variant"; }; then
     echo im-restated
   else
     echo im-run "im-attach-$api"
@@ -93,6 +94,7 @@ oracle_ensure_built() {
   cache=$(oracle_cache) || return 3
   key=$(oracle_key "$v" "$go")
   dir="$cache/$v-$key"
+  [ "${ORACLE_VARIANT:-}" = restated ] && dir="$cache/$v-restated-$key"
   if [ -x "$dir/cnpg-plan" ]; then echo "$dir/cnpg-plan"; return 0; fi
 
   mkdir -p "$cache" || { echo "cnpg-plan: cannot create the cache directory $cache" >&2; return 3; }
@@ -118,7 +120,11 @@ oracle_ensure_built() {
     rm -rf "$dir.tmp" && mv "$work/out" "$dir.tmp" && mv "$dir.tmp" "$dir"
     # Older builds of this version are stale now.
     for old in "$cache/$v"-*; do
-      [ "$old" = "$dir" ] || [ ! -d "$old" ] || rm -rf "$old"
+      [ "$old" != "$dir" ] && [ -d "$old" ] || continue
+      # The restated variant (used by oracle/check) and the normal build age separately.
+      if [[ $dir == *-restated-* ]]; then [[ $old == *-restated-* ]] || continue
+      else [[ $old != *-restated-* ]] || continue; fi
+      rm -rf "$old"
     done
   ) 9>"$cache/.lock-$v" || return 3
   echo "$dir/cnpg-plan"

@@ -9,6 +9,7 @@ import (
 	"github.com/cloudnative-pg/machinery/pkg/image/reference"
 	"github.com/cloudnative-pg/machinery/pkg/postgres/version"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // environmentError is a failure of this machine, not of the input: exit 3.
@@ -67,6 +68,10 @@ func derive(work *workspace, doc clusterDoc, in inputs, inheritedEnv []string) (
 	volumes, mounts, err := extensionVolumes(pod)
 	if err != nil {
 		return plan, err
+	}
+	if problems := validateVolumeNames(volumes); len(problems) > 0 {
+		plan.Rejections = append(plan.Rejections, problems...)
+		return plan, nil
 	}
 
 	params, env, rejection, err := deriveInstance(work, cluster, info.MajorVersion, inheritedEnv)
@@ -168,4 +173,22 @@ func changedEnvironment(inherited []string, got map[string]string) map[string]st
 		}
 	}
 	return out
+}
+
+// validateVolumeNames applies to the extension volumes the two checks Kubernetes' pod
+// validation makes on volume names (k8s.io/apimachinery's IsDNS1123Label, and uniqueness): a
+// pod failing them cannot be created, whatever the operator accepted.
+func validateVolumeNames(volumes []volume) []string {
+	var problems []string
+	seen := map[string]bool{}
+	for _, v := range volumes {
+		for _, msg := range validation.IsDNS1123Label(v.Name) {
+			problems = append(problems, fmt.Sprintf("pod validation (Kubernetes): volume name %q: %s", v.Name, msg))
+		}
+		if seen[v.Name] {
+			problems = append(problems, fmt.Sprintf("pod validation (Kubernetes): volume name %q: Duplicate value", v.Name))
+		}
+		seen[v.Name] = true
+	}
+	return problems
 }
