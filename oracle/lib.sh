@@ -88,7 +88,7 @@ oracle_ensure_built() {
     return 3
   fi
   if ! go=$(oracle_go); then
-    echo "cnpg-plan: Go (>= 1.24) is required to build the oracle and was not found on PATH or at /usr/local/go/bin/go; install it (https://go.dev/doc/install) and re-run" >&2
+    echo "cnpg-plan: Go (>= 1.26) is required to build the oracle and was not found on PATH or at /usr/local/go/bin/go; install it (https://go.dev/doc/install) and re-run" >&2
     return 3
   fi
   cache=$(oracle_cache) || return 3
