@@ -79,7 +79,7 @@ func run(args []string) int {
 	defer work.remove()
 
 	for _, doc := range docs.clusters {
-		plan, err := derive(work, doc, docs, opts.inheritedEnv)
+		plan, err := deriveGuarded(work, doc, docs, opts.inheritedEnv)
 		if err != nil {
 			var envErr environmentError
 			if errors.As(err, &envErr) {
@@ -158,4 +158,16 @@ func parseArgs(args []string) (options, error) {
 		return o, usageError{"no manifest FILE given"}
 	}
 	return o, nil
+}
+
+// deriveGuarded turns a panic in the operator's code into an environment error naming the
+// document, so the scratch directory is still removed.
+func deriveGuarded(work *workspace, doc clusterDoc, in inputs, inheritedEnv []string) (plan clusterPlan, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = environmentError{fmt.Errorf("document %d, Cluster %q: CloudNativePG %s's code panicked: %v",
+				doc.index+1, doc.cluster.Name, builtVersion(), r)}
+		}
+	}()
+	return derive(work, doc, in, inheritedEnv)
 }
