@@ -22,8 +22,10 @@ oracle_unsupported_reason() {
   grep -E "^$(printf '%s' "$1" | sed 's/\./\\./g')[[:space:]]" "$oracle_dir/mod/unsupported" 2>/dev/null | cut -f2- || true
 }
 
+# The go command: CNPG_EXT_HARNESS_GO when set, else go on PATH, else /usr/local/go/bin/go.
 oracle_go() {
-  if command -v go >/dev/null 2>&1; then command -v go
+  if [ -n "${CNPG_EXT_HARNESS_GO:-}" ]; then [ -x "$CNPG_EXT_HARNESS_GO" ] && echo "$CNPG_EXT_HARNESS_GO"
+  elif command -v go >/dev/null 2>&1; then command -v go
   elif [ -x /usr/local/go/bin/go ]; then echo /usr/local/go/bin/go
   else return 1; fi
 }
@@ -88,7 +90,7 @@ oracle_ensure_built() {
     return 3
   fi
   if ! go=$(oracle_go); then
-    echo "cnpg-plan: Go (>= 1.26) is required to build the oracle and was not found on PATH or at /usr/local/go/bin/go; install it (https://go.dev/doc/install) and re-run" >&2
+    echo "cnpg-plan: Go (>= 1.26) is required to build the oracle and was not found (CNPG_EXT_HARNESS_GO=${CNPG_EXT_HARNESS_GO:-unset}, not on PATH, not at /usr/local/go/bin/go); install it (https://go.dev/doc/install) and re-run" >&2
     return 3
   fi
   cache=$(oracle_cache) || return 3
