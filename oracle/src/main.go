@@ -11,8 +11,10 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // Exit codes (the contract, see ../README.md).
@@ -77,9 +79,12 @@ func run(args []string) int {
 		return exitEnvironment
 	}
 	defer work.remove()
+	removeOnSignal(work)
 
 	for _, doc := range docs.clusters {
+		work.mu.Lock() // an interruption waits for this Cluster's files, then removes them all
 		plan, err := deriveGuarded(work, doc, docs, opts.inheritedEnv)
+		work.mu.Unlock()
 		if err != nil {
 			var envErr environmentError
 			if errors.As(err, &envErr) {
@@ -170,4 +175,16 @@ func deriveGuarded(work *workspace, doc clusterDoc, in inputs, inheritedEnv []st
 		}
 	}()
 	return derive(work, doc, in, inheritedEnv)
+}
+
+// removeOnSignal removes the scratch directory when the run is interrupted (exit 130).
+func removeOnSignal(work *workspace) {
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	go func() {
+		<-signals
+		work.mu.Lock() // never unlocked: nothing may create files in it any more
+		work.remove()
+		os.Exit(130)
+	}()
 }

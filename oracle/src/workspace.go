@@ -6,12 +6,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // workspace is a scratch directory for the whole run: a bin directory first on this process's
 // PATH (for the pg_ctl stand-in), a socket directory (PGHOST) and one PGDATA per Cluster.
 // It is removed at exit.
 type workspace struct {
+	mu  sync.Mutex // held while a Cluster is derived, and by an interruption's cleanup
 	dir string
 	n   int
 }
