@@ -83,6 +83,17 @@ fn derive_cluster(
             return with_nulls(head(false, all));
         }
     };
+    // Fields a release does not know are pruned by the API server: its operator never sees them.
+    let resolved: Vec<_> = resolved
+        .into_iter()
+        .map(|mut e| {
+            if !cnpg.knows_extension_env_fields() {
+                e.bin_path = None;
+                e.env = None;
+            }
+            e
+        })
+        .collect();
     let mut cluster = doc.cluster.clone();
     cluster.spec.postgresql.extensions = resolved.clone();
     let plan = ClusterPlan::derive(&cluster, &PlanOptions { mount_root: "/extensions".into(), cnpg });

@@ -17,9 +17,10 @@ impl ClusterDoc {
         cnpg: CnpgVersion,
     ) -> Result<Vec<ExtensionConfiguration>, InputError> {
         let requested = &self.cluster.spec.postgresql.extensions;
-        let Some(r) = self.cluster.spec.image_catalog_ref.as_ref().filter(|_| cnpg.applies_extension_env()) else {
+        let Some(r) = self.cluster.spec.image_catalog_ref.as_ref() else {
             return Ok(requested.clone());
         };
+        // Every release looks the catalog up for the operand image of the requested major.
         let namespace = self.cluster.metadata.namespace.as_deref();
         let Some(catalog) = catalogs.iter().find(|c| c.is_named_by(r, namespace)) else {
             return Err(InputError::new(
@@ -27,11 +28,22 @@ impl ClusterDoc {
                 Some(self.line),
                 "spec.imageCatalogRef",
                 format!(
-                    "{} `{}` is not among the applied manifests; apply it in the same or an earlier step",
+                    "{} `{}` is not among the applied manifests; apply it in the same or an earlier step (the operator cannot pick an image without it)",
                     r.kind, r.name
                 ),
             ));
         };
+        if !catalog.catalog.spec.images.iter().any(|i| i.major == r.major) {
+            return Err(InputError::new(
+                &self.file,
+                Some(self.line),
+                "spec.imageCatalogRef.major",
+                format!("{} `{}` has no image for major {} (refused by the operator)", r.kind, r.name, r.major),
+            ));
+        }
+        if !cnpg.applies_extension_env() {
+            return Ok(requested.clone());
+        }
         let declared: Vec<&ExtensionConfiguration> = catalog
             .catalog
             .spec

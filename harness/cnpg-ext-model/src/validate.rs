@@ -90,6 +90,11 @@ impl ClusterDoc {
                 Source::Webhook,
             );
         }
+        if let Some(image) = c.spec.image_name.as_deref().filter(|_| c.spec.image_catalog_ref.is_none()) {
+            if let Err(m) = check_operand_tag(image) {
+                reject(self.line, "spec.imageName".into(), m, Source::Operator);
+            }
+        }
         let exts = &c.spec.postgresql.extensions;
         if !exts.is_empty() && cnpg < CnpgVersion::FIRST_WITH_EXTENSIONS {
             reject(
@@ -218,6 +223,21 @@ impl ClusterDoc {
             }
         }
         out
+    }
+}
+
+/// The operator reads the PostgreSQL major from the operand image's tag, which must start
+/// with a version (`18`, `18.1-minimal-trixie`); a missing tag counts as `latest`.
+fn check_operand_tag(image: &str) -> Result<(), String> {
+    let name = image.split('@').next().unwrap_or(image);
+    let last = name.rsplit('/').next().unwrap_or(name);
+    let tag = last.split_once(':').map(|(_, t)| t).unwrap_or("latest");
+    if tag.starts_with(|c: char| c.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the operator cannot read a PostgreSQL version from the tag `{tag}` of `{image}`; use a tag that starts with it, e.g. `18-minimal-trixie`"
+        ))
     }
 }
 

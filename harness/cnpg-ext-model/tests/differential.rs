@@ -175,26 +175,44 @@ fn the_model_agrees_with_the_operator_at_every_release() {
     let tmp = tempfile::tempdir().unwrap();
     let groups = groups(tmp.path());
     let started = Instant::now();
-    let (mut failures, mut compared, mut runs) = (Vec::new(), 0usize, 0usize);
-    for version in &versions {
-        let cnpg: CnpgVersion = version.parse().unwrap();
-        for g in &groups {
-            let paths: Vec<&Path> = g.files.iter().map(PathBuf::as_path).collect();
-            let docs = load_documents(&paths).unwrap_or_else(|e| panic!("{}: {e}", g.name));
-            if !docs.iter().any(|(_, d)| matches!(d, cnpg_ext_model::Manifest::Cluster(_))) {
-                continue;
-            }
-            let theirs = match oracle(version, g) {
-                Ok(v) => v,
-                Err(e) => {
-                    failures.push(format!("CloudNativePG {version}, {}: {e}", g.name));
-                    continue;
-                }
-            };
-            runs += 1;
-            let ours = derive_documents(&docs, cnpg, &g.inherited);
-            compared += compare(version, &g.name, &ours, &theirs, &mut failures);
-        }
+    // One thread per release (each oracle run is a separate Go process).
+    let per_version: Vec<(Vec<String>, usize, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = versions
+            .iter()
+            .map(|version| {
+                let groups = &groups;
+                scope.spawn(move || {
+                    let cnpg: CnpgVersion = version.parse().unwrap();
+                    let (mut failures, mut compared, mut runs) = (Vec::new(), 0usize, 0usize);
+                    for g in groups {
+                        let paths: Vec<&Path> = g.files.iter().map(PathBuf::as_path).collect();
+                        let docs = load_documents(&paths).unwrap_or_else(|e| panic!("{}: {e}", g.name));
+                        if !docs.iter().any(|(_, d)| matches!(d, cnpg_ext_model::Manifest::Cluster(_))) {
+                            continue;
+                        }
+                        let theirs = match oracle(version, g) {
+                            Ok(v) => v,
+                            Err(e) => {
+                                failures.push(format!("CloudNativePG {version}, {}: {e}", g.name));
+                                continue;
+                            }
+                        };
+                        runs += 1;
+                        let ours = derive_documents(&docs, cnpg, &g.inherited);
+                        compared += compare(version, &g.name, &ours, &theirs, &mut failures);
+                    }
+                    (failures, compared, runs)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a release's comparison panicked")).collect()
+    });
+    let mut failures: Vec<String> = Vec::new();
+    let (mut compared, mut runs) = (0usize, 0usize);
+    for (f, c, r) in per_version {
+        failures.extend(f);
+        compared += c;
+        runs += r;
     }
     eprintln!(
         "differential: {} releases × {} inputs: {runs} oracle runs, {compared} Clusters compared in {:.1} s",
