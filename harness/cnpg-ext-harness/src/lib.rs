@@ -1,27 +1,20 @@
 //! cnpg-ext-harness: proves, through SQL, that CloudNativePG image-volume extensions work.
 //!
-//! The data path: scenario files → [`cnpg_ext_model`] (validated manifests, derived plan) →
-//! [`store`] (images built/unpacked once) → a backend ([`local`]) driven by [`runner`] →
-//! [`verify`] (written once) → [`report`].
+//! The layout follows the data path: scenario files → [`cnpg_ext_model`] (validated
+//! manifests, derived plan) → [`images`] (resolved, pulled, built and unpacked once) → a
+//! backend ([`backends`]: the stand-in over local or container runtimes, or kind) driven by
+//! [`run`] → [`verify`] (written once) → [`reports`]. [`matrix`] and [`certify`] run that
+//! pipeline many times; [`cli`] is the command line; [`plumbing`] holds process supervision
+//! and file-system helpers every room may use.
 
-pub mod app;
 pub mod backends;
 pub mod certify;
 pub mod cli;
-pub mod commands;
 pub mod error;
-pub mod fsutil;
-pub mod harness;
+pub mod images;
 pub mod matrix;
-pub mod procs;
-pub mod progress;
-pub mod pull;
+pub mod plumbing;
 pub mod reports;
-pub mod run_as;
-pub mod runner;
-pub mod shell;
-pub mod sql;
-pub mod store;
-pub mod supervisor;
+pub mod run;
 pub mod verify;
-pub use harness::Harness;
+pub use run::harness::Harness;

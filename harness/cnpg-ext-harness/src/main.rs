@@ -3,7 +3,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use cnpg_ext_harness::cli::{Cli, Command};
 use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
-use cnpg_ext_harness::{app, commands, procs, supervisor};
+use cnpg_ext_harness::cli::commands;
+use cnpg_ext_harness::plumbing::{procs, supervisor};
+use cnpg_ext_harness::run::app;
 
 fn main() -> ExitCode {
     if std::env::args_os().nth(1).is_some_and(|a| a == supervisor::SUPERVISE_ARG) {
@@ -14,7 +16,7 @@ fn main() -> ExitCode {
     supervisor::mark_environment();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    cnpg_ext_harness::pull::set_insecure(cli.insecure_registry.clone());
+    cnpg_ext_harness::images::pull::set_insecure(cli.insecure_registry.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async move {
         tokio::select! {
@@ -57,7 +59,7 @@ async fn dispatch(cmd: Command) -> i32 {
         Command::Certify(args) => cnpg_ext_harness::certify::command(args).await,
         Command::Image(cmd) => {
             // `image unpack|lint <registry reference>`: pulled first, then read as a layout.
-            let cmd = match cnpg_ext_harness::pull::resolve_image_command(cmd).await {
+            let cmd = match cnpg_ext_harness::images::pull::resolve_image_command(cmd).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");

@@ -10,10 +10,10 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cnpg_ext_harness::app::{self, BackendKind, RunOptions};
+use cnpg_ext_harness::run::app::{self, BackendKind, RunOptions};
 use cnpg_ext_harness::backends::container::{split_flags, EngineOptions, LABEL_RUN};
 use cnpg_ext_harness::error::HarnessError;
-use cnpg_ext_harness::runner::Status;
+use cnpg_ext_harness::run::runner::Status;
 use cnpg_ext_model::CnpgVersion;
 
 fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOptions {

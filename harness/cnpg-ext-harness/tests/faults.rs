@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cnpg_ext_harness::supervisor::{read_record, EngineTarget, Owner, OwnerRecord, OWNER_FILE};
+use cnpg_ext_harness::plumbing::supervisor::{read_record, EngineTarget, Owner, OwnerRecord, OWNER_FILE};
 use common::{bin, processes_mentioning, text, workdir_parent};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -239,7 +239,7 @@ fn a_panic_mid_run_is_reported_and_leaves_nothing() {
     // only the registration knows about that process.
     let o = bin()
         .args(["run", "scenarios/add-extension", "--no-progress", "--workdir", parent.path().to_str().unwrap()])
-        .env(cnpg_ext_harness::supervisor::ENV_FAULT, "panic-after-postmasters=2")
+        .env(cnpg_ext_harness::plumbing::supervisor::ENV_FAULT, "panic-after-postmasters=2")
         .output()
         .unwrap();
     let out = text(&o);
@@ -428,7 +428,7 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
         );
         return;
     };
-    let key = cnpg_ext_harness::supervisor::LABEL_OWNER;
+    let key = cnpg_ext_harness::plumbing::supervisor::LABEL_OWNER;
     let tag = format!("cnpg-ext-test-sweep-{}", std::process::id());
     let (dead, live) = (dead_owner().token(), Owner::me().token());
     for (name, owner) in [("dead", &dead), ("live", &live)] {
@@ -440,7 +440,7 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
     engine_list(&t, &["volume", "create", &format!("{tag}-unlabelled")]);
     let before = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
     assert!(before.contains(&format!("{tag}-dead")) && before.contains(&format!("{tag}-live")), "{before:?}");
-    let swept = cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    let swept = cnpg_ext_harness::plumbing::supervisor::sweep_stale_engine(&t.program, &t.global);
     let all_after = engine_list(&t, &["volume", "ls", "-q"]);
     let _ = std::process::Command::new(&t.program)
         .args(&t.global)
@@ -476,7 +476,7 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
     engine_list(&t, &["tag", &base, &ours]);
     let run_id = format!("cnpg-ext-imgsweep{pid}");
     t.run_id = run_id.clone();
-    let image = |reference: &str| cnpg_ext_harness::supervisor::EngineImage {
+    let image = |reference: &str| cnpg_ext_harness::plumbing::supervisor::EngineImage {
         run_id: run_id.clone(),
         reference: reference.into(),
         previous: None,
@@ -489,7 +489,7 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
         images: vec![image(&ours)],
     };
     let dir = plant(parent.path(), &run_id, Some(&record));
-    cnpg_ext_harness::supervisor::sweep_stale(&[parent.path().to_path_buf()]);
+    cnpg_ext_harness::plumbing::supervisor::sweep_stale(&[parent.path().to_path_buf()]);
     let left = engine_list(&t, &["images", "-q", &ours]);
     let base_left = engine_list(&t, &["images", "-q", &base]);
     let _ = std::process::Command::new(&t.program).args(&t.global).args(["rmi", "-f", &ours, &base]).output();
@@ -541,7 +541,7 @@ fn the_sweep_kills_monitors_left_without_their_container() {
     let mut elsewhere = spawn(&"1".repeat(64), &format!("cnpg-ext-monitor-other-{pid}-x"), "/elsewhere/storage");
     // Until the shell has started its `sleep` (the monitor's "container").
     assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 3).is_some());
-    cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    cnpg_ext_harness::plumbing::supervisor::sweep_stale_engine(&t.program, &t.global);
     let orphan_gone = within(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some()).is_some();
     let kept_alive = kept.try_wait().unwrap().is_none();
     let elsewhere_alive = elsewhere.try_wait().unwrap().is_none();
@@ -629,7 +629,7 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
         let svc = cnpg_ext_harness::backends::container::start_api_service(&opts)
             .expect("start the API service")
             .expect("podman has an API service");
-        if let Some(sup) = cnpg_ext_harness::supervisor::supervisor() {
+        if let Some(sup) = cnpg_ext_harness::plumbing::supervisor::supervisor() {
             kill(Pid::from_raw(sup.pid), Signal::SIGKILL).unwrap();
             // Gone (or a zombie, whose command line is empty) before the parent looks.
             let cmdline = format!("/proc/{}/cmdline", sup.pid);

@@ -24,7 +24,7 @@ pub use record::{Certification, RunSummary};
 pub use scenario::{cluster_yaml, scenario_yaml};
 pub use verdict::{decide, kind_name, FindingKind, Verdict, VerdictFinding};
 
-use crate::app::{self, BackendKind, RunOptions};
+use crate::run::app::{self, BackendKind, RunOptions};
 use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_INVALID};
 use crate::reports::view::RunView;
 use record::write_record;
@@ -89,7 +89,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     let mut pulled_args = args.clone();
     let mut pinned = None;
     if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
-        pulled_args.image = crate::pull::pull(r, !args.no_progress).await?.layout;
+        pulled_args.image = crate::images::pull::pull(r, !args.no_progress).await?.layout;
         pulled_args.reference.get_or_insert_with(|| r.to_string());
         pinned = r.contains('@').then(|| r.to_string());
     }
@@ -102,7 +102,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     for stale in ["report.json", "junit.xml", "summary.md", "index.html", "certification.json", "lint.json"] {
         let _ = std::fs::remove_file(report_dir.join(stale));
     }
-    let _ = crate::fsutil::remove_tree(&report_dir.join("logs"));
+    let _ = crate::plumbing::fsutil::remove_tree(&report_dir.join("logs"));
 
     // Read the image (hardened unpack into a scratch dir).
     let summary =
@@ -112,7 +112,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
         .tempdir()
         .map_err(|e| HarnessError::Environment(e.to_string()))?;
     // Removed by the run's supervisor if the harness dies before the TempDir drops.
-    let _ = crate::procs::claim_dir(scratch.path());
+    let _ = crate::plumbing::procs::claim_dir(scratch.path());
     let rootfs = scratch.path().join("rootfs");
     cnpg_ext_images::unpack(&image, &rootfs, &cnpg_ext_images::UnpackOptions::default())
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
@@ -182,7 +182,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
 
     // Generate and run the scenario.
     let scen_dir = report_dir.join("scenario");
-    let _ = crate::fsutil::remove_tree(&scen_dir);
+    let _ = crate::plumbing::fsutil::remove_tree(&scen_dir);
     std::fs::create_dir_all(&scen_dir).map_err(|e| HarnessError::Environment(e.to_string()))?;
     let mut run_summary = None;
     let mut run_view: Option<RunView> = None;
@@ -264,7 +264,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
                 });
                 run_view = Some(view);
                 if let Some(kept) = &out.kept {
-                    let _ = crate::fsutil::remove_tree(kept);
+                    let _ = crate::plumbing::fsutil::remove_tree(kept);
                 }
             }
             Err(HarnessError::Environment(m)) => found(
@@ -280,7 +280,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             }
         }
         if let Some(k) = keep_parent {
-            let _ = crate::fsutil::remove_tree(k.path());
+            let _ = crate::plumbing::fsutil::remove_tree(k.path());
         }
     }
     let (verdict, decided_by) = decide(&findings);

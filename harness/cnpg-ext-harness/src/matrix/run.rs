@@ -1,6 +1,6 @@
 //! Running cells: one harness child process per cell, in parallel.
 
-use crate::shell::{git_revision, shell_quote};
+use crate::plumbing::shell::{git_revision, shell_quote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -10,7 +10,8 @@ use std::time::Instant;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::error::HarnessError;
-use crate::progress::Progress;
+use crate::plumbing::exe::harness_binary;
+use crate::cli::progress::Progress;
 use crate::reports::view::RunView;
 
 use super::*;
@@ -58,29 +59,6 @@ pub struct MatrixOutcome {
     pub files: Vec<PathBuf>,
 }
 
-/// The harness binary cells run: `explicit`, else this executable when it is the harness,
-/// else a `cnpg-ext-harness` next to it or one directory up (cargo examples and tests).
-pub fn harness_binary(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| HarnessError::Environment(format!("cannot find the harness binary: {e}")))?;
-    if exe.file_name().map(|n| n == "cnpg-ext-harness").unwrap_or(false) {
-        return Ok(exe);
-    }
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    for cand in [dir.join("cnpg-ext-harness"), dir.join("../cnpg-ext-harness")] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
-    }
-    Err(HarnessError::Environment(format!(
-        "no cnpg-ext-harness binary next to {}; build it or set CNPG_EXT_HARNESS_BIN",
-        exe.display()
-    )))
-}
-
 pub(crate) struct Ctx {
     bin: PathBuf,
     report_dir: PathBuf,
@@ -96,7 +74,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
     let t0 = Instant::now();
     let matrix = Matrix::load(&args.file)?;
     let bin = harness_binary(args.harness_bin.as_deref())?;
-    for d in crate::supervisor::sweep_stale(&[]).dirs {
+    for d in crate::plumbing::supervisor::sweep_stale(&[]).dirs {
         eprintln!("removed {} (left by a run whose harness died)", d.display());
     }
     std::fs::create_dir_all(args.report_dir.join("cells"))
@@ -138,7 +116,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         {
             if old_dir != report_dir {
                 let (src, dst) = (old_dir.join(&c.dir), report_dir.join(&c.dir));
-                let _ = crate::fsutil::remove_tree(&dst);
+                let _ = crate::plumbing::fsutil::remove_tree(&dst);
                 if src.is_dir() {
                     copy_tree(&src, &dst)
                         .map_err(|e| HarnessError::Environment(format!("copying {}: {e}", src.display())))?;
@@ -301,7 +279,7 @@ pub(crate) async fn run_child(
     cmd.args(args)
         .env_remove("PG_CONFIG")
         .env_remove("CNPG_EXT_HARNESS_WORKDIR")
-        .envs(crate::pull::insecure_env())
+        .envs(crate::images::pull::insecure_env())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -310,7 +288,7 @@ pub(crate) async fn run_child(
     out.push(&format!("$ cnpg-ext-harness {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", ctx.bin.display()))?;
     let pid = child.id().unwrap_or_default();
-    crate::procs::register(pid, &format!("matrix cell {cell}"));
+    crate::plumbing::procs::register(pid, &format!("matrix cell {cell}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let o1 = out.clone();
@@ -357,7 +335,7 @@ pub(crate) async fn run_child(
         },
     }
     .map_err(|e| e.to_string());
-    crate::procs::unregister(pid);
+    crate::plumbing::procs::unregister(pid);
     let _ = t_out.await;
     let _ = t_err.await;
     Ok(status?.code())
@@ -370,7 +348,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
     let mut result = blank_result(spec, CellStatus::Error, started_at);
     let rel = result.dir.clone();
     let dir = ctx.report_dir.join(&rel);
-    let _ = crate::fsutil::remove_tree(&dir);
+    let _ = crate::plumbing::fsutil::remove_tree(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         result.reason = Some(format!("{}: {e}", dir.display()));
         ctx.progress.scenario_finished(&spec.id, &format!("[{}] ERROR", spec.id));
@@ -457,7 +435,7 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
                 // Removed by the cleanup supervisor if the matrix dies, by a later sweep if both die.
-                if let Err(e) = crate::procs::claim_dir(d.path()) {
+                if let Err(e) = crate::plumbing::procs::claim_dir(d.path()) {
                     tracing::warn!("{}: {e}", d.path().display());
                 }
                 args.extend(["--keep".into(), "--workdir".into(), d.path().display().to_string()]);
@@ -553,8 +531,8 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
         if matches!(result.status, CellStatus::Failed | CellStatus::Timeout) {
             keep_log_tails(work.path(), &dir.join("logs"));
         }
-        let _ = crate::fsutil::remove_tree(work.path());
-        crate::procs::unregister_dir(&work.path().to_path_buf());
+        let _ = crate::plumbing::fsutil::remove_tree(work.path());
+        crate::plumbing::procs::unregister_dir(&work.path().to_path_buf());
     }
 }
 

@@ -10,8 +10,8 @@ pub use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, Instan
 pub mod origin;
 use cnpg_ext_model::Cluster;
 
-use crate::sql;
-use crate::store::ImageStore;
+use crate::plumbing::sql;
+use crate::images::store::ImageStore;
 
 fn db(e: tokio_postgres::Error) -> BackendError {
     BackendError::Failed(sql::describe_error(&e))

@@ -28,8 +28,8 @@ use cnpg_ext_model::plan::ClusterPlan;
 use tokio_postgres::Client;
 
 use super::Check;
-use crate::sql::{self, quote_literal};
-use crate::store::ImageStore;
+use crate::plumbing::sql::{self, quote_literal};
+use crate::images::store::ImageStore;
 
 /// An extension as installed in a database.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

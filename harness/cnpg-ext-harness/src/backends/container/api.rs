@@ -39,7 +39,7 @@ const SERVICE_READY: Duration = Duration::from_secs(20);
 ///
 /// It dies with the harness in two ways: `PR_SET_PDEATHSIG` (SIGKILL), set in the child
 /// before `exec`, kills it as soon as the harness process dies, whatever the cause; and the
-/// run's supervisor ([`crate::supervisor`]) kills every process the harness started.
+/// run's supervisor ([`crate::plumbing::supervisor`]) kills every process the harness started.
 pub struct ApiService {
     socket: PathBuf,
     pid: Option<u32>,
@@ -195,7 +195,7 @@ impl Service {
         let dir = parent.join(format!("cnpg-ext-api-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Removed by the supervisor if the harness dies, and by a later run's sweep.
-        let _ = crate::procs::claim_dir(&dir);
+        let _ = crate::plumbing::procs::claim_dir(&dir);
         let root = dir.as_path();
         let socket = root.join("podman.sock");
         let _ = std::fs::remove_file(&socket);
@@ -280,9 +280,9 @@ impl Service {
             let _ = k.thread.join();
         }
         if self.dir.exists() {
-            let _ = crate::fsutil::remove_tree(&self.dir);
+            let _ = crate::plumbing::fsutil::remove_tree(&self.dir);
         }
-        crate::procs::unregister_dir(&self.dir);
+        crate::plumbing::procs::unregister_dir(&self.dir);
     }
 }
 

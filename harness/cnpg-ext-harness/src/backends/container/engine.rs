@@ -99,7 +99,7 @@ impl Engine {
         let mut v = vec![self.name().to_string()];
         v.extend(self.global.iter().cloned());
         v.extend(args.iter().cloned());
-        v.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")
+        v.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")
     }
 
     fn std_command(&self, args: &[String]) -> std::process::Command {
@@ -449,7 +449,7 @@ mod tests {
     #[test]
     fn quoting_round_trips() {
         for w in ["plain", "with space", "it's", "", "a=b:c", "$HOME"] {
-            assert_eq!(split_flags(&crate::shell::shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
+            assert_eq!(split_flags(&crate::plumbing::shell::shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
         }
     }
 }

@@ -45,8 +45,8 @@ use engine::strings;
 
 use crate::backends::standin::{InstanceRuntime, Slot, StandIn};
 use crate::error::HarnessError;
-use crate::sql::quote_literal;
-use crate::store::ImageStore;
+use crate::plumbing::sql::quote_literal;
+use crate::images::store::ImageStore;
 
 /// How long a stopped instance gets after SIGINT (fast shutdown) before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(20);
@@ -89,7 +89,7 @@ impl EngineOptions {
 
 /// An extension image this run loaded into the engine (also known to the run's supervisor).
 /// `loaded`: the id (bare hex) the engine holds under the reference once loaded and checked.
-type LoadedImage = crate::supervisor::EngineImage;
+type LoadedImage = crate::plumbing::supervisor::EngineImage;
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
 /// extension images. Removes what it created when finished.
@@ -134,7 +134,7 @@ impl ContainerEnv {
         // From here on, Ctrl-C removes whatever the run created.
         let hook = {
             let (engine, run_id, loaded, service) = (engine.clone(), run_id.clone(), loaded.clone(), service.clone());
-            crate::procs::register_cleanup(Box::new(move |keep| {
+            crate::plumbing::procs::register_cleanup(Box::new(move |keep| {
                 engine::set_stopping();
                 engine::wait_idle(Duration::from_secs(15));
                 if !keep {
@@ -250,7 +250,7 @@ impl ContainerEnv {
             return;
         }
         if let Some(id) = self.hook.lock().unwrap().take() {
-            crate::procs::unregister_cleanup(id);
+            crate::plumbing::procs::unregister_cleanup(id);
         }
         let images = self.loaded.lock().map(|l| l.clone()).unwrap_or_default();
         if keep {
@@ -329,11 +329,11 @@ fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
         });
         s.spawn(|| remove_images(engine, images));
     });
-    crate::supervisor::kill_orphaned_monitors(run_id);
+    crate::plumbing::supervisor::kill_orphaned_monitors(run_id);
 }
 
 fn remove_images(engine: &Engine, images: &[LoadedImage]) {
-    crate::supervisor::restore_images(images, |args| engine.run_quiet(args).is_some());
+    crate::plumbing::supervisor::restore_images(images, |args| engine.run_quiet(args).is_some());
 }
 
 fn rm_force(engine: &Engine) -> Vec<String> {
@@ -406,7 +406,7 @@ pub fn engine_reference_of(pid: u32, run_id: &str, reference: &str) -> String {
 fn load_one(
     engine: &Engine,
     run_id: &str,
-    img: &crate::store::StoredImage,
+    img: &crate::images::store::StoredImage,
     previous: Option<String>,
     archive: &Path,
     loaded: &Mutex<Vec<LoadedImage>>,
@@ -427,11 +427,11 @@ fn load_one(
         previous: previous.clone(),
         loaded: None,
     };
-    crate::supervisor::watch_image(&record);
+    crate::plumbing::supervisor::watch_image(&record);
     loaded.lock().unwrap().push(record.clone());
     if pull {
         let mut args = strings(&["pull", "-q"]);
-        if engine.kind == EngineKind::Podman && crate::pull::is_insecure(&img.reference) {
+        if engine.kind == EngineKind::Podman && crate::images::pull::is_insecure(&img.reference) {
             args.push("--tls-verify=false".into());
         }
         args.push(img.reference.clone());
@@ -463,7 +463,7 @@ fn load_one(
     // Recorded for the report, and to give the reference back to a user's image afterwards
     // (bare hex, as `previous` is).
     record.loaded = Some(id.trim_start_matches("sha256:").to_string());
-    crate::supervisor::watch_image(&record);
+    crate::plumbing::supervisor::watch_image(&record);
     if let Some(l) = loaded.lock().unwrap().iter_mut().find(|l| l.reference == reference) {
         l.loaded = record.loaded.clone();
     }
@@ -558,13 +558,13 @@ fn extract_template(engine: &Engine, run_id: &str, op: &operand::Operand, dest: 
                 Ok(()) => return Err(format!("{} has no data directory template at {}", op.image, argv::PGDATA)),
                 Err(e) => {
                     tracing::debug!("copying the template from the mounted image: {e}");
-                    let _ = crate::fsutil::remove_tree(dest);
+                    let _ = crate::plumbing::fsutil::remove_tree(dest);
                 }
             }
         }
     }
     let name = argv::sanitize(&format!("{run_id}-template"));
-    let (owner_key, owner) = crate::supervisor::owner_label();
+    let (owner_key, owner) = crate::plumbing::supervisor::owner_label();
     let mut create = strings(&[
         "create",
         "--name",
@@ -641,7 +641,7 @@ fn copy_tree_owned(src: &Path, dst: &Path) -> std::io::Result<()> {
 fn probe(engine: &Engine, run_id: &str, op: &operand::Operand) -> Result<(), String> {
     let source = op.image.clone();
     let name = argv::sanitize(&format!("{run_id}-probe"));
-    let labels = vec![(LABEL_RUN.to_string(), run_id.to_string()), crate::supervisor::owner_label()];
+    let labels = vec![(LABEL_RUN.to_string(), run_id.to_string()), crate::plumbing::supervisor::owner_label()];
     let mut args = argv::oneoff_run_args(
         engine.kind,
         &engine.run_flags,
@@ -748,7 +748,7 @@ impl ContainerRuntime {
             (LABEL_SCENARIO.to_string(), argv::sanitize(&self.scenario)),
             (LABEL_INSTANCE.to_string(), inst.name.clone()),
             // Whose run this is: a later run removes it when that owner is dead.
-            crate::supervisor::owner_label(),
+            crate::plumbing::supervisor::owner_label(),
         ]
     }
 
@@ -819,7 +819,7 @@ impl ContainerRuntime {
         let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
             Ok(row) => row.try_get::<_, Vec<u8>>(0).ok(),
             Err(e) => {
-                tracing::debug!("reading the postmaster environment through SQL: {}", crate::sql::describe_error(&e));
+                tracing::debug!("reading the postmaster environment through SQL: {}", crate::plumbing::sql::describe_error(&e));
                 None
             }
         };
@@ -875,7 +875,7 @@ impl ContainerRuntime {
         let mut all: Vec<String> = Vec::new();
         for ext in &plan.extensions {
             let dir = root.join(ext.mount_path.trim_start_matches('/'));
-            let listed = dir.is_dir().then(|| crate::fsutil::list_files(&dir));
+            let listed = dir.is_dir().then(|| crate::plumbing::fsutil::list_files(&dir));
             if let Some(files) = &listed {
                 all.extend(files.iter().map(|f| format!("{}/{f}", ext.mount_path)));
             }
@@ -893,7 +893,7 @@ impl ContainerRuntime {
              IF cardinality(bad) > 0 THEN RAISE EXCEPTION 'cnpg-ext-unreadable:%', array_to_string(bad, E'\\n'); END IF; END$$"
         );
         if let Err(e) = client.batch_execute(&sql).await {
-            let msg = crate::sql::describe_error(&e);
+            let msg = crate::plumbing::sql::describe_error(&e);
             let Some(list) = msg.split("cnpg-ext-unreadable:").nth(1) else {
                 tracing::debug!("readability check in {}: {msg}", inst.name);
                 return None;
@@ -1184,7 +1184,7 @@ impl InstanceRuntime for ContainerRuntime {
                 match client.batch_execute(&format!("COPY (SELECT 1) TO {}", quote_literal(&probe))).await {
                     Ok(()) => Some(false),
                     Err(e) => {
-                        let msg = crate::sql::describe_error(&e);
+                        let msg = crate::plumbing::sql::describe_error(&e);
                         if msg.contains("Read-only file system") || msg.contains("Permission denied") {
                             Some(true)
                         } else {

@@ -102,7 +102,7 @@ fn build(engine: &Engine, pg: &PgInstall, without: &Exclusions, work: &Path, run
     import.push(tar.display().to_string());
     import.push(base.clone());
     engine.run_sync(&import).map_err(|e| format!("importing the PostgreSQL image: {e}"))?;
-    let _ = crate::fsutil::remove_tree(&stage);
+    let _ = crate::plumbing::fsutil::remove_tree(&stage);
     let out = bake_template(engine, &base, "", &tag, run_id);
     engine.run_quiet(&strings(&["rmi", &base]));
     out?;
@@ -233,7 +233,7 @@ fn hash_hex(text: &str) -> String {
 /// needs. Returns the bindir.
 fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<String, String> {
     if rootfs.exists() {
-        crate::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
+        crate::plumbing::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
     }
     let prefix = rootfs.join(format!("usr/lib/postgresql/{}", pg.version.major));
     let minimal =

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
 use crate::backends::standin;
-use crate::run_as::RunAs;
+use crate::plumbing::run_as::RunAs;
 
 /// Appended to the template's postgresql.conf; the operator's settings go in `cnpg-ext.conf`.
 fn base_conf() -> String {

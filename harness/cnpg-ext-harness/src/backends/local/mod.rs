@@ -23,8 +23,8 @@ pub use env::LocalEnv;
 use postmaster::{Postmaster, StartSpec};
 
 use crate::backends::standin::{self, InstanceRuntime, Slot, StandIn};
-use crate::fsutil;
-use crate::store::ImageStore;
+use crate::plumbing::fsutil;
+use crate::images::store::ImageStore;
 
 const STOP_GRACE: Duration = Duration::from_secs(20);
 

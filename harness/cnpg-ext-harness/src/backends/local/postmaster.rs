@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::procs;
-use crate::run_as::RunAs;
+use crate::plumbing::procs;
+use crate::plumbing::run_as::RunAs;
 
 pub struct Postmaster {
     child: Option<Child>,
@@ -57,7 +57,7 @@ impl Postmaster {
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
         let pid = child.id();
         procs::register(pid, &spec.data.display().to_string());
-        crate::supervisor::fault_after_postmaster_start();
+        crate::plumbing::supervisor::fault_after_postmaster_start();
         Ok(Postmaster { child: Some(child), pid })
     }
 

@@ -5,7 +5,7 @@ use cnpg_ext_model::backend::{Backend, BackendError};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, CnpgVersion, Database};
 
-use crate::sql::{describe_error, quote_ident, quote_literal};
+use crate::plumbing::sql::{describe_error, quote_ident, quote_literal};
 
 /// Settings every stand-in instance starts with: replication on, durability off (test data),
 /// quick reconnects after a restart. The socket directory is set per backend.

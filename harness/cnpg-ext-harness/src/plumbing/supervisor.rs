@@ -193,7 +193,7 @@ pub fn mark_environment() {
 
 /// The harness binary to re-execute: this one, or the one next to a test binary.
 fn harness_binary() -> Option<PathBuf> {
-    crate::matrix::harness_binary(None).ok().filter(|p| p.is_file())
+    super::exe::harness_binary(None).ok().filter(|p| p.is_file())
 }
 
 fn start_supervisor() -> Option<Link> {
@@ -279,7 +279,7 @@ pub fn keep_files() {
 
 /// Writes the owner record of `dir` (this process, and its supervisor, started now), by which
 /// a later run's sweep tells a dead run's directory from a live one's
-/// ([`crate::procs::claim_dir`] registers the directory too).
+/// ([`crate::plumbing::procs::claim_dir`] registers the directory too).
 pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
     let record = OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None, images: Vec::new() };
     write_record(dir, &record)
@@ -424,7 +424,7 @@ pub fn sweep_stale(parents: &[PathBuf]) -> Swept {
                 swept.volumes += v;
                 restore_images(&record.images, |args| engine_command(engine, args).is_some());
             }
-            match crate::fsutil::remove_tree(&dir) {
+            match crate::plumbing::fsutil::remove_tree(&dir) {
                 Ok(()) => swept.dirs.push(dir),
                 Err(err) => {
                     tracing::warn!("cannot remove {} (left by dead run {}): {err}", dir.display(), record.owner.token())
@@ -954,7 +954,7 @@ fn cleanup(owner: Owner, w: &mut Watched) {
     if !w.keep {
         for d in &w.dirs {
             if d.exists() {
-                match crate::fsutil::remove_tree(d) {
+                match crate::plumbing::fsutil::remove_tree(d) {
                     Ok(()) => dirs += 1,
                     Err(e) => eprintln!("cnpg-ext-harness supervisor: cannot remove {}: {e}", d.display()),
                 }

@@ -1,11 +1,15 @@
-//! The command line: `run`, `list`, `plan`, `image …`.
+//! The command line: `run`, `list`, `plan`, `image …`; the commands behind it
+//! ([`commands`]) and the live progress display ([`progress`]).
+
+pub mod commands;
+pub mod progress;
 
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use cnpg_ext_model::CnpgVersion;
 
-use crate::app::BackendKind;
+use crate::run::app::BackendKind;
 
 #[derive(Debug, Parser)]
 #[command(name = "cnpg-ext-harness", version, about = "Conformance harness for CloudNativePG image-volume extensions")]

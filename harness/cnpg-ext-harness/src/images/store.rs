@@ -10,7 +10,7 @@ use cnpg_ext_pg::PgInstall;
 use serde::Serialize;
 
 use crate::error::HarnessError;
-use crate::fsutil;
+use crate::plumbing::fsutil;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct StoredImage {
@@ -63,7 +63,7 @@ impl ImageStore {
             let source = match &spec.origin {
                 ImageOrigin::Fixture(recipe) => build_fixture(recipe, &spec.reference, pg, &work)?,
                 ImageOrigin::Oci(path) => path.clone(),
-                ImageOrigin::Pull => crate::pull::pull_blocking(&spec.reference, true)?.layout,
+                ImageOrigin::Pull => crate::images::pull::pull_blocking(&spec.reference, true)?.layout,
             };
             let rootfs = work.join("rootfs");
             let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default())

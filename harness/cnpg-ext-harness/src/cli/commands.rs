@@ -4,10 +4,10 @@ use std::path::Path;
 
 use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
 
-use crate::app::{self, RunOptions};
+use crate::run::app::{self, RunOptions};
 use crate::cli::RunArgs;
 use crate::error::{EXIT_FAILED, EXIT_PASSED};
-use crate::runner::Status;
+use crate::run::runner::Status;
 
 pub async fn run(args: RunArgs) -> i32 {
     if args.dry_run {

@@ -13,12 +13,12 @@ use cnpg_ext_model::backend::Backend;
 use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::backends::local::{LocalBackend, LocalEnv};
 use crate::error::HarnessError;
-use crate::progress::Progress;
+use crate::cli::progress::Progress;
 use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
-use crate::run_as::RunAs;
-use crate::runner::{ScenarioRun, Status};
-use crate::store::ImageStore;
-use crate::{fsutil, procs};
+use crate::plumbing::run_as::RunAs;
+use crate::run::runner::{ScenarioRun, Status};
+use crate::images::store::ImageStore;
+use crate::plumbing::{fsutil, procs};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -177,15 +177,15 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
 
     let parent = opts.workdir.clone().unwrap_or_else(default_workdir_parent);
     std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
-    report_swept(&crate::supervisor::sweep_stale(std::slice::from_ref(&parent)));
+    report_swept(&crate::plumbing::supervisor::sweep_stale(std::slice::from_ref(&parent)));
     let workdir = tempfile::Builder::new()
         .prefix("cnpg-ext-")
         .tempdir_in(&parent)
         .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
         .keep();
-    crate::procs::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
+    crate::plumbing::procs::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
     if opts.keep {
-        crate::supervisor::keep_files();
+        crate::plumbing::supervisor::keep_files();
     }
     let guard = WorkdirGuard { dir: workdir.clone(), keep: opts.keep };
     {
@@ -337,7 +337,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let report = RunReport {
         schema_version: crate::reports::run::REPORT_SCHEMA_VERSION,
         harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_revision: crate::shell::git_revision(),
+        git_revision: crate::plumbing::shell::git_revision(),
         started_at: started_at.to_rfc3339(),
         duration_ms: t0.elapsed().as_millis() as u64,
         command: opts.command.clone(),
@@ -397,19 +397,19 @@ fn watch_containers(
             "docker".into()
         }
     });
-    let target = crate::supervisor::EngineTarget {
+    let target = crate::plumbing::supervisor::EngineTarget {
         program: program.into(),
         global,
-        run_id: crate::supervisor::run_id_of(workdir),
+        run_id: crate::plumbing::supervisor::run_id_of(workdir),
     };
     // Containers and volumes labelled with a dead owner (beside the run's): in the background.
     let (p, g) = (target.program.clone(), target.global.clone());
-    std::thread::spawn(move || report_swept(&crate::supervisor::sweep_stale_engine(&p, &g)));
-    crate::supervisor::watch_engine(workdir, target)
+    std::thread::spawn(move || report_swept(&crate::plumbing::supervisor::sweep_stale_engine(&p, &g)));
+    crate::plumbing::supervisor::watch_engine(workdir, target)
         .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
 }
 
-fn report_swept(s: &crate::supervisor::Swept) {
+fn report_swept(s: &crate::plumbing::supervisor::Swept) {
     for d in &s.dirs {
         eprintln!("removed {} (left by a run whose harness died)", d.display());
     }

@@ -1,6 +1,6 @@
 //! Every process the harness starts is registered here, so that Ctrl-C (and a panic in
 //! another task) can stop them all. Handles remove themselves when they stop normally.
-//! Registrations are also passed to the cleanup supervisor ([`crate::supervisor`]), which
+//! Registrations are also passed to the cleanup supervisor ([`crate::plumbing::supervisor`]), which
 //! acts on them if this process dies without cleaning up.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -49,18 +49,18 @@ pub fn register(pid: u32, what: &str) {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         return;
     }
-    crate::supervisor::watch_group(pid);
+    crate::plumbing::supervisor::watch_group(pid);
     LIVE.lock().unwrap().insert(pid as i32, what.to_string());
 }
 
 pub fn unregister(pid: u32) {
     LIVE.lock().unwrap().remove(&(pid as i32));
-    crate::supervisor::unwatch_group(pid);
+    crate::plumbing::supervisor::unwatch_group(pid);
 }
 
 /// A directory removed by [`stop_all`] unless the run keeps its files.
 pub fn register_dir(dir: PathBuf) {
-    crate::supervisor::watch_dir(&dir);
+    crate::plumbing::supervisor::watch_dir(&dir);
     DIRS.lock().unwrap().insert(dir);
 }
 
@@ -68,12 +68,12 @@ pub fn register_dir(dir: PathBuf) {
 /// the supervisor if the harness dies) and marked with an owner record for later sweeps.
 pub fn claim_dir(dir: &std::path::Path) -> std::io::Result<()> {
     register_dir(dir.to_path_buf());
-    crate::supervisor::write_owner_record(dir)
+    crate::plumbing::supervisor::write_owner_record(dir)
 }
 
 pub fn unregister_dir(dir: &PathBuf) {
     DIRS.lock().unwrap().remove(dir);
-    crate::supervisor::unwatch_dir(dir);
+    crate::plumbing::supervisor::unwatch_dir(dir);
 }
 
 /// Stops every registered process (fast shutdown, then kill after `grace`) and removes the
@@ -104,7 +104,7 @@ pub fn stop_all(grace: Duration, keep: bool) -> usize {
         // Kept registered: a second call removes what a task still running wrote meanwhile.
         let dirs: Vec<PathBuf> = DIRS.lock().unwrap().iter().cloned().collect();
         for d in dirs {
-            if let Err(e) = crate::fsutil::remove_tree(&d) {
+            if let Err(e) = crate::plumbing::fsutil::remove_tree(&d) {
                 eprintln!("could not remove {}: {e}", d.display());
             }
         }
