@@ -2,6 +2,7 @@
 //! process registry ([`procs`]), the out-of-process cleanup supervisor ([`supervisor`]),
 //! dropping root ([`run_as`]), shell quoting, file-system and SQL helpers.
 
+pub mod engine;
 pub mod exe;
 pub mod fsutil;
 pub mod procs;

@@ -27,6 +27,8 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use serde::{Deserialize, Serialize};
 
+use super::engine::EngineKind;
+
 /// First argument of the hidden supervisor mode.
 pub const SUPERVISE_ARG: &str = "__supervise";
 /// `pid:start,pid:start,…` of every harness process above (and including) this one; children
@@ -40,7 +42,6 @@ pub const LABEL_OWNER: &str = "io.cnpg-ext-harness.owner";
 /// postmaster of this process started (before its handle exists).
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 /// Label holding the run id on every container and volume (same as the container backend's).
-const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
 /// Work directories the sweep looks at: `cnpg-ext-<random>` (runs), `cnpg-ext-cell-<random>` (matrix cells).
 const DIR_PREFIX: &str = "cnpg-ext-";
 
@@ -476,8 +477,7 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
             args.extend(ids.iter().copied());
             let stale = dead(&engine(&args).unwrap_or_default());
             if !stale.is_empty() {
-                let podman = program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman"));
-                let mut rm = if podman { vec!["rm", "-f", "-t", "0"] } else { vec!["rm", "-f"] };
+                let mut rm = engine_kind(program).rm_force().to_vec();
                 rm.extend(stale.iter().map(String::as_str));
                 engine(&rm);
                 swept.containers += stale.len();
@@ -522,8 +522,6 @@ pub fn sweep_stale_engine(program: &Path, global: &[String]) -> Swept {
     swept
 }
 
-/// Removes every container and volume labelled with the run (until none is listed, or
-/// `budget` ran out); returns how many of each were removed.
 /// One engine command of a dead run's cleanup; its standard output when it succeeded.
 fn engine_command<S: AsRef<std::ffi::OsStr>>(t: &EngineTarget, args: &[S]) -> Option<String> {
     run_engine(&t.program, &t.global, args)
@@ -536,53 +534,18 @@ fn run_engine<S: AsRef<std::ffi::OsStr>>(program: &Path, global: &[String], args
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Removes the run's containers and volumes ([`super::engine::remove_run_objects`]), then the
+/// container monitors that outlived them.
 fn remove_run_objects(t: &EngineTarget, budget: Duration) -> (usize, usize) {
-    let engine = |args: &[&str]| engine_command(t, args);
-    let filter = format!("label={LABEL_RUN}={}", t.run_id);
-    // Every volume of a run is named `<run id>-…` (the instance's container name). By name, not
-    // by label: a container created by a request still under way when the run died makes its
-    // named volume itself, without labels; and podman 4.3's label filter fails as a whole when
-    // a volume goes while it lists.
-    let prefix = format!("{}-", t.run_id);
-    let podman = t.program.file_name().is_some_and(|n| n.to_string_lossy().contains("podman"));
-    let deadline = Instant::now() + budget;
-    let (mut containers, mut volumes) = (0, 0);
-    loop {
-        let listed_ids = engine(&["ps", "-aq", "--filter", &filter]);
-        let ids: Vec<String> =
-            listed_ids.as_deref().unwrap_or_default().split_whitespace().map(str::to_string).collect();
-        if !ids.is_empty() {
-            let mut rm: Vec<&str> = if podman { vec!["rm", "-f", "-t", "0"] } else { vec!["rm", "-f"] };
-            rm.extend(ids.iter().map(String::as_str));
-            engine(&rm);
-            containers += ids.len();
-        }
-        let listed_vols = engine(&["volume", "ls", "-q"]);
-        let vols: Vec<String> = listed_vols
-            .as_deref()
-            .unwrap_or_default()
-            .split_whitespace()
-            .filter(|v| v.starts_with(&prefix))
-            .map(str::to_string)
-            .collect();
-        if !vols.is_empty() {
-            let mut rm = vec!["volume", "rm", "-f"];
-            rm.extend(vols.iter().map(String::as_str));
-            engine(&rm);
-            volumes += vols.len();
-        }
-        // Done when both listings answered and found nothing: one more pass after removing
-        // something (a container created meanwhile by an engine client that was still running
-        // is caught by the next listing), and a listing that failed is asked again.
-        let clean = listed_ids.is_some() && listed_vols.is_some() && ids.is_empty() && vols.is_empty();
-        if clean || Instant::now() >= deadline {
-            kill_orphaned_monitors(&t.run_id);
-            return (containers, volumes);
-        }
-        if listed_ids.is_none() || listed_vols.is_none() {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
+    let removed =
+        super::engine::remove_run_objects(&|args| engine_command(t, args), engine_kind(&t.program), &t.run_id, budget);
+    kill_orphaned_monitors(&t.run_id);
+    removed
+}
+
+/// A program that cannot tell is treated as docker (`rm -f` works on both).
+fn engine_kind(program: &Path) -> EngineKind {
+    EngineKind::of(program).unwrap_or(EngineKind::Docker)
 }
 
 /// Kills the container monitors (podman's `conmon -n <run id>-…`) of the run that outlived

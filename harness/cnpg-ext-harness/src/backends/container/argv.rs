@@ -18,7 +18,7 @@ use super::hostflags::HostFlags;
 use testcontainers::bollard::models::{Mount, MountType};
 
 /// Every container, volume and image a run creates carries this label with the run id.
-pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
+pub use crate::plumbing::engine::LABEL_RUN;
 pub const LABEL_SCENARIO: &str = "io.cnpg-ext-harness.scenario";
 pub const LABEL_INSTANCE: &str = "io.cnpg-ext-harness.instance";
 /// Operand images the harness built (kept across runs as a cache).

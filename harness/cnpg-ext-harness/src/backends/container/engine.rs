@@ -27,20 +27,7 @@ pub const DOCKER_MIN_MAJOR: u32 = 28;
 /// Minimum podman version with `--mount type=image`.
 pub const PODMAN_MIN_MAJOR: u32 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    Podman,
-    Docker,
-}
-
-impl EngineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Podman => "podman",
-            EngineKind::Docker => "docker",
-        }
-    }
-}
+pub use crate::plumbing::engine::EngineKind;
 
 /// One usable engine and the flags every invocation carries.
 #[derive(Debug, Clone)]
@@ -305,20 +292,7 @@ fn probe_one(cand: &str, global: &[String], run_flags: &[String]) -> Result<Engi
     } else {
         find_in_path(cand).ok_or_else(|| format!("{cand}: not found on PATH"))?
     };
-    let base = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let kind = if base.contains("docker") {
-        EngineKind::Docker
-    } else if base.contains("podman") {
-        EngineKind::Podman
-    } else {
-        // Ask the program itself.
-        let out = std::process::Command::new(&program).arg("--version").output().map_err(|e| format!("{cand}: {e}"))?;
-        if String::from_utf8_lossy(&out.stdout).to_lowercase().contains("podman") {
-            EngineKind::Podman
-        } else {
-            EngineKind::Docker
-        }
-    };
+    let kind = EngineKind::of(&program).map_err(|e| format!("{cand}: {e}"))?;
     let format = match kind {
         EngineKind::Podman => "{{.Client.Version}}",
         EngineKind::Docker => "{{.Server.Version}}",

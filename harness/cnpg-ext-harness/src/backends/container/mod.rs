@@ -305,43 +305,23 @@ pub fn start_api_service(opts: &EngineOptions) -> Result<Option<ApiService>, Har
     ApiService::start(&engine).map_err(HarnessError::Environment)
 }
 
-/// Removes every container and volume labelled with the run, and the images it loaded.
+/// Removes every container and volume of the run, and the images it loaded.
 fn sweep(engine: &Engine, run_id: &str, images: &[LoadedImage]) {
-    let filter = format!("label={LABEL_RUN}={run_id}");
     std::thread::scope(|s| {
         s.spawn(|| {
-            if let Some(out) = engine.run_quiet(&strings(&["ps", "-aq", "--filter", &filter])) {
-                let ids: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-                if !ids.is_empty() {
-                    let mut args = rm_force(engine);
-                    args.extend(ids);
-                    engine.run_quiet(&args);
-                }
-            }
-            if let Some(out) = engine.run_quiet(&strings(&["volume", "ls", "-q", "--filter", &filter])) {
-                let vols: Vec<String> = out.split_whitespace().map(str::to_string).collect();
-                if !vols.is_empty() {
-                    let mut args = strings(&["volume", "rm", "-f"]);
-                    args.extend(vols);
-                    engine.run_quiet(&args);
-                }
-            }
+            let run = |args: &[&str]| engine.run_quiet(&strings(args));
+            crate::plumbing::engine::remove_run_objects(&run, engine.kind, run_id, SWEEP_BUDGET);
         });
         s.spawn(|| remove_images(engine, images));
     });
     crate::plumbing::supervisor::kill_orphaned_monitors(run_id);
 }
 
+/// How long a run's own cleanup keeps asking the engine for what is left.
+const SWEEP_BUDGET: std::time::Duration = std::time::Duration::from_secs(20);
+
 fn remove_images(engine: &Engine, images: &[LoadedImage]) {
     crate::plumbing::supervisor::restore_images(images, |args| engine.run_quiet(args).is_some());
-}
-
-fn rm_force(engine: &Engine) -> Vec<String> {
-    match engine.kind {
-        // No grace: the data is being thrown away.
-        EngineKind::Podman => strings(&["rm", "-f", "-t", "0"]),
-        EngineKind::Docker => strings(&["rm", "-f"]),
-    }
 }
 
 /// Loads every image of the store from an archive the harness writes (a pulled `@sha256:`
