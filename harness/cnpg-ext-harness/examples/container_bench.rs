@@ -42,7 +42,7 @@ async fn suite(backend: BackendKind) -> Duration {
         }
         Err(e) => {
             eprintln!("{backend:?} suite could not run: {e}");
-            std::process::exit(e.exit_code());
+            std::process::exit(e.exit_code().code());
         }
     }
     t.elapsed()

@@ -2,7 +2,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use cnpg_ext_harness::cli::{Cli, Command};
-use cnpg_ext_harness::error::{EXIT_INTERRUPTED, EXIT_INVALID};
+use cnpg_ext_harness::error::Exit;
 use cnpg_ext_harness::cli::commands;
 use cnpg_ext_harness::plumbing::{procs, supervisor};
 use cnpg_ext_harness::run::app;
@@ -24,21 +24,21 @@ fn main() -> ExitCode {
             _ = interrupted() => {
                 let n = procs::stop_all(std::time::Duration::from_secs(10), false);
                 eprintln!("interrupted: stopped {n} process(es) and removed the work directory");
-                EXIT_INTERRUPTED
+                Exit::Interrupted
             }
         }
     });
-    if code == EXIT_INTERRUPTED {
+    if code == Exit::Interrupted {
         // Tasks that were mid-step may have written into the work directory or started
         // something after the first sweep: let them end, then sweep again.
         rt.shutdown_timeout(std::time::Duration::from_secs(5));
         procs::stop_all(std::time::Duration::from_secs(5), false);
     }
     supervisor::finish();
-    ExitCode::from(code.clamp(0, 255) as u8)
+    code.into()
 }
 
-async fn dispatch(cmd: Command) -> i32 {
+async fn dispatch(cmd: Command) -> Exit {
     match cmd {
         Command::Run(args) => commands::run(args).await,
         Command::List { paths, cnpg_version } => match app::load_scenarios(&paths, cnpg_version) {
@@ -46,7 +46,7 @@ async fn dispatch(cmd: Command) -> i32 {
                 for s in list {
                     println!("{}\t{}\t{}", s.id, s.file.display(), s.description.unwrap_or_default());
                 }
-                0
+                Exit::Passed
             }
             Err(e) => {
                 eprintln!("error: {e}");
@@ -68,7 +68,7 @@ async fn dispatch(cmd: Command) -> i32 {
             };
             match tokio::task::spawn_blocking(move || cnpg_ext_images::cli::run(cmd)).await {
                 Ok(code) => code,
-                Err(_) => EXIT_INVALID,
+                Err(_) => Exit::Invalid,
             }
         }
     }

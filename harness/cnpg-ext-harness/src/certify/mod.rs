@@ -25,7 +25,7 @@ pub use scenario::{cluster_yaml, scenario_yaml};
 pub use verdict::{decide, kind_name, FindingKind, Verdict, VerdictFinding};
 
 use crate::run::app::{self, BackendKind, RunOptions};
-use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_INVALID};
+use crate::error::{Exit, HarnessError};
 use crate::reports::view::RunView;
 use record::write_record;
 
@@ -304,7 +304,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
 }
 
 /// `cnpg-ext-harness certify`: the verdict, its reasons, and where the record is.
-pub async fn command(args: CertifyArgs) -> i32 {
+pub async fn command(args: CertifyArgs) -> Exit {
     match certify(&args, std::env::args().collect()).await {
         Ok(out) => {
             let c = &out.certification;
@@ -334,10 +334,7 @@ pub async fn command(args: CertifyArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                HarnessError::Input(_) => EXIT_INVALID,
-                HarnessError::Environment(_) => EXIT_ENVIRONMENT,
-            }
+            e.exit_code()
         }
     }
 }

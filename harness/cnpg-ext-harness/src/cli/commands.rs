@@ -6,10 +6,10 @@ use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
 
 use crate::run::app::{self, RunOptions};
 use crate::cli::RunArgs;
-use crate::error::{EXIT_FAILED, EXIT_PASSED};
+use crate::error::Exit;
 use crate::run::runner::Status;
 
-pub async fn run(args: RunArgs) -> i32 {
+pub async fn run(args: RunArgs) -> Exit {
     if args.dry_run {
         return dry_run(&args);
     }
@@ -61,9 +61,9 @@ pub async fn run(args: RunArgs) -> i32 {
             }
             println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
             if r.totals.failed == 0 {
-                EXIT_PASSED
+                Exit::Passed
             } else {
-                EXIT_FAILED
+                Exit::Failed
             }
         }
         Err(e) => {
@@ -73,7 +73,7 @@ pub async fn run(args: RunArgs) -> i32 {
     }
 }
 
-pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
+pub fn plan(path: &Path, cnpg: CnpgVersion) -> Exit {
     match Scenario::load(path, cnpg) {
         Ok(s) => {
             for c in s.clusters() {
@@ -81,11 +81,11 @@ pub fn plan(path: &Path, cnpg: CnpgVersion) -> i32 {
                 println!("# {}", c.file.display());
                 println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
             }
-            EXIT_PASSED
+            Exit::Passed
         }
         Err(e) => {
             eprintln!("error: {e}");
-            crate::error::EXIT_INVALID
+            Exit::Invalid
         }
     }
 }
@@ -108,7 +108,7 @@ fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
 }
 
 /// `--dry-run`: the manifests the kind backend would apply, written out; no cluster contacted.
-fn dry_run(args: &RunArgs) -> i32 {
+fn dry_run(args: &RunArgs) -> Exit {
     let scenarios = match app::load_scenarios(&args.paths, args.cnpg_version) {
         Ok(s) => s,
         Err(e) => {
@@ -127,9 +127,9 @@ fn dry_run(args: &RunArgs) -> i32 {
             }
             Err(e) => {
                 eprintln!("error: {}: {e}", s.file.display());
-                return crate::error::EXIT_INVALID;
+                return Exit::Invalid;
             }
         }
     }
-    EXIT_PASSED
+    Exit::Passed
 }

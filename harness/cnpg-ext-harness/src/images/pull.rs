@@ -47,7 +47,7 @@ pub fn is_insecure(reference: &str) -> bool {
 pub fn error(e: PullError) -> HarnessError {
     let text = format!("{e}; {}", e.hint());
     match e.exit_code() {
-        cnpg_ext_registry::EXIT_INVALID => HarnessError::Input(text),
+        cnpg_ext_exit::Exit::Invalid => HarnessError::Input(text),
         _ => HarnessError::Environment(text),
     }
 }

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::error::HarnessError;
+use crate::error::{Exit, HarnessError};
 use crate::plumbing::exe::harness_binary;
 use crate::cli::progress::Progress;
 use crate::reports::view::RunView;
@@ -453,7 +453,7 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
     if let (Some(name), Some(k)) = (&kind_cluster, &spec.kubernetes) {
         let up = ["kind", "up", "--name", name, "--config", &k.value].map(String::from);
         match run_child(ctx, &spec.id, &up, out, deadline).await {
-            Ok(Some(0)) => {}
+            Ok(Some(c)) if c == Exit::Passed.code() => {}
             _ if out.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
                 result.status = CellStatus::Timeout;
                 result.reason = Some(timeout_reason(ctx));
@@ -501,15 +501,15 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
         let _ =
             std::fs::write(dir.join("index.html"), crate::reports::html::run_page(&view, &format!("cell {}", spec.id)));
     }
-    match code {
-        Some(0) => result.status = CellStatus::Passed,
-        Some(1) => {
+    match code.map(|c| Exit::from_code(c).ok_or(c)) {
+        Some(Ok(Exit::Passed)) => result.status = CellStatus::Passed,
+        Some(Ok(Exit::Failed)) => {
             result.status = CellStatus::Failed;
             let failed: Vec<&str> =
                 result.scenarios.iter().filter(|s| s.status == "failed").map(|s| s.id.as_str()).collect();
             result.reason = Some(format!("failed: {}", failed.join(", ")));
         }
-        Some(3) => {
+        Some(Ok(Exit::Environment)) => {
             let text = out.lines.lock().unwrap().join("\n");
             match too_old(&text) {
                 Some(found) => {
@@ -519,9 +519,9 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 None => result.reason = Some(format!("environment unusable: {}", last_error(out))),
             }
         }
-        Some(2) => result.reason = Some(format!("invalid input: {}", last_error(out))),
-        Some(130) | None => result.reason = Some("interrupted".into()),
-        Some(n) => result.reason = Some(format!("exit {n}: {}", last_error(out))),
+        Some(Ok(Exit::Invalid)) => result.reason = Some(format!("invalid input: {}", last_error(out))),
+        Some(Ok(Exit::Interrupted)) | None => result.reason = Some("interrupted".into()),
+        Some(Err(n)) => result.reason = Some(format!("exit {n}: {}", last_error(out))),
     }
     if timed_out {
         result.status = CellStatus::Timeout;

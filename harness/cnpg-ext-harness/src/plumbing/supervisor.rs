@@ -804,7 +804,7 @@ fn dsm_control_handles(bytes: &[u8]) -> Vec<u32> {
 pub fn supervise_main(args: &[String]) -> i32 {
     let Some(owner) = args.first().and_then(|a| Owner::parse(a)) else {
         eprintln!("{SUPERVISE_ARG}: expected <pid>:<start> of the harness to watch");
-        return crate::error::EXIT_INVALID;
+        return crate::error::Exit::Invalid.code();
     };
     // Signals meant for a terminal's foreground group or a service stop do not end it early:
     // it ends by itself once the harness is gone and everything is cleaned up.
