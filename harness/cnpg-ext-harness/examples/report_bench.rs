@@ -206,6 +206,7 @@ async fn main() {
         no_progress: true,
         cell_timeout: None,
         harness_bin: Some(bin.clone()),
+        registries: Default::default(),
     };
     matrix::run_matrix(&warm, vec![]).await.expect("warm-up matrix");
     let args = MatrixArgs { report_dir: out.path().join("bench-12"), ..warm };

@@ -5,6 +5,7 @@ use cnpg_ext_harness::cli::{Cli, Command};
 use cnpg_ext_harness::error::Exit;
 use cnpg_ext_harness::cli::commands;
 use cnpg_ext_harness::plumbing::{procs, supervisor};
+use cnpg_ext_harness::images::pull::Registries;
 use cnpg_ext_harness::run::app;
 
 fn main() -> ExitCode {
@@ -16,11 +17,11 @@ fn main() -> ExitCode {
     supervisor::mark_environment();
     let cli = Cli::parse();
     init_tracing(cli.verbose);
-    cnpg_ext_harness::images::pull::set_insecure(cli.insecure_registry.clone());
+    let registries = Registries::new(cli.insecure_registry.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let code = rt.block_on(async move {
         tokio::select! {
-            code = dispatch(cli.command) => code,
+            code = dispatch(cli.command, registries) => code,
             _ = interrupted() => {
                 let n = procs::stop_all(std::time::Duration::from_secs(10), false);
                 eprintln!("interrupted: stopped {n} process(es) and removed the work directory");
@@ -38,9 +39,12 @@ fn main() -> ExitCode {
     code.into()
 }
 
-async fn dispatch(cmd: Command) -> Exit {
+async fn dispatch(cmd: Command, registries: Registries) -> Exit {
     match cmd {
-        Command::Run(args) => commands::run(args).await,
+        Command::Run(mut args) => {
+            args.registries = registries;
+            commands::run(args).await
+        }
         Command::List { paths, cnpg_version } => match app::load_scenarios(&paths, cnpg_version) {
             Ok(list) => {
                 for s in list {
@@ -55,11 +59,17 @@ async fn dispatch(cmd: Command) -> Exit {
         },
         Command::Plan { path, cnpg_version } => commands::plan(&path, cnpg_version),
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
-        Command::Matrix(args) => cnpg_ext_harness::matrix::command(args).await,
-        Command::Certify(args) => cnpg_ext_harness::certify::command(args).await,
+        Command::Matrix(mut args) => {
+            args.registries = registries;
+            cnpg_ext_harness::matrix::command(args).await
+        }
+        Command::Certify(mut args) => {
+            args.registries = registries;
+            cnpg_ext_harness::certify::command(args).await
+        }
         Command::Image(cmd) => {
             // `image unpack|lint <registry reference>`: pulled first, then read as a layout.
-            let cmd = match cnpg_ext_harness::images::pull::resolve_image_command(cmd).await {
+            let cmd = match registries.resolve_image_command(cmd).await {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("error: {e}");

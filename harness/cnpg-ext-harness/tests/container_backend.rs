@@ -33,6 +33,7 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         kind: Default::default(),
         operand: Default::default(),
         wrap: None,
+        registries: Default::default(),
     }
 }
 

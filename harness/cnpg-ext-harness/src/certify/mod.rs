@@ -68,6 +68,9 @@ pub struct CertifyArgs {
     /// imageName uses it. Default: the distribution in the image's tag, else trixie.
     #[arg(long)]
     pub os: Option<String>,
+    /// Set from the global `--insecure-registry`: this command's registries.
+    #[arg(skip)]
+    pub registries: crate::images::pull::Registries,
 }
 
 pub struct CertifyOutcome {
@@ -89,7 +92,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     let mut pulled_args = args.clone();
     let mut pinned = None;
     if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
-        pulled_args.image = crate::images::pull::pull(r, !args.no_progress).await?.layout;
+        pulled_args.image = args.registries.pull(r, !args.no_progress).await?.layout;
         pulled_args.reference.get_or_insert_with(|| r.to_string());
         pinned = r.contains('@').then(|| r.to_string());
     }
@@ -230,6 +233,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             kind: Default::default(),
             operand: args.operand,
             wrap: None,
+            registries: args.registries.clone(),
         };
         match app::run(opts).await {
             Ok(out) => {

@@ -30,6 +30,7 @@ pub async fn run(args: RunArgs) -> Exit {
         kind,
         operand: args.operand,
         wrap: None,
+        registries: args.registries.clone(),
         engine: crate::backends::container::EngineOptions {
             engine: args.engine,
             pg_image: args.pg_image,

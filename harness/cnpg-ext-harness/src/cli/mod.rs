@@ -135,6 +135,9 @@ pub struct RunArgs {
     /// --ulimit, --security-opt, --cap-add, --cap-drop, --shm-size, --pids-limit, --memory, --device, --network.
     #[arg(long, env = "CNPG_EXT_HARNESS_RUN_FLAGS", allow_hyphen_values = true)]
     pub engine_run_flags: Option<String>,
+    /// Set from the global `--insecure-registry`: this command's registries.
+    #[arg(skip)]
+    pub registries: crate::images::pull::Registries,
 }
 
 fn parse_operand(s: &str) -> Result<cnpg_ext_pg::OperandFlavor, String> {

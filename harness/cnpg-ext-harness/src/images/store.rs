@@ -10,6 +10,7 @@ use cnpg_ext_pg::PgInstall;
 use serde::Serialize;
 
 use crate::error::HarnessError;
+use crate::images::pull::Registries;
 use crate::plumbing::fsutil;
 
 #[derive(Debug, Clone, Serialize)]
@@ -23,6 +24,10 @@ pub struct StoredImage {
     pub config_digest: String,
     #[serde(skip)]
     pub rootfs: PathBuf,
+    /// Its registry was named with `--insecure-registry` (an engine pulling it must not
+    /// verify TLS).
+    #[serde(skip)]
+    pub insecure_registry: bool,
     /// Regular files of the image, relative, sorted.
     #[serde(skip)]
     pub files: Vec<String>,
@@ -45,7 +50,12 @@ pub struct ImageStore {
 
 impl ImageStore {
     /// Builds or reads every image in `specs` (deduplicated by reference) under `dir`.
-    pub fn prepare(specs: &[ImageSpec], pg: &PgInstall, dir: &Path) -> Result<ImageStore, HarnessError> {
+    pub fn prepare(
+        specs: &[ImageSpec],
+        pg: &PgInstall,
+        dir: &Path,
+        registries: &Registries,
+    ) -> Result<ImageStore, HarnessError> {
         let mut store = ImageStore::default();
         for (n, spec) in specs.iter().enumerate() {
             if let Some(existing) = store.images.get(&spec.reference) {
@@ -63,7 +73,7 @@ impl ImageStore {
             let source = match &spec.origin {
                 ImageOrigin::Fixture(recipe) => build_fixture(recipe, &spec.reference, pg, &work)?,
                 ImageOrigin::Oci(path) => path.clone(),
-                ImageOrigin::Pull => crate::images::pull::pull_blocking(&spec.reference, true)?.layout,
+                ImageOrigin::Pull => registries.pull_blocking(&spec.reference, true)?.layout,
             };
             let rootfs = work.join("rootfs");
             let unpacked = cnpg_ext_images::unpack(&source, &rootfs, &UnpackOptions::default())
@@ -89,6 +99,7 @@ impl ImageStore {
                     reference: spec.reference.clone(),
                     origin: spec.origin.clone(),
                     source,
+                    insecure_registry: spec.origin == ImageOrigin::Pull && registries.is_insecure(&spec.reference),
                     manifest_digest: unpacked.manifest_digest,
                     config_digest: unpacked.config_digest,
                     rootfs,

@@ -40,6 +40,9 @@ pub struct MatrixArgs {
     /// The harness binary each cell runs (default: this one).
     #[arg(long, env = "CNPG_EXT_HARNESS_BIN", hide = true)]
     pub harness_bin: Option<PathBuf>,
+    /// Set from the global `--insecure-registry`: this command's registries.
+    #[arg(skip)]
+    pub registries: crate::images::pull::Registries,
 }
 
 /// `--cell-timeout`: a limit, or none (`0`).
@@ -67,6 +70,7 @@ pub(crate) struct Ctx {
     progress: Arc<Progress>,
     live_steps: bool,
     cell_timeout: Option<std::time::Duration>,
+    registries: crate::images::pull::Registries,
 }
 
 pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<MatrixOutcome, HarnessError> {
@@ -160,6 +164,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         progress: progress.clone(),
         live_steps,
         cell_timeout: args.cell_timeout.map(|t| t.0).unwrap_or(matrix.cell_timeout),
+        registries: args.registries.clone(),
     });
     progress.line(&format!(
         "matrix {}: {} cell(s) to run, {} carried over, {} at once",
@@ -279,7 +284,7 @@ pub(crate) async fn run_child(
     cmd.args(args)
         .env_remove("PG_CONFIG")
         .env_remove("CNPG_EXT_HARNESS_WORKDIR")
-        .envs(crate::images::pull::insecure_env())
+        .envs(ctx.registries.child_env())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

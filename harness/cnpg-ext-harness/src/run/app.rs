@@ -56,6 +56,8 @@ pub struct RunOptions {
     pub operand: OperandFlavor,
     /// Wraps every scenario's backend (tests: a backend that tampers with what it runs).
     pub wrap: Option<BackendWrap>,
+    /// How images named by reference are pulled (`--insecure-registry`).
+    pub registries: crate::images::pull::Registries,
 }
 
 impl Default for RunOptions {
@@ -76,6 +78,7 @@ impl Default for RunOptions {
             kind: Default::default(),
             operand: OperandFlavor::default(),
             wrap: None,
+            registries: Default::default(),
         }
     }
 }
@@ -215,7 +218,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let (backend, engine) = (opts.backend, opts.engine.clone());
         let without = operand.exclusions.clone();
         tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
-            let store = ImageStore::prepare(&specs, &pg, &dir.join("images"))?;
+            let store = ImageStore::prepare(&specs, &pg, &dir.join("images"), &opts.registries)?;
             let prepared = match backend {
                 BackendKind::Local => Prepared::Local(Arc::new(
                     LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,

@@ -78,6 +78,12 @@ impl Harness {
         self
     }
 
+    /// Pull from `registry` (`HOST` or `HOST:PORT`) over plain HTTP, for this run only.
+    pub fn insecure_registry(mut self, registry: impl Into<String>) -> Harness {
+        self.opts.registries.insecure.push(registry.into());
+        self
+    }
+
     pub fn keep(mut self, keep: bool) -> Harness {
         self.opts.keep = keep;
         self

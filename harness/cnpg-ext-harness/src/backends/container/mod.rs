@@ -411,7 +411,7 @@ fn load_one(
     loaded.lock().unwrap().push(record.clone());
     if pull {
         let mut args = strings(&["pull", "-q"]);
-        if engine.kind == EngineKind::Podman && crate::images::pull::is_insecure(&img.reference) {
+        if engine.kind == EngineKind::Podman && img.insecure_registry {
             args.push("--tls-verify=false".into());
         }
         args.push(img.reference.clone());
