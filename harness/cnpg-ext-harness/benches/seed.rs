@@ -2,7 +2,7 @@
 //! one bare PostgreSQL lifecycle (initdb + start + CREATE EXTENSION + stop) on the same install,
 //! medians of N runs, and their ratio.
 //!
-//!     cargo run --release -p cnpg-ext-harness --example seed_bench [-- RUNS]
+//!     cargo bench -p cnpg-ext-harness --bench seed [-- RUNS]
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -62,7 +62,7 @@ async fn bare_lifecycle(pg: &cnpg_ext_pg::PgInstall, run_as: &RunAs) -> Duration
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
     let pg = app::locate_postgres(None).expect("PostgreSQL 18");
     let run_as = RunAs::resolve(None).expect("run-as user");
     // Warm-up: provisions, fills the fixture cache.

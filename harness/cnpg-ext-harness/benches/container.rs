@@ -3,7 +3,7 @@
 //! (the warm-up builds or finds the operand image and fills the fixture cache); medians of N
 //! runs and their ratio (issue 13's goal: container ≤ 2× local).
 //!
-//!     cargo run --release -p cnpg-ext-harness --example container_bench [-- RUNS]
+//!     cargo bench -p cnpg-ext-harness --bench container [-- RUNS]
 //!
 //! The engine and its flags come from the environment, as for the binary
 //! (`CNPG_EXT_HARNESS_ENGINE_FLAGS`, `CNPG_EXT_HARNESS_RUN_FLAGS`, …).
@@ -50,7 +50,7 @@ async fn suite(backend: BackendKind) -> Duration {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(3).max(1);
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(3).max(1);
     let warm_local = suite(BackendKind::Local).await;
     let warm_container = suite(BackendKind::Container).await;
     println!("warm-up: local {:.2} s, container {:.2} s", warm_local.as_secs_f64(), warm_container.as_secs_f64());

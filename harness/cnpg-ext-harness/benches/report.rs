@@ -7,7 +7,7 @@
 //!
 //! ```sh
 //! cargo build --release -p cnpg-ext-harness
-//! cargo run --release -p cnpg-ext-harness --example report_bench [-- ROUNDS] [--no-matrix]
+//! cargo bench -p cnpg-ext-harness --bench report [-- ROUNDS] [--no-matrix]
 //! ```
 
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! (by tag: one manifest request; by `@sha256:` pin: no request). Prints figures; asserts
 //! nothing about time.
 //!
-//! `cargo run --release -p cnpg-ext-registry --example pull_bench`
+//! `cargo bench -p cnpg-ext-registry --bench pull`
 //! Needs `docker-registry` and `skopeo` (Debian packages).
 
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! included), then every instance is inspected (pod spec check + parsing of recorded exec
 //! output).
 //!
-//! `cargo run --release -p cnpg-ext-kind --example replay_bench`
+//! `cargo bench -p cnpg-ext-kind --bench replay`
 
 use std::sync::Arc;
 use std::time::Duration;

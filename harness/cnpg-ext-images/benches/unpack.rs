@@ -4,7 +4,7 @@
 //! file access) of a 100 MB image of ELF files. Prints figures; asserts
 //! nothing about time.
 //!
-//! `cargo run --release -p cnpg-ext-images --example unpack_bench`
+//! `cargo bench -p cnpg-ext-images --bench unpack`
 //! With `PG_CONFIG` set, the real `vector.so` of that install is used when
 //! present; otherwise a module is compiled with `cc`.
 

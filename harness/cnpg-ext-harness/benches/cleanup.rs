@@ -4,7 +4,7 @@
 //! Medians of N runs.
 //!
 //!     cargo build --release -p cnpg-ext-harness
-//!     cargo run --release -p cnpg-ext-harness --example cleanup_bench [-- RUNS]
+//!     cargo bench -p cnpg-ext-harness --bench cleanup [-- RUNS]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,12 +18,8 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn harness() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap();
-    [dir.join("cnpg-ext-harness"), dir.join("../cnpg-ext-harness")]
-        .into_iter()
-        .find(|p| p.is_file())
-        .expect("build the harness binary first (cargo build --release -p cnpg-ext-harness)")
+    // Built by cargo for every bench of the package.
+    PathBuf::from(env!("CARGO_BIN_EXE_cnpg-ext-harness"))
 }
 
 /// pids of live processes whose command line mentions `needle`.
@@ -90,7 +86,7 @@ fn list_work_dirs(parent: &Path) -> Vec<PathBuf> {
 }
 
 fn main() {
-    let runs: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(5);
+    let runs: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(5);
     let bin = harness();
     let repo = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../..")).canonicalize().unwrap();
     // Warm the caches (wheel, initdb template, fixture images).
