@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cnpg_ext_harness::plumbing::supervisor::{sweep_stale, Owner, OwnerRecord, OWNER_FILE};
+use cnpg_ext_harness::testing::{sweep_stale, Owner, OwnerRecord, OWNER_FILE};
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -53,7 +53,7 @@ fn kill_once(bin: &Path, repo: &Path, delay: Duration) -> Option<Duration> {
     let ours: Vec<PathBuf> = list_work_dirs(&parent)
         .into_iter()
         .filter(|d| !before.contains(d))
-        .filter(|d| cnpg_ext_harness::plumbing::supervisor::read_record(d).is_some_and(|r| r.owner.pid == child.id() as i32))
+        .filter(|d| cnpg_ext_harness::testing::read_record(d).is_some_and(|r| r.owner.pid == child.id() as i32))
         .collect();
     let running = ours.iter().map(|d| mentioning(&d.display().to_string())).sum::<usize>();
     let _ = child.kill();

@@ -11,8 +11,8 @@
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use cnpg_ext_harness::run::app::{self, BackendKind, RunOptions};
-use cnpg_ext_harness::backends::container::EngineOptions;
+use cnpg_ext_harness::run::{self as app, BackendKind, RunOptions};
+use cnpg_ext_harness::EngineOptions;
 
 fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
@@ -35,7 +35,7 @@ async fn suite(backend: BackendKind) -> Duration {
     match app::run(options(backend)).await {
         Ok(out) => {
             let failed =
-                out.report.scenarios.iter().filter(|s| s.status != cnpg_ext_harness::run::runner::Status::Passed).count();
+                out.report.scenarios.iter().filter(|s| s.status != cnpg_ext_harness::run::Status::Passed).count();
             if failed > 0 {
                 eprintln!("warning: {failed} scenario(s) did not pass on {backend:?}; the figure still counts the run");
             }

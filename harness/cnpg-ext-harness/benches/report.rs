@@ -18,7 +18,7 @@ use cnpg_ext_harness::matrix::{
 };
 use cnpg_ext_harness::reports::run::{Environment, RunReport, ScenarioResult};
 use cnpg_ext_harness::reports::view::{Failure, RunView};
-use cnpg_ext_harness::run::runner::{Status, StepResult};
+use cnpg_ext_harness::run::{Status, StepResult};
 
 fn step(i: usize, failed: bool) -> StepResult {
     StepResult {
@@ -190,7 +190,7 @@ async fn main() {
         return;
     }
     let file = PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../matrix/bench-12.yaml"));
-    let bin = match cnpg_ext_harness::plumbing::exe::harness_binary(None) {
+    let bin = match cnpg_ext_harness::testing::harness_binary(None) {
         Ok(b) => b,
         Err(e) => {
             println!("12-cell matrix skipped: {e} (cargo build --release -p cnpg-ext-harness)");

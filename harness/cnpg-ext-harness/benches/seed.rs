@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cnpg_ext_harness::run::app::{self, BackendKind, RunOptions};
-use cnpg_ext_harness::plumbing::run_as::RunAs;
+use cnpg_ext_harness::run::{self as app, BackendKind, RunOptions};
+use cnpg_ext_harness::testing::RunAs;
 use std::collections::BTreeMap;
 
 fn median(mut v: Vec<Duration>) -> Duration {

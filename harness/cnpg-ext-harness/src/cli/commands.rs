@@ -9,7 +9,7 @@ use crate::cli::RunArgs;
 use crate::error::Exit;
 use crate::run::runner::Status;
 
-pub async fn run(args: RunArgs) -> Exit {
+pub(crate) async fn run(args: RunArgs) -> Exit {
     if args.dry_run {
         return dry_run(&args);
     }
@@ -74,7 +74,7 @@ pub async fn run(args: RunArgs) -> Exit {
     }
 }
 
-pub fn plan(path: &Path, cnpg: CnpgVersion) -> Exit {
+pub(crate) fn plan(path: &Path, cnpg: CnpgVersion) -> Exit {
     match Scenario::load(path, cnpg) {
         Ok(s) => {
             for c in s.clusters() {

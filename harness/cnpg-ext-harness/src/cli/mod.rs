@@ -1,8 +1,11 @@
 //! The command line: `run`, `list`, `plan`, `image …`; the commands behind it
 //! ([`commands`]) and the live progress display ([`progress`]).
 
-pub mod commands;
-pub mod progress;
+pub(crate) mod commands;
+mod entry;
+pub(crate) mod progress;
+
+pub use entry::main;
 
 use std::path::PathBuf;
 

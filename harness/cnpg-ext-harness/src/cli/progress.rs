@@ -7,18 +7,18 @@ use std::sync::Mutex;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-pub struct Progress {
+pub(crate) struct Progress {
     multi: Option<MultiProgress>,
     bars: Mutex<HashMap<String, ProgressBar>>,
 }
 
 impl Progress {
-    pub fn new(enabled: bool) -> Progress {
+    pub(crate) fn new(enabled: bool) -> Progress {
         let multi = (enabled && std::io::stderr().is_terminal()).then(MultiProgress::new);
         Progress { multi, bars: Mutex::new(HashMap::new()) }
     }
 
-    pub fn line(&self, msg: &str) {
+    pub(crate) fn line(&self, msg: &str) {
         match &self.multi {
             Some(m) => {
                 let _ = m.println(msg);
@@ -27,7 +27,7 @@ impl Progress {
         }
     }
 
-    pub fn scenario_started(&self, id: &str) {
+    pub(crate) fn scenario_started(&self, id: &str) {
         if let Some(m) = &self.multi {
             let bar = m.add(ProgressBar::new_spinner());
             bar.set_style(ProgressStyle::with_template("{spinner} {prefix:.bold} {wide_msg}").unwrap());
@@ -39,7 +39,7 @@ impl Progress {
 
     /// The current step, on the scenario's spinner; plain logs get only verdicts, and the
     /// steps as `[id] title` with `--verbose`.
-    pub fn step(&self, id: &str, title: &str) {
+    pub(crate) fn step(&self, id: &str, title: &str) {
         match self.bars.lock().unwrap().get(id) {
             Some(bar) => bar.set_message(title.to_string()),
             None => tracing::info!("[{id}] {title}"),
@@ -47,7 +47,7 @@ impl Progress {
     }
 
     /// Removes `id`'s spinner and prints its finish `line`.
-    pub fn scenario_finished(&self, id: &str, line: &str) {
+    pub(crate) fn scenario_finished(&self, id: &str, line: &str) {
         if let Some(bar) = self.bars.lock().unwrap().remove(id) {
             bar.finish_and_clear();
         }

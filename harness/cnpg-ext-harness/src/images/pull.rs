@@ -10,7 +10,7 @@ use cnpg_ext_registry::{PullError, PullOptions, PulledImage, Puller};
 use crate::error::HarnessError;
 
 /// The environment variable that hands `--insecure-registry` on to child harness processes.
-pub const ENV_INSECURE: &str = "CNPG_EXT_HARNESS_INSECURE_REGISTRY";
+pub(crate) const ENV_INSECURE: &str = "CNPG_EXT_HARNESS_INSECURE_REGISTRY";
 
 /// How a run reaches registries: the ones (`HOST` or `HOST:PORT`) spoken to over plain HTTP,
 /// from `--insecure-registry`. Held by each run's options, not by the process.
@@ -111,7 +111,7 @@ impl Registries {
     }
 }
 
-pub fn error(e: PullError) -> HarnessError {
+pub(crate) fn error(e: PullError) -> HarnessError {
     let text = format!("{e}; {}", e.hint());
     match e.exit_code() {
         cnpg_ext_exit::Exit::Invalid => HarnessError::Input(text),

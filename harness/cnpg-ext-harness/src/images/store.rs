@@ -14,7 +14,7 @@ use crate::images::pull::Registries;
 use crate::plumbing::fsutil;
 
 #[derive(Debug, Clone, Serialize)]
-pub struct StoredImage {
+pub(crate) struct StoredImage {
     pub reference: String,
     pub origin: ImageOrigin,
     /// OCI image layout directory (built fixtures, pulled images) or the archive/layout given.
@@ -44,13 +44,13 @@ pub struct StoredImage {
 }
 
 #[derive(Debug, Default)]
-pub struct ImageStore {
+pub(crate) struct ImageStore {
     images: BTreeMap<String, StoredImage>,
 }
 
 impl ImageStore {
     /// Builds or reads every image in `specs` (deduplicated by reference) under `dir`.
-    pub fn prepare(
+    pub(crate) fn prepare(
         specs: &[ImageSpec],
         pg: &PgInstall,
         dir: &Path,
@@ -114,11 +114,11 @@ impl ImageStore {
         Ok(store)
     }
 
-    pub fn get(&self, reference: &str) -> Option<&StoredImage> {
+    pub(crate) fn get(&self, reference: &str) -> Option<&StoredImage> {
         self.images.get(reference)
     }
 
-    pub fn all(&self) -> impl Iterator<Item = &StoredImage> {
+    pub(crate) fn all(&self) -> impl Iterator<Item = &StoredImage> {
         self.images.values()
     }
 }

@@ -57,7 +57,7 @@ impl EngineKind {
 /// its named volume itself, without labels; and podman 4.3's label filter fails as a whole
 /// when a volume goes while it lists. A listing that failed is asked again, never counted as
 /// empty.
-pub fn remove_run_objects(
+pub(crate) fn remove_run_objects(
     engine: &dyn Fn(&[&str]) -> Option<String>,
     kind: EngineKind,
     run_id: &str,

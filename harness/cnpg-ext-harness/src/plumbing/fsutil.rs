@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 /// Copies a tree, hardlinking files where possible (same filesystem) and copying otherwise.
-pub fn link_or_copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
+pub(crate) fn link_or_copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
     for entry in walkdir::WalkDir::new(src).follow_links(false) {
         let entry = entry.map_err(std::io::Error::other)?;
         let rel = entry.path().strip_prefix(src).map_err(std::io::Error::other)?;
@@ -24,7 +24,7 @@ pub fn link_or_copy_tree(src: &Path, dst: &Path) -> std::io::Result<()> {
 }
 
 /// Removes write permission everywhere below `root` (directories last-visited first).
-pub fn make_read_only(root: &Path) -> std::io::Result<()> {
+pub(crate) fn make_read_only(root: &Path) -> std::io::Result<()> {
     let entries: Vec<_> = walkdir::WalkDir::new(root).contents_first(true).into_iter().collect();
     for entry in entries {
         let entry = entry.map_err(std::io::Error::other)?;
@@ -58,7 +58,7 @@ pub fn remove_tree(root: &Path) -> std::io::Result<()> {
 }
 
 /// Sorted relative paths of the regular files below `root` (empty when it does not exist).
-pub fn list_files(root: &Path) -> Vec<String> {
+pub(crate) fn list_files(root: &Path) -> Vec<String> {
     let mut out: Vec<String> = walkdir::WalkDir::new(root)
         .follow_links(false)
         .into_iter()
@@ -71,7 +71,7 @@ pub fn list_files(root: &Path) -> Vec<String> {
 }
 
 /// Whether nothing below `root` can be written by `uid` (not the owner, or no write bits).
-pub fn read_only_for(root: &Path, uid: u32) -> bool {
+pub(crate) fn read_only_for(root: &Path, uid: u32) -> bool {
     use std::os::unix::fs::MetadataExt;
     walkdir::WalkDir::new(root).into_iter().all(|e| {
         let Ok(e) = e else { return false };

@@ -2,11 +2,11 @@
 //! process registry ([`procs`]), the out-of-process cleanup supervisor ([`supervisor`]),
 //! dropping root ([`run_as`]), shell quoting, file-system and SQL helpers.
 
-pub mod engine;
-pub mod exe;
-pub mod fsutil;
-pub mod procs;
-pub mod run_as;
-pub mod shell;
-pub mod sql;
-pub mod supervisor;
+pub(crate) mod engine;
+pub(crate) mod exe;
+pub(crate) mod fsutil;
+pub(crate) mod procs;
+pub(crate) mod run_as;
+pub(crate) mod shell;
+pub(crate) mod sql;
+pub(crate) mod supervisor;

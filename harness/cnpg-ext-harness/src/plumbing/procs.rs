@@ -16,35 +16,35 @@ static DIRS: Mutex<BTreeSet<PathBuf>> = Mutex::new(BTreeSet::new());
 
 /// Something [`stop_all`] runs before removing directories (e.g. removing the containers,
 /// volumes and images of a run); given `keep`.
-pub type CleanupHook = Box<dyn Fn(bool) + Send>;
+pub(crate) type CleanupHook = Box<dyn Fn(bool) + Send>;
 static HOOKS: Mutex<BTreeMap<u64, CleanupHook>> = Mutex::new(BTreeMap::new());
 static NEXT_HOOK: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Registers a cleanup hook; returns the id to unregister it with.
-pub fn register_cleanup(hook: CleanupHook) -> u64 {
+pub(crate) fn register_cleanup(hook: CleanupHook) -> u64 {
     let id = NEXT_HOOK.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     HOOKS.lock().unwrap().insert(id, hook);
     id
 }
 
-pub fn unregister_cleanup(id: u64) {
+pub(crate) fn unregister_cleanup(id: u64) {
     HOOKS.lock().unwrap().remove(&id);
 }
 
 static INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Marks the run interrupted (first thing on Ctrl-C / SIGTERM, before any future is dropped).
-pub fn mark_interrupted() {
+pub(crate) fn mark_interrupted() {
     INTERRUPTED.store(true, std::sync::atomic::Ordering::SeqCst);
 }
 
 /// Whether the run was interrupted: nothing new may be started.
-pub fn interrupted() -> bool {
+pub(crate) fn interrupted() -> bool {
     INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst)
 }
 
 /// Registers a started process group; one started after an interruption is killed at once.
-pub fn register(pid: u32, what: &str) {
+pub(crate) fn register(pid: u32, what: &str) {
     if interrupted() {
         let _ = killpg(Pid::from_raw(pid as i32), Signal::SIGKILL);
         return;
@@ -53,25 +53,25 @@ pub fn register(pid: u32, what: &str) {
     LIVE.lock().unwrap().insert(pid as i32, what.to_string());
 }
 
-pub fn unregister(pid: u32) {
+pub(crate) fn unregister(pid: u32) {
     LIVE.lock().unwrap().remove(&(pid as i32));
     crate::plumbing::supervisor::unwatch_group(pid);
 }
 
 /// A directory removed by [`stop_all`] unless the run keeps its files.
-pub fn register_dir(dir: PathBuf) {
+pub(crate) fn register_dir(dir: PathBuf) {
     crate::plumbing::supervisor::watch_dir(&dir);
     DIRS.lock().unwrap().insert(dir);
 }
 
 /// Makes `dir` this process's work directory: registered for removal (by [`stop_all`], and by
 /// the supervisor if the harness dies) and marked with an owner record for later sweeps.
-pub fn claim_dir(dir: &std::path::Path) -> std::io::Result<()> {
+pub(crate) fn claim_dir(dir: &std::path::Path) -> std::io::Result<()> {
     register_dir(dir.to_path_buf());
     crate::plumbing::supervisor::write_owner_record(dir)
 }
 
-pub fn unregister_dir(dir: &PathBuf) {
+pub(crate) fn unregister_dir(dir: &PathBuf) {
     DIRS.lock().unwrap().remove(dir);
     crate::plumbing::supervisor::unwatch_dir(dir);
 }
@@ -79,7 +79,7 @@ pub fn unregister_dir(dir: &PathBuf) {
 /// Stops every registered process (fast shutdown, then kill after `grace`) and removes the
 /// registered directories unless `keep`. Used on Ctrl-C and SIGTERM; marks the run
 /// interrupted, and can be called again once tasks still running have ended.
-pub fn stop_all(grace: Duration, keep: bool) -> usize {
+pub(crate) fn stop_all(grace: Duration, keep: bool) -> usize {
     mark_interrupted();
     let pids: Vec<i32> = LIVE.lock().unwrap().keys().copied().collect();
     for pid in &pids {
@@ -112,7 +112,7 @@ pub fn stop_all(grace: Duration, keep: bool) -> usize {
     pids.len()
 }
 
-pub fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     // A zombie still answers signal 0; check /proc for a state other than Z.
     if kill(Pid::from_raw(pid), None).is_err() {
         return false;

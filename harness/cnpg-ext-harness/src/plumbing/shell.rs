@@ -1,7 +1,7 @@
 //! Words as a shell reads them: quoting for "Reproduce" lines, and the revision a run came from.
 
 /// Quotes one word so that a POSIX shell (and `container::split_flags`) gives it back unchanged.
-pub fn shell_quote(s: &str) -> String {
+pub(crate) fn shell_quote(s: &str) -> String {
     if !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || "-_./:=,@%+{}".contains(c)) {
         s.to_string()
     } else {
@@ -9,13 +9,8 @@ pub fn shell_quote(s: &str) -> String {
     }
 }
 
-/// A command line, quoted word by word.
-pub fn shell_line<S: AsRef<str>>(words: &[S]) -> String {
-    words.iter().map(|w| shell_quote(w.as_ref())).collect::<Vec<_>>().join(" ")
-}
-
 /// `git rev-parse HEAD` of the working directory, when it is a git checkout.
-pub fn git_revision() -> Option<String> {
+pub(crate) fn git_revision() -> Option<String> {
     let out = std::process::Command::new("git").args(["rev-parse", "HEAD"]).output().ok()?;
     out.status.success().then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
@@ -30,6 +25,5 @@ mod tests {
         assert_eq!(shell_quote(""), "''");
         assert_eq!(shell_quote("a b"), "'a b'");
         assert_eq!(shell_quote("it's"), "'it'\\''s'");
-        assert_eq!(shell_line(&["run", "a b"]), "run 'a b'");
     }
 }

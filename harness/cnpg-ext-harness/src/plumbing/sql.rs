@@ -2,10 +2,10 @@
 
 use tokio_postgres::{Client, SimpleQueryMessage};
 
-pub type Rows = Vec<Vec<Option<String>>>;
+pub(crate) type Rows = Vec<Vec<Option<String>>>;
 
 /// Runs `query` (one or more statements) and returns the rows of the last result set.
-pub async fn query_text(client: &Client, query: &str) -> Result<Rows, tokio_postgres::Error> {
+pub(crate) async fn query_text(client: &Client, query: &str) -> Result<Rows, tokio_postgres::Error> {
     let mut rows = Vec::new();
     for msg in client.simple_query(query).await? {
         match msg {
@@ -21,7 +21,7 @@ pub async fn query_text(client: &Client, query: &str) -> Result<Rows, tokio_post
 }
 
 /// The server's message (with detail) when there is one, else the client error.
-pub fn describe_error(e: &tokio_postgres::Error) -> String {
+pub(crate) fn describe_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => {
             let mut s = format!("{}: {}", db.severity(), db.message());
@@ -43,7 +43,7 @@ pub fn describe_error(e: &tokio_postgres::Error) -> String {
 }
 
 /// Rows rendered one per line, for expected-vs-actual messages.
-pub fn render_rows(rows: &Rows) -> String {
+pub(crate) fn render_rows(rows: &Rows) -> String {
     if rows.is_empty() {
         return "(no rows)".into();
     }
@@ -57,11 +57,11 @@ pub fn render_rows(rows: &Rows) -> String {
 }
 
 /// `"ident"` with embedded quotes doubled.
-pub fn quote_ident(s: &str) -> String {
+pub(crate) fn quote_ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
 /// `'literal'` with embedded quotes doubled.
-pub fn quote_literal(s: &str) -> String {
+pub(crate) fn quote_literal(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }

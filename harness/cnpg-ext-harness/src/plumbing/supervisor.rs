@@ -30,10 +30,10 @@ use serde::{Deserialize, Serialize};
 use super::engine::EngineKind;
 
 /// First argument of the hidden supervisor mode.
-pub const SUPERVISE_ARG: &str = "__supervise";
+pub(crate) const SUPERVISE_ARG: &str = "__supervise";
 /// `pid:start,pid:start,…` of every harness process above (and including) this one; children
 /// inherit it, which is how a supervisor finds processes started a moment before its harness died.
-pub const ENV_OWNERS: &str = "CNPG_EXT_HARNESS_OWNERS";
+pub(crate) const ENV_OWNERS: &str = "CNPG_EXT_HARNESS_OWNERS";
 /// The owner record in a work directory.
 pub const OWNER_FILE: &str = ".cnpg-ext-owner";
 /// Container/volume label carrying the owner (`pid:start`) of the run that created it.
@@ -130,7 +130,7 @@ pub struct EngineImage {
 /// load leaves one missing), then each borrowed reference tagged back and the run's image
 /// removed. Used by the container backend at the end of a run and by the cleanup after a
 /// dead one.
-pub fn restore_images(images: &[EngineImage], mut run: impl FnMut(&[String]) -> bool) {
+pub(crate) fn restore_images(images: &[EngineImage], mut run: impl FnMut(&[String]) -> bool) {
     let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
     if !ours.is_empty() {
         let batch: Vec<String> = std::iter::once("rmi".to_string()).chain(ours.iter().cloned()).collect();
@@ -183,7 +183,7 @@ static LINK: Mutex<Option<Option<Link>>> = Mutex::new(None);
 
 /// Adds this process to [`ENV_OWNERS`] so that every child inherits it. Call first thing in
 /// `main`, before any thread exists.
-pub fn mark_environment() {
+pub(crate) fn mark_environment() {
     let me = Owner::me().token();
     let value = match std::env::var(ENV_OWNERS) {
         Ok(v) if !v.is_empty() => format!("{v},{me}"),
@@ -249,24 +249,24 @@ pub fn supervisor() -> Option<Owner> {
 }
 
 /// A process group to kill if the harness dies (called by `procs::register`).
-pub fn watch_group(pid: u32) {
+pub(crate) fn watch_group(pid: u32) {
     if let Some(o) = Owner::of(pid as i32) {
         send(&format!("group {}", o.token()));
     }
 }
 
-pub fn unwatch_group(pid: u32) {
+pub(crate) fn unwatch_group(pid: u32) {
     if LINK.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
         send(&format!("ungroup {pid}"));
     }
 }
 
 /// A directory to remove if the harness dies (called by `procs::register_dir`).
-pub fn watch_dir(dir: &Path) {
+pub(crate) fn watch_dir(dir: &Path) {
     send(&format!("dir {}", dir.display()));
 }
 
-pub fn unwatch_dir(dir: &Path) {
+pub(crate) fn unwatch_dir(dir: &Path) {
     if LINK.lock().unwrap_or_else(|e| e.into_inner()).is_some() {
         send(&format!("undir {}", dir.display()));
     }
@@ -274,21 +274,21 @@ pub fn unwatch_dir(dir: &Path) {
 
 /// The run keeps its files (`--keep`): if the harness dies, its processes are stopped but its
 /// directories, containers and volumes stay.
-pub fn keep_files() {
+pub(crate) fn keep_files() {
     send("keep");
 }
 
 /// Writes the owner record of `dir` (this process, and its supervisor, started now), by which
 /// a later run's sweep tells a dead run's directory from a live one's
 /// ([`crate::plumbing::procs::claim_dir`] registers the directory too).
-pub fn write_owner_record(dir: &Path) -> std::io::Result<()> {
+pub(crate) fn write_owner_record(dir: &Path) -> std::io::Result<()> {
     let record = OwnerRecord { owner: Owner::me(), supervisor: supervisor(), engine: None, images: Vec::new() };
     write_record(dir, &record)
 }
 
 /// The containers and volumes labelled with `run_id` in `engine` belong to this run: removed
 /// by the supervisor if the harness dies, and by the next run's sweep if both are dead.
-pub fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
+pub(crate) fn watch_engine(dir: &Path, engine: EngineTarget) -> std::io::Result<()> {
     send(&format!("engine {}", serde_json::to_string(&engine).expect("engine target serializes")));
     let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     ENGINE_RECORD_DIRS.lock().unwrap_or_else(|e| e.into_inner()).insert(engine.run_id.clone(), dir.to_path_buf());
@@ -311,7 +311,7 @@ static ENGINE_RECORD_DIRS: Mutex<BTreeMap<String, PathBuf>> = Mutex::new(BTreeMa
 /// An image the run is putting (or has put) into its engine: undone by the supervisor if the
 /// harness dies, and by the next run's sweep if both are dead. Called before the load (so an
 /// interrupted one is undone too) and again once the loaded id is known.
-pub fn watch_image(image: &EngineImage) {
+pub(crate) fn watch_image(image: &EngineImage) {
     send(&format!("image {}", serde_json::to_string(image).expect("engine image serializes")));
     let _guard = RECORD_LOCK.lock().unwrap_or_else(|e| e.into_inner());
     let Some(dir) = ENGINE_RECORD_DIRS.lock().unwrap_or_else(|e| e.into_inner()).get(&image.run_id).cloned() else {
@@ -332,12 +332,12 @@ fn upsert_image(images: &mut Vec<EngineImage>, image: &EngineImage) {
 
 /// Label arguments that mark a container or volume as created by this process
 /// (`--label io.cnpg-ext-harness.owner=<pid>:<start>`), for [`sweep_stale_engine`].
-pub fn owner_label() -> (String, String) {
+pub(crate) fn owner_label() -> (String, String) {
     (LABEL_OWNER.to_string(), Owner::me().token())
 }
 
 /// A normal exit: the supervisor stops only what is still registered and exits.
-pub fn finish() {
+pub(crate) fn finish() {
     let mut guard = LINK.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(Some(link)) = guard.as_mut() {
         let _ = writeln!(link.pipe, "done");
@@ -347,7 +347,7 @@ pub fn finish() {
 }
 
 /// The run id the container backend derives from a work directory's name.
-pub fn run_id_of(workdir: &Path) -> String {
+pub(crate) fn run_id_of(workdir: &Path) -> String {
     let name = workdir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let mut out: String =
         name.chars().map(|c| if c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-') { c } else { '-' }).collect();
@@ -368,7 +368,7 @@ pub fn read_record(dir: &Path) -> Option<OwnerRecord> {
 }
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
-pub fn fault_after_postmaster_start() {
+pub(crate) fn fault_after_postmaster_start() {
     static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let Ok(spec) = std::env::var(ENV_FAULT) else { return };
     let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
@@ -801,7 +801,7 @@ fn dsm_control_handles(bytes: &[u8]) -> Vec<u32> {
 }
 
 /// `cnpg-ext-harness __supervise <pid>:<start>`: returns the exit code.
-pub fn supervise_main(args: &[String]) -> i32 {
+pub(crate) fn supervise_main(args: &[String]) -> i32 {
     let Some(owner) = args.first().and_then(|a| Owner::parse(a)) else {
         eprintln!("{SUPERVISE_ARG}: expected <pid>:<start> of the harness to watch");
         return crate::error::Exit::Invalid.code();

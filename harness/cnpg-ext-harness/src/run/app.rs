@@ -145,7 +145,7 @@ pub struct RunOutcome {
 }
 
 /// Loads every scenario under `paths`; the first invalid one stops the run (exit 2).
-pub fn load_scenarios(paths: &[PathBuf], cnpg: CnpgVersion) -> Result<Vec<Scenario>, HarnessError> {
+pub(crate) fn load_scenarios(paths: &[PathBuf], cnpg: CnpgVersion) -> Result<Vec<Scenario>, HarnessError> {
     let files = cnpg_ext_model::scenario::discover(paths)?;
     let mut out: Vec<Scenario> = Vec::new();
     for f in files {
@@ -463,7 +463,7 @@ impl Drop for WorkdirGuard {
 }
 
 /// `PASS` / `FAIL` / `SKIP`; the finish line is `<verdict> <id> (<ms> ms)`.
-pub fn verdict_line(r: &ScenarioResult) -> String {
+pub(crate) fn verdict_line(r: &ScenarioResult) -> String {
     match r.status {
         Status::Passed => "PASS".into(),
         Status::Skipped => "SKIP".into(),
@@ -471,7 +471,7 @@ pub fn verdict_line(r: &ScenarioResult) -> String {
     }
 }
 
-pub fn describe_origin(pg: &PgInstall) -> String {
+pub(crate) fn describe_origin(pg: &PgInstall) -> String {
     match &pg.origin {
         cnpg_ext_pg::PgOrigin::PgConfig(p) => format!("PG_CONFIG {}", p.display()),
         cnpg_ext_pg::PgOrigin::Path(p) => format!("{} on PATH", p.display()),

@@ -65,7 +65,7 @@ impl Outcome {
 }
 
 /// Drives one scenario on one backend.
-pub struct ScenarioRun<'a> {
+pub(crate) struct ScenarioRun<'a> {
     pub scenario: &'a Scenario,
     pub images: &'a ImageStore,
     pub backend: &'a mut dyn Backend,
@@ -75,12 +75,12 @@ pub struct ScenarioRun<'a> {
 }
 
 impl<'a> ScenarioRun<'a> {
-    pub fn new(scenario: &'a Scenario, images: &'a ImageStore, backend: &'a mut dyn Backend) -> Self {
+    pub(crate) fn new(scenario: &'a Scenario, images: &'a ImageStore, backend: &'a mut dyn Backend) -> Self {
         ScenarioRun { scenario, images, backend, applied: None, pending_origin: Vec::new() }
     }
 
     /// Runs every step; `on_step` is told each step's title as it starts.
-    pub async fn run(&mut self, on_step: &(dyn Fn(&str) + Send + Sync)) -> Vec<StepResult> {
+    pub(crate) async fn run(&mut self, on_step: &(dyn Fn(&str) + Send + Sync)) -> Vec<StepResult> {
         let mut results = Vec::new();
         let mut failed = false;
         for ls in &self.scenario.steps {

@@ -26,11 +26,10 @@ use cnpg_ext_model::{ClusterPlan, CnpgVersion};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
 pub use api::ApiService;
-pub use argv::{LABEL_OPERAND, LABEL_RUN, LABEL_SCENARIO};
-pub use engine::{
-    split_flags, Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS,
-};
-pub use operand::OPERAND_REPO;
+pub use argv::LABEL_RUN;
+pub(crate) use argv::LABEL_SCENARIO;
+pub use engine::split_flags;
+pub(crate) use engine::{Engine, EngineKind, ENV_ENGINE, ENV_ENGINE_FLAGS, ENV_PG_BINDIR, ENV_PG_IMAGE, ENV_RUN_FLAGS};
 
 /// Whether an engine the backend accepts is installed (podman >= 4, or docker >= 28 with a
 /// daemon), with the flags of `opts`. Whether it can run containers is probed at run time.
@@ -93,7 +92,7 @@ type LoadedImage = crate::plumbing::supervisor::EngineImage;
 
 /// What every container cluster of a run shares: the engine, the operand image, the loaded
 /// extension images. Removes what it created when finished.
-pub struct ContainerEnv {
+pub(crate) struct ContainerEnv {
     engine: Engine,
     run_id: String,
     operand: operand::Operand,
@@ -114,7 +113,7 @@ pub struct ContainerEnv {
 }
 
 impl ContainerEnv {
-    pub fn prepare(
+    pub(crate) fn prepare(
         pg: &PgInstall,
         store: &ImageStore,
         without: &Exclusions,
@@ -224,17 +223,9 @@ impl ContainerEnv {
         }
     }
 
-    pub fn engine(&self) -> &Engine {
-        &self.engine
-    }
-
-    pub fn run_id(&self) -> &str {
-        &self.run_id
-    }
-
     /// The engine's id (`sha256:…`) of the image loaded or pulled under `reference`, checked
     /// against the image the harness verified before any container started.
-    pub fn engine_image_id(&self, reference: &str) -> Option<String> {
+    pub(crate) fn engine_image_id(&self, reference: &str) -> Option<String> {
         let reference = engine_reference(&self.run_id, reference);
         let loaded = self.loaded.lock().ok()?;
         loaded
@@ -245,7 +236,7 @@ impl ContainerEnv {
     }
 
     /// Removes containers, volumes and loaded images of the run, unless `keep`.
-    pub fn finish(&self, keep: bool) {
+    pub(crate) fn finish(&self, keep: bool) {
         if self.finished.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return;
         }
@@ -369,7 +360,7 @@ fn load_images(
 /// remove each other's images, and a user's image under the scenario's reference is never
 /// touched. The mounts name it; what is mounted is checked to be the verified image either
 /// way. A `…@sha256:` pin pulled by the engine keeps its own name: only a pull records it.
-pub fn engine_reference(run_id: &str, reference: &str) -> String {
+pub(crate) fn engine_reference(run_id: &str, reference: &str) -> String {
     engine_reference_of(std::process::id(), run_id, reference)
 }
 
@@ -686,10 +677,10 @@ impl Instance {
 }
 
 /// The container backend: the stand-in operator over engine containers.
-pub type ContainerBackend = StandIn<ContainerRuntime>;
+pub(crate) type ContainerBackend = StandIn<ContainerRuntime>;
 
 impl ContainerBackend {
-    pub fn container(env: Arc<ContainerEnv>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
+    pub(crate) fn container(env: Arc<ContainerEnv>, cnpg: CnpgVersion, scenario_id: &str) -> ContainerBackend {
         let dir = env.root.join(argv::sanitize(scenario_id));
         let runtime = ContainerRuntime {
             env,
@@ -702,7 +693,7 @@ impl ContainerBackend {
     }
 }
 
-pub struct ContainerRuntime {
+pub(crate) struct ContainerRuntime {
     env: Arc<ContainerEnv>,
     scenario: String,
     dir: PathBuf,

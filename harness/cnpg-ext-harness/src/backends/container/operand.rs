@@ -17,11 +17,11 @@ use super::engine::{strings, Engine};
 
 /// Bump when the image recipe changes (invalidates cached operand images).
 const RECIPE: &str = "cnpg-ext-harness operand v1";
-pub const OPERAND_REPO: &str = "localhost/cnpg-ext-harness/postgres";
+pub(crate) const OPERAND_REPO: &str = "localhost/cnpg-ext-harness/postgres";
 
 /// The image instances run from.
 #[derive(Debug, Clone)]
-pub struct Operand {
+pub(crate) struct Operand {
     pub image: String,
     /// Directory of the PostgreSQL programs in the image; empty: found through the image's PATH.
     pub bindir: String,
@@ -30,13 +30,13 @@ pub struct Operand {
 }
 
 impl Operand {
-    pub fn program(&self, name: &str) -> String {
+    pub(crate) fn program(&self, name: &str) -> String {
         program(&self.bindir, name)
     }
 }
 
 /// The operand image for this run: cached, else built (or derived from `pg_image`).
-pub fn ensure(
+pub(crate) fn ensure(
     engine: &Engine,
     pg: &PgInstall,
     without: &Exclusions,
