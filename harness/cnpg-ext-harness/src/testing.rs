@@ -9,6 +9,6 @@ pub use crate::plumbing::exe::harness_binary;
 pub use crate::plumbing::fsutil::remove_tree;
 pub use crate::plumbing::run_as::RunAs;
 pub use crate::plumbing::supervisor::{
-    read_record, supervisor, sweep_stale, sweep_stale_engine, EngineImage, EngineTarget, Owner, OwnerRecord,
-    ENV_FAULT, LABEL_OWNER, OWNER_FILE,
+    read_record, supervisor, sweep_stale, sweep_stale_engine, EngineImage, EngineTarget, Owner, OwnerRecord, ENV_FAULT,
+    LABEL_OWNER, OWNER_FILE,
 };

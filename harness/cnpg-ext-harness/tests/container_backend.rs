@@ -10,11 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use cnpg_ext_harness::error::HarnessError;
+use cnpg_ext_harness::run::Status;
 use cnpg_ext_harness::run::{self as app, BackendKind, RunOptions};
 use cnpg_ext_harness::testing::{split_flags, LABEL_RUN};
 use cnpg_ext_harness::EngineOptions;
-use cnpg_ext_harness::error::HarnessError;
-use cnpg_ext_harness::run::Status;
 use cnpg_ext_model::CnpgVersion;
 
 fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOptions {

@@ -268,8 +268,7 @@ fn engine_target() -> Option<EngineTarget> {
         |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
     let program =
         opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
-    let global =
-        cnpg_ext_harness::testing::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
+    let global = cnpg_ext_harness::testing::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
     Some(EngineTarget { program: program.into(), global, run_id: String::new() })
 }
 
@@ -711,9 +710,7 @@ fn the_podman_api_service_outlives_the_threads_that_started_it() {
         .unwrap();
     let svc = rt
         .block_on(rt.spawn_blocking(move || {
-            std::thread::scope(|s| {
-                s.spawn(|| cnpg_ext_harness::testing::start_api_service(&opts)).join().unwrap()
-            })
+            std::thread::scope(|s| s.spawn(|| cnpg_ext_harness::testing::start_api_service(&opts)).join().unwrap())
         }))
         .unwrap()
         .expect("start the API service")

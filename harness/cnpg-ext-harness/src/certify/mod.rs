@@ -24,9 +24,9 @@ pub use record::{Certification, RunSummary};
 pub use scenario::{cluster_yaml, scenario_yaml};
 pub use verdict::{decide, kind_name, FindingKind, Verdict, VerdictFinding};
 
-use crate::run::app::{self, BackendKind, RunOptions};
 use crate::error::{Exit, HarnessError};
 use crate::reports::view::RunView;
+use crate::run::app::{self, BackendKind, RunOptions};
 use record::write_record;
 
 #[derive(Debug, Clone, clap::Args)]

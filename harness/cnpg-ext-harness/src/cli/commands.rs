@@ -4,9 +4,9 @@ use std::path::Path;
 
 use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
 
-use crate::run::app::{self, RunOptions};
 use crate::cli::RunArgs;
 use crate::error::Exit;
+use crate::run::app::{self, RunOptions};
 use crate::run::runner::Status;
 
 pub(crate) async fn run(args: RunArgs) -> Exit {

@@ -12,13 +12,13 @@ use cnpg_ext_model::backend::Backend;
 
 use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::backends::local::{LocalBackend, LocalEnv};
-use crate::error::HarnessError;
 use crate::cli::progress::Progress;
-use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
-use crate::plumbing::run_as::RunAs;
-use crate::run::runner::{ScenarioRun, Status};
+use crate::error::HarnessError;
 use crate::images::store::ImageStore;
+use crate::plumbing::run_as::RunAs;
 use crate::plumbing::{fsutil, procs};
+use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
+use crate::run::runner::{ScenarioRun, Status};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {
@@ -186,7 +186,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         .tempdir_in(&parent)
         .map_err(|e| HarnessError::Environment(format!("cannot create a work directory in {}: {e}", parent.display())))?
         .keep();
-    crate::plumbing::procs::claim_dir(&workdir).map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
+    crate::plumbing::procs::claim_dir(&workdir)
+        .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))?;
     if opts.keep {
         crate::plumbing::supervisor::keep_files();
     }

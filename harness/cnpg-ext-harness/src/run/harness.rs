@@ -15,10 +15,10 @@ use cnpg_ext_model::backend::Backend;
 use cnpg_ext_model::CnpgVersion;
 use cnpg_ext_pg::OperandFlavor;
 
-use crate::run::app::{self, BackendKind, BackendWrap, RunOptions};
 use crate::backends::container::EngineOptions;
 use crate::error::HarnessError;
 use crate::reports::run::RunReport;
+use crate::run::app::{self, BackendKind, BackendWrap, RunOptions};
 use crate::run::runner::Status;
 
 /// A configured run; `run` executes it. Defaults: every CPU, the `minimal` operand, the

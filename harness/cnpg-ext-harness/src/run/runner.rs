@@ -9,8 +9,8 @@ use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, 
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};
 use serde::Serialize;
 
-use crate::plumbing::sql;
 use crate::images::store::ImageStore;
+use crate::plumbing::sql;
 use crate::verify::{self, origin, Check};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -10,8 +10,8 @@ pub(crate) use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check,
 pub(crate) mod origin;
 use cnpg_ext_model::Cluster;
 
-use crate::plumbing::sql;
 use crate::images::store::ImageStore;
+use crate::plumbing::sql;
 
 fn db(e: tokio_postgres::Error) -> BackendError {
     BackendError::Failed(sql::describe_error(&e))

@@ -28,8 +28,8 @@ use cnpg_ext_model::plan::ClusterPlan;
 use tokio_postgres::Client;
 
 use super::Check;
-use crate::plumbing::sql::{self, quote_literal};
 use crate::images::store::ImageStore;
+use crate::plumbing::sql::{self, quote_literal};
 
 /// An extension as installed in a database.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

@@ -435,7 +435,11 @@ pub(crate) async fn log_tail(id: &str, lines: usize) -> String {
 }
 
 /// `POST /volumes/create` with labels, and bind-backed by `device` when given.
-pub(crate) async fn create_volume(name: &str, labels: &[(String, String)], device: Option<&Path>) -> Result<(), String> {
+pub(crate) async fn create_volume(
+    name: &str,
+    labels: &[(String, String)],
+    device: Option<&Path>,
+) -> Result<(), String> {
     let _in_flight = super::engine::InFlight::enter();
     let driver_opts = device.map(|d| {
         [("type", "none"), ("o", "bind")]

@@ -169,7 +169,8 @@ pub(crate) fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSp
     let cmd = match r.bootstrap {
         None => postgres,
         Some(first) => {
-            let quote = |v: &[String]| v.iter().map(|w| crate::plumbing::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            let quote =
+                |v: &[String]| v.iter().map(|w| crate::plumbing::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
             vec!["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]
         }
     };

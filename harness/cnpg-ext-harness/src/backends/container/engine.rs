@@ -261,7 +261,8 @@ pub(crate) fn strings(v: &[&str]) -> Vec<String> {
 }
 
 /// What to install or set when no engine is usable.
-pub(crate) const ENGINE_HINT: &str = "install podman ≥ 4 (Debian/Ubuntu: `apt-get install podman`, with `runc` where crun \
+pub(crate) const ENGINE_HINT: &str =
+    "install podman ≥ 4 (Debian/Ubuntu: `apt-get install podman`, with `runc` where crun \
 cannot create containers) or docker ≥ 28 with a running daemon, or pass --engine; hosts that need extra flags set \
 CNPG_EXT_HARNESS_ENGINE_FLAGS (global, e.g. \"--runtime runc --cgroup-manager cgroupfs\") and \
 CNPG_EXT_HARNESS_RUN_FLAGS (for `run`, e.g. \"--ulimit nofile=20000:20000 --ulimit nproc=1024:1024\")";

@@ -9,7 +9,8 @@ use testcontainers::bollard::models::{DeviceMapping, HostConfig, ResourcesUlimit
 use super::engine::EngineKind;
 
 /// The flags understood, as listed in errors.
-pub(crate) const ACCEPTED: &str = "--ulimit NAME=SOFT[:HARD], --security-opt KEY[=VALUE], --cap-add CAP, --cap-drop CAP, \
+pub(crate) const ACCEPTED: &str =
+    "--ulimit NAME=SOFT[:HARD], --security-opt KEY[=VALUE], --cap-add CAP, --cap-drop CAP, \
 --shm-size SIZE, --pids-limit N, --memory/-m SIZE, --device HOST[:CONTAINER][:PERMS], --network/--net NAME \
 (each as `--flag value` or `--flag=value`)";
 

@@ -54,7 +54,12 @@ pub(crate) struct LocalEnv {
 
 impl LocalEnv {
     /// Prepares `root` (which the unprivileged user must be able to traverse).
-    pub(crate) fn prepare(full: &PgInstall, without: &Exclusions, root: &Path, run_as: RunAs) -> Result<LocalEnv, String> {
+    pub(crate) fn prepare(
+        full: &PgInstall,
+        without: &Exclusions,
+        root: &Path,
+        run_as: RunAs,
+    ) -> Result<LocalEnv, String> {
         let pg = full
             .minimal_copy(&root.join("pg"), without)
             .map_err(|e| format!("cannot make the minimal PostgreSQL install: {e}"))?;

@@ -23,8 +23,8 @@ pub(crate) use env::LocalEnv;
 use postmaster::{Postmaster, StartSpec};
 
 use crate::backends::standin::{self, InstanceRuntime, Slot, StandIn};
-use crate::plumbing::fsutil;
 use crate::images::store::ImageStore;
+use crate::plumbing::fsutil;
 
 const STOP_GRACE: Duration = Duration::from_secs(20);
 

@@ -143,10 +143,9 @@ impl<R: InstanceRuntime> StandIn<R> {
             let plan = self.plan(cluster, &slot);
             self.runtime.write_settings(&slot, &plan)?;
             let client = self.connect(&slot.name, "postgres", "postgres").await?;
-            client
-                .simple_query("SELECT pg_reload_conf()")
-                .await
-                .map_err(|e| failed(format!("reload of {}: {}", slot.name, crate::plumbing::sql::describe_error(&e))))?;
+            client.simple_query("SELECT pg_reload_conf()").await.map_err(|e| {
+                failed(format!("reload of {}: {}", slot.name, crate::plumbing::sql::describe_error(&e)))
+            })?;
         }
         // The postmaster applies a reload asynchronously; give its children a moment.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -239,7 +238,10 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| {
-                failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::plumbing::sql::describe_error(&e)))
+                failed(format!(
+                    "cannot connect to {instance}/{database} as {user}: {}",
+                    crate::plumbing::sql::describe_error(&e)
+                ))
             })?;
         tokio::spawn(conn);
         Ok(client)
