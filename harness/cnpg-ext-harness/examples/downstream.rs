@@ -18,7 +18,7 @@ async fn main() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cannot run: {e}");
-            std::process::exit(e.exit_code());
+            std::process::exit(e.exit_code().code());
         }
     };
     for s in &report.scenarios {

@@ -1,15 +1,7 @@
-//! Run-level errors and the exit codes users script against.
+//! Run-level errors and the exit codes users script against ([`Exit`], shared by every
+//! cnpg-ext command).
 
-/// 0 every scenario passed.
-pub const EXIT_PASSED: i32 = 0;
-/// 1 at least one scenario failed.
-pub const EXIT_FAILED: i32 = 1;
-/// 2 invalid input: a scenario, manifest, fixture or image; the message names the file.
-pub const EXIT_INVALID: i32 = 2;
-/// 3 the environment cannot run the backend (PostgreSQL < 18, engine missing, ...).
-pub const EXIT_ENVIRONMENT: i32 = 3;
-/// 130 interrupted (Ctrl-C); everything started was stopped first.
-pub const EXIT_INTERRUPTED: i32 = 130;
+pub use cnpg_ext_exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HarnessError {
@@ -20,10 +12,10 @@ pub enum HarnessError {
 }
 
 impl HarnessError {
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> Exit {
         match self {
-            HarnessError::Input(_) => EXIT_INVALID,
-            HarnessError::Environment(_) => EXIT_ENVIRONMENT,
+            HarnessError::Input(_) => Exit::Invalid,
+            HarnessError::Environment(_) => Exit::Environment,
         }
     }
 }

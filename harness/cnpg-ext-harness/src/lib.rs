@@ -1,27 +1,30 @@
 //! cnpg-ext-harness: proves, through SQL, that CloudNativePG image-volume extensions work.
 //!
-//! The data path: scenario files → [`cnpg_ext_model`] (validated manifests, derived plan) →
-//! [`store`] (images built/unpacked once) → a backend ([`local`]) driven by [`runner`] →
-//! [`verify`] (written once) → [`report`].
+//! The layout follows the data path: scenario files → [`cnpg_ext_model`] (validated
+//! manifests, derived plan) → `images` (resolved, pulled, built and unpacked once) → a
+//! backend (`backends`: the stand-in over local or container runtimes, or kind) driven by
+//! [`run`] → `verify` (written once) → [`reports`]. [`matrix`] and [`certify`] run that
+//! pipeline many times; [`cli`] is the command line; `plumbing` holds process supervision
+//! and file-system helpers every room may use.
+//!
+//! What other crates use: [`Harness`] (run scenario directories, get a [`reports::run::RunReport`]),
+//! [`run::run`] with [`run::RunOptions`] for every option, [`matrix::run_matrix`],
+//! [`certify::certify`], the report types, and [`error::Exit`], the exit-code contract.
+#![warn(unreachable_pub)]
 
-pub mod app;
-pub mod backends;
+mod backends;
 pub mod certify;
 pub mod cli;
-pub mod commands;
 pub mod error;
-pub mod fsutil;
-pub mod harness;
+mod images;
 pub mod matrix;
-pub mod procs;
-pub mod progress;
-pub mod pull;
+mod plumbing;
 pub mod reports;
-pub mod run_as;
-pub mod runner;
-pub mod shell;
-pub mod sql;
-pub mod store;
-pub mod supervisor;
-pub mod verify;
-pub use harness::Harness;
+pub mod run;
+#[doc(hidden)]
+pub mod testing;
+mod verify;
+
+pub use backends::container::EngineOptions;
+pub use images::pull::Registries;
+pub use run::harness::Harness;

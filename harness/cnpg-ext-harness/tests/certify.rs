@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use common::*;
 
 fn pg() -> cnpg_ext_pg::PgInstall {
-    cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18")
+    cnpg_ext_harness::run::locate_postgres(None).expect("PostgreSQL 18")
 }
 
 fn layout(tree: &Path, reference: &str, labels: BTreeMap<String, String>, out: &Path) -> PathBuf {

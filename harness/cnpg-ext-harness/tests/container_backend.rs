@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use cnpg_ext_harness::app::{self, BackendKind, RunOptions};
-use cnpg_ext_harness::backends::container::{split_flags, EngineOptions, LABEL_RUN};
 use cnpg_ext_harness::error::HarnessError;
-use cnpg_ext_harness::runner::Status;
+use cnpg_ext_harness::run::Status;
+use cnpg_ext_harness::run::{self as app, BackendKind, RunOptions};
+use cnpg_ext_harness::testing::{split_flags, LABEL_RUN};
+use cnpg_ext_harness::EngineOptions;
 use cnpg_ext_model::CnpgVersion;
 
 fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOptions {
@@ -33,6 +34,7 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         kind: Default::default(),
         operand: Default::default(),
         wrap: None,
+        registries: Default::default(),
     }
 }
 

@@ -114,14 +114,14 @@ fn keep_leaves_the_work_directory_and_stops_processes() {
     assert_eq!(kept.len(), 1);
     assert!(kept[0].path().join("s/custom-path/1/run/postgres.log").exists());
     assert!(processes_mentioning(parent.path().to_str().unwrap()).is_empty());
-    cnpg_ext_harness::fsutil::remove_tree(&kept[0].path()).unwrap();
+    cnpg_ext_harness::testing::remove_tree(&kept[0].path()).unwrap();
 }
 
 #[test]
 fn a_module_the_image_names_but_lacks_is_not_taken_from_the_base_install() {
     // pgvector's control and SQL files without vector.so: the base install ships vector.so,
     // which must not stand in for the missing module.
-    let pg = cnpg_ext_harness::app::locate_postgres(None).unwrap();
+    let pg = cnpg_ext_harness::run::locate_postgres(None).unwrap();
     let work = tempfile::tempdir().unwrap();
     let tree = work.path().join("tree");
     cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg.fixture_target(), &tree).unwrap();

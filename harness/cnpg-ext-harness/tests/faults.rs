@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use cnpg_ext_harness::supervisor::{read_record, EngineTarget, Owner, OwnerRecord, OWNER_FILE};
+use cnpg_ext_harness::testing::{read_record, EngineTarget, Owner, OwnerRecord, OWNER_FILE};
 use common::{bin, processes_mentioning, text, workdir_parent};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -239,7 +239,7 @@ fn a_panic_mid_run_is_reported_and_leaves_nothing() {
     // only the registration knows about that process.
     let o = bin()
         .args(["run", "scenarios/add-extension", "--no-progress", "--workdir", parent.path().to_str().unwrap()])
-        .env(cnpg_ext_harness::supervisor::ENV_FAULT, "panic-after-postmasters=2")
+        .env(cnpg_ext_harness::testing::ENV_FAULT, "panic-after-postmasters=2")
         .output()
         .unwrap();
     let out = text(&o);
@@ -260,16 +260,15 @@ fn a_panic_mid_run_is_reported_and_leaves_nothing() {
 // Container backend.
 
 fn engine_target() -> Option<EngineTarget> {
-    let opts = cnpg_ext_harness::backends::container::EngineOptions::from_env();
-    if !cnpg_ext_harness::backends::container::engine_available(&opts) {
+    let opts = cnpg_ext_harness::EngineOptions::from_env();
+    if !cnpg_ext_harness::testing::engine_available(&opts) {
         return None;
     }
     let on_path =
         |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
     let program =
         opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
-    let global =
-        cnpg_ext_harness::backends::container::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
+    let global = cnpg_ext_harness::testing::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap();
     Some(EngineTarget { program: program.into(), global, run_id: String::new() })
 }
 
@@ -355,7 +354,7 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
     let dirs: Vec<String> = entries(parent.path()).into_iter().filter(|d| d.starts_with("cnpg-ext-")).collect();
     assert_eq!(dirs.len(), 1, "{dirs:?}");
     let run_id = dirs[0].clone();
-    let private = cnpg_ext_harness::backends::container::engine_reference_of(child.id(), &run_id, &reference);
+    let private = cnpg_ext_harness::testing::engine_reference_of(child.id(), &run_id, &reference);
     let image_present = || !engine_list(&t, &["images", "-q", &private]).is_empty();
     assert!(image_present(), "{private} (the run's name for {reference}) was not loaded mid-run");
     assert!(!scenario_named(), "the engine holds the scenario's own name {reference}");
@@ -428,7 +427,7 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
         );
         return;
     };
-    let key = cnpg_ext_harness::supervisor::LABEL_OWNER;
+    let key = cnpg_ext_harness::testing::LABEL_OWNER;
     let tag = format!("cnpg-ext-test-sweep-{}", std::process::id());
     let (dead, live) = (dead_owner().token(), Owner::me().token());
     for (name, owner) in [("dead", &dead), ("live", &live)] {
@@ -440,7 +439,7 @@ fn the_sweep_removes_labelled_containers_and_volumes_of_dead_owners_only() {
     engine_list(&t, &["volume", "create", &format!("{tag}-unlabelled")]);
     let before = engine_list(&t, &["volume", "ls", "-q", "--filter", &format!("label={key}")]);
     assert!(before.contains(&format!("{tag}-dead")) && before.contains(&format!("{tag}-live")), "{before:?}");
-    let swept = cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    let swept = cnpg_ext_harness::testing::sweep_stale_engine(&t.program, &t.global);
     let all_after = engine_list(&t, &["volume", "ls", "-q"]);
     let _ = std::process::Command::new(&t.program)
         .args(&t.global)
@@ -476,7 +475,7 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
     engine_list(&t, &["tag", &base, &ours]);
     let run_id = format!("cnpg-ext-imgsweep{pid}");
     t.run_id = run_id.clone();
-    let image = |reference: &str| cnpg_ext_harness::supervisor::EngineImage {
+    let image = |reference: &str| cnpg_ext_harness::testing::EngineImage {
         run_id: run_id.clone(),
         reference: reference.into(),
         previous: None,
@@ -489,7 +488,7 @@ fn the_sweep_undoes_the_images_of_a_dead_run() {
         images: vec![image(&ours)],
     };
     let dir = plant(parent.path(), &run_id, Some(&record));
-    cnpg_ext_harness::supervisor::sweep_stale(&[parent.path().to_path_buf()]);
+    cnpg_ext_harness::testing::sweep_stale(&[parent.path().to_path_buf()]);
     let left = engine_list(&t, &["images", "-q", &ours]);
     let base_left = engine_list(&t, &["images", "-q", &base]);
     let _ = std::process::Command::new(&t.program).args(&t.global).args(["rmi", "-f", &ours, &base]).output();
@@ -541,7 +540,7 @@ fn the_sweep_kills_monitors_left_without_their_container() {
     let mut elsewhere = spawn(&"1".repeat(64), &format!("cnpg-ext-monitor-other-{pid}-x"), "/elsewhere/storage");
     // Until the shell has started its `sleep` (the monitor's "container").
     assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 3).is_some());
-    cnpg_ext_harness::supervisor::sweep_stale_engine(&t.program, &t.global);
+    cnpg_ext_harness::testing::sweep_stale_engine(&t.program, &t.global);
     let orphan_gone = within(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some()).is_some();
     let kept_alive = kept.try_wait().unwrap().is_none();
     let elsewhere_alive = elsewhere.try_wait().unwrap().is_none();
@@ -582,7 +581,7 @@ fn tiny_image(t: &EngineTarget, dir: &Path, name: &str) -> String {
 const SERVICE_CHILD: &str = "CNPG_EXT_TEST_SERVICE_CHILD";
 
 /// This host's engine settings when the engine is podman (docker has no service to start).
-fn podman_options(what: &str) -> Option<cnpg_ext_harness::backends::container::EngineOptions> {
+fn podman_options(what: &str) -> Option<cnpg_ext_harness::EngineOptions> {
     let Some(t) = engine_target() else {
         common::cannot_run(&format!("no usable container engine for {what}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
         return None;
@@ -594,7 +593,7 @@ fn podman_options(what: &str) -> Option<cnpg_ext_harness::backends::container::E
         );
         return None;
     }
-    Some(cnpg_ext_harness::backends::container::EngineOptions::from_env())
+    Some(cnpg_ext_harness::EngineOptions::from_env())
 }
 
 /// Whether `o` still runs `podman system service` on `socket`.
@@ -625,11 +624,11 @@ fn pings(socket: &Path) -> bool {
 #[test]
 fn the_podman_api_service_dies_with_its_harness_on_its_own() {
     if std::env::var(SERVICE_CHILD).is_ok() {
-        let opts = cnpg_ext_harness::backends::container::EngineOptions::from_env();
-        let svc = cnpg_ext_harness::backends::container::start_api_service(&opts)
+        let opts = cnpg_ext_harness::EngineOptions::from_env();
+        let svc = cnpg_ext_harness::testing::start_api_service(&opts)
             .expect("start the API service")
             .expect("podman has an API service");
-        if let Some(sup) = cnpg_ext_harness::supervisor::supervisor() {
+        if let Some(sup) = cnpg_ext_harness::testing::supervisor() {
             kill(Pid::from_raw(sup.pid), Signal::SIGKILL).unwrap();
             // Gone (or a zombie, whose command line is empty) before the parent looks.
             let cmdline = format!("/proc/{}/cmdline", sup.pid);
@@ -711,9 +710,7 @@ fn the_podman_api_service_outlives_the_threads_that_started_it() {
         .unwrap();
     let svc = rt
         .block_on(rt.spawn_blocking(move || {
-            std::thread::scope(|s| {
-                s.spawn(|| cnpg_ext_harness::backends::container::start_api_service(&opts)).join().unwrap()
-            })
+            std::thread::scope(|s| s.spawn(|| cnpg_ext_harness::testing::start_api_service(&opts)).join().unwrap())
         }))
         .unwrap()
         .expect("start the API service")
@@ -822,7 +819,7 @@ fn a_hung_matrix_cell_times_out_and_leaves_nothing() {
 
 #[test]
 fn cell_timeout_values_are_checked() {
-    use cnpg_ext_harness::matrix::parse_duration;
+    use cnpg_ext_harness::testing::parse_duration;
     assert_eq!(parse_duration("90").unwrap(), Some(Duration::from_secs(90)));
     assert_eq!(parse_duration("20m").unwrap(), Some(Duration::from_secs(1200)));
     assert_eq!(parse_duration("1h").unwrap(), Some(Duration::from_secs(3600)));

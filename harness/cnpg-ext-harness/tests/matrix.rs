@@ -34,9 +34,7 @@ fn cell<'a>(report: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
 /// podman whose default runtime cannot create containers answers), so the smallest scenario
 /// runs on it; exit 3 (environment unusable) means no.
 fn engine_available() -> bool {
-    if !cnpg_ext_harness::backends::container::engine_available(
-        &cnpg_ext_harness::backends::container::EngineOptions::from_env(),
-    ) {
+    if !cnpg_ext_harness::testing::engine_available(&cnpg_ext_harness::EngineOptions::from_env()) {
         return false;
     }
     let scratch = tempfile::tempdir().unwrap();

@@ -14,7 +14,7 @@ const TAG: &str = "0.8.6-18-trixie";
 
 /// The pgvector fixture image, built against the provisioned PostgreSQL, pushed to `reg`.
 fn push_pgvector(reg: &Registry, scratch: &Path) -> (String, String) {
-    let pg = cnpg_ext_harness::app::locate_postgres(None).expect("PostgreSQL 18");
+    let pg = cnpg_ext_harness::run::locate_postgres(None).expect("PostgreSQL 18");
     let tree = scratch.join("tree");
     let built = cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg.fixture_target(), &tree)
         .unwrap();

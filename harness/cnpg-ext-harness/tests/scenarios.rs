@@ -4,7 +4,7 @@ mod common;
 
 use std::path::PathBuf;
 
-use cnpg_ext_harness::runner::Status;
+use cnpg_ext_harness::run::Status;
 use cnpg_ext_harness::Harness;
 
 #[rstest::rstest]

@@ -9,7 +9,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cnpg_ext_harness::reports::run::RunReport;
-use cnpg_ext_harness::runner::Status;
+use cnpg_ext_harness::run::Status;
 use cnpg_ext_harness::Harness;
 use cnpg_ext_model::backend::{
     ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, Role, RolloutRecord,
@@ -201,7 +201,7 @@ fn scenario(edit: impl Fn(&str) -> String) -> tempfile::TempDir {
 
 /// The full install's pgvector module (what a careless operand would ship).
 fn install_module() -> PathBuf {
-    let pg = cnpg_ext_harness::app::locate_postgres(None).unwrap();
+    let pg = cnpg_ext_harness::run::locate_postgres(None).unwrap();
     pg.pkglibdir.join("vector.so")
 }
 

@@ -4,6 +4,7 @@
 //! Exit codes: 0 success (lint: no error findings), 1 lint error findings,
 //! 2 unreadable or invalid input (one `error:` line on stderr).
 
+use cnpg_ext_exit::Exit;
 use crate::elf::BaseLibs;
 use crate::lint::{lint, LintOptions};
 use crate::{
@@ -120,13 +121,13 @@ pub enum ImageCommand {
     },
 }
 
-fn fail(e: &ImageError) -> i32 {
+fn fail(e: &ImageError) -> Exit {
     eprintln!("error: {e}; {}", e.hint());
-    2
+    Exit::Invalid
 }
 
 /// Run a subcommand; returns the process exit code.
-pub fn run(cmd: ImageCommand) -> i32 {
+pub fn run(cmd: ImageCommand) -> Exit {
     match cmd {
         ImageCommand::Build { tree, tag, output, format, labels, pg_major, os, arch, user } => {
             let mut opts = BuildOptions::new(tag);
@@ -147,7 +148,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
             match build_cmd(&tree, &opts, &output, format) {
                 Ok(digest) => {
                     println!("built {} {digest} -> {}", opts.reference, output.display());
-                    0
+                    Exit::Passed
                 }
                 Err(e) => fail(&e),
             }
@@ -163,7 +164,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                         u.bytes,
                         dest.display()
                     );
-                    0
+                    Exit::Passed
                 }
                 Err(e) => fail(&e),
             }
@@ -182,7 +183,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
         } => {
             if !crate::compat::OPERAND_FLAVORS.contains(&operand.as_str()) {
                 eprintln!("error: --operand {operand:?}: use minimal or standard");
-                return 2;
+                return Exit::Invalid;
             }
             if let Some(o) = &os {
                 if crate::compat::distro(o).is_none() {
@@ -190,7 +191,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                         "error: --os {o:?} is not a known operand distribution; use one of {}",
                         crate::compat::distro_names()
                     );
-                    return 2;
+                    return Exit::Invalid;
                 }
             }
             let mut opts = LintOptions {
@@ -209,7 +210,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                     Ok(t) => opts.base_libs = BaseLibs::from_list(&t),
                     Err(e) => {
                         eprintln!("error: {}: {e}; pass a readable file of library names, one per line", f.display());
-                        return 2;
+                        return Exit::Invalid;
                     }
                 }
             }
@@ -221,7 +222,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                             "error: {}: {e}; pass the PostgreSQL install prefix (pg_config --bindir/..)",
                             d.display()
                         );
-                        return 2;
+                        return Exit::Invalid;
                     }
                 }
             }
@@ -231,7 +232,7 @@ pub fn run(cmd: ImageCommand) -> i32 {
                         ReportFormat::Text => print!("{}", report.to_text()),
                         ReportFormat::Json => println!("{}", report.to_json()),
                     }
-                    i32::from(report.has_errors())
+                    Exit::from_passed(!report.has_errors())
                 }
                 Err(e) => fail(&e),
             }

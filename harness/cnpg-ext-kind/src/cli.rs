@@ -3,6 +3,7 @@
 //! Exit codes: 0 ok, 1 the command failed, 3 environment unusable (kind or a container
 //! engine missing, config refused, cluster unreachable) with what to install or change.
 
+use cnpg_ext_exit::Exit;
 use std::path::PathBuf;
 
 use cnpg_ext_model::backend::BackendError;
@@ -87,10 +88,10 @@ pub enum KindCommand {
     },
 }
 
-fn exit_code(e: &BackendError) -> i32 {
+fn exit_code(e: &BackendError) -> Exit {
     match e {
-        BackendError::Unusable(_) => 3,
-        _ => 1,
+        BackendError::Unusable(_) => Exit::Environment,
+        _ => Exit::Failed,
     }
 }
 
@@ -118,7 +119,7 @@ pub async fn check_tools() -> Result<String, BackendError> {
     Ok(String::from_utf8_lossy(&kind.stdout).into_owned())
 }
 
-pub async fn run(cmd: KindCommand) -> i32 {
+pub async fn run(cmd: KindCommand) -> Exit {
     let r = match cmd {
         KindCommand::Up { name, config, allow_unpinned, registry } => {
             up(&name, config, allow_unpinned, &registry).await
@@ -127,7 +128,7 @@ pub async fn run(cmd: KindCommand) -> i32 {
         KindCommand::Status { name } => status(&name).await,
     };
     match r {
-        Ok(()) => 0,
+        Ok(()) => Exit::Passed,
         Err(e) => {
             eprintln!("error: {e}");
             exit_code(&e)

@@ -6,10 +6,7 @@
 
 use std::path::PathBuf;
 
-/// Exit code for invalid input.
-pub const EXIT_INVALID: i32 = 2;
-/// Exit code for an unusable environment.
-pub const EXIT_ENVIRONMENT: i32 = 3;
+use cnpg_ext_exit::Exit;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PullError {
@@ -54,19 +51,19 @@ pub enum PullError {
 
 impl PullError {
     /// The harness exit code for this error.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> Exit {
         match self {
             PullError::BadReference { .. }
             | PullError::NotFound { .. }
             | PullError::PlatformNotFound { .. }
             | PullError::Unsupported { .. }
             | PullError::AuthFile { .. }
-            | PullError::CaFile { .. } => EXIT_INVALID,
+            | PullError::CaFile { .. } => Exit::Invalid,
             PullError::Unauthorized { .. }
             | PullError::Unreachable { .. }
             | PullError::DigestMismatch { .. }
             | PullError::Registry { .. }
-            | PullError::Cache { .. } => EXIT_ENVIRONMENT,
+            | PullError::Cache { .. } => Exit::Environment,
         }
     }
 

@@ -18,7 +18,7 @@ mod pull;
 #[doc(hidden)]
 pub mod testing;
 
-pub use error::{PullError, EXIT_ENVIRONMENT, EXIT_INVALID};
+pub use error::PullError;
 pub use pull::{looks_like_reference, parse_reference, PullOptions, PulledImage, Puller, ENV_CA, ENV_TIMEOUT};
 
 /// Runs a pull to completion from synchronous code, in any context (inside or outside a

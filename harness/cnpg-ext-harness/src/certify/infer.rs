@@ -128,7 +128,7 @@ pub fn infer(
     notes: &mut Vec<String>,
     problems: &mut Vec<String>,
 ) -> Inferred {
-    let files = crate::fsutil::list_files(rootfs);
+    let files = crate::plumbing::fsutil::list_files(rootfs);
     let mut control_prefixes: Vec<String> = Vec::new();
     let mut extensions = Vec::new();
     let mut modules_wanted: Vec<String> = Vec::new();

@@ -24,9 +24,9 @@ pub use record::{Certification, RunSummary};
 pub use scenario::{cluster_yaml, scenario_yaml};
 pub use verdict::{decide, kind_name, FindingKind, Verdict, VerdictFinding};
 
-use crate::app::{self, BackendKind, RunOptions};
-use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_INVALID};
+use crate::error::{Exit, HarnessError};
 use crate::reports::view::RunView;
+use crate::run::app::{self, BackendKind, RunOptions};
 use record::write_record;
 
 #[derive(Debug, Clone, clap::Args)]
@@ -68,6 +68,9 @@ pub struct CertifyArgs {
     /// imageName uses it. Default: the distribution in the image's tag, else trixie.
     #[arg(long)]
     pub os: Option<String>,
+    /// Set from the global `--insecure-registry`: this command's registries.
+    #[arg(skip)]
+    pub registries: crate::images::pull::Registries,
 }
 
 pub struct CertifyOutcome {
@@ -89,7 +92,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     let mut pulled_args = args.clone();
     let mut pinned = None;
     if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
-        pulled_args.image = crate::pull::pull(r, !args.no_progress).await?.layout;
+        pulled_args.image = args.registries.pull(r, !args.no_progress).await?.layout;
         pulled_args.reference.get_or_insert_with(|| r.to_string());
         pinned = r.contains('@').then(|| r.to_string());
     }
@@ -102,7 +105,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     for stale in ["report.json", "junit.xml", "summary.md", "index.html", "certification.json", "lint.json"] {
         let _ = std::fs::remove_file(report_dir.join(stale));
     }
-    let _ = crate::fsutil::remove_tree(&report_dir.join("logs"));
+    let _ = crate::plumbing::fsutil::remove_tree(&report_dir.join("logs"));
 
     // Read the image (hardened unpack into a scratch dir).
     let summary =
@@ -112,7 +115,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
         .tempdir()
         .map_err(|e| HarnessError::Environment(e.to_string()))?;
     // Removed by the run's supervisor if the harness dies before the TempDir drops.
-    let _ = crate::procs::claim_dir(scratch.path());
+    let _ = crate::plumbing::procs::claim_dir(scratch.path());
     let rootfs = scratch.path().join("rootfs");
     cnpg_ext_images::unpack(&image, &rootfs, &cnpg_ext_images::UnpackOptions::default())
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
@@ -182,7 +185,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
 
     // Generate and run the scenario.
     let scen_dir = report_dir.join("scenario");
-    let _ = crate::fsutil::remove_tree(&scen_dir);
+    let _ = crate::plumbing::fsutil::remove_tree(&scen_dir);
     std::fs::create_dir_all(&scen_dir).map_err(|e| HarnessError::Environment(e.to_string()))?;
     let mut run_summary = None;
     let mut run_view: Option<RunView> = None;
@@ -230,6 +233,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             kind: Default::default(),
             operand: args.operand,
             wrap: None,
+            registries: args.registries.clone(),
         };
         match app::run(opts).await {
             Ok(out) => {
@@ -264,7 +268,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
                 });
                 run_view = Some(view);
                 if let Some(kept) = &out.kept {
-                    let _ = crate::fsutil::remove_tree(kept);
+                    let _ = crate::plumbing::fsutil::remove_tree(kept);
                 }
             }
             Err(HarnessError::Environment(m)) => found(
@@ -280,7 +284,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             }
         }
         if let Some(k) = keep_parent {
-            let _ = crate::fsutil::remove_tree(k.path());
+            let _ = crate::plumbing::fsutil::remove_tree(k.path());
         }
     }
     let (verdict, decided_by) = decide(&findings);
@@ -304,7 +308,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
 }
 
 /// `cnpg-ext-harness certify`: the verdict, its reasons, and where the record is.
-pub async fn command(args: CertifyArgs) -> i32 {
+pub async fn command(args: CertifyArgs) -> Exit {
     match certify(&args, std::env::args().collect()).await {
         Ok(out) => {
             let c = &out.certification;
@@ -334,10 +338,7 @@ pub async fn command(args: CertifyArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                HarnessError::Input(_) => EXIT_INVALID,
-                HarnessError::Environment(_) => EXIT_ENVIRONMENT,
-            }
+            e.exit_code()
         }
     }
 }

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use super::infer::Inferred;
-use crate::sql::{quote_ident, quote_literal};
+use crate::plumbing::sql::{quote_ident, quote_literal};
 
 fn yaml_str(s: &str) -> String {
     serde_json::to_string(s).expect("string serializes")

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::error::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_PASSED};
+use crate::error::Exit;
 
 /// What can decide a certification verdict. When several are found, the first in this
 /// order decides: the most fundamental cause first (a module for another architecture also
@@ -88,11 +88,11 @@ pub enum Verdict {
 }
 
 impl Verdict {
-    pub fn exit_code(self) -> i32 {
+    pub fn exit_code(self) -> Exit {
         match self {
-            Verdict::Pass => EXIT_PASSED,
-            Verdict::Fail => EXIT_FAILED,
-            Verdict::Inconclusive => EXIT_ENVIRONMENT,
+            Verdict::Pass => Exit::Passed,
+            Verdict::Fail => Exit::Failed,
+            Verdict::Inconclusive => Exit::Environment,
         }
     }
     pub(super) fn name(self) -> &'static str {

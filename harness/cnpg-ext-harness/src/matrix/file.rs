@@ -380,7 +380,7 @@ impl Matrix {
                 abs.push(a);
             }
             for (_, v) in &cnpg {
-                crate::app::load_scenarios(&abs, *v).map_err(|err| {
+                crate::run::app::load_scenarios(&abs, *v).map_err(|err| {
                     invalid(
                         file,
                         line(&e.referenced),

@@ -29,7 +29,7 @@ mod file;
 
 mod run;
 
-use crate::error::{HarnessError, EXIT_ENVIRONMENT, EXIT_INVALID};
+use crate::error::Exit;
 use crate::reports::view::Failure;
 
 pub use crate::reports::matrix::*;
@@ -41,7 +41,7 @@ pub const MATRIX_SCHEMA_VERSION: u32 = 1;
 pub const LOG_TAIL_LINES: usize = 80;
 
 /// `cnpg-ext-harness matrix`: prints one line per cell and where the report is.
-pub async fn command(args: MatrixArgs) -> i32 {
+pub async fn command(args: MatrixArgs) -> Exit {
     match run_matrix(&args, std::env::args().collect()).await {
         Ok(out) => {
             let r = &out.report;
@@ -90,10 +90,7 @@ pub async fn command(args: MatrixArgs) -> i32 {
         }
         Err(e) => {
             eprintln!("error: {e}");
-            match e {
-                HarnessError::Input(_) => EXIT_INVALID,
-                HarnessError::Environment(_) => EXIT_ENVIRONMENT,
-            }
+            e.exit_code()
         }
     }
 }

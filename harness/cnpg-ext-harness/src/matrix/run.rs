@@ -1,6 +1,6 @@
 //! Running cells: one harness child process per cell, in parallel.
 
-use crate::shell::{git_revision, shell_quote};
+use crate::plumbing::shell::{git_revision, shell_quote};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
@@ -9,8 +9,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::error::HarnessError;
-use crate::progress::Progress;
+use crate::cli::progress::Progress;
+use crate::error::{Exit, HarnessError};
+use crate::plumbing::exe::harness_binary;
 use crate::reports::view::RunView;
 
 use super::*;
@@ -39,6 +40,9 @@ pub struct MatrixArgs {
     /// The harness binary each cell runs (default: this one).
     #[arg(long, env = "CNPG_EXT_HARNESS_BIN", hide = true)]
     pub harness_bin: Option<PathBuf>,
+    /// Set from the global `--insecure-registry`: this command's registries.
+    #[arg(skip)]
+    pub registries: crate::images::pull::Registries,
 }
 
 /// `--cell-timeout`: a limit, or none (`0`).
@@ -58,29 +62,6 @@ pub struct MatrixOutcome {
     pub files: Vec<PathBuf>,
 }
 
-/// The harness binary cells run: `explicit`, else this executable when it is the harness,
-/// else a `cnpg-ext-harness` next to it or one directory up (cargo examples and tests).
-pub fn harness_binary(explicit: Option<&Path>) -> Result<PathBuf, HarnessError> {
-    if let Some(p) = explicit {
-        return Ok(p.to_path_buf());
-    }
-    let exe = std::env::current_exe()
-        .map_err(|e| HarnessError::Environment(format!("cannot find the harness binary: {e}")))?;
-    if exe.file_name().map(|n| n == "cnpg-ext-harness").unwrap_or(false) {
-        return Ok(exe);
-    }
-    let dir = exe.parent().unwrap_or(Path::new("."));
-    for cand in [dir.join("cnpg-ext-harness"), dir.join("../cnpg-ext-harness")] {
-        if cand.is_file() {
-            return Ok(cand);
-        }
-    }
-    Err(HarnessError::Environment(format!(
-        "no cnpg-ext-harness binary next to {}; build it or set CNPG_EXT_HARNESS_BIN",
-        exe.display()
-    )))
-}
-
 pub(crate) struct Ctx {
     bin: PathBuf,
     report_dir: PathBuf,
@@ -89,6 +70,7 @@ pub(crate) struct Ctx {
     progress: Arc<Progress>,
     live_steps: bool,
     cell_timeout: Option<std::time::Duration>,
+    registries: crate::images::pull::Registries,
 }
 
 pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<MatrixOutcome, HarnessError> {
@@ -96,7 +78,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
     let t0 = Instant::now();
     let matrix = Matrix::load(&args.file)?;
     let bin = harness_binary(args.harness_bin.as_deref())?;
-    for d in crate::supervisor::sweep_stale(&[]).dirs {
+    for d in crate::plumbing::supervisor::sweep_stale(&[]).dirs {
         eprintln!("removed {} (left by a run whose harness died)", d.display());
     }
     std::fs::create_dir_all(args.report_dir.join("cells"))
@@ -138,7 +120,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         {
             if old_dir != report_dir {
                 let (src, dst) = (old_dir.join(&c.dir), report_dir.join(&c.dir));
-                let _ = crate::fsutil::remove_tree(&dst);
+                let _ = crate::plumbing::fsutil::remove_tree(&dst);
                 if src.is_dir() {
                     copy_tree(&src, &dst)
                         .map_err(|e| HarnessError::Environment(format!("copying {}: {e}", src.display())))?;
@@ -182,6 +164,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         progress: progress.clone(),
         live_steps,
         cell_timeout: args.cell_timeout.map(|t| t.0).unwrap_or(matrix.cell_timeout),
+        registries: args.registries.clone(),
     });
     progress.line(&format!(
         "matrix {}: {} cell(s) to run, {} carried over, {} at once",
@@ -301,7 +284,7 @@ pub(crate) async fn run_child(
     cmd.args(args)
         .env_remove("PG_CONFIG")
         .env_remove("CNPG_EXT_HARNESS_WORKDIR")
-        .envs(crate::pull::insecure_env())
+        .envs(ctx.registries.child_env())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -310,7 +293,7 @@ pub(crate) async fn run_child(
     out.push(&format!("$ cnpg-ext-harness {}", args.iter().map(|a| shell_quote(a)).collect::<Vec<_>>().join(" ")));
     let mut child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", ctx.bin.display()))?;
     let pid = child.id().unwrap_or_default();
-    crate::procs::register(pid, &format!("matrix cell {cell}"));
+    crate::plumbing::procs::register(pid, &format!("matrix cell {cell}"));
     let stdout = child.stdout.take().expect("piped stdout");
     let stderr = child.stderr.take().expect("piped stderr");
     let o1 = out.clone();
@@ -357,7 +340,7 @@ pub(crate) async fn run_child(
         },
     }
     .map_err(|e| e.to_string());
-    crate::procs::unregister(pid);
+    crate::plumbing::procs::unregister(pid);
     let _ = t_out.await;
     let _ = t_err.await;
     Ok(status?.code())
@@ -370,7 +353,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
     let mut result = blank_result(spec, CellStatus::Error, started_at);
     let rel = result.dir.clone();
     let dir = ctx.report_dir.join(&rel);
-    let _ = crate::fsutil::remove_tree(&dir);
+    let _ = crate::plumbing::fsutil::remove_tree(&dir);
     if let Err(e) = std::fs::create_dir_all(&dir) {
         result.reason = Some(format!("{}: {e}", dir.display()));
         ctx.progress.scenario_finished(&spec.id, &format!("[{}] ERROR", spec.id));
@@ -457,7 +440,7 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 use std::os::unix::fs::PermissionsExt;
                 let _ = std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o755));
                 // Removed by the cleanup supervisor if the matrix dies, by a later sweep if both die.
-                if let Err(e) = crate::procs::claim_dir(d.path()) {
+                if let Err(e) = crate::plumbing::procs::claim_dir(d.path()) {
                     tracing::warn!("{}: {e}", d.path().display());
                 }
                 args.extend(["--keep".into(), "--workdir".into(), d.path().display().to_string()]);
@@ -475,7 +458,7 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
     if let (Some(name), Some(k)) = (&kind_cluster, &spec.kubernetes) {
         let up = ["kind", "up", "--name", name, "--config", &k.value].map(String::from);
         match run_child(ctx, &spec.id, &up, out, deadline).await {
-            Ok(Some(0)) => {}
+            Ok(Some(c)) if c == Exit::Passed.code() => {}
             _ if out.timed_out.load(std::sync::atomic::Ordering::SeqCst) => {
                 result.status = CellStatus::Timeout;
                 result.reason = Some(timeout_reason(ctx));
@@ -523,15 +506,15 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
         let _ =
             std::fs::write(dir.join("index.html"), crate::reports::html::run_page(&view, &format!("cell {}", spec.id)));
     }
-    match code {
-        Some(0) => result.status = CellStatus::Passed,
-        Some(1) => {
+    match code.map(|c| Exit::from_code(c).ok_or(c)) {
+        Some(Ok(Exit::Passed)) => result.status = CellStatus::Passed,
+        Some(Ok(Exit::Failed)) => {
             result.status = CellStatus::Failed;
             let failed: Vec<&str> =
                 result.scenarios.iter().filter(|s| s.status == "failed").map(|s| s.id.as_str()).collect();
             result.reason = Some(format!("failed: {}", failed.join(", ")));
         }
-        Some(3) => {
+        Some(Ok(Exit::Environment)) => {
             let text = out.lines.lock().unwrap().join("\n");
             match too_old(&text) {
                 Some(found) => {
@@ -541,9 +524,9 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 None => result.reason = Some(format!("environment unusable: {}", last_error(out))),
             }
         }
-        Some(2) => result.reason = Some(format!("invalid input: {}", last_error(out))),
-        Some(130) | None => result.reason = Some("interrupted".into()),
-        Some(n) => result.reason = Some(format!("exit {n}: {}", last_error(out))),
+        Some(Ok(Exit::Invalid)) => result.reason = Some(format!("invalid input: {}", last_error(out))),
+        Some(Ok(Exit::Interrupted)) | None => result.reason = Some("interrupted".into()),
+        Some(Err(n)) => result.reason = Some(format!("exit {n}: {}", last_error(out))),
     }
     if timed_out {
         result.status = CellStatus::Timeout;
@@ -553,8 +536,8 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
         if matches!(result.status, CellStatus::Failed | CellStatus::Timeout) {
             keep_log_tails(work.path(), &dir.join("logs"));
         }
-        let _ = crate::fsutil::remove_tree(work.path());
-        crate::procs::unregister_dir(&work.path().to_path_buf());
+        let _ = crate::plumbing::fsutil::remove_tree(work.path());
+        crate::plumbing::procs::unregister_dir(&work.path().to_path_buf());
     }
 }
 

@@ -272,7 +272,7 @@ pub fn matrix_page(r: &MatrixReport) -> String {
          <tr><th>started</th><td>{}</td></tr><tr><th>wall time</th><td>{} ms ({} cell(s) at once; cells took {} ms in total)</td></tr>\
          <tr><th>harness</th><td>{} {}</td></tr>{}</table><p class=\"muted\">Aggregate files: <a href=\"report.json\">report.json</a> · <a href=\"junit.xml\">junit.xml</a> · <a href=\"summary.md\">summary.md</a></p></section>",
         esc(&r.matrix_file),
-        esc(&r.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
+        esc(&r.command.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
         esc(&r.started_at),
         r.duration_ms,
         r.jobs,
@@ -385,7 +385,7 @@ pub fn run_page_with(v: &RunView, title: &str, verdict: Option<(&str, &str)>, ex
         esc(&v.environment.postgresql),
         esc(&v.environment.postgresql_source),
         esc(&v.environment.cnpg_modelled),
-        esc(&v.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
+        esc(&v.command.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")),
     );
     for i in &v.images {
         let _ = write!(

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::{EXIT_ENVIRONMENT, EXIT_FAILED, EXIT_PASSED};
+use crate::error::Exit;
 use crate::reports::view::Failure;
 
 /// Marks an aggregate matrix report (vs a run's `report.json`).
@@ -167,15 +167,15 @@ impl MatrixReport {
     }
 
     /// 0 all passed or unsupported, 1 a cell failed, errored or timed out, 3 no cell ran at all.
-    pub fn exit_code(&self) -> i32 {
+    pub fn exit_code(&self) -> Exit {
         let t = &self.totals;
         if t.passed + t.failed + t.timeout == 0 {
             // Every cell errored or is unsupported: nothing ran.
-            EXIT_ENVIRONMENT
+            Exit::Environment
         } else if t.failed + t.error + t.timeout > 0 {
-            EXIT_FAILED
+            Exit::Failed
         } else {
-            EXIT_PASSED
+            Exit::Passed
         }
     }
 

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
 use serde::Serialize;
 
-use crate::runner::{Status, StepResult};
+use crate::run::runner::{Status, StepResult};
 
 pub const REPORT_SCHEMA_VERSION: u32 = 1;
 
@@ -148,7 +148,7 @@ impl RunReport {
             md += &format!("\n### `{}`\n\n```\n{}\n```\n", s.id, s.failure_summary().unwrap_or_default());
         }
         md += "\n### Reproduce\n\n```sh\n";
-        md += &self.command.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ");
+        md += &self.command.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ");
         md += "\n```\n\n";
         md += &format!(
             "- harness {} ({})\n- PostgreSQL: {} from {}\n- CloudNativePG behaviour modelled: {}\n",

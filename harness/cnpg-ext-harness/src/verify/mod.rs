@@ -5,13 +5,13 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use cnpg_ext_model::backend::{Backend, BackendError, InstanceRef, Role};
-pub use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
+pub(crate) use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
 
-pub mod origin;
+pub(crate) mod origin;
 use cnpg_ext_model::Cluster;
 
-use crate::sql;
-use crate::store::ImageStore;
+use crate::images::store::ImageStore;
+use crate::plumbing::sql;
 
 fn db(e: tokio_postgres::Error) -> BackendError {
     BackendError::Failed(sql::describe_error(&e))
@@ -19,7 +19,7 @@ fn db(e: tokio_postgres::Error) -> BackendError {
 
 /// On every instance: both search-path GUCs, the postmaster's `LD_LIBRARY_PATH`, and the
 /// files inside every image mount equal what the plan and the image say.
-pub async fn verify_plan(
+pub(crate) async fn verify_plan(
     backend: &dyn Backend,
     cluster: &Cluster,
     images: &ImageStore,
@@ -113,7 +113,7 @@ const START_TIME_SQL: &str =
     "SELECT to_char(pg_postmaster_start_time() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')";
 
 /// `pg_postmaster_start_time()` of every instance.
-pub async fn start_times(backend: &dyn Backend) -> Result<BTreeMap<String, InstanceState>, BackendError> {
+pub(crate) async fn start_times(backend: &dyn Backend) -> Result<BTreeMap<String, InstanceState>, BackendError> {
     let mut out = BTreeMap::new();
     for InstanceRef { name, role } in backend.instances().await? {
         let client = backend.connect(&name, "postgres", "postgres").await?;
@@ -125,7 +125,7 @@ pub async fn start_times(backend: &dyn Backend) -> Result<BTreeMap<String, Insta
 }
 
 /// A row that must survive every rollout.
-pub async fn write_sentinel(backend: &dyn Backend, token: &str) -> Result<(), BackendError> {
+pub(crate) async fn write_sentinel(backend: &dyn Backend, token: &str) -> Result<(), BackendError> {
     let primary = primary(backend).await?;
     let client = backend.connect(&primary, "app", "postgres").await?;
     client
@@ -138,7 +138,7 @@ pub async fn write_sentinel(backend: &dyn Backend, token: &str) -> Result<(), Ba
         .map_err(db)
 }
 
-pub async fn primary(backend: &dyn Backend) -> Result<String, BackendError> {
+pub(crate) async fn primary(backend: &dyn Backend) -> Result<String, BackendError> {
     backend
         .instances()
         .await?
@@ -149,7 +149,7 @@ pub async fn primary(backend: &dyn Backend) -> Result<String, BackendError> {
 }
 
 /// The sentinel row on every instance (replicas get a few seconds to replay).
-pub async fn check_sentinel(backend: &dyn Backend, token: &str) -> Result<Vec<Check>, BackendError> {
+pub(crate) async fn check_sentinel(backend: &dyn Backend, token: &str) -> Result<Vec<Check>, BackendError> {
     let mut checks = Vec::new();
     let q = format!("SELECT count(*) FROM cnpg_ext_harness_sentinel WHERE token = {}", sql::quote_literal(token));
     for inst in backend.instances().await? {

@@ -28,24 +28,24 @@ use cnpg_ext_model::plan::ClusterPlan;
 use tokio_postgres::Client;
 
 use super::Check;
-use crate::sql::{self, quote_literal};
-use crate::store::ImageStore;
+use crate::images::store::ImageStore;
+use crate::plumbing::sql::{self, quote_literal};
 
 /// An extension as installed in a database.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Installed {
+pub(crate) struct Installed {
     pub name: String,
     pub version: String,
 }
 
 /// Extensions of the database `client` is connected to.
-pub async fn installed(client: &Client) -> Result<Vec<Installed>, BackendError> {
+pub(crate) async fn installed(client: &Client) -> Result<Vec<Installed>, BackendError> {
     let rows = sql::query_text(client, "SELECT extname, extversion FROM pg_extension ORDER BY 1").await.map_err(db)?;
     Ok(rows.into_iter().map(|r| Installed { name: cell(&r, 0), version: cell(&r, 1) }).collect())
 }
 
 /// What a step changed: extensions that are new, or at a new version.
-pub fn changed(before: &[Installed], after: &[Installed]) -> Vec<Installed> {
+pub(crate) fn changed(before: &[Installed], after: &[Installed]) -> Vec<Installed> {
     after.iter().filter(|a| !before.contains(a)).cloned().collect()
 }
 
@@ -59,7 +59,7 @@ fn db(e: tokio_postgres::Error) -> BackendError {
 
 /// Where the scenario says an extension comes from: one image mount and the file in it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Expected {
+pub(crate) struct Expected {
     /// `extensions[].name` of the Cluster.
     pub mount: String,
     pub image: String,
@@ -85,7 +85,7 @@ fn join_rel(rel: &str, file: &str) -> String {
 }
 
 /// The first mount, in Cluster order, whose image ships `<control dir>/extension/<name>.control`.
-pub fn expected_control(
+pub(crate) fn expected_control(
     plan: &ClusterPlan,
     files: &dyn Fn(&str) -> Option<Vec<String>>,
     name: &str,
@@ -94,7 +94,7 @@ pub fn expected_control(
 }
 
 /// The first mount, in Cluster order, whose image ships `<library dir>/<module>.so`.
-pub fn expected_module(
+pub(crate) fn expected_module(
     plan: &ClusterPlan,
     files: &dyn Fn(&str) -> Option<Vec<String>>,
     module: &str,
@@ -121,7 +121,7 @@ fn first_in_image(
 }
 
 /// Paths of `/proc/<pid>/maps` whose file name is `<module>.so`, in order, without repeats.
-pub fn mapped(maps: &str, module: &str) -> Vec<String> {
+pub(crate) fn mapped(maps: &str, module: &str) -> Vec<String> {
     let want = format!("{module}.so");
     let mut out: Vec<String> = Vec::new();
     for line in maps.lines() {
@@ -143,16 +143,8 @@ pub fn mapped(maps: &str, module: &str) -> Vec<String> {
     out
 }
 
-/// Which extension origins a step proves, and what it expects of them.
-#[derive(Debug, Clone, Default)]
-pub struct OriginPolicy {
-    /// The origin check must fail with a message containing this (e.g. `shadowed`): the
-    /// step then passes and shows the message.
-    pub expect_failure: Option<String>,
-}
-
 /// Origin checks of `extensions` on `instance`, in `database`.
-pub async fn check_origins(
+pub(crate) async fn check_origins(
     backend: &dyn Backend,
     plan: &ClusterPlan,
     images: &ImageStore,
@@ -290,7 +282,7 @@ async fn judge_module(
 
 /// `shared_preload_libraries` entries that an image of the Cluster provides must be mapped in
 /// every backend (they are loaded by the postmaster) from that image.
-pub async fn check_preloaded(
+pub(crate) async fn check_preloaded(
     backend: &dyn Backend,
     plan: &ClusterPlan,
     images: &ImageStore,

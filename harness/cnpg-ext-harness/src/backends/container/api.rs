@@ -24,7 +24,7 @@ use super::argv::InstanceSpec;
 use super::engine::{Engine, EngineKind};
 
 /// A started instance container; removed (with `rm -f`) when dropped.
-pub type Handle = ContainerAsync<GenericImage>;
+pub(crate) type Handle = ContainerAsync<GenericImage>;
 
 /// Longest wait for a freshly started podman service to answer.
 const SERVICE_READY: Duration = Duration::from_secs(20);
@@ -39,7 +39,7 @@ const SERVICE_READY: Duration = Duration::from_secs(20);
 ///
 /// It dies with the harness in two ways: `PR_SET_PDEATHSIG` (SIGKILL), set in the child
 /// before `exec`, kills it as soon as the harness process dies, whatever the cause; and the
-/// run's supervisor ([`crate::supervisor`]) kills every process the harness started.
+/// run's supervisor ([`crate::plumbing::supervisor`]) kills every process the harness started.
 pub struct ApiService {
     socket: PathBuf,
     pid: Option<u32>,
@@ -195,7 +195,7 @@ impl Service {
         let dir = parent.join(format!("cnpg-ext-api-{}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         // Removed by the supervisor if the harness dies, and by a later run's sweep.
-        let _ = crate::procs::claim_dir(&dir);
+        let _ = crate::plumbing::procs::claim_dir(&dir);
         let root = dir.as_path();
         let socket = root.join("podman.sock");
         let _ = std::fs::remove_file(&socket);
@@ -280,9 +280,9 @@ impl Service {
             let _ = k.thread.join();
         }
         if self.dir.exists() {
-            let _ = crate::fsutil::remove_tree(&self.dir);
+            let _ = crate::plumbing::fsutil::remove_tree(&self.dir);
         }
-        crate::procs::unregister_dir(&self.dir);
+        crate::plumbing::procs::unregister_dir(&self.dir);
     }
 }
 
@@ -321,7 +321,7 @@ fn split_reference(reference: &str) -> (String, String) {
 }
 
 /// Creates and starts the container of `spec`.
-pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
+pub(crate) async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
     // A cleanup waits for this: a create that lands after it would leave a container (and
     // an unlabelled volume the engine makes for the name).
     let _in_flight = super::engine::InFlight::enter();
@@ -362,7 +362,7 @@ pub async fn start(spec: &InstanceSpec) -> Result<Handle, String> {
 }
 
 /// The container's state (`running`, `exited`, …) and its main process id.
-pub async fn state(id: &str) -> Result<(String, i64), String> {
+pub(crate) async fn state(id: &str) -> Result<(String, i64), String> {
     match client().await?.inspect_container(id, None::<InspectContainerOptions>).await {
         Ok(info) => {
             let st = info.state.unwrap_or_default();
@@ -386,7 +386,7 @@ fn unknown_state(msg: &str) -> Option<String> {
 
 /// Sends SIGINT (PostgreSQL's fast shutdown) and waits up to `grace` for the exit; the
 /// container is left stopped (removal is the caller's: drop or `rm`).
-pub async fn stop(id: &str, grace: Duration) -> Result<(), String> {
+pub(crate) async fn stop(id: &str, grace: Duration) -> Result<(), String> {
     let docker = client().await?;
     let kill = docker.kill_container(id, Some(KillContainerOptionsBuilder::new().signal("SIGINT").build())).await;
     if let Err(e) = kill {
@@ -414,7 +414,7 @@ pub async fn stop(id: &str, grace: Duration) -> Result<(), String> {
 }
 
 /// The last `lines` lines of the container's output (stdout and stderr as they came).
-pub async fn log_tail(id: &str, lines: usize) -> String {
+pub(crate) async fn log_tail(id: &str, lines: usize) -> String {
     let docker = match client().await {
         Ok(d) => d,
         Err(e) => return e,
@@ -435,7 +435,11 @@ pub async fn log_tail(id: &str, lines: usize) -> String {
 }
 
 /// `POST /volumes/create` with labels, and bind-backed by `device` when given.
-pub async fn create_volume(name: &str, labels: &[(String, String)], device: Option<&Path>) -> Result<(), String> {
+pub(crate) async fn create_volume(
+    name: &str,
+    labels: &[(String, String)],
+    device: Option<&Path>,
+) -> Result<(), String> {
     let _in_flight = super::engine::InFlight::enter();
     let driver_opts = device.map(|d| {
         [("type", "none"), ("o", "bind")]
@@ -454,7 +458,7 @@ pub async fn create_volume(name: &str, labels: &[(String, String)], device: Opti
     client().await?.create_volume(req).await.map(|_| ()).map_err(|e| e.to_string())
 }
 
-pub async fn remove_volume(name: &str) -> Result<(), String> {
+pub(crate) async fn remove_volume(name: &str) -> Result<(), String> {
     client()
         .await?
         .remove_volume(name, Some(RemoveVolumeOptions { force: true }))

@@ -7,7 +7,7 @@ use cnpg_ext_model::ClusterPlan;
 use super::engine::EngineKind;
 
 /// `<bindir>/<name>`, or just `name` (found on the image's PATH) when `bindir` is empty.
-pub fn program(bindir: &str, name: &str) -> String {
+pub(crate) fn program(bindir: &str, name: &str) -> String {
     if bindir.is_empty() {
         name.to_string()
     } else {
@@ -18,37 +18,37 @@ use super::hostflags::HostFlags;
 use testcontainers::bollard::models::{Mount, MountType};
 
 /// Every container, volume and image a run creates carries this label with the run id.
-pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
-pub const LABEL_SCENARIO: &str = "io.cnpg-ext-harness.scenario";
-pub const LABEL_INSTANCE: &str = "io.cnpg-ext-harness.instance";
+pub use crate::plumbing::engine::LABEL_RUN;
+pub(crate) const LABEL_SCENARIO: &str = "io.cnpg-ext-harness.scenario";
+pub(crate) const LABEL_INSTANCE: &str = "io.cnpg-ext-harness.instance";
 /// Operand images the harness built (kept across runs as a cache).
-pub const LABEL_OPERAND: &str = "io.cnpg-ext-harness.operand";
+pub(crate) const LABEL_OPERAND: &str = "io.cnpg-ext-harness.operand";
 
 /// uid/gid PostgreSQL runs as in the container (CloudNativePG's operand images use 26).
-pub const PG_UID: u32 = 26;
+pub(crate) const PG_UID: u32 = 26;
 /// Where the instance volume is mounted; PGDATA is `pgdata` below it (as in CNPG pods).
-pub const DATA_MOUNT: &str = "/var/lib/postgresql/data";
-pub const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
+pub(crate) const DATA_MOUNT: &str = "/var/lib/postgresql/data";
+pub(crate) const PGDATA: &str = "/var/lib/postgresql/data/pgdata";
 /// An empty directory owned by the postgres uid in the operand image: a new replica volume
 /// is first mounted here so that it gets that owner, then filled by `pg_basebackup`.
-pub const STANDBY_MOUNT: &str = "/var/lib/postgresql/standby";
+pub(crate) const STANDBY_MOUNT: &str = "/var/lib/postgresql/standby";
 /// Host directories bind-mounted into each instance: its unix socket and its configuration.
-pub const SOCKET_DIR: &str = "/controller/run";
-pub const CONF_DIR: &str = "/controller/conf";
+pub(crate) const SOCKET_DIR: &str = "/controller/run";
+pub(crate) const CONF_DIR: &str = "/controller/conf";
 /// The primary's socket directory, seen from replicas (streaming replication, base backups).
-pub const PRIMARY_SOCKET_DIR: &str = "/controller/primary";
+pub(crate) const PRIMARY_SOCKET_DIR: &str = "/controller/primary";
 /// Where extension images are mounted (what the operator does in the pod).
-pub const MOUNT_ROOT: &str = "/extensions";
+pub(crate) const MOUNT_ROOT: &str = "/extensions";
 
 /// One image volume of an instance.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageMount {
+pub(crate) struct ImageMount {
     pub reference: String,
     pub destination: String,
 }
 
 /// `--mount` value for an image volume, read-only.
-pub fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
+pub(crate) fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
     match kind {
         // podman: image mounts are read-only unless rw=true; say so explicitly.
         EngineKind::Podman => format!("type=image,source={},destination={},rw=false", m.reference, m.destination),
@@ -56,13 +56,13 @@ pub fn image_mount_arg(kind: EngineKind, m: &ImageMount) -> String {
     }
 }
 
-pub fn label_args(labels: &[(String, String)]) -> Vec<String> {
+pub(crate) fn label_args(labels: &[(String, String)]) -> Vec<String> {
     labels.iter().flat_map(|(k, v)| ["--label".to_string(), format!("{k}={v}")]).collect()
 }
 
 /// Everything that differs between two instance containers.
 #[derive(Debug, Clone)]
-pub struct InstanceRun<'a> {
+pub(crate) struct InstanceRun<'a> {
     pub container: &'a str,
     pub labels: &'a [(String, String)],
     pub image: &'a str,
@@ -99,7 +99,7 @@ fn common_run(kind: EngineKind, run_flags: &[String], name: &str, labels: &[(Str
 /// One PostgreSQL instance container as the Engine API creates it (`POST /containers/create`):
 /// everything `run --detach` used to say, in the API's terms.
 #[derive(Debug, Clone, serde::Serialize)]
-pub struct InstanceSpec {
+pub(crate) struct InstanceSpec {
     pub name: String,
     pub image: String,
     pub user: String,
@@ -128,7 +128,7 @@ fn bind(source: &Path, target: &str, read_only: bool) -> Mount {
 /// An image mount. No `ReadOnly`: image mounts are read-only by default and podman 4.3's API
 /// refuses the option ("ro: invalid mount option"); the observation checks the mount really
 /// is read-only.
-pub fn image_mount(m: &ImageMount) -> Mount {
+pub(crate) fn image_mount(m: &ImageMount) -> Mount {
     Mount {
         typ: Some(MountType::IMAGE),
         source: Some(m.reference.clone()),
@@ -140,7 +140,7 @@ pub fn image_mount(m: &ImageMount) -> Mount {
 /// The container of one PostgreSQL instance: non-root, no network (unless the engine-run
 /// flags name one), its volume and host directories, one image mount per extension, the
 /// operator's `LD_LIBRARY_PATH`, and the engine-run flags' host settings.
-pub fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSpec {
+pub(crate) fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSpec {
     let mut mounts = vec![
         Mount {
             typ: Some(MountType::VOLUME),
@@ -169,7 +169,8 @@ pub fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSpec {
     let cmd = match r.bootstrap {
         None => postgres,
         Some(first) => {
-            let quote = |v: &[String]| v.iter().map(|w| crate::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
+            let quote =
+                |v: &[String]| v.iter().map(|w| crate::plumbing::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
             vec!["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]
         }
     };
@@ -187,7 +188,7 @@ pub fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSpec {
 }
 
 /// `pg_basebackup -R` from the primary's socket directory into `<mount_at>/pgdata`.
-pub fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
+pub(crate) fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
     let mut a = vec![program(bindir, "pg_basebackup")];
     a.extend(["-D".into(), format!("{mount_at}/pgdata")]);
     a.extend(["-h".into(), PRIMARY_SOCKET_DIR.into()]);
@@ -199,7 +200,7 @@ pub fn base_backup_command(bindir: &str, mount_at: &str) -> Vec<String> {
 
 #[allow(clippy::too_many_arguments)]
 /// `run --rm …` that fills a new replica volume with `pg_basebackup -R` from the primary.
-pub fn base_backup_args(
+pub(crate) fn base_backup_args(
     kind: EngineKind,
     run_flags: &[String],
     container: &str,
@@ -220,7 +221,7 @@ pub fn base_backup_args(
 }
 
 /// `run` of a one-off step while deriving the operand image (initdb, bootstrap SQL).
-pub fn oneoff_run_args(
+pub(crate) fn oneoff_run_args(
     kind: EngineKind,
     run_flags: &[String],
     container: &str,
@@ -240,7 +241,7 @@ pub fn oneoff_run_args(
 
 /// The instance's `postgresql.conf` (bind-mounted read-only, named by `-c config_file`):
 /// base settings plus what the operator derives. Rewritten and reloaded on a search-path change.
-pub fn postgresql_conf(plan: &ClusterPlan) -> String {
+pub(crate) fn postgresql_conf(plan: &ClusterPlan) -> String {
     format!(
         "# written by cnpg-ext-harness (container backend)\n{}unix_socket_directories = '/controller/run'\n\n{}",
         crate::backends::standin::INSTANCE_CONF,
@@ -249,7 +250,7 @@ pub fn postgresql_conf(plan: &ClusterPlan) -> String {
 }
 
 /// A name the engines accept for containers and volumes.
-pub fn sanitize(s: &str) -> String {
+pub(crate) fn sanitize(s: &str) -> String {
     let mut out: String = s
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '-' { c } else { '-' })

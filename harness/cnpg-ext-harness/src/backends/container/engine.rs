@@ -9,38 +9,25 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 /// Global engine flags (before the subcommand), e.g. `--runtime runc --cgroup-manager cgroupfs`.
-pub const ENV_ENGINE_FLAGS: &str = "CNPG_EXT_HARNESS_ENGINE_FLAGS";
+pub(crate) const ENV_ENGINE_FLAGS: &str = "CNPG_EXT_HARNESS_ENGINE_FLAGS";
 /// Extra flags of every `run`, e.g. `--ulimit nofile=20000:20000`.
-pub const ENV_RUN_FLAGS: &str = "CNPG_EXT_HARNESS_RUN_FLAGS";
+pub(crate) const ENV_RUN_FLAGS: &str = "CNPG_EXT_HARNESS_RUN_FLAGS";
 /// Engine to use (`podman`, `docker`, or a path to either).
-pub const ENV_ENGINE: &str = "CNPG_EXT_HARNESS_ENGINE";
+pub(crate) const ENV_ENGINE: &str = "CNPG_EXT_HARNESS_ENGINE";
 /// PostgreSQL operand image to use instead of building one.
-pub const ENV_PG_IMAGE: &str = "CNPG_EXT_HARNESS_PG_IMAGE";
+pub(crate) const ENV_PG_IMAGE: &str = "CNPG_EXT_HARNESS_PG_IMAGE";
 /// Directory of `postgres`/`initdb`/`pg_basebackup` inside `--pg-image`.
-pub const ENV_PG_BINDIR: &str = "CNPG_EXT_HARNESS_PG_BINDIR";
+pub(crate) const ENV_PG_BINDIR: &str = "CNPG_EXT_HARNESS_PG_BINDIR";
 
 /// Longest an engine command of a scenario may take (a hung engine fails the step).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
 
 /// Minimum docker server version: `--mount type=image` arrived in 28.0.
-pub const DOCKER_MIN_MAJOR: u32 = 28;
+pub(crate) const DOCKER_MIN_MAJOR: u32 = 28;
 /// Minimum podman version with `--mount type=image`.
-pub const PODMAN_MIN_MAJOR: u32 = 4;
+pub(crate) const PODMAN_MIN_MAJOR: u32 = 4;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum EngineKind {
-    Podman,
-    Docker,
-}
-
-impl EngineKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            EngineKind::Podman => "podman",
-            EngineKind::Docker => "docker",
-        }
-    }
-}
+pub(crate) use crate::plumbing::engine::EngineKind;
 
 /// One usable engine and the flags every invocation carries.
 #[derive(Debug, Clone)]
@@ -59,16 +46,16 @@ static STOPPING: AtomicBool = AtomicBool::new(false);
 /// Engine commands currently executing (the Ctrl-C cleanup waits for them).
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
 
-pub fn set_stopping() {
+pub(crate) fn set_stopping() {
     STOPPING.store(true, Ordering::SeqCst);
 }
 
-pub fn stopping() -> bool {
+pub(crate) fn stopping() -> bool {
     STOPPING.load(Ordering::SeqCst)
 }
 
 /// Waits (bounded) until no engine command is running.
-pub fn wait_idle(max: Duration) {
+pub(crate) fn wait_idle(max: Duration) {
     let deadline = Instant::now() + max;
     while IN_FLIGHT.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
@@ -99,7 +86,7 @@ impl Engine {
         let mut v = vec![self.name().to_string()];
         v.extend(self.global.iter().cloned());
         v.extend(args.iter().cloned());
-        v.iter().map(|a| crate::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")
+        v.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ")
     }
 
     fn std_command(&self, args: &[String]) -> std::process::Command {
@@ -269,18 +256,19 @@ fn tail(s: &str, lines: usize) -> String {
     all[all.len().saturating_sub(lines)..].join("\n")
 }
 
-pub fn strings(v: &[&str]) -> Vec<String> {
+pub(crate) fn strings(v: &[&str]) -> Vec<String> {
     v.iter().map(|s| s.to_string()).collect()
 }
 
 /// What to install or set when no engine is usable.
-pub const ENGINE_HINT: &str = "install podman ≥ 4 (Debian/Ubuntu: `apt-get install podman`, with `runc` where crun \
+pub(crate) const ENGINE_HINT: &str =
+    "install podman ≥ 4 (Debian/Ubuntu: `apt-get install podman`, with `runc` where crun \
 cannot create containers) or docker ≥ 28 with a running daemon, or pass --engine; hosts that need extra flags set \
 CNPG_EXT_HARNESS_ENGINE_FLAGS (global, e.g. \"--runtime runc --cgroup-manager cgroupfs\") and \
 CNPG_EXT_HARNESS_RUN_FLAGS (for `run`, e.g. \"--ulimit nofile=20000:20000 --ulimit nproc=1024:1024\")";
 
 /// Finds a usable engine: `wanted` (a name or a path), else podman, then docker.
-pub fn detect(wanted: Option<&str>, global: Vec<String>, run_flags: Vec<String>) -> Result<Engine, String> {
+pub(crate) fn detect(wanted: Option<&str>, global: Vec<String>, run_flags: Vec<String>) -> Result<Engine, String> {
     let candidates: Vec<String> = match wanted {
         Some(w) => vec![w.to_string()],
         None => vec!["podman".into(), "docker".into()],
@@ -305,20 +293,7 @@ fn probe_one(cand: &str, global: &[String], run_flags: &[String]) -> Result<Engi
     } else {
         find_in_path(cand).ok_or_else(|| format!("{cand}: not found on PATH"))?
     };
-    let base = program.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let kind = if base.contains("docker") {
-        EngineKind::Docker
-    } else if base.contains("podman") {
-        EngineKind::Podman
-    } else {
-        // Ask the program itself.
-        let out = std::process::Command::new(&program).arg("--version").output().map_err(|e| format!("{cand}: {e}"))?;
-        if String::from_utf8_lossy(&out.stdout).to_lowercase().contains("podman") {
-            EngineKind::Podman
-        } else {
-            EngineKind::Docker
-        }
-    };
+    let kind = EngineKind::of(&program).map_err(|e| format!("{cand}: {e}"))?;
     let format = match kind {
         EngineKind::Podman => "{{.Client.Version}}",
         EngineKind::Docker => "{{.Server.Version}}",
@@ -449,7 +424,7 @@ mod tests {
     #[test]
     fn quoting_round_trips() {
         for w in ["plain", "with space", "it's", "", "a=b:c", "$HOME"] {
-            assert_eq!(split_flags(&crate::shell::shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
+            assert_eq!(split_flags(&crate::plumbing::shell::shell_quote(w)).unwrap(), vec![w.to_string()], "{w:?}");
         }
     }
 }

@@ -9,7 +9,8 @@ use testcontainers::bollard::models::{DeviceMapping, HostConfig, ResourcesUlimit
 use super::engine::EngineKind;
 
 /// The flags understood, as listed in errors.
-pub const ACCEPTED: &str = "--ulimit NAME=SOFT[:HARD], --security-opt KEY[=VALUE], --cap-add CAP, --cap-drop CAP, \
+pub(crate) const ACCEPTED: &str =
+    "--ulimit NAME=SOFT[:HARD], --security-opt KEY[=VALUE], --cap-add CAP, --cap-drop CAP, \
 --shm-size SIZE, --pids-limit N, --memory/-m SIZE, --device HOST[:CONTAINER][:PERMS], --network/--net NAME \
 (each as `--flag value` or `--flag=value`)";
 
@@ -20,7 +21,7 @@ const SECURITY_OPT_KEYS: &[&str] =
 /// The host settings of instance containers. Serialized (for the spec snapshots) with only
 /// `ulimits` always present, so that a host without extra flags sees no change.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct HostFlags {
+pub(crate) struct HostFlags {
     pub ulimits: Vec<ResourcesUlimits>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub security_opt: Vec<String>,
@@ -43,7 +44,7 @@ pub struct HostFlags {
 
 impl HostFlags {
     /// Parses the engine-run flags (already split like a shell).
-    pub fn parse(run_flags: &[String]) -> Result<HostFlags, String> {
+    pub(crate) fn parse(run_flags: &[String]) -> Result<HostFlags, String> {
         let mut out = HostFlags::default();
         let mut it = run_flags.iter();
         while let Some(arg) = it.next() {
@@ -90,7 +91,7 @@ impl HostFlags {
     /// What the engine's API expects where it differs from the flags: docker's API takes a
     /// seccomp profile's JSON where its CLI takes a file (podman's API takes the file's path,
     /// as its CLI does).
-    pub fn for_engine(mut self, kind: EngineKind) -> Result<HostFlags, String> {
+    pub(crate) fn for_engine(mut self, kind: EngineKind) -> Result<HostFlags, String> {
         if kind == EngineKind::Docker {
             for opt in &mut self.security_opt {
                 if let Some(path) = opt.strip_prefix("seccomp=").filter(|p| *p != "unconfined") {
@@ -105,7 +106,7 @@ impl HostFlags {
 
     /// Sets these flags on an instance container's `HostConfig` (network mode and mounts are
     /// the spec's own).
-    pub fn apply(&self, hc: &mut HostConfig) {
+    pub(crate) fn apply(&self, hc: &mut HostConfig) {
         let some = |v: &Vec<String>| (!v.is_empty()).then(|| v.clone());
         hc.ulimits = (!self.ulimits.is_empty()).then(|| self.ulimits.clone());
         hc.security_opt = some(&self.security_opt);

@@ -17,11 +17,11 @@ use super::engine::{strings, Engine};
 
 /// Bump when the image recipe changes (invalidates cached operand images).
 const RECIPE: &str = "cnpg-ext-harness operand v1";
-pub const OPERAND_REPO: &str = "localhost/cnpg-ext-harness/postgres";
+pub(crate) const OPERAND_REPO: &str = "localhost/cnpg-ext-harness/postgres";
 
 /// The image instances run from.
 #[derive(Debug, Clone)]
-pub struct Operand {
+pub(crate) struct Operand {
     pub image: String,
     /// Directory of the PostgreSQL programs in the image; empty: found through the image's PATH.
     pub bindir: String,
@@ -30,13 +30,13 @@ pub struct Operand {
 }
 
 impl Operand {
-    pub fn program(&self, name: &str) -> String {
+    pub(crate) fn program(&self, name: &str) -> String {
         program(&self.bindir, name)
     }
 }
 
 /// The operand image for this run: cached, else built (or derived from `pg_image`).
-pub fn ensure(
+pub(crate) fn ensure(
     engine: &Engine,
     pg: &PgInstall,
     without: &Exclusions,
@@ -102,7 +102,7 @@ fn build(engine: &Engine, pg: &PgInstall, without: &Exclusions, work: &Path, run
     import.push(tar.display().to_string());
     import.push(base.clone());
     engine.run_sync(&import).map_err(|e| format!("importing the PostgreSQL image: {e}"))?;
-    let _ = crate::fsutil::remove_tree(&stage);
+    let _ = crate::plumbing::fsutil::remove_tree(&stage);
     let out = bake_template(engine, &base, "", &tag, run_id);
     engine.run_quiet(&strings(&["rmi", &base]));
     out?;
@@ -233,7 +233,7 @@ fn hash_hex(text: &str) -> String {
 /// needs. Returns the bindir.
 fn make_rootfs(pg: &PgInstall, without: &Exclusions, rootfs: &Path) -> Result<String, String> {
     if rootfs.exists() {
-        crate::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
+        crate::plumbing::fsutil::remove_tree(rootfs).map_err(|e| format!("{}: {e}", rootfs.display()))?;
     }
     let prefix = rootfs.join(format!("usr/lib/postgresql/{}", pg.version.major));
     let minimal =

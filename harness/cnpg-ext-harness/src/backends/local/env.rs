@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use cnpg_ext_pg::{Exclusions, PgInstall};
 
 use crate::backends::standin;
-use crate::run_as::RunAs;
+use crate::plumbing::run_as::RunAs;
 
 /// Appended to the template's postgresql.conf; the operator's settings go in `cnpg-ext.conf`.
 fn base_conf() -> String {
@@ -44,23 +44,27 @@ const INITDB_ARGS: &[&str] =
 /// Like CNPG's initdb bootstrap: an `app` owner and database (single-user mode, `-j` syntax).
 const BOOTSTRAP_SQL: &str = "CREATE ROLE app LOGIN;\n\nCREATE DATABASE app OWNER app;\n\n";
 
-pub struct LocalEnv {
+pub(crate) struct LocalEnv {
     /// The install instances run from: no extension under test is in its default dirs.
     pub pg: PgInstall,
     /// initdb'd data directory with the `app` role and database, as CNPG bootstraps them.
     pub template: PathBuf,
     pub run_as: RunAs,
-    pub root: PathBuf,
 }
 
 impl LocalEnv {
     /// Prepares `root` (which the unprivileged user must be able to traverse).
-    pub fn prepare(full: &PgInstall, without: &Exclusions, root: &Path, run_as: RunAs) -> Result<LocalEnv, String> {
+    pub(crate) fn prepare(
+        full: &PgInstall,
+        without: &Exclusions,
+        root: &Path,
+        run_as: RunAs,
+    ) -> Result<LocalEnv, String> {
         let pg = full
             .minimal_copy(&root.join("pg"), without)
             .map_err(|e| format!("cannot make the minimal PostgreSQL install: {e}"))?;
         let template = root.join("template");
-        let env = LocalEnv { pg, template, run_as, root: root.to_path_buf() };
+        let env = LocalEnv { pg, template, run_as };
         // initdb's output depends only on the binaries, the options and the bootstrap SQL:
         // a warm run copies it from the cache instead of running initdb again.
         let cached = cnpg_ext_pg::ProvisionOptions::from_env()
@@ -149,7 +153,7 @@ impl LocalEnv {
     }
 
     /// A fresh data directory for a new primary, copied from the template as the unprivileged user.
-    pub fn new_data_dir(&self, dest: &Path) -> Result<(), String> {
+    pub(crate) fn new_data_dir(&self, dest: &Path) -> Result<(), String> {
         let mut cp = Command::new("cp");
         cp.arg("-a").arg(&self.template).arg(dest);
         self.run_as.apply(&mut cp);

@@ -19,26 +19,26 @@ use cnpg_ext_model::backend::{BackendError, InstanceObservation, MountObservatio
 use cnpg_ext_model::plan::ClusterPlan;
 use cnpg_ext_model::CnpgVersion;
 
-pub use env::LocalEnv;
+pub(crate) use env::LocalEnv;
 use postmaster::{Postmaster, StartSpec};
 
 use crate::backends::standin::{self, InstanceRuntime, Slot, StandIn};
-use crate::fsutil;
-use crate::store::ImageStore;
+use crate::images::store::ImageStore;
+use crate::plumbing::fsutil;
 
 const STOP_GRACE: Duration = Duration::from_secs(20);
 
 /// The local backend: the stand-in operator over local postmasters.
-pub type LocalBackend = StandIn<LocalRuntime>;
+pub(crate) type LocalBackend = StandIn<LocalRuntime>;
 
 impl LocalBackend {
     /// A backend whose instances live under `dir` (created, removed by `teardown`).
-    pub fn local(env: Arc<LocalEnv>, images: Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf) -> LocalBackend {
+    pub(crate) fn local(env: Arc<LocalEnv>, images: Arc<ImageStore>, cnpg: CnpgVersion, dir: PathBuf) -> LocalBackend {
         StandIn::new(LocalRuntime { env, images, dir, running: BTreeMap::new() }, cnpg)
     }
 }
 
-pub struct LocalRuntime {
+pub(crate) struct LocalRuntime {
     env: Arc<LocalEnv>,
     images: Arc<ImageStore>,
     dir: PathBuf,

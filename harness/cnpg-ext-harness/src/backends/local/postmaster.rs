@@ -10,15 +10,15 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 
-use crate::procs;
-use crate::run_as::RunAs;
+use crate::plumbing::procs;
+use crate::plumbing::run_as::RunAs;
 
-pub struct Postmaster {
+pub(crate) struct Postmaster {
     child: Option<Child>,
     pub pid: u32,
 }
 
-pub struct StartSpec<'a> {
+pub(crate) struct StartSpec<'a> {
     pub postgres: &'a Path,
     pub data: &'a Path,
     pub socket_dir: &'a Path,
@@ -28,7 +28,7 @@ pub struct StartSpec<'a> {
 }
 
 impl Postmaster {
-    pub fn start(spec: &StartSpec<'_>) -> Result<Postmaster, String> {
+    pub(crate) fn start(spec: &StartSpec<'_>) -> Result<Postmaster, String> {
         if procs::interrupted() {
             return Err("interrupted: not starting postgres".into());
         }
@@ -57,12 +57,12 @@ impl Postmaster {
         let child = cmd.spawn().map_err(|e| format!("cannot start {}: {e}", spec.postgres.display()))?;
         let pid = child.id();
         procs::register(pid, &spec.data.display().to_string());
-        crate::supervisor::fault_after_postmaster_start();
+        crate::plumbing::supervisor::fault_after_postmaster_start();
         Ok(Postmaster { child: Some(child), pid })
     }
 
     /// Whether the process has exited (and its status).
-    pub fn exited(&mut self) -> Option<String> {
+    pub(crate) fn exited(&mut self) -> Option<String> {
         match self.child.as_mut().map(|c| c.try_wait()) {
             Some(Ok(Some(status))) => Some(status.to_string()),
             Some(Ok(None)) => None,
@@ -72,7 +72,7 @@ impl Postmaster {
     }
 
     /// Fast shutdown (SIGINT), then SIGKILL after `grace`.
-    pub fn stop(&mut self, grace: Duration) {
+    pub(crate) fn stop(&mut self, grace: Duration) {
         let Some(mut child) = self.child.take() else { return };
         let group = Pid::from_raw(self.pid as i32);
         let _ = killpg(group, Signal::SIGINT);
@@ -92,7 +92,7 @@ impl Postmaster {
     }
 }
 
-pub fn log_tail(path: &Path, lines: usize) -> String {
+pub(crate) fn log_tail(path: &Path, lines: usize) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")

@@ -18,14 +18,14 @@ use cnpg_ext_model::backend::{
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
 
-pub use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
-pub use runtime::{fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
+pub(crate) use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
+pub(crate) use runtime::{fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
 
 /// How long an instance may take to accept connections after a start.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
+pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A [`Backend`] made of the stand-in operator and one runtime.
-pub struct StandIn<R: InstanceRuntime> {
+pub(crate) struct StandIn<R: InstanceRuntime> {
     runtime: R,
     cnpg: CnpgVersion,
     cluster: Option<Cluster>,
@@ -33,12 +33,8 @@ pub struct StandIn<R: InstanceRuntime> {
 }
 
 impl<R: InstanceRuntime> StandIn<R> {
-    pub fn new(runtime: R, cnpg: CnpgVersion) -> StandIn<R> {
+    pub(crate) fn new(runtime: R, cnpg: CnpgVersion) -> StandIn<R> {
         StandIn { runtime, cnpg, cluster: None, slots: Vec::new() }
-    }
-
-    pub fn runtime(&self) -> &R {
-        &self.runtime
     }
 
     fn plan(&self, cluster: &Cluster, slot: &Slot) -> ClusterPlan {
@@ -147,10 +143,9 @@ impl<R: InstanceRuntime> StandIn<R> {
             let plan = self.plan(cluster, &slot);
             self.runtime.write_settings(&slot, &plan)?;
             let client = self.connect(&slot.name, "postgres", "postgres").await?;
-            client
-                .simple_query("SELECT pg_reload_conf()")
-                .await
-                .map_err(|e| failed(format!("reload of {}: {}", slot.name, crate::sql::describe_error(&e))))?;
+            client.simple_query("SELECT pg_reload_conf()").await.map_err(|e| {
+                failed(format!("reload of {}: {}", slot.name, crate::plumbing::sql::describe_error(&e)))
+            })?;
         }
         // The postmaster applies a reload asynchronously; give its children a moment.
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -243,7 +238,10 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
             .connect(tokio_postgres::NoTls)
             .await
             .map_err(|e| {
-                failed(format!("cannot connect to {instance}/{database} as {user}: {}", crate::sql::describe_error(&e)))
+                failed(format!(
+                    "cannot connect to {instance}/{database} as {user}: {}",
+                    crate::plumbing::sql::describe_error(&e)
+                ))
             })?;
         tokio::spawn(conn);
         Ok(client)

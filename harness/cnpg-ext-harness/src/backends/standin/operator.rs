@@ -5,11 +5,11 @@ use cnpg_ext_model::backend::{Backend, BackendError};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, CnpgVersion, Database};
 
-use crate::sql::{describe_error, quote_ident, quote_literal};
+use crate::plumbing::sql::{describe_error, quote_ident, quote_literal};
 
 /// Settings every stand-in instance starts with: replication on, durability off (test data),
 /// quick reconnects after a restart. The socket directory is set per backend.
-pub const INSTANCE_CONF: &str = "listen_addresses = ''
+pub(crate) const INSTANCE_CONF: &str = "listen_addresses = ''
 port = 5432
 max_connections = 30
 shared_buffers = 16MB
@@ -28,7 +28,7 @@ log_min_messages = warning
 ";
 
 /// The two GUCs the operator derives, as configuration lines.
-pub fn operator_conf(plan: &ClusterPlan) -> String {
+pub(crate) fn operator_conf(plan: &ClusterPlan) -> String {
     let mut conf = format!(
         "# --- what the operator sets ---\nextension_control_path = {}\ndynamic_library_path = {}\n",
         quote_literal(&plan.extension_control_path),
@@ -42,7 +42,7 @@ pub fn operator_conf(plan: &ClusterPlan) -> String {
 
 /// What the stand-in does with an applied Cluster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
+pub(crate) enum Action {
     /// No cluster yet.
     Create,
     /// Apply a change to running instances, as the operator would.
@@ -51,7 +51,7 @@ pub enum Action {
 
 /// Classifies `next` against the Cluster the backend runs (`current`) with the model's one
 /// classifier, or rejects what a stand-in does not model.
-pub fn classify(
+pub(crate) fn classify(
     current: Option<&Cluster>,
     next: &Cluster,
     cnpg: CnpgVersion,
@@ -75,7 +75,7 @@ pub fn classify(
 
 /// Reconciles a Database on `primary`: creates the database (and owner) when missing, then
 /// `ensure: present|absent` for each extension. Returns one message per extension.
-pub async fn reconcile_database<B: Backend + ?Sized>(
+pub(crate) async fn reconcile_database<B: Backend + ?Sized>(
     backend: &B,
     primary: &str,
     db: &Database,

@@ -10,14 +10,14 @@ use cnpg_ext_model::plan::ClusterPlan;
 
 /// One instance of the Cluster, as the operator names it (`<cluster>-<ordinal>`).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Slot {
+pub(crate) struct Slot {
     pub name: String,
     pub ordinal: u32,
     pub role: Role,
 }
 
 #[async_trait]
-pub trait InstanceRuntime: Send + Sync {
+pub(crate) trait InstanceRuntime: Send + Sync {
     fn name(&self) -> &'static str;
 
     /// Where image volumes are mounted, as the instance's postgres sees them.
@@ -67,7 +67,7 @@ pub trait InstanceRuntime: Send + Sync {
 }
 
 /// A session to an instance over its unix socket.
-pub fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postgres::Config {
+pub(crate) fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postgres::Config {
     let mut cfg = tokio_postgres::Config::new();
     cfg.host_path(socket_dir).port(5432).user(user).dbname(database).application_name("cnpg-ext-harness");
     cfg.connect_timeout(Duration::from_secs(10));
@@ -75,7 +75,7 @@ pub fn conn_config(socket_dir: &Path, database: &str, user: &str) -> tokio_postg
 }
 
 /// The postmaster's own reason for not starting: the last `FATAL:` / `PANIC:` line of its log.
-pub fn fatal_reason(log: &str) -> Option<String> {
+pub(crate) fn fatal_reason(log: &str) -> Option<String> {
     log.lines()
         .rev()
         .find(|l| l.contains("FATAL:") || l.contains("PANIC:"))
@@ -83,7 +83,7 @@ pub fn fatal_reason(log: &str) -> Option<String> {
 }
 
 /// `LD_LIBRARY_PATH` from a process's `/proc/<pid>/environ` bytes (NUL-separated `K=V`).
-pub fn ld_library_path_of(environ: &[u8]) -> Option<String> {
+pub(crate) fn ld_library_path_of(environ: &[u8]) -> Option<String> {
     environ.split(|b| *b == 0).find_map(|kv| {
         let s = String::from_utf8_lossy(kv);
         s.strip_prefix("LD_LIBRARY_PATH=").map(str::to_string)

@@ -1,0 +1,136 @@
+//! What each subcommand prints and which exit code it returns.
+
+use std::path::Path;
+
+use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
+
+use crate::cli::RunArgs;
+use crate::error::Exit;
+use crate::run::app::{self, RunOptions};
+use crate::run::runner::Status;
+
+pub(crate) async fn run(args: RunArgs) -> Exit {
+    if args.dry_run {
+        return dry_run(&args);
+    }
+    let kind = kind_options(&args);
+    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+    let opts = RunOptions {
+        paths: args.paths,
+        backend: args.backend,
+        jobs,
+        report_dir: args.report_dir,
+        keep: args.keep,
+        cnpg: args.cnpg_version,
+        pg_config: args.pg_config,
+        run_as: Some(args.run_as),
+        workdir: args.workdir,
+        progress: !args.no_progress,
+        command: std::env::args().collect(),
+        kind,
+        operand: args.operand,
+        wrap: None,
+        registries: args.registries.clone(),
+        engine: crate::backends::container::EngineOptions {
+            engine: args.engine,
+            pg_image: args.pg_image,
+            engine_flags: args.engine_flags,
+            run_flags: args.engine_run_flags,
+            pg_bindir: None,
+        },
+    };
+    match app::run(opts).await {
+        Ok(out) => {
+            let r = &out.report;
+            // Verdicts were printed as scenarios finished; the failures once more, in full.
+            let failed: Vec<_> = r.scenarios.iter().filter(|s| s.status != Status::Passed).collect();
+            if !failed.is_empty() {
+                println!();
+                for s in failed {
+                    println!("FAIL {} ({} ms)", s.id, s.duration_ms);
+                    if let Some(f) = s.failure_summary() {
+                        println!("  {}", f.replace('\n', "\n  "));
+                    }
+                }
+            }
+            println!();
+            for f in &out.report_files {
+                println!("report: {}", f.display());
+            }
+            if let Some(dir) = &out.kept {
+                println!("kept: {}", dir.display());
+            }
+            println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
+            if r.totals.failed == 0 {
+                Exit::Passed
+            } else {
+                Exit::Failed
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            e.exit_code()
+        }
+    }
+}
+
+pub(crate) fn plan(path: &Path, cnpg: CnpgVersion) -> Exit {
+    match Scenario::load(path, cnpg) {
+        Ok(s) => {
+            for c in s.clusters() {
+                let plan = ClusterPlan::derive(&c.cluster, &PlanOptions { cnpg, ..PlanOptions::default() });
+                println!("# {}", c.file.display());
+                println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
+            }
+            Exit::Passed
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Invalid
+        }
+    }
+}
+
+fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
+    let mut opts = cnpg_ext_kind::KindOptions {
+        kind_cluster: args.kind_cluster.clone(),
+        kubeconfig: args.kubeconfig.clone(),
+        context: args.context.clone(),
+        cnpg_version: args.cnpg_version,
+        allow_unpinned_operator: args.allow_unpinned_operator,
+        skip_operator_install: args.skip_operator_install,
+        allow_operator_downgrade: args.allow_operator_downgrade,
+        keep: args.keep,
+        report_dir: args.report_dir.clone().unwrap_or_else(|| "reports".into()),
+        ..Default::default()
+    };
+    args.registry.apply(&mut opts);
+    opts
+}
+
+/// `--dry-run`: the manifests the kind backend would apply, written out; no cluster contacted.
+fn dry_run(args: &RunArgs) -> Exit {
+    let scenarios = match app::load_scenarios(&args.paths, args.cnpg_version) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return e.exit_code();
+        }
+    };
+    let opts = kind_options(args);
+    let out = opts.report_dir.join("manifests");
+    for s in &scenarios {
+        match cnpg_ext_kind::render::render_dry_run(s, &opts, &out) {
+            Ok(files) => {
+                for f in files {
+                    println!("{}", f.display());
+                }
+            }
+            Err(e) => {
+                eprintln!("error: {}: {e}", s.file.display());
+                return Exit::Invalid;
+            }
+        }
+    }
+    Exit::Passed
+}

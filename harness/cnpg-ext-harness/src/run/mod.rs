@@ -1,0 +1,9 @@
+//! The run pipeline: scenarios loaded, images prepared, a backend set up, each scenario's
+//! steps driven (`runner`), the report assembled (`app`); `harness` is the library face.
+
+pub(crate) mod app;
+pub(crate) mod harness;
+pub(crate) mod runner;
+
+pub use app::{locate_postgres, run, BackendKind, BackendWrap, RunOptions, RunOutcome, WrapFn};
+pub use runner::{Status, StepResult};

@@ -1,0 +1,14 @@
+//! Internals this crate's own integration tests and benchmarks reach (cleanup after a dead
+//! run, the container engine, process ownership). Not part of the public API.
+
+pub use crate::backends::container::{
+    engine_available, engine_reference_of, split_flags, start_api_service, ApiService, LABEL_RUN,
+};
+pub use crate::matrix::parse_duration;
+pub use crate::plumbing::exe::harness_binary;
+pub use crate::plumbing::fsutil::remove_tree;
+pub use crate::plumbing::run_as::RunAs;
+pub use crate::plumbing::supervisor::{
+    read_record, supervisor, sweep_stale, sweep_stale_engine, EngineImage, EngineTarget, Owner, OwnerRecord, ENV_FAULT,
+    LABEL_OWNER, OWNER_FILE,
+};
