@@ -61,6 +61,9 @@ func run(args []string) int {
 		Substituted: substitutions(),
 		Clusters:    []clusterPlan{},
 	}
+	// From here on an interruption is held until the scratch directory exists, then removes it.
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	docs, err := readInputs(opts.files)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "cnpg-plan: %v\n", err)
@@ -79,7 +82,7 @@ func run(args []string) int {
 		return exitEnvironment
 	}
 	defer work.remove()
-	removeOnSignal(work)
+	removeOnSignal(work, signals)
 
 	for _, doc := range docs.clusters {
 		work.mu.Lock() // an interruption waits for this Cluster's files, then removes them all
@@ -178,9 +181,7 @@ func deriveGuarded(work *workspace, doc clusterDoc, in inputs, inheritedEnv []st
 }
 
 // removeOnSignal removes the scratch directory when the run is interrupted (exit 130).
-func removeOnSignal(work *workspace) {
-	signals := make(chan os.Signal, 1)
-	signal.Notify(signals, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+func removeOnSignal(work *workspace, signals <-chan os.Signal) {
 	go func() {
 		<-signals
 		work.mu.Lock() // never unlocked: nothing may create files in it any more
