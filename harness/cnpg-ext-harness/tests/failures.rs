@@ -205,3 +205,37 @@ fn a_broken_lifecycle_scenario_fails_with_expected_vs_actual(
     assert!(processes_mentioning(parent.path().to_str().unwrap()).is_empty());
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
 }
+
+/// A scenario that uses what the modelled release ignores (`bin_path` before 1.29) is one
+/// clear finding, never a pass and never a confusing failure; on 1.29+ the same field loads.
+#[test]
+fn fields_a_release_ignores_are_a_clear_finding() {
+    let (root, dir) = scenario_copy("single-extension");
+    let cluster = dir.join("cluster.yaml");
+    let yaml = std::fs::read_to_string(&cluster).unwrap();
+    let patched = yaml.replace(
+        "          reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie\n",
+        "          reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie\n        bin_path: [bin]\n",
+    );
+    assert_ne!(patched, yaml, "the test must add bin_path to {}", cluster.display());
+    std::fs::write(&cluster, patched).unwrap();
+    let reports = tempfile::tempdir().unwrap();
+    let parent = workdir_parent("unsupported");
+    let o = run(&[
+        "run",
+        dir.to_str().unwrap(),
+        "--cnpg-version",
+        "1.28.2",
+        "--no-progress",
+        "--report-dir",
+        reports.path().to_str().unwrap(),
+        "--workdir",
+        parent.path().to_str().unwrap(),
+    ]);
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("ignored by CloudNativePG 1.28.2"), "{out}");
+    assert!(out.contains("bin_path"), "{out}");
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
+    drop(root);
+}

@@ -229,7 +229,10 @@ pub enum Manifest {
     Database(DatabaseDoc),
     /// An `ImageCatalog` or `ClusterImageCatalog`.
     Catalog(CatalogDoc),
-    Other { kind: String, raw: serde_json::Value },
+    Other {
+        kind: String,
+        raw: serde_json::Value,
+    },
 }
 
 /// `ImageCatalog` (namespaced) or `ClusterImageCatalog`: operand images by PostgreSQL

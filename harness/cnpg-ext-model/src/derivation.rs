@@ -17,11 +17,7 @@ pub const SCHEMA: u32 = 1;
 
 /// Derives every Cluster in `docs` (catalogs among them are used for resolution) as
 /// CloudNativePG `cnpg` would, given the instance manager's inherited environment.
-pub fn derive_documents(
-    docs: &[(String, Manifest)],
-    cnpg: CnpgVersion,
-    inherited: &BTreeMap<String, String>,
-) -> Value {
+pub fn derive_documents(docs: &[(String, Manifest)], cnpg: CnpgVersion, inherited: &BTreeMap<String, String>) -> Value {
     let catalogs: Vec<&CatalogDoc> = docs
         .iter()
         .filter_map(|(_, d)| match d {

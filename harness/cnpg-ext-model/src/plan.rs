@@ -103,9 +103,8 @@ impl ClusterPlan {
         let mut extensions = Vec::new();
         for e in &pg.extensions {
             let mount_path = gopath::join(&[root, &e.name]);
-            let under = |paths: Vec<String>| -> Vec<String> {
-                paths.iter().map(|p| gopath::join(&[&mount_path, p])).collect()
-            };
+            let under =
+                |paths: Vec<String>| -> Vec<String> { paths.iter().map(|p| gopath::join(&[&mount_path, p])).collect() };
             let m = ExtensionMount {
                 name: e.name.clone(),
                 image: e.image.reference.clone(),
@@ -147,9 +146,9 @@ impl ClusterPlan {
         let writes_search_paths =
             has_extensions || user("extension_control_path").is_some() || user("dynamic_library_path").is_some();
         let mut preload: Vec<String> = Vec::new();
-        let managed = MANAGED_PRELOAD.iter().filter(|(namespace, _)| {
-            pg.parameters.keys().any(|k| k.starts_with(&format!("{namespace}.")))
-        });
+        let managed = MANAGED_PRELOAD
+            .iter()
+            .filter(|(namespace, _)| pg.parameters.keys().any(|k| k.starts_with(&format!("{namespace}."))));
         for lib in pg.shared_preload_libraries.iter().cloned().chain(managed.map(|(_, lib)| lib.to_string())) {
             if !lib.is_empty() && !preload.contains(&lib) {
                 preload.push(lib);
@@ -338,7 +337,10 @@ spec:
             Some("/opt/pg/lib:/extensions/my_ext/system")
         );
         assert_eq!(new.postmaster_ld_library_path(Some("")).as_deref(), Some("/extensions/my_ext/system"));
-        let old = ClusterPlan::derive(&cluster(&text), &PlanOptions { cnpg: CnpgVersion::new(1, 28, 2), ..Default::default() });
+        let old = ClusterPlan::derive(
+            &cluster(&text),
+            &PlanOptions { cnpg: CnpgVersion::new(1, 28, 2), ..Default::default() },
+        );
         assert_eq!(old.bin_path, None, "1.28 ignores bin_path");
         assert!(old.env.is_empty(), "1.28 ignores env");
     }

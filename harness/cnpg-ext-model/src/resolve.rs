@@ -144,7 +144,8 @@ spec:
 
     fn resolve(v: CnpgVersion) -> Result<Vec<crate::ExtensionConfiguration>, crate::InputError> {
         let docs = Manifest::parse(Path::new("t.yaml"), DOCS).unwrap();
-        let catalogs: Vec<_> = docs.iter().filter_map(|d| if let Manifest::Catalog(c) = d { Some(c) } else { None }).collect();
+        let catalogs: Vec<_> =
+            docs.iter().filter_map(|d| if let Manifest::Catalog(c) = d { Some(c) } else { None }).collect();
         let cluster = docs.iter().find_map(|d| if let Manifest::Cluster(c) = d { Some(c) } else { None }).unwrap();
         cluster.resolve_extensions(&catalogs, v)
     }

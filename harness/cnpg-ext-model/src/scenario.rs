@@ -350,8 +350,9 @@ impl Scenario {
                                 c.validate(cnpg)?;
                             }
                         }
-                        let known =
-                            |d: &Manifest| matches!(d, Manifest::Cluster(_) | Manifest::Database(_) | Manifest::Catalog(_));
+                        let known = |d: &Manifest| {
+                            matches!(d, Manifest::Cluster(_) | Manifest::Database(_) | Manifest::Catalog(_))
+                        };
                         if !docs.iter().any(known) {
                             return Err(InputError::new(
                                 &mpath,

@@ -158,7 +158,12 @@ impl ClusterDoc {
                 for (j, p) in list.iter().flatten().enumerate() {
                     let at = f(&format!(".{field}[{j}]"));
                     if p.is_empty() {
-                        reject(line, at, "empty path; use a directory inside the image, e.g. `share`".into(), Source::Webhook);
+                        reject(
+                            line,
+                            at,
+                            "empty path; use a directory inside the image, e.g. `share`".into(),
+                            Source::Webhook,
+                        );
                     } else if !seen.insert(p.as_str()) {
                         reject(line, at, format!("`{p}` is listed twice"), Source::Webhook);
                     } else if every && gopath::clean(p).starts_with("..") {
@@ -174,7 +179,12 @@ impl ClusterDoc {
                         reject(line, at("name"), format!("`{}` is reserved for the operator", v.name), Source::Webhook);
                     }
                     if let Some((_, field)) = env::DEDICATED.iter().find(|(n, _)| *n == v.name) {
-                        reject(line, at("name"), format!("{} must be configured via `{field}`", v.name), Source::Webhook);
+                        reject(
+                            line,
+                            at("name"),
+                            format!("{} must be configured via `{field}`", v.name),
+                            Source::Webhook,
+                        );
                     }
                     let unknown = env::unknown_placeholders(&v.value);
                     if !unknown.is_empty() {

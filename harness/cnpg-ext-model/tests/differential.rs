@@ -25,7 +25,8 @@ fn repo() -> PathBuf {
 }
 
 fn required() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true") || std::env::var("CNPG_EXT_HARNESS_REQUIRE_ORACLE").is_ok_and(|v| v == "1")
+    std::env::var("CI").is_ok_and(|v| v == "true")
+        || std::env::var("CNPG_EXT_HARNESS_REQUIRE_ORACLE").is_ok_and(|v| v == "1")
 }
 
 /// One comparison unit: files read together (a scenario's manifests, so its catalogs
@@ -49,13 +50,18 @@ fn groups(tmp: &Path) -> Vec<Group> {
         v.sort();
         v
     };
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(root.join("scenarios")).unwrap().flatten().map(|e| e.path()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(root.join("scenarios")).unwrap().flatten().map(|e| e.path()).collect();
     dirs.sort();
     for d in dirs.into_iter().filter(|d| d.join("scenario.yaml").is_file()) {
         // Each file alone too: a scenario applies them one after another.
         for f in yaml(&d) {
             out.push(Group {
-                name: format!("scenarios/{}/{}", d.file_name().unwrap().to_string_lossy(), f.file_name().unwrap().to_string_lossy()),
+                name: format!(
+                    "scenarios/{}/{}",
+                    d.file_name().unwrap().to_string_lossy(),
+                    f.file_name().unwrap().to_string_lossy()
+                ),
                 files: vec![f],
                 inherited: BTreeMap::new(),
             });
@@ -80,7 +86,11 @@ fn groups(tmp: &Path) -> Vec<Group> {
                 inherited.insert(k.to_string(), v.to_string());
             }
         }
-        out.push(Group { name: format!("oracle/testdata/{}", f.file_name().unwrap().to_string_lossy()), files: vec![f], inherited });
+        out.push(Group {
+            name: format!("oracle/testdata/{}", f.file_name().unwrap().to_string_lossy()),
+            files: vec![f],
+            inherited,
+        });
     }
     out
 }
@@ -105,7 +115,9 @@ fn normalize(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
             m.iter()
-                .filter(|(_, v)| !matches!(v, Value::Null) && v != &&Value::Array(vec![]) && v != &&Value::String(String::new()))
+                .filter(|(_, v)| {
+                    !matches!(v, Value::Null) && v != &&Value::Array(vec![]) && v != &&Value::String(String::new())
+                })
                 .map(|(k, v)| (k.clone(), normalize(v)))
                 .collect(),
         ),
@@ -116,8 +128,7 @@ fn normalize(v: &Value) -> Value {
 
 fn compare(version: &str, group: &str, ours: &Value, theirs: &Value, failures: &mut Vec<String>) -> usize {
     let key = |c: &Value| format!("{}/{}", c["namespace"].as_str().unwrap_or(""), c["cluster"].as_str().unwrap_or(""));
-    let ours: BTreeMap<String, &Value> =
-        ours["clusters"].as_array().unwrap().iter().map(|c| (key(c), c)).collect();
+    let ours: BTreeMap<String, &Value> = ours["clusters"].as_array().unwrap().iter().map(|c| (key(c), c)).collect();
     let mut compared = 0;
     for t in theirs["clusters"].as_array().unwrap() {
         let name = key(t);
@@ -135,9 +146,7 @@ fn compare(version: &str, group: &str, ours: &Value, theirs: &Value, failures: &
         let their_ok = t["accepted"].as_bool().unwrap_or(false);
         let our_ok = o["accepted"].as_bool().unwrap_or(false);
         // Refusals the oracle cannot see: CRD schema, webhook, Kubernetes, harness.
-        let admission_only = o["rejections"]
-            .as_array()
-            .is_some_and(|r| r.iter().all(|r| r["source"] != "operator"));
+        let admission_only = o["rejections"].as_array().is_some_and(|r| r.iter().all(|r| r["source"] != "operator"));
         match (our_ok, their_ok) {
             (true, true) => {}
             (false, false) => continue,
@@ -163,7 +172,11 @@ fn the_model_agrees_with_the_operator_at_every_release() {
     let wrapper = root.join("oracle/cnpg-plan");
     let go = Command::new("go").arg("version").output().is_ok_and(|o| o.status.success());
     if !wrapper.is_file() || !go {
-        let why = if go { "oracle/cnpg-plan is missing" } else { "Go is not installed (the oracle is built from the operator's Go module)" };
+        let why = if go {
+            "oracle/cnpg-plan is missing"
+        } else {
+            "Go is not installed (the oracle is built from the operator's Go module)"
+        };
         assert!(!required(), "{why}; the differential test is required here");
         eprintln!("SKIPPED: {why}");
         return;

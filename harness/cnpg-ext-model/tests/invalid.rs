@@ -281,7 +281,8 @@ fn sixty_character_names_by_release() {
 
 #[test]
 fn shared_preload_libraries_is_a_fixed_parameter() {
-    let text = cluster("x", "").replace("  postgresql:\n", "  postgresql:\n    parameters: {shared_preload_libraries: x}\n");
+    let text =
+        cluster("x", "").replace("  postgresql:\n", "  postgresql:\n    parameters: {shared_preload_libraries: x}\n");
     let e = load(SCENARIO, &text).unwrap_err();
     assert_eq!(e.field, "spec.postgresql.parameters.shared_preload_libraries", "{e}");
 }
@@ -321,7 +322,10 @@ fn extensions_from_an_image_catalog() {
     let s = Scenario::load(dir.path(), v("1.30.0")).unwrap();
     let c = s.clusters().next().unwrap();
     let e = &c.cluster.spec.postgresql.extensions[0];
-    assert_eq!((e.image.reference.as_str(), e.ld_library_path.as_deref()), ("example/x:1", Some(&["system".to_string()][..])));
+    assert_eq!(
+        (e.image.reference.as_str(), e.ld_library_path.as_deref()),
+        ("example/x:1", Some(&["system".to_string()][..]))
+    );
     // 1.28 knows no catalog extensions: the entry has no image.
     let err = Scenario::load(dir.path(), v("1.28.2")).unwrap_err();
     assert!(err.message.contains("1.29.0"), "{err}");

@@ -1,6 +1,6 @@
 //! What each subcommand prints and which exit code it returns.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
 
@@ -74,20 +74,97 @@ pub(crate) async fn run(args: RunArgs) -> Exit {
     }
 }
 
-pub(crate) fn plan(path: &Path, cnpg: CnpgVersion) -> Exit {
-    match Scenario::load(path, cnpg) {
-        Ok(s) => {
-            for c in s.clusters() {
-                let plan = ClusterPlan::derive(&c.cluster, &PlanOptions { cnpg, ..PlanOptions::default() });
-                println!("# {}", c.file.display());
+/// `plan`: a scenario (its manifests in step order) or plain manifest files, derived as
+/// CloudNativePG `cnpg` would.
+pub(crate) fn plan(paths: &[PathBuf], cnpg: CnpgVersion, json: bool, inherited_env: &[String]) -> Exit {
+    let mut inherited = std::collections::BTreeMap::new();
+    for kv in inherited_env {
+        match kv.split_once('=') {
+            Some((k, v)) if !k.is_empty() => {
+                inherited.insert(k.to_string(), v.to_string());
+            }
+            _ => {
+                eprintln!("error: --inherited-env `{kv}`: write NAME=VALUE");
+                return Exit::Invalid;
+            }
+        }
+    }
+    let is_scenario =
+        |p: &Path| p.is_dir() || p.file_name().is_some_and(|n| n == cnpg_ext_model::scenario::SCENARIO_FILE);
+    let docs = if paths.len() == 1 && is_scenario(&paths[0]) {
+        match Scenario::load(&paths[0], cnpg) {
+            Ok(s) => {
+                for u in &s.unsupported {
+                    eprintln!("unsupported: {u}");
+                }
+                // The manifests as written: the derivation resolves catalogs itself.
+                let mut docs = Vec::new();
+                for ls in &s.steps {
+                    if let cnpg_ext_model::scenario::Step::Apply(a) = &ls.step {
+                        match cnpg_ext_model::Manifest::load_file(&s.dir.join(&a.file)) {
+                            Ok(ms) => docs.extend(ms.into_iter().map(|m| (a.file.clone(), m))),
+                            Err(e) => {
+                                eprintln!("error: {e}");
+                                return Exit::Invalid;
+                            }
+                        }
+                    }
+                }
+                docs
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        }
+    } else {
+        let files: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+        match cnpg_ext_model::derivation::load_documents(&files) {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        }
+    };
+    if !docs.iter().any(|(_, d)| matches!(d, cnpg_ext_model::Manifest::Cluster(_))) {
+        eprintln!(
+            "error: no postgresql.cnpg.io/v1 Cluster in {}",
+            paths.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        );
+        return Exit::Invalid;
+    }
+    let derived = cnpg_ext_model::derivation::derive_documents(&docs, cnpg, &inherited);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&derived).expect("JSON"));
+        return Exit::Passed;
+    }
+    let catalogs: Vec<&cnpg_ext_model::CatalogDoc> = docs
+        .iter()
+        .filter_map(|(_, d)| if let cnpg_ext_model::Manifest::Catalog(c) = d { Some(c) } else { None })
+        .collect();
+    let mut refused = false;
+    for (file, d) in &docs {
+        let cnpg_ext_model::Manifest::Cluster(c) = d else { continue };
+        println!("# {file}: Cluster {}", c.cluster.metadata.name);
+        let resolved = c.validate(cnpg).and_then(|()| c.resolve_extensions(&catalogs, cnpg));
+        match resolved {
+            Ok(exts) => {
+                let mut cluster = c.cluster.clone();
+                cluster.spec.postgresql.extensions = exts;
+                let plan = ClusterPlan::derive(&cluster, &PlanOptions { cnpg, ..PlanOptions::default() });
                 println!("{}", serde_json::to_string_pretty(&plan).expect("plan serializes"));
             }
-            Exit::Passed
+            Err(e) => {
+                refused = true;
+                println!("refused: {e}");
+            }
         }
-        Err(e) => {
-            eprintln!("error: {e}");
-            Exit::Invalid
-        }
+    }
+    if refused {
+        Exit::Invalid
+    } else {
+        Exit::Passed
     }
 }
 

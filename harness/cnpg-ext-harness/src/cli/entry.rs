@@ -61,7 +61,9 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
                 e.exit_code()
             }
         },
-        Command::Plan { path, cnpg_version } => commands::plan(&path, cnpg_version),
+        Command::Plan { paths, cnpg_version, format, inherited_env } => {
+            commands::plan(&paths, cnpg_version, format == "json", &inherited_env)
+        }
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
         Command::Matrix(mut args) => {
             args.registries = registries;

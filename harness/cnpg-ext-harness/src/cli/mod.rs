@@ -45,11 +45,23 @@ pub enum Command {
         #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
         cnpg_version: CnpgVersion,
     },
-    /// Print what the operator derives from a scenario's Cluster manifests (GUCs, mounts, volumes).
+    /// Print what the operator derives from a scenario's Cluster manifests, or from plain
+    /// manifest files (GUCs, mounts, volumes, the postmaster's environment). `--format json`
+    /// prints it in the shape of `oracle/cnpg-plan` (oracle/README.md), refusals included.
     Plan {
-        path: PathBuf,
+        /// A scenario directory or `scenario.yaml`, or one or more manifest files (Clusters,
+        /// image catalogs).
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
         #[arg(long, value_parser = parse_cnpg, default_value_t = CnpgVersion::DEFAULT)]
         cnpg_version: CnpgVersion,
+        /// `text` (the plan per Cluster) or `json` (the oracle's shape).
+        #[arg(long, default_value = "text", value_parser = ["text", "json"])]
+        format: String,
+        /// NAME=VALUE of the instance manager's own environment (e.g. the operand image's
+        /// LD_LIBRARY_PATH and PATH), which the operator appends to; repeatable.
+        #[arg(long = "inherited-env", value_name = "NAME=VALUE")]
+        inherited_env: Vec<String>,
     },
     /// Create, delete or show a kind cluster for the kind backend (ImageVolume gate on).
     #[command(subcommand)]

@@ -82,7 +82,24 @@ impl<'a> ScenarioRun<'a> {
     /// Runs every step; `on_step` is told each step's title as it starts.
     pub(crate) async fn run(&mut self, on_step: &(dyn Fn(&str) + Send + Sync)) -> Vec<StepResult> {
         let mut results = Vec::new();
-        let mut failed = false;
+        // What the modelled release ignores (1.29 fields against 1.28, …) cannot pass there:
+        // one clear finding, and nothing runs.
+        let mut failed = !self.scenario.unsupported.is_empty();
+        if failed {
+            let findings: Vec<String> = self.scenario.unsupported.iter().map(ToString::to_string).collect();
+            results.push(StepResult {
+                index: 0,
+                line: 1,
+                kind: "unsupported".into(),
+                title: "the scenario uses what this CloudNativePG release ignores".into(),
+                status: Status::Failed,
+                duration_ms: 0,
+                expected: Some("every field the scenario uses is applied by the operator".into()),
+                actual: Some(findings.join("; ")),
+                message: Some(findings.join("\n")),
+                checks: Vec::new(),
+            });
+        }
         for ls in &self.scenario.steps {
             let title = ls.step.title();
             let mut r = StepResult {
