@@ -7,6 +7,7 @@
 
 use serde_json::{json, Value};
 use std::io::Write;
+use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -72,9 +73,18 @@ pub fn volume_for(pvc: &Value, dir: &Path) -> Option<(String, Value)> {
 }
 
 fn kubectl(kubectl: &Path, state: &Path, args: &[&str], stdin: Option<&[u8]>) -> Option<Vec<u8>> {
-    let mut c = Command::new(kubectl)
-        .arg(format!("--kubeconfig={}", state.join("kubeconfig/admin").display()))
-        .args(args)
+    let mut cmd = Command::new(kubectl);
+    cmd.arg(format!("--kubeconfig={}", state.join("kubeconfig/admin").display()))
+        .arg("--request-timeout=10s")
+        .args(args);
+    // SAFETY: prctl is async-signal-safe. A kubectl never outlives the supervisor.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+    let mut c = cmd
         .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

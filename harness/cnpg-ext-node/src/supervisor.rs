@@ -136,10 +136,10 @@ pub fn outer(args: &NodeArgs) -> Result<i32> {
     let stop = Arc::new(AtomicBool::new(false));
     forward(spec.api_port, (NODE_IP, config::API_PORT), stop.clone())?;
     forward(spec.registry_port, (NODE_IP, config::REGISTRY_PORT), stop.clone())?;
-    {
+    let provisioner = {
         let (state, stop, kubectl) = (state.clone(), stop.clone(), spec.bin("kubectl").to_path_buf());
-        std::thread::spawn(move || crate::provisioner::run(&state, &kubectl, &stop));
-    }
+        std::thread::spawn(move || crate::provisioner::run(&state, &kubectl, &stop))
+    };
     let mut asked = None::<Instant>;
     let status = loop {
         if let Some(s) = child.try_wait().map_err(|e| NodeError::failed(format!("waiting for unshare: {e}")))? {
@@ -163,6 +163,7 @@ pub fn outer(args: &NodeArgs) -> Result<i32> {
     };
     stop.store(true, Ordering::SeqCst);
     log(&format!("node exited: {status}"));
+    let _ = provisioner.join();
     remove_cgroups();
     let _ = std::fs::remove_file(state.join(INNER_PID));
     let _ = std::fs::remove_file(state.join(SUPERVISOR_PID));
@@ -230,10 +231,11 @@ fn forward(port: u16, to: (&'static str, u16), stop: Arc<AtomicBool>) -> Result<
     Ok(())
 }
 
-/// The v1 hierarchies (every directory under /sys/fs/cgroup but the unified one).
-fn cgroup_hierarchies() -> Vec<PathBuf> {
+/// The cgroup hierarchies under /sys/fs/cgroup; with `unified`, the v2 one of a hybrid
+/// layout too (runc mirrors the kubelet's cgroups there; we create none in it).
+fn cgroup_hierarchies(unified: bool) -> Vec<PathBuf> {
     let mut v: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir() && !p.ends_with("unified")).collect())
+        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.is_dir() && (unified || !p.ends_with("unified"))).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -243,7 +245,7 @@ fn cgroup_hierarchies() -> Vec<PathBuf> {
 /// kernel still counts dying tasks. Returns the directories that could not be removed.
 pub fn remove_cgroups() -> Vec<PathBuf> {
     let mut left = Vec::new();
-    for h in cgroup_hierarchies() {
+    for h in cgroup_hierarchies(true) {
         let root = h.join(config::CGROUP_ROOT);
         if !root.exists() {
             continue;
@@ -454,7 +456,7 @@ fn prepare(state: &Path) -> Result<()> {
         let p = Path::new("/proc/sys").join(key);
         std::fs::write(&p, value).map_err(|e| NodeError::io("set", &p, e))?;
     }
-    for h in cgroup_hierarchies() {
+    for h in cgroup_hierarchies(false) {
         let root = h.join(config::CGROUP_ROOT);
         util::mkdir(&root)?;
         if h.ends_with("cpuset") {
