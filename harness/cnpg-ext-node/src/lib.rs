@@ -16,6 +16,7 @@ pub mod config;
 pub mod error;
 pub mod images;
 pub mod node;
+pub mod operand;
 pub mod paths;
 pub mod pki;
 pub mod provisioner;

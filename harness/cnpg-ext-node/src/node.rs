@@ -6,7 +6,7 @@ use crate::config::{self, NODE_IP};
 use crate::paths::Paths;
 use crate::supervisor::{self, NodeSpec, INNER_PID, SUPERVISOR_PID};
 use crate::util::{self, wait_for};
-use crate::{images, pki, provisioner, NodeError, Result};
+use crate::{images, operand, pki, provisioner, NodeError, Result};
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::os::unix::process::CommandExt;
@@ -151,6 +151,14 @@ pub fn up(args: &UpArgs) -> Result<i32> {
     let pause = images::pause_image(&paths.images(), &key_of("pause"), &components::binary(&built, "pause"))?;
     let operator =
         images::operator_image(&paths.images(), &key_of("cnpg"), CNPG_VERSION, &components::binary(&built, "manager"))?;
+    let pg = operand::operand_postgres(args.operand_pg_config.as_deref())?;
+    let operand = match operand::unusable_reason(&pg) {
+        None => Some(operand::operand_image(&paths.images(), &pg)?),
+        Some(why) => {
+            eprintln!("k8s up: WARNING: the operand image {} is not served: {why}", operand::OPERAND_REFERENCE);
+            None
+        }
+    };
 
     // State directory: PKI, kubeconfigs, configuration files.
     util::mkdir(&state)?;
@@ -199,7 +207,8 @@ pub fn up(args: &UpArgs) -> Result<i32> {
     };
     util::write(&state.join("node.json"), serde_json::to_vec_pretty(&spec).expect("spec serializes"))?;
 
-    let result = start_and_wait(args, &state, &spec, &operator, &manifest, t0);
+    let served: Vec<&images::NodeImage> = std::iter::once(&operator).chain(operand.as_ref()).collect();
+    let result = start_and_wait(args, &state, &spec, &served, &manifest, t0);
     match result {
         Ok(()) => {
             eprintln!("k8s up: components {:.1} s; total {:.1} s", t_build.as_secs_f64(), t0.elapsed().as_secs_f64());
@@ -232,7 +241,7 @@ fn start_and_wait(
     args: &UpArgs,
     state: &Path,
     spec: &NodeSpec,
-    operator: &images::NodeImage,
+    served: &[&images::NodeImage],
     manifest: &Path,
     t0: Instant,
 ) -> Result<()> {
@@ -297,8 +306,10 @@ fn start_and_wait(
         quiet_ok(c)
     })?;
     let registry = format!("127.0.0.1:{}", args.registry_port);
-    images::push(&registry, &operator.layout, &operator.reference)?;
-    eprintln!("k8s up: pushed {} to the node's registry", operator.reference);
+    for image in served {
+        images::push(&registry, &image.layout, &image.reference)?;
+        eprintln!("k8s up: pushed {} to the node's registry", image.reference);
+    }
     apply_stdin(spec, state, &["apply", "-f", "-"], provisioner::storage_class().to_string().as_bytes())?;
     let mut c = kubectl(spec, state);
     c.args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(manifest);
