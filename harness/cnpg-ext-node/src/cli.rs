@@ -22,12 +22,30 @@ pub enum K8sCommand {
     Up(UpArgs),
     /// Whether the node runs, is Ready and the operator answers (exit 0), or not (exit 1).
     Status,
+    /// Push OCI image layouts into the node's registry under the reference each names
+    /// (`org.opencontainers.image.ref.name`), or `--reference`: pulls of that reference on
+    /// the node are then served locally (containerd mirrors ghcr.io, docker.io, quay.io,
+    /// registry.k8s.io to it).
+    Push(PushArgs),
     /// Stop the node and remove everything it made (processes, mounts, veth, cgroups, state).
     Down,
     #[command(name = "__node", hide = true)]
     Node(supervisor::NodeArgs),
     #[command(name = "__inner", hide = true)]
     Inner(supervisor::NodeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// OCI image layout directories.
+    pub layouts: Vec<PathBuf>,
+    /// Scenario directories: their `images:` are built (fixtures, against the pinned
+    /// PostgreSQL as the harness builds them) or read (OCI layouts) and pushed.
+    #[arg(long = "scenario")]
+    pub scenarios: Vec<PathBuf>,
+    /// The reference to push as (only with one layout).
+    #[arg(long)]
+    pub reference: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -61,6 +79,7 @@ pub fn run(args: K8sArgs) -> i32 {
         K8sCommand::Up(a) => node::up(&a),
         K8sCommand::Status => node::status(),
         K8sCommand::Down => node::down(),
+        K8sCommand::Push(a) => node::push(&a),
         K8sCommand::Node(a) => supervisor::outer(&a),
         K8sCommand::Inner(a) => supervisor::inner(&a),
     };

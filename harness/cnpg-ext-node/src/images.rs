@@ -130,6 +130,68 @@ fn blob(layout: &Path, digest: &str) -> Result<Vec<u8>> {
     std::fs::read(&p).map_err(|e| NodeError::io("read blob", &p, e))
 }
 
+/// The extension images of the scenario in `dir` as OCI layouts: fixtures built (against
+/// the pinned PostgreSQL, as the harness builds them) into temporary directories kept alive
+/// by the returned guards; OCI layouts as they are. Images to pull from elsewhere and archives
+/// are refused (the node has no way out; push their layouts instead).
+pub fn scenario_images(dir: &Path) -> Result<Vec<(String, PathBuf, Option<tempfile::TempDir>)>> {
+    use cnpg_ext_model::scenario::{ImageOrigin, Scenario};
+    let version = cnpg_ext_model::CnpgVersion::new(1, 30, 0);
+    let scenario = Scenario::load(dir, version).map_err(|e| NodeError::input(format!("{}: {e}", dir.display())))?;
+    let mut out = Vec::new();
+    let mut pg = None;
+    for image in &scenario.images {
+        match &image.origin {
+            ImageOrigin::Fixture(recipe) => {
+                if pg.is_none() {
+                    pg = Some(crate::operand::operand_postgres(None)?);
+                }
+                let target = pg.as_ref().expect("set above").fixture_target();
+                let tmp = tempfile::tempdir().map_err(|e| NodeError::failed(format!("temporary directory: {e}")))?;
+                let tree = cnpg_ext_images::fixture::build_fixture(recipe, &target, &tmp.path().join("tree"))
+                    .map_err(|e| NodeError::input(format!("fixture {}: {e}", recipe.display())))?;
+                let mut o = BuildOptions::new(&image.reference);
+                o.labels = tree.labels.clone();
+                let layout = tmp.path().join("layout");
+                build_layout(&tree.root, &o, &layout)
+                    .map_err(|e| NodeError::failed(format!("building {}: {e}", image.reference)))?;
+                out.push((image.reference.clone(), layout, Some(tmp)));
+            }
+            ImageOrigin::Oci(p) if p.join("index.json").is_file() => {
+                out.push((image.reference.clone(), p.clone(), None))
+            }
+            other => {
+                return Err(NodeError::input(format!(
+                    "{}: image {} comes from {other:?}; only fixtures and OCI layout directories can be pushed",
+                    dir.display(),
+                    image.reference
+                )))
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The reference an OCI layout's `index.json` names for its (first) image.
+pub fn layout_reference(layout: &Path) -> Result<String> {
+    let p = layout.join("index.json");
+    let index: Index = serde_json::from_slice(&std::fs::read(&p).map_err(|e| NodeError::io("read", &p, e))?)
+        .map_err(|e| NodeError::input(format!("{}: not an OCI index: {e}", p.display())))?;
+    index
+        .manifests
+        .first()
+        .and_then(|m| m.annotations.as_ref())
+        .and_then(|a| a.get(cnpg_ext_images::spec::ANNOTATION_REF_NAME))
+        .filter(|r| r.contains('/') && r.contains(':'))
+        .cloned()
+        .ok_or_else(|| {
+            NodeError::input(format!(
+                "{}: the image names no full reference (org.opencontainers.image.ref.name); give --reference",
+                p.display()
+            ))
+        })
+}
+
 /// Pushes the single image of the OCI `layout` to the registry at `addr` as `reference`.
 pub fn push(addr: &str, layout: &Path, reference: &str) -> Result<()> {
     let (repo, tag) = registry_path(reference)?;

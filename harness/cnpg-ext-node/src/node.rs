@@ -363,6 +363,36 @@ pub fn status() -> Result<i32> {
     Ok(if ready && operator_ok { 0 } else { 1 })
 }
 
+pub fn push(args: &crate::cli::PushArgs) -> Result<i32> {
+    let state = Paths::from_env()?.state();
+    if supervisor::read_pid(&state, SUPERVISOR_PID).filter(|p| util::alive(*p)).is_none() {
+        return Err(NodeError::input("no node is running; run `k8s up` first"));
+    }
+    if args.reference.is_some() && args.layouts.len() != 1 {
+        return Err(NodeError::input("--reference names one image: give exactly one layout with it"));
+    }
+    let spec = NodeSpec::read(&state)?;
+    let registry = format!("127.0.0.1:{}", spec.registry_port);
+    if args.layouts.is_empty() && args.scenarios.is_empty() {
+        return Err(NodeError::input("nothing to push: give OCI layouts or --scenario DIR"));
+    }
+    for layout in &args.layouts {
+        let reference = match &args.reference {
+            Some(r) => r.clone(),
+            None => images::layout_reference(layout)?,
+        };
+        images::push(&registry, layout, &reference)?;
+        println!("{reference}");
+    }
+    for dir in &args.scenarios {
+        for (reference, layout, _keep) in images::scenario_images(dir)? {
+            images::push(&registry, &layout, &reference)?;
+            println!("{reference}");
+        }
+    }
+    Ok(0)
+}
+
 pub fn down() -> Result<i32> {
     let paths = Paths::from_env()?;
     let state = paths.state();
