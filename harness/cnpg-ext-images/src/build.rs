@@ -42,6 +42,11 @@ pub struct BuildOptions {
     pub arch: String,
     /// Operating system; default `linux`.
     pub os: String,
+    /// Config `Entrypoint` (empty: none written). Images a runtime starts without a
+    /// command, e.g. a pod sandbox image, need it.
+    pub entrypoint: Vec<String>,
+    /// Config `Env` (`NAME=value`; empty: none written), e.g. the `PATH` of an operand image.
+    pub env: Vec<String>,
 }
 
 impl BuildOptions {
@@ -53,6 +58,8 @@ impl BuildOptions {
             user: "65532:65532".into(),
             arch: host_arch(),
             os: "linux".into(),
+            entrypoint: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -113,6 +120,10 @@ struct OutContainerConfig<'a> {
     user: &'a str,
     #[serde(rename = "Labels")]
     labels: &'a BTreeMap<String, String>,
+    #[serde(rename = "Env", skip_serializing_if = "<[String]>::is_empty")]
+    env: &'a [String],
+    #[serde(rename = "Entrypoint", skip_serializing_if = "<[String]>::is_empty")]
+    entrypoint: &'a [String],
 }
 
 #[derive(Serialize)]
@@ -258,7 +269,12 @@ pub fn build_layout(tree: &Path, opts: &BuildOptions, out_layout_dir: &Path) -> 
         created: CREATED,
         architecture: &arch,
         os: &opts.os,
-        config: OutContainerConfig { user: &opts.user, labels: &opts.labels },
+        config: OutContainerConfig {
+            user: &opts.user,
+            labels: &opts.labels,
+            env: &opts.env,
+            entrypoint: &opts.entrypoint,
+        },
         rootfs: OutRootFs { kind: "layers", diff_ids: [&diff_id] },
         history: [OutHistory { created: CREATED, created_by: "cnpg-ext-images build (FROM scratch)" }],
     };

@@ -94,6 +94,10 @@ pub struct ContainerConfig {
     pub user: Option<String>,
     #[serde(rename = "Labels", default)]
     pub labels: Option<BTreeMap<String, String>>,
+    #[serde(rename = "Env", default)]
+    pub env: Option<Vec<String>>,
+    #[serde(rename = "Entrypoint", default)]
+    pub entrypoint: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

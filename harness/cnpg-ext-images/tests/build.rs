@@ -218,3 +218,33 @@ fn build_rejects_unsafe_trees_and_references() {
     let left: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
     assert_eq!(left.len(), 1, "no staging left: {left:?}");
 }
+
+/// The config blob of the single image in a layout.
+fn config_json(layout: &Path) -> serde_json::Value {
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    serde_json::from_slice(&blob(manifest["config"]["digest"].as_str().unwrap())).unwrap()
+}
+
+#[test]
+fn entrypoint_and_env_are_written_only_when_given() {
+    let tmp = tempfile::tempdir().unwrap();
+    let tree = tmp.path().join("tree");
+    sample_tree(&tree);
+    let plain = build_layout(&tree, &opts(), &tmp.path().join("plain")).unwrap();
+    let c = config_json(&tmp.path().join("plain"));
+    assert!(c["config"].get("Entrypoint").is_none() && c["config"].get("Env").is_none(), "{c}");
+
+    let mut o = opts();
+    o.entrypoint = vec!["/pause".into()];
+    o.env = vec!["PATH=/usr/lib/postgresql/18/bin:/usr/bin".into()];
+    let with = build_layout(&tree, &o, &tmp.path().join("with")).unwrap();
+    let c = config_json(&tmp.path().join("with"));
+    assert_eq!(c["config"]["Entrypoint"], serde_json::json!(["/pause"]));
+    assert_eq!(c["config"]["Env"], serde_json::json!(["PATH=/usr/lib/postgresql/18/bin:/usr/bin"]));
+    assert_ne!(plain.manifest_digest, with.manifest_digest);
+    // The reader accepts the new fields.
+    inspect(&tmp.path().join("with"), None).unwrap();
+}

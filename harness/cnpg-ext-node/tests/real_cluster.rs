@@ -1,0 +1,92 @@
+//! A real CloudNativePG Cluster on the real node: the operand image, a scenario's extension
+//! image pushed with `k8s push --scenario`, the instance Ready, the extension created and its
+//! library mapped from the image volume (`/proc/self/maps`). Ignored (root, minutes).
+//!
+//! Needs a PostgreSQL 18 built with OpenSSL for the operand (CloudNativePG turns ssl on):
+//! `CNPG_EXT_NODE_OPERAND_PG_CONFIG=<its pg_config>`; without it the test cannot run here and
+//! follows the project's skip rule (`CI=true` or `CNPG_EXT_HARNESS_REQUIRE_K8S` make it fail).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+const REQUIRE: &str = "CNPG_EXT_HARNESS_REQUIRE_K8S";
+
+fn cannot_run(why: &str) {
+    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
+    let required = std::env::var(REQUIRE).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
+    if ci || required {
+        panic!("cannot run: {why} (a skip is a failure because CI=true or {REQUIRE} is set)");
+    }
+    eprintln!("SKIP: {why}; set {REQUIRE}=1 or CI=true to fail instead");
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+}
+
+fn node(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_cnpg-ext-node")).arg("k8s").args(args).output().unwrap()
+}
+
+fn text(o: &std::process::Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[test]
+#[ignore = "starts a real single-node Kubernetes and a CloudNativePG Cluster (root, minutes)"]
+fn single_extension_cluster_loads_the_library_from_the_image_volume() {
+    if !nix::unistd::geteuid().is_root() {
+        return cannot_run("needs root");
+    }
+    if std::env::var_os("CNPG_EXT_NODE_OPERAND_PG_CONFIG").is_none_or(|v| v.is_empty()) {
+        return cannot_run(
+            "CNPG_EXT_NODE_OPERAND_PG_CONFIG is not set (a PostgreSQL 18 with OpenSSL for the operand, see docs/k8s-node.md)",
+        );
+    }
+    let paths = cnpg_ext_node::paths::Paths::from_env().unwrap();
+    let running = node(&["status"]).status.success();
+    if running {
+        // A node started without the operand would not serve it: start our own.
+        assert!(node(&["down"]).status.success());
+    }
+    let up = node(&["up"]);
+    assert!(up.status.success(), "k8s up: {}", text(&up));
+    let result = std::panic::catch_unwind(|| {
+        let push = node(&["push", "--scenario", repo().join("scenarios/single-extension").to_str().unwrap()]);
+        assert!(push.status.success(), "k8s push: {}", text(&push));
+        let built = cnpg_ext_node::components::build_all(&paths).unwrap();
+        let kubectl = cnpg_ext_node::components::binary(&built, "kubectl");
+        let kubeconfig = paths.state().join("kubeconfig/admin");
+        let k =
+            |args: &[&str]| Command::new(&kubectl).arg("--kubeconfig").arg(&kubeconfig).args(args).output().unwrap();
+        let apply = k(&["apply", "-f", repo().join("scenarios/single-extension/cluster.yaml").to_str().unwrap()]);
+        assert!(apply.status.success(), "apply: {}", text(&apply));
+        let start = Instant::now();
+        loop {
+            let o = k(&["get", "cluster", "cluster-pgvector", "-o", "jsonpath={.status.readyInstances}"]);
+            if String::from_utf8_lossy(&o.stdout).trim() == "1" {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(240), "the Cluster did not become ready in 240 s");
+            std::thread::sleep(Duration::from_secs(2));
+        }
+        eprintln!("Cluster ready after {:.1} s", start.elapsed().as_secs_f64());
+        let sql = "CREATE EXTENSION vector; SELECT '[1,2,3]'::vector <-> '[4,5,6]'; \
+                   SELECT string_agg(DISTINCT split_part(l, ' ', -1), ',') FROM \
+                   regexp_split_to_table(pg_read_file('/proc/self/maps'), E'\\n') l WHERE l LIKE '%vector%'";
+        let o = k(&["exec", "cluster-pgvector-1", "-c", "postgres", "--", "psql", "-U", "postgres", "-Atc", sql]);
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(o.status.success(), "psql: {}", text(&o));
+        assert!(out.contains("5.196152422706632"), "L2 distance: {out}");
+        assert!(
+            out.contains("/extensions/pgvector/lib/vector.so"),
+            "vector.so not mapped from the image volume: {out}"
+        );
+    });
+    let down = node(&["down"]);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+    assert!(down.status.success(), "k8s down: {}", text(&down));
+}
