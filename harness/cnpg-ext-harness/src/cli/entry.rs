@@ -17,9 +17,15 @@ pub fn main() -> ExitCode {
         let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
         return ExitCode::from(supervisor::supervise_main(&args) as u8);
     }
+    let cli = Cli::parse();
+    // The node outlives this command (`k8s up` returns with it running) and has its own
+    // supervisor: it runs outside the harness's process tracking and runtime.
+    let cli = match cli.command {
+        Command::K8s(args) => return ExitCode::from(cnpg_ext_node::cli::run(args).clamp(0, 255) as u8),
+        _ => cli,
+    };
     // Before any thread exists: children inherit it (see `supervisor`).
     supervisor::mark_environment();
-    let cli = Cli::parse();
     init_tracing(cli.verbose);
     let registries = Registries::new(cli.insecure_registry.clone());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
@@ -73,6 +79,8 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
             args.registries = registries;
             crate::certify::command(args).await
         }
+        // Routed in `main` before the runtime starts.
+        Command::K8s(args) => Exit::from_code(cnpg_ext_node::cli::run(args)).unwrap_or(Exit::Failed),
         Command::Image(cmd) => {
             // `image unpack|lint <registry reference>`: pulled first, then read as a layout.
             let cmd = match registries.resolve_image_command(cmd).await {

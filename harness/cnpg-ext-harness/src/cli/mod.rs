@@ -66,6 +66,10 @@ pub enum Command {
     /// Create, delete or show a kind cluster for the kind backend (ImageVolume gate on).
     #[command(subcommand)]
     Kind(cnpg_ext_kind::cli::KindCommand),
+    /// A single-node Kubernetes built here from Go modules, with the real CloudNativePG
+    /// operator: `k8s build|up|status|push|down` (docs/k8s-node.md). `up` prints the
+    /// kubeconfig path as its last line, for `run --backend kind --kubeconfig`.
+    K8s(cnpg_ext_node::cli::K8sArgs),
     /// Build, unpack or lint extension images.
     #[command(subcommand)]
     Image(cnpg_ext_images::cli::ImageCommand),
