@@ -105,7 +105,7 @@ pub fn inspect_script(plan: &ClusterPlan) -> String {
     s.push_str("pid=\"$(head -n 1 \"$PGDATA/postmaster.pid\" 2>/dev/null)\"\n");
     s.push_str("echo \"@@pid $pid\"\n");
     s.push_str("if [ -n \"$pid\" ] && [ -r \"/proc/$pid/environ\" ]; then\n");
-    s.push_str("  tr '\\000' '\\n' < \"/proc/$pid/environ\" | while IFS= read -r l; do case \"$l\" in LD_LIBRARY_PATH=*) echo \"@@env $l\";; esac; done\n");
+    s.push_str("  tr '\\000' '\\n' < \"/proc/$pid/environ\" | while IFS= read -r l; do echo \"@@env $l\"; done\n");
     s.push_str("  echo \"@@environ read\"\nfi\n");
     let paths: Vec<String> = plan
         .extensions
@@ -139,6 +139,7 @@ pub fn parse_inspect_output(
     let mut pid: Option<String> = None;
     let mut environ_read = false;
     let mut ld: Option<String> = None;
+    let mut environment = std::collections::BTreeMap::new();
     let mut mounts: Vec<MountObservation> = plan
         .extensions
         .iter()
@@ -160,8 +161,11 @@ pub fn parse_inspect_output(
         match tag {
             "pid" => pid = Some(rest.trim().to_string()).filter(|p| !p.is_empty()),
             "env" => {
-                if let Some(v) = rest.strip_prefix("LD_LIBRARY_PATH=") {
-                    ld = Some(v.to_string());
+                if let Some((k, v)) = rest.split_once('=') {
+                    if k == "LD_LIBRARY_PATH" {
+                        ld = Some(v.to_string());
+                    }
+                    environment.insert(k.to_string(), v.to_string());
                 }
             }
             "environ" => environ_read = true,
@@ -207,6 +211,7 @@ pub fn parse_inspect_output(
     Ok(InstanceObservation {
         instance: instance.to_string(),
         ld_library_path: ld,
+        environment,
         mounts,
     })
 }

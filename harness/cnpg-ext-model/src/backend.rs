@@ -74,6 +74,9 @@ pub struct InstanceObservation {
     pub instance: String,
     /// `LD_LIBRARY_PATH` from the postmaster's environment (`/proc/<pid>/environ`).
     pub ld_library_path: Option<String>,
+    /// The postmaster's whole environment (`/proc/<pid>/environ`): `PATH` and the
+    /// extensions' `env` are judged from it.
+    pub environment: std::collections::BTreeMap<String, String>,
     pub mounts: Vec<MountObservation>,
 }
 

@@ -346,8 +346,12 @@ impl Scenario {
                         }
                         let docs = Manifest::load_file(&mpath)?;
                         for d in &docs {
+                            // A Cluster relying on catalog extensions against a release that
+                            // ignores them is reported as unsupported, not as invalid input.
                             if let Manifest::Cluster(c) = d {
-                                c.validate(cnpg)?;
+                                if !relies_on_ignored_catalog(c, cnpg) {
+                                    c.validate(cnpg)?;
+                                }
                             }
                         }
                         let known = |d: &Manifest| {
@@ -467,22 +471,30 @@ fn resolve_clusters(
     for doc in manifests.values_mut().flatten() {
         let Manifest::Cluster(c) = doc else { continue };
         unsupported.extend(c.ignored(cnpg));
-        if c.cluster.spec.image_catalog_ref.is_some() && !cnpg.applies_extension_env() {
-            let declares = catalogs.iter().any(|k| k.catalog.spec.images.iter().any(|i| !i.extensions.is_empty()));
-            if declares {
-                unsupported.push(InputError::new(
-                    &c.file,
-                    Some(c.line),
-                    "spec.imageCatalogRef",
-                    format!("extensions declared in image catalogs are ignored by CloudNativePG {cnpg}; they need 1.29.0 or later"),
-                ));
-            }
+        if relies_on_ignored_catalog(c, cnpg) {
+            unsupported.push(InputError::new(
+                &c.file,
+                Some(c.line),
+                "spec.postgresql.extensions",
+                format!(
+                    "extensions declared in image catalogs are ignored by CloudNativePG {cnpg} (an entry naming no image is refused there); they need 1.29.0 or later"
+                ),
+            ));
+            continue;
         }
         let resolved = c.resolve_extensions(&catalog_refs, cnpg)?;
         c.cluster.spec.postgresql.extensions = resolved;
         check_images_listed(c, refs)?;
     }
     Ok(unsupported)
+}
+
+/// An extension entry without an image, in a Cluster with an image catalog, against a release
+/// that does not resolve extensions from catalogs.
+fn relies_on_ignored_catalog(c: &ClusterDoc, cnpg: CnpgVersion) -> bool {
+    !cnpg.applies_extension_env()
+        && c.cluster.spec.image_catalog_ref.is_some()
+        && c.cluster.spec.postgresql.extensions.iter().any(|e| e.image.reference.trim().is_empty())
 }
 
 /// Image references in a Cluster must come from the scenario's `images`.

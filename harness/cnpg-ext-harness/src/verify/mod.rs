@@ -70,6 +70,23 @@ pub(crate) async fn verify_plan(
             show(&plan.ld_library_path),
             show(&obs.ld_library_path),
         ));
+        // 1.29+ `bin_path`: appended after the PATH the instance manager inherited.
+        if let Some(bins) = &plan.bin_path {
+            let path = obs.environment.get("PATH").cloned().unwrap_or_else(|| "(unset)".into());
+            let ok = path == *bins || path.ends_with(&format!(":{bins}"));
+            checks.push(Check::that(
+                "postmaster PATH (bin_path appended)",
+                Some(name),
+                format!("<inherited>:{bins}"),
+                path,
+                ok,
+            ));
+        }
+        // 1.29+ `env`, `${image_root}` expanded.
+        for (var, value) in &plan.env {
+            let got = obs.environment.get(var).cloned().unwrap_or_else(|| "(unset)".into());
+            checks.push(Check::new(format!("postmaster environment {var}"), Some(name), value.clone(), got));
+        }
         for ext in &plan.extensions {
             let Some(m) = obs.mounts.iter().find(|m| m.name == ext.name) else {
                 checks.push(Check::new(format!("mount {}", ext.mount_path), Some(name), "present", "not reported"));

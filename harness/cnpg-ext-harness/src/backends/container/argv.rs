@@ -75,6 +75,11 @@ pub(crate) struct InstanceRun<'a> {
     pub primary_socket_dir: Option<&'a Path>,
     pub mounts: &'a [ImageMount],
     pub ld_library_path: Option<&'a str>,
+    /// Directories the operator appends to the postmaster's `PATH` (1.29+ `bin_path`): the
+    /// image's own `PATH` is kept in front of them.
+    pub bin_path: Option<&'a str>,
+    /// The extensions' `env` (1.29+), set in the postmaster's environment.
+    pub env: &'a std::collections::BTreeMap<String, String>,
     /// A new replica: this command (the base backup) runs first, in the same container,
     /// then postgres replaces the shell (`sh -c '… && exec postgres …'`).
     pub bootstrap: Option<&'a [String]>,
@@ -159,6 +164,7 @@ pub(crate) fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSp
     if let Some(ld) = r.ld_library_path {
         env.push(("LD_LIBRARY_PATH".into(), ld.to_string()));
     }
+    env.extend(r.env.iter().map(|(k, v)| (k.clone(), v.clone())));
     let postgres = vec![
         program(r.bindir, "postgres"),
         "-D".into(),
@@ -166,12 +172,18 @@ pub(crate) fn instance_spec(r: &InstanceRun<'_>, host: &HostFlags) -> InstanceSp
         "-c".into(),
         format!("config_file={CONF_DIR}/postgresql.conf"),
     ];
+    let quote = |v: &[String]| v.iter().map(|w| crate::plumbing::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
+    // `bin_path`: appended to the PATH the image gives its first process, as the instance
+    // manager appends to the PATH it inherits.
+    let path_prefix = r
+        .bin_path
+        .map(|b| format!("export PATH=\"${{PATH:+$PATH:}}\"{}; ", crate::plumbing::shell::shell_quote(b)))
+        .unwrap_or_default();
     let cmd = match r.bootstrap {
-        None => postgres,
+        None if path_prefix.is_empty() => postgres,
+        None => vec!["sh".into(), "-c".into(), format!("{path_prefix}exec {}", quote(&postgres))],
         Some(first) => {
-            let quote =
-                |v: &[String]| v.iter().map(|w| crate::plumbing::shell::shell_quote(w)).collect::<Vec<_>>().join(" ");
-            vec!["sh".into(), "-c".into(), format!("{} && exec {}", quote(first), quote(&postgres))]
+            vec!["sh".into(), "-c".into(), format!("{path_prefix}{} && exec {}", quote(first), quote(&postgres))]
         }
     };
     InstanceSpec {
@@ -263,6 +275,8 @@ pub(crate) fn sanitize(s: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    static NO_ENV: std::collections::BTreeMap<String, String> = std::collections::BTreeMap::new();
+
     use super::*;
 
     #[test]
@@ -326,6 +340,8 @@ spec:
             primary_socket_dir: None,
             mounts: &[],
             ld_library_path: None,
+            bin_path: None,
+            env: &NO_ENV,
             bootstrap: None,
         }
     }
@@ -354,6 +370,8 @@ spec:
             primary_socket_dir: Some(Path::new("/tmp/cnpg-ext-AbC123/c/system-library/1/run")),
             mounts: &m,
             ld_library_path: plan.ld_library_path.as_deref(),
+            bin_path: plan.bin_path.as_deref(),
+            env: &plan.env,
             bootstrap: None,
         };
         let host = HostFlags::parse(&run_flags()).unwrap();

@@ -166,14 +166,14 @@ impl ContainerRuntime {
         Ok(())
     }
 
-    /// `LD_LIBRARY_PATH` of the postmaster, read from `/proc/<pid>/environ` inside the
+    /// The postmaster's environment, read from `/proc/<pid>/environ` inside the
     /// container (through PostgreSQL itself, else `cat` in the container) — never from the
     /// container's configuration, which says what was asked, not what the process has.
-    pub(super) async fn postmaster_ld_path(
+    pub(super) async fn postmaster_environment(
         &self,
         inst: &Instance,
         client: &tokio_postgres::Client,
-    ) -> Result<Option<String>, BackendError> {
+    ) -> Result<std::collections::BTreeMap<String, String>, BackendError> {
         const SQL: &str = "SELECT pg_read_binary_file('/proc/' || split_part(pg_read_file('postmaster.pid'), E'\\n', 1) || '/environ')";
         let environ: Option<Vec<u8>> = match client.query_one(SQL, &[]).await {
             Ok(row) => row.try_get::<_, Vec<u8>>(0).ok(),
@@ -196,7 +196,7 @@ impl ContainerRuntime {
                 .map(String::into_bytes)
                 .map_err(|e| failed(format!("cannot read the postmaster's environment in {}: {e}", inst.name)))?,
         };
-        Ok(crate::backends::standin::ld_library_path_of(&environ))
+        Ok(crate::backends::standin::environ_map(&environ))
     }
 }
 
@@ -295,6 +295,8 @@ impl InstanceRuntime for ContainerRuntime {
             primary_socket_dir: primary_socket.as_deref(),
             mounts: &mounts,
             ld_library_path: plan.ld_library_path.as_deref(),
+            bin_path: plan.bin_path.as_deref(),
+            env: &plan.env,
             bootstrap: bootstrap.as_deref(),
         };
         let spec = argv::instance_spec(&run, &self.env.host);
@@ -397,7 +399,8 @@ impl InstanceRuntime for ContainerRuntime {
         client: &tokio_postgres::Client,
     ) -> Result<InstanceObservation, BackendError> {
         let inst = self.inst(slot)?;
-        let ld_library_path = self.postmaster_ld_path(inst, client).await?;
+        let environment = self.postmaster_environment(inst, client).await?;
+        let ld_library_path = environment.get("LD_LIBRARY_PATH").cloned();
         let listed = self.list_mounts(inst, plan, client).await;
         let mut mounts = Vec::new();
         for ext in &plan.extensions {
@@ -429,7 +432,7 @@ impl InstanceRuntime for ContainerRuntime {
                 read_only,
             });
         }
-        Ok(InstanceObservation { instance: slot.name.clone(), ld_library_path, mounts })
+        Ok(InstanceObservation { instance: slot.name.clone(), ld_library_path, environment, mounts })
     }
 
     async fn teardown(&mut self, slots: &[Slot], keep: bool) -> Result<(), BackendError> {

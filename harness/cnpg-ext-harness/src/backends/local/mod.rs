@@ -143,6 +143,8 @@ impl InstanceRuntime for LocalRuntime {
             socket_dir: &run_dir,
             log: &run_dir.join("postgres.log"),
             ld_library_path: plan.ld_library_path.as_deref(),
+            bin_path: plan.bin_path.as_deref(),
+            env: &plan.env,
             run_as: &self.env.run_as,
         })
         .map_err(BackendError::Failed)?;
@@ -213,6 +215,7 @@ impl InstanceRuntime for LocalRuntime {
         Ok(InstanceObservation {
             instance: instance.clone(),
             ld_library_path: standin::ld_library_path_of(&environ),
+            environment: standin::environ_map(&environ),
             mounts,
         })
     }

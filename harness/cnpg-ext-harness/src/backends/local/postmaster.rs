@@ -18,12 +18,19 @@ pub(crate) struct Postmaster {
     pub pid: u32,
 }
 
+/// The `PATH` the stand-in instance manager gives every postmaster before extensions.
+pub(crate) const INHERITED_PATH: &str = "/usr/bin:/bin";
+
 pub(crate) struct StartSpec<'a> {
     pub postgres: &'a Path,
     pub data: &'a Path,
     pub socket_dir: &'a Path,
     pub log: &'a Path,
     pub ld_library_path: Option<&'a str>,
+    /// Appended to the stand-in instance manager's `PATH` (1.29+ `bin_path`).
+    pub bin_path: Option<&'a str>,
+    /// The extensions' `env` (1.29+).
+    pub env: &'a std::collections::BTreeMap<String, String>,
     pub run_as: &'a RunAs,
 }
 
@@ -44,7 +51,8 @@ impl Postmaster {
             .arg("-k")
             .arg(spec.socket_dir)
             .env_clear()
-            .env("PATH", "/usr/bin:/bin")
+            .env("PATH", spec.bin_path.map_or_else(|| INHERITED_PATH.to_string(), |b| format!("{INHERITED_PATH}:{b}")))
+            .envs(spec.env)
             .env("LANG", "C")
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)

@@ -19,7 +19,7 @@ use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
 
 pub(crate) use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
-pub(crate) use runtime::{fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
+pub(crate) use runtime::{environ_map, fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
 
 /// How long an instance may take to accept connections after a start.
 pub(crate) const READY_TIMEOUT: Duration = Duration::from_secs(60);

@@ -82,6 +82,17 @@ pub(crate) fn fatal_reason(log: &str) -> Option<String> {
         .map(|l| l.split_once("FATAL:").map(|(_, r)| format!("FATAL:{r}")).unwrap_or_else(|| l.trim().to_string()))
 }
 
+/// Every variable of a process's `/proc/<pid>/environ` bytes (NUL-separated `K=V`).
+pub(crate) fn environ_map(environ: &[u8]) -> std::collections::BTreeMap<String, String> {
+    environ
+        .split(|b| *b == 0)
+        .filter_map(|kv| {
+            let s = String::from_utf8_lossy(kv);
+            s.split_once('=').map(|(k, v)| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
 /// `LD_LIBRARY_PATH` from a process's `/proc/<pid>/environ` bytes (NUL-separated `K=V`).
 pub(crate) fn ld_library_path_of(environ: &[u8]) -> Option<String> {
     environ.split(|b| *b == 0).find_map(|kv| {
