@@ -36,6 +36,8 @@ pub struct PodView {
     /// The extension image volumes of the pod's spec, sorted: (volume name, image
     /// reference, mount path in the `postgres` container).
     pub image_volumes: Vec<(String, String, String)>,
+    /// The `postgres` container is in `CrashLoopBackOff`: its restart count.
+    pub crash_looping: Option<i32>,
 }
 
 /// The extension image volumes of a pod, as [`PodView::image_volumes`]: what the operator
@@ -113,7 +115,34 @@ pub fn pod_view(pod: &Pod) -> PodView {
         ready,
         deleting: pod.metadata.deletion_timestamp.is_some(),
         image_volumes: pod_image_volumes(pod),
+        crash_looping: postgres_crash_loop(pod),
     }
+}
+
+/// The restart count of the pod's `postgres` container when it is waiting in
+/// `CrashLoopBackOff` (a postmaster that cannot start: the rollout will never converge).
+pub fn postgres_crash_loop(pod: &Pod) -> Option<i32> {
+    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
+    let c = statuses.iter().find(|c| c.name == "postgres")?;
+    let waiting = c.state.as_ref()?.waiting.as_ref()?;
+    (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then_some(c.restart_count)
+}
+
+/// The postmaster's own reason in a container log: the last FATAL or PANIC, from the
+/// instance manager's JSON records (`record.error_severity`, `record.message`) or plain
+/// lines, as `FATAL:  <message>`.
+pub fn fatal_in_log(log: &str) -> Option<String> {
+    log.lines().rev().find_map(|line| {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
+            let rec = v.get("record")?;
+            let sev = rec.get("error_severity")?.as_str()?;
+            if sev == "FATAL" || sev == "PANIC" {
+                return Some(format!("{sev}:  {}", rec.get("message")?.as_str()?));
+            }
+            return None;
+        }
+        ["FATAL:", "PANIC:"].iter().find_map(|m| line.split_once(m).map(|(_, r)| format!("{m}{r}")))
+    })
 }
 
 #[derive(Debug, Clone)]
@@ -394,6 +423,8 @@ pub struct RolloutWatch {
     events_seen: usize,
     /// `the operator of Cluster ns/name`, for messages.
     cluster_label: String,
+    /// For the logs of a crash-looping postgres container.
+    pods: Api<Pod>,
 }
 
 fn watch_error(what: &str, e: watcher::Error) -> BackendError {
@@ -485,6 +516,7 @@ impl RolloutWatch {
             last_error: None,
             events_seen: 0,
             cluster_label: format!("the operator of Cluster {ns}/{cluster}"),
+            pods: pods.clone(),
         })
     }
 
@@ -547,6 +579,9 @@ impl RolloutWatch {
             );
         }
         loop {
+            if let Some((name, restarts, last)) = self.crash_looping() {
+                return Err(crash_loop_error(self.pods.clone(), name, restarts, last).await);
+            }
             if self.observer.done(&expect) {
                 tracing::debug!(
                     "{}: done after {} watch events",
@@ -579,6 +614,14 @@ impl RolloutWatch {
         }
     }
 
+    /// A pod whose postgres container crash-loops: (its name, restarts, the last state).
+    fn crash_looping(&self) -> Option<(String, i32, String)> {
+        self.observer
+            .pods
+            .values()
+            .find_map(|p| p.crash_looping.map(|n| (p.name.clone(), n, self.observer.summary())))
+    }
+
     fn state(&self, expect: &Expect) -> String {
         let mut s = self.observer.summary();
         if let Expect::Converge { image_volumes } = expect {
@@ -594,6 +637,24 @@ impl RolloutWatch {
     }
 }
 
+/// A pod whose postgres container crash-loops fails the wait at once, with the postmaster's
+/// own log line (previous container), not a timeout.
+async fn crash_loop_error(pods: Api<Pod>, name: String, restarts: i32, last: String) -> BackendError {
+    let params = kube::api::LogParams {
+        container: Some("postgres".into()),
+        previous: true,
+        tail_lines: Some(500),
+        ..Default::default()
+    };
+    let reason = match pods.logs(&name, &params).await {
+        Ok(log) => fatal_in_log(&log).unwrap_or_else(|| "no FATAL line in its previous log".into()),
+        Err(e) => format!("its previous log could not be read: {e}"),
+    };
+    BackendError::Failed(format!(
+        "pod {name}: container postgres is crash-looping (CrashLoopBackOff, {restarts} restarts): {reason}; last state: {last}"
+    ))
+}
+
 fn pods_namespace(pods: &Api<Pod>) -> String {
     // `Api` does not expose its namespace; the resource URL does.
     let url = pods.resource_url();
@@ -602,4 +663,24 @@ fn pods_namespace(pods: &Api<Pod>) -> String {
         .and_then(|s| s.split('/').next())
         .unwrap_or("?")
         .to_string()
+}
+
+#[cfg(test)]
+mod crash_tests {
+    use super::fatal_in_log;
+
+    #[test]
+    fn the_postmasters_fatal_line_from_instance_manager_records() {
+        let log = concat!(
+            r#"{"level":"info","msg":"starting"}"#, "\n",
+            r#"{"level":"info","logger":"postgres","msg":"record","record":{"error_severity":"FATAL","message":"could not access file \"preloadprobe\": No such file or directory"}}"#, "\n",
+            r#"{"level":"info","logger":"postgres","msg":"record","record":{"error_severity":"LOG","message":"database system is shut down"}}"#, "\n",
+        );
+        assert_eq!(
+            fatal_in_log(log).as_deref(),
+            Some(r#"FATAL:  could not access file "preloadprobe": No such file or directory"#)
+        );
+        assert_eq!(fatal_in_log("2026 [1] FATAL:  x\n").as_deref(), Some("FATAL:  x"));
+        assert_eq!(fatal_in_log("LOG: fine\n"), None);
+    }
 }

@@ -346,6 +346,7 @@ fn relist_replaces_the_pod_set_and_records_uid_changes() {
         ready,
         deleting: false,
         image_volumes: vec![],
+        crash_looping: None,
     };
     let mut o = RolloutObserver::new(&[view("c-1", "a", true), view("c-2", "b", true)], Some(HEALTHY));
     let now = chrono::Utc::now();
