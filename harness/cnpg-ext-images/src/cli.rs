@@ -4,13 +4,13 @@
 //! Exit codes: 0 success (lint: no error findings), 1 lint error findings,
 //! 2 unreadable or invalid input (one `error:` line on stderr).
 
-use cnpg_ext_exit::Exit;
 use crate::elf::BaseLibs;
 use crate::lint::{lint, LintOptions};
 use crate::{
     build_layout, control, unpack, write_docker_archive, write_oci_archive, BuildOptions, ImageError, Platform,
     UnpackOptions, DEFAULT_MAX_ENTRIES, DEFAULT_MAX_TOTAL_BYTES,
 };
+use cnpg_ext_exit::Exit;
 use std::path::{Path, PathBuf};
 
 /// Output format of `image build`.
