@@ -220,7 +220,7 @@ impl Crate {
             return None;
         }
         let mut n = path.len();
-        while !self.files.contains_key(&path[..n].to_vec()) {
+        while !self.files.contains_key(&path[..n]) {
             if n == 0 {
                 return None;
             }

@@ -18,6 +18,8 @@ pub const DEFAULT_NAME: &str = "cnpg-ext";
 
 /// `--registry [--registry-port N] [--registry-image REF]`, for `kind up` and for
 /// `run --backend kind` (flatten it into the run arguments and call [`RegistryArgs::apply`]).
+// The field docs are clap help text, not markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RegistryArgs {
     /// A local registry container (`cnpg-ext-registry`) as the nodes' containerd mirror:

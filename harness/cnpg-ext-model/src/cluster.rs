@@ -2,7 +2,7 @@
 //!
 //! Manifests are parsed leniently (unknown fields are kept in the raw document and ignored
 //! here, as `kubectl apply` would accept them) but typed where the harness uses them.
-//! [`Cluster::validate`] rejects what the operator's webhook rejects.
+//! [`ClusterDoc::validate`] rejects what the operator's webhook rejects.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

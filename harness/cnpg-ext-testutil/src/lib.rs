@@ -3,7 +3,7 @@
 //! [`cannot_run`] is the project's one rule for a test that cannot run on this host (no
 //! container engine, no chromium, no `cc`, no registry tools): it says so on stderr and the
 //! test returns — unless `CI=true`, or the matching `CNPG_EXT_HARNESS_REQUIRE_*` variable is
-//! set, where the skip is a failure. With the `registry` feature, [`registry`] runs a real
+//! set, where the skip is a failure. With the `registry` feature, `registry` runs a real
 //! registry on 127.0.0.1 for pull tests.
 
 #[cfg(feature = "registry")]
