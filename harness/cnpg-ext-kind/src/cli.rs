@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use cnpg_ext_model::backend::BackendError;
 
 use crate::config::{check_kind_config, check_kind_version, config_file_name, Topology, DEFAULT_KUBERNETES};
-use crate::options::KindOptions;
 use crate::node_mirror::{
     self, hosts_toml_local, with_registry_patch, RegistryConfig, DEFAULT_REGISTRY_IMAGE, DEFAULT_REGISTRY_PORT,
 };
+use crate::options::KindOptions;
 
 pub const DEFAULT_NAME: &str = "cnpg-ext";
 
