@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cnpg_ext_model::backend::{
-    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, RolloutRecord,
-};
+use cnpg_ext_backend::Backend;
+use cnpg_ext_model::backend::{ApplyOutcome, BackendError, InstanceObservation, InstanceRef, RolloutRecord};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::scenario::Scenario;
 use cnpg_ext_model::{Cluster, ClusterDoc, DatabaseDoc};
