@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use cnpg_ext_registry::testing::{free_port, multi_arch_layout, require, Registry, TOOLS};
+use cnpg_ext_testutil::registry::{free_port, multi_arch_layout, require, Registry, TOOLS};
 use common::*;
 
 const REPO: &str = "cloudnative-pg/pgvector";

@@ -8,12 +8,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
+use cnpg_ext_backend::Backend;
 use cnpg_ext_harness::reports::run::RunReport;
 use cnpg_ext_harness::run::Status;
 use cnpg_ext_harness::Harness;
-use cnpg_ext_model::backend::{
-    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, Role, RolloutRecord,
-};
+use cnpg_ext_model::backend::{ApplyOutcome, BackendError, InstanceObservation, InstanceRef, Role, RolloutRecord};
 use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, DatabaseDoc};
 use cnpg_ext_pg::OperandFlavor;
 

@@ -15,21 +15,14 @@ const Pg_magic_struct *Pg_magic_func(void) { return &magic; }
 int greet(void) { return 42; }
 "#;
 
-/// Whether `cc` runs. Without it a test says so on stderr and is skipped, except under
-/// `CI=true` or with `CNPG_EXT_HARNESS_REQUIRE_CC` set, where the skip is a failure (the one
-/// rule of every test of this project: see the harness's `tests/common.rs`, `cannot_run`).
+/// Whether `cc` runs; without it the test follows the one skip rule
+/// (`cnpg_ext_testutil::cannot_run`, a failure under `CI=true` or `CNPG_EXT_HARNESS_REQUIRE_CC`).
 fn have_cc() -> bool {
     let ok = Command::new("cc").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if !ok {
-        let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-        let required =
-            std::env::var("CNPG_EXT_HARNESS_REQUIRE_CC").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-        assert!(
-            !ci && !required,
-            "cannot run: no C compiler `cc` on PATH to build the test's shared objects (a skip is a failure under CI=true or CNPG_EXT_HARNESS_REQUIRE_CC)"
-        );
-        eprintln!(
-            "SKIPPED: no C compiler `cc` on PATH; this test needs one to build shared objects; CI=true or CNPG_EXT_HARNESS_REQUIRE_CC=1 fails instead"
+        cnpg_ext_testutil::cannot_run(
+            "no C compiler `cc` on PATH to build the test's shared objects",
+            Some(cnpg_ext_testutil::REQUIRE_CC),
         );
     }
     ok

@@ -9,13 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use cnpg_ext_backend::Backend;
 use cnpg_ext_kind::apply::cluster_resource;
 use cnpg_ext_kind::testing::fixtures::{self, Vol};
 use cnpg_ext_kind::testing::FakeApi;
 use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::watch::{Expect, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
-use cnpg_ext_model::backend::Backend;
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::Manifest;
 use k8s_openapi::api::core::v1::Pod;

@@ -6,9 +6,8 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use cnpg_ext_model::backend::{
-    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, RolloutRecord,
-};
+use cnpg_ext_backend::Backend;
+use cnpg_ext_model::backend::{ApplyOutcome, BackendError, InstanceObservation, InstanceRef, RolloutRecord};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::scenario::Scenario;
 use cnpg_ext_model::{Cluster, ClusterDoc, DatabaseDoc};
@@ -29,7 +28,7 @@ use crate::inspect::{check_pod_spec, inspect_command, parse_inspect_output, POST
 use crate::operator::{self, InstalledOperator};
 use crate::options::KindOptions;
 use crate::preflight::{self, PreflightReport, PREFLIGHT_NAMESPACE};
-use crate::registry::{prepare_registry, LocalRegistry};
+use crate::node_mirror::{prepare_registry, LocalRegistry};
 use crate::versions::{fetch_manifest, VersionsFile};
 use crate::wait::{await_database, await_object, cluster_ready, poll_until, Probe};
 use crate::watch::{snapshot, Expect, RolloutWatch};
@@ -506,7 +505,7 @@ impl KindEnvironment {
         match (&self.opts.kind_cluster, &self.registry) {
             (Some(name), Some(reg)) => {
                 let targets = reg.push_images(&unique).await?;
-                let files = crate::registry::mirror_hosts_files(&targets, &reg.cfg);
+                let files = crate::node_mirror::mirror_hosts_files(&targets, &reg.cfg);
                 reg.configure_nodes(name, &files).await?;
                 Ok(())
             }

@@ -9,15 +9,17 @@ use std::path::PathBuf;
 use cnpg_ext_model::backend::BackendError;
 
 use crate::config::{check_kind_config, check_kind_version, config_file_name, Topology, DEFAULT_KUBERNETES};
-use crate::options::KindOptions;
-use crate::registry::{
+use crate::node_mirror::{
     self, hosts_toml_local, with_registry_patch, RegistryConfig, DEFAULT_REGISTRY_IMAGE, DEFAULT_REGISTRY_PORT,
 };
+use crate::options::KindOptions;
 
 pub const DEFAULT_NAME: &str = "cnpg-ext";
 
 /// `--registry [--registry-port N] [--registry-image REF]`, for `kind up` and for
 /// `run --backend kind` (flatten it into the run arguments and call [`RegistryArgs::apply`]).
+// The field docs are clap help text, not markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
 pub struct RegistryArgs {
     /// A local registry container (`cnpg-ext-registry`) as the nodes' containerd mirror:
@@ -51,7 +53,7 @@ impl RegistryArgs {
 
     pub fn config(&self) -> RegistryConfig {
         RegistryConfig {
-            name: registry::REGISTRY_NAME.into(),
+            name: node_mirror::REGISTRY_NAME.into(),
             image: self.registry_image.clone(),
             port: self.registry_port,
         }
@@ -159,8 +161,8 @@ async fn up(
     // containerd patch, then the registry joins the `kind` network.
     let mut patched: Option<PathBuf> = None;
     let reg = if reg_args.registry {
-        let cli = registry::detect_engine().await?;
-        let (reg, created) = registry::ensure_registry(&cli, &reg_args.config()).await?;
+        let cli = node_mirror::detect_engine().await?;
+        let (reg, created) = node_mirror::ensure_registry(&cli, &reg_args.config()).await?;
         eprintln!(
             "{} registry container {} ({}) on 127.0.0.1:{}",
             if created { "started" } else { "reusing" },
@@ -229,10 +231,10 @@ async fn up(
 async fn down(name: &str, remove_registry: bool) -> Result<(), BackendError> {
     check_tools().await?;
     if remove_registry {
-        let cli = registry::detect_engine().await?;
-        let argv = registry::remove_args(&cli, &RegistryArgs::default().config());
+        let cli = node_mirror::detect_engine().await?;
+        let argv = node_mirror::remove_args(&cli, &RegistryArgs::default().config());
         // `rm -f` of an absent container fails; nothing to remove then.
-        let _ = registry::run(&argv, None).await?;
+        let _ = node_mirror::run(&argv, None).await?;
     }
     let out = tokio::process::Command::new("kind")
         .args(["delete", "cluster", "--name", name])
@@ -269,12 +271,12 @@ async fn status(name: &str) -> Result<(), BackendError> {
     for (node, rt) in &report.nodes {
         println!("  node {node}: {rt}");
     }
-    if let Ok(cli) = registry::detect_engine().await {
+    if let Ok(cli) = node_mirror::detect_engine().await {
         let cfg = RegistryArgs::default().config();
-        let state = registry::run(&registry::inspect_running_args(&cli, &cfg), None).await;
+        let state = node_mirror::run(&node_mirror::inspect_running_args(&cli, &cfg), None).await;
         match state {
             Ok(o) if o.status.success() => {
-                let port = registry::run_ok(&registry::port_args(&cli, &cfg), None).await.unwrap_or_default();
+                let port = node_mirror::run_ok(&node_mirror::port_args(&cli, &cfg), None).await.unwrap_or_default();
                 println!(
                     "registry: {} running={} published on {}",
                     cfg.name,

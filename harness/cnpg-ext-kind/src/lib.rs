@@ -19,7 +19,8 @@
 //!   through a port-forward.
 //! * `operator`: order and server-side apply of the release manifest, readiness, the
 //!   installed version. `preflight`: what the cluster must offer.
-//! * `registry`: `--registry`, a local registry container as the nodes' containerd mirror.
+//! * `node_mirror`: `--registry`, a local registry container as the nodes' containerd mirror
+//!   (not the registry client: that is the `cnpg-ext-registry` crate).
 //! * `diagnostics`: the failure bundle. `render`: `--dry-run`.
 //! * `backend`: [`KindBackend`], [`KindEnvironment`], [`prepare`]. `cli`: the subcommands.
 //!
@@ -46,10 +47,10 @@ internal!(
     errors,
     exec,
     inspect,
+    node_mirror,
     operator,
     options,
     preflight,
-    registry,
     sql,
     versions,
     wait,

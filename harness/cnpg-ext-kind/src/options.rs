@@ -75,7 +75,7 @@ pub struct KindOptions {
     /// `cnpg_version` (or of unknown version) with `cnpg_version`. Refused otherwise.
     pub allow_operator_downgrade: bool,
     /// `--registry`: images reach the nodes through a local registry container used as a
-    /// containerd mirror instead of `kind load` (see the `registry` module); needs
+    /// containerd mirror instead of `kind load` (see the `node_mirror` module); needs
     /// `kind_cluster`.
     pub registry: bool,
     /// `--registry-port`: host port of the registry (`127.0.0.1:<port>`), default 5001.

@@ -133,18 +133,18 @@ pub fn render_dry_run(scenario: &Scenario, opts: &KindOptions, out_dir: &Path) -
     if opts.registry {
         // What `--registry` writes besides the kind config: the KEP-1755 ConfigMap and the
         // nodes' hosts.toml (localhost:<port> and each image's own registry host).
-        let cfg = crate::registry::RegistryConfig::from_options(opts);
+        let cfg = crate::node_mirror::RegistryConfig::from_options(opts);
         put(
             out_dir.join("registry-local-registry-hosting.yaml"),
-            to_yaml(&crate::registry::local_registry_hosting(&cfg)),
+            to_yaml(&crate::node_mirror::local_registry_hosting(&cfg)),
         )?;
         let targets = scenario
             .images
             .iter()
-            .map(|i| crate::registry::mirror_target(&i.reference, &cfg))
+            .map(|i| crate::node_mirror::mirror_target(&i.reference, &cfg))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut files = vec![(cfg.host(), crate::registry::hosts_toml_local(&cfg))];
-        files.extend(crate::registry::mirror_hosts_files(&targets, &cfg));
+        let mut files = vec![(cfg.host(), crate::node_mirror::hosts_toml_local(&cfg))];
+        files.extend(crate::node_mirror::mirror_hosts_files(&targets, &cfg));
         for (host, text) in files {
             put(out_dir.join(format!("registry-certs.d-{}-hosts.toml", host.replace(':', "_"))), text)?;
         }

@@ -8,6 +8,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use cnpg_ext_backend::Backend;
 use cnpg_ext_kind::apply::cluster_resource;
 use cnpg_ext_kind::inspect::{inspect_script, parse_inspect_output};
 use cnpg_ext_kind::options::Timeouts;
@@ -17,7 +18,7 @@ use cnpg_ext_kind::testing::FakeExec;
 use cnpg_ext_kind::testing::{query_param, status_body, FakeApi, RecordedRequest};
 use cnpg_ext_kind::watch::{snapshot, Expect, RolloutObserver, RolloutWatch};
 use cnpg_ext_kind::{KindBackend, KindOptions};
-use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role, RolloutRecord};
+use cnpg_ext_model::backend::{ApplyOutcome, BackendError, Role, RolloutRecord};
 use cnpg_ext_model::judge::{verify_rollout, Check};
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::CnpgVersion;

@@ -14,8 +14,9 @@ mod common;
 
 use std::path::PathBuf;
 
+use cnpg_ext_backend::Backend;
 use cnpg_ext_kind::{prepare, KindBackend, KindOptions};
-use cnpg_ext_model::backend::{ApplyOutcome, Backend};
+use cnpg_ext_model::backend::ApplyOutcome;
 use cnpg_ext_model::CnpgVersion;
 
 fn options() -> KindOptions {

@@ -9,11 +9,11 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use cnpg_ext_kind::config::{self, check_kind_config, render_kind_config, Topology};
-use cnpg_ext_kind::registry::{
-    self, engine_push_steps, hosts_toml_local, hosts_toml_mirror, inspect_running_args, kind_get_nodes_args,
-    local_registry_hosting, mirror_hosts_files, mirror_target, network_connect_args, networks_args, parse_loaded_image,
-    port_args, published_on, remove_args, run_args, select_engine, skopeo_push_args, split_reference, start_args,
-    with_registry_patch, write_hosts_toml_args, Engine, EngineCli, RegistryConfig,
+use cnpg_ext_kind::node_mirror::{
+    self as registry, engine_push_steps, hosts_toml_local, hosts_toml_mirror, inspect_running_args,
+    kind_get_nodes_args, local_registry_hosting, mirror_hosts_files, mirror_target, network_connect_args,
+    networks_args, parse_loaded_image, port_args, published_on, remove_args, run_args, select_engine, skopeo_push_args,
+    split_reference, start_args, with_registry_patch, write_hosts_toml_args, Engine, EngineCli, RegistryConfig,
 };
 use cnpg_ext_kind::render::to_yaml;
 use cnpg_ext_kind::KindOptions;

@@ -1,14 +1,13 @@
-//! The contract between the runner and an environment (local processes, containers, kind).
+//! What the runner and an environment (local processes, containers, kind) exchange: roles,
+//! instances, what an apply or a rollout did, what an instance shows, and the errors. The
+//! `Backend` trait itself, with its database client, is the `cnpg-ext-backend` crate: this
+//! crate stays pure.
 //!
 //! A backend *does* (deploy, update, restart) and *reports what it observes*; it never
 //! judges. Judging is the verification layer's job, written once for every backend.
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-
-use crate::cluster::{Cluster, ClusterDoc, DatabaseDoc};
-use crate::plan::ClusterPlan;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -92,36 +91,4 @@ pub enum BackendError {
     /// The operator (or its stand-in) rejected the input.
     #[error("rejected: {0}")]
     Rejected(String),
-}
-
-#[async_trait]
-pub trait Backend: Send + Sync {
-    fn name(&self) -> &'static str;
-
-    /// The plan of `cluster` as this backend mounts it on `instance` (mount roots differ:
-    /// `/extensions` in a pod, a directory per instance locally).
-    fn plan_for(&self, cluster: &Cluster, instance: &str) -> ClusterPlan;
-
-    /// Create the cluster, or update it to `doc`. The backend (or the operator behind it)
-    /// decides whether instances roll; the record says what happened. A real cluster gets
-    /// `doc.raw`, the document as written; local stand-ins read the typed `doc.cluster`.
-    async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError>;
-
-    /// Reconcile a `Database` resource; returns the per-extension status messages.
-    async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError>;
-
-    /// `kubectl cnpg restart`: restart every instance, replicas first.
-    async fn restart(&mut self) -> Result<RolloutRecord, BackendError>;
-
-    async fn instances(&self) -> Result<Vec<InstanceRef>, BackendError>;
-
-    /// A SQL session on `instance`.
-    async fn connect(&self, instance: &str, database: &str, user: &str)
-        -> Result<tokio_postgres::Client, BackendError>;
-
-    /// Environment and mounts of `instance`, as the instance sees them.
-    async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError>;
-
-    /// Stop and remove everything the backend started, unless `keep`.
-    async fn teardown(&mut self, keep: bool) -> Result<(), BackendError>;
 }

@@ -8,8 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use cnpg_ext_registry::testing::{require, Registry};
 use cnpg_ext_registry::{PullOptions, Puller};
+use cnpg_ext_testutil::registry::{require, Registry};
 
 const MB: f64 = 1_000_000.0;
 const SIZE: usize = 100_000_000;

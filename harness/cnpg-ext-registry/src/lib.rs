@@ -15,8 +15,6 @@ pub mod auth;
 pub mod cache;
 mod error;
 mod pull;
-#[doc(hidden)]
-pub mod testing;
 
 pub use error::PullError;
 pub use pull::{looks_like_reference, parse_reference, PullOptions, PulledImage, Puller, ENV_CA, ENV_TIMEOUT};

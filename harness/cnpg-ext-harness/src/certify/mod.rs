@@ -29,6 +29,8 @@ use crate::reports::view::RunView;
 use crate::run::app::{self, BackendKind, RunOptions};
 use record::write_record;
 
+// The field docs are clap help text, not markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct CertifyArgs {
     /// The image: an OCI layout directory, an OCI archive, a docker archive, or a registry

@@ -1,5 +1,5 @@
 //! The command line: `run`, `list`, `plan`, `image …`; the commands behind it
-//! ([`commands`]) and the live progress display ([`progress`]).
+//! (`commands`) and the live progress display (`progress`).
 
 pub(crate) mod commands;
 mod entry;
@@ -34,6 +34,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once per process: the size of the largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run scenarios. Exit 0 all passed, 1 a scenario failed, 2 invalid input, 3 environment unusable.
@@ -81,6 +83,8 @@ pub enum Command {
     Certify(crate::certify::CertifyArgs),
 }
 
+// The field docs are clap help text, not markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Scenario directories, `scenario.yaml` files, or directories of scenarios.

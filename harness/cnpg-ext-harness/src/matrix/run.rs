@@ -16,6 +16,8 @@ use crate::reports::view::RunView;
 
 use super::*;
 
+// The field docs are clap help text, not markdown.
+#[allow(rustdoc::invalid_html_tags, rustdoc::broken_intra_doc_links)]
 #[derive(Debug, Clone, clap::Args)]
 pub struct MatrixArgs {
     /// The matrix file (see matrix/example.yaml).

@@ -8,7 +8,7 @@ use std::time::Instant;
 use cnpg_ext_model::{CnpgVersion, Scenario};
 use cnpg_ext_pg::{OperandFlavor, PgInstall, ProvisionOptions};
 
-use cnpg_ext_model::backend::Backend;
+use cnpg_ext_backend::Backend;
 
 use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::backends::local::{LocalBackend, LocalEnv};

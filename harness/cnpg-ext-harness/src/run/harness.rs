@@ -11,7 +11,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use cnpg_ext_model::backend::Backend;
+use cnpg_ext_backend::Backend;
 use cnpg_ext_model::CnpgVersion;
 use cnpg_ext_pg::OperandFlavor;
 

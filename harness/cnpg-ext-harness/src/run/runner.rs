@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use cnpg_ext_model::backend::{ApplyOutcome, Backend, BackendError, Role};
+use cnpg_ext_backend::Backend;
+
+use cnpg_ext_model::backend::{ApplyOutcome, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
 use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, SqlStep, Step, Target};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};

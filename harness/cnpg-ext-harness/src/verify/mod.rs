@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use cnpg_ext_model::backend::{Backend, BackendError, InstanceRef, Role};
+use cnpg_ext_backend::Backend;
+
+use cnpg_ext_model::backend::{BackendError, InstanceRef, Role};
 pub(crate) use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
 
 pub(crate) mod origin;

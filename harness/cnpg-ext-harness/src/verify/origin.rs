@@ -22,8 +22,9 @@
 
 use std::path::Path;
 
+use cnpg_ext_backend::Backend;
 use cnpg_ext_images::control::module_basename;
-use cnpg_ext_model::backend::{Backend, BackendError};
+use cnpg_ext_model::backend::BackendError;
 use cnpg_ext_model::plan::ClusterPlan;
 use tokio_postgres::Client;
 

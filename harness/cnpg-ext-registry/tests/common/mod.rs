@@ -1,11 +1,11 @@
 //! Pull options and credentials files for the registry tests; the registry and the images
-//! pushed to it are `cnpg_ext_registry::testing`.
+//! pushed to it are `cnpg_ext_testutil::registry`.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use cnpg_ext_registry::testing::*;
+pub use cnpg_ext_testutil::registry::*;
 
 /// Pull options for tests: a private cache, the registry insecure, no credentials files.
 pub fn options(cache: &Path, insecure: &[&str]) -> cnpg_ext_registry::PullOptions {

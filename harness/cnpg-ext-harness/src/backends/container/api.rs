@@ -39,7 +39,7 @@ const SERVICE_READY: Duration = Duration::from_secs(20);
 ///
 /// It dies with the harness in two ways: `PR_SET_PDEATHSIG` (SIGKILL), set in the child
 /// before `exec`, kills it as soon as the harness process dies, whatever the cause; and the
-/// run's supervisor ([`crate::plumbing::supervisor`]) kills every process the harness started.
+/// run's supervisor (`plumbing::supervisor`) kills every process the harness started.
 pub struct ApiService {
     socket: PathBuf,
     pid: Option<u32>,

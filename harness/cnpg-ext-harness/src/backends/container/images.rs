@@ -61,7 +61,7 @@ pub(crate) fn engine_reference(run_id: &str, reference: &str) -> String {
     engine_reference_of(std::process::id(), run_id, reference)
 }
 
-/// [`engine_reference`] as the harness process `pid` names it.
+/// `engine_reference` as the harness process `pid` names it.
 pub fn engine_reference_of(pid: u32, run_id: &str, reference: &str) -> String {
     use sha2::Digest;
     if reference.contains('@') {

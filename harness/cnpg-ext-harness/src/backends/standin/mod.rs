@@ -12,8 +12,9 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use chrono::Utc;
+use cnpg_ext_backend::Backend;
 use cnpg_ext_model::backend::{
-    ApplyOutcome, Backend, BackendError, InstanceObservation, InstanceRef, InstanceRestart, Role, RolloutRecord,
+    ApplyOutcome, BackendError, InstanceObservation, InstanceRef, InstanceRestart, Role, RolloutRecord,
 };
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};

@@ -1,7 +1,9 @@
 //! The operator's rules the stand-in follows (local, container): how a
 //! changed Cluster reaches the instances, and how a Database resource is reconciled.
 
-use cnpg_ext_model::backend::{Backend, BackendError};
+use cnpg_ext_backend::Backend;
+
+use cnpg_ext_model::backend::BackendError;
 use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, CnpgVersion, Database};
 

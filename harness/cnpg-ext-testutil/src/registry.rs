@@ -2,8 +2,8 @@
 //! Debian's `docker-registry` (distribution 2.8) with a temporary config, optionally behind
 //! htpasswd basic auth — and pushes with `skopeo`. Not for production use.
 //!
-//! A test that cannot run (a tool missing) says so on stderr and skips; with `CI=true` it
-//! fails instead ([`require`]).
+//! A test that cannot run (a tool missing) follows the one skip rule ([`require`], over
+//! [`crate::cannot_run`] with [`crate::REQUIRE_REGISTRY`]).
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -14,18 +14,17 @@ use std::time::{Duration, Instant};
 /// The tools the registry tests need.
 pub const TOOLS: &[&str] = &["docker-registry", "skopeo", "htpasswd"];
 
-/// `None` when `tools` are installed; else the skip (or, under `CI=true`, a panic).
+/// `None` when `tools` are installed; else the skip (a failure under `CI=true` or with
+/// `CNPG_EXT_HARNESS_REQUIRE_REGISTRY` set).
 pub fn require(tools: &[&str]) -> Option<()> {
     let missing: Vec<&str> = tools.iter().copied().filter(|t| !on_path(t)).collect();
     if missing.is_empty() {
         return Some(());
     }
-    let msg =
-        format!("SKIPPED: {} not installed (apt-get install docker-registry skopeo apache2-utils)", missing.join(", "));
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{msg}; CI=true makes a skip a failure");
-    }
-    eprintln!("{msg}");
+    crate::cannot_run(
+        &format!("{} not installed (apt-get install docker-registry skopeo apache2-utils)", missing.join(", ")),
+        Some(crate::REQUIRE_REGISTRY),
+    );
     None
 }
 

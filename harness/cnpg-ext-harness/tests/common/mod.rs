@@ -65,18 +65,6 @@ pub fn scenario_copy(id: &str) -> (tempfile::TempDir, PathBuf) {
     (root, dest)
 }
 
-/// The one rule for a test that cannot run here: it says so on stderr and returns; under
-/// `CI=true` (set by CI), or with `require` (e.g. `CNPG_EXT_HARNESS_REQUIRE_ENGINE`) set to
-/// anything but empty, `0` or `false`, the skip is a failure instead.
-pub fn cannot_run(why: &str, require: Option<&str>) {
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    let required = require.filter(|var| std::env::var(var).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false")));
-    if ci || required.is_some() {
-        let by = required.map(|v| format!("{v} is set")).unwrap_or_else(|| "CI=true".into());
-        panic!("cannot run: {why} (a skip is a failure because {by})");
-    }
-    let hint = require
-        .map(|v| format!("; set {v}=1 or CI=true to fail instead"))
-        .unwrap_or_else(|| "; CI=true fails instead".into());
-    eprintln!("SKIPPED: {why}{hint}");
-}
+/// The one skip rule of every test of this project (`cnpg_ext_testutil`).
+#[allow(unused_imports)]
+pub use cnpg_ext_testutil::cannot_run;

@@ -1,0 +1,18 @@
+//! Fault injection for the interruption tests (`tests/faults.rs`): a harness told by
+//! `CNPG_EXT_HARNESS_FAULT` panics at a chosen point; without the variable nothing happens.
+
+/// Test-only fault injection: `panic-after-postmasters=N` panics right after the Nth
+/// postmaster of this process started (before its handle exists).
+pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
+
+/// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
+pub(crate) fn fault_after_postmaster_start() {
+    static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let Ok(spec) = std::env::var(ENV_FAULT) else { return };
+    let n = STARTED.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+    if let Some(at) = spec.strip_prefix("panic-after-postmasters=").and_then(|v| v.parse::<usize>().ok()) {
+        if n == at {
+            panic!("{ENV_FAULT}: injected panic after postmaster #{n} started");
+        }
+    }
+}
