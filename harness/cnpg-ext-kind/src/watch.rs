@@ -133,15 +133,22 @@ pub fn postgres_crash_loop(pod: &Pod) -> Option<i32> {
 /// lines, as `FATAL:  <message>`.
 pub fn fatal_in_log(log: &str) -> Option<String> {
     log.lines().rev().find_map(|line| {
-        if let Ok(v) = serde_json::from_str::<serde_json::Value>(line) {
-            let rec = v.get("record")?;
-            let sev = rec.get("error_severity")?.as_str()?;
-            if sev == "FATAL" || sev == "PANIC" {
-                return Some(format!("{sev}:  {}", rec.get("message")?.as_str()?));
+        let plain = |text: &str| {
+            ["FATAL:", "PANIC:"].iter().find_map(|m| text.split_once(m).map(|(_, r)| format!("{m}{r}")))
+        };
+        match serde_json::from_str::<serde_json::Value>(line) {
+            // The instance manager's records: a parsed csvlog record, or a line the postmaster
+            // wrote to stderr before its logging collector ran (`msg`).
+            Ok(v) => {
+                if let Some(rec) = v.get("record") {
+                    let sev = rec.get("error_severity")?.as_str()?;
+                    return (sev == "FATAL" || sev == "PANIC")
+                        .then(|| format!("{sev}:  {}", rec.get("message").and_then(|m| m.as_str()).unwrap_or("")));
+                }
+                v.get("msg").and_then(|m| m.as_str()).and_then(plain)
             }
-            return None;
+            Err(_) => plain(line),
         }
-        ["FATAL:", "PANIC:"].iter().find_map(|m| line.split_once(m).map(|(_, r)| format!("{m}{r}")))
     })
 }
 
@@ -646,10 +653,21 @@ async fn crash_loop_error(pods: Api<Pod>, name: String, restarts: i32, last: Str
         tail_lines: Some(500),
         ..Default::default()
     };
-    let reason = match pods.logs(&name, &params).await {
-        Ok(log) => fatal_in_log(&log).unwrap_or_else(|| "no FATAL line in its previous log".into()),
-        Err(e) => format!("its previous log could not be read: {e}"),
-    };
+    // The crashed container's log, else the current one's (it may have crashed again).
+    let mut reason = None;
+    let mut errors = Vec::new();
+    for previous in [true, false] {
+        match pods.logs(&name, &kube::api::LogParams { previous, ..params.clone() }).await {
+            Ok(log) => reason = fatal_in_log(&log),
+            Err(e) => errors.push(e.to_string()),
+        }
+        if reason.is_some() {
+            break;
+        }
+    }
+    let reason = reason.unwrap_or_else(|| {
+        format!("no FATAL line in its logs{}", if errors.is_empty() { String::new() } else { format!(" ({})", errors.join("; ")) })
+    });
     BackendError::Failed(format!(
         "pod {name}: container postgres is crash-looping (CrashLoopBackOff, {restarts} restarts): {reason}; last state: {last}"
     ))
@@ -681,6 +699,12 @@ mod crash_tests {
             Some(r#"FATAL:  could not access file "preloadprobe": No such file or directory"#)
         );
         assert_eq!(fatal_in_log("2026 [1] FATAL:  x\n").as_deref(), Some("FATAL:  x"));
+        // Written to stderr before the logging collector ran (seen on the real node).
+        let stderr = r#"{"level":"info","logger":"postgres","msg":"2026-12-03 08:16:46.343 UTC [22] FATAL:  could not access file \"preloadprobe\": No such file or directory","pipe":"stderr"}"#;
+        assert_eq!(
+            fatal_in_log(stderr).as_deref(),
+            Some(r#"FATAL:  could not access file "preloadprobe": No such file or directory"#)
+        );
         assert_eq!(fatal_in_log("LOG: fine\n"), None);
     }
 }
