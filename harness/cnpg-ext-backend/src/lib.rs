@@ -5,7 +5,7 @@
 
 use async_trait::async_trait;
 use cnpg_ext_model::backend::{ApplyOutcome, BackendError, InstanceObservation, InstanceRef, RolloutRecord};
-use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, DatabaseDoc};
+use cnpg_ext_model::{CatalogDoc, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc};
 
 #[async_trait]
 pub trait Backend: Send + Sync {
@@ -19,6 +19,14 @@ pub trait Backend: Send + Sync {
     /// decides whether instances roll; the record says what happened. A real cluster gets
     /// `doc.raw`, the document as written; local stand-ins read the typed `doc.cluster`.
     async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError>;
+
+    /// Create or update an `ImageCatalog` / `ClusterImageCatalog`. A real cluster gets
+    /// `doc.raw`; the stand-ins have nothing to do (catalog extensions are resolved into each
+    /// Cluster's list when the scenario loads, as the operator resolves them).
+    async fn apply_catalog(&mut self, doc: &CatalogDoc) -> Result<(), BackendError> {
+        let _ = doc;
+        Ok(())
+    }
 
     /// Reconcile a `Database` resource; returns the per-extension status messages.
     async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError>;

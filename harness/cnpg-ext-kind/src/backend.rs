@@ -46,6 +46,9 @@ pub struct KindBackend {
     namespace_ready: bool,
     cluster: Option<Cluster>,
     last_diagnostics: Option<PathBuf>,
+    /// `ClusterImageCatalog`s this backend applied: cluster-scoped, so not removed with the
+    /// namespace; teardown deletes them.
+    cluster_catalogs: Vec<String>,
 }
 
 impl KindBackend {
@@ -61,6 +64,7 @@ impl KindBackend {
             namespace_ready: false,
             cluster: None,
             last_diagnostics: None,
+            cluster_catalogs: Vec::new(),
         }
     }
 
@@ -385,6 +389,28 @@ impl Backend for KindBackend {
         }
     }
 
+    async fn apply_catalog(&mut self, doc: &cnpg_ext_model::CatalogDoc) -> Result<(), BackendError> {
+        self.ensure_namespace().await?;
+        let kind = doc.catalog.kind.as_str();
+        let plural = if kind == "ClusterImageCatalog" { "clusterimagecatalogs" } else { "imagecatalogs" };
+        let resource = kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", kind),
+            plural,
+        );
+        let t = self.opts.timeouts.clone();
+        if kind == "ClusterImageCatalog" {
+            let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+            server_side_apply_within(&api, kind, &doc.raw, t.forbidden_retry).await?;
+            if !self.cluster_catalogs.contains(&doc.catalog.metadata.name) {
+                self.cluster_catalogs.push(doc.catalog.metadata.name.clone());
+            }
+        } else {
+            let api: Api<DynamicObject> = Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+            server_side_apply_within(&api, kind, &namespaced(&doc.raw, &self.namespace), t.forbidden_retry).await?;
+        }
+        Ok(())
+    }
+
     async fn apply_database(&mut self, doc: &DatabaseDoc) -> Result<Vec<String>, BackendError> {
         match self.apply_database_inner(doc).await {
             Ok(o) => Ok(o),
@@ -447,6 +473,18 @@ impl Backend for KindBackend {
         }
         if !self.namespace_ready {
             return Ok(());
+        }
+        let resource = kube::discovery::ApiResource::from_gvk_with_plural(
+            &kube::api::GroupVersionKind::gvk("postgresql.cnpg.io", "v1", "ClusterImageCatalog"),
+            "clusterimagecatalogs",
+        );
+        let catalogs: Api<DynamicObject> = Api::all_with(self.client.clone(), &resource);
+        for name in std::mem::take(&mut self.cluster_catalogs) {
+            match catalogs.delete(&name, &DeleteParams::background()).await {
+                Ok(_) => {}
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(kube_error(format!("deleting ClusterImageCatalog {name}"), e)),
+            }
         }
         let api: Api<Namespace> = Api::all(self.client.clone());
         match api

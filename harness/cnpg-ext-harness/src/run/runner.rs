@@ -201,7 +201,10 @@ impl<'a> ScenarioRun<'a> {
                 Manifest::Database(d) => self.apply_database(&d, a.expect.as_ref(), &mut o).await?,
                 // Catalogs are resolved into each Cluster's extension list when the scenario
                 // loads (as the operator resolves them); the stand-in has nothing to apply.
-                Manifest::Catalog(_) | Manifest::Other { .. } => {}
+                // A real cluster gets the catalog; the stand-ins resolved it when the scenario
+                // loaded.
+                Manifest::Catalog(c) => self.backend.apply_catalog(&c).await?,
+                Manifest::Other { .. } => {}
             }
         }
         Ok(o)
