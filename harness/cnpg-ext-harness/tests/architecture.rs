@@ -292,7 +292,24 @@ impl Crate {
 
     /// Every circle (strongly connected set of more than one file), with its arrows.
     fn circles(&self) -> Vec<Vec<(Module, Module)>> {
-        let edges = self.edges();
+        circles_of(self.edges())
+    }
+
+    /// The same between rooms: a top-level folder of `src/` is one room, a top-level file
+    /// another.
+    fn room_circles(&self) -> Vec<Vec<(Module, Module)>> {
+        let room = |m: &Module| -> Module { m.first().cloned().into_iter().collect() };
+        let mut rooms: BTreeMap<Module, BTreeSet<Module>> = BTreeMap::new();
+        for (from, tos) in self.edges() {
+            let entry = rooms.entry(room(&from)).or_default();
+            entry.extend(tos.iter().map(room).filter(|r| *r != room(&from)));
+        }
+        circles_of(rooms)
+    }
+}
+
+fn circles_of(edges: BTreeMap<Module, BTreeSet<Module>>) -> Vec<Vec<(Module, Module)>> {
+    {
         let nodes: Vec<&Module> = edges.keys().collect();
         let index: BTreeMap<&Module, usize> = nodes.iter().enumerate().map(|(i, m)| (*m, i)).collect();
         let adj: Vec<Vec<usize>> =
@@ -408,6 +425,23 @@ fn no_import_circle_between_the_files_of_any_crate() {
         }
     }
     assert!(problems.is_empty(), "import circles (ARCHITECTURE.md: never in a circle):\n{}", problems.join("\n"));
+}
+
+#[test]
+fn no_import_circle_between_the_rooms_of_any_crate() {
+    let mut problems = Vec::new();
+    for (dir, name) in crates() {
+        let c = load(&dir, &name);
+        for circle in c.room_circles() {
+            let arrows: Vec<String> = circle.iter().map(|(a, b)| format!("{} -> {}", show(a), show(b))).collect();
+            problems.push(format!("{}: {}", c.name, arrows.join(", ")));
+        }
+    }
+    assert!(
+        problems.is_empty(),
+        "circles between rooms (ARCHITECTURE.md: never in a circle):\n{}",
+        problems.join("\n")
+    );
 }
 
 /// The checker itself finds a circle, also one hidden behind a `pub use` glob.

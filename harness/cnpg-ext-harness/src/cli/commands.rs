@@ -6,8 +6,8 @@ use cnpg_ext_model::{ClusterPlan, CnpgVersion, PlanOptions, Scenario};
 
 use crate::cli::RunArgs;
 use crate::error::Exit;
+use crate::reports::run::Status;
 use crate::run::app::{self, RunOptions};
-use crate::run::runner::Status;
 
 pub(crate) async fn run(args: RunArgs) -> Exit {
     if args.dry_run {

@@ -1,9 +1,8 @@
 //! The command line: `run`, `list`, `plan`, `image …`; the commands behind it
-//! (`commands`) and the live progress display (`progress`).
+//! (`commands`).
 
 pub(crate) mod commands;
 mod entry;
-pub(crate) mod progress;
 
 pub use entry::main;
 

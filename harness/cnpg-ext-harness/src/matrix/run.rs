@@ -9,9 +9,9 @@ use std::time::Instant;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::progress::Progress;
 use crate::error::{Exit, HarnessError};
 use crate::plumbing::exe::harness_binary;
+use crate::plumbing::progress::Progress;
 use crate::reports::view::RunView;
 
 use super::*;

@@ -6,6 +6,7 @@ pub(crate) mod engine;
 pub(crate) mod exe;
 pub(crate) mod fsutil;
 pub(crate) mod procs;
+pub(crate) mod progress;
 pub(crate) mod run_as;
 pub(crate) mod shell;
 pub(crate) mod sql;

@@ -12,13 +12,14 @@ use cnpg_ext_backend::Backend;
 
 use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
 use crate::backends::local::{LocalBackend, LocalEnv};
-use crate::cli::progress::Progress;
 use crate::error::HarnessError;
 use crate::images::store::ImageStore;
+use crate::plumbing::progress::Progress;
 use crate::plumbing::run_as::RunAs;
 use crate::plumbing::{fsutil, procs};
+use crate::reports::run::Status;
 use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
-use crate::run::runner::{ScenarioRun, Status};
+use crate::run::runner::ScenarioRun;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {

@@ -18,8 +18,8 @@ use cnpg_ext_pg::OperandFlavor;
 use crate::backends::container::EngineOptions;
 use crate::error::HarnessError;
 use crate::reports::run::RunReport;
+use crate::reports::run::Status;
 use crate::run::app::{self, BackendKind, BackendWrap, RunOptions};
-use crate::run::runner::Status;
 
 /// A configured run; `run` executes it. Defaults: every CPU, the `minimal` operand, the
 /// modelled CNPG release, PostgreSQL from `PG_CONFIG`/`PATH`/the pinned wheel, no report files.

@@ -5,5 +5,5 @@ pub(crate) mod app;
 pub(crate) mod harness;
 pub(crate) mod runner;
 
+pub use crate::reports::run::{Status, StepResult};
 pub use app::{locate_postgres, run, BackendKind, BackendWrap, RunOptions, RunOutcome, WrapFn};
-pub use runner::{Status, StepResult};

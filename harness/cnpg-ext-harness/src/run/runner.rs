@@ -9,46 +9,11 @@ use cnpg_ext_model::backend::{ApplyOutcome, BackendError, Role};
 use cnpg_ext_model::cluster::Manifest;
 use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, SqlStep, Step, Target};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};
-use serde::Serialize;
 
 use crate::images::store::ImageStore;
 use crate::plumbing::sql;
+use crate::reports::run::{Status, StepResult};
 use crate::verify::{self, origin, Check};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Status {
-    Passed,
-    Failed,
-    Skipped,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct StepResult {
-    pub index: usize,
-    pub line: u64,
-    pub kind: String,
-    pub title: String,
-    pub status: Status,
-    pub duration_ms: u64,
-    /// What the step expected and what was seen, when they differ (or the error).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub expected: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub actual: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-    /// Every comparison the step made.
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub checks: Vec<Check>,
-}
-
-impl StepResult {
-    /// `file:line step N (title)`: where to look.
-    pub fn locator(&self, scenario_file: &str) -> String {
-        format!("{scenario_file}:{} step {} ({})", self.line, self.index, self.title)
-    }
-}
 
 /// What a step produced before it is judged.
 #[derive(Default)]
