@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+pub const NODE_NAME: &str = "cnpg-ext-node";
+
 /// The node's address in its network namespace (veth `eth0`).
 pub const NODE_IP: &str = "10.250.0.2";
 /// The host end of the veth pair.
@@ -304,7 +306,7 @@ pub fn kubelet_args(state: &Path) -> Vec<String> {
         format!("--config={}", p(state, "kubelet.yaml")),
         format!("--kubeconfig={}", p(state, "kubeconfig/kubelet")),
         format!("--root-dir={}", p(state, "kubelet")),
-        format!("--hostname-override={}", crate::pki::NODE_NAME),
+        format!("--hostname-override={}", NODE_NAME),
         format!("--node-ip={NODE_IP}"),
         "--v=1".into(),
     ]
@@ -332,7 +334,7 @@ conntrack:
   tcpCloseWaitTimeout: 0s
 "#,
         kc = p(state, "kubeconfig/kube-proxy"),
-        node = crate::pki::NODE_NAME,
+        node = NODE_NAME,
     )
 }
 

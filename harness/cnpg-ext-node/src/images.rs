@@ -144,7 +144,7 @@ pub fn scenario_images(dir: &Path) -> Result<Vec<(String, PathBuf, Option<tempfi
         match &image.origin {
             ImageOrigin::Fixture(recipe) => {
                 if pg.is_none() {
-                    pg = Some(crate::operand::pinned_wheel()?);
+                    pg = Some(crate::wheel::pinned_wheel()?);
                 }
                 let target = pg.as_ref().expect("set above").fixture_target();
                 let tmp = tempfile::tempdir().map_err(|e| NodeError::failed(format!("temporary directory: {e}")))?;

@@ -10,6 +10,7 @@
 //! * [`node`] — `up`, `status`, `down`.
 //! * [`cli`] — the clap arguments and [`cli::run`].
 
+pub mod args;
 pub mod cli;
 pub mod components;
 pub mod config;
@@ -22,5 +23,6 @@ pub mod pki;
 pub mod provisioner;
 pub mod supervisor;
 pub mod util;
+pub mod wheel;
 
 pub use error::{NodeError, Result};

