@@ -126,7 +126,7 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     assert_eq!(report["kind"], "cnpg-ext-harness/matrix");
     let cells = report["cells"].as_array().unwrap();
     assert_eq!(cells.len(), if with_engine { 4 } else { 2 }, "{report:#}");
-    let local = cell(&report, "local_wheel_cnpg-1.28.2_seed");
+    let local = cell(&report, "local_wheel_cnpg-1.30.1_seed");
     assert_eq!(local["status"], "passed", "{local:#}");
     // Every scenario directory of the repository is in the seed set of the example matrix.
     let scenario_dirs = std::fs::read_dir(repo().join("scenarios"))
@@ -135,12 +135,12 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
         .filter(|d| d.path().join("scenario.yaml").is_file())
         .count();
     assert_eq!(local["scenarios"].as_array().unwrap().len(), scenario_dirs, "{local:#}");
-    let pg15 = cell(&report, "local_pg15_cnpg-1.28.2_seed");
+    let pg15 = cell(&report, "local_pg15_cnpg-1.30.1_seed");
     assert_eq!(pg15["status"], "unsupported", "{pg15:#}");
     assert!(pg15["reason"].as_str().unwrap().starts_with("unsupported: PostgreSQL < 18"), "{pg15:#}");
     if with_engine {
-        assert_eq!(cell(&report, "container_wheel_cnpg-1.28.2_seed")["status"], "passed", "{out}");
-        assert_eq!(cell(&report, "container_pg15_cnpg-1.28.2_seed")["status"], "unsupported");
+        assert_eq!(cell(&report, "container_wheel_cnpg-1.30.1_seed")["status"], "passed", "{out}");
+        assert_eq!(cell(&report, "container_pg15_cnpg-1.30.1_seed")["status"], "unsupported");
     }
     // Each cell has its own record.
     for c in cells {
@@ -156,7 +156,7 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     // JUnit: one testsuite per cell; unsupported cells are skipped, not failed.
     let junit = std::fs::read_to_string(reports.join("junit.xml")).unwrap();
     assert_eq!(junit.matches("<testsuite ").count(), cells.len(), "{junit}");
-    assert!(junit.contains("name=\"local_wheel_cnpg-1.28.2_seed\""), "{junit}");
+    assert!(junit.contains("name=\"local_wheel_cnpg-1.30.1_seed\""), "{junit}");
     assert!(junit.contains("<skipped message=\"unsupported: PostgreSQL &lt; 18"), "{junit}");
     assert!(!junit.contains("<failure"), "{junit}");
     // The page: a coloured cell per cell, links to each cell's summary and log.
@@ -164,8 +164,8 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     assert_self_contained(&html);
     assert_eq!(html.matches("<td class=\"cell s-passed\">").count(), if with_engine { 2 } else { 1 });
     assert_eq!(html.matches("<td class=\"cell s-unsupported\">").count(), if with_engine { 2 } else { 1 });
-    assert!(html.contains("href=\"cells/local_wheel_cnpg-1.28.2_seed/summary.md\""));
-    assert!(html.contains("href=\"cells/local_pg15_cnpg-1.28.2_seed/output.log\""));
+    assert!(html.contains("href=\"cells/local_wheel_cnpg-1.30.1_seed/summary.md\""));
+    assert!(html.contains("href=\"cells/local_pg15_cnpg-1.30.1_seed/output.log\""));
     assert!(html.contains("unsupported: PostgreSQL &lt; 18"));
     if let Some(png) = screenshot(&reports) {
         eprintln!("screenshot: {}", png.display());
@@ -197,18 +197,18 @@ fn a_broken_cell_fails_everywhere_and_rerun_failed_reruns_only_it() {
         .unwrap();
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
-    assert!(out.contains("FAIL local_wheel_cnpg-1.28.2_broken"), "{out}");
+    assert!(out.contains("FAIL local_wheel_cnpg-1.30.1_broken"), "{out}");
     assert!(out.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{out}");
 
     // JSON: the failed cell with the step and expected vs actual.
     let report = json(&first.join("report.json"));
-    let broken = cell(&report, "local_wheel_cnpg-1.28.2_broken");
+    let broken = cell(&report, "local_wheel_cnpg-1.30.1_broken");
     assert_eq!(broken["status"], "failed");
     let f = &broken["scenarios"][0]["failure"];
     assert!(f["locator"].as_str().unwrap().ends_with("scenario.yaml:16 step 5 (L2 distance)"), "{f:#}");
     assert_eq!(f["expected"], "rows on cluster-pgvector-1: [5.2]");
     assert_eq!(f["actual"], "rows on cluster-pgvector-1: [5.196152422706632]");
-    assert_eq!(cell(&report, "local_wheel_cnpg-1.28.2_good")["status"], "passed");
+    assert_eq!(cell(&report, "local_wheel_cnpg-1.30.1_good")["status"], "passed");
     // The local backend kept the failing instance's postgres.log tail.
     let logs: Vec<&str> = broken["files"]
         .as_array()
@@ -245,15 +245,15 @@ fn a_broken_cell_fails_everywhere_and_rerun_failed_reruns_only_it() {
     assert!(out.contains("1 cell(s) to run, 1 carried over"), "{out}");
     let again = json(&second.join("report.json"));
     let (good_before, good_after) =
-        (cell(&report, "local_wheel_cnpg-1.28.2_good"), cell(&again, "local_wheel_cnpg-1.28.2_good"));
+        (cell(&report, "local_wheel_cnpg-1.30.1_good"), cell(&again, "local_wheel_cnpg-1.30.1_good"));
     assert_eq!(good_after["started_at"], good_before["started_at"], "the passed cell must not run again");
     assert_eq!(good_after["duration_ms"], good_before["duration_ms"]);
     assert!(good_after["carried_over_from"].as_str().unwrap().ends_with("first/report.json"));
     // Its files were carried over too; its own run record is the first run's.
-    let run_before = json(&first.join("cells/local_wheel_cnpg-1.28.2_good/report.json"));
-    let run_after = json(&second.join("cells/local_wheel_cnpg-1.28.2_good/report.json"));
+    let run_before = json(&first.join("cells/local_wheel_cnpg-1.30.1_good/report.json"));
+    let run_after = json(&second.join("cells/local_wheel_cnpg-1.30.1_good/report.json"));
     assert_eq!(run_before["started_at"], run_after["started_at"]);
-    let broken_after = cell(&again, "local_wheel_cnpg-1.28.2_broken");
+    let broken_after = cell(&again, "local_wheel_cnpg-1.30.1_broken");
     assert_eq!(broken_after["status"], "passed");
     assert_ne!(broken_after["started_at"], broken["started_at"], "the failed cell must run again");
     assert!(broken_after.get("carried_over_from").is_none());
@@ -284,11 +284,11 @@ fn postgres_older_than_18_is_an_unsupported_cell() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "unsupported by design is not a failure: {out}");
     let report = json(&dir.join("report.json"));
-    let c = cell(&report, "local_pg15_cnpg-1.28.2_custom-path");
+    let c = cell(&report, "local_pg15_cnpg-1.30.1_custom-path");
     assert_eq!(c["status"], "unsupported");
     assert_eq!(c["reason"], "unsupported: PostgreSQL < 18 (found PostgreSQL 15.18)");
     assert_eq!(c["exit_code"], 3);
-    assert_eq!(cell(&report, "local_wheel_cnpg-1.28.2_custom-path")["status"], "passed");
+    assert_eq!(cell(&report, "local_wheel_cnpg-1.30.1_custom-path")["status"], "passed");
     assert_eq!(report["totals"]["unsupported"], 1);
 
     // Only unsupported cells: no cell could run → 3.
