@@ -144,3 +144,18 @@ fn with_nulls(mut v: Value) -> Value {
     }
     v
 }
+
+/// The form two derivations are compared in: nulls, empty lists and empty strings dropped
+/// (Go's `omitempty` against serde's `skip_serializing_if` write "nothing" differently).
+pub fn comparable(v: &Value) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(_, v)| !v.is_null() && **v != Value::Array(vec![]) && **v != Value::String(String::new()))
+                .map(|(k, v)| (k.clone(), comparable(v)))
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(comparable).collect()),
+        other => other.clone(),
+    }
+}

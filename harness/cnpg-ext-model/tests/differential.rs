@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use cnpg_ext_model::derivation::{derive_documents, load_documents};
+use cnpg_ext_model::derivation::{comparable, derive_documents, load_documents};
 use cnpg_ext_model::CnpgVersion;
 use serde_json::Value;
 
@@ -109,23 +109,6 @@ fn oracle(cnpg: &str, g: &Group) -> Result<Value, String> {
     serde_json::from_slice(&out.stdout).map_err(|e| format!("oracle JSON: {e}"))
 }
 
-/// Drops what both sides may write differently without meaning anything: empty lists and
-/// strings, nulls (Go's `omitempty` against serde's `skip_serializing_if`).
-fn normalize(v: &Value) -> Value {
-    match v {
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .filter(|(_, v)| {
-                    !matches!(v, Value::Null) && v != &&Value::Array(vec![]) && v != &&Value::String(String::new())
-                })
-                .map(|(k, v)| (k.clone(), normalize(v)))
-                .collect(),
-        ),
-        Value::Array(a) => Value::Array(a.iter().map(normalize).collect()),
-        other => other.clone(),
-    }
-}
-
 fn compare(version: &str, group: &str, ours: &Value, theirs: &Value, failures: &mut Vec<String>) -> usize {
     let key = |c: &Value| format!("{}/{}", c["namespace"].as_str().unwrap_or(""), c["cluster"].as_str().unwrap_or(""));
     let ours: BTreeMap<String, &Value> = ours["clusters"].as_array().unwrap().iter().map(|c| (key(c), c)).collect();
@@ -157,7 +140,7 @@ fn compare(version: &str, group: &str, ours: &Value, theirs: &Value, failures: &
             }
         }
         for field in ["extensions", "parameters", "volumes", "mounts", "environment"] {
-            let (h, op) = (normalize(&o[field]), normalize(&t[field]));
+            let (h, op) = (comparable(&o[field]), comparable(&t[field]));
             if h != op {
                 failures.push(fail(field, &h, &op));
             }
