@@ -5,7 +5,7 @@
 //! `pg_ctl`, `pg_basebackup`, `pg_rewind`, ...) found through `PATH`, the system libraries
 //! they load at the host's paths, `/bin/sh` (initdb's popen), user `postgres` = 26,
 //! `/var/lib/postgresql` its home, and the few Debian tools clients exec in the container
-//! ([`TOOLS`]). Served under the reference the scenarios name
+//! (`TOOLS`). Served under the reference the scenarios name
 //! ([`OPERAND_REFERENCE`]).
 
 use crate::images::NodeImage;

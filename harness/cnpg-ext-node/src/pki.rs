@@ -5,7 +5,7 @@
 //! * `apiserver` — serving certificate for every name the API server is reached by;
 //! * `kubelet` — the kubelet's serving certificate;
 //! * client certificates: `admin` (system:masters), `controller-manager`, `scheduler`,
-//!   `kubelet-client` (system:node:<node>), `kube-proxy`, `apiserver-kubelet-client`;
+//!   `kubelet-client` (`system:node:<node>`), `kube-proxy`, `apiserver-kubelet-client`;
 //! * `sa.key` / `sa.pub` — the service-account token key pair.
 
 use crate::config::NODE_NAME;
