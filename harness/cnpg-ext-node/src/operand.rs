@@ -14,7 +14,6 @@ use crate::{NodeError, Result};
 use cnpg_ext_images::{build_layout, BuildOptions};
 use cnpg_ext_pg::{OperandFlavor, PgInstall};
 use sha2::{Digest, Sha256};
-use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -111,7 +110,7 @@ pub fn operand_image(images_dir: &Path, pg: &PgInstall) -> Result<NodeImage> {
         copy_file(&src, &dest)?;
         elves.push(dest);
     }
-    for lib in libraries(&elves, &root_c)? {
+    for lib in cnpg_ext_pg::operand::host_libraries(&elves, &root_c).map_err(NodeError::env)? {
         let dest = root.join(lib.strip_prefix("/").unwrap_or(&lib));
         if !dest.exists() {
             copy_file(&lib, &dest)?;
@@ -166,34 +165,4 @@ fn copy_file(from: &Path, to: &Path) -> Result<()> {
     util::mkdir(to.parent().expect("a parent"))?;
     std::fs::copy(from, to).map_err(|e| NodeError::io("copy", from, e))?;
     Ok(())
-}
-
-/// The shared libraries (host paths, loader included) `files` load that are not under
-/// `inside`, as `ldd` resolves them.
-fn libraries(files: &[PathBuf], inside: &Path) -> Result<BTreeSet<PathBuf>> {
-    let mut out = BTreeSet::new();
-    for chunk in files.chunks(64) {
-        let o = Command::new("ldd")
-            .args(chunk)
-            .env("LC_ALL", "C")
-            .output()
-            .map_err(|e| NodeError::env(format!("cannot run ldd (Debian package libc-bin): {e}")))?;
-        for line in String::from_utf8_lossy(&o.stdout).lines() {
-            let line = line.trim();
-            let path = match line.split_once("=>") {
-                Some((_, rhs)) => rhs.split_whitespace().next(),
-                None if line.starts_with('/') && line.ends_with(')') => line.split_whitespace().next(),
-                None => None,
-            };
-            if let Some(p) = path.filter(|p| p.starts_with('/')).map(PathBuf::from) {
-                if !p.starts_with(inside) {
-                    out.insert(p);
-                }
-            }
-        }
-    }
-    if !out.iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))) {
-        return Err(NodeError::env("ldd resolved no libc for the PostgreSQL programs; cannot build the operand image"));
-    }
-    Ok(out)
 }

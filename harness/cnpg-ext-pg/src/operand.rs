@@ -14,7 +14,8 @@
 //! for `minimal`, or anything a user installed into a system PostgreSQL).
 
 use std::collections::BTreeSet;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde::Serialize;
 
@@ -178,5 +179,63 @@ mod tests {
         assert_eq!(OperandFlavor::parse("standard"), Some(OperandFlavor::Standard));
         assert_eq!(OperandFlavor::parse("full"), None);
         assert!(OperandFlavor::Minimal.allows("earthdistance") && !OperandFlavor::Minimal.allows("vector"));
+    }
+}
+
+/// The shared libraries (absolute host paths as the loader resolves them, including the loader) that
+/// `files` need and that are not inside `skip_under` (the image root). Uses `ldd`; shared by every builder of an operand image.
+pub fn host_libraries(files: &[PathBuf], skip_under: &Path) -> Result<BTreeSet<PathBuf>, String> {
+    let mut out = BTreeSet::new();
+    for chunk in files.chunks(64) {
+        let o = Command::new("ldd")
+            .args(chunk)
+            .env("LC_ALL", "C")
+            .output()
+            .map_err(|e| format!("cannot run ldd (needed to build the PostgreSQL image; install libc-bin): {e}"))?;
+        // ldd fails when one of several files is not dynamic; its output is still complete.
+        for line in String::from_utf8_lossy(&o.stdout).lines() {
+            if let Some(p) = parse_ldd_line(line) {
+                if !p.starts_with(skip_under) {
+                    out.insert(p);
+                }
+            } else if line.contains("=> not found") {
+                tracing::warn!("a library of the PostgreSQL install is missing on this host: {}", line.trim());
+            }
+        }
+    }
+    if !out.iter().any(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libc.so"))) {
+        return Err("ldd did not resolve libc for the PostgreSQL programs; cannot build the PostgreSQL image".into());
+    }
+    Ok(out)
+}
+
+/// `\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x…)` or `\t/lib64/ld-linux-x86-64.so.2 (0x…)`.
+fn parse_ldd_line(line: &str) -> Option<PathBuf> {
+    let line = line.trim();
+    let path = match line.split_once("=>") {
+        Some((_, rhs)) => rhs.split_whitespace().next()?,
+        None if line.starts_with('/') && line.ends_with(')') => line.split_whitespace().next()?,
+        None => return None,
+    };
+    path.starts_with('/').then(|| PathBuf::from(path))
+}
+
+#[cfg(test)]
+mod ldd_tests {
+    use super::parse_ldd_line;
+
+    #[test]
+    fn ldd_lines() {
+        assert_eq!(
+            parse_ldd_line("\tlibz.so.1 => /lib/x86_64-linux-gnu/libz.so.1 (0x00007f)"),
+            Some("/lib/x86_64-linux-gnu/libz.so.1".into())
+        );
+        assert_eq!(
+            parse_ldd_line("\t/lib64/ld-linux-x86-64.so.2 (0x00007f)"),
+            Some("/lib64/ld-linux-x86-64.so.2".into())
+        );
+        assert_eq!(parse_ldd_line("\tlinux-vdso.so.1 (0x00007f)"), None);
+        assert_eq!(parse_ldd_line("\tlibfoo.so => not found"), None);
+        assert_eq!(parse_ldd_line("/x/bin/postgres:"), None);
     }
 }
