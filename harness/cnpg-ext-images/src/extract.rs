@@ -362,188 +362,190 @@ impl Extractor {
 
     fn apply_entry<R: Read>(&mut self, mut entry: tar::Entry<'_, R>, ctx: &LayerCtx<'_>) -> Result<(), EntryError> {
         let raw_name = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_name).into_owned();
-        let unsafe_entry = |reason: String| {
-            EntryError::Image(ImageError::UnsafeEntry {
-                image: ctx.image.into(),
-                layer: ctx.layer.into(),
-                entry: shown.clone(),
-                reason,
-            })
-        };
-        let io_err = |e: io::Error| {
-            EntryError::Image(ImageError::io(
-                ctx.image.to_path_buf(),
-                io::Error::new(e.kind(), format!("layer {} entry {shown:?}: {e}", ctx.layer)),
-            ))
-        };
+        let at = EntryAt { ctx, shown: String::from_utf8_lossy(&raw_name).into_owned() };
         let kind = entry.header().entry_type();
-        let mut comps = entry_components(&raw_name).map_err(unsafe_entry)?;
+        let mut comps = entry_components(&raw_name).map_err(|r| at.unsafe_entry(r))?;
         use tar::EntryType as T;
         let is_dir =
             kind == T::Directory || ((kind == T::Regular || kind == T::Continuous) && raw_name.ends_with(b"/"));
         match kind {
             T::XGlobalHeader => return Ok(()),
-            T::Char | T::Block => return Err(unsafe_entry("device nodes are not allowed".into())),
-            T::Fifo => return Err(unsafe_entry("fifos are not allowed".into())),
-            T::GNUSparse => return Err(unsafe_entry("sparse files are not supported".into())),
+            T::Char | T::Block => return Err(at.unsafe_entry("device nodes are not allowed")),
+            T::Fifo => return Err(at.unsafe_entry("fifos are not allowed")),
+            T::GNUSparse => return Err(at.unsafe_entry("sparse files are not supported")),
             T::Regular | T::Continuous | T::Directory | T::Symlink | T::Link => {}
-            other => return Err(unsafe_entry(format!("unsupported entry type {other:?}"))),
+            other => return Err(at.unsafe_entry(format!("unsupported entry type {other:?}"))),
         }
         let Some(name) = comps.pop() else {
             if is_dir {
                 return Ok(()); // the root itself
             }
-            return Err(unsafe_entry("entry names the image root".into()));
+            return Err(at.unsafe_entry("entry names the image root"));
         };
-        let parent_rel = rel_of(&comps);
-        let rel = parent_rel.join(&name);
         let mode = entry.header().mode().map_err(EntryError::Read)? & 0o777;
+        if name.as_bytes().starts_with(WHITEOUT_PREFIX) {
+            return self.whiteout(&comps, &name, &at);
+        }
         let owner = crate::compat::FileOwner {
             uid: entry.header().uid().unwrap_or(0),
             gid: entry.header().gid().unwrap_or(0),
             mode,
         };
-
-        // Whiteouts.
-        let nb = name.as_bytes();
-        if nb.starts_with(WHITEOUT_PREFIX) {
-            if nb == OPAQUE {
-                if let Some(dir) = self.walk(&comps, false).map_err(unsafe_entry)? {
-                    self.cache = None;
-                    self.clear_lower(&dir, &parent_rel).map_err(io_err)?;
-                }
-                return Ok(());
-            }
-            let target = OsStr::from_bytes(&nb[WHITEOUT_PREFIX.len()..]);
-            if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/') {
-                return Err(unsafe_entry("whiteout of an invalid name".into()));
-            }
-            let trel = parent_rel.join(target);
-            if self.layer_paths.contains(&trel) {
-                return Ok(()); // whiteouts hide lower layers only
-            }
-            if let Some(dir) = self.walk(&comps, false).map_err(unsafe_entry)? {
-                self.remove(&dir, &trel, target).map_err(io_err)?;
-            }
-            self.ownership.retain(|p, _| !p.starts_with(&trel));
-            return Ok(());
-        }
-
-        let parent = self.parent(&comps).map_err(unsafe_entry)?;
-        let depth = comps.len();
-        self.layer_paths.insert(rel.clone());
-
+        let parent = self.parent(&comps).map_err(|r| at.unsafe_entry(r))?;
+        let place = Place { parent: &parent, rel: rel_of(&comps).join(&name), name: &name, comps: &comps };
+        self.layer_paths.insert(place.rel.clone());
         if is_dir {
-            match rustix::fs::statat(&*parent, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
-                _ => {
-                    self.remove(&*parent, &rel, &name).map_err(io_err)?;
-                    rustix::fs::mkdirat(&*parent, name.as_os_str(), Mode::from_raw_mode(0o755))
-                        .map_err(|e| io_err(e.into()))?;
-                }
-            }
-            self.ownership.insert(rel.clone(), owner);
-            self.dir_modes.insert(rel, mode | 0o700);
-            return Ok(());
+            return self.directory(place, owner, &at);
         }
-
         match kind {
             T::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry("symlink without a target".into()))?
-                    .into_owned();
-                check_symlink_target(&target, depth).map_err(unsafe_entry)?;
-                self.remove(&*parent, &rel, &name).map_err(io_err)?;
-                rustix::fs::symlinkat(OsStr::from_bytes(&target), &*parent, name.as_os_str())
-                    .map_err(|e| io_err(e.into()))?;
-                self.ownership.remove(&rel);
+                let target = entry.link_name_bytes().ok_or_else(|| at.unsafe_entry("symlink without a target"))?;
+                check_symlink_target(&target, comps.len()).map_err(|r| at.unsafe_entry(r))?;
+                self.remove(place.parent, &place.rel, place.name).map_err(|e| at.io(e))?;
+                rustix::fs::symlinkat(OsStr::from_bytes(&target), place.parent, place.name)
+                    .map_err(|e| at.io(e.into()))?;
+                self.ownership.remove(&place.rel);
+                Ok(())
             }
             T::Link => {
-                let target = entry
-                    .link_name_bytes()
-                    .ok_or_else(|| unsafe_entry("hardlink without a target".into()))?
-                    .into_owned();
-                let tshown = String::from_utf8_lossy(&target).into_owned();
-                let mut tcomps = entry_components(&target)
-                    .map_err(|r| unsafe_entry(format!("hardlink target {tshown:?} is outside the image root ({r})")))?;
-                let Some(tname) = tcomps.pop() else {
-                    return Err(unsafe_entry("hardlink to the image root".into()));
-                };
-                if tcomps == comps && tname == name {
-                    return Ok(());
-                }
-                let missing = || unsafe_entry(format!("hardlink target {tshown:?} does not exist"));
-                let tdir = self
-                    .walk(&tcomps, false)
-                    .map_err(|r| unsafe_entry(format!("hardlink target {tshown:?}: {r}")))?
-                    .ok_or_else(missing)?;
-                let st = match rustix::fs::statat(&tdir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
-                    Ok(st) => st,
-                    Err(Errno::NOENT) => return Err(missing()),
-                    Err(e) => return Err(io_err(e.into())),
-                };
-                match FileType::from_raw_mode(st.st_mode) {
-                    FileType::RegularFile => {}
-                    FileType::Symlink => {
-                        let t = rustix::fs::readlinkat(&tdir, tname.as_os_str(), Vec::new())
-                            .map_err(|e| io_err(e.into()))?;
-                        check_symlink_target(t.as_bytes(), depth)
-                            .map_err(|r| unsafe_entry(format!("hardlink to a symlink: {r}")))?;
-                    }
-                    _ => return Err(unsafe_entry(format!("hardlink target {tshown:?} is not a regular file"))),
-                }
-                self.remove(&*parent, &rel, &name).map_err(io_err)?;
-                rustix::fs::linkat(&tdir, tname.as_os_str(), &*parent, name.as_os_str(), AtFlags::empty())
-                    .map_err(|e| io_err(e.into()))?;
-                // A hard link is the same inode: its target's owner and mode.
-                let target_rel = rel_of(&tcomps).join(&tname);
-                match self.ownership.get(&target_rel).copied() {
-                    Some(o) => self.ownership.insert(rel, o),
-                    None => self.ownership.remove(&rel),
-                };
+                let target =
+                    entry.link_name_bytes().ok_or_else(|| at.unsafe_entry("hardlink without a target"))?.into_owned();
+                self.hardlink(place, &target, &at)
             }
+            _ => self.regular_file(&mut entry, place, owner, &at),
+        }
+    }
+
+    /// A whiteout entry (`.wh.<name>` or the opaque `.wh..wh..opq`) in the directory `comps`.
+    fn whiteout(&mut self, comps: &[OsString], name: &OsStr, at: &EntryAt) -> Result<(), EntryError> {
+        let parent_rel = rel_of(comps);
+        let nb = name.as_bytes();
+        if nb == OPAQUE {
+            if let Some(dir) = self.walk(comps, false).map_err(|r| at.unsafe_entry(r))? {
+                self.cache = None;
+                self.clear_lower(&dir, &parent_rel).map_err(|e| at.io(e))?;
+            }
+            return Ok(());
+        }
+        let target = OsStr::from_bytes(&nb[WHITEOUT_PREFIX.len()..]);
+        if target.is_empty() || target == "." || target == ".." || target.as_bytes().contains(&b'/') {
+            return Err(at.unsafe_entry("whiteout of an invalid name"));
+        }
+        let trel = parent_rel.join(target);
+        if self.layer_paths.contains(&trel) {
+            return Ok(()); // whiteouts hide lower layers only
+        }
+        if let Some(dir) = self.walk(comps, false).map_err(|r| at.unsafe_entry(r))? {
+            self.remove(&dir, &trel, target).map_err(|e| at.io(e))?;
+        }
+        self.ownership.retain(|p, _| !p.starts_with(&trel));
+        Ok(())
+    }
+
+    /// A directory entry: an existing directory stays (its lower content too), anything else
+    /// at that name is replaced.
+    fn directory(&mut self, place: Place<'_>, owner: crate::compat::FileOwner, at: &EntryAt) -> Result<(), EntryError> {
+        match rustix::fs::statat(place.parent, place.name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) if FileType::from_raw_mode(st.st_mode) == FileType::Directory => {}
             _ => {
-                let size = entry.size();
-                if self.bytes.saturating_add(size) > self.limits.max_bytes {
-                    return Err(EntryError::Image(ImageError::LimitExceeded {
-                        image: ctx.image.into(),
-                        layer: ctx.layer.into(),
-                        entry: shown.clone(),
-                        what: "total uncompressed file size".into(),
-                        limit: self.limits.max_bytes,
-                    }));
-                }
-                self.remove(&*parent, &rel, &name).map_err(io_err)?;
-                let fd = rustix::fs::openat(
-                    &*parent,
-                    name.as_os_str(),
-                    OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-                    Mode::from_raw_mode(0o600),
-                )
-                .map_err(|e| io_err(e.into()))?;
-                let mut file = std::fs::File::from(fd);
-                let mut written = 0u64;
-                loop {
-                    let n = entry.read(&mut self.buf).map_err(EntryError::Read)?;
-                    if n == 0 {
-                        break;
-                    }
-                    file.write_all(&self.buf[..n]).map_err(io_err)?;
-                    written += n as u64;
-                }
-                if written != size {
-                    return Err(EntryError::Read(io::Error::new(
-                        io::ErrorKind::UnexpectedEof,
-                        format!("entry {shown:?} ended after {written} of {size} bytes"),
-                    )));
-                }
-                self.bytes += written;
-                rustix::fs::fchmod(&file, Mode::from_raw_mode(mode)).map_err(|e| io_err(e.into()))?;
-                self.ownership.insert(rel, owner);
+                self.remove(place.parent, &place.rel, place.name).map_err(|e| at.io(e))?;
+                rustix::fs::mkdirat(place.parent, place.name, Mode::from_raw_mode(0o755))
+                    .map_err(|e| at.io(e.into()))?;
             }
         }
+        self.ownership.insert(place.rel.clone(), owner);
+        self.dir_modes.insert(place.rel, owner.mode | 0o700);
+        Ok(())
+    }
+
+    /// A hard link: its target must be a regular file (or a safe symlink) already unpacked
+    /// inside the root; the link takes the target's owner and mode (one inode).
+    fn hardlink(&mut self, place: Place<'_>, target: &[u8], at: &EntryAt) -> Result<(), EntryError> {
+        let tshown = String::from_utf8_lossy(target).into_owned();
+        let mut tcomps = entry_components(target)
+            .map_err(|r| at.unsafe_entry(format!("hardlink target {tshown:?} is outside the image root ({r})")))?;
+        let Some(tname) = tcomps.pop() else {
+            return Err(at.unsafe_entry("hardlink to the image root"));
+        };
+        if tcomps == place.comps && tname == place.name {
+            return Ok(());
+        }
+        let missing = || at.unsafe_entry(format!("hardlink target {tshown:?} does not exist"));
+        let tdir = self
+            .walk(&tcomps, false)
+            .map_err(|r| at.unsafe_entry(format!("hardlink target {tshown:?}: {r}")))?
+            .ok_or_else(missing)?;
+        let st = match rustix::fs::statat(&tdir, tname.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(st) => st,
+            Err(Errno::NOENT) => return Err(missing()),
+            Err(e) => return Err(at.io(e.into())),
+        };
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::RegularFile => {}
+            FileType::Symlink => {
+                let t = rustix::fs::readlinkat(&tdir, tname.as_os_str(), Vec::new()).map_err(|e| at.io(e.into()))?;
+                check_symlink_target(t.as_bytes(), place.comps.len())
+                    .map_err(|r| at.unsafe_entry(format!("hardlink to a symlink: {r}")))?;
+            }
+            _ => return Err(at.unsafe_entry(format!("hardlink target {tshown:?} is not a regular file"))),
+        }
+        self.remove(place.parent, &place.rel, place.name).map_err(|e| at.io(e))?;
+        rustix::fs::linkat(&tdir, tname.as_os_str(), place.parent, place.name, AtFlags::empty())
+            .map_err(|e| at.io(e.into()))?;
+        let target_rel = rel_of(&tcomps).join(&tname);
+        match self.ownership.get(&target_rel).copied() {
+            Some(o) => self.ownership.insert(place.rel, o),
+            None => self.ownership.remove(&place.rel),
+        };
+        Ok(())
+    }
+
+    /// A regular file: created anew (never through an existing name), metered against the
+    /// total size limit, and checked to have as many bytes as its header says.
+    fn regular_file<R: Read>(
+        &mut self,
+        entry: &mut tar::Entry<'_, R>,
+        place: Place<'_>,
+        owner: crate::compat::FileOwner,
+        at: &EntryAt,
+    ) -> Result<(), EntryError> {
+        let size = entry.size();
+        if self.bytes.saturating_add(size) > self.limits.max_bytes {
+            return Err(EntryError::Image(ImageError::LimitExceeded {
+                image: at.ctx.image.into(),
+                layer: at.ctx.layer.into(),
+                entry: at.shown.clone(),
+                what: "total uncompressed file size".into(),
+                limit: self.limits.max_bytes,
+            }));
+        }
+        self.remove(place.parent, &place.rel, place.name).map_err(|e| at.io(e))?;
+        let fd = rustix::fs::openat(
+            place.parent,
+            place.name,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o600),
+        )
+        .map_err(|e| at.io(e.into()))?;
+        let mut file = std::fs::File::from(fd);
+        let mut written = 0u64;
+        loop {
+            let n = entry.read(&mut self.buf).map_err(EntryError::Read)?;
+            if n == 0 {
+                break;
+            }
+            file.write_all(&self.buf[..n]).map_err(|e| at.io(e))?;
+            written += n as u64;
+        }
+        if written != size {
+            return Err(EntryError::Read(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("entry {:?} ended after {written} of {size} bytes", at.shown),
+            )));
+        }
+        self.bytes += written;
+        rustix::fs::fchmod(&file, Mode::from_raw_mode(owner.mode)).map_err(|e| at.io(e.into()))?;
+        self.ownership.insert(place.rel, owner);
         Ok(())
     }
 
@@ -585,6 +587,39 @@ enum EntryError {
     Image(ImageError),
     /// Reading the layer stream failed (corrupt, truncated or over a cap).
     Read(io::Error),
+}
+
+/// The entry being applied, for its errors: the image, the layer and the entry's name as shown.
+struct EntryAt<'a> {
+    ctx: &'a LayerCtx<'a>,
+    shown: String,
+}
+
+impl EntryAt<'_> {
+    fn unsafe_entry(&self, reason: impl Into<String>) -> EntryError {
+        EntryError::Image(ImageError::UnsafeEntry {
+            image: self.ctx.image.into(),
+            layer: self.ctx.layer.into(),
+            entry: self.shown.clone(),
+            reason: reason.into(),
+        })
+    }
+
+    fn io(&self, e: io::Error) -> EntryError {
+        EntryError::Image(ImageError::io(
+            self.ctx.image.to_path_buf(),
+            io::Error::new(e.kind(), format!("layer {} entry {:?}: {e}", self.ctx.layer, self.shown)),
+        ))
+    }
+}
+
+/// Where a non-whiteout entry goes: its parent directory (an fd inside the root), its path
+/// relative to the root, its last name and its parent's components.
+struct Place<'a> {
+    parent: &'a OwnedFd,
+    rel: PathBuf,
+    name: &'a OsStr,
+    comps: &'a [OsString],
 }
 
 #[cfg(test)]
