@@ -181,51 +181,14 @@ pub fn run(cmd: ImageCommand) -> Exit {
             base_libs,
             pg_install,
         } => {
-            if !crate::compat::OPERAND_FLAVORS.contains(&operand.as_str()) {
-                eprintln!("error: --operand {operand:?}: use minimal or standard");
-                return Exit::Invalid;
-            }
-            if let Some(o) = &os {
-                if crate::compat::distro(o).is_none() {
-                    eprintln!(
-                        "error: --os {o:?} is not a known operand distribution; use one of {}",
-                        crate::compat::distro_names()
-                    );
-                    return Exit::Invalid;
-                }
-            }
-            let mut opts = LintOptions {
-                pg_major,
-                os,
-                operand_image: image_name,
-                require_labels,
-                operand,
-                ..LintOptions::default()
-            };
-            if let Some(a) = arch {
-                opts.arch = crate::normalize_arch(&a);
-            }
-            if let Some(f) = base_libs {
-                match std::fs::read_to_string(&f) {
-                    Ok(t) => opts.base_libs = BaseLibs::from_list(&t),
-                    Err(e) => {
-                        eprintln!("error: {}: {e}; pass a readable file of library names, one per line", f.display());
+            let opts =
+                match lint_options(pg_major, arch, os, image_name, require_labels, operand, base_libs, pg_install) {
+                    Ok(o) => o,
+                    Err(why) => {
+                        eprintln!("error: {why}");
                         return Exit::Invalid;
                     }
-                }
-            }
-            if let Some(d) = pg_install {
-                match BaseLibs::from_pg_install(&d) {
-                    Ok(b) => opts.base_libs.extend(&b),
-                    Err(e) => {
-                        eprintln!(
-                            "error: {}: {e}; pass the PostgreSQL install prefix (pg_config --bindir/..)",
-                            d.display()
-                        );
-                        return Exit::Invalid;
-                    }
-                }
-            }
+                };
             match lint(&image, &opts) {
                 Ok(report) => {
                     match format {
@@ -238,6 +201,47 @@ pub fn run(cmd: ImageCommand) -> Exit {
             }
         }
     }
+}
+
+/// `image lint`'s flags as [`LintOptions`], or why they are refused (one line).
+#[allow(clippy::too_many_arguments)] // one parameter per flag, in the order `ImageCommand::Lint` has them
+fn lint_options(
+    pg_major: u32,
+    arch: Option<String>,
+    os: Option<String>,
+    image_name: Option<String>,
+    require_labels: bool,
+    operand: String,
+    base_libs: Option<PathBuf>,
+    pg_install: Option<PathBuf>,
+) -> Result<LintOptions, String> {
+    if !crate::compat::OPERAND_FLAVORS.contains(&operand.as_str()) {
+        return Err(format!("--operand {operand:?}: use minimal or standard"));
+    }
+    if let Some(o) = &os {
+        if crate::compat::distro(o).is_none() {
+            return Err(format!(
+                "--os {o:?} is not a known operand distribution; use one of {}",
+                crate::compat::distro_names()
+            ));
+        }
+    }
+    let mut opts =
+        LintOptions { pg_major, os, operand_image: image_name, require_labels, operand, ..LintOptions::default() };
+    if let Some(a) = arch {
+        opts.arch = crate::normalize_arch(&a);
+    }
+    if let Some(f) = base_libs {
+        let t = std::fs::read_to_string(&f)
+            .map_err(|e| format!("{}: {e}; pass a readable file of library names, one per line", f.display()))?;
+        opts.base_libs = BaseLibs::from_list(&t);
+    }
+    if let Some(d) = pg_install {
+        let b = BaseLibs::from_pg_install(&d)
+            .map_err(|e| format!("{}: {e}; pass the PostgreSQL install prefix (pg_config --bindir/..)", d.display()))?;
+        opts.base_libs.extend(&b);
+    }
+    Ok(opts)
 }
 
 /// `default_version` of the first primary control file in `share/extension`.
