@@ -80,6 +80,7 @@ impl PostmasterState {
     }
 
     /// The probe's output for this state (the fake exec answers with it).
+    #[cfg(any(test, feature = "testing"))]
     pub fn to_output(&self) -> String {
         let mut fields = vec![self.started.clone(), self.conf_loaded.clone()];
         fields.extend(SETTINGS.iter().map(|s| self.settings.get(*s).cloned().unwrap_or_default()));

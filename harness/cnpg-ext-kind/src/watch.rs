@@ -534,7 +534,8 @@ pub enum Expect {
 }
 
 impl Expect {
-    /// [`Expect::Converge`] on the pod spec a plan asks for.
+    /// [`Expect::Converge`] on the pod spec a plan asks for (no settings).
+    #[cfg(feature = "testing")]
     pub fn converge_on(plan: &cnpg_ext_model::plan::ClusterPlan) -> Expect {
         let mut image_volumes = plan.pod_spec_fingerprint();
         image_volumes.sort();

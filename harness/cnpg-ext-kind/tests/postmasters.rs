@@ -428,3 +428,36 @@ async fn reload_that_never_comes_times_out_naming_the_postmasters() {
     assert!(err.contains("timed out") && err.contains("postmasters not there yet"), "{err}");
     assert!(err.contains("c-2: extension_control_path"), "{err}");
 }
+
+/// The `postgres` container of a pod restarts (the kubelet's `restartCount` grows, same
+/// uid): one restart, and the new postmaster read afterwards is not a second one; a later
+/// start time of that postmaster is.
+#[test]
+fn container_restart_counts_once_and_the_next_postmaster_start_is_its_baseline() {
+    use cnpg_ext_kind::watch::{PodView, RolloutObserver};
+    let view = |count| PodView {
+        name: "c-1".into(),
+        uid: "uid-1a".into(),
+        role: Some(Role::Primary),
+        ready: true,
+        deleting: false,
+        image_volumes: vec![],
+        crash_looping: None,
+        restart_count: count,
+    };
+    let now = chrono::Utc::now();
+    let pm = |t: &str| fixtures::postmaster(t, &BTreeMap::new());
+    let mut o = RolloutObserver::new(&[view(0)], Some(HEALTHY));
+    o.postmasters_before([("c-1".to_string(), pm("2026-01-01T00:00:00.000000Z"))].into());
+    o.pod_seen(&view(0), now);
+    assert!(!o.any_restart());
+    o.pod_seen(&view(1), now);
+    assert_eq!(o.record().restarts.len(), 1);
+    assert_eq!(o.record().restarts[0].new_id, "uid-1a container restarts 1");
+    o.postmaster_seen("c-1", pm("2026-01-01T00:05:00.000000Z"), now);
+    assert_eq!(o.record().restarts.len(), 1, "the restarted container's postmaster is not a second restart");
+    o.postmaster_seen("c-1", pm("2026-01-01T00:09:00.000000Z"), now);
+    assert_eq!(o.record().restarts.len(), 2);
+    assert_eq!(o.record().restarts[1].old_id, "postmaster started 2026-01-01T00:05:00.000000Z");
+    assert!(o.replaced_all());
+}
