@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use super::RecordedRequest;
+use super::request::RecordedRequest;
 
 pub(super) type Gate = Box<dyn Fn(&RecordedRequest) -> bool + Send>;
 

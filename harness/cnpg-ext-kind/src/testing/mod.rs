@@ -30,6 +30,7 @@ mod collection;
 mod exec;
 pub mod fixtures;
 mod query;
+mod request;
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -47,22 +48,7 @@ pub use collection::WatchType;
 pub use exec::FakeExec;
 pub use query::query_param;
 use query::{selected, with_rv};
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct RecordedRequest {
-    pub method: String,
-    pub path: String,
-    pub query: String,
-    pub content_type: String,
-    pub body: Option<Value>,
-}
-
-impl RecordedRequest {
-    /// A watch request (`watch=true` or `watch=1`).
-    pub fn is_watch(&self) -> bool {
-        query_param(&self.query, "watch").is_some_and(|v| v == "true" || v == "1")
-    }
-}
+pub use request::RecordedRequest;
 
 type Responder = Arc<dyn Fn(&RecordedRequest) -> (u16, Value) + Send + Sync>;
 
