@@ -112,20 +112,49 @@ pub async fn probe(exec: &dyn PodExec, namespace: &str, pod: &str) -> Result<Pos
     PostmasterState::parse(&format!("{namespace}/{pod}"), &out.stdout)
 }
 
-/// The settings an applied Cluster asks every postmaster to show, from its plan:
-/// the search paths exactly; `shared_preload_libraries` listing the plan's libraries (the
-/// operator may add its own) and none of those the previous Cluster preloaded and this one
-/// does not.
+/// What an applied Cluster changes in the postmasters' settings, from its plan and the
+/// previous Cluster's: the settings whose planned value changes (all of them when there is
+/// no previous Cluster), and the values the plan asks for — the search paths exactly;
+/// `shared_preload_libraries` listing the plan's libraries (the operator may add its own)
+/// and none of those the previous Cluster preloaded and this one does not.
+///
+/// Only a changed setting is waited for, and it is there when it shows something else than
+/// before the change or the planned value: a setting the plan does not change is never
+/// waited for, so a model that disagrees with the operator on a value makes `verify` fail
+/// with both values, not every apply wait out its timeout.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SettingsTarget {
+    /// Names (of [`SETTINGS`]) whose planned value the applied Cluster changes.
+    pub changed: Vec<String>,
     pub exact: Vec<(String, String)>,
     pub preload: Vec<String>,
     pub preload_dropped: Vec<String>,
 }
 
+const PRELOAD: &str = "shared_preload_libraries";
+
 impl SettingsTarget {
     /// From the plan of the applied Cluster and, if there was one, the previous plan.
     pub fn of(plan: &ClusterPlan, previous: Option<&ClusterPlan>) -> SettingsTarget {
+        let exact: Vec<(String, String)> = vec![
+            ("extension_control_path".into(), plan.extension_control_path.clone()),
+            ("dynamic_library_path".into(), plan.dynamic_library_path.clone()),
+        ];
+        let changed = match previous {
+            None => SETTINGS.iter().map(|s| s.to_string()).collect(),
+            Some(p) => {
+                let mut c: Vec<String> = exact
+                    .iter()
+                    .zip([&p.extension_control_path, &p.dynamic_library_path])
+                    .filter(|((_, now), before)| now != *before)
+                    .map(|((k, _), _)| k.clone())
+                    .collect();
+                if p.shared_preload_libraries != plan.shared_preload_libraries {
+                    c.push(PRELOAD.into());
+                }
+                c
+            }
+        };
         let dropped = previous
             .map(|p| {
                 p.shared_preload_libraries
@@ -135,42 +164,62 @@ impl SettingsTarget {
                     .collect()
             })
             .unwrap_or_default();
-        SettingsTarget {
-            exact: vec![
-                ("extension_control_path".into(), plan.extension_control_path.clone()),
-                ("dynamic_library_path".into(), plan.dynamic_library_path.clone()),
-            ],
-            preload: plan.shared_preload_libraries.clone(),
-            preload_dropped: dropped,
+        SettingsTarget { changed, exact, preload: plan.shared_preload_libraries.clone(), preload_dropped: dropped }
+    }
+
+    fn get<'s>(state: &'s PostmasterState, name: &str) -> &'s str {
+        state.settings.get(name).map(String::as_str).unwrap_or("")
+    }
+
+    /// Whether `state` shows the planned value of `name`.
+    fn at_plan(&self, name: &str, state: &PostmasterState) -> bool {
+        let value = Self::get(state, name);
+        if name == PRELOAD {
+            let listed: Vec<&str> = value.split(',').map(str::trim).collect();
+            self.preload.iter().all(|l| listed.contains(&l.as_str()))
+                && !self.preload_dropped.iter().any(|l| listed.contains(&l.as_str()))
+        } else {
+            self.exact.iter().find(|(k, _)| k == name).is_none_or(|(_, want)| value == want)
         }
     }
 
-    /// `Ok` when `state` shows the target and waits for no restart; else what differs.
-    pub fn check(&self, state: &PostmasterState) -> Result<(), String> {
+    fn planned(&self, name: &str) -> String {
+        if name == PRELOAD {
+            let mut s = format!("{:?} listed", self.preload.join(","));
+            if !self.preload_dropped.is_empty() {
+                s.push_str(&format!(" and {:?} not", self.preload_dropped.join(",")));
+            }
+            s
+        } else {
+            self.exact.iter().find(|(k, _)| k == name).map(|(_, v)| format!("{v:?}")).unwrap_or_default()
+        }
+    }
+
+    /// `Ok` when the postmaster read as `now` (and as `before` the change, if it was) has
+    /// taken the change: no setting waits for a restart, every changed setting shows
+    /// something else than before or the planned value, and — when one did not already
+    /// show its planned value before — the configuration was loaded again since. Else what
+    /// is missing.
+    pub fn check(&self, before: Option<&PostmasterState>, now: &PostmasterState) -> Result<(), String> {
         let mut off = Vec::new();
-        let get = |k: &str| state.settings.get(k).map(String::as_str).unwrap_or("");
-        for (k, want) in &self.exact {
-            if get(k) != want {
-                off.push(format!("{k} = {:?}, want {want:?}", get(k)));
+        if !now.pending_restart.is_empty() {
+            off.push(format!("pending_restart for {}", now.pending_restart.join(",")));
+        }
+        for name in &self.changed {
+            let moved = before.is_none_or(|b| Self::get(b, name) != Self::get(now, name));
+            if !moved && !self.at_plan(name, now) {
+                off.push(format!(
+                    "{name} still {:?} as before the change (the applied Cluster asks for {})",
+                    Self::get(now, name),
+                    self.planned(name)
+                ));
             }
         }
-        let listed: Vec<&str> = get("shared_preload_libraries").split(',').map(str::trim).collect();
-        let missing: Vec<&str> = self.preload.iter().map(String::as_str).filter(|l| !listed.contains(l)).collect();
-        let kept: Vec<&str> = self.preload_dropped.iter().map(String::as_str).filter(|l| listed.contains(l)).collect();
-        if !missing.is_empty() || !kept.is_empty() {
-            off.push(format!(
-                "shared_preload_libraries = {:?}, want {:?} listed{}",
-                get("shared_preload_libraries"),
-                self.preload.join(","),
-                if self.preload_dropped.is_empty() {
-                    String::new()
-                } else {
-                    format!(" and {:?} not", self.preload_dropped.join(","))
-                }
-            ));
-        }
-        if !state.pending_restart.is_empty() {
-            off.push(format!("pending_restart for {}", state.pending_restart.join(",")));
+        if let Some(b) = before {
+            let needed = self.changed.iter().any(|n| !self.at_plan(n, b));
+            if needed && now.conf_loaded <= b.conf_loaded {
+                off.push(format!("configuration not loaded again (pg_conf_load_time() {} as before the change)", now.conf_loaded));
+            }
         }
         if off.is_empty() {
             Ok(())
@@ -210,18 +259,56 @@ mod tests {
     }
 
     #[test]
-    fn target_wants_exact_paths_listed_libraries_and_no_pending_restart() {
+    fn only_changed_settings_are_waited_for_and_a_reload_is_needed() {
         let t = SettingsTarget {
+            changed: vec!["shared_preload_libraries".into()],
             exact: vec![("extension_control_path".into(), "$system:/extensions/a/share".into())],
             preload: vec!["a".into()],
             preload_dropped: vec!["old".into()],
         };
-        assert_eq!(t.check(&state("a,extra", &[])), Ok(()));
-        assert!(t.check(&state("extra", &[])).unwrap_err().contains("shared_preload_libraries"));
-        assert!(t.check(&state("a,old", &[])).unwrap_err().contains("\"old\" not"));
-        assert!(t.check(&state("a", &["shared_preload_libraries"])).unwrap_err().contains("pending_restart"));
-        let mut other = state("a", &[]);
+        let before = state("old", &[]);
+        // Not there yet: the old value, or a restart pending.
+        assert!(t.check(Some(&before), &before).unwrap_err().contains("still \"old\" as before"));
+        let mut pending = state("old", &["shared_preload_libraries"]);
+        assert!(t.check(Some(&before), &pending).unwrap_err().contains("pending_restart"));
+        // Restarted: a new value and a later configuration load.
+        let mut after = state("a,extra", &[]);
+        after.conf_loaded = "2026-01-01T00:01:00.000000Z".into();
+        assert_eq!(t.check(Some(&before), &after), Ok(()));
+        // A new value without a new load cannot be (the load time is checked too).
+        assert!(t.check(Some(&before), &state("a", &[])).unwrap_err().contains("not loaded again"));
+        // An unchanged setting that disagrees with the plan is never waited for.
+        let mut other = after.clone();
         other.settings.insert("extension_control_path".into(), "$system".into());
-        assert!(t.check(&other).unwrap_err().contains("want \"$system:/extensions/a/share\""));
+        assert_eq!(t.check(Some(&before), &other), Ok(()));
+        // Already at the plan before the change: nothing to wait for.
+        assert_eq!(t.check(Some(&after), &after), Ok(()));
+        // No reading before the change (a pod that was not there): any value is new.
+        pending.pending_restart.clear();
+        assert_eq!(t.check(None, &pending), Ok(()));
+    }
+
+    #[test]
+    fn changed_settings_come_from_the_two_plans() {
+        let mut p = ClusterPlan::derive(
+            &match cnpg_ext_model::Manifest::parse(
+                std::path::Path::new("c.yaml"),
+                "apiVersion: postgresql.cnpg.io/v1\nkind: Cluster\nmetadata: {name: c}\nspec:\n  instances: 1\n  postgresql:\n    extensions:\n      - name: e\n        image: {reference: x/e:1}\n",
+            )
+            .unwrap()
+            .remove(0)
+            {
+                cnpg_ext_model::Manifest::Cluster(d) => d.cluster,
+                _ => unreachable!(),
+            },
+            &cnpg_ext_model::plan::PlanOptions::default(),
+        );
+        assert_eq!(SettingsTarget::of(&p, Some(&p)).changed, Vec::<String>::new());
+        assert_eq!(SettingsTarget::of(&p, None).changed.len(), 3);
+        let before = p.clone();
+        p.shared_preload_libraries = vec!["e".into()];
+        p.dynamic_library_path.push_str(":/x");
+        let t = SettingsTarget::of(&p, Some(&before));
+        assert_eq!(t.changed, ["dynamic_library_path", "shared_preload_libraries"]);
     }
 }

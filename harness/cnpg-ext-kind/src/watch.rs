@@ -272,9 +272,9 @@ impl RolloutObserver {
         self.postmasters_now.insert(name.to_string(), state);
     }
 
-    /// Every present instance's last reading shows `target`, and one whose reading before
-    /// the change did not show it has loaded its configuration since (a reload or a new
-    /// postmaster): `Err` with what is still missing, by instance.
+    /// Every present instance's last reading has taken the change `target` describes
+    /// ([`SettingsTarget::check`], against its reading before the change): `Err` with what
+    /// is still missing, by instance.
     pub fn postmasters_converged(&self, target: &SettingsTarget) -> Result<(), Vec<String>> {
         let mut off = Vec::new();
         for name in self.pods.keys() {
@@ -282,17 +282,8 @@ impl RolloutObserver {
                 off.push(format!("{name}: postmaster not read since it settled"));
                 continue;
             };
-            if let Err(e) = target.check(now) {
+            if let Err(e) = target.check(self.postmasters_before.get(name), now) {
                 off.push(format!("{name}: {e}"));
-                continue;
-            }
-            if let Some(before) = self.postmasters_before.get(name) {
-                if target.check(before).is_err() && now.conf_loaded <= before.conf_loaded {
-                    off.push(format!(
-                        "{name}: configuration not loaded again (pg_conf_load_time() {} as before the change)",
-                        now.conf_loaded
-                    ));
-                }
             }
         }
         if off.is_empty() {

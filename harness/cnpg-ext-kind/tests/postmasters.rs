@@ -461,3 +461,36 @@ fn container_restart_counts_once_and_the_next_postmaster_start_is_its_baseline()
     assert_eq!(o.record().restarts[1].old_id, "postmaster started 2026-01-01T00:05:00.000000Z");
     assert!(o.replaced_all());
 }
+
+/// The postmasters show search paths the plan does not expect (a model that disagrees with
+/// the operator): an apply that does not change them still ends at once — it is `verify`
+/// that reports the disagreement, with both values, not every apply that times out.
+#[tokio::test(start_paused = true)]
+async fn settings_the_change_leaves_alone_are_not_waited_for() {
+    let api = FakeApi::new();
+    route(&api, 3);
+    let cpath = fixtures::cluster_path(NS, "c");
+    api.on_responses(
+        "GET",
+        &cpath,
+        vec![
+            (404, cnpg_ext_kind::testing::status_body(404, "NotFound", "not found")),
+            (200, fixtures::cluster(NS, "c", 3, 3, HEALTHY)),
+        ],
+    );
+    let pods = vec![
+        p("c-1", "uid-1a", "primary", true),
+        p("c-2", "uid-2a", "replica", true),
+        p("c-3", "uid-3a", "replica", true),
+    ];
+    fixtures::serve_frames(&api, NS, "c", 3, &[Frame { phase: HEALTHY, ready: 3, pods }], &vols());
+    let mut wrong = settings(CLUSTER_YAML);
+    wrong.insert("dynamic_library_path".into(), "$libdir".into());
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = backend(&api, tmp.path(), wrong);
+    assert_eq!(b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap(), ApplyOutcome::Created);
+    let t0 = tokio::time::Instant::now();
+    let env_only = CLUSTER_YAML.replace("ld_library_path: [system]", "ld_library_path: [system, lib]");
+    assert_eq!(b.apply_cluster(&cluster_doc(&env_only)).await.unwrap(), ApplyOutcome::Unchanged);
+    assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
+}
