@@ -31,7 +31,7 @@ use crate::preflight::{self, PreflightReport, PREFLIGHT_NAMESPACE};
 use crate::node_mirror::{prepare_registry, LocalRegistry};
 use crate::versions::{fetch_manifest, VersionsFile};
 use crate::wait::{await_database, await_object, cluster_ready, poll_until, Probe};
-use crate::watch::{snapshot, Expect, RolloutWatch};
+use crate::watch::{snapshot, Expect, Observed, RolloutWatch};
 
 /// One scenario's view of the cluster.
 ///
@@ -224,12 +224,12 @@ impl KindBackend {
         // seen.
         let previous = self.cluster.as_ref().map(|c| ClusterPlan::derive(c, &self.plan_options()));
         let expect = Expect::converge_with(&ClusterPlan::derive(cluster, &self.plan_options()), previous.as_ref());
-        let record = watch.finish(expect, t.rollout).await?;
+        let seen = watch.finish_observed(expect, t.rollout).await?;
         self.cluster = Some(cluster.clone());
-        Ok(if record.restarts.is_empty() {
-            ApplyOutcome::Unchanged
-        } else {
-            ApplyOutcome::RolledOut { record }
+        Ok(match seen {
+            Observed { record, .. } if !record.restarts.is_empty() => ApplyOutcome::RolledOut { record },
+            Observed { reloaded: true, .. } => ApplyOutcome::Reloaded,
+            _ => ApplyOutcome::Unchanged,
         })
     }
 

@@ -272,6 +272,16 @@ impl RolloutObserver {
         self.postmasters_now.insert(name.to_string(), state);
     }
 
+    /// A postmaster read before the change has loaded its configuration again since,
+    /// without restarting.
+    pub fn reloaded(&self) -> bool {
+        self.postmasters_now.iter().any(|(name, now)| {
+            self.postmasters_before
+                .get(name)
+                .is_some_and(|b| b.started == now.started && now.conf_loaded > b.conf_loaded)
+        })
+    }
+
     /// Every present instance's last reading has taken the change `target` describes
     /// ([`SettingsTarget::check`], against its reading before the change): `Err` with what
     /// is still missing, by instance.
@@ -545,6 +555,14 @@ impl Expect {
     }
 }
 
+/// What a watch saw, in the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub record: RolloutRecord,
+    /// A postmaster loaded its configuration again without restarting (a reload).
+    pub reloaded: bool,
+}
+
 /// Reads the postmasters of a watched Cluster's pods (`crate::postmaster::probe`).
 struct Postmasters {
     exec: std::sync::Arc<dyn PodExec>,
@@ -765,11 +783,13 @@ impl RolloutWatch {
 
     /// Consumes events until `expect` is met or `timeout` passes: the error then says what
     /// was awaited and the last state seen.
-    pub async fn finish(
-        mut self,
-        expect: Expect,
-        timeout: Duration,
-    ) -> Result<RolloutRecord, BackendError> {
+    pub async fn finish(self, expect: Expect, timeout: Duration) -> Result<RolloutRecord, BackendError> {
+        self.finish_observed(expect, timeout).await.map(|o| o.record)
+    }
+
+    /// [`RolloutWatch::finish`], and whether a postmaster was seen reloading its
+    /// configuration without restarting.
+    pub async fn finish_observed(mut self, expect: Expect, timeout: Duration) -> Result<Observed, BackendError> {
         let deadline = tokio::time::Instant::now() + timeout;
         if let Expect::Converge { image_volumes, settings } = &expect {
             self.what = format!(
@@ -809,7 +829,7 @@ impl RolloutWatch {
                     self.what,
                     self.events_seen
                 );
-                return Ok(self.observer.record());
+                return Ok(Observed { record: self.observer.record(), reloaded: self.observer.reloaded() });
             }
             let read_at = self.read_due();
             tokio::select! {
