@@ -18,6 +18,7 @@ use cnpg_ext_images::BuildOptions;
 #[case::upgrade_1_0("upgrade-1.0", &["share"], &["lib"])]
 #[case::upgrade_1_1("upgrade-1.1", &["share"], &["lib"])]
 #[case::preload("preload", &["share"], &["lib"])]
+#[case::envprobe("envprobe", &["share"], &["lib"])]
 fn fixture_images_lint_clean(#[case] name: &str, #[case] control: &[&str], #[case] libs: &[&str]) {
     let pg = cnpg_ext_harness::run::locate_postgres(None).expect("PostgreSQL 18");
     let work = tempfile::tempdir().unwrap();

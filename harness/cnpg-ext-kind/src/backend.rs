@@ -31,7 +31,7 @@ use crate::preflight::{self, PreflightReport, PREFLIGHT_NAMESPACE};
 use crate::node_mirror::{prepare_registry, LocalRegistry};
 use crate::versions::{fetch_manifest, VersionsFile};
 use crate::wait::{await_database, await_object, cluster_ready, poll_until, Probe};
-use crate::watch::{snapshot, Expect, RolloutWatch};
+use crate::watch::{snapshot, Expect, Observed, RolloutWatch};
 
 /// One scenario's view of the cluster.
 ///
@@ -211,18 +211,25 @@ impl KindBackend {
         }
         // Watches first: their initial lists are the baseline, and every event after them
         // (the operator reacting to the apply) is seen.
-        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
+        // The postmasters are read before the apply too: a restart inside a pod (the
+        // primary's in-place restart) and a reload show only there.
+        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout)
+            .await?
+            .with_postmasters(self.exec.clone(), t.poll)
+            .await?;
         server_side_apply_within(&clusters, "Cluster", &doc, t.forbidden_retry).await?;
         // No guess from a plan diff: wait until the pods carry what the applied Cluster
-        // asks for (a rollout, however late it starts, is followed to its end), then
-        // report what was seen.
-        let expect = Expect::converge_on(&ClusterPlan::derive(cluster, &self.plan_options()));
-        let record = watch.finish(expect, t.rollout).await?;
+        // asks for and every postmaster shows its settings (a rollout, however late it
+        // starts, is followed to its end; a reload is waited for), then report what was
+        // seen.
+        let previous = self.cluster.as_ref().map(|c| ClusterPlan::derive(c, &self.plan_options()));
+        let expect = Expect::converge_with(&ClusterPlan::derive(cluster, &self.plan_options()), previous.as_ref());
+        let seen = watch.finish_observed(expect, t.rollout).await?;
         self.cluster = Some(cluster.clone());
-        Ok(if record.restarts.is_empty() {
-            ApplyOutcome::Unchanged
-        } else {
-            ApplyOutcome::RolledOut { record }
+        Ok(match seen {
+            Observed { record, .. } if !record.restarts.is_empty() => ApplyOutcome::RolledOut { record },
+            Observed { reloaded: true, .. } => ApplyOutcome::Reloaded,
+            _ => ApplyOutcome::Unchanged,
         })
     }
 
@@ -262,7 +269,10 @@ impl KindBackend {
             .and_then(|a| a.get(RESTART_ANNOTATION))
             .cloned();
         let stamp = restart_stamp(previous.as_deref(), Utc::now());
-        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout).await?;
+        let watch = RolloutWatch::start(&clusters, &pods, &name, t.rollout)
+            .await?
+            .with_postmasters(self.exec.clone(), t.poll)
+            .await?;
         let after = clusters
             .patch(&name, &PatchParams::default(), &Patch::Merge(&restart_patch(&stamp)))
             .await

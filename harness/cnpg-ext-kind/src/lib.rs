@@ -15,7 +15,9 @@
 //! * `wait`: polled conditions with deadlines, the Database wait, 403 retries.
 //! * `apply`: namespaced Cluster/Database documents, server-side apply, the restart
 //!   annotation, YAML output.
-//! * `watch`: rollout observation from watches. `exec`, `sql`: commands in pods, SQL
+//! * `exec`: commands in pods. `postmaster`: what each postmaster says about itself
+//!   (start, configuration load, settings), through `psql` in the pod.
+//! * `watch`: rollout observation from watches and postmaster readings. `sql`: SQL
 //!   through a port-forward.
 //! * `operator`: order and server-side apply of the release manifest, readiness, the
 //!   installed version. `preflight`: what the cluster must offer.
@@ -50,6 +52,7 @@ internal!(
     node_mirror,
     operator,
     options,
+    postmaster,
     preflight,
     sql,
     versions,

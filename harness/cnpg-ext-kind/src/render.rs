@@ -110,7 +110,8 @@ pub fn origin_expectations(
 /// `out_dir` (`<report-dir>/manifests`): `kind-config.yaml`, the preflight's
 /// `preflight-imagevolume-probe-pod.dry-run.yaml` (namespace `default`, as the preflight
 /// sends it), `operator-release.yaml`, `<scenario-id>/NN-….yaml` with an
-/// `NN-origin-<cluster>.yaml` per applied Cluster; with `--registry` also `registry-*` (ConfigMap, nodes'
+/// `NN-origin-<cluster>.yaml` per applied Cluster and `findings.txt` when the release
+/// ignores what the scenario uses (`Scenario::unsupported`); with `--registry` also `registry-*` (ConfigMap, nodes'
 /// `hosts.toml`, where each image is pushed). Returns the files written.
 pub fn render_dry_run(scenario: &Scenario, opts: &KindOptions, out_dir: &Path) -> Result<Vec<PathBuf>, BackendError> {
     let io = |p: &Path, e: std::io::Error| BackendError::Failed(format!("writing {}: {e}", p.display()));
@@ -171,6 +172,12 @@ pub fn render_dry_run(scenario: &Scenario, opts: &KindOptions, out_dir: &Path) -
 
     for (name, doc) in scenario_documents(scenario, opts) {
         put(dir.join(name), to_yaml(&doc))?;
+    }
+    // What this release ignores of the scenario (1.29 fields against 1.28): the run would
+    // report it unsupported, never pass it.
+    if !scenario.unsupported.is_empty() {
+        let lines: Vec<String> = scenario.unsupported.iter().map(|e| e.to_string()).collect();
+        put(dir.join("findings.txt"), lines.join("\n") + "\n")?;
     }
     Ok(written)
 }

@@ -1,5 +1,15 @@
 //! Rolling-update observation: pod UIDs per instance, the order instances were replaced
-//! (with the role each had when the rollout began), and the Cluster phases seen.
+//! or restarted (with the role each had when the rollout began), and the Cluster phases
+//! seen.
+//!
+//! An instance counts as restarted when its pod is replaced (a new UID), when its
+//! `postgres` container restarts (`restartCount` grows), or when its postmaster's
+//! `pg_postmaster_start_time()` moves while the pod stays: CloudNativePG restarts a primary
+//! in place with `primaryUpdateMethod: restart` (phase "Primary instance is being
+//! restarted in-place", `internal/controller/cluster_upgrade.go` `updatePrimaryPod`; the
+//! instance manager restarts the postmaster, `restartPrimaryInplaceIfRequested`) and
+//! demotes the old primary in place after a switchover. The postmasters are read through
+//! SQL (`crate::postmaster`) before the change and whenever the Cluster looks settled.
 //!
 //! [`RolloutObserver`] is pure: it is fed watch events (or whole snapshots after a relist).
 //! [`RolloutWatch`] feeds it from two `kube::runtime::watcher` streams started *before* the
@@ -23,7 +33,13 @@ use kube::runtime::WatchStreamExt;
 use serde_json::Value;
 
 use crate::errors::kube_error;
+use crate::exec::PodExec;
+use crate::postmaster::{probe, PostmasterState, SettingsTarget};
 use crate::wait::HEALTHY;
+
+/// `api/v1/cluster_types.go` `PhaseWaitingForUser`: with `primaryUpdateStrategy:
+/// supervised` the operator stops before the primary until the user acts.
+pub const WAITING_FOR_USER: &str = "Waiting for user action";
 
 /// The part of an instance pod the observer needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,6 +54,8 @@ pub struct PodView {
     pub image_volumes: Vec<(String, String, String)>,
     /// The `postgres` container is in `CrashLoopBackOff`: its restart count.
     pub crash_looping: Option<i32>,
+    /// The `postgres` container's `restartCount` (0 when not reported yet).
+    pub restart_count: i32,
 }
 
 /// The extension image volumes of a pod, as [`PodView::image_volumes`]: what the operator
@@ -116,7 +134,18 @@ pub fn pod_view(pod: &Pod) -> PodView {
         deleting: pod.metadata.deletion_timestamp.is_some(),
         image_volumes: pod_image_volumes(pod),
         crash_looping: postgres_crash_loop(pod),
+        restart_count: postgres_restart_count(pod),
     }
+}
+
+/// The `postgres` container's `restartCount` (0 when not reported yet).
+pub fn postgres_restart_count(pod: &Pod) -> i32 {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.container_statuses.as_ref())
+        .and_then(|cs| cs.iter().find(|c| c.name == crate::inspect::POSTGRES_CONTAINER))
+        .map(|c| c.restart_count)
+        .unwrap_or(0)
 }
 
 /// The restart count of the pod's `postgres` container when it is waiting in
@@ -163,6 +192,15 @@ pub struct RolloutObserver {
     /// The instance pods that exist now (by name), as last reported.
     pods: BTreeMap<String, PodView>,
     last_phase: Option<String>,
+    /// instance → (uid, `postgres` container restartCount) last seen.
+    containers: BTreeMap<String, (String, i32)>,
+    /// The postmasters before the change (read through SQL), by instance.
+    postmasters_before: BTreeMap<String, PostmasterState>,
+    /// The last reading of each instance's current postmaster (dropped when its pod or
+    /// container is replaced).
+    postmasters_now: BTreeMap<String, PostmasterState>,
+    /// instance → start time of its current postmaster, when known.
+    known_start: BTreeMap<String, String>,
 }
 
 impl RolloutObserver {
@@ -183,6 +221,85 @@ impl RolloutObserver {
             phases: phase.map(|p| vec![p.to_string()]).unwrap_or_default(),
             pods: pods.iter().map(|p| (p.name.clone(), p.clone())).collect(),
             last_phase: phase.map(String::from),
+            containers: pods.iter().map(|p| (p.name.clone(), (p.uid.clone(), p.restart_count))).collect(),
+            postmasters_before: BTreeMap::new(),
+            postmasters_now: BTreeMap::new(),
+            known_start: BTreeMap::new(),
+        }
+    }
+
+    /// The postmasters before the change.
+    pub fn postmasters_before(&mut self, states: BTreeMap<String, PostmasterState>) {
+        self.known_start = states.iter().map(|(n, s)| (n.clone(), s.started.clone())).collect();
+        self.postmasters_before = states;
+    }
+
+    /// The last phase reported.
+    pub fn phase(&self) -> Option<&str> {
+        self.last_phase.as_deref()
+    }
+
+    /// The role an instance had when the rollout began (else its pod's, else replica).
+    fn role_at_start(&self, name: &str, now: Option<Role>) -> Role {
+        self.baseline.get(name).and_then(|(_, r)| *r).or(now).unwrap_or(Role::Replica)
+    }
+
+    /// The instance's postmaster is a new one (new pod or container): what was read of
+    /// the old one no longer applies.
+    fn new_postmaster(&mut self, name: &str) {
+        self.known_start.remove(name);
+        self.postmasters_now.remove(name);
+    }
+
+    /// A reading of `name`'s postmaster: a start time other than the one known for the
+    /// current pod and container is a restart in place.
+    pub fn postmaster_seen(&mut self, name: &str, state: PostmasterState, at: DateTime<Utc>) {
+        match self.known_start.get(name) {
+            Some(old) if *old != state.started => {
+                let role = self.role_at_start(name, self.pods.get(name).and_then(|p| p.role));
+                self.restarts.push(InstanceRestart {
+                    instance: name.to_string(),
+                    role,
+                    old_id: format!("postmaster started {old}"),
+                    new_id: format!("postmaster started {}", state.started),
+                    at,
+                });
+            }
+            Some(_) => {}
+            None => {}
+        }
+        self.known_start.insert(name.to_string(), state.started.clone());
+        self.postmasters_now.insert(name.to_string(), state);
+    }
+
+    /// A postmaster read before the change has loaded its configuration again since,
+    /// without restarting.
+    pub fn reloaded(&self) -> bool {
+        self.postmasters_now.iter().any(|(name, now)| {
+            self.postmasters_before
+                .get(name)
+                .is_some_and(|b| b.started == now.started && now.conf_loaded > b.conf_loaded)
+        })
+    }
+
+    /// Every present instance's last reading has taken the change `target` describes
+    /// ([`SettingsTarget::check`], against its reading before the change): `Err` with what
+    /// is still missing, by instance.
+    pub fn postmasters_converged(&self, target: &SettingsTarget) -> Result<(), Vec<String>> {
+        let mut off = Vec::new();
+        for name in self.pods.keys() {
+            let Some(now) = self.postmasters_now.get(name) else {
+                off.push(format!("{name}: postmaster not read since it settled"));
+                continue;
+            };
+            if let Err(e) = target.check(self.postmasters_before.get(name), now) {
+                off.push(format!("{name}: {e}"));
+            }
+        }
+        if off.is_empty() {
+            Ok(())
+        } else {
+            Err(off)
         }
     }
 
@@ -207,12 +324,7 @@ impl RolloutObserver {
         }
         match self.current.get(&pod.name) {
             Some(old) if *old != pod.uid => {
-                let role = self
-                    .baseline
-                    .get(&pod.name)
-                    .and_then(|(_, r)| *r)
-                    .or(pod.role)
-                    .unwrap_or(Role::Replica);
+                let role = self.role_at_start(&pod.name, pod.role);
                 self.restarts.push(InstanceRestart {
                     instance: pod.name.clone(),
                     role,
@@ -221,12 +333,29 @@ impl RolloutObserver {
                     at,
                 });
                 self.current.insert(pod.name.clone(), pod.uid.clone());
+                self.new_postmaster(&pod.name);
             }
-            Some(_) => {}
+            Some(_) => {
+                // The same pod: its postgres container restarted (the kubelet's count).
+                if let Some((uid, count)) = self.containers.get(&pod.name).cloned() {
+                    if uid == pod.uid && pod.restart_count > count {
+                        let role = self.role_at_start(&pod.name, pod.role);
+                        self.restarts.push(InstanceRestart {
+                            instance: pod.name.clone(),
+                            role,
+                            old_id: format!("{uid} container restarts {count}"),
+                            new_id: format!("{uid} container restarts {}", pod.restart_count),
+                            at,
+                        });
+                        self.new_postmaster(&pod.name);
+                    }
+                }
+            }
             None => {
                 self.current.insert(pod.name.clone(), pod.uid.clone());
             }
         }
+        self.containers.insert(pod.name.clone(), (pod.uid.clone(), pod.restart_count));
         self.pods.insert(pod.name.clone(), pod.clone());
     }
 
@@ -258,7 +387,7 @@ impl RolloutObserver {
             .retain(|name, _| pods.iter().any(|p| &p.name == name));
     }
 
-    /// Every instance present at the start has been replaced at least once.
+    /// Every instance present at the start has been replaced or restarted at least once.
     pub fn replaced_all(&self) -> bool {
         self.baseline
             .keys()
@@ -335,10 +464,11 @@ impl RolloutObserver {
         let instances = self.instances();
         match expect {
             Expect::Rollout => self.replaced_all() && self.settled(instances),
-            Expect::Converge { image_volumes } => {
+            Expect::Converge { image_volumes, settings } => {
                 self.settled(instances)
                     && self.pods_not_matching(image_volumes).is_empty()
                     && (!self.any_restart() || self.replaced_all())
+                    && settings.as_ref().is_none_or(|t| self.postmasters_converged(t).is_ok())
             }
         }
     }
@@ -392,18 +522,55 @@ pub enum Expect {
     /// instance. No fixed window: a rollout the operator starts late is waited for (up to
     /// the rollout timeout) because the old pods do not match until it has replaced them;
     /// a change the pods already match needs nothing and ends at once.
+    ///
+    /// With `settings` (the watch reads the postmasters, [`RolloutWatch::with_postmasters`])
+    /// every postmaster must also show them, wait for no restart, and, where it did not
+    /// show them before the change, have loaded its configuration since: a reload-only
+    /// change is over when the instance managers have reloaded, and a change that needs a
+    /// restart the operator does in place (no pod changes) when the postmasters restarted.
     Converge {
         image_volumes: Vec<(String, String, String)>,
+        settings: Option<SettingsTarget>,
     },
 }
 
 impl Expect {
-    /// [`Expect::Converge`] on the pod spec a plan asks for.
+    /// [`Expect::Converge`] on the pod spec a plan asks for (no settings).
+    #[cfg(feature = "testing")]
     pub fn converge_on(plan: &cnpg_ext_model::plan::ClusterPlan) -> Expect {
         let mut image_volumes = plan.pod_spec_fingerprint();
         image_volumes.sort();
-        Expect::Converge { image_volumes }
+        Expect::Converge { image_volumes, settings: None }
     }
+
+    /// [`Expect::converge_on`] and the settings the plan asks for (see
+    /// [`SettingsTarget::of`]; `previous`: the plan of the Cluster applied before).
+    pub fn converge_with(
+        plan: &cnpg_ext_model::plan::ClusterPlan,
+        previous: Option<&cnpg_ext_model::plan::ClusterPlan>,
+    ) -> Expect {
+        let mut image_volumes = plan.pod_spec_fingerprint();
+        image_volumes.sort();
+        Expect::Converge { image_volumes, settings: Some(SettingsTarget::of(plan, previous)) }
+    }
+}
+
+/// What a watch saw, in the end.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub record: RolloutRecord,
+    /// A postmaster loaded its configuration again without restarting (a reload).
+    pub reloaded: bool,
+}
+
+/// Reads the postmasters of a watched Cluster's pods (`crate::postmaster::probe`).
+struct Postmasters {
+    exec: std::sync::Arc<dyn PodExec>,
+    namespace: String,
+    /// Time between readings while the Cluster looks settled.
+    poll: Duration,
+    next: tokio::time::Instant,
+    last_error: Option<String>,
 }
 
 // One event at a time, moved once: the variants' size difference does not matter.
@@ -432,6 +599,8 @@ pub struct RolloutWatch {
     cluster_label: String,
     /// For the logs of a crash-looping postgres container.
     pods: Api<Pod>,
+    /// Reading the postmasters through SQL ([`RolloutWatch::with_postmasters`]).
+    postmasters: Option<Postmasters>,
 }
 
 fn watch_error(what: &str, e: watcher::Error) -> BackendError {
@@ -524,7 +693,53 @@ impl RolloutWatch {
             events_seen: 0,
             cluster_label: format!("the operator of Cluster {ns}/{cluster}"),
             pods: pods.clone(),
+            postmasters: None,
         })
+    }
+
+    /// Reads every instance's postmaster now (the state before the change: call it before
+    /// applying) and again whenever the Cluster looks settled, every `poll`, so that
+    /// restarts inside a pod are seen and [`Expect::Converge`]'s settings can be checked.
+    /// A probe that fails now is an error; later failures (a postmaster restarting) are
+    /// retried and shown in the timeout message.
+    pub async fn with_postmasters(
+        mut self,
+        exec: std::sync::Arc<dyn PodExec>,
+        poll: Duration,
+    ) -> Result<Self, BackendError> {
+        let namespace = pods_namespace(&self.pods);
+        let mut before = BTreeMap::new();
+        for name in self.observer.pods.keys() {
+            before.insert(name.clone(), probe(exec.as_ref(), &namespace, name).await?);
+        }
+        self.observer.postmasters_before(before);
+        self.postmasters = Some(Postmasters {
+            exec,
+            namespace,
+            poll: poll.max(Duration::from_millis(10)),
+            next: tokio::time::Instant::now(),
+            last_error: None,
+        });
+        Ok(self)
+    }
+
+    /// Reads every present instance's postmaster.
+    async fn read_postmasters(&mut self) {
+        let Some(pm) = self.postmasters.as_mut() else { return };
+        let names: Vec<String> = self.observer.pods.keys().cloned().collect();
+        for name in names {
+            match probe(pm.exec.as_ref(), &pm.namespace, &name).await {
+                Ok(state) => self.observer.postmaster_seen(&name, state, Utc::now()),
+                Err(e) => pm.last_error = Some(e.to_string()),
+            }
+        }
+        pm.next = tokio::time::Instant::now() + pm.poll;
+    }
+
+    /// The postmasters are read when the Cluster looks settled (healthy, every pod ready).
+    fn read_due(&self) -> Option<tokio::time::Instant> {
+        let pm = self.postmasters.as_ref()?;
+        self.observer.settled(self.observer.instances()).then_some(pm.next)
     }
 
     /// The state so far (baseline plus the events consumed).
@@ -568,26 +783,45 @@ impl RolloutWatch {
 
     /// Consumes events until `expect` is met or `timeout` passes: the error then says what
     /// was awaited and the last state seen.
-    pub async fn finish(
-        mut self,
-        expect: Expect,
-        timeout: Duration,
-    ) -> Result<RolloutRecord, BackendError> {
+    pub async fn finish(self, expect: Expect, timeout: Duration) -> Result<RolloutRecord, BackendError> {
+        self.finish_observed(expect, timeout).await.map(|o| o.record)
+    }
+
+    /// [`RolloutWatch::finish`], and whether a postmaster was seen reloading its
+    /// configuration without restarting.
+    pub async fn finish_observed(mut self, expect: Expect, timeout: Duration) -> Result<Observed, BackendError> {
         let deadline = tokio::time::Instant::now() + timeout;
-        if let Expect::Converge { image_volumes } = &expect {
+        if let Expect::Converge { image_volumes, settings } = &expect {
             self.what = format!(
-                "{} to act on the applied Cluster (every pod with image volumes [{}], then phase \"{HEALTHY}\" with every pod ready)",
+                "{} to act on the applied Cluster (every pod with image volumes [{}], then phase \"{HEALTHY}\" with every pod ready{})",
                 self.cluster_label,
                 image_volumes
                     .iter()
                     .map(|(v, i, m)| format!("{v}={i}@{m}"))
                     .collect::<Vec<_>>()
-                    .join(", ")
+                    .join(", "),
+                if settings.is_some() {
+                    " and every postmaster showing the applied settings, reloaded or restarted"
+                } else {
+                    ""
+                }
             );
         }
         loop {
             if let Some((name, restarts, last)) = self.crash_looping() {
                 return Err(crash_loop_error(self.pods.clone(), name, restarts, last).await);
+            }
+            if self.observer.phase() == Some(WAITING_FOR_USER) {
+                return Err(BackendError::Failed(format!(
+                    "{} is waiting for user action (phase \"{WAITING_FOR_USER}\"): with `primaryUpdateStrategy: supervised` it updates the primary only after a switchover the user requests (`kubectl cnpg promote`); nothing more will happen by itself. Last state: {}",
+                    self.cluster_label,
+                    self.state(&expect)
+                )));
+            }
+            if let Some(due) = self.read_due() {
+                if tokio::time::Instant::now() >= due {
+                    self.read_postmasters().await;
+                }
             }
             if self.observer.done(&expect) {
                 tracing::debug!(
@@ -595,10 +829,12 @@ impl RolloutWatch {
                     self.what,
                     self.events_seen
                 );
-                return Ok(self.observer.record());
+                return Ok(Observed { record: self.observer.record(), reloaded: self.observer.reloaded() });
             }
+            let read_at = self.read_due();
             tokio::select! {
                 biased;
+                _ = tokio::time::sleep_until(read_at.unwrap_or(deadline)), if read_at.is_some_and(|t| t < deadline) => {}
                 item = self.events.next() => match item {
                     Some(item) => self.apply(item),
                     None => {
@@ -631,11 +867,17 @@ impl RolloutWatch {
 
     fn state(&self, expect: &Expect) -> String {
         let mut s = self.observer.summary();
-        if let Expect::Converge { image_volumes } = expect {
+        if let Expect::Converge { image_volumes, settings } = expect {
             s.push_str(&format!(
                 "; pods without the applied image volumes [{}]",
                 self.observer.pods_not_matching(image_volumes).join(", ")
             ));
+            if let Some(Err(off)) = settings.as_ref().map(|t| self.observer.postmasters_converged(t)) {
+                s.push_str(&format!("; postmasters not there yet [{}]", off.join("; ")));
+            }
+        }
+        if let Some(e) = self.postmasters.as_ref().and_then(|p| p.last_error.as_ref()) {
+            s.push_str(&format!("; last postmaster reading error: {e}"));
         }
         if let Some(e) = &self.last_error {
             s.push_str(&format!("; last watch error: {e}"));

@@ -96,8 +96,8 @@ async fn rollout_replicas_then_primary_is_recorded_in_order() {
     assert_eq!(
         order,
         vec![
-            ("c-2", Role::Replica, "uid-2a", "uid-2b"),
             ("c-3", Role::Replica, "uid-3a", "uid-3b"),
+            ("c-2", Role::Replica, "uid-2a", "uid-2b"),
             ("c-1", Role::Primary, "uid-1a", "uid-1b"),
         ]
     );
@@ -195,7 +195,7 @@ async fn primary_replaced_before_replicas_shows_in_the_record_and_fails_the_judg
 #[tokio::test(start_paused = true)]
 async fn rollout_that_never_finishes_times_out_naming_what_and_last_state() {
     let mut frames = fixtures::three_instance_rollout();
-    frames.truncate(4); // c-2 replaced, then nothing more happens
+    frames.truncate(4); // c-3 replaced, then nothing more happens
     let api = FakeApi::new();
     fixtures::serve_frames(&api, NS, "c", 3, &frames, &vols(true));
     let err = observe(&api, Duration::from_secs(30)).await.unwrap_err();
@@ -203,7 +203,7 @@ async fn rollout_that_never_finishes_times_out_naming_what_and_last_state() {
     assert!(matches!(err, BackendError::Failed(_)));
     assert!(msg.contains("timed out after 30s waiting for the rolling update of Cluster cnpg-ext-t/c"), "{msg}");
     assert!(msg.contains("last state: phase \"Waiting for the instances to become active\""), "{msg}");
-    assert!(msg.contains("replaced [c-2]; not yet replaced [c-1, c-3]"), "{msg}");
+    assert!(msg.contains("replaced [c-3]; not yet replaced [c-1, c-2]"), "{msg}");
 }
 
 /// Pods that already carry what the applied Cluster asks for: nothing to wait for, no
@@ -348,6 +348,7 @@ fn relist_replaces_the_pod_set_and_records_uid_changes() {
         deleting: false,
         image_volumes: vec![],
         crash_looping: None,
+        restart_count: 0,
     };
     let mut o = RolloutObserver::new(&[view("c-1", "a", true), view("c-2", "b", true)], Some(HEALTHY));
     let now = chrono::Utc::now();
@@ -364,6 +365,12 @@ fn relist_replaces_the_pod_set_and_records_uid_changes() {
 
 fn ready_cluster() -> Value {
     fixtures::cluster(NS, "c", 3, 3, HEALTHY)
+}
+
+/// A pod exec whose postmasters answer from the pods the fake serves, showing the settings
+/// of `CLUSTER_YAML`'s plan.
+fn postmasters(api: &FakeApi) -> Arc<FakeExec> {
+    Arc::new(FakeExec::with_postmasters(api, fixtures::settings_of(&plan())))
 }
 
 fn backend(api: &FakeApi, report: &std::path::Path, exec: Arc<FakeExec>) -> KindBackend {
@@ -501,7 +508,7 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
     });
     route_cluster_patch(&api);
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
+    let mut b = backend(&api, tmp.path(), postmasters(&api));
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let record = b.restart().await.unwrap();
     let merge: Vec<_> = api.requests_to("PATCH", &cpath).into_iter().filter(|r| r.content_type == MERGE).collect();
@@ -512,7 +519,7 @@ async fn restart_merge_patches_the_annotation_and_records_the_rollout() {
         .to_string();
     assert!(chrono::DateTime::parse_from_rfc3339(&at).is_ok(), "{at}");
     assert_eq!(at.len(), "2026-01-01T00:00:00.000000000Z".len(), "nanoseconds: {at}");
-    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-2", "c-3", "c-1"]);
+    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-3", "c-2", "c-1"]);
     assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
     assert_listed_before(&api, |r| r.content_type == MERGE);
     let inst = b.instances().await.unwrap();
@@ -536,7 +543,7 @@ async fn restart_patch_that_changes_nothing_fails_fast() {
     fixtures::serve_frames(&api, NS, "c", 3, &fixtures::three_instance_rollout()[..1], &vols(true));
     api.on("PATCH", &cpath, vec![before]);
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
+    let mut b = backend(&api, tmp.path(), postmasters(&api));
     b.apply_cluster(&cluster_doc(CLUSTER_YAML)).await.unwrap();
     let t0 = tokio::time::Instant::now();
     let err = b.restart().await.unwrap_err().to_string();
@@ -559,11 +566,11 @@ async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
     });
     route_cluster_patch(&api);
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
+    let mut b = backend(&api, tmp.path(), postmasters(&api));
     let changed = cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW));
     let outcome = b.apply_cluster(&changed).await.unwrap();
     let ApplyOutcome::RolledOut { record } = outcome else { panic!("expected a rollout, got {outcome:?}") };
-    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-2", "c-3", "c-1"]);
+    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-3", "c-2", "c-1"]);
     assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
     assert_listed_before(&api, |r| r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c"));
 }
@@ -586,7 +593,7 @@ async fn rollout_the_operator_starts_late_is_still_observed() {
         let _ = late.request_text(http::Request::get("/late-operator").body(Vec::new()).unwrap()).await;
     });
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
+    let mut b = backend(&api, tmp.path(), postmasters(&api));
     let t0 = tokio::time::Instant::now();
     let outcome = b.apply_cluster(&cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW))).await.unwrap();
     assert!(t0.elapsed() >= Duration::from_secs(30));
@@ -603,12 +610,11 @@ async fn unchanged_cluster_reports_nothing_restarted() {
     fixtures::serve_frames(&api, NS, "c", 3, &frames[..1], &vols(true));
     route_cluster_patch(&api);
     let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), Arc::new(FakeExec::default()));
-    // Search paths changed only: still nothing restarted, and that is what is reported.
-    let yaml = CLUSTER_YAML.replace(
-        "ld_library_path: [system]",
-        "ld_library_path: [system]\n        extension_control_path: [share, opt]",
-    );
+    let mut b = backend(&api, tmp.path(), postmasters(&api));
+    // The postmaster's environment changed only (the operator restarts nothing for it):
+    // still nothing restarted, and that is what is reported. (A search-path change waits
+    // for the reload: tests/postmasters.rs.)
+    let yaml = CLUSTER_YAML.replace("ld_library_path: [system]", "ld_library_path: [system, lib]");
     assert_eq!(b.apply_cluster(&cluster_doc(&yaml)).await.unwrap(), ApplyOutcome::Unchanged);
 }
 
