@@ -194,7 +194,23 @@ impl<'a> ScenarioRun<'a> {
         let what = format!("Database {name} status");
         match (result, expect) {
             (Ok(messages), None | Some(DatabaseExpect { applied: true, .. })) => {
-                o.check(Check::new(what, None, "applied: true", "applied: true"));
+                // Measured, not taken from the backend's word: the database is there.
+                let primary = verify::primary(&*self.backend).await?;
+                let client = self.backend.connect(&primary, "postgres", "postgres").await?;
+                let q = format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = {}",
+                    crate::plumbing::sql::quote_literal(&db)
+                );
+                let rows = crate::plumbing::sql::query_text(&client, &q)
+                    .await
+                    .map_err(|e| BackendError::Failed(crate::plumbing::sql::describe_error(&e)))?;
+                let exists = rows.first().and_then(|r| r.first().cloned().flatten()).as_deref() == Some("1");
+                let actual = if exists {
+                    "applied: true".to_string()
+                } else {
+                    format!("reported applied, but database {db} does not exist on {primary}")
+                };
+                o.check(Check::new(what, None, "applied: true", actual));
                 o.message = Some(messages.join("; "));
             }
             (Ok(messages), Some(DatabaseExpect { applied: false, message })) => {
@@ -347,8 +363,10 @@ impl<'a> ScenarioRun<'a> {
             None => o.checks(checks),
             Some(want) => {
                 let failing: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
-                let hit = failing.iter().find(|c| c.actual.contains(want.as_str()));
-                let actual = match (hit, failing.first()) {
+                // Every origin failure must be the expected one: a match must not mask others.
+                let other = failing.iter().find(|c| !c.actual.contains(want.as_str()));
+                let hit = failing.iter().find(|c| c.actual.contains(want.as_str())).filter(|_| other.is_none());
+                let actual = match (hit, other.or(failing.first())) {
                     (Some(c), _) => line_of(c, &c.actual),
                     (None, Some(c)) => format!("another origin failure: {}", line_of(c, &c.actual)),
                     (None, None) if checks.is_empty() => "no origin was checked (no extension created)".into(),
