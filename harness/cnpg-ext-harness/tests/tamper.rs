@@ -426,6 +426,18 @@ async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on(#[c
     assert_eq!(origin.len(), 6, "{origin:#?}");
     assert!(origin.iter().all(|c| c.ok));
     assert!(origin.iter().any(|c| c.actual.contains("vector.so")), "{origin:#?}");
+    // The report's environment is what was measured: the server's version as the instances
+    // answered it; the container engine as its probe answered.
+    let env = &r.environment;
+    assert!(env.postgresql.starts_with("PostgreSQL 18.") && !env.postgresql.contains("not measured"), "{env:?}");
+    match on {
+        On::Local => assert_eq!(env.runtime, None),
+        On::Container => assert!(
+            env.runtime.as_deref().is_some_and(|r| r.starts_with("podman ") || r.starts_with("docker ")),
+            "{env:?}"
+        ),
+    }
+    assert_eq!(env.kubernetes, None);
 }
 
 #[rstest::rstest]
