@@ -44,6 +44,13 @@ enum Tampering {
     WrongLdLibraryPath,
     /// After creation: one instance's `dynamic_library_path` is changed and reloaded.
     WrongGuc,
+    /// After creation: one instance's `extension_control_path` is changed and reloaded.
+    WrongControlPath,
+    /// While the plan is verified: a copy of the image's control and script files is put in a
+    /// directory that one instance's `extension_control_path` then searches first.
+    ControlEarlierOnPath,
+    /// After creation: one instance's image mount is gone (local: its tree removed).
+    MountGone,
     /// After creation: a directory nobody mounted appears under one instance's mount root.
     StrayMountDir,
     /// After the rolling update: the rows written before it are gone.
@@ -62,6 +69,8 @@ struct Tamper {
     module: PathBuf,
     /// Scratch space of the tampering (a writable copy of a mount), removed with the test.
     scratch: PathBuf,
+    /// Whether the tampering during `inspect` happened already.
+    inspected: Mutex<bool>,
 }
 
 impl Tamper {
@@ -141,14 +150,11 @@ impl Tamper {
                 copy_tree(&mount, &copy);
                 mount_over(pid, &copy, &plan.extensions[0].mount_path);
             }
-            (Tampering::WrongGuc, _) => {
-                self.sql(&primary, "postgres", "ALTER SYSTEM SET dynamic_library_path = '$libdir'").await;
-                self.sql(&primary, "postgres", "SELECT pg_reload_conf()").await;
-                let applied =
-                    poll(|| async { self.sql(&primary, "postgres", "SHOW dynamic_library_path").await == "$libdir" })
-                        .await;
-                assert!(applied, "the reload did not apply");
+            (Tampering::WrongGuc, _) => self.set_and_reload(&primary, "dynamic_library_path", "$libdir").await,
+            (Tampering::WrongControlPath, _) => {
+                self.set_and_reload(&primary, "extension_control_path", "$system").await
             }
+            (Tampering::MountGone, On::Local) => cnpg_ext_harness::testing::remove_tree(&mount).unwrap(),
             (Tampering::StrayMountDir, _) => {
                 let root = self.host_path(&primary, &plan.mount_root).await;
                 std::fs::create_dir(root.join("stray")).unwrap();
@@ -161,6 +167,33 @@ impl Tamper {
             }
             _ => {}
         }
+    }
+
+    /// `ALTER SYSTEM SET guc = value`, a reload, and until a new session shows it.
+    async fn set_and_reload(&self, instance: &str, guc: &str, value: &str) {
+        self.sql(instance, "postgres", &format!("ALTER SYSTEM SET {guc} = '{value}'")).await;
+        self.sql(instance, "postgres", "SELECT pg_reload_conf()").await;
+        let applied = poll(|| async { self.sql(instance, "postgres", &format!("SHOW {guc}")).await == value }).await;
+        assert!(applied, "the reload did not apply");
+    }
+
+    /// During the verification of the primary (its search paths were read already).
+    async fn while_inspected(&self, instance: &str) {
+        if self.how != Tampering::ControlEarlierOnPath || instance != "tamper-1" {
+            return;
+        }
+        if std::mem::replace(&mut *self.inspected.lock().unwrap(), true) {
+            return;
+        }
+        let plan = self.plan(instance);
+        let share = self.host_path(instance, &format!("{}/share/extension", plan.extensions[0].mount_path)).await;
+        // A directory the postgres uid can read, in the instance's own filesystem.
+        let earlier = format!("/tmp/cnpg-ext-tamper-{}", std::process::id());
+        let host = self.host_path(instance, &earlier).await;
+        copy_tree(&share, &host.join("extension"));
+        chmod(&host, 0o755);
+        let search = self.sql(instance, "postgres", "SHOW extension_control_path").await;
+        self.set_and_reload(instance, "extension_control_path", &format!("{earlier}:{search}")).await;
     }
 
     async fn after_rollout(&self) {
@@ -317,9 +350,17 @@ impl Backend for Tamper {
         self.inner.connect(instance, database, user).await
     }
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
-        self.inner.inspect(instance, plan).await
+        let obs = self.inner.inspect(instance, plan).await;
+        self.while_inspected(instance).await;
+        obs
     }
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
+        if self.how == Tampering::ControlEarlierOnPath && self.on() == On::Local {
+            let _ = cnpg_ext_harness::testing::remove_tree(Path::new(&format!(
+                "/tmp/cnpg-ext-tamper-{}",
+                std::process::id()
+            )));
+        }
         self.inner.teardown(keep).await
     }
 }
@@ -385,8 +426,14 @@ async fn run(on: On, how: Option<Tampering>, dir: &Path, operand: OperandFlavor)
         let scratch = dir.join("scratch");
         std::fs::create_dir_all(&scratch).unwrap();
         h = h.wrap_backend(move |_, inner| {
-            Box::new(Tamper { inner, how, cluster: Mutex::new(None), module: module.clone(), scratch: scratch.clone() })
-                as Box<dyn Backend>
+            Box::new(Tamper {
+                inner,
+                how,
+                cluster: Mutex::new(None),
+                module: module.clone(),
+                scratch: scratch.clone(),
+                inspected: Mutex::new(false),
+            }) as Box<dyn Backend>
         });
     }
     match h.run([dir.join("s")]).await {
@@ -449,6 +496,16 @@ async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on(#[c
 #[case::ld_library_path_container(On::Container, Tampering::WrongLdLibraryPath, 2, "postmaster LD_LIBRARY_PATH")]
 #[case::guc(On::Local, Tampering::WrongGuc, 2, "SHOW dynamic_library_path")]
 #[case::guc_container(On::Container, Tampering::WrongGuc, 2, "SHOW dynamic_library_path")]
+#[case::control_path(On::Local, Tampering::WrongControlPath, 2, "SHOW extension_control_path")]
+#[case::control_path_container(On::Container, Tampering::WrongControlPath, 2, "SHOW extension_control_path")]
+#[case::control_earlier_on_the_path(On::Local, Tampering::ControlEarlierOnPath, 3, "origin of vector: control file")]
+#[case::control_earlier_on_the_path_container(
+    On::Container,
+    Tampering::ControlEarlierOnPath,
+    3,
+    "origin of vector: control file"
+)]
+#[case::mount_gone(On::Local, Tampering::MountGone, 2, "")]
 #[case::stray_mount_dir(On::Local, Tampering::StrayMountDir, 2, "mounts under ")]
 #[case::stray_mount_dir_container(On::Container, Tampering::StrayMountDir, 2, "mounts under ")]
 #[case::rows_lost(On::Local, Tampering::TruncateSentinel, 4, "row written before the update")]
@@ -486,9 +543,27 @@ async fn each_tampering_fails_exactly_its_check(
             assert!(bad[0].1.as_deref().is_some_and(|i| i != "tamper-1"), "{bad:#?}");
         }
         // Tampered on the primary alone.
-        Tampering::OwnerWritableMount | Tampering::WrongGuc | Tampering::StrayMountDir => {
+        Tampering::OwnerWritableMount
+        | Tampering::WrongGuc
+        | Tampering::WrongControlPath
+        | Tampering::StrayMountDir
+        | Tampering::ControlEarlierOnPath => {
             assert_eq!(bad.len(), 1, "{bad:#?}");
             assert_eq!(bad[0].1.as_deref(), Some("tamper-1"), "{bad:#?}");
+            if how == Tampering::ControlEarlierOnPath {
+                assert!(
+                    r.failures().contains("another location earlier on extension_control_path"),
+                    "{}",
+                    r.failures()
+                );
+            }
+        }
+        // The mount, its files and the mount root's listing: the checks that see it.
+        Tampering::MountGone => {
+            let mut what: Vec<&str> = bad.iter().map(|(w, _)| w.split(' ').next().unwrap()).collect();
+            what.sort();
+            assert_eq!(what, ["files", "mount", "mounts"], "{bad:#?}");
+            assert!(bad.iter().all(|(_, i)| i.as_deref() == Some("tamper-1")), "{bad:#?}");
         }
         _ => {}
     }
