@@ -253,7 +253,14 @@ mod tests {
 
     #[test]
     fn unchanged_start_time_is_no_restart() {
-        assert!(verify_no_restart(&before(), &before()).iter().all(|c| c.ok));
-        assert!(verify_no_restart(&before(), &later()).iter().all(|c| !c.ok));
+        let same = verify_no_restart(&before(), &before());
+        assert_eq!(same.len(), 2, "{same:#?}");
+        assert!(same.iter().all(|c| c.ok));
+        let moved = verify_no_restart(&before(), &later());
+        assert_eq!(moved.len(), 2, "{moved:#?}");
+        assert!(moved.iter().all(|c| !c.ok));
+        assert_eq!(moved[0].actual, "2026-01-01 00:00:05+00");
+        let gone = verify_no_restart(&before(), &BTreeMap::new());
+        assert!(gone.iter().all(|c| !c.ok && c.actual == "(gone)"), "{gone:#?}");
     }
 }
