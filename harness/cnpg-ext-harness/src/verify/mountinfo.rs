@@ -27,24 +27,10 @@ fn has_ro(options: &str) -> bool {
     options.split(',').any(|o| o == "ro")
 }
 
-/// `mountinfo` escapes space, tab, newline and backslash as `\ooo`.
+/// `mountinfo` escapes space, tab, newline and backslash as `\ooo` (the kernel's `mangle`);
+/// the backslash last, so that an escaped `\134` followed by digits stays as it was.
 fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
-            let v = bytes[i + 1..i + 4].iter().fold(0u32, |acc, b| acc * 8 + u32::from(b - b'0'));
-            if let Ok(b) = u8::try_from(v) {
-                out.push(b);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    field.replace("\\040", " ").replace("\\011", "\t").replace("\\012", "\n").replace("\\134", "\\")
 }
 
 /// The mount at exactly `path` (trailing slashes ignored), if `path` is a mount point.
@@ -117,6 +103,7 @@ mod tests {
         assert!(mount_at(info, "/tmp/dir with\\space").unwrap().read_only());
         assert_eq!(unescape("a\\0401\\"), "a 1\\");
         assert_eq!(unescape("a\\09"), "a\\09");
+        assert_eq!(unescape("t\\011n\\012"), "t\tn\n");
         let root = "1 0 8:1 / / rw - ext4 /dev/vda rw";
         assert!(!mount_at(root, "/").unwrap().read_only());
     }
