@@ -39,20 +39,23 @@ pub(crate) fn mount_at(mountinfo: &str, path: &str) -> Option<MountAccess> {
     let want = if want.is_empty() { "/" } else { want };
     let mut found = None;
     for line in mountinfo.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        // id parent major:minor root mount-point options [optional…] - fstype source super-options
-        let Some(sep) = fields.iter().position(|f| *f == "-") else { continue };
-        if sep < 6 || fields.len() < sep + 4 {
+        // id parent major:minor root mount-point options [optional…] - fstype source super-options;
+        // spaces inside fields are escaped, so " - " is only the separator.
+        let Some((head, tail)) = line.split_once(" - ") else { continue };
+        let (head, tail): (Vec<&str>, Vec<&str>) = (head.split(' ').collect(), tail.split(' ').collect());
+        let (Some(point), Some(options), Some(fstype), Some(super_options)) =
+            (head.get(4), head.get(5), tail.first(), tail.get(2))
+        else {
             continue;
-        }
-        if unescape(fields[4]) != want {
+        };
+        if unescape(point) != want {
             continue;
         }
         // Later lines are mounted on top of earlier ones at the same point.
         found = Some(MountAccess {
-            mount_options: fields[5].to_string(),
-            fstype: fields[sep + 1].to_string(),
-            super_options: fields[sep + 3].to_string(),
+            mount_options: options.to_string(),
+            fstype: fstype.to_string(),
+            super_options: super_options.to_string(),
         });
     }
     found
@@ -95,6 +98,8 @@ mod tests {
         assert_eq!(mount_at(RO, "/extensions/pgvector/lib"), None);
         assert_eq!(mount_at(RO, "/extensions/pgvecto"), None);
         assert_eq!(mount_at("garbage line\n1 2 3 4 - x\n", "/extensions/pgvector"), None);
+        assert_eq!(mount_at("1 2 3 4 /extensions/pgvector - overlay o ro\n", "/extensions/pgvector"), None);
+        assert_eq!(mount_at("1 2 3 4 /extensions/pgvector ro - overlay o\n", "/extensions/pgvector"), None);
     }
 
     #[test]
