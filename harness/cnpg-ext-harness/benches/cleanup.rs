@@ -1,7 +1,9 @@
 //! Prints figures, no timed assertion: how long after a SIGKILL of `run` (seed suite, local
-//! backend, default work directory) every postgres of the run and its work directory are
-//! gone (goal ≤ 5 s), and how long the start-of-run sweep takes over 200 stale directories.
-//! Medians of N runs.
+//! backend, default work directory) every postgres of the run, its work directory and the
+//! shared memory its postmasters held (`/dev/shm/PostgreSQL.*`, System V segments) are gone
+//! (goal ≤ 5 s), and how long the start-of-run sweep takes over 200 stale directories.
+//! Medians of N runs. A cleanup that has not finished after 120 s is no figure: the bench
+//! says what was left and exits 1.
 //!
 //!     cargo build --release -p cnpg-ext-harness
 //!     cargo bench -p cnpg-ext-harness --bench cleanup [-- RUNS]
@@ -23,19 +25,56 @@ fn harness() -> PathBuf {
 }
 
 /// pids of live processes whose command line mentions `needle`.
-fn mentioning(needle: &str) -> usize {
+fn pids_mentioning(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
-        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
-        .filter(|e| {
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok().map(|pid| (pid, e)))
+        .filter(|(_, e)| {
             let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
             let state = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
             !state.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z')
                 && String::from_utf8_lossy(&cmd).replace('\0', " ").contains(needle)
         })
-        .count()
+        .map(|(pid, _)| pid)
+        .collect()
 }
+
+fn mentioning(needle: &str) -> usize {
+    pids_mentioning(needle).len()
+}
+
+/// The shared memory `pids` hold: POSIX segments they map, System V segments they created.
+fn shared_memory_of(pids: &[u32]) -> (Vec<PathBuf>, Vec<String>) {
+    let mut files: Vec<PathBuf> = Vec::new();
+    for p in pids {
+        for line in std::fs::read_to_string(format!("/proc/{p}/maps")).unwrap_or_default().lines() {
+            if let Some(at) = line.find("/dev/shm/PostgreSQL.") {
+                let f = PathBuf::from(line[at..].trim_end_matches(" (deleted)").trim());
+                if !files.contains(&f) {
+                    files.push(f);
+                }
+            }
+        }
+    }
+    let ids = sysv_table().into_iter().filter(|(_, cpid)| pids.contains(cpid)).map(|(id, _)| id).collect();
+    (files, ids)
+}
+
+/// `(shmid, creator pid)` of every System V segment.
+fn sysv_table() -> Vec<(String, u32)> {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split_whitespace().collect();
+            Some((c.get(1)?.to_string(), c.get(4)?.parse().ok()?))
+        })
+        .collect()
+}
+
+const DEADLINE: Duration = Duration::from_secs(120);
 
 /// One SIGKILL `delay` after start; the time until nothing of the run is left.
 fn kill_once(bin: &Path, repo: &Path, delay: Duration) -> Option<Duration> {
@@ -55,22 +94,41 @@ fn kill_once(bin: &Path, repo: &Path, delay: Duration) -> Option<Duration> {
         .filter(|d| !before.contains(d))
         .filter(|d| cnpg_ext_harness::testing::read_record(d).is_some_and(|r| r.owner.pid == child.id() as i32))
         .collect();
-    let running = ours.iter().map(|d| mentioning(&d.display().to_string())).sum::<usize>();
+    let pids: Vec<u32> = ours.iter().flat_map(|d| pids_mentioning(&d.display().to_string())).collect();
+    let (shm, sysv) = shared_memory_of(&pids);
     let _ = child.kill();
     let t0 = Instant::now();
     let _ = child.wait();
-    if ours.is_empty() || running == 0 {
+    if ours.is_empty() || pids.is_empty() {
         eprintln!("  (no postgres running yet after {delay:?}; not counted)");
         return None;
     }
-    while t0.elapsed() < Duration::from_secs(30) {
-        let left = ours.iter().filter(|d| d.exists() || mentioning(&d.display().to_string()) > 0).count();
-        if left == 0 {
+    let left = || -> Vec<String> {
+        let mut left: Vec<String> = Vec::new();
+        for d in &ours {
+            if d.exists() {
+                left.push(format!("work directory {}", d.display()));
+            }
+            let n = mentioning(&d.display().to_string());
+            if n > 0 {
+                left.push(format!("{n} processes of {}", d.display()));
+            }
+        }
+        left.extend(shm.iter().filter(|f| f.exists()).map(|f| format!("shared memory {}", f.display())));
+        let table = sysv_table();
+        left.extend(
+            sysv.iter().filter(|id| table.iter().any(|(t, _)| t == *id)).map(|id| format!("System V segment {id}")),
+        );
+        left
+    };
+    while t0.elapsed() < DEADLINE {
+        if left().is_empty() {
             return Some(t0.elapsed());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Some(t0.elapsed())
+    eprintln!("cleanup after a SIGKILL {delay:?} into the run did not finish in {DEADLINE:?}; left: {:?}", left());
+    std::process::exit(1);
 }
 
 fn list_work_dirs(parent: &Path) -> Vec<PathBuf> {

@@ -1,4 +1,5 @@
-//! Prints figures, asserts nothing: the seed suite's wall time on the container backend and on
+//! Prints figures, asserts nothing about time (a run whose scenarios failed ends the bench
+//! with exit 1 and no figure): the seed suite's wall time on the container backend and on
 //! the local backend, measured in the same process, alternating, after one warm-up run of each
 //! (the warm-up builds or finds the operand image and fills the fixture cache); medians of N
 //! runs and their ratio (issue 13's goal: container ≤ 2× local).
@@ -37,7 +38,9 @@ async fn suite(backend: BackendKind) -> Duration {
             let failed =
                 out.report.scenarios.iter().filter(|s| s.status != cnpg_ext_harness::run::Status::Passed).count();
             if failed > 0 {
-                eprintln!("warning: {failed} scenario(s) did not pass on {backend:?}; the figure still counts the run");
+                // A run whose scenarios failed did not do the work being timed: no figure.
+                eprintln!("{failed} scenario(s) did not pass on {backend:?}: {}", out.report.failures());
+                std::process::exit(1);
             }
         }
         Err(e) => {

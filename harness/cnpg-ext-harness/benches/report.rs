@@ -31,7 +31,23 @@ fn step(i: usize, failed: bool) -> StepResult {
         expected: failed.then(|| "rows on cluster-pgvector-1: [5.2]".into()),
         actual: failed.then(|| "rows on cluster-pgvector-1: [5.196152422706632]".into()),
         message: None,
-        checks: Vec::new(),
+        // As a real run records them: a few comparisons per step, the failing one last.
+        checks: (1..=4)
+            .map(|c| {
+                let bad = failed && c == 4;
+                cnpg_ext_model::judge::Check::that(
+                    format!("origin of vector: module vector.so (/proc/self/maps) #{c}"),
+                    Some("cluster-pgvector-1"),
+                    "/extensions/pgvector/lib/vector.so",
+                    if bad {
+                        "/usr/lib/postgresql/18/lib/vector.so — shadowed"
+                    } else {
+                        "/extensions/pgvector/lib/vector.so"
+                    },
+                    !bad,
+                )
+            })
+            .collect(),
     }
 }
 

@@ -9,6 +9,11 @@ pub enum HarnessError {
     Input(String),
     #[error("environment unusable: {0}")]
     Environment(String),
+    /// The run itself failed after the environment was found usable (the container engine
+    /// answered its probe, then refused or mangled what the run gave it): exit 1, never 3,
+    /// so that no test or script takes it for a missing engine.
+    #[error("run failed: {0}")]
+    Failed(String),
 }
 
 impl HarnessError {
@@ -16,6 +21,7 @@ impl HarnessError {
         match self {
             HarnessError::Input(_) => Exit::Invalid,
             HarnessError::Environment(_) => Exit::Environment,
+            HarnessError::Failed(_) => Exit::Failed,
         }
     }
 }

@@ -65,11 +65,17 @@ fn try_start_until(
     Ok(child)
 }
 
-/// Waits up to `limit` for `done`; returns how long it took, or None.
+/// How long a cleanup may take here before it counts as not happening: generous, since a
+/// loaded 2-core machine stretches every step. How fast it is is measured (printed here, and
+/// in `benches/cleanup.rs`), not asserted.
+const DEADLINE: Duration = Duration::from_secs(120);
+
+/// Waits up to `limit` for `done`, polling; returns how long it took (also printed), or None.
 fn within(limit: Duration, mut done: impl FnMut() -> bool) -> Option<Duration> {
     let t0 = Instant::now();
     loop {
         if done() {
+            eprintln!("condition met after {} ms", t0.elapsed().as_millis());
             return Some(t0.elapsed());
         }
         if t0.elapsed() >= limit {
@@ -178,7 +184,7 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
 
     kill(Pid::from_raw(harness as i32), Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    let took = within(Duration::from_secs(5), || {
+    let took = within(DEADLINE, || {
         processes_mentioning(&needle).is_empty()
             && entries(parent.path()).is_empty()
             && dsm.iter().all(|f| !f.exists())
@@ -186,14 +192,14 @@ fn sigkill_mid_rollout_leaves_nothing_and_the_next_run_sweeps_only_dead_owners()
     });
     assert!(
         took.is_some(),
-        "5 s after SIGKILL: processes {:?}, entries {:?}, shared memory files left {:?}, System V segments left {:?}",
+        "{DEADLINE:?} after SIGKILL: processes {:?}, entries {:?}, shared memory files left {:?}, System V segments left {:?}",
         processes_mentioning(&needle),
         entries(parent.path()),
         dsm.iter().filter(|f| f.exists()).collect::<Vec<_>>(),
         sysv.iter().filter(|id| sysv_ids().contains(id)).collect::<Vec<_>>()
     );
     eprintln!("everything gone {} ms after SIGKILL", took.unwrap().as_millis());
-    assert!(within(Duration::from_secs(2), || !sup.alive()).is_some(), "the supervisor did not exit");
+    assert!(within(DEADLINE, || !sup.alive()).is_some(), "the supervisor did not exit");
 
     // A dead run's directory is swept; a live one's, and one without a record, are not.
     let dead = OwnerRecord { owner: dead_owner(), supervisor: Some(dead_owner()), engine: None, images: Vec::new() };
@@ -245,9 +251,7 @@ fn a_panic_mid_run_is_reported_and_leaves_nothing() {
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("panicked") && out.contains("injected panic"), "{out}");
-    let gone = within(Duration::from_secs(5), || {
-        processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty()
-    });
+    let gone = within(DEADLINE, || processes_mentioning(&needle).is_empty() && entries(parent.path()).is_empty());
     assert!(
         gone.is_some(),
         "after a panic: processes {:?}, entries {:?}",
@@ -385,10 +389,7 @@ fn interrupt_container_run(signal: Signal, limit: Duration) {
         monitors()
     );
     eprintln!("{signal}: containers, volumes, image and work directory gone after {} ms", took.unwrap().as_millis());
-    assert!(
-        within(Duration::from_secs(5), || supervisors_of(harness).is_empty()).is_some(),
-        "the supervisor did not exit"
-    );
+    assert!(within(DEADLINE, || supervisors_of(harness).is_empty()).is_some(), "the supervisor did not exit");
 }
 
 /// A copy of `scenarios/<id>` in `parent/own` whose image is named `to` instead of
@@ -409,12 +410,12 @@ fn own_image_copy(parent: &Path, id: &str, from: &str, to: &str) -> std::path::P
 
 #[test]
 fn container_run_interrupted_by_sigint_removes_its_containers_and_volumes() {
-    interrupt_container_run(Signal::SIGINT, Duration::from_secs(1));
+    interrupt_container_run(Signal::SIGINT, DEADLINE);
 }
 
 #[test]
 fn container_run_killed_by_sigkill_removes_its_containers_and_volumes() {
-    interrupt_container_run(Signal::SIGKILL, Duration::from_secs(5));
+    interrupt_container_run(Signal::SIGKILL, DEADLINE);
 }
 
 #[test]
@@ -539,9 +540,9 @@ fn the_sweep_kills_monitors_left_without_their_container() {
     // Another store's monitor: its container is not in this engine's listing, and it stays.
     let mut elsewhere = spawn(&"1".repeat(64), &format!("cnpg-ext-monitor-other-{pid}-x"), "/elsewhere/storage");
     // Until the shell has started its `sleep` (the monitor's "container").
-    assert!(within(Duration::from_secs(5), || common::processes_mentioning("sleep 600").len() >= 3).is_some());
+    assert!(within(DEADLINE, || common::processes_mentioning("sleep 600").len() >= 3).is_some());
     cnpg_ext_harness::testing::sweep_stale_engine(&t.program, &t.global);
-    let orphan_gone = within(Duration::from_secs(5), || orphan.try_wait().unwrap().is_some()).is_some();
+    let orphan_gone = within(DEADLINE, || orphan.try_wait().unwrap().is_some()).is_some();
     let kept_alive = kept.try_wait().unwrap().is_none();
     let elsewhere_alive = elsewhere.try_wait().unwrap().is_none();
     for c in [&mut kept, &mut elsewhere] {
@@ -681,10 +682,10 @@ fn the_podman_api_service_dies_with_its_harness_on_its_own() {
     assert!(supervisors_of(child.id()).is_empty(), "the child has a supervisor: the test would prove nothing");
     kill(Pid::from_raw(child.id() as i32), Signal::SIGKILL).unwrap();
     child.wait().unwrap();
-    let took = within(Duration::from_secs(5), || !service.alive());
+    let took = within(DEADLINE, || !service.alive());
     if took.is_none() {
         let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        panic!("`podman system service` ({pid}) still runs 5 s after its harness was SIGKILLed");
+        panic!("`podman system service` ({pid}) still runs {DEADLINE:?} after its harness was SIGKILLed");
     }
     eprintln!("the API service was gone {} ms after its harness was SIGKILLed", took.unwrap().as_millis());
     // Its directory is left for a later run's sweep (harness and supervisor are dead): the
@@ -723,7 +724,7 @@ fn the_podman_api_service_outlives_the_threads_that_started_it() {
             .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.starts_with("svc-test-rt")))
             .count()
     };
-    assert!(within(Duration::from_secs(5), || threads() == 0).is_some(), "the runtime's threads did not end");
+    assert!(within(DEADLINE, || threads() == 0).is_some(), "the runtime's threads did not end");
     let service = Owner::of(svc.pid().unwrap() as i32).expect("the service runs");
     let socket = svc.socket().to_path_buf();
     // The signal would come as the forking thread ends; give it ample time to arrive.
@@ -733,7 +734,7 @@ fn the_podman_api_service_outlives_the_threads_that_started_it() {
     // The service pointed this process's DOCKER_HOST at itself; it is gone now.
     std::env::remove_var("DOCKER_HOST");
     assert!(up, "the API service died with a thread that started it");
-    assert!(within(Duration::from_secs(1), || !service.alive()).is_some(), "stop() left the service running");
+    assert!(within(DEADLINE, || !service.alive()).is_some(), "stop() left the service running");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -798,10 +799,7 @@ fn a_hung_matrix_cell_times_out_and_leaves_nothing() {
     let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
     assert!(html.contains("s-timeout") && html.contains("1 timeout"), "index.html does not show the timeout");
     // Nothing of the cell is left: not the hung helper, not the cell's work directory.
-    assert!(
-        within(Duration::from_secs(5), || processes_mentioning(&marker).is_empty()).is_some(),
-        "the hung pg_config still runs"
-    );
+    assert!(within(DEADLINE, || processes_mentioning(&marker).is_empty()).is_some(), "the hung pg_config still runs");
     let cells_after: Vec<String> = std::fs::read_dir("/dev/shm")
         .map(|d| {
             d.flatten()
@@ -887,10 +885,10 @@ fn sigkill_of_a_matrix_stops_its_cells_and_leaves_nothing() {
 
     kill(Pid::from_raw(me), Signal::SIGKILL).unwrap();
     let _ = child.wait();
-    let took = within(Duration::from_secs(5), || processes_mentioning(&needle).is_empty() && !cell_dir.exists());
+    let took = within(DEADLINE, || processes_mentioning(&needle).is_empty() && !cell_dir.exists());
     assert!(
         took.is_some(),
-        "5 s after SIGKILL of the matrix: processes {:?}, cell dir exists: {}",
+        "{DEADLINE:?} after SIGKILL of the matrix: processes {:?}, cell dir exists: {}",
         processes_mentioning(&needle),
         cell_dir.exists()
     );

@@ -93,6 +93,8 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     yaml = yaml.replace("../scenarios", repo().join("scenarios").to_str().unwrap());
     let pg15 = Path::new("/usr/lib/postgresql/15/bin/pg_config");
     if !pg15.is_file() {
+        // Said, and a failure under CI: the cell then judges a stand-in that only answers --version.
+        cannot_run("no PostgreSQL 15 (apt-get install postgresql-15): its cell runs against a fake pg_config", None);
         yaml = yaml.replace(pg15.to_str().unwrap(), fake_pg15(scratch.path()).to_str().unwrap());
     }
     let with_engine = engine_available();

@@ -1,6 +1,11 @@
 //! Every check of the verification layer is made to fail, by a backend wrapper that tampers
-//! with what the real (local) backend runs — and each tampering must fail exactly the check
-//! it targets, nothing else. A check that no test can make fail proves nothing.
+//! with the instances the real backend runs (their files, mounts, settings, environment) —
+//! on the local backend and on the container backend — and each tampering must fail exactly
+//! the check it targets, nothing else. A check that no test can make fail proves nothing.
+//!
+//! The container cases need a usable engine (`common::cannot_run` decides when its absence
+//! is a failure); they reach an instance's files through `/proc/<postmaster>/root` and its
+//! mounts by entering its mount namespace, so they run as root.
 
 mod common;
 
@@ -9,6 +14,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 use cnpg_ext_backend::Backend;
+use cnpg_ext_harness::error::HarnessError;
 use cnpg_ext_harness::reports::run::RunReport;
 use cnpg_ext_harness::run::Status;
 use cnpg_ext_harness::Harness;
@@ -16,21 +22,42 @@ use cnpg_ext_model::backend::{ApplyOutcome, BackendError, InstanceObservation, I
 use cnpg_ext_model::{Cluster, ClusterDoc, ClusterPlan, DatabaseDoc};
 use cnpg_ext_pg::OperandFlavor;
 
+/// Where the instances run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum On {
+    Local,
+    Container,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tampering {
-    /// After creation: a file disappears from one instance's mount.
+    /// After creation: a file disappears from one instance's mount (local).
     RemoveMountFile,
-    /// After creation: one instance's mount becomes writable.
+    /// After creation: one instance's mount becomes writable by everyone (local).
     WritableMount,
-    /// `inspect` reports another LD_LIBRARY_PATH than the postmaster has.
+    /// After creation: one instance's mount becomes writable, by its owner (root) only — a
+    /// write probe as the postgres uid is refused all the same. Local: the files get their
+    /// owner's write bit back; container: a writable mount of the same files replaces the
+    /// image's read-only one.
+    OwnerWritableMount,
+    /// Every postmaster really starts with an `LD_LIBRARY_PATH` the Cluster does not ask for.
     WrongLdLibraryPath,
+    /// After creation: one instance's `dynamic_library_path` is changed and reloaded.
+    WrongGuc,
+    /// After creation: one instance's `extension_control_path` is changed and reloaded.
+    WrongControlPath,
+    /// While the plan is verified: a copy of the image's control and script files is put in a
+    /// directory that one instance's `extension_control_path` then searches first.
+    ControlEarlierOnPath,
+    /// After creation: one instance's image mount is gone (local: its tree removed).
+    MountGone,
+    /// After creation: a directory nobody mounted appears under one instance's mount root.
+    StrayMountDir,
     /// After the rolling update: the rows written before it are gone.
     TruncateSentinel,
-    /// The rolling update happened replica → primary → replica.
-    PrimaryBetweenReplicas,
     /// After creation: the operand gets its own copy of the module ($libdir is searched first).
     ModuleInOperand,
-    /// After the rolling update: one replica loads libraries from the primary's mount.
+    /// After the rolling update: one replica loads libraries from the primary's mount (local).
     ReplicaLoadsFromElsewhere,
 }
 
@@ -40,6 +67,10 @@ struct Tamper {
     cluster: Mutex<Option<Cluster>>,
     /// The module copied into the operand (`ModuleInOperand`).
     module: PathBuf,
+    /// Scratch space of the tampering (a writable copy of a mount), removed with the test.
+    scratch: PathBuf,
+    /// Whether the tampering during `inspect` happened already.
+    inspected: Mutex<bool>,
 }
 
 impl Tamper {
@@ -63,22 +94,106 @@ impl Tamper {
             .unwrap_or_default()
     }
 
+    fn on(&self) -> On {
+        if self.inner.name() == "container" {
+            On::Container
+        } else {
+            On::Local
+        }
+    }
+
+    /// pid (on this host) of the instance's postmaster: local, its `postmaster.pid`; in a
+    /// container, the container's first process, found by the container's host name.
+    async fn postmaster_pid(&self, instance: &str) -> u32 {
+        if self.on() == On::Local {
+            let pid =
+                self.sql(instance, "postgres", "SELECT split_part(pg_read_file('postmaster.pid'), E'\\n', 1)").await;
+            return pid.trim().parse().unwrap();
+        }
+        let host = self.sql(instance, "postgres", "SELECT pg_read_file('/etc/hostname')").await.trim().to_string();
+        for e in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+            let Ok(status) = std::fs::read_to_string(e.path().join("status")) else { continue };
+            let pid_one = status
+                .lines()
+                .find_map(|l| l.strip_prefix("NSpid:"))
+                .is_some_and(|p| p.split_whitespace().count() > 1 && p.split_whitespace().last() == Some("1"));
+            if pid_one && std::fs::read_to_string(e.path().join("root/etc/hostname")).is_ok_and(|h| h.trim() == host) {
+                return pid;
+            }
+        }
+        panic!("no container process with host name {host}");
+    }
+
+    /// A path of the instance's own filesystem, as this host reaches it.
+    async fn host_path(&self, instance: &str, path: &str) -> PathBuf {
+        match self.on() {
+            On::Local => PathBuf::from(path),
+            On::Container => {
+                let pid = self.postmaster_pid(instance).await;
+                PathBuf::from(format!("/proc/{pid}/root")).join(path.trim_start_matches('/'))
+            }
+        }
+    }
+
     async fn after_create(&self) {
         let primary = self.instances_with(Role::Primary).await.remove(0);
-        let mount = PathBuf::from(&self.plan(&primary).extensions[0].mount_path);
-        match self.how {
-            Tampering::RemoveMountFile => std::fs::remove_file(mount.join("licenses/README.txt")).unwrap(),
-            Tampering::WritableMount => {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&mount, std::fs::Permissions::from_mode(0o777)).unwrap()
+        let plan = self.plan(&primary);
+        let mount = self.host_path(&primary, &plan.extensions[0].mount_path).await;
+        match (self.how, self.on()) {
+            (Tampering::RemoveMountFile, On::Local) => std::fs::remove_file(mount.join("licenses/README.txt")).unwrap(),
+            (Tampering::WritableMount, On::Local) => chmod(&mount, 0o777),
+            (Tampering::OwnerWritableMount, On::Local) => chmod(&mount, 0o755),
+            (Tampering::OwnerWritableMount, On::Container) => {
+                let pid = self.postmaster_pid(&primary).await;
+                let copy = self.scratch.join("writable-mount");
+                copy_tree(&mount, &copy);
+                mount_over(pid, &copy, &plan.extensions[0].mount_path);
             }
-            Tampering::ModuleInOperand => {
+            (Tampering::WrongGuc, _) => self.set_and_reload(&primary, "dynamic_library_path", "$libdir").await,
+            (Tampering::WrongControlPath, _) => {
+                self.set_and_reload(&primary, "extension_control_path", "$system").await
+            }
+            (Tampering::MountGone, On::Local) => cnpg_ext_harness::testing::remove_tree(&mount).unwrap(),
+            (Tampering::StrayMountDir, _) => {
+                let root = self.host_path(&primary, &plan.mount_root).await;
+                std::fs::create_dir(root.join("stray")).unwrap();
+            }
+            (Tampering::ModuleInOperand, _) => {
                 let libdir =
                     self.sql(&primary, "postgres", "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").await;
-                std::fs::copy(&self.module, Path::new(&libdir).join("vector.so")).unwrap();
+                let libdir = self.host_path(&primary, &libdir).await;
+                std::fs::copy(&self.module, libdir.join("vector.so")).unwrap();
             }
             _ => {}
         }
+    }
+
+    /// `ALTER SYSTEM SET guc = value`, a reload, and until a new session shows it.
+    async fn set_and_reload(&self, instance: &str, guc: &str, value: &str) {
+        self.sql(instance, "postgres", &format!("ALTER SYSTEM SET {guc} = '{value}'")).await;
+        self.sql(instance, "postgres", "SELECT pg_reload_conf()").await;
+        let applied = poll(|| async { self.sql(instance, "postgres", &format!("SHOW {guc}")).await == value }).await;
+        assert!(applied, "the reload did not apply");
+    }
+
+    /// During the verification of the primary (its search paths were read already).
+    async fn while_inspected(&self, instance: &str) {
+        if self.how != Tampering::ControlEarlierOnPath || instance != "tamper-1" {
+            return;
+        }
+        if std::mem::replace(&mut *self.inspected.lock().unwrap(), true) {
+            return;
+        }
+        let plan = self.plan(instance);
+        let share = self.host_path(instance, &format!("{}/share/extension", plan.extensions[0].mount_path)).await;
+        // A directory the postgres uid can read, in the instance's own filesystem.
+        let earlier = format!("/tmp/cnpg-ext-tamper-{}", std::process::id());
+        let host = self.host_path(instance, &earlier).await;
+        copy_tree(&share, &host.join("extension"));
+        chmod(&host, 0o755);
+        let search = self.sql(instance, "postgres", "SHOW extension_control_path").await;
+        self.set_and_reload(instance, "extension_control_path", &format!("{earlier}:{search}")).await;
     }
 
     async fn after_rollout(&self) {
@@ -91,16 +206,103 @@ impl Tamper {
                 let primary = self.instances_with(Role::Primary).await.remove(0);
                 let replica = self.instances_with(Role::Replica).await.remove(0);
                 let elsewhere = &self.plan(&primary).extensions[0].library_dirs[0];
-                let data = self.sql(&replica, "postgres", "SHOW data_directory").await;
-                let conf = Path::new(&data).join("cnpg-ext.conf");
-                let mut text = std::fs::read_to_string(&conf).unwrap();
-                text += &format!("dynamic_library_path = '$libdir:{elsewhere}'\n");
-                std::fs::write(&conf, text).unwrap();
+                let q = format!("ALTER SYSTEM SET dynamic_library_path = '$libdir:{elsewhere}'");
+                self.sql(&replica, "postgres", &q).await;
                 self.sql(&replica, "postgres", "SELECT pg_reload_conf()").await;
-                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                let want = format!("$libdir:{elsewhere}");
+                let applied =
+                    poll(|| async { self.sql(&replica, "postgres", "SHOW dynamic_library_path").await == want }).await;
+                assert!(applied, "the reload did not apply");
             }
             _ => {}
         }
+    }
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap()
+}
+
+/// Until `cond` holds, at most 30 s (a loaded machine), printing how long it took.
+async fn poll<F, Fut>(cond: F) -> bool
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(30) {
+        if cond().await {
+            eprintln!("condition met after {:?}", start.elapsed());
+            return true;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// A copy of `src` owned by root, directories 0755 and files 0644: what an image built here
+/// looks like, but on a writable filesystem.
+fn copy_tree(src: &Path, dst: &Path) {
+    for e in walkdir::WalkDir::new(src) {
+        let e = e.unwrap();
+        let to = dst.join(e.path().strip_prefix(src).unwrap());
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&to).unwrap();
+            chmod(&to, 0o755);
+        } else if e.file_type().is_file() {
+            std::fs::copy(e.path(), &to).unwrap();
+            chmod(&to, 0o644);
+        }
+    }
+}
+
+/// Mounts `src` (a directory of this host) writable at `target` inside the mount namespace of
+/// process `pid`: a detached copy of the mount is made here (`open_tree`), then attached
+/// there (`move_mount`) by a child that entered the namespace.
+fn mount_over(pid: u32, src: &Path, target: &str) {
+    use nix::libc;
+    use std::ffi::CString;
+    use std::os::fd::AsRawFd;
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 4;
+    let src_c = CString::new(src.as_os_str().to_str().unwrap()).unwrap();
+    let target_c = CString::new(target).unwrap();
+    let empty = CString::new("").unwrap();
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    // SAFETY: plain system calls on valid C strings; the child only makes system calls.
+    unsafe {
+        let tree = libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            src_c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+        );
+        assert!(tree >= 0, "open_tree {}: {}", src.display(), std::io::Error::last_os_error());
+        let child = libc::fork();
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                libc::_exit(2);
+            }
+            let moved = libc::syscall(
+                libc::SYS_move_mount,
+                tree as libc::c_int,
+                empty.as_ptr(),
+                libc::AT_FDCWD,
+                target_c.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            );
+            libc::_exit(if moved == 0 { 0 } else { 3 });
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        libc::close(tree as libc::c_int);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "mounting {} at {target} in the namespace of {pid} failed (status {status})",
+            src.display()
+        );
     }
 }
 
@@ -114,17 +316,18 @@ impl Backend for Tamper {
     }
     async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
         *self.cluster.lock().unwrap() = Some(doc.cluster.clone());
-        let mut outcome = self.inner.apply_cluster(doc).await?;
-        match &mut outcome {
-            ApplyOutcome::Created => self.after_create().await,
-            ApplyOutcome::RolledOut { record } => {
-                if self.how == Tampering::PrimaryBetweenReplicas {
-                    // replicas-first order, highest ordinal first: [r3, r2, p1] → [r3, p1, r2]
-                    let primary = record.restarts.pop().unwrap();
-                    record.restarts.insert(1, primary);
-                }
-                self.after_rollout().await;
+        let mut doc = doc.clone();
+        if self.how == Tampering::WrongLdLibraryPath {
+            // What the instances run with; the plan the verifier derives comes from the
+            // scenario's own Cluster (`plan_for`).
+            for ext in &mut doc.cluster.spec.postgresql.extensions {
+                ext.ld_library_path = Some(vec!["lib".into()]);
             }
+        }
+        let outcome = self.inner.apply_cluster(&doc).await?;
+        match &outcome {
+            ApplyOutcome::Created => self.after_create().await,
+            ApplyOutcome::RolledOut { .. } => self.after_rollout().await,
             _ => {}
         }
         Ok(outcome)
@@ -147,13 +350,17 @@ impl Backend for Tamper {
         self.inner.connect(instance, database, user).await
     }
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
-        let mut obs = self.inner.inspect(instance, plan).await?;
-        if self.how == Tampering::WrongLdLibraryPath {
-            obs.ld_library_path = Some("/tampered/lib".into());
-        }
-        Ok(obs)
+        let obs = self.inner.inspect(instance, plan).await;
+        self.while_inspected(instance).await;
+        obs
     }
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
+        if self.how == Tampering::ControlEarlierOnPath && self.on() == On::Local {
+            let _ = cnpg_ext_harness::testing::remove_tree(Path::new(&format!(
+                "/tmp/cnpg-ext-tamper-{}",
+                std::process::id()
+            )));
+        }
         self.inner.teardown(keep).await
     }
 }
@@ -204,16 +411,39 @@ fn install_module() -> PathBuf {
     pg.pkglibdir.join("vector.so")
 }
 
-async fn run(how: Option<Tampering>, dir: &Path, operand: OperandFlavor) -> RunReport {
+/// The run's report; `None` when the container engine is not usable here (and that may be
+/// skipped: `common::cannot_run`).
+async fn run(on: On, how: Option<Tampering>, dir: &Path, operand: OperandFlavor) -> Option<RunReport> {
     let module = install_module();
-    let mut h = Harness::local().jobs(1).operand(operand);
+    let mut h = match on {
+        On::Local => Harness::local(),
+        On::Container => Harness::container(),
+    }
+    .jobs(1)
+    .operand(operand);
     if let Some(how) = how {
         let module = module.clone();
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
         h = h.wrap_backend(move |_, inner| {
-            Box::new(Tamper { inner, how, cluster: Mutex::new(None), module: module.clone() }) as Box<dyn Backend>
+            Box::new(Tamper {
+                inner,
+                how,
+                cluster: Mutex::new(None),
+                module: module.clone(),
+                scratch: scratch.clone(),
+                inspected: Mutex::new(false),
+            }) as Box<dyn Backend>
         });
     }
-    h.run([dir.join("s")]).await.unwrap()
+    match h.run([dir.join("s")]).await {
+        Ok(r) => Some(r),
+        Err(HarnessError::Environment(msg)) if on == On::Container => {
+            common::cannot_run(&format!("no usable container engine ({msg})"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+            None
+        }
+        Err(e) => panic!("the run could not start: {e}"),
+    }
 }
 
 /// The failing step (1-based index) and the `what` of each failing check, on which instance.
@@ -225,10 +455,13 @@ fn failures(r: &RunReport) -> (usize, Vec<(String, Option<String>)>) {
     (step.index, bad)
 }
 
+#[rstest::rstest]
+#[case::local(On::Local)]
+#[case::container(On::Container)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on() {
+async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on(#[case] on: On) {
     let dir = scenario(|r| r.to_string());
-    let r = run(None, dir.path(), OperandFlavor::Minimal).await;
+    let Some(r) = run(on, None, dir.path(), OperandFlavor::Minimal).await else { return };
     assert!(r.passed(), "{}", r.failures());
     let origin: Vec<_> = r.scenarios[0]
         .steps
@@ -239,29 +472,100 @@ async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on() {
     // CREATE EXTENSION on the primary, then the replicas' query: 3 instances × (control + module).
     assert_eq!(origin.len(), 6, "{origin:#?}");
     assert!(origin.iter().all(|c| c.ok));
-    assert!(origin.iter().any(|c| c.actual.ends_with("/extensions/pgvector/lib/vector.so")));
+    assert!(origin.iter().any(|c| c.actual.contains("vector.so")), "{origin:#?}");
+    // The report's environment is what was measured: the server's version as the instances
+    // answered it; the container engine as its probe answered.
+    let env = &r.environment;
+    assert!(env.postgresql.starts_with("PostgreSQL 18.") && !env.postgresql.contains("not measured"), "{env:?}");
+    match on {
+        On::Local => assert_eq!(env.runtime, None),
+        On::Container => assert!(
+            env.runtime.as_deref().is_some_and(|r| r.starts_with("podman ") || r.starts_with("docker ")),
+            "{env:?}"
+        ),
+    }
+    assert_eq!(env.kubernetes, None);
 }
 
 #[rstest::rstest]
-#[case::mount_file_removed(Tampering::RemoveMountFile, 2, "files in ")]
-#[case::mount_writable(Tampering::WritableMount, 2, " read-only")]
-#[case::ld_library_path(Tampering::WrongLdLibraryPath, 2, "postmaster LD_LIBRARY_PATH")]
-#[case::rows_lost(Tampering::TruncateSentinel, 4, "row written before the update")]
-#[case::primary_between_replicas(Tampering::PrimaryBetweenReplicas, 4, "replicas restarted before the primary")]
-#[case::module_from_the_operand(Tampering::ModuleInOperand, 3, "origin of vector: module vector.so")]
-#[case::replica_loads_from_elsewhere(Tampering::ReplicaLoadsFromElsewhere, 5, "origin of vector: module vector.so")]
+#[case::mount_file_removed(On::Local, Tampering::RemoveMountFile, 2, "files in ")]
+#[case::mount_writable(On::Local, Tampering::WritableMount, 2, " read-only")]
+#[case::mount_writable_by_its_owner(On::Local, Tampering::OwnerWritableMount, 2, " read-only")]
+#[case::mount_writable_by_its_owner_container(On::Container, Tampering::OwnerWritableMount, 2, " read-only")]
+#[case::ld_library_path(On::Local, Tampering::WrongLdLibraryPath, 2, "postmaster LD_LIBRARY_PATH")]
+#[case::ld_library_path_container(On::Container, Tampering::WrongLdLibraryPath, 2, "postmaster LD_LIBRARY_PATH")]
+#[case::guc(On::Local, Tampering::WrongGuc, 2, "SHOW dynamic_library_path")]
+#[case::guc_container(On::Container, Tampering::WrongGuc, 2, "SHOW dynamic_library_path")]
+#[case::control_path(On::Local, Tampering::WrongControlPath, 2, "SHOW extension_control_path")]
+#[case::control_path_container(On::Container, Tampering::WrongControlPath, 2, "SHOW extension_control_path")]
+#[case::control_earlier_on_the_path(On::Local, Tampering::ControlEarlierOnPath, 3, "origin of vector: control file")]
+#[case::control_earlier_on_the_path_container(
+    On::Container,
+    Tampering::ControlEarlierOnPath,
+    3,
+    "origin of vector: control file"
+)]
+#[case::mount_gone(On::Local, Tampering::MountGone, 2, "")]
+#[case::stray_mount_dir(On::Local, Tampering::StrayMountDir, 2, "mounts under ")]
+#[case::stray_mount_dir_container(On::Container, Tampering::StrayMountDir, 2, "mounts under ")]
+#[case::rows_lost(On::Local, Tampering::TruncateSentinel, 4, "row written before the update")]
+#[case::rows_lost_container(On::Container, Tampering::TruncateSentinel, 4, "row written before the update")]
+#[case::module_from_the_operand(On::Local, Tampering::ModuleInOperand, 3, "origin of vector: module vector.so")]
+#[case::module_from_the_operand_container(
+    On::Container,
+    Tampering::ModuleInOperand,
+    3,
+    "origin of vector: module vector.so"
+)]
+#[case::replica_loads_from_elsewhere(
+    On::Local,
+    Tampering::ReplicaLoadsFromElsewhere,
+    5,
+    "origin of vector: module vector.so"
+)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_tampering_fails_exactly_its_check(#[case] how: Tampering, #[case] step: usize, #[case] check: &str) {
+async fn each_tampering_fails_exactly_its_check(
+    #[case] on: On,
+    #[case] how: Tampering,
+    #[case] step: usize,
+    #[case] check: &str,
+) {
     let dir = scenario(|r| r.to_string());
-    let r = run(Some(how), dir.path(), OperandFlavor::Minimal).await;
+    let Some(r) = run(on, Some(how), dir.path(), OperandFlavor::Minimal).await else { return };
     let (index, bad) = failures(&r);
     assert_eq!(index, step, "{how:?}: {}", r.failures());
     assert!(!bad.is_empty(), "{how:?}: the step failed without a failing check: {}", r.failures());
     assert!(bad.iter().all(|(what, _)| what.contains(check)), "{how:?}: other checks failed too: {bad:#?}");
-    if how == Tampering::ReplicaLoadsFromElsewhere {
+    match how {
         // Only the tampered replica: the other replica's origin still holds.
-        assert_eq!(bad.len(), 1, "{bad:#?}");
-        assert!(bad[0].1.as_deref().is_some_and(|i| i != "tamper-1"), "{bad:#?}");
+        Tampering::ReplicaLoadsFromElsewhere => {
+            assert_eq!(bad.len(), 1, "{bad:#?}");
+            assert!(bad[0].1.as_deref().is_some_and(|i| i != "tamper-1"), "{bad:#?}");
+        }
+        // Tampered on the primary alone.
+        Tampering::OwnerWritableMount
+        | Tampering::WrongGuc
+        | Tampering::WrongControlPath
+        | Tampering::StrayMountDir
+        | Tampering::ControlEarlierOnPath => {
+            assert_eq!(bad.len(), 1, "{bad:#?}");
+            assert_eq!(bad[0].1.as_deref(), Some("tamper-1"), "{bad:#?}");
+            if how == Tampering::ControlEarlierOnPath {
+                assert!(
+                    r.failures().contains("another location earlier on extension_control_path"),
+                    "{}",
+                    r.failures()
+                );
+            }
+        }
+        // The mount, its files and the mount root's listing: the checks that see it.
+        Tampering::MountGone => {
+            let mut what: Vec<&str> = bad.iter().map(|(w, _)| w.split(' ').next().unwrap()).collect();
+            what.sort();
+            assert_eq!(what, ["files", "mount", "mounts"], "{bad:#?}");
+            assert!(bad.iter().all(|(_, i)| i.as_deref() == Some("tamper-1")), "{bad:#?}");
+        }
+        _ => {}
     }
 }
 
@@ -270,7 +574,7 @@ async fn a_module_the_image_lacks_is_not_taken_from_the_operand() {
     // The image's control file names $libdir/vector, but the image has no vector.so; the
     // operand has one: CREATE EXTENSION works — and must not pass.
     let dir = scenario(|r| r.lines().filter(|l| !l.contains("vector.so")).collect::<Vec<_>>().join("\n"));
-    let r = run(Some(Tampering::ModuleInOperand), dir.path(), OperandFlavor::Minimal).await;
+    let r = run(On::Local, Some(Tampering::ModuleInOperand), dir.path(), OperandFlavor::Minimal).await.unwrap();
     let (index, bad) = failures(&r);
     assert_eq!(index, 3, "{}", r.failures());
     assert_eq!(bad.len(), 1, "{bad:#?}");
@@ -288,7 +592,7 @@ async fn a_control_file_only_the_operand_has_is_reported() {
             .collect::<Vec<_>>()
             .join("\n")
     });
-    let r = run(None, dir.path(), OperandFlavor::Standard).await;
+    let r = run(On::Local, None, dir.path(), OperandFlavor::Standard).await.unwrap();
     let (index, bad) = failures(&r);
     assert_eq!(index, 3, "{}", r.failures());
     assert!(bad.iter().any(|(w, _)| w == "origin of vector: control file"), "{bad:#?}");
@@ -298,7 +602,7 @@ async fn a_control_file_only_the_operand_has_is_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_standard_operand_shadows_the_pgvector_image() {
     let dir = scenario(|r| r.to_string());
-    let r = run(None, dir.path(), OperandFlavor::Standard).await;
+    let r = run(On::Local, None, dir.path(), OperandFlavor::Standard).await.unwrap();
     let (index, bad) = failures(&r);
     assert_eq!(index, 3, "{}", r.failures());
     assert!(bad.iter().all(|(w, _)| w.starts_with("origin of vector")), "{bad:#?}");
@@ -306,4 +610,80 @@ async fn the_standard_operand_shadows_the_pgvector_image() {
     let operand = r.environment.operand.as_ref().unwrap();
     assert_eq!(operand.flavor, "standard");
     assert!(operand.extensions.iter().any(|e| e == "vector") && operand.extensions.iter().any(|e| e == "cube"));
+}
+
+/// A stand-in that replaces the primary first but records the replicas first (a lying
+/// record, `CNPG_EXT_HARNESS_FAULT=rollout-primary-first`, through the binary so that the
+/// fault stays in its process): the start times measured on the instances must fail it.
+#[rstest::rstest]
+#[case::local("local")]
+#[case::container("container")]
+#[test]
+fn a_primary_replaced_first_fails_the_measured_order_whatever_the_record_says(#[case] backend: &str) {
+    let dir = scenario(|r| r.to_string());
+    let reports = dir.path().join("reports");
+    let parent = common::workdir_parent("tamper-order");
+    let o = common::bin()
+        .args(["run", "--backend", backend, "--jobs", "1", "--no-progress"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--workdir")
+        .arg(parent.path())
+        .arg(dir.path().join("s"))
+        .env(cnpg_ext_harness::testing::ENV_FAULT, "rollout-primary-first")
+        .output()
+        .unwrap();
+    let out = common::text(&o);
+    if backend == "container" && o.status.code() == Some(3) {
+        common::cannot_run(&format!("no usable container engine: {out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let steps = report["scenarios"][0]["steps"].as_array().unwrap();
+    let failed: Vec<&serde_json::Value> = steps.iter().filter(|s| s["status"] == "failed").collect();
+    assert_eq!(failed.len(), 1, "{out}");
+    assert_eq!(failed[0]["index"], 4, "{out}");
+    let bad: Vec<&serde_json::Value> =
+        failed[0]["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).collect();
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert_eq!(bad[0]["what"], "replicas restarted before the primary (measured start times)");
+    // The record itself claims the planned order.
+    let record_order =
+        failed[0]["checks"].as_array().unwrap().iter().find(|c| c["what"] == "replicas restarted before the primary");
+    assert_eq!(record_order.unwrap()["ok"], true, "{:#?}", failed[0]);
+}
+
+/// Two mounts of one instance ship `lib/vector.so`. Where the kernel names a mapped file by
+/// its path inside the image (overlay-backed image mounts: the container backend), that name
+/// cannot say which mount it came from, and the origin must not pass; where it names the
+/// mount's path (local), it can.
+#[rstest::rstest]
+#[case::local(On::Local)]
+#[case::container(On::Container)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mounts_shipping_the_same_path(#[case] on: On) {
+    let dir = scenario(|r| r.to_string());
+    let s = dir.path().join("s");
+    let scenario = std::fs::read_to_string(s.join("scenario.yaml")).unwrap();
+    let head = &scenario[..scenario.find("steps:").unwrap()];
+    std::fs::write(
+        s.join("scenario.yaml"),
+        format!("{head}steps:\n  - apply: {{file: cluster-a.yaml}}\n  - sql: {{query: CREATE EXTENSION vector}}\n"),
+    )
+    .unwrap();
+    let mut both = cluster("");
+    both += "      - name: pgvector2\n        image:\n          reference: ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie-b\n";
+    std::fs::write(s.join("cluster-a.yaml"), both).unwrap();
+    let Some(r) = run(on, None, dir.path(), OperandFlavor::Minimal).await else { return };
+    if on == On::Local {
+        assert!(r.passed(), "{}", r.failures());
+        return;
+    }
+    let (index, bad) = failures(&r);
+    assert_eq!(index, 2, "{}", r.failures());
+    assert_eq!(bad.len(), 1, "{bad:#?}");
+    assert!(bad[0].0.starts_with("origin of vector: module vector.so"), "{bad:#?}");
+    assert!(r.failures().contains("2 mounts of this instance ship /lib/vector.so"), "{}", r.failures());
 }

@@ -410,7 +410,7 @@ fn label_that_disagrees_with_the_binary_is_its_own_finding() {
 fn debian_postgresql_15_module_is_refused_as_built_for_15() {
     let m = Path::new("/usr/lib/postgresql/15/lib/pg_trgm.so");
     if !m.is_file() {
-        eprintln!("SKIPPED: {} not installed (apt-get install postgresql-15)", m.display());
+        cnpg_ext_testutil::cannot_run(&format!("{} not installed (apt-get install postgresql-15)", m.display()), None);
         return;
     }
     if !have_cc() {
@@ -461,7 +461,10 @@ fn glibc_need_judged_against_the_operand() {
     let needs_234 =
         info.version_needs.iter().any(|n| n.version == "GLIBC_2.34" && n.symbols.iter().any(|s| s == "dlopen"));
     if !needs_234 {
-        eprintln!("SKIPPED: this C library does not version dlopen at GLIBC_2.34 ({:?})", info.version_needs);
+        cnpg_ext_testutil::cannot_run(
+            &format!("this C library does not version dlopen at GLIBC_2.34 ({:?})", info.version_needs),
+            None,
+        );
         return;
     }
     // The image's tag says bullseye: glibc 2.31 lacks dlopen@GLIBC_2.34.
@@ -506,7 +509,7 @@ fn libstdcxx_need_judged_against_the_operand() {
         return;
     }
     if Command::new("c++").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no C++ compiler `c++`");
+        cnpg_ext_testutil::cannot_run("no C++ compiler `c++`", Some(cnpg_ext_testutil::REQUIRE_CC));
         return;
     }
     let e = unlabelled("ghcr.io/example/greet:1.0-18-bookworm");
@@ -523,7 +526,10 @@ fn libstdcxx_need_judged_against_the_operand() {
         .map(|n| n.version.clone())
         .find(|v| v.starts_with("GLIBCXX_3.4.") && v.len() == "GLIBCXX_3.4.21".len())
     else {
-        eprintln!("SKIPPED: the module needs no two-digit GLIBCXX_3.4.x version ({:?})", info.version_needs);
+        cnpg_ext_testutil::cannot_run(
+            &format!("the module needs no two-digit GLIBCXX_3.4.x version ({:?})", info.version_needs),
+            None,
+        );
         return;
     };
     assert!(!e.lint().has(codes::LIBSTDCXX_TOO_NEW), "unpatched {v} is fine on bookworm");
@@ -559,7 +565,7 @@ fn foreign_elf_in_an_amd64_image_is_mixed() {
 fn aarch64_module_magic() {
     let gcc = "aarch64-linux-gnu-gcc";
     if Command::new(gcc).arg("--version").output().is_err() {
-        eprintln!("SKIPPED: no {gcc} (apt-get install gcc-aarch64-linux-gnu)");
+        cnpg_ext_testutil::cannot_run(&format!("no {gcc} (apt-get install gcc-aarch64-linux-gnu)"), None);
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -675,7 +681,10 @@ fn write_single_layer_layout(base: &Path, layer: &[u8], out: &Path) {
 fn debian_postgis_for_15_is_refused_as_such() {
     let so = Path::new("/usr/lib/postgresql/15/lib/postgis-3.so");
     if !so.is_file() {
-        eprintln!("SKIPPED: {} not installed (apt-get install postgresql-15-postgis-3)", so.display());
+        cnpg_ext_testutil::cannot_run(
+            &format!("{} not installed (apt-get install postgresql-15-postgis-3)", so.display()),
+            None,
+        );
         return;
     }
     if !have_cc() {
@@ -772,9 +781,12 @@ fn newest_need_equal_need_and_symbol_lists() {
     let info = cnpg_ext_images::elf::read_elf(&std::fs::read(probe.tree.join("lib/opener.so")).unwrap()).unwrap();
     let at_234 = info.version_needs.iter().find(|n| n.version == "GLIBC_2.34").map(|n| n.symbols.len());
     if at_234 != Some(4) {
-        eprintln!(
-            "SKIPPED: this C library does not put dlopen/dlsym/dlclose/dlerror at GLIBC_2.34 ({:?})",
-            info.version_needs
+        cnpg_ext_testutil::cannot_run(
+            &format!(
+                "this C library does not put dlopen/dlsym/dlclose/dlerror at GLIBC_2.34 ({:?})",
+                info.version_needs
+            ),
+            None,
         );
         return;
     }

@@ -130,11 +130,14 @@ fn zstd_window_over_the_cap_is_refused() {
 }
 
 /// `skopeo copy --dest-compress-format zstd` of an image built here, then
-/// unpacked. Skipped (with a line on stderr) when skopeo is not installed.
+/// unpacked. Without skopeo: `cnpg_ext_testutil::cannot_run` (a failure under `CI=true`).
 #[test]
 fn skopeo_zstd_copy_unpacks() {
     if Command::new("skopeo").arg("--version").output().is_err() {
-        eprintln!("SKIPPED: skopeo is not installed (apt-get install skopeo)");
+        cnpg_ext_testutil::cannot_run(
+            "skopeo is not installed (apt-get install skopeo)",
+            Some(cnpg_ext_testutil::REQUIRE_REGISTRY),
+        );
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -54,8 +54,11 @@ pub struct InstanceState {
     pub started: String,
 }
 
-/// A rollout: every instance restarted exactly once, replicas before the primary, each
-/// postmaster start time moved forward.
+/// A rollout: every instance restarted exactly once, each postmaster start time moved
+/// forward, and replicas before the primary — in the backend's record and, since a stand-in
+/// writes its own record, in the start times measured on the instances after the rollout.
+/// "Exactly once" counts the record's entries; that every instance restarted at all is
+/// measured (its start time moved).
 pub fn verify_rollout(
     record: &RolloutRecord,
     before: &BTreeMap<String, InstanceState>,
@@ -90,7 +93,35 @@ pub fn verify_rollout(
         order.join(" → "),
         ok,
     ));
+    checks.push(measured_order(before, after));
     checks
+}
+
+/// The order as measured on the instances: each one's new postmaster start time, with the
+/// role it had when the rollout began (the operator switches the primary over during one).
+/// No replica may have started after the primary; equal times (a coarse clock) say nothing.
+fn measured_order(before: &BTreeMap<String, InstanceState>, after: &BTreeMap<String, InstanceState>) -> Check {
+    let mut started: Vec<(&String, Role, &str)> = before
+        .iter()
+        .filter_map(|(name, was)| after.get(name).map(|now| (name, was.role, now.started.as_str())))
+        .collect();
+    started.sort_by(|a, b| a.2.cmp(b.2));
+    let order: Vec<String> = started
+        .iter()
+        .map(|(name, role, at)| format!("{name} ({}) {at}", format!("{role:?}").to_lowercase()))
+        .collect();
+    let of = |role: Role| started.iter().filter(move |s| s.1 == role).map(|s| s.2);
+    let ok = match (of(Role::Replica).max(), of(Role::Primary).min()) {
+        (Some(replica), Some(primary)) => replica <= primary,
+        _ => true,
+    };
+    Check::that(
+        "replicas restarted before the primary (measured start times)",
+        None,
+        "no replica started after the primary",
+        order.join(" → "),
+        ok,
+    )
 }
 
 /// No rollout: every postmaster kept its start time.
@@ -141,15 +172,70 @@ mod tests {
         assert!(verify_rollout(&rec, &before(), &later()).iter().all(|c| c.ok));
     }
 
+    fn at(role: Role, t: &str) -> InstanceState {
+        state(role, t)
+    }
+
     #[test]
-    fn primary_first_fails() {
+    fn primary_first_fails_whatever_the_record_says() {
+        let rec = RolloutRecord {
+            restarts: vec![restart("c-2", Role::Replica), restart("c-1", Role::Primary)],
+            phases: vec![],
+        };
+        // The primary's new postmaster started before the replica's.
+        let after: BTreeMap<String, InstanceState> = [
+            ("c-1".to_string(), at(Role::Primary, "2026-01-01 00:00:05+00")),
+            ("c-2".to_string(), at(Role::Replica, "2026-01-01 00:00:06+00")),
+        ]
+        .into();
+        let bad: Vec<_> = verify_rollout(&rec, &before(), &after).into_iter().filter(|c| !c.ok).collect();
+        assert_eq!(bad.len(), 1, "{bad:#?}");
+        assert_eq!(bad[0].what, "replicas restarted before the primary (measured start times)");
+        assert_eq!(bad[0].expected, "no replica started after the primary");
+        assert_eq!(bad[0].actual, "c-1 (primary) 2026-01-01 00:00:05+00 → c-2 (replica) 2026-01-01 00:00:06+00");
+        // The role is the one held before: after a switchover the old primary is a replica.
+        let switched: BTreeMap<String, InstanceState> = [
+            ("c-1".to_string(), at(Role::Replica, "2026-01-01 00:00:07+00")),
+            ("c-2".to_string(), at(Role::Primary, "2026-01-01 00:00:06+00")),
+        ]
+        .into();
+        assert!(verify_rollout(&rec, &before(), &switched).iter().all(|c| c.ok));
+        // Equal start times (seconds from the kubelet) contradict nothing.
+        let tie: BTreeMap<String, InstanceState> = [
+            ("c-1".to_string(), at(Role::Primary, "2026-01-01 00:00:06+00")),
+            ("c-2".to_string(), at(Role::Replica, "2026-01-01 00:00:06+00")),
+        ]
+        .into();
+        assert!(verify_rollout(&rec, &before(), &tie).iter().all(|c| c.ok));
+        // An instance gone after the rollout has no place in the measured order.
+        let gone: BTreeMap<String, InstanceState> =
+            [("c-2".to_string(), at(Role::Replica, "2026-01-01 00:00:06+00"))].into();
+        let c = measured_order(&before(), &gone);
+        assert!(c.ok && c.actual == "c-2 (replica) 2026-01-01 00:00:06+00", "{c:?}");
+    }
+
+    #[test]
+    fn only_replicas_or_only_a_primary_has_no_order_to_break() {
+        let one =
+            |role: Role, t: &str| -> BTreeMap<String, InstanceState> { [("c-1".to_string(), at(role, t))].into() };
+        let rec = RolloutRecord { restarts: vec![restart("c-1", Role::Primary)], phases: vec![] };
+        for role in [Role::Primary, Role::Replica] {
+            let checks =
+                verify_rollout(&rec, &one(role, "2026-01-01 00:00:00+00"), &one(role, "2026-01-01 00:00:01+00"));
+            assert!(checks.iter().all(|c| c.ok), "{checks:#?}");
+        }
+    }
+
+    #[test]
+    fn a_record_in_the_wrong_order_fails_too() {
         let rec = RolloutRecord {
             restarts: vec![restart("c-1", Role::Primary), restart("c-2", Role::Replica)],
             phases: vec![],
         };
         let bad: Vec<_> = verify_rollout(&rec, &before(), &later()).into_iter().filter(|c| !c.ok).collect();
-        assert_eq!(bad.len(), 1);
+        assert_eq!(bad.len(), 1, "{bad:#?}");
         assert_eq!(bad[0].what, "replicas restarted before the primary");
+        assert_eq!(bad[0].actual, "c-1(primary) → c-2(replica)");
     }
 
     #[test]
@@ -167,7 +253,14 @@ mod tests {
 
     #[test]
     fn unchanged_start_time_is_no_restart() {
-        assert!(verify_no_restart(&before(), &before()).iter().all(|c| c.ok));
-        assert!(verify_no_restart(&before(), &later()).iter().all(|c| !c.ok));
+        let same = verify_no_restart(&before(), &before());
+        assert_eq!(same.len(), 2, "{same:#?}");
+        assert!(same.iter().all(|c| c.ok));
+        let moved = verify_no_restart(&before(), &later());
+        assert_eq!(moved.len(), 2, "{moved:#?}");
+        assert!(moved.iter().all(|c| !c.ok));
+        assert_eq!(moved[0].actual, "2026-01-01 00:00:05+00");
+        let gone = verify_no_restart(&before(), &BTreeMap::new());
+        assert!(gone.iter().all(|c| !c.ok && c.actual == "(gone)"), "{gone:#?}");
     }
 }

@@ -12,13 +12,9 @@ use std::time::{Duration, Instant};
 
 const REQUIRE: &str = "CNPG_EXT_HARNESS_REQUIRE_K8S";
 
+/// The project's one skip rule (`cnpg_ext_testutil::cannot_run`).
 fn cannot_run(why: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    let required = std::env::var(REQUIRE).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    if ci || required {
-        panic!("cannot run: {why} (a skip is a failure because CI=true or {REQUIRE} is set)");
-    }
-    eprintln!("SKIP: {why}; set {REQUIRE}=1 or CI=true to fail instead");
+    cnpg_ext_testutil::cannot_run(why, Some(REQUIRE));
 }
 
 fn repo() -> PathBuf {

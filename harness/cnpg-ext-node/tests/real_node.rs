@@ -10,14 +10,9 @@ use std::process::Command;
 
 const REQUIRE: &str = "CNPG_EXT_HARNESS_REQUIRE_K8S";
 
+/// The project's one skip rule (`cnpg_ext_testutil::cannot_run`).
 fn cannot_run(why: &str) {
-    let ci = std::env::var("CI").is_ok_and(|v| v.eq_ignore_ascii_case("true") || v == "1");
-    let required = std::env::var(REQUIRE).is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    if ci || required {
-        let by = if required { format!("{REQUIRE} is set") } else { "CI=true".into() };
-        panic!("cannot run: {why} (a skip is a failure because {by})");
-    }
-    eprintln!("SKIP: {why}; set {REQUIRE}=1 or CI=true to fail instead");
+    cnpg_ext_testutil::cannot_run(why, Some(REQUIRE));
 }
 
 fn node() -> Command {

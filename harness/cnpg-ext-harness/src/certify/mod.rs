@@ -277,6 +277,8 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
                 FindingKind::EnvironmentUnusable,
                 format!("the extension could not be run here: environment unusable: {m}"),
             ),
+            // The engine answered its probe, then refused or mangled the image: a failure.
+            Err(HarnessError::Failed(m)) => found(FindingKind::ScenarioFailed, format!("run failed: {m}")),
             Err(HarnessError::Input(m)) => {
                 // The generated scenario was refused: the image cannot be mounted as inferred.
                 found(

@@ -70,18 +70,41 @@ pub(crate) fn list_files(root: &Path) -> Vec<String> {
     out
 }
 
-/// Whether nothing below `root` can be written by `uid` (not the owner, or no write bits).
-pub(crate) fn read_only_for(root: &Path, uid: u32) -> bool {
-    use std::os::unix::fs::MetadataExt;
+/// Whether nothing below `root` has a write permission bit, for anyone: what
+/// [`make_read_only`] leaves. Root-owned files with `0755` are writable by their owner, so
+/// "this uid cannot write" would not tell a read-only tree from a writable one.
+pub(crate) fn no_write_permission(root: &Path) -> bool {
     walkdir::WalkDir::new(root).into_iter().all(|e| {
         let Ok(e) = e else { return false };
         if e.file_type().is_symlink() {
             return true; // a link's own mode means nothing; its target is checked on its own
         }
-        match e.metadata() {
-            Ok(m) if m.uid() == uid => m.mode() & 0o200 == 0,
-            Ok(m) => m.mode() & 0o002 == 0,
-            Err(_) => false,
-        }
+        e.metadata().is_ok_and(|m| m.permissions().mode() & 0o222 == 0)
     })
+}
+
+#[cfg(test)]
+mod write_permission_tests {
+    use super::*;
+
+    #[test]
+    fn any_write_bit_anywhere_is_writable() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("m");
+        fs::create_dir_all(root.join("lib")).unwrap();
+        fs::write(root.join("lib/a.so"), b"x").unwrap();
+        std::os::unix::fs::symlink("a.so", root.join("lib/b.so")).unwrap();
+        make_read_only(&root).unwrap();
+        assert!(no_write_permission(&root));
+        for (path, mode) in [("lib/a.so", 0o644), ("lib", 0o755), ("", 0o575), ("lib/a.so", 0o442)] {
+            let p = root.join(path);
+            let old = fs::metadata(&p).unwrap().permissions();
+            fs::set_permissions(&p, fs::Permissions::from_mode(mode)).unwrap();
+            assert!(!no_write_permission(&root), "{path} {mode:o}");
+            fs::set_permissions(&p, old).unwrap();
+            assert!(no_write_permission(&root));
+        }
+        assert!(!no_write_permission(&d.path().join("missing")));
+        remove_tree(&root).unwrap();
+    }
 }

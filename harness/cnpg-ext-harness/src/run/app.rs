@@ -131,6 +131,29 @@ impl Prepared {
         }
     }
 
+    /// The container runtime the instances ran on, as the environment reported it when
+    /// probed: the engine and its version, or the kind nodes' runtimes.
+    fn runtime(&self) -> Option<String> {
+        match self {
+            Prepared::Container(env) => Some(env.runtime_description()),
+            Prepared::Kind { env: Some(env), .. } => {
+                let mut runtimes: Vec<&str> = env.preflight.nodes.iter().map(|(_, r)| r.as_str()).collect();
+                runtimes.sort_unstable();
+                runtimes.dedup();
+                Some(runtimes.join(", ")).filter(|r| !r.is_empty())
+            }
+            _ => None,
+        }
+    }
+
+    /// The API server's version (kind), as it answered.
+    fn kubernetes(&self) -> Option<String> {
+        match self {
+            Prepared::Kind { env: Some(env), .. } => Some(env.preflight.server_version.clone()),
+            _ => None,
+        }
+    }
+
     fn finish(&self, keep: bool) {
         if let Prepared::Container(env) = self {
             env.finish(keep);
@@ -276,6 +299,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let prepared = Arc::new(prepared);
 
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1)));
+    // `server_version` as the instances answered it (environment.postgresql).
+    let measured: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
     let mut tasks = Vec::new();
     for scenario in scenarios {
         let (sem, store, prepared, progress) = (sem.clone(), store.clone(), prepared.clone(), progress.clone());
@@ -285,6 +310,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let file = scenario.file.display().to_string();
         let description = scenario.description.clone();
         let wrap = opts.wrap.clone();
+        let measured = measured.clone();
         let handle = tokio::spawn(async move {
             let permit = sem.acquire_owned().await.expect("semaphore");
             progress.scenario_started(&scenario.id);
@@ -298,6 +324,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 Ok(mut backend) => {
                     let on_step = |title: &str| progress.step(&scenario.id, title);
                     let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
+                    if let Some(v) = server_version(backend.as_ref()).await {
+                        measured.lock().unwrap().insert(v);
+                    }
                     // The slot goes to the next scenario now: removing this one's instances
                     // (awaited here, its errors this scenario's) overlaps that one's start.
                     drop(permit);
@@ -348,11 +377,18 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         command: opts.command.clone(),
         environment: Environment {
             backend: opts.backend.name().into(),
-            postgresql: pg.version.text.clone(),
+            postgresql: {
+                let measured = measured.lock().unwrap();
+                if measured.is_empty() {
+                    format!("{} (not measured: no instance ran; the install the harness found)", pg.version.text)
+                } else {
+                    measured.iter().cloned().collect::<Vec<_>>().join(", ")
+                }
+            },
             postgresql_source: describe_origin(&pg),
             cnpg_modelled: opts.cnpg.to_string(),
-            kubernetes: None,
-            runtime: None,
+            kubernetes: prepared.kubernetes(),
+            runtime: prepared.runtime(),
             operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
                 flavor: operand.flavor.as_str().into(),
                 extensions: operand.extensions.clone(),
@@ -481,4 +517,14 @@ pub(crate) fn describe_origin(pg: &PgInstall) -> String {
             format!("{} (sha256 {wheel_sha256})", cnpg_ext_pg::WHEEL_SPEC)
         }
     }
+}
+
+/// `server_version` of the first instance a backend runs, if one answers.
+async fn server_version(backend: &dyn Backend) -> Option<String> {
+    let first = backend.instances().await.ok()?.into_iter().next()?;
+    let client = backend.connect(&first.name, "postgres", "postgres").await.ok()?;
+    let rows = crate::plumbing::sql::query_text(&client, "SELECT 'PostgreSQL ' || current_setting('server_version')")
+        .await
+        .ok()?;
+    rows.first().and_then(|r| r.first().cloned().flatten())
 }

@@ -194,7 +194,23 @@ impl<'a> ScenarioRun<'a> {
         let what = format!("Database {name} status");
         match (result, expect) {
             (Ok(messages), None | Some(DatabaseExpect { applied: true, .. })) => {
-                o.check(Check::new(what, None, "applied: true", "applied: true"));
+                // Measured, not taken from the backend's word: the database is there.
+                let primary = verify::primary(&*self.backend).await?;
+                let client = self.backend.connect(&primary, "postgres", "postgres").await?;
+                let q = format!(
+                    "SELECT count(*) FROM pg_database WHERE datname = {}",
+                    crate::plumbing::sql::quote_literal(&db)
+                );
+                let rows = crate::plumbing::sql::query_text(&client, &q)
+                    .await
+                    .map_err(|e| BackendError::Failed(crate::plumbing::sql::describe_error(&e)))?;
+                let exists = rows.first().and_then(|r| r.first().cloned().flatten()).as_deref() == Some("1");
+                let actual = if exists {
+                    "applied: true".to_string()
+                } else {
+                    format!("reported applied, but database {db} does not exist on {primary}")
+                };
+                o.check(Check::new(what, None, "applied: true", actual));
                 o.message = Some(messages.join("; "));
             }
             (Ok(messages), Some(DatabaseExpect { applied: false, message })) => {
@@ -346,24 +362,11 @@ impl<'a> ScenarioRun<'a> {
         match expect_failure {
             None => o.checks(checks),
             Some(want) => {
-                let failing: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
-                let hit = failing.iter().find(|c| c.actual.contains(want.as_str()));
-                let actual = match (hit, failing.first()) {
-                    (Some(c), _) => line_of(c, &c.actual),
-                    (None, Some(c)) => format!("another origin failure: {}", line_of(c, &c.actual)),
-                    (None, None) if checks.is_empty() => "no origin was checked (no extension created)".into(),
-                    (None, None) => "origin proven: the image under test was used".into(),
-                };
-                if let Some(c) = hit {
-                    o.message = Some(format!("origin check failed as expected: {}", line_of(c, &c.actual)));
+                let (check, message) = expected_origin_failure(&checks, &want);
+                if message.is_some() {
+                    o.message = message;
                 }
-                o.check(Check::that(
-                    "origin check fails",
-                    None,
-                    format!("an origin failure containing {want:?}"),
-                    actual,
-                    hit.is_some(),
-                ));
+                o.check(check);
             }
         }
         Ok(o)
@@ -466,6 +469,29 @@ fn judge_sql(s: &SqlStep, instance: &str, result: Result<sql::Rows, tokio_postgr
     }
 }
 
+/// An origin check that must fail with `want`: every origin failure contains it (one match
+/// must not hide another failure). The check, and the step's message when it held.
+fn expected_origin_failure(checks: &[Check], want: &str) -> (Check, Option<String>) {
+    let failing: Vec<&Check> = checks.iter().filter(|c| !c.ok).collect();
+    let other = failing.iter().find(|c| !c.actual.contains(want));
+    let hit = failing.iter().find(|c| c.actual.contains(want)).filter(|_| other.is_none());
+    let actual = match (hit, other.or(failing.first())) {
+        (Some(c), _) => line_of(c, &c.actual),
+        (None, Some(c)) => format!("another origin failure: {}", line_of(c, &c.actual)),
+        (None, None) if checks.is_empty() => "no origin was checked (no extension created)".into(),
+        (None, None) => "origin proven: the image under test was used".into(),
+    };
+    let message = hit.map(|c| format!("origin check failed as expected: {}", line_of(c, &c.actual)));
+    let check = Check::that(
+        "origin check fails",
+        None,
+        format!("an origin failure containing {want:?}"),
+        actual,
+        hit.is_some(),
+    );
+    (check, message)
+}
+
 fn line_of(c: &Check, value: &str) -> String {
     let at = c.instance.as_deref().map(|i| format!(" on {i}")).unwrap_or_default();
     if value.contains('\n') {
@@ -491,4 +517,37 @@ fn describe_rollout(r: &cnpg_ext_model::backend::RolloutRecord) -> String {
         .map(|x| format!("{} ({:?}) {}→{}", x.instance, x.role, x.old_id, x.new_id).to_lowercase())
         .collect();
     format!("restarted in order: {}", parts.join(", "))
+}
+
+#[cfg(test)]
+mod expect_failure_tests {
+    use super::*;
+
+    fn c(actual: &str, ok: bool) -> Check {
+        Check::that("origin of vector: control file", Some("c-1"), "x", actual, ok)
+    }
+
+    #[test]
+    fn every_origin_failure_must_be_the_expected_one() {
+        let (check, message) = expected_origin_failure(&[c("/a — shadowed", false), c("ok", true)], "shadowed");
+        assert!(check.ok, "{check:?}");
+        assert_eq!(check.actual, "origin of vector: control file on c-1: /a — shadowed");
+        assert_eq!(
+            message.as_deref(),
+            Some("origin check failed as expected: origin of vector: control file on c-1: /a — shadowed")
+        );
+        // The expected failure, and another one beside it: not masked.
+        let (check, message) =
+            expected_origin_failure(&[c("/a — shadowed", false), c("no control file found", false)], "shadowed");
+        assert!(!check.ok, "{check:?}");
+        assert!(
+            check.actual.starts_with("another origin failure: ") && check.actual.ends_with("no control file found")
+        );
+        assert_eq!(message, None);
+        let (check, _) = expected_origin_failure(&[c("fine", true)], "shadowed");
+        assert!(!check.ok && check.actual == "origin proven: the image under test was used", "{check:?}");
+        let (check, _) = expected_origin_failure(&[], "shadowed");
+        assert!(!check.ok && check.actual.starts_with("no origin was checked"), "{check:?}");
+        assert_eq!(check.expected, "an origin failure containing \"shadowed\"");
+    }
 }

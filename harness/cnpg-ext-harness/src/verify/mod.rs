@@ -6,9 +6,10 @@ use std::time::{Duration, Instant};
 
 use cnpg_ext_backend::Backend;
 
-use cnpg_ext_model::backend::{BackendError, InstanceRef, Role};
+use cnpg_ext_model::backend::{BackendError, InstanceRef, MountObservation, Role};
 pub(crate) use cnpg_ext_model::judge::{verify_no_restart, verify_rollout, Check, InstanceState};
 
+mod mountinfo;
 pub(crate) mod origin;
 use cnpg_ext_model::Cluster;
 
@@ -65,6 +66,9 @@ pub(crate) async fn verify_plan(
         want.sort();
         checks.push(Check::new(format!("mounts under {root}"), Some(name), want.join(","), got));
         let obs = backend.inspect(name, &plan).await?;
+        // Read-only is judged from the mount as the instance sees it.
+        let mounts = sql::query_text(&client, "SELECT pg_read_file('/proc/self/mountinfo')").await.map_err(db)?;
+        let mounts = mounts.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
         checks.push(Check::new(
             "postmaster LD_LIBRARY_PATH",
@@ -105,18 +109,29 @@ pub(crate) async fn verify_plan(
             // An empty mount (seen with some runtimes) must fail even if the image were empty.
             let ok = !m.files.is_empty() && m.files == want;
             checks.push(Check::that(format!("files in {}", m.path), Some(name), summary(&want), summary(&m.files), ok));
-            // A mount that is there but whose write probe gave no answer is reported as not
-            // checked — a failure — never dropped.
-            let ro = match m.read_only {
-                Some(true) => "read-only",
-                Some(false) => "writable",
-                None if m.present => "not checked: the write probe gave no clear answer",
-                None => continue,
-            };
-            checks.push(Check::new(format!("{} read-only", m.path), Some(name), "read-only", ro));
+            if let Some(ro) = read_only(&mounts, m, name) {
+                checks.push(ro);
+            }
         }
     }
     Ok(checks)
+}
+
+/// Whether an image volume is read-only: from its entry in the instance's `mountinfo` (the
+/// mount's or its filesystem's `ro`); where the path is no mount point (the local backend's
+/// trees), from the backend's observation. A mount whose state nobody could tell is a
+/// failure, never dropped; a missing one is judged by "mount … present".
+fn read_only(mountinfo: &str, m: &MountObservation, instance: &str) -> Option<Check> {
+    let what = format!("{} read-only", m.path);
+    let (actual, ok) = match (mountinfo::mount_at(mountinfo, &m.path), m.read_only) {
+        (Some(mount), _) if mount.read_only() => (format!("read-only ({})", mount.describe()), true),
+        (Some(mount), _) => (format!("writable ({})", mount.describe()), false),
+        (None, Some(true)) => ("read-only, as the backend observed it (not a mount point)".into(), true),
+        (None, Some(false)) => ("writable, as the backend observed it (not a mount point)".into(), false),
+        (None, None) if m.present => ("not checked: not a mount point, and the backend could not tell".into(), false),
+        (None, None) => return None,
+    };
+    Some(Check::that(what, Some(instance), "read-only", actual, ok))
 }
 
 fn preview(files: &[String]) -> String {
@@ -189,4 +204,40 @@ pub(crate) async fn check_sentinel(backend: &dyn Backend, token: &str) -> Result
         checks.push(Check::new("row written before the update", Some(&inst.name), "1", got));
     }
     Ok(checks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mount(present: bool, read_only: Option<bool>) -> MountObservation {
+        MountObservation { name: "a".into(), path: "/extensions/a".into(), present, files: vec![], read_only }
+    }
+
+    const RO: &str = "98 92 0:53 / /extensions/a rw,relatime - overlay o ro,lowerdir=/l";
+    const RW: &str = "98 92 0:53 / /extensions/a rw,relatime - overlay o rw,lowerdir=/l,upperdir=/u";
+
+    #[test]
+    fn the_mount_decides_over_any_write_probe() {
+        for probe in [Some(true), Some(false), None] {
+            let c = read_only(RO, &mount(true, probe), "i").unwrap();
+            assert!(c.ok && c.actual.starts_with("read-only (mount options rw,relatime; overlay"), "{c:?}");
+            assert_eq!(
+                (c.what.as_str(), c.instance.as_deref(), c.expected.as_str()),
+                ("/extensions/a read-only", Some("i"), "read-only")
+            );
+            let c = read_only(RW, &mount(true, probe), "i").unwrap();
+            assert!(!c.ok && c.actual.starts_with("writable (mount options"), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_mount_point_the_backend_observation_decides() {
+        let other = "1 0 8:1 / / rw - ext4 /dev/vda rw";
+        assert!(read_only(other, &mount(true, Some(true)), "i").unwrap().ok);
+        assert!(!read_only(other, &mount(true, Some(false)), "i").unwrap().ok);
+        let unknown = read_only(other, &mount(true, None), "i").unwrap();
+        assert!(!unknown.ok && unknown.actual.starts_with("not checked"), "{unknown:?}");
+        assert_eq!(read_only(other, &mount(false, None), "i"), None);
+    }
 }

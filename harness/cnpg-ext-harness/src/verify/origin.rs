@@ -121,27 +121,76 @@ fn first_in_image(
     None
 }
 
-/// Paths of `/proc/<pid>/maps` whose file name is `<module>.so`, in order, without repeats.
-pub(crate) fn mapped(maps: &str, module: &str) -> Vec<String> {
+/// One file mapped in a process (`/proc/<pid>/maps`): the name the kernel gives it and which
+/// file it is (device and inode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Mapped {
+    pub path: String,
+    /// `major:minor`, as `maps` writes it.
+    pub dev: String,
+    pub inode: u64,
+    /// The kernel's ` (deleted)`: the file was removed or replaced after it was mapped.
+    pub deleted: bool,
+}
+
+impl Mapped {
+    fn file(&self) -> (&str, u64) {
+        (self.dev.as_str(), self.inode)
+    }
+
+    fn describe(&self) -> String {
+        let deleted = if self.deleted { " (deleted)" } else { "" };
+        format!("{}{deleted} [device {}, inode {}]", self.path, self.dev, self.inode)
+    }
+}
+
+/// The mappings of `/proc/<pid>/maps` whose file name is `<module>.so`, in order, one entry
+/// per name and file (two files under one name are two entries).
+pub(crate) fn mapped(maps: &str, module: &str) -> Vec<Mapped> {
     let want = format!("{module}.so");
-    let mut out: Vec<String> = Vec::new();
+    let mut out: Vec<Mapped> = Vec::new();
     for line in maps.lines() {
         // address perms offset dev inode [path]; the path may contain spaces.
+        let mut fields = Vec::with_capacity(5);
         let mut rest = line;
         for _ in 0..5 {
             rest = rest.trim_start();
-            rest = rest.split_once(char::is_whitespace).map(|(_, r)| r).unwrap_or("");
+            let (field, tail) = rest.split_once(char::is_whitespace).unwrap_or((rest, ""));
+            fields.push(field);
+            rest = tail;
         }
         let path = rest.trim();
-        let path = path.strip_suffix(" (deleted)").unwrap_or(path);
+        let (path, deleted) = match path.strip_suffix(" (deleted)") {
+            Some(p) => (p, true),
+            None => (path, false),
+        };
+        let Ok(inode) = fields[4].parse::<u64>() else { continue };
+        let entry = Mapped { path: path.to_string(), dev: fields[3].to_string(), inode, deleted };
         if path.starts_with('/')
             && Path::new(path).file_name().is_some_and(|n| n == want.as_str())
-            && !out.iter().any(|p| p == path)
+            && !out.contains(&entry)
         {
-            out.push(path.to_string());
+            out.push(entry);
         }
     }
     out
+}
+
+/// What a fresh backend mapped of one module: after resolving it as a call would, and after
+/// `LOAD` of the file the scenario expects (PostgreSQL and the dynamic loader load a file
+/// once, by device and inode: the same file adds no mapping, another file does).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Loaded {
+    pub mapped: Vec<Mapped>,
+    /// `None` when no file is expected; `Err` is the server's answer to the `LOAD`.
+    pub with_expected: Option<Result<Vec<Mapped>, String>>,
+}
+
+fn distinct_files(m: &[Mapped]) -> Vec<(&str, u64)> {
+    let mut files: Vec<(&str, u64)> = m.iter().map(Mapped::file).collect();
+    files.sort_unstable();
+    files.dedup();
+    files
 }
 
 /// Origin checks of `extensions` on `instance`, in `database`.
@@ -166,16 +215,11 @@ pub(crate) async fn check_origins(
         let by_control = expected_control(plan, &files, name);
         let by_module = modules.iter().find_map(|(m, _)| expected_module(plan, &files, module_basename(m)));
         // Not shipped by any image of the Cluster: the operand's own extension, nothing to prove.
+        let resolved = resolve_control(&client, &search, &sharedir, name).await?;
         if by_control.is_none() && by_module.is_none() {
-            checks.push(Check::new(
-                format!("origin of {name}"),
-                Some(instance),
-                "not from an image (no mounted image ships it)",
-                "not from an image (no mounted image ships it)",
-            ));
+            checks.push(not_from_an_image(plan, instance, name, resolved.as_deref()));
             continue;
         }
-        let resolved = resolve_control(&client, &search, &sharedir, name).await?;
         let operand_copy = format!("{}/extension/{name}.control", sharedir.trim_end_matches('/'));
         let (expected, actual, ok) = match (&by_control, &resolved) {
             (Some(want), Some(got)) if *got == want.path => (want.path.clone(), got.clone(), true),
@@ -200,85 +244,123 @@ pub(crate) async fn check_origins(
         for (probin, function) in &modules {
             let module = module_basename(probin);
             let want = expected_module(plan, &files, module);
-            let got = loaded_paths(backend, instance, database, function, module).await?;
-            let got = match got {
-                Ok(paths) => paths,
+            let what = format!("origin of {name}: module {module}.so (/proc/self/maps)");
+            let got = match loaded(backend, instance, database, Some(function), module, want.as_ref()).await? {
+                Ok(got) => got,
                 Err(msg) => {
                     let expected = want
                         .as_ref()
                         .map(|w| w.path.clone())
                         .unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
-                    checks.push(Check::that(
-                        format!("origin of {name}: module {module}.so (/proc/self/maps)"),
-                        Some(instance),
-                        expected,
-                        format!("loading {probin} failed: {msg}"),
-                        false,
-                    ));
+                    let actual = format!("loading {probin} failed: {msg}");
+                    checks.push(Check::that(what, Some(instance), expected, actual, false));
                     continue;
                 }
             };
-            checks.push(
-                judge_module(
-                    &client,
-                    plan,
-                    instance,
-                    &format!("origin of {name}: module {module}.so (/proc/self/maps)"),
-                    module,
-                    want.as_ref(),
-                    &got,
-                )
-                .await?,
-            );
+            checks.push(judge_module(plan, &files, instance, &what, module, want.as_ref(), &got));
         }
     }
     Ok(checks)
 }
 
-/// Judges which `<module>.so` files a backend has mapped (`got`) against the file the
-/// scenario's images provide (`want`).
-async fn judge_module(
-    client: &Client,
+/// Judges which `<module>.so` file a backend has mapped (`got`) against the file the
+/// scenario's images provide (`want`): the same name — the path in the mount, or for
+/// overlay-backed image mounts (podman, containerd) the path inside the image when exactly
+/// one mount of the instance ships that path — and the same file (device and inode), never
+/// a deleted one.
+pub(crate) fn judge_module(
     plan: &ClusterPlan,
+    files: &dyn Fn(&str) -> Option<Vec<String>>,
     instance: &str,
     what: &str,
     module: &str,
     want: Option<&Expected>,
-    got: &[String],
-) -> Result<Check, BackendError> {
-    let want = want.cloned();
-    let expected =
-        want.as_ref().map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
-    // Overlay-backed image mounts (podman, containerd) map the file of the image's
-    // layer: the kernel then names it by its path inside the image. That path is
-    // the expected file only if nothing else answers to it in the instance's own
-    // filesystem (else the operand's file could hide behind the same name).
-    let in_image = match &want {
-        Some(w) if got.len() == 1 && got[0] != w.path => {
-            let inner = w.path.strip_prefix(&mount_of(plan, &w.mount)).unwrap_or("").to_string();
-            let exists_outside =
-                one(client, &format!("SELECT (pg_stat_file({}, true)).size IS NOT NULL", quote_literal(&inner)))
-                    .await?;
-            (!inner.is_empty() && got[0] == inner && exists_outside != "t").then_some(inner)
+    got: &Loaded,
+) -> Check {
+    let expected = want.map(|w| w.path.clone()).unwrap_or_else(|| format!("{module}.so from an image of the Cluster"));
+    let names = || got.mapped.iter().map(|m| m.path.as_str()).collect::<Vec<_>>().join(", ");
+    let fail = |actual: String| Check::that(what, Some(instance), expected.clone(), actual, false);
+    let [one] = got.mapped.as_slice() else {
+        if got.mapped.is_empty() {
+            return fail(format!("{module}.so is not mapped"));
         }
-        _ => None,
+        let list = got.mapped.iter().map(Mapped::describe).collect::<Vec<_>>().join(", ");
+        return fail(format!("{list} — more than one {module}.so is mapped"));
     };
-    let (actual, ok) = match (&want, got) {
-        (_, []) => (format!("{module}.so is not mapped"), false),
-        (Some(w), [one]) if *one == w.path => (one.clone(), true),
-        (Some(w), [one]) if in_image.is_some() => (
-            format!("{one} (the file inside the image mounted at {}: the mount is overlay-backed, and no {one} exists outside it)", mount_of(plan, &w.mount)),
-            true,
-        ),
-        (None, paths) => (format!("{} — the image does not ship {module}.so: PostgreSQL loaded the operand's", paths.join(", ")), false),
-        (Some(_), paths) => {
-            let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
-            let shadow = paths.iter().any(|p| !p.starts_with(&root));
-            let note = if shadow { " — shadowed by the operand's $libdir, searched first" } else { "" };
-            (format!("{}{note}", paths.join(", ")), false)
+    if one.deleted {
+        return fail(format!("{} — the mapped file was removed or replaced after it was loaded", one.describe()));
+    }
+    let Some(w) = want else {
+        return fail(format!("{} — the image does not ship {module}.so: PostgreSQL loaded the operand's", names()));
+    };
+    let mount = mount_of(plan, &w.mount);
+    let inner = w.path.strip_prefix(mount.as_str()).filter(|i| i.starts_with('/')).unwrap_or("");
+    let shipping = if inner.is_empty() {
+        0
+    } else {
+        let rel = inner.trim_start_matches('/');
+        plan.extensions.iter().filter(|m| files(&m.image).is_some_and(|f| f.iter().any(|f| f == rel))).count()
+    };
+    let by_name = if one.path == w.path {
+        None
+    } else if one.path == inner && shipping == 1 {
+        Some(format!(
+            "the file inside the image mounted at {mount}, the only mount of this instance that ships {inner}"
+        ))
+    } else if one.path == inner {
+        return fail(format!(
+            "{} — {shipping} mounts of this instance ship {inner}: the name does not tell which one was loaded",
+            one.describe()
+        ));
+    } else {
+        let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
+        let note =
+            if one.path.starts_with(&root) { "" } else { " — shadowed by the operand's $libdir, searched first" };
+        return fail(format!("{}{note}", one.describe()));
+    };
+    match &got.with_expected {
+        Some(Ok(after)) if distinct_files(after) == distinct_files(&got.mapped) => {
+            let how = by_name.map(|b| format!(": {b}")).unwrap_or_default();
+            Check::that(
+                what,
+                Some(instance),
+                expected.clone(),
+                format!("{}{how}; the same file as {}", one.describe(), w.path),
+                true,
+            )
         }
+        Some(Ok(after)) => {
+            let others: Vec<String> = after.iter().filter(|m| m.file() != one.file()).map(Mapped::describe).collect();
+            fail(format!(
+                "{} — not the expected file: loading {} mapped another file, {}",
+                one.describe(),
+                w.path,
+                others.join(", ")
+            ))
+        }
+        Some(Err(e)) => {
+            fail(format!("{} — loading {} beside it failed, so it is another file: {e}", one.describe(), w.path))
+        }
+        None => fail(format!("{} — not compared with {}", one.describe(), w.path)),
+    }
+}
+
+/// An extension no image of the Cluster ships: measured, its control file (the first along
+/// the live `extension_control_path`) must lie outside every image mount.
+fn not_from_an_image(plan: &ClusterPlan, instance: &str, name: &str, resolved: Option<&str>) -> Check {
+    let root = format!("{}/", plan.mount_root.trim_end_matches('/'));
+    let (actual, ok) = match resolved {
+        Some(p) if !p.starts_with(&root) => (format!("not from an image: {p}"), true),
+        Some(p) => (format!("{p} — inside an image mount, though no image of the Cluster lists it"), false),
+        None => ("no control file found along extension_control_path".to_string(), false),
     };
-    Ok(Check::that(what, Some(instance), expected, actual, ok))
+    Check::that(
+        format!("origin of {name}"),
+        Some(instance),
+        "not from an image (no mounted image ships it)",
+        actual,
+        ok,
+    )
 }
 
 /// `shared_preload_libraries` entries that an image of the Cluster provides must be mapped in
@@ -294,14 +376,19 @@ pub(crate) async fn check_preloaded(
     if plan.shared_preload_libraries.is_empty() {
         return Ok(checks);
     }
-    let client = backend.connect(instance, "postgres", "postgres").await?;
-    let maps = one(&client, "SELECT pg_read_file('/proc/self/maps')").await?;
     for lib in &plan.shared_preload_libraries {
         let module = module_basename(lib);
         let Some(want) = expected_module(plan, &files, module) else { continue };
-        let got = mapped(&maps, module);
         let what = format!("origin of preloaded {module}.so (/proc/self/maps)");
-        checks.push(judge_module(&client, plan, instance, &what, module, Some(&want), &got).await?);
+        // Loaded by the postmaster: every fresh backend has it mapped already.
+        let got = match loaded(backend, instance, "postgres", None, module, Some(&want)).await? {
+            Ok(got) => got,
+            Err(msg) => {
+                checks.push(Check::that(what, Some(instance), want.path.clone(), msg, false));
+                continue;
+            }
+        };
+        checks.push(judge_module(plan, &files, instance, &what, module, Some(&want), &got));
     }
     Ok(checks)
 }
@@ -354,21 +441,32 @@ async fn modules_of(client: &Client, name: &str) -> Result<Vec<(String, String)>
 
 /// In a fresh backend: resolve function `oid`'s library exactly as a call would (the C
 /// language validator looks the symbol up through the same loader, `load_external_function`,
-/// without running the function), then read which `<module>.so` files the backend mapped.
-/// `Err` is the server's answer when the library cannot be loaded.
-async fn loaded_paths(
+/// without running the function), read which `<module>.so` files the backend mapped, then
+/// `LOAD` the expected file and read them again. The outer `Err` is the server's answer when
+/// the function's library cannot be loaded.
+async fn loaded(
     backend: &dyn Backend,
     instance: &str,
     database: &str,
-    function: &str,
+    function: Option<&str>,
     module: &str,
-) -> Result<Result<Vec<String>, String>, BackendError> {
+    want: Option<&Expected>,
+) -> Result<Result<Loaded, String>, BackendError> {
     let client = backend.connect(instance, database, "postgres").await?;
-    if let Err(e) = client.batch_execute(&format!("SELECT fmgr_c_validator({function}::oid)")).await {
-        return Ok(Err(sql::describe_error(&e)));
+    if let Some(function) = function {
+        if let Err(e) = client.batch_execute(&format!("SELECT fmgr_c_validator({function}::oid)")).await {
+            return Ok(Err(sql::describe_error(&e)));
+        }
     }
     let maps = one(&client, "SELECT pg_read_file('/proc/self/maps')").await?;
-    Ok(Ok(mapped(&maps, module)))
+    let with_expected = match want {
+        None => None,
+        Some(w) => Some(match client.batch_execute(&format!("LOAD {}", quote_literal(&w.path))).await {
+            Ok(()) => Ok(mapped(&one(&client, "SELECT pg_read_file('/proc/self/maps')").await?, module)),
+            Err(e) => Err(sql::describe_error(&e)),
+        }),
+    };
+    Ok(Ok(Loaded { mapped: mapped(&maps, module), with_expected }))
 }
 
 #[cfg(test)]
@@ -419,6 +517,10 @@ mod tests {
         assert_eq!(rel_in_image("/extensions/a", "/extensions/a"), Some(""));
     }
 
+    fn m(path: &str, dev: &str, inode: u64, deleted: bool) -> Mapped {
+        Mapped { path: path.into(), dev: dev.into(), inode, deleted }
+    }
+
     #[test]
     fn maps_lines() {
         let maps = "\
@@ -428,13 +530,115 @@ mod tests {
 7f03-7f04 rw-p 00000000 00:00 0 
 7f04-7f05 r--p 00000000 08:01 10    /tmp/dir with space/lib/myvector.so
 7f05-7f06 r--p 00000000 08:01 11    /tmp/w/lib/vector.so.1
+7f06-7f07 r--p 00000000 00:2b 77    /lib/vector.so
+7f07-7f08 r--p 00000000 00:2c 77    /lib/vector.so
+7f08-7f09 r--p 00001000 00:2c 77    /lib/vector.so
+7f09-7f0a r--p 00000000 00:2c x     /lib/vector.so
+7f0a-7f0b r--p 00000000 00:2c 78    lib/vector.so
 ";
         assert_eq!(
             mapped(maps, "vector"),
-            vec!["/extensions/pgvector/lib/vector.so", "/usr/lib/postgresql/18/lib/vector.so"]
+            vec![
+                m("/extensions/pgvector/lib/vector.so", "00:2a", 123, false),
+                m("/usr/lib/postgresql/18/lib/vector.so", "08:01", 9, true),
+                // One name, two files: two entries.
+                m("/lib/vector.so", "00:2b", 77, false),
+                m("/lib/vector.so", "00:2c", 77, false),
+            ]
         );
-        assert_eq!(mapped(maps, "myvector"), vec!["/tmp/dir with space/lib/myvector.so"]);
+        assert_eq!(mapped(maps, "myvector"), vec![m("/tmp/dir with space/lib/myvector.so", "08:01", 10, false)]);
         assert!(mapped(maps, "cube").is_empty());
+        assert!(mapped("7f00-7f01 r--p", "vector").is_empty());
+    }
+
+    /// `a` (pgvector) and `b` (other) of a plan; `b` ships lib/vector.so too when `both`.
+    fn two(both: bool) -> (ClusterPlan, impl Fn(&str) -> Option<Vec<String>>) {
+        let p = plan(
+            "      - name: a\n        image: {reference: r/a:1}\n      - name: b\n        image: {reference: r/b:1}\n",
+        );
+        let files = move |r: &str| -> Option<Vec<String>> {
+            match r {
+                "r/a:1" => Some(vec!["lib/vector.so".into(), "share/extension/vector.control".into()]),
+                "r/b:1" if both => Some(vec!["lib/vector.so".into()]),
+                "r/b:1" => Some(vec!["lib/other.so".into()]),
+                _ => None,
+            }
+        };
+        (p, files)
+    }
+
+    fn judge(both: bool, mapped: Vec<Mapped>, with_expected: Option<Result<Vec<Mapped>, String>>) -> Check {
+        let (p, files) = two(both);
+        let want = expected_module(&p, &files, "vector").unwrap();
+        assert_eq!(want.path, "/extensions/a/lib/vector.so");
+        judge_module(&p, &files, "c-1", "w", "vector", Some(&want), &Loaded { mapped, with_expected })
+    }
+
+    const IN_MOUNT: &str = "/extensions/a/lib/vector.so";
+
+    #[test]
+    fn the_file_in_the_mount_and_the_same_file_passes() {
+        let f = m(IN_MOUNT, "00:2a", 5, false);
+        let c = judge(false, vec![f.clone()], Some(Ok(vec![f.clone()])));
+        assert!(c.ok, "{c:?}");
+        assert_eq!((c.what.as_str(), c.instance.as_deref(), c.expected.as_str()), ("w", Some("c-1"), IN_MOUNT));
+        assert_eq!(c.actual, format!("{IN_MOUNT} [device 00:2a, inode 5]; the same file as {IN_MOUNT}"));
+        // Another file, though under the expected name.
+        let other = m(IN_MOUNT, "00:2a", 6, false);
+        let c = judge(false, vec![f.clone()], Some(Ok(vec![f.clone(), other])));
+        assert!(!c.ok && c.actual.contains("mapped another file") && c.actual.contains("inode 6"), "{c:?}");
+        let c = judge(false, vec![f.clone()], Some(Err("attempt to redefine parameter".into())));
+        assert!(!c.ok && c.actual.contains("beside it failed") && c.actual.contains("redefine"), "{c:?}");
+        let c = judge(false, vec![f], None);
+        assert!(!c.ok && c.actual.contains("not compared"), "{c:?}");
+    }
+
+    #[test]
+    fn the_in_image_name_passes_only_when_one_mount_ships_it() {
+        let f = m("/lib/vector.so", "00:31", 9, false);
+        let c = judge(false, vec![f.clone()], Some(Ok(vec![f.clone()])));
+        assert!(c.ok, "{c:?}");
+        assert!(c.actual.contains("the only mount of this instance that ships /lib/vector.so"), "{c:?}");
+        assert!(c.actual.contains("mounted at /extensions/a,"), "{c:?}");
+        let c = judge(true, vec![f.clone()], Some(Ok(vec![f.clone()])));
+        assert!(!c.ok && c.actual.contains("2 mounts of this instance ship /lib/vector.so"), "{c:?}");
+        // A path inside the image that is not the expected one.
+        let f = m("/vector.so", "00:31", 9, false);
+        assert!(!judge(false, vec![f.clone()], Some(Ok(vec![f]))).ok);
+    }
+
+    #[test]
+    fn deleted_several_none_or_elsewhere_fail() {
+        let f = m(IN_MOUNT, "00:2a", 5, true);
+        let c = judge(false, vec![f.clone()], Some(Ok(vec![f])));
+        assert!(!c.ok && c.actual.contains("(deleted)") && c.actual.contains("removed or replaced"), "{c:?}");
+        let (a, b) = (m(IN_MOUNT, "00:2a", 5, false), m(IN_MOUNT, "00:2a", 6, false));
+        let c = judge(false, vec![a.clone(), b.clone()], Some(Ok(vec![a.clone(), b])));
+        assert!(!c.ok && c.actual.contains("more than one vector.so is mapped"), "{c:?}");
+        let c = judge(false, vec![], Some(Ok(vec![a])));
+        assert!(!c.ok && c.actual == "vector.so is not mapped", "{c:?}");
+        let op = m("/usr/lib/postgresql/18/lib/vector.so", "08:01", 9, false);
+        let c = judge(false, vec![op.clone()], Some(Ok(vec![op.clone()])));
+        assert!(!c.ok && c.actual.ends_with("shadowed by the operand's $libdir, searched first"), "{c:?}");
+        let other_mount = m("/extensions/b/lib/vector.so", "00:2a", 5, false);
+        let c = judge(true, vec![other_mount.clone()], Some(Ok(vec![other_mount])));
+        assert!(!c.ok && !c.actual.contains("shadowed"), "{c:?}");
+        let (p, files) = two(false);
+        let c = judge_module(&p, &files, "c-1", "w", "vector", None, &Loaded { mapped: vec![op], with_expected: None });
+        assert!(!c.ok && c.actual.contains("the image does not ship vector.so"), "{c:?}");
+        assert_eq!(c.expected, "vector.so from an image of the Cluster");
+    }
+
+    #[test]
+    fn an_extension_no_image_ships_must_resolve_outside_the_mounts() {
+        let (p, _) = two(false);
+        let c = not_from_an_image(&p, "c-1", "cube", Some("/usr/share/postgresql/extension/cube.control"));
+        assert!(c.ok && c.actual == "not from an image: /usr/share/postgresql/extension/cube.control", "{c:?}");
+        assert_eq!((c.what.as_str(), c.instance.as_deref()), ("origin of cube", Some("c-1")));
+        let c = not_from_an_image(&p, "c-1", "cube", Some("/extensions/b/share/extension/cube.control"));
+        assert!(!c.ok && c.actual.contains("inside an image mount"), "{c:?}");
+        let c = not_from_an_image(&p, "c-1", "cube", None);
+        assert!(!c.ok && c.actual.starts_with("no control file found"), "{c:?}");
     }
 
     #[test]

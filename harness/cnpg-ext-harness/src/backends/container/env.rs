@@ -152,6 +152,11 @@ impl ContainerEnv {
         }
     }
 
+    /// The engine the instances run on and its version, as its probe answered.
+    pub(crate) fn runtime_description(&self) -> String {
+        format!("{} {}", self.engine.name(), self.engine.version)
+    }
+
     /// The engine's id (`sha256:…`) of the image loaded or pulled under `reference`, checked
     /// against the image the harness verified before any container started.
     pub(crate) fn engine_image_id(&self, reference: &str) -> Option<String> {

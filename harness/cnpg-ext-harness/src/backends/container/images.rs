@@ -108,21 +108,17 @@ pub(super) fn load_one(
         })?;
     } else {
         engine.run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()])).map_err(|e| {
-            HarnessError::Environment(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
+            HarnessError::Failed(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
     }
     // Proof of origin: what the engine now holds under the reference — and so what every
     // image mount of it shows — is the image the harness verified, unpacked and judges.
     let (id, engine_manifest) = engine_image(engine, &reference).map_err(|e| {
-        HarnessError::Environment(format!(
-            "image `{}` is not in {} after loading it: {e}",
-            img.reference,
-            engine.name()
-        ))
+        HarnessError::Failed(format!("image `{}` is not in {} after loading it: {e}", img.reference, engine.name()))
     })?;
     let verified = (img.config_digest.as_str(), img.manifest_digest.as_str());
     if let Err(e) = same_image(engine.kind, pull, &reference, &id, engine_manifest.as_deref(), verified) {
-        return Err(HarnessError::Environment(format!(
+        return Err(HarnessError::Failed(format!(
             "{e}: a container would mount another image than the one judged; remove it (`{} rmi {}`) and run again",
             engine.name(),
             reference

@@ -226,6 +226,19 @@ pub(super) fn make_owned_dir(dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
 }
 
+/// What a write probe's outcome says: written → writable; `EROFS` → read-only; any other
+/// refusal → nothing.
+pub(super) fn write_probe_answer(outcome: Result<(), String>) -> Option<bool> {
+    match outcome {
+        Ok(()) => Some(false),
+        Err(msg) if msg.contains("Read-only file system") => Some(true),
+        Err(msg) => {
+            tracing::debug!("write probe: {msg}");
+            None
+        }
+    }
+}
+
 pub(super) fn failed(msg: impl Into<String>) -> BackendError {
     BackendError::Failed(msg.into())
 }
@@ -406,21 +419,13 @@ impl InstanceRuntime for ContainerRuntime {
         for ext in &plan.extensions {
             let files = listed.get(&ext.mount_path).cloned().flatten();
             let present = files.is_some();
-            // A write attempt by the postgres process itself, inside the container.
+            // A write attempt by the postgres process itself, inside the container: only the
+            // kernel's EROFS says read-only ("Permission denied" is what a writable mount of
+            // root-owned files answers too). The verifier judges from the mount itself first.
             let read_only = if present {
                 let probe = format!("{}/.cnpg-ext-harness-write-probe", ext.mount_path);
-                match client.batch_execute(&format!("COPY (SELECT 1) TO {}", quote_literal(&probe))).await {
-                    Ok(()) => Some(false),
-                    Err(e) => {
-                        let msg = crate::plumbing::sql::describe_error(&e);
-                        if msg.contains("Read-only file system") || msg.contains("Permission denied") {
-                            Some(true)
-                        } else {
-                            tracing::debug!("write probe in {}: {msg}", ext.mount_path);
-                            None
-                        }
-                    }
-                }
+                let answer = client.batch_execute(&format!("COPY (SELECT 1) TO {}", quote_literal(&probe))).await;
+                write_probe_answer(answer.map_err(|e| crate::plumbing::sql::describe_error(&e)))
             } else {
                 None
             };
@@ -501,5 +506,19 @@ impl Drop for ContainerRuntime {
             // Without a runtime the handles cannot act; the run's label sweep removes them.
             handles.into_iter().for_each(std::mem::forget);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::write_probe_answer;
+
+    #[test]
+    fn only_erofs_says_read_only() {
+        assert_eq!(write_probe_answer(Ok(())), Some(false));
+        let erofs = "could not open file \"/extensions/a/x\" for writing: Read-only file system";
+        assert_eq!(write_probe_answer(Err(erofs.into())), Some(true));
+        let eacces = "could not open file \"/extensions/a/x\" for writing: Permission denied";
+        assert_eq!(write_probe_answer(Err(eacces.into())), None);
     }
 }

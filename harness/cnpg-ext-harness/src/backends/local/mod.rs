@@ -208,7 +208,7 @@ impl InstanceRuntime for LocalRuntime {
                     path: ext.mount_path.clone(),
                     present: path.is_dir(),
                     files: fsutil::list_files(path),
-                    read_only: path.is_dir().then(|| fsutil::read_only_for(path, self.env.run_as.uid)),
+                    read_only: path.is_dir().then(|| fsutil::no_write_permission(path)),
                 }
             })
             .collect();

@@ -123,7 +123,13 @@ impl<R: InstanceRuntime> StandIn<R> {
 
     async fn rolling_restart(&mut self, cluster: &Cluster) -> Result<RolloutRecord, BackendError> {
         let mut record = RolloutRecord::default();
-        for idx in self.rollout_order() {
+        let planned = self.rollout_order();
+        let mut order = planned.clone();
+        let lie = crate::plumbing::supervisor::rollout_primary_first();
+        if lie {
+            order.rotate_right(1);
+        }
+        for idx in order {
             let slot = self.slots[idx].clone();
             let old_id = self.runtime.identity(&slot);
             self.runtime.stop(&slot).await?;
@@ -135,6 +141,10 @@ impl<R: InstanceRuntime> StandIn<R> {
                 new_id: self.runtime.identity(&slot),
                 at: Utc::now(),
             });
+        }
+        if lie {
+            let position = |name: &str| planned.iter().position(|i| self.slots[*i].name == name);
+            record.restarts.sort_by_key(|r| position(&r.instance));
         }
         Ok(record)
     }
@@ -148,9 +158,33 @@ impl<R: InstanceRuntime> StandIn<R> {
                 failed(format!("reload of {}: {}", slot.name, crate::plumbing::sql::describe_error(&e)))
             })?;
         }
-        // The postmaster applies a reload asynchronously; give its children a moment.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // The postmaster applies a reload asynchronously: until a fresh session of every
+        // instance shows the new search paths (what is shown then is the verifier's to judge).
+        for slot in self.slots.clone() {
+            let plan = self.plan(cluster, &slot);
+            let want = [plan.extension_control_path.clone(), plan.dynamic_library_path.clone()];
+            let start = Instant::now();
+            loop {
+                let shown = self.search_paths(&slot.name).await;
+                if shown.as_ref() == Some(&want) || start.elapsed() >= READY_TIMEOUT {
+                    tracing::debug!("{}: reload seen after {:?}: {shown:?}", slot.name, start.elapsed());
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
         Ok(())
+    }
+
+    /// `extension_control_path` and `dynamic_library_path` as a new session sees them.
+    async fn search_paths(&self, instance: &str) -> Option<[String; 2]> {
+        let client = self.connect(instance, "postgres", "postgres").await.ok()?;
+        let mut out = [String::new(), String::new()];
+        for (i, guc) in ["extension_control_path", "dynamic_library_path"].into_iter().enumerate() {
+            let rows = crate::plumbing::sql::query_text(&client, &format!("SHOW {guc}")).await.ok()?;
+            out[i] = rows.first().and_then(|r| r.first().cloned().flatten())?;
+        }
+        Some(out)
     }
 }
 

@@ -2,7 +2,9 @@
 //! `CNPG_EXT_HARNESS_FAULT` panics at a chosen point; without the variable nothing happens.
 
 /// Test-only fault injection: `panic-after-postmasters=N` panics right after the Nth
-/// postmaster of this process started (before its handle exists).
+/// postmaster of this process started (before its handle exists); `rollout-primary-first`
+/// makes the stand-in operator replace the primary first while its record still lists the
+/// replicas first (a lying record, for the tests of the rollout judgment).
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
@@ -15,4 +17,10 @@ pub(crate) fn fault_after_postmaster_start() {
             panic!("{ENV_FAULT}: injected panic after postmaster #{n} started");
         }
     }
+}
+
+/// Test-only (see [`ENV_FAULT`]): whether the stand-in replaces the primary first and records
+/// the planned order.
+pub(crate) fn rollout_primary_first() -> bool {
+    std::env::var(ENV_FAULT).is_ok_and(|v| v == "rollout-primary-first")
 }

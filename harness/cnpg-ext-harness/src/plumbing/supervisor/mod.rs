@@ -23,8 +23,8 @@ mod records;
 mod shm;
 mod sweep;
 
-pub(crate) use fault::fault_after_postmaster_start;
 pub use fault::ENV_FAULT;
+pub(crate) use fault::{fault_after_postmaster_start, rollout_primary_first};
 pub(crate) use main_loop::supervise_main;
 pub(crate) use owner::SUPERVISE_ARG;
 pub use owner::{Owner, LABEL_OWNER, OWNER_FILE};
