@@ -236,6 +236,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             operand: args.operand,
             wrap: None,
             registries: args.registries.clone(),
+            ..RunOptions::default()
         };
         match app::run(opts).await {
             Ok(out) => {

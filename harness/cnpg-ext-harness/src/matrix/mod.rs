@@ -36,7 +36,7 @@ pub use crate::reports::matrix::*;
 pub use file::*;
 pub use run::*;
 
-pub const MATRIX_SCHEMA_VERSION: u32 = 1;
+pub const MATRIX_SCHEMA_VERSION: u32 = 2;
 /// Lines of each `postgres.log` kept for a failed local cell.
 pub const LOG_TAIL_LINES: usize = 80;
 
@@ -53,6 +53,7 @@ pub async fn command(args: MatrixArgs) -> Exit {
                     CellStatus::Unsupported => "UNSUPPORTED",
                     CellStatus::Error => "ERROR",
                     CellStatus::Timeout => "TIMEOUT",
+                    CellStatus::Flaky => "FLAKY",
                 };
                 let carried = if c.carried_over_from.is_some() { " (carried over)" } else { "" };
                 println!("{tag} {}  {} ms{carried}", c.spec.id, c.duration_ms);
