@@ -110,8 +110,8 @@ fn most_cells_on_a_line(png: &Path) -> usize {
     let mut buf = vec![0; reader.output_buffer_size().unwrap()];
     let info = reader.next_frame(&mut buf).unwrap();
     let channels = info.line_size / info.width as usize;
-    // --pass-bg, --fail-bg, --err-bg (flaky) of the page's CSS.
-    let backgrounds: [[u8; 3]; 3] = [[0xda, 0xfb, 0xe1], [0xff, 0xeb, 0xe9], [0xff, 0xf8, 0xc5]];
+    // --pass-bg, --fail-bg, --err-bg (flaky), --unsup-bg of the page's CSS.
+    let backgrounds: [[u8; 3]; 4] = [[0xda, 0xfb, 0xe1], [0xff, 0xeb, 0xe9], [0xff, 0xf8, 0xc5], [0xea, 0xee, 0xf2]];
     let mut best = 0;
     for y in 0..info.height as usize {
         let line = &buf[y * info.line_size..(y + 1) * info.line_size];

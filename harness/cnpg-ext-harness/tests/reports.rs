@@ -97,10 +97,13 @@ fn a_failure_carries_its_category_and_evidence_into_every_report_and_the_bundle(
         "scenarios/system-library/scenario.yaml",
         "scenarios/system-library/cluster-ld.yaml",
         "fixtures/greet/fixture.yaml",
-        "reports/logs/system-library/cluster-greet-1/run/postgres.log",
     ] {
         assert!(shown.contains(&format!("  {f}\n")), "{f} missing from the bundle:\n{shown}");
     }
+    // Every instance's server log, copied before teardown.
+    let logs: Vec<&str> =
+        shown.lines().filter(|l| l.contains("  reports/logs/system-library/") && l.ends_with("postgres.log")).collect();
+    assert_eq!(logs.len(), 2, "both instances' postgres.log:\n{shown}");
     let o = run(&[
         "run",
         "--from-bundle",
@@ -293,7 +296,7 @@ fn the_image_axis_substitutes_images_per_cell() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("PASS local_wheel_cnpg-1.30.1_img-built_custom-path"), "{out}");
     assert!(out.contains("FAIL local_wheel_cnpg-1.30.1_img-other_custom-path"), "{out}");
-    assert!(out.contains("actual:   rows on cluster-pathprobe-1: [hello from another build]"), "{out}");
+    assert!(out.contains("actual:   rows on cluster-custom-path-1: [hello from another build]"), "{out}");
     let built = json(&dir.join("cells/local_wheel_cnpg-1.30.1_img-built_custom-path/report.json"));
     let other = json(&dir.join("cells/local_wheel_cnpg-1.30.1_img-other_custom-path/report.json"));
     let digest = |r: &serde_json::Value| r["images"][0]["manifest_digest"].as_str().unwrap().to_string();

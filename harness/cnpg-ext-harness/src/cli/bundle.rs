@@ -95,11 +95,11 @@ pub(crate) fn show(path: &Path, b: &Bundle, list_files: bool) -> String {
             }
         }
     }
-    out += &format!("{} file(s)", m.files.len());
+    out += &format!("{} file(s)", b.files.len());
     if list_files {
         out += ":\n";
-        for f in &m.files {
-            out += &format!("  {:>9}  {}\n", f.bytes, f.path);
+        for (path, data) in &b.files {
+            out += &format!("  {:>9}  {path}\n", data.len());
         }
     } else {
         out += " (--files lists them)\n";
@@ -117,6 +117,7 @@ fn scenario_parts(scenarios: &[Scenario]) -> (Vec<(String, PathBuf)>, Vec<PathBu
         for i in &s.images {
             if let ImageOrigin::Fixture(p) = &i.origin {
                 let p = if p.is_absolute() { p.clone() } else { s.dir.join(p) };
+                let p = beside(&s.dir, &p);
                 if !fixtures.contains(&p) {
                     fixtures.push(p);
                 }
@@ -125,6 +126,26 @@ fn scenario_parts(scenarios: &[Scenario]) -> (Vec<(String, PathBuf)>, Vec<PathBu
         }
     }
     (dirs, fixtures, origins)
+}
+
+/// The fixture `fixture` (resolved, symlinks followed) as the scenario in `dir` reaches it:
+/// through the nearest ancestor of `dir` under which a tail of its path leads to it (a
+/// scenario copy with a `fixtures` symlink reaches the repository's fixtures that way), so
+/// that the bundle keeps the scenario's relative `fixture:` path working.
+fn beside(dir: &Path, fixture: &Path) -> PathBuf {
+    let Ok(target) = fixture.canonicalize() else { return fixture.to_path_buf() };
+    let parts: Vec<_> = target.components().collect();
+    let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    for ancestor in abs.ancestors() {
+        for k in 1..parts.len() {
+            let tail: PathBuf = parts[parts.len() - k..].iter().collect();
+            let candidate = ancestor.join(&tail);
+            if candidate.canonicalize().is_ok_and(|c| c == target) {
+                return candidate;
+            }
+        }
+    }
+    fixture.to_path_buf()
 }
 
 fn origin_text(o: Option<&ImageOrigin>) -> String {
