@@ -124,7 +124,19 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
                 }
             }
             println!();
-            for f in &out.report_files {
+            // The run's page beside its records (failures with category and evidence).
+            let mut files = out.report_files.clone();
+            if let Some(dir) = &args.report_dir {
+                let view = crate::reports::view::RunView::of(r);
+                let page = dir.join("index.html");
+                if let Err(e) = std::fs::write(&page, crate::reports::html::run_page(&view, "cnpg-ext-harness run")) {
+                    eprintln!("error: {}: {e}", page.display());
+                    return Exit::Environment;
+                }
+                files.push(page);
+            }
+            // A scratch report directory (only for the bundle) is not worth naming.
+            for f in files.iter().filter(|_| scratch.is_none()) {
                 println!("report: {}", f.display());
             }
             if let Some(dir) = &out.kept {
