@@ -231,6 +231,10 @@ fn only_infrastructure_is_retried_and_a_pass_after_a_retry_is_flaky() {
     let junit = r.junit().to_string().unwrap();
     assert!(junit.contains("<flakyFailure") && junit.contains("type=\"timeout\""), "{junit}");
     assert!(r.summary_markdown().contains("⚠️ flaky `timeout`"), "{}", r.summary_markdown());
+    // Kept for people to look at (the README quotes it).
+    let kept = repo().join("target/test-reports/flaky");
+    std::fs::create_dir_all(&kept).unwrap();
+    r.write(&kept).unwrap();
 
     // A failure that is not infrastructure is never retried.
     let (r, made) = with_first_failure("rejected by the operator", &scenario);

@@ -219,8 +219,9 @@ impl RunReport {
     /// A GitHub step summary: the verdict table, each failure's expected vs actual, and how
     /// to reproduce the run.
     pub fn summary_markdown(&self) -> String {
+        let flaky = if self.totals.flaky > 0 { format!(", {} flaky", self.totals.flaky) } else { String::new() };
         let mut md = format!(
-            "## cnpg-ext-harness: {}/{} passed ({} backend)\n\n| scenario | status | time |\n| --- | --- | --- |\n",
+            "## cnpg-ext-harness: {}/{} passed{flaky} ({} backend)\n\n| scenario | status | time |\n| --- | --- | --- |\n",
             self.totals.passed,
             self.scenarios.len(),
             self.environment.backend
