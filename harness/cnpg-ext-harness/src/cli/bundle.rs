@@ -107,11 +107,17 @@ pub(crate) fn show(path: &Path, b: &Bundle, list_files: bool) -> String {
     out
 }
 
-/// What the scenarios bring into a bundle: their directories and the fixture recipes they build.
-fn scenario_parts(scenarios: &[Scenario]) -> (Vec<(String, PathBuf)>, Vec<PathBuf>, BTreeMap<String, ImageOrigin>) {
-    let mut dirs = Vec::new();
-    let mut fixtures = Vec::new();
-    let mut origins = BTreeMap::new();
+/// What the scenarios bring into a bundle: their directories, the fixture recipes they build
+/// and where each image comes from.
+#[derive(Default)]
+struct Parts {
+    dirs: Vec<(String, PathBuf)>,
+    fixtures: Vec<PathBuf>,
+    origins: BTreeMap<String, ImageOrigin>,
+}
+
+fn scenario_parts(scenarios: &[Scenario]) -> Parts {
+    let Parts { mut dirs, mut fixtures, mut origins } = Parts::default();
     for s in scenarios {
         dirs.push((s.id.clone(), s.dir.clone()));
         for i in &s.images {
@@ -125,7 +131,7 @@ fn scenario_parts(scenarios: &[Scenario]) -> (Vec<(String, PathBuf)>, Vec<PathBu
             origins.insert(i.reference.clone(), i.origin.clone());
         }
     }
-    (dirs, fixtures, origins)
+    Parts { dirs, fixtures, origins }
 }
 
 /// The fixture `fixture` (resolved, symlinks followed) as the scenario in `dir` reaches it:
@@ -165,7 +171,7 @@ pub(crate) fn write_run_bundle(
     scenarios: &[Scenario],
     exit: Exit,
 ) -> Result<(), String> {
-    let (dirs, fixtures, origins) = scenario_parts(scenarios);
+    let Parts { dirs, fixtures, origins } = scenario_parts(scenarios);
     let mut environment = bundle::host_environment();
     let e = &report.environment;
     environment.insert("backend".into(), e.backend.clone());
@@ -235,7 +241,7 @@ pub(crate) fn write_matrix_bundle(
             }
         }
     }
-    let (dirs, fixtures, _) = scenario_parts(&scenarios);
+    let Parts { dirs, fixtures, .. } = scenario_parts(&scenarios);
     let mut environment = bundle::host_environment();
     let mut images: Vec<BundleImage> = Vec::new();
     for c in &report.cells {
@@ -288,6 +294,58 @@ pub(crate) fn write_matrix_bundle(
 pub(crate) fn after_matrix(out: &Path, dir: &Path, matrix_file: &Path, exit: Exit) -> Exit {
     let written =
         MatrixReport::load(&dir.join("report.json")).and_then(|r| write_matrix_bundle(out, &r, dir, matrix_file, exit));
+    match written {
+        Ok(()) => exit,
+        Err(e) => {
+            eprintln!("error: {e}");
+            Exit::Environment
+        }
+    }
+}
+
+/// `certify … --bundle FILE`: the certification record and the scenario it generated.
+pub(crate) fn after_certify(out: &Path, dir: &Path, exit: Exit) -> Exit {
+    let written = (|| -> Result<(), String> {
+        let report = std::fs::read(dir.join("report.json")).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let raw: serde_json::Value = serde_json::from_slice(&report).map_err(|e| e.to_string())?;
+        let view: RunView = serde_json::from_value(raw.clone()).map_err(|e| e.to_string())?;
+        let mut environment = bundle::host_environment();
+        environment.insert("backend".into(), view.environment.backend.clone());
+        environment.insert(
+            "postgresql".into(),
+            format!("{} from {}", view.environment.postgresql, view.environment.postgresql_source),
+        );
+        environment.insert("cnpg_modelled".into(), view.environment.cnpg_modelled.clone());
+        let record: serde_json::Value = std::fs::read(dir.join("certification.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
+        let verdict =
+            record["verdict"].as_str().or(raw["certification"]["verdict"].as_str()).unwrap_or("unknown").to_string();
+        let images = view
+            .images
+            .iter()
+            .map(|i| BundleImage {
+                reference: i.reference.clone(),
+                manifest_digest: i.manifest_digest.clone(),
+                origin: "certified".into(),
+            })
+            .collect();
+        let input = BundleInput {
+            of: "certify".into(),
+            verdict,
+            exit_code: exit.code(),
+            command: view.command.clone(),
+            environment,
+            images,
+            // The generated scenario is in the report directory (`scenario/`).
+            report_dir: dir.to_path_buf(),
+            ..BundleInput::default()
+        };
+        let m = bundle::write(&input, out)?;
+        println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+        Ok(())
+    })();
     match written {
         Ok(()) => exit,
         Err(e) => {

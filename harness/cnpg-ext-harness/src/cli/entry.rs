@@ -86,7 +86,13 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
         Command::Diff(args) => crate::cli::diff::command(&args),
         Command::Certify(mut args) => {
             args.registries = registries;
-            crate::certify::command(args).await
+            let (bundle, dir) = (args.bundle.clone(), args.report_dir.clone());
+            let exit = crate::certify::command(args).await;
+            match bundle {
+                // Every verdict (pass, fail, inconclusive) has a record worth bundling.
+                Some(out) if dir.join("report.json").is_file() => crate::cli::bundle::after_certify(&out, &dir, exit),
+                _ => exit,
+            }
         }
         // Routed in `main` before the runtime starts.
         Command::K8s(args) => Exit::from_code(cnpg_ext_node::cli::run(args)).unwrap_or(Exit::Failed),
