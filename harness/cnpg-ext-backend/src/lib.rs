@@ -43,6 +43,13 @@ pub trait Backend: Send + Sync {
     /// Environment and mounts of `instance`, as the instance sees them.
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError>;
 
+    /// The last lines of `instance`'s server log (the postmaster's), when the backend can
+    /// read it: the evidence of a failure. Default: not available.
+    async fn server_log(&self, instance: &str) -> Option<String> {
+        let _ = instance;
+        None
+    }
+
     /// Stop and remove everything the backend started, unless `keep`.
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError>;
 }

@@ -48,6 +48,8 @@ fn step(i: usize, failed: bool) -> StepResult {
                 )
             })
             .collect(),
+        category: failed.then_some(cnpg_ext_harness::reports::category::Category::Assertion),
+        evidence: Vec::new(),
     }
 }
 
@@ -63,6 +65,8 @@ fn scenarios(n: usize) -> Vec<ScenarioResult> {
                 duration_ms: 300 + i as u64,
                 error: None,
                 steps: (1..=8).map(|s| step(s, failed && s == 5)).collect(),
+                category: failed.then_some(cnpg_ext_harness::reports::category::Category::Assertion),
+                attempts: Vec::new(),
             }
         })
         .collect()
@@ -103,11 +107,14 @@ fn matrix_report(cells: usize, per_cell: usize) -> MatrixReport {
                         id: format!("scenario-{i:02}"),
                         status: if failed { "failed" } else { "passed" }.into(),
                         duration_ms: 300,
+                        category: failed.then_some(cnpg_ext_harness::reports::category::Category::Assertion),
                         failure: failed.then(|| Failure {
                             locator: "scenarios/x/scenario.yaml:16 step 5 (L2 distance)".into(),
                             expected: Some("rows on cluster-pgvector-1: [5.2]".into()),
                             actual: Some("rows on cluster-pgvector-1: [5.196152422706632]".into()),
                             message: None,
+                            category: Some(cnpg_ext_harness::reports::category::Category::Assertion),
+                            evidence: Vec::new(),
                         }),
                     }
                 })
@@ -121,6 +128,7 @@ fn matrix_report(cells: usize, per_cell: usize) -> MatrixReport {
                     postgres: Named { name: format!("pg{}", c % 4), value: "wheel".into() },
                     cnpg: format!("1.28.{}", c % 5),
                     kubernetes: None,
+                    image: None,
                     scenarios: ScenarioSet { name: format!("set{}", c / 15), paths: vec!["scenarios".into()] },
                 },
                 status: if failed > 0 { CellStatus::Failed } else { CellStatus::Passed },
@@ -135,7 +143,7 @@ fn matrix_report(cells: usize, per_cell: usize) -> MatrixReport {
                     .collect(),
                 command: vec!["cnpg-ext-harness".into(), "run".into()],
                 postgresql: Some("PostgreSQL 18.6".into()),
-                totals: CellTotals { passed: per_cell - failed, failed, skipped: 0 },
+                totals: CellTotals { passed: per_cell - failed, failed, skipped: 0, flaky: 0 },
                 scenarios: scen,
                 carried_over_from: None,
             }
@@ -220,6 +228,8 @@ async fn main() {
         report_dir: out.path().join("warm"),
         rerun_failed: None,
         no_progress: true,
+        retries: 0,
+        bundle: None,
         cell_timeout: None,
         harness_bin: Some(bin.clone()),
         registries: Default::default(),

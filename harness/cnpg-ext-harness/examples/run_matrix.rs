@@ -19,6 +19,8 @@ async fn main() {
         report_dir: report_dir.clone(),
         rerun_failed: None,
         no_progress: true,
+        retries: 0,
+        bundle: None,
         cell_timeout: None,
         harness_bin: None,
         registries: Default::default(),

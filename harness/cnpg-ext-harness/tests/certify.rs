@@ -344,3 +344,23 @@ fn a_digest_reference_for_a_layout_is_refused_on_the_container_backend() {
     assert!(out.contains(&pinned) && out.contains("give --reference a tag"), "{out}");
     assert!(!report.join("report.json").exists(), "a run was started: {out}");
 }
+
+#[test]
+fn a_certification_is_bundled_with_its_generated_scenario() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = sql_only_image(scratch.path(), "SELECT 1;");
+    let report = scratch.path().join("report");
+    let bundle = scratch.path().join("certify.tar.gz");
+    let (code, out, cert) = certify_with(&image, &report, &["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(cert["verdict"], "pass");
+    assert!(out.contains(&format!("bundle: {}", bundle.display())), "{out}");
+    let o = bin().args(["bundle", "show", bundle.to_str().unwrap(), "--files"]).output().unwrap();
+    let shown = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{shown}");
+    assert!(shown.contains(": certify ·") && shown.contains("verdict: pass (exit 0)"), "{shown}");
+    assert!(shown.contains("image example.com/certdemo:1.1-18-trixie @ sha256:"), "{shown}");
+    for f in ["reports/certification.json", "reports/report.json", "reports/scenario/scenario.yaml", "command.txt"] {
+        assert!(shown.contains(&format!("  {f}\n")), "{f}:\n{shown}");
+    }
+}

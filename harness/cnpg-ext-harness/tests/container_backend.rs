@@ -35,6 +35,7 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         operand: Default::default(),
         wrap: None,
         registries: Default::default(),
+        ..RunOptions::default()
     }
 }
 

@@ -164,8 +164,10 @@ fn the_example_matrix_writes_the_page_junit_and_json() {
     // The page: a coloured cell per cell, links to each cell's summary and log.
     let html = std::fs::read_to_string(reports.join("index.html")).unwrap();
     assert_self_contained(&html);
-    assert_eq!(html.matches("<td class=\"cell s-passed\">").count(), if with_engine { 2 } else { 1 });
-    assert_eq!(html.matches("<td class=\"cell s-unsupported\">").count(), if with_engine { 2 } else { 1 });
+    // The grid: a row per scenario, a column per backend × PostgreSQL.
+    let columns = if with_engine { 2 } else { 1 };
+    assert_eq!(html.matches("<td class=\"g s-passed\"").count(), scenario_dirs * columns);
+    assert_eq!(html.matches("<td class=\"g s-unsupported\"").count(), scenario_dirs * columns);
     assert!(html.contains("href=\"cells/local_wheel_cnpg-1.30.1_seed/summary.md\""));
     assert!(html.contains("href=\"cells/local_pg15_cnpg-1.30.1_seed/output.log\""));
     assert!(html.contains("unsupported: PostgreSQL &lt; 18"));
@@ -229,8 +231,9 @@ fn a_broken_cell_fails_everywhere_and_rerun_failed_reruns_only_it() {
     // HTML: a red cell and the failure with expected vs actual.
     let html = std::fs::read_to_string(first.join("index.html")).unwrap();
     assert_self_contained(&html);
-    assert_eq!(html.matches("<td class=\"cell s-failed\">").count(), 1);
-    assert_eq!(html.matches("<td class=\"cell s-passed\">").count(), 1);
+    assert_eq!(html.matches("<td class=\"g s-failed\"").count(), 1);
+    assert_eq!(html.matches("<td class=\"g s-passed\"").count(), 1);
+    assert!(html.contains("<span class=\"cat\">assertion</span>"), "{html}");
     assert!(html.contains("expected: rows on cluster-pgvector-1: [5.2]"), "{html}");
     assert!(html.contains("actual:   rows on cluster-pgvector-1: [5.196152422706632]"));
 

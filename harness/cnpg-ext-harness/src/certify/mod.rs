@@ -70,6 +70,10 @@ pub struct CertifyArgs {
     /// imageName uses it. Default: the distribution in the image's tag, else trixie.
     #[arg(long)]
     pub os: Option<String>,
+    /// Also write the certification record, its generated scenario, logs, environment and
+    /// image digest into one .tar.gz (layout: docs/report-schema.md → Bundle).
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub bundle: Option<PathBuf>,
     /// Set from the global `--insecure-registry`: this command's registries.
     #[arg(skip)]
     pub registries: crate::images::pull::Registries,
@@ -236,6 +240,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             operand: args.operand,
             wrap: None,
             registries: args.registries.clone(),
+            ..RunOptions::default()
         };
         match app::run(opts).await {
             Ok(out) => {

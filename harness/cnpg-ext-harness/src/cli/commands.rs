@@ -9,33 +9,102 @@ use crate::error::Exit;
 use crate::reports::run::Status;
 use crate::run::app::{self, RunOptions};
 
-pub(crate) async fn run(args: RunArgs) -> Exit {
+pub(crate) async fn run(mut args: RunArgs) -> Exit {
     if args.dry_run {
         return dry_run(&args);
     }
+    // `--from-bundle`: the bundle's scenarios (and fixtures) as they were run, its release,
+    // pulled images pinned to the digests it recorded.
+    let from = match &args.from_bundle {
+        Some(path) => match crate::cli::bundle::FromBundle::open(path) {
+            Ok(f) => {
+                args.paths = f.paths();
+                if let Some(c) = f.cnpg() {
+                    args.cnpg_version = c;
+                }
+                for (r, pinned) in f.pinned() {
+                    if !args.images.iter().any(|i| i.starts_with(&format!("{r}="))) {
+                        args.images.push(format!("{r}={pinned}"));
+                    }
+                }
+                println!(
+                    "rerunning {} scenario(s) of {} (verdict then: {}; CNPG {})",
+                    f.bundle.manifest.scenarios.len(),
+                    path.display(),
+                    f.bundle.manifest.verdict,
+                    args.cnpg_version
+                );
+                Some(f)
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                return Exit::Invalid;
+            }
+        },
+        None => None,
+    };
+    let mut image_sources = std::collections::BTreeMap::new();
+    for i in &args.images {
+        match crate::run::substitute::parse_pair(i) {
+            Ok((r, s)) => {
+                image_sources.insert(r, s);
+            }
+            Err(e) => {
+                eprintln!("error: --image {e}");
+                return Exit::Invalid;
+            }
+        }
+    }
+    // A bundle needs the report files: into a scratch directory when none is named.
+    let scratch = match (&args.bundle, &args.report_dir) {
+        (Some(_), None) => match tempfile::Builder::new().prefix("cnpg-ext-reports-").tempdir() {
+            Ok(d) => Some(d),
+            Err(e) => {
+                eprintln!("error: cannot create a report directory for the bundle: {e}");
+                return Exit::Environment;
+            }
+        },
+        _ => None,
+    };
+    if let Some(d) = &scratch {
+        args.report_dir = Some(d.path().to_path_buf());
+    }
+    let bundle_scenarios = match &args.bundle {
+        Some(_) => match app::load_scenarios(&args.paths, args.cnpg_version) {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!("error: {e}");
+                return e.exit_code();
+            }
+        },
+        None => Vec::new(),
+    };
     let kind = kind_options(&args);
     let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = RunOptions {
-        paths: args.paths,
+        paths: args.paths.clone(),
         backend: args.backend,
         jobs,
-        report_dir: args.report_dir,
+        report_dir: args.report_dir.clone(),
         keep: args.keep,
         cnpg: args.cnpg_version,
-        pg_config: args.pg_config,
-        run_as: Some(args.run_as),
-        workdir: args.workdir,
+        pg_config: args.pg_config.clone(),
+        run_as: Some(args.run_as.clone()),
+        workdir: args.workdir.clone(),
         progress: !args.no_progress,
         command: std::env::args().collect(),
         kind,
         operand: args.operand,
         wrap: None,
         registries: args.registries.clone(),
+        retries: args.retries,
+        logs_dir: args.bundle.as_ref().and(args.report_dir.as_ref()).map(|d| d.join("logs")),
+        image_sources,
         engine: crate::backends::container::EngineOptions {
-            engine: args.engine,
-            pg_image: args.pg_image,
-            engine_flags: args.engine_flags,
-            run_flags: args.engine_run_flags,
+            engine: args.engine.clone(),
+            pg_image: args.pg_image.clone(),
+            engine_flags: args.engine_flags.clone(),
+            run_flags: args.engine_run_flags.clone(),
             pg_bindir: None,
         },
     };
@@ -43,7 +112,8 @@ pub(crate) async fn run(args: RunArgs) -> Exit {
         Ok(out) => {
             let r = &out.report;
             // Verdicts were printed as scenarios finished; the failures once more, in full.
-            let failed: Vec<_> = r.scenarios.iter().filter(|s| s.status != Status::Passed).collect();
+            let failed: Vec<_> =
+                r.scenarios.iter().filter(|s| matches!(s.status, Status::Failed | Status::Skipped)).collect();
             if !failed.is_empty() {
                 println!();
                 for s in failed {
@@ -54,18 +124,54 @@ pub(crate) async fn run(args: RunArgs) -> Exit {
                 }
             }
             println!();
-            for f in &out.report_files {
+            // The run's page beside its records (failures with category and evidence).
+            let mut files = out.report_files.clone();
+            if let Some(dir) = &args.report_dir {
+                let view = crate::reports::view::RunView::of(r);
+                let page = dir.join("index.html");
+                if let Err(e) = std::fs::write(&page, crate::reports::html::run_page(&view, "cnpg-ext-harness run")) {
+                    eprintln!("error: {}: {e}", page.display());
+                    return Exit::Environment;
+                }
+                files.push(page);
+            }
+            // A scratch report directory (only for the bundle) is not worth naming.
+            for f in files.iter().filter(|_| scratch.is_none()) {
                 println!("report: {}", f.display());
             }
             if let Some(dir) = &out.kept {
                 println!("kept: {}", dir.display());
             }
-            println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
-            if r.totals.failed == 0 {
-                Exit::Passed
+            if r.totals.flaky > 0 {
+                println!(
+                    "{} passed, {} failed, {} flaky (passed after a retry)",
+                    r.totals.passed, r.totals.failed, r.totals.flaky
+                );
             } else {
-                Exit::Failed
+                println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
             }
+            let exit = if r.totals.failed == 0 { Exit::Passed } else { Exit::Failed };
+            if let (Some(out), Some(dir)) = (&args.bundle, &args.report_dir) {
+                if let Err(e) = crate::cli::bundle::write_run_bundle(out, r, dir, &bundle_scenarios, exit) {
+                    eprintln!("error: {e}");
+                    return Exit::Environment;
+                }
+            }
+            if let Some(f) = &from {
+                let (same, lines) = f.compare(r);
+                for l in &lines {
+                    println!("  {l}");
+                }
+                if same {
+                    println!(
+                        "verdict reproduced: {} as in the bundle",
+                        if exit == Exit::Passed { "passed" } else { "failed" }
+                    );
+                } else {
+                    println!("verdict NOT reproduced (differences above)");
+                }
+            }
+            exit
         }
         Err(e) => {
             eprintln!("error: {e}");

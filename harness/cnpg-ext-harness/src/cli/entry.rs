@@ -73,11 +73,26 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
         Command::Matrix(mut args) => {
             args.registries = registries;
-            crate::matrix::command(args).await
+            let (bundle, dir, file) = (args.bundle.clone(), args.report_dir.clone(), args.file.clone());
+            let exit = crate::matrix::command(args).await;
+            match bundle {
+                Some(out) if matches!(exit, Exit::Passed | Exit::Failed) => {
+                    crate::cli::bundle::after_matrix(&out, &dir, &file, exit)
+                }
+                _ => exit,
+            }
         }
+        Command::Bundle(cmd) => crate::cli::bundle::command(cmd),
+        Command::Diff(args) => crate::cli::diff::command(&args),
         Command::Certify(mut args) => {
             args.registries = registries;
-            crate::certify::command(args).await
+            let (bundle, dir) = (args.bundle.clone(), args.report_dir.clone());
+            let exit = crate::certify::command(args).await;
+            match bundle {
+                // Every verdict (pass, fail, inconclusive) has a record worth bundling.
+                Some(out) if dir.join("report.json").is_file() => crate::cli::bundle::after_certify(&out, &dir, exit),
+                _ => exit,
+            }
         }
         // Routed in `main` before the runtime starts.
         Command::K8s(args) => Exit::from_code(cnpg_ext_node::cli::run(args)).unwrap_or(Exit::Failed),

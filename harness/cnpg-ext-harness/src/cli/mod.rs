@@ -1,7 +1,9 @@
 //! The command line: `run`, `list`, `plan`, `image …`; the commands behind it
 //! (`commands`).
 
+pub(crate) mod bundle;
 pub(crate) mod commands;
+mod diff;
 mod entry;
 
 pub use entry::main;
@@ -80,6 +82,13 @@ pub enum Command {
     /// Certify an extension image: lint, mount, CREATE/ALTER UPDATE/DROP every extension it ships.
     /// Exit 0 only when it passes.
     Certify(crate::certify::CertifyArgs),
+    /// Results bundles written by `--bundle`: `bundle show FILE`.
+    #[command(subcommand)]
+    Bundle(bundle::BundleCommand),
+    /// Compare two runs or matrices (report.json files, their directories, or bundles):
+    /// what regressed, got fixed, appeared, vanished, changed category or got slower, as
+    /// Markdown. Exit 0 no regression, 1 a regression, 2 unreadable input.
+    Diff(diff::DiffArgs),
 }
 
 // The field docs are clap help text, not markdown.
@@ -157,6 +166,23 @@ pub struct RunArgs {
     /// --ulimit, --security-opt, --cap-add, --cap-drop, --shm-size, --pids-limit, --memory, --device, --network.
     #[arg(long, env = "CNPG_EXT_HARNESS_RUN_FLAGS", allow_hyphen_values = true)]
     pub engine_run_flags: Option<String>,
+    /// Retry a scenario that failed on infrastructure (image-pull, container-create, timeout)
+    /// up to N more times, never an assertion; a pass after a retry is reported `flaky`.
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
+    /// Also write a results bundle: the reports, every log, the environment, the image
+    /// digests, the scenarios and fixture recipes as run and the command, in one .tar.gz
+    /// (layout: docs/report-schema.md → Bundle).
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub bundle: Option<PathBuf>,
+    /// Rerun the scenarios of a bundle (as they were run, against the same image digests)
+    /// and say whether its verdict reproduced. The scenario PATHs are not used.
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub from_bundle: Option<PathBuf>,
+    /// The image mounted under REF comes from SOURCE instead: a registry reference (pulled and
+    /// verified), `fixture:DIR` or `oci:PATH`; repeatable. The report records the digest that ran.
+    #[arg(long = "image", value_name = "REF=SOURCE")]
+    pub images: Vec<String>,
     /// Set from the global `--insecure-registry`: this command's registries.
     #[arg(skip)]
     pub registries: crate::images::pull::Registries,

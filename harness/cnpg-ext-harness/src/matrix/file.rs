@@ -7,7 +7,7 @@ use serde::Deserialize;
 use serde_saphyr::Spanned;
 
 use crate::error::HarnessError;
-use crate::reports::matrix::{CellSpec, Named, ScenarioSet};
+use crate::reports::matrix::{CellSpec, ImageAxis, Named, ScenarioSet};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,6 +35,18 @@ pub(crate) struct AxesFile {
     #[serde(default)]
     kubernetes: Vec<Spanned<K8sEntry>>,
     scenarios: Vec<Spanned<ScenarioEntry>>,
+    /// Image substitutions per cell: `{name, substitute: {REF: SOURCE}}` (no `substitute`:
+    /// the scenarios' own images).
+    #[serde(default)]
+    images: Vec<Spanned<ImagesEntry>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct ImagesEntry {
+    name: String,
+    #[serde(default)]
+    substitute: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +104,8 @@ pub(crate) struct ExcludeFile {
     kubernetes: Option<String>,
     #[serde(default)]
     scenarios: Option<String>,
+    #[serde(default)]
+    images: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -401,6 +415,42 @@ impl Matrix {
         }
 
         // exclusions: by names that exist
+        let mut images: Vec<ImageAxis> = Vec::new();
+        for (i, e) in parsed.axes.images.iter().enumerate() {
+            let field = format!("axes.images[{i}]");
+            let v = &e.value;
+            if !valid_name(&v.name) || images.iter().any(|x| x.name == v.name) {
+                return Err(invalid(
+                    file,
+                    line(&e.referenced),
+                    format!("{field}.name"),
+                    format!("`{}`: names must be unique letters, digits, `.`, `_`, `-`", v.name),
+                ));
+            }
+            let mut substitute = std::collections::BTreeMap::new();
+            for (r, src) in &v.substitute {
+                // Paths are relative to the matrix file, like every other path in it.
+                let src = match crate::run::substitute::parse_source(src) {
+                    crate::run::substitute::Source::Fixture(p) | crate::run::substitute::Source::Oci(p) => {
+                        let a = absolute(&base, &p.to_string_lossy());
+                        if !a.exists() {
+                            return Err(invalid(
+                                file,
+                                line(&e.referenced),
+                                format!("{field}.substitute.{r}"),
+                                format!("{} does not exist", a.display()),
+                            ));
+                        }
+                        let prefix = if src.starts_with("fixture:") { "fixture:" } else { "oci:" };
+                        format!("{prefix}{}", a.display())
+                    }
+                    crate::run::substitute::Source::Pull(reference) => reference,
+                };
+                substitute.insert(r.clone(), src);
+            }
+            images.push(ImageAxis { name: v.name.clone(), substitute });
+        }
+
         let mut excludes = Vec::new();
         for (i, x) in parsed.exclude.iter().enumerate() {
             let l = line(&x.referenced);
@@ -421,7 +471,9 @@ impl Matrix {
             check("cnpg", &e.cnpg, cnpg.iter().map(|c| c.0.clone()).collect())?;
             check("kubernetes", &e.kubernetes, kubernetes.iter().map(|k| k.name.clone()).collect())?;
             check("scenarios", &e.scenarios, sets.iter().map(|s| s.name.clone()).collect())?;
-            if e.backend.is_none()
+            check("images", &e.images, images.iter().map(|s| s.name.clone()).collect())?;
+            if e.images.is_none()
+                && e.backend.is_none()
                 && e.postgres.is_none()
                 && e.cnpg.is_none()
                 && e.kubernetes.is_none()
@@ -433,35 +485,45 @@ impl Matrix {
         }
 
         let mut cells = Vec::new();
+        let image_values: Vec<Option<&ImageAxis>> =
+            if images.is_empty() { vec![None] } else { images.iter().map(Some).collect() };
         for b in &backends {
             let k8s: Vec<Option<&Named>> = if b == "kind" { kubernetes.iter().map(Some).collect() } else { vec![None] };
             for pg in &postgres {
                 for (c, _) in &cnpg {
                     for k in &k8s {
-                        for s in &sets {
-                            let excluded = excludes.iter().any(|x| {
-                                x.backend.as_ref().is_none_or(|v| v == b)
-                                    && x.postgres.as_ref().is_none_or(|v| *v == pg.name)
-                                    && x.cnpg.as_ref().is_none_or(|v| v == c)
-                                    && x.kubernetes.as_ref().is_none_or(|v| k.map(|k| &k.name) == Some(v))
-                                    && x.scenarios.as_ref().is_none_or(|v| *v == s.name)
-                            });
-                            if excluded {
-                                continue;
+                        for img in &image_values {
+                            for s in &sets {
+                                let excluded = excludes.iter().any(|x| {
+                                    x.backend.as_ref().is_none_or(|v| v == b)
+                                        && x.postgres.as_ref().is_none_or(|v| *v == pg.name)
+                                        && x.cnpg.as_ref().is_none_or(|v| v == c)
+                                        && x.kubernetes.as_ref().is_none_or(|v| k.map(|k| &k.name) == Some(v))
+                                        && x.scenarios.as_ref().is_none_or(|v| *v == s.name)
+                                        && x.images.as_ref().is_none_or(|v| img.map(|i| &i.name) == Some(v))
+                                });
+                                if excluded {
+                                    continue;
+                                }
+                                let mut parts = vec![b.clone()];
+                                if let Some(k) = k {
+                                    parts.push(k.name.clone());
+                                }
+                                parts.extend([pg.name.clone(), format!("cnpg-{c}")]);
+                                if let Some(i) = img {
+                                    parts.push(format!("img-{}", i.name));
+                                }
+                                parts.push(s.name.clone());
+                                cells.push(CellSpec {
+                                    id: parts.join("_"),
+                                    backend: b.clone(),
+                                    postgres: pg.clone(),
+                                    cnpg: c.clone(),
+                                    kubernetes: k.cloned(),
+                                    image: img.cloned(),
+                                    scenarios: s.clone(),
+                                });
                             }
-                            let mut parts = vec![b.clone()];
-                            if let Some(k) = k {
-                                parts.push(k.name.clone());
-                            }
-                            parts.extend([pg.name.clone(), format!("cnpg-{c}"), s.name.clone()]);
-                            cells.push(CellSpec {
-                                id: parts.join("_"),
-                                backend: b.clone(),
-                                postgres: pg.clone(),
-                                cnpg: c.clone(),
-                                kubernetes: k.cloned(),
-                                scenarios: s.clone(),
-                            });
                         }
                     }
                 }

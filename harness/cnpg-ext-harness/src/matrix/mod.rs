@@ -17,11 +17,14 @@
 //!   scenarios:                                # paths relative to this file
 //!     - ../scenarios/single-extension
 //!     - {name: seed, paths: [../scenarios]}
+//!   images:                                   # optional: image substitutions per cell
+//!     - {name: built}                         # the scenarios' own images
+//!     - {name: upstream, substitute: {ghcr.io/x/y:1: ghcr.io/x/y:2}}   # or fixture:DIR, oci:PATH
 //! exclude:                                    # cells not to run, by axis value names
 //!   - {backend: container, postgres: pg15}
 //! ```
 //!
-//! A cell is `passed`, `failed` (a scenario failed), `unsupported` (PostgreSQL < 18: the
+//! A cell is `passed`, `flaky` (passed, a scenario only after a `--retries` retry), `failed` (a scenario failed), `unsupported` (PostgreSQL < 18: the
 //! environment is refused by design) or `error` (it could not run). Exit codes: 0 every cell
 //! passed or is unsupported, 1 a cell failed or errored, 2 invalid matrix file, 3 no cell ran.
 
@@ -36,7 +39,7 @@ pub use crate::reports::matrix::*;
 pub use file::*;
 pub use run::*;
 
-pub const MATRIX_SCHEMA_VERSION: u32 = 1;
+pub const MATRIX_SCHEMA_VERSION: u32 = 2;
 /// Lines of each `postgres.log` kept for a failed local cell.
 pub const LOG_TAIL_LINES: usize = 80;
 
@@ -53,6 +56,7 @@ pub async fn command(args: MatrixArgs) -> Exit {
                     CellStatus::Unsupported => "UNSUPPORTED",
                     CellStatus::Error => "ERROR",
                     CellStatus::Timeout => "TIMEOUT",
+                    CellStatus::Flaky => "FLAKY",
                 };
                 let carried = if c.carried_over_from.is_some() { " (carried over)" } else { "" };
                 println!("{tag} {}  {} ms{carried}", c.spec.id, c.duration_ms);

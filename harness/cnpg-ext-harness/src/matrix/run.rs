@@ -12,7 +12,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use crate::error::{Exit, HarnessError};
 use crate::plumbing::exe::harness_binary;
 use crate::plumbing::progress::Progress;
-use crate::reports::view::RunView;
+use crate::reports::view::{Failure, RunView};
 
 use super::*;
 
@@ -28,13 +28,21 @@ pub struct MatrixArgs {
     /// Where the aggregate report and cells/<cell-id>/ are written.
     #[arg(long, default_value = "reports/matrix")]
     pub report_dir: PathBuf,
-    /// Rerun only the failed (and errored) cells of this earlier matrix report.json; the
-    /// others are carried over as they were.
+    /// Rerun only the failed, errored, timed-out and flaky cells of this earlier matrix
+    /// report.json (or a bundle of one); the others are carried over as they were.
     #[arg(long)]
     pub rerun_failed: Option<PathBuf>,
     /// No progress bars even on a terminal.
     #[arg(long)]
     pub no_progress: bool,
+    /// Each cell's `run --retries N`: scenarios that failed on infrastructure (image-pull,
+    /// container-create, timeout) are retried; a pass after a retry is `flaky`.
+    #[arg(long, default_value_t = 0)]
+    pub retries: usize,
+    /// Also write every report, log, scenario and the environment into this .tar.gz
+    /// (layout: docs/report-schema.md → Bundle).
+    #[arg(long, value_name = "FILE.tar.gz")]
+    pub bundle: Option<PathBuf>,
     /// Kill a cell still running after this long (`90s`, `20m`, `1h`; `0`: no limit) and
     /// report it as `timeout`. Default: `cell_timeout` of the matrix file, else no limit.
     #[arg(long, value_parser = parse_cell_timeout)]
@@ -71,6 +79,7 @@ pub(crate) struct Ctx {
     wheel_pg_config: Option<Result<PathBuf, String>>,
     progress: Arc<Progress>,
     live_steps: bool,
+    retries: usize,
     cell_timeout: Option<std::time::Duration>,
     registries: crate::images::pull::Registries,
 }
@@ -91,7 +100,23 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
     let mut carried: BTreeMap<String, CellResult> = BTreeMap::new();
     let mut to_run: Vec<CellSpec> = matrix.cells.clone();
     let mut rerun_of = None;
-    if let Some(old_path) = &args.rerun_failed {
+    // A bundle of an earlier matrix: its reports unpacked for the run's length.
+    let mut _unpacked = None;
+    let rerun_report = match &args.rerun_failed {
+        Some(p) if p.to_string_lossy().ends_with(".tar.gz") => {
+            let b = crate::reports::bundle::Bundle::open(p).map_err(HarnessError::Input)?;
+            let d = tempfile::Builder::new()
+                .prefix("cnpg-ext-bundle-")
+                .tempdir()
+                .map_err(|e| HarnessError::Environment(e.to_string()))?;
+            b.extract(d.path()).map_err(HarnessError::Input)?;
+            let report = d.path().join(crate::reports::bundle::REPORTS).join("report.json");
+            _unpacked = Some(d);
+            Some(report)
+        }
+        other => other.clone(),
+    };
+    if let Some(old_path) = &rerun_report {
         let old = MatrixReport::load(old_path).map_err(HarnessError::Input)?;
         let old_dir = old_path.parent().map(Path::to_path_buf).unwrap_or_default();
         let old_dir = old_dir.canonicalize().unwrap_or(old_dir);
@@ -110,16 +135,8 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         for c in matrix.cells.iter().filter(|c| !old_ids.contains(c.id.as_str())) {
             eprintln!("note: cell {} is not in {}; not run (--rerun-failed)", c.id, old_path.display());
         }
-        to_run.retain(|c| {
-            old.cells.iter().any(|o| {
-                o.spec.id == c.id && matches!(o.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout)
-            })
-        });
-        for mut c in old
-            .cells
-            .into_iter()
-            .filter(|o| !matches!(o.status, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout))
-        {
+        to_run.retain(|c| old.cells.iter().any(|o| o.spec.id == c.id && o.status.rerun()));
+        for mut c in old.cells.into_iter().filter(|o| !o.status.rerun()) {
             if old_dir != report_dir {
                 let (src, dst) = (old_dir.join(&c.dir), report_dir.join(&c.dir));
                 let _ = crate::plumbing::fsutil::remove_tree(&dst);
@@ -165,6 +182,7 @@ pub async fn run_matrix(args: &MatrixArgs, command: Vec<String>) -> Result<Matri
         wheel_pg_config,
         progress: progress.clone(),
         live_steps,
+        retries: args.retries,
         cell_timeout: args.cell_timeout.map(|t| t.0).unwrap_or(matrix.cell_timeout),
         registries: args.registries.clone(),
     });
@@ -397,6 +415,7 @@ pub(crate) async fn run_cell(ctx: &Ctx, spec: &CellSpec) -> CellResult {
         CellStatus::Unsupported => result.reason.clone().unwrap_or_else(|| "unsupported".into()),
         CellStatus::Error => format!("ERROR: {}", result.reason.clone().unwrap_or_default()),
         CellStatus::Timeout => format!("TIMEOUT ({} ms)", result.duration_ms),
+        CellStatus::Flaky => format!("FLAKY ({} ms)", result.duration_ms),
     };
     ctx.progress.scenario_finished(&spec.id, &format!("[{}] {verdict}", spec.id));
     result
@@ -434,6 +453,14 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
         "--pg-config".into(),
         pg_config.display().to_string(),
     ]);
+    if ctx.retries > 0 {
+        args.extend(["--retries".into(), ctx.retries.to_string()]);
+    }
+    if let Some(img) = &spec.image {
+        for (r, src) in &img.substitute {
+            args.extend(["--image".into(), format!("{r}={src}")]);
+        }
+    }
     // The local backend keeps its work directory so a failure's postgres.log can be kept.
     let keep_dir = if spec.backend == "local" {
         let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
@@ -493,8 +520,12 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
     result.exit_code = code;
     if let Ok(view) = RunView::load(&dir.join("report.json")) {
         result.postgresql = Some(view.environment.postgresql.clone());
-        result.totals =
-            CellTotals { passed: view.count("passed"), failed: view.count("failed"), skipped: view.count("skipped") };
+        result.totals = CellTotals {
+            passed: view.count("passed"),
+            failed: view.count("failed"),
+            skipped: view.count("skipped"),
+            flaky: view.count("flaky"),
+        };
         result.scenarios = view
             .scenarios
             .iter()
@@ -502,13 +533,16 @@ pub(crate) async fn cell_body(ctx: &Ctx, spec: &CellSpec, dir: &Path, out: &Arc<
                 id: s.id.clone(),
                 status: s.status.clone(),
                 duration_ms: s.duration_ms,
-                failure: s.failure(),
+                category: s.category,
+                // The evidence stays in the cell's own report (linked from the page).
+                failure: s.failure().map(|f| Failure { evidence: Vec::new(), ..f }),
             })
             .collect();
         let _ =
             std::fs::write(dir.join("index.html"), crate::reports::html::run_page(&view, &format!("cell {}", spec.id)));
     }
     match code.map(|c| Exit::from_code(c).ok_or(c)) {
+        Some(Ok(Exit::Passed)) if result.totals.flaky > 0 => result.status = CellStatus::Flaky,
         Some(Ok(Exit::Passed)) => result.status = CellStatus::Passed,
         Some(Ok(Exit::Failed)) => {
             result.status = CellStatus::Failed;

@@ -87,6 +87,23 @@ td.cell .meta{color:var(--muted);font-size:12px;margin:2px 0 6px}
 td.cell .why{font-size:12px;margin:0 0 6px;max-width:260px}
 td.cell a{font-size:12px;margin-right:8px}
 td.none{color:var(--muted);text-align:center;border:1px dashed var(--line);border-radius:8px}
+.gridwrap{overflow:auto;max-width:100%}
+table.grid{border-spacing:2px}
+table.grid th.corner{position:sticky;left:0;background:var(--card);z-index:2;text-align:right}
+table.grid th.ax{text-align:center;font-weight:600;color:var(--ink);border-bottom:2px solid var(--line);padding:3px 6px}
+table.grid th.ax .axn{display:block;font-weight:400;color:var(--muted);font-size:10px;text-transform:uppercase;letter-spacing:.04em}
+table.grid th.row{position:sticky;left:0;background:var(--card);z-index:1;text-align:right;padding:2px 8px;font-weight:400}
+table.grid th.set{text-align:left;color:var(--muted);padding-top:10px}
+td.g{border:1px solid var(--line);border-radius:4px;width:92px;min-width:92px;max-width:92px;height:34px;padding:2px 4px;text-align:center;border-left-width:4px;font-size:11px;line-height:1.2;overflow:hidden}
+td.g a{color:inherit;display:block;text-decoration:none}
+td.g .st{display:block;font-weight:700;text-transform:uppercase;font-size:10px;letter-spacing:.03em}
+td.g .cat{display:block;font-size:10px;color:var(--ink);white-space:nowrap;overflow:hidden;text-overflow:ellipsis}
+.s-flaky{background:var(--err-bg);border-left-color:var(--err)!important}.s-flaky .st{color:var(--err)}
+.s-skipped{background:#f6f8fa;border-left-color:var(--line)!important}.s-skipped .st{color:var(--muted)}
+.b-flaky{background:var(--err-bg);color:var(--err);border-color:#f5e0a0}
+.d-flaky{background:var(--err)}
+.cat-badge{display:inline-block;background:#fff;border:1px solid var(--fail);color:var(--fail);border-radius:4px;padding:0 6px;font-size:11px;font-weight:600;margin-left:6px}
+details.ev{margin:4px 0}details.ev summary{cursor:pointer;color:var(--muted);font-size:12px}
 .s-passed{background:var(--pass-bg);border-left-color:var(--pass)!important}.s-passed .st{color:var(--pass)}
 .s-failed{background:var(--fail-bg);border-left-color:var(--fail)!important}.s-failed .st{color:var(--fail)}
 .s-unsupported{background:var(--unsup-bg);border-left-color:var(--unsup)!important}.s-unsupported .st{color:var(--unsup)}
@@ -120,7 +137,11 @@ fn badge(class: &str, text: &str) -> String {
 }
 
 fn failure_block(f: &crate::reports::view::Failure) -> String {
-    let mut out = format!("<pre>{}", esc(&f.locator));
+    let mut out = String::new();
+    if let Some(c) = f.category {
+        let _ = write!(out, "<div>category <span class=\"cat-badge\">{}</span></div>", esc(c.name()));
+    }
+    let _ = write!(out, "<pre>{}", esc(&f.locator));
     if let (Some(e), Some(a)) = (&f.expected, &f.actual) {
         let _ = write!(
             out,
@@ -132,19 +153,38 @@ fn failure_block(f: &crate::reports::view::Failure) -> String {
         let _ = write!(out, "\n<span class=\"act\">error: {}</span>", esc(m));
     }
     out += "</pre>";
+    for e in &f.evidence {
+        let on = e.instance.as_deref().map(|i| format!(" · {i}")).unwrap_or_default();
+        let _ = write!(
+            out,
+            "<details class=\"ev\" open><summary>evidence: {}{}</summary><pre>{}</pre></details>",
+            esc(&e.source),
+            esc(&on),
+            esc(&e.text)
+        );
+    }
     out
 }
 
-fn column_label(c: &CellResult) -> (String, String) {
+/// The axes that tell cells apart, as `(axis, value)`: backend (with Kubernetes), PostgreSQL,
+/// CloudNativePG release, images. Scenario sets are rows.
+fn axes_of(c: &CellResult) -> Vec<(&'static str, String)> {
     let backend = match &c.spec.kubernetes {
         Some(k) => format!("{} · {}", c.spec.backend, k.name),
         None => c.spec.backend.clone(),
     };
-    (backend, c.spec.postgres.name.clone())
+    let mut v = vec![("backend", backend), ("PostgreSQL", c.spec.postgres.name.clone()), ("CNPG", c.spec.cnpg.clone())];
+    if let Some(i) = &c.spec.image {
+        v.push(("images", i.name.clone()));
+    }
+    v
 }
 
-fn row_label(c: &CellResult) -> (String, String) {
-    (c.spec.scenarios.name.clone(), c.spec.cnpg.clone())
+/// A grid row: a scenario of a set (or the set itself for a cell that ran none).
+#[derive(Clone, PartialEq, Eq)]
+struct Row {
+    set: String,
+    scenario: Option<String>,
 }
 
 /// The matrix page: totals, the grid (rows: scenario set × CNPG release; columns: backend
@@ -161,43 +201,15 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     if t.timeout > 0 {
         b += &badge("timeout", &format!("{} timeout", t.timeout));
     }
+    if t.flaky > 0 {
+        b += &badge("flaky", &format!("{} flaky", t.flaky));
+    }
     b += "</div>";
     if let Some(d) = &r.description {
         let _ = write!(b, "<p class=\"muted\">{}</p>", esc(d));
     }
 
-    // Grid.
-    let mut cols: Vec<(String, String)> = Vec::new();
-    let mut rows: Vec<(String, String)> = Vec::new();
-    for c in &r.cells {
-        let (cl, rl) = (column_label(c), row_label(c));
-        if !cols.contains(&cl) {
-            cols.push(cl);
-        }
-        if !rows.contains(&rl) {
-            rows.push(rl);
-        }
-    }
-    b += "<section class=\"card\"><h2>Compatibility matrix</h2><table class=\"grid\"><thead><tr><th></th>";
-    for (backend, pg) in &cols {
-        let _ = write!(b, "<th>{}<span class=\"ax\">PostgreSQL: {}</span></th>", esc(backend), esc(pg));
-    }
-    b += "</tr></thead><tbody>";
-    for row in &rows {
-        let _ = write!(b, "<tr><th class=\"row\">{}<span class=\"ax\">CNPG {}</span></th>", esc(&row.0), esc(&row.1));
-        for col in &cols {
-            match r.cells.iter().find(|c| &row_label(c) == row && &column_label(c) == col) {
-                None => b += "<td class=\"none\">—</td>",
-                Some(c) => grid_cell(&mut b, c),
-            }
-        }
-        b += "</tr>";
-    }
-    b += "</tbody></table><div class=\"legend\">";
-    for s in ["passed", "failed", "unsupported", "error", "timeout"] {
-        let _ = write!(b, "<span><span class=\"dot d-{s}\"></span>{s}</span>");
-    }
-    b += "</div></section>";
+    grid(&mut b, r);
 
     // Failures.
     let bad: Vec<&CellResult> = r
@@ -288,53 +300,142 @@ pub fn matrix_page(r: &MatrixReport) -> String {
     )
 }
 
-fn grid_cell(b: &mut String, c: &CellResult) {
-    let s = c.status.name();
-    let _ = write!(b, "<td class=\"cell s-{s}\"><div class=\"st\">{s}</div>");
-    let meta = if c.scenarios.is_empty() {
-        fmt_ms(c.duration_ms)
-    } else {
-        format!("{}/{} scenarios passed · {}", c.totals.passed, c.scenarios.len(), fmt_ms(c.duration_ms))
+/// Scenarios down, the other axes across: one header row per axis that varies, equal
+/// neighbours merged (grouped headers), one compact cell per scenario and matrix cell: its
+/// status, the category of a failure, a link to its evidence in the cell's own page.
+fn grid(b: &mut String, r: &MatrixReport) {
+    let cols: Vec<&CellResult> = {
+        let mut c: Vec<&CellResult> = r.cells.iter().collect();
+        // Group by the axes' values in the order the matrix lists them (stable).
+        let order = |x: &CellResult| -> Vec<usize> {
+            let ax = axes_of(x);
+            ax.iter()
+                .enumerate()
+                .map(|(i, (_, v))| r.cells.iter().position(|y| axes_of(y)[i].1 == *v).unwrap_or(0))
+                .collect()
+        };
+        c.sort_by_key(|x| order(x));
+        // One column per combination of axes; cells of other scenario sets share it.
+        c.dedup_by(|a, b| axes_of(a) == axes_of(b));
+        c
     };
-    let _ = write!(b, "<div class=\"meta\">{}</div>", esc(&meta));
-    match c.status {
-        CellStatus::Passed => {}
-        CellStatus::Failed => {
-            let failed: BTreeSet<&str> =
-                c.scenarios.iter().filter(|x| x.status == "failed").map(|x| x.id.as_str()).collect();
+    let mut rows: Vec<Row> = Vec::new();
+    for c in &r.cells {
+        if c.scenarios.is_empty() {
+            let row = Row { set: c.spec.scenarios.name.clone(), scenario: None };
+            let known = rows.iter().any(|x| x.set == row.set);
+            if !known {
+                rows.push(row);
+            }
+        }
+        for s in &c.scenarios {
+            let row = Row { set: c.spec.scenarios.name.clone(), scenario: Some(s.id.clone()) };
+            if !rows.contains(&row) {
+                // A set first seen without scenarios: its placeholder row gives way.
+                rows.retain(|x| !(x.set == row.set && x.scenario.is_none()));
+                rows.push(row);
+            }
+        }
+    }
+    let n_axes = cols.first().map(|c| axes_of(c).len()).unwrap_or(0);
+    let varying: Vec<usize> =
+        (0..n_axes).filter(|i| cols.iter().any(|c| axes_of(c)[*i].1 != axes_of(cols[0])[*i].1)).collect();
+    let shown: Vec<usize> = if varying.is_empty() { vec![0] } else { varying };
+    let sets: BTreeSet<&str> = rows.iter().map(|x| x.set.as_str()).collect();
+    let _ = write!(
+        b,
+        "<section class=\"card\"><h2>Compatibility matrix</h2><p class=\"muted\">{} scenario row(s) × {} column(s){}</p><div class=\"gridwrap\"><table class=\"grid\"><thead>",
+        rows.len(),
+        cols.len(),
+        if sets.len() > 1 { format!(" · {} scenario sets", sets.len()) } else { String::new() }
+    );
+    for (depth, axis) in shown.iter().enumerate() {
+        let name = axes_of(cols[0])[*axis].0;
+        let _ = write!(b, "<tr><th class=\"corner\">{}</th>", if depth + 1 == shown.len() { "scenario" } else { "" });
+        let mut i = 0;
+        while i < cols.len() {
+            // Merge neighbours equal on this axis and every axis above it.
+            let key =
+                |c: &CellResult| -> Vec<String> { shown[..=depth].iter().map(|a| axes_of(c)[*a].1.clone()).collect() };
+            let mut j = i + 1;
+            while j < cols.len() && key(cols[j]) == key(cols[i]) {
+                j += 1;
+            }
             let _ = write!(
                 b,
-                "<div class=\"why\">failed: {} <a href=\"#{}\">details</a></div>",
-                esc(&failed.into_iter().collect::<Vec<_>>().join(", ")),
-                esc(&c.spec.id)
+                "<th class=\"ax\" colspan=\"{}\"><span class=\"axn\">{}</span>{}</th>",
+                j - i,
+                esc(name),
+                esc(&axes_of(cols[i])[*axis].1)
             );
+            i = j;
         }
-        CellStatus::Unsupported | CellStatus::Error | CellStatus::Timeout => {
-            let reason = c.reason.as_deref().unwrap_or("");
-            let short: String = reason.chars().take(140).collect();
-            let more = if reason.chars().count() > 140 { "…" } else { "" };
-            let _ = write!(b, "<div class=\"why\">{}{more}</div>", esc(&short));
+        b.push_str("</tr>");
+    }
+    b.push_str("</thead><tbody>");
+    let mut last_set = None;
+    for row in &rows {
+        if sets.len() > 1 && last_set != Some(row.set.as_str()) {
+            let _ = write!(b, "<tr><th class=\"set\" colspan=\"{}\">set {}</th></tr>", cols.len() + 1, esc(&row.set));
+            last_set = Some(row.set.as_str());
         }
-    }
-    let has = |name: &str| c.files.iter().any(|f| f == &format!("{}/{name}", c.dir));
-    for (name, label) in
-        [("summary.md", "summary"), ("output.log", "log"), ("index.html", "report"), ("junit.xml", "junit")]
-    {
-        if has(name) {
-            let _ = write!(b, "<a href=\"{}/{name}\">{label}</a>", href(&c.dir));
+        let label = row.scenario.as_deref().unwrap_or("(no scenario ran)");
+        let _ = write!(b, "<tr><th class=\"row\"><code>{}</code></th>", esc(label));
+        for col in &cols {
+            let cell = r.cells.iter().find(|c| axes_of(c) == axes_of(col) && c.spec.scenarios.name == row.set);
+            match cell {
+                None => b.push_str("<td class=\"g none\">—</td>"),
+                Some(c) => grid_cell(b, c, row.scenario.as_deref()),
+            }
         }
+        b.push_str("</tr>");
     }
-    if c.files.iter().any(|f| f.contains("/logs/")) {
-        let _ = write!(b, "<a href=\"#{}\">postgres.log</a>", esc(&c.spec.id));
+    b.push_str("</tbody></table></div><div class=\"legend\">");
+    for s in ["passed", "failed", "flaky", "unsupported", "error", "timeout", "skipped"] {
+        let _ = write!(b, "<span><span class=\"dot d-{s}\"></span>{s}</span>");
     }
-    b.push_str("</td>");
+    b.push_str("</div></section>");
+}
+
+fn grid_cell(b: &mut String, c: &CellResult, scenario: Option<&str>) {
+    let dir = href(&c.dir);
+    let page = if c.files.iter().any(|f| f == &format!("{}/index.html", c.dir)) { "index.html" } else { "summary.md" };
+    let found = scenario.and_then(|id| c.scenarios.iter().find(|s| s.id == id));
+    let (status, category, link) = match found {
+        Some(s) => {
+            let category = s.category.or(s.failure.as_ref().and_then(|f| f.category));
+            (s.status.clone(), category.map(|x| x.to_string()), format!("{dir}/{page}#{}", href(&s.id)))
+        }
+        // The cell ran no scenario (unsupported, error, timeout) or not this one.
+        None => {
+            let st = if c.scenarios.is_empty() { c.status.name().to_string() } else { "skipped".into() };
+            (st, None, format!("{dir}/{}", if c.scenarios.is_empty() { "output.log" } else { page }))
+        }
+    };
+    let title = format!(
+        "{} · {}{}",
+        c.spec.id,
+        status,
+        if c.scenarios.is_empty() {
+            c.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+        } else {
+            String::new()
+        }
+    );
+    let _ = write!(
+        b,
+        "<td class=\"g s-{st}\" title=\"{t}\"><a href=\"{link}\"><span class=\"st\">{st}</span>{cat}</a></td>",
+        st = esc(&status),
+        t = esc(&title),
+        cat = category.map(|x| format!("<span class=\"cat\">{}</span>", esc(&x))).unwrap_or_default(),
+    );
 }
 
 /// One run: verdict, scenarios with their steps, failures with expected vs actual, the
 /// environment and how to reproduce it. `extra` is appended (e.g. certification findings).
 pub fn run_page_with(v: &RunView, title: &str, verdict: Option<(&str, &str)>, extra: &str) -> String {
     let mut b = String::with_capacity(4096 + v.scenarios.len() * 600);
-    let (passed, failed, skipped) = (v.count("passed"), v.count("failed"), v.count("skipped"));
+    let (passed, failed, skipped, flaky) = (v.count("passed"), v.count("failed"), v.count("skipped"), v.count("flaky"));
     b += "<div class=\"badges\">";
     if let Some((class, text)) = verdict {
         b += &badge(class, text);
@@ -344,13 +445,22 @@ pub fn run_page_with(v: &RunView, title: &str, verdict: Option<(&str, &str)>, ex
     if skipped > 0 {
         b += &badge("skipped", &format!("{skipped} skipped"));
     }
+    if flaky > 0 {
+        b += &badge("flaky", &format!("{flaky} flaky"));
+    }
     b += "</div>";
     b += extra;
     let failures: Vec<_> = v.scenarios.iter().filter_map(|s| s.failure().map(|f| (s, f))).collect();
     if !failures.is_empty() {
         b += "<section class=\"card\"><h2>Failures</h2>";
         for (s, f) in failures {
-            let _ = write!(b, "<h3><span class=\"dot d-failed\"></span>{}</h3>{}", esc(&s.id), failure_block(&f));
+            let _ = write!(
+                b,
+                "<h3 id=\"{id}\"><span class=\"dot d-{st}\"></span>{id}</h3>{}",
+                failure_block(&f),
+                id = esc(&s.id),
+                st = esc(&s.status)
+            );
         }
         b += "</section>";
     }
@@ -358,9 +468,10 @@ pub fn run_page_with(v: &RunView, title: &str, verdict: Option<(&str, &str)>, ex
     for s in &v.scenarios {
         let _ = write!(
             b,
-            "<tr><td><code>{}</code><div class=\"muted\">{}</div></td><td><span class=\"dot d-{st}\"></span>{st}</td><td>{} ms</td><td>",
+            "<tr><td><code>{}</code><div class=\"muted\">{}</div></td><td><span class=\"dot d-{st}\"></span>{st}{}</td><td>{} ms</td><td>",
             esc(&s.id),
             esc(s.description.as_deref().unwrap_or("")),
+            s.category.map(|c| format!(" <span class=\"cat-badge\">{}</span>", esc(c.name()))).unwrap_or_default(),
             s.duration_ms,
             st = esc(&s.status)
         );

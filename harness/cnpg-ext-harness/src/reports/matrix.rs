@@ -35,8 +35,19 @@ pub struct CellSpec {
     /// kind cells only: the kind config file.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<Named>,
+    /// `axes.images`: the image substitutions of this cell (`--image REF=SOURCE` each).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<ImageAxis>,
     #[serde(rename = "scenario_set")]
     pub scenarios: ScenarioSet,
+}
+
+/// A value of the image axis: a name and what it substitutes (REF → SOURCE).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAxis {
+    pub name: String,
+    #[serde(default)]
+    pub substitute: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
@@ -48,9 +59,16 @@ pub enum CellStatus {
     Error,
     /// Killed after `--cell-timeout` (or the matrix file's `cell_timeout`).
     Timeout,
+    /// Every scenario passed, one only after a retry (`--retries`).
+    Flaky,
 }
 
 impl CellStatus {
+    /// What `matrix --rerun-failed` runs again: failed, errored, timed out and flaky cells.
+    pub fn rerun(self) -> bool {
+        matches!(self, CellStatus::Failed | CellStatus::Error | CellStatus::Timeout | CellStatus::Flaky)
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             CellStatus::Passed => "passed",
@@ -58,6 +76,7 @@ impl CellStatus {
             CellStatus::Unsupported => "unsupported",
             CellStatus::Error => "error",
             CellStatus::Timeout => "timeout",
+            CellStatus::Flaky => "flaky",
         }
     }
 }
@@ -67,6 +86,9 @@ pub struct CellScenario {
     pub id: String,
     pub status: String,
     pub duration_ms: u64,
+    /// Schema 2: why it failed (or was retried, when flaky).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<crate::reports::category::Category>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<Failure>,
 }
@@ -76,6 +98,8 @@ pub struct CellTotals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    #[serde(default)]
+    pub flaky: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -118,16 +142,21 @@ pub struct MatrixTotals {
     pub error: usize,
     #[serde(default)]
     pub timeout: usize,
+    #[serde(default)]
+    pub flaky: usize,
 }
 
 impl MatrixTotals {
     /// `, N timeout` when a cell timed out (nothing otherwise: the summary lines stay as they were).
     pub fn timeout_text(&self) -> String {
+        let mut out = String::new();
         if self.timeout > 0 {
-            format!(", {} timeout", self.timeout)
-        } else {
-            String::new()
+            out += &format!(", {} timeout", self.timeout);
         }
+        if self.flaky > 0 {
+            out += &format!(", {} flaky", self.flaky);
+        }
+        out
     }
 }
 
@@ -163,13 +192,14 @@ impl MatrixReport {
             unsupported: n(CellStatus::Unsupported),
             error: n(CellStatus::Error),
             timeout: n(CellStatus::Timeout),
+            flaky: n(CellStatus::Flaky),
         }
     }
 
     /// 0 all passed or unsupported, 1 a cell failed, errored or timed out, 3 no cell ran at all.
     pub fn exit_code(&self) -> Exit {
         let t = &self.totals;
-        if t.passed + t.failed + t.timeout == 0 {
+        if t.passed + t.flaky + t.failed + t.timeout == 0 {
             // Every cell errored or is unsupported: nothing ran.
             Exit::Environment
         } else if t.failed + t.error + t.timeout > 0 {
@@ -215,10 +245,13 @@ impl MatrixReport {
             if let Some(k) = &c.spec.kubernetes {
                 suite.add_property(quick_junit::Property::new("kubernetes", k.value.clone()));
             }
+            if let Some(i) = &c.spec.image {
+                suite.add_property(quick_junit::Property::new("images", i.name.clone()));
+            }
             suite.add_property(quick_junit::Property::new("status", c.status.name()));
             if c.scenarios.is_empty() {
                 let status = match c.status {
-                    CellStatus::Passed => TestCaseStatus::success(),
+                    CellStatus::Passed | CellStatus::Flaky => TestCaseStatus::success(),
                     CellStatus::Unsupported => {
                         let mut s = TestCaseStatus::skipped();
                         if let TestCaseStatus::Skipped { message, .. } = &mut s {
@@ -246,13 +279,14 @@ impl MatrixReport {
             }
             for s in &c.scenarios {
                 let status = match s.status.as_str() {
-                    "passed" => TestCaseStatus::success(),
+                    "passed" | "flaky" => TestCaseStatus::success(),
                     "skipped" => TestCaseStatus::skipped(),
                     _ => {
                         let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                        if let TestCaseStatus::NonSuccess { message, description, .. } = &mut st {
+                        if let TestCaseStatus::NonSuccess { message, description, ty, .. } = &mut st {
                             *message = s.failure.as_ref().map(|f| f.locator.clone().into());
                             *description = s.failure.as_ref().map(|f| f.text().into());
+                            *ty = s.category.map(|c| c.name().into());
                         }
                         st
                     }
@@ -290,6 +324,7 @@ impl MatrixReport {
                 }
                 CellStatus::Error => "⚠️ error".to_string(),
                 CellStatus::Timeout => "⏱️ timeout".to_string(),
+                CellStatus::Flaky => "⚠️ flaky (passed after a retry)".to_string(),
             };
             let backend = match &c.spec.kubernetes {
                 Some(k) => format!("{} ({})", c.spec.backend, k.name),

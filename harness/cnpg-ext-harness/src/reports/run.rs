@@ -8,6 +8,8 @@ use serde::Serialize;
 
 use cnpg_ext_model::judge::Check;
 
+use crate::reports::category::{Category, Evidence};
+
 /// How a scenario or a step ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -15,6 +17,19 @@ pub enum Status {
     Passed,
     Failed,
     Skipped,
+    /// Passed after a retry of an infrastructure failure (`--retries`): not `passed`.
+    Flaky,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Passed => "passed",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+            Status::Flaky => "flaky",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -35,6 +50,12 @@ pub struct StepResult {
     /// Every comparison the step made.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub checks: Vec<Check>,
+    /// Failed steps: why, as a stable name (docs/report-schema.md → Categories).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Failed steps: what decided the category (log lines, `SHOW` values, mounts, …).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
 }
 
 impl StepResult {
@@ -44,7 +65,7 @@ impl StepResult {
     }
 }
 
-pub const REPORT_SCHEMA_VERSION: u32 = 1;
+pub const REPORT_SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ImageRecord {
@@ -56,6 +77,9 @@ pub struct ImageRecord {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub engine_image_id: Option<String>,
     pub source: String,
+    /// `--image REF=SOURCE` (a matrix's `axes.images`): the SOURCE this reference came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub substituted_by: Option<String>,
     /// Compatibility findings read from the image's binaries while preparing it.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub findings: Vec<cnpg_ext_images::lint::Finding>,
@@ -75,6 +99,25 @@ pub struct ScenarioResult {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub steps: Vec<StepResult>,
+    /// Failed (or flaky) scenarios: the category of the failure (of the first failed step,
+    /// or of the error that kept the scenario from running).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Earlier attempts when `--retries` retried an infrastructure failure, oldest first.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<Attempt>,
+}
+
+/// An attempt that failed and was retried.
+#[derive(Debug, Clone, Serialize)]
+pub struct Attempt {
+    pub status: Status,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    pub duration_ms: u64,
+    /// Its first failure, as the console prints it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub failure: Option<String>,
 }
 
 impl ScenarioResult {
@@ -85,6 +128,9 @@ impl ScenarioResult {
         }
         let step = self.steps.iter().find(|s| s.status == Status::Failed)?;
         let mut out = step.locator(&self.file);
+        if let Some(c) = step.category {
+            out += &format!(" [{c}]");
+        }
         if let (Some(e), Some(a)) = (&step.expected, &step.actual) {
             out += &format!("\n  expected: {}\n  actual:   {}", indent(e), indent(a));
         }
@@ -128,6 +174,8 @@ pub struct Totals {
     pub passed: usize,
     pub failed: usize,
     pub skipped: usize,
+    /// Passed only after a retry.
+    pub flaky: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -148,7 +196,12 @@ pub struct RunReport {
 impl RunReport {
     pub fn totals_of(scenarios: &[ScenarioResult]) -> Totals {
         let count = |s: Status| scenarios.iter().filter(|r| r.status == s).count();
-        Totals { passed: count(Status::Passed), failed: count(Status::Failed), skipped: count(Status::Skipped) }
+        Totals {
+            passed: count(Status::Passed),
+            failed: count(Status::Failed),
+            skipped: count(Status::Skipped),
+            flaky: count(Status::Flaky),
+        }
     }
 
     /// Writes `report.json` and `junit.xml` into `dir`; returns their paths.
@@ -166,8 +219,9 @@ impl RunReport {
     /// A GitHub step summary: the verdict table, each failure's expected vs actual, and how
     /// to reproduce the run.
     pub fn summary_markdown(&self) -> String {
+        let flaky = if self.totals.flaky > 0 { format!(", {} flaky", self.totals.flaky) } else { String::new() };
         let mut md = format!(
-            "## cnpg-ext-harness: {}/{} passed ({} backend)\n\n| scenario | status | time |\n| --- | --- | --- |\n",
+            "## cnpg-ext-harness: {}/{} passed{flaky} ({} backend)\n\n| scenario | status | time |\n| --- | --- | --- |\n",
             self.totals.passed,
             self.scenarios.len(),
             self.environment.backend
@@ -177,11 +231,34 @@ impl RunReport {
                 Status::Passed => "✅ passed",
                 Status::Failed => "❌ failed",
                 Status::Skipped => "⏭ skipped",
+                Status::Flaky => "⚠️ flaky",
             };
-            md += &format!("| `{}` | {mark} | {} ms |\n", s.id, s.duration_ms);
+            let category = s.category.map(|c| format!(" `{c}`")).unwrap_or_default();
+            md += &format!("| `{}` | {mark}{category} | {} ms |\n", s.id, s.duration_ms);
         }
         for s in self.scenarios.iter().filter(|s| s.status == Status::Failed) {
             md += &format!("\n### `{}`\n\n```\n{}\n```\n", s.id, s.failure_summary().unwrap_or_default());
+            if let Some(step) = s.steps.iter().find(|x| x.status == Status::Failed) {
+                for e in &step.evidence {
+                    let on = e.instance.as_deref().map(|i| format!(" ({i})")).unwrap_or_default();
+                    md += &format!(
+                        "\n<details><summary>{}{on}</summary>\n\n```\n{}\n```\n</details>\n",
+                        e.source, e.text
+                    );
+                }
+            }
+        }
+        for s in self.scenarios.iter().filter(|s| s.status == Status::Flaky) {
+            md += &format!("\n### `{}` (flaky)\n\npassed on attempt {}; earlier:\n\n```\n", s.id, s.attempts.len() + 1);
+            for a in &s.attempts {
+                md += &format!(
+                    "{} [{}] {}\n",
+                    a.status.name(),
+                    a.category.map(Category::name).unwrap_or("-"),
+                    a.failure.as_deref().unwrap_or("")
+                );
+            }
+            md += "```\n";
         }
         md += "\n### Reproduce\n\n```sh\n";
         md += &self.command.iter().map(|a| crate::plumbing::shell::shell_quote(a)).collect::<Vec<_>>().join(" ");
@@ -206,10 +283,26 @@ impl RunReport {
         for s in &self.scenarios {
             let status = match s.status {
                 Status::Passed => TestCaseStatus::success(),
+                Status::Flaky => {
+                    // Passed, with the failed attempts as flaky runs (the JUnit flakyFailure).
+                    let mut st = TestCaseStatus::success();
+                    if let TestCaseStatus::Success { flaky_runs } = &mut st {
+                        for a in &s.attempts {
+                            let mut run = quick_junit::TestRerun::new(NonSuccessKind::Failure);
+                            run.ty = Some(a.category.map(Category::name).unwrap_or("failure").into());
+                            if let Some(f) = &a.failure {
+                                run.message = Some(f.lines().next().unwrap_or_default().into());
+                                run.description = Some(f.as_str().into());
+                            }
+                            flaky_runs.push(run);
+                        }
+                    }
+                    st
+                }
                 Status::Skipped => TestCaseStatus::skipped(),
                 Status::Failed => {
                     let mut st = TestCaseStatus::non_success(NonSuccessKind::Failure);
-                    if let TestCaseStatus::NonSuccess { message, description, kind, .. } = &mut st {
+                    if let TestCaseStatus::NonSuccess { message, description, kind, ty, .. } = &mut st {
                         let failed = s.steps.iter().find(|x| x.status == Status::Failed);
                         *message = Some(match failed {
                             Some(step) => format!("step {} ({}) failed", step.index, step.title).into(),
@@ -217,6 +310,8 @@ impl RunReport {
                         });
                         *description = s.failure_summary().map(Into::into);
                         *kind = NonSuccessKind::Failure;
+                        // The category is the failure's type: CI groups by it.
+                        *ty = s.category.map(|c| c.name().into());
                     }
                     st
                 }

@@ -7,6 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::reports::category::{Category, Evidence};
 use crate::reports::run::RunReport;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -65,6 +66,12 @@ pub struct ScenarioView {
     pub error: Option<String>,
     #[serde(default)]
     pub steps: Vec<StepView>,
+    /// Schema 2: why it failed (or, when flaky, why it was retried).
+    #[serde(default)]
+    pub category: Option<Category>,
+    /// Schema 2: earlier attempts retried by `--retries`.
+    #[serde(default)]
+    pub attempts: Vec<serde_json::Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -85,6 +92,10 @@ pub struct StepView {
     pub actual: Option<String>,
     #[serde(default)]
     pub message: Option<String>,
+    #[serde(default)]
+    pub category: Option<Category>,
+    #[serde(default)]
+    pub evidence: Vec<Evidence>,
 }
 
 /// The first failure of a scenario: where, and what differed.
@@ -98,12 +109,21 @@ pub struct Failure {
     pub actual: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Schema 2: the failure's category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Schema 2: what decided it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub evidence: Vec<Evidence>,
 }
 
 impl Failure {
     /// Plain text, as the console prints it.
     pub fn text(&self) -> String {
         let mut out = self.locator.clone();
+        if let Some(c) = self.category {
+            out += &format!(" [{c}]");
+        }
         if let (Some(e), Some(a)) = (&self.expected, &self.actual) {
             out += &format!(
                 "\n  expected: {}\n  actual:   {}",
@@ -120,7 +140,12 @@ impl Failure {
 impl ScenarioView {
     pub fn failure(&self) -> Option<Failure> {
         if let Some(e) = &self.error {
-            return Some(Failure { locator: self.file.clone(), message: Some(e.clone()), ..Failure::default() });
+            return Some(Failure {
+                locator: self.file.clone(),
+                message: Some(e.clone()),
+                category: self.category,
+                ..Failure::default()
+            });
         }
         let step = self.steps.iter().find(|s| s.status == "failed")?;
         Some(Failure {
@@ -128,6 +153,8 @@ impl ScenarioView {
             expected: step.expected.clone(),
             actual: step.actual.clone(),
             message: step.message.clone(),
+            category: step.category.or(self.category),
+            evidence: step.evidence.clone(),
         })
     }
 }

@@ -18,7 +18,7 @@ use crate::plumbing::progress::Progress;
 use crate::plumbing::run_as::RunAs;
 use crate::plumbing::{fsutil, procs};
 use crate::reports::run::Status;
-use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
+use crate::reports::run::{Attempt, Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
 use crate::run::runner::ScenarioRun;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -59,6 +59,15 @@ pub struct RunOptions {
     pub wrap: Option<BackendWrap>,
     /// How images named by reference are pulled (`--insecure-registry`).
     pub registries: crate::images::pull::Registries,
+    /// Attempts after the first for a scenario that failed on infrastructure (`image-pull`,
+    /// `container-create`, `timeout`); a pass after a retry is `flaky`.
+    pub retries: usize,
+    /// Every instance's server log is copied here (`<scenario>/<file>`) before teardown
+    /// (`--bundle`).
+    pub logs_dir: Option<PathBuf>,
+    /// `--image REF=SOURCE`: the image mounted under REF comes from SOURCE (a registry
+    /// reference, `fixture:DIR`, `oci:PATH`).
+    pub image_sources: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for RunOptions {
@@ -80,6 +89,9 @@ impl Default for RunOptions {
             operand: OperandFlavor::default(),
             wrap: None,
             registries: Default::default(),
+            retries: 0,
+            logs_dir: None,
+            image_sources: Default::default(),
         }
     }
 }
@@ -242,7 +254,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let run_as = run_as.clone();
         let (backend, engine) = (opts.backend, opts.engine.clone());
         let without = operand.exclusions.clone();
+        let sources = opts.image_sources.clone();
         tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
+            let specs = crate::run::substitute::apply(specs, &sources, &opts.registries)?;
             let store = ImageStore::prepare(&specs, &pg, &dir.join("images"), &opts.registries)?;
             let prepared = match backend {
                 BackendKind::Local => Prepared::Local(Arc::new(
@@ -311,44 +325,87 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let description = scenario.description.clone();
         let wrap = opts.wrap.clone();
         let measured = measured.clone();
+        let retries = opts.retries;
+        let logs_dir = opts.logs_dir.clone();
         let handle = tokio::spawn(async move {
-            let permit = sem.acquire_owned().await.expect("semaphore");
-            progress.scenario_started(&scenario.id);
             let t = Instant::now();
-            let made = prepared.backend(&store, cnpg, dir, &scenario);
-            let made = match &wrap {
-                Some(w) => made.map(|b| (w.0)(&scenario.id, b)),
-                None => made,
-            };
-            let (steps, error) = match made {
-                Ok(mut backend) => {
-                    let on_step = |title: &str| progress.step(&scenario.id, title);
-                    let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
-                    if let Some(v) = server_version(backend.as_ref()).await {
-                        measured.lock().unwrap().insert(v);
+            let mut attempts: Vec<Attempt> = Vec::new();
+            loop {
+                let permit = sem.clone().acquire_owned().await.expect("semaphore");
+                progress.scenario_started(&scenario.id);
+                let tried = Instant::now();
+                // A retry gets fresh instances in a directory of its own.
+                let here = match attempts.len() {
+                    0 => dir.clone(),
+                    n => dir.with_file_name(format!("{}.retry{n}", scenario.id)),
+                };
+                let made = prepared.backend(&store, cnpg, here.clone(), &scenario);
+                let made = match &wrap {
+                    Some(w) => made.map(|b| (w.0)(&scenario.id, b)),
+                    None => made,
+                };
+                let (steps, error) = match made {
+                    Ok(mut backend) => {
+                        let on_step = |title: &str| progress.step(&scenario.id, title);
+                        let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
+                        if let Some(v) = server_version(backend.as_ref()).await {
+                            measured.lock().unwrap().insert(v);
+                        }
+                        // The slot goes to the next scenario now: removing this one's instances
+                        // (awaited here, its errors this scenario's) overlaps that one's start.
+                        drop(permit);
+                        if let Some(logs) = &logs_dir {
+                            let name = here.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            collect_logs(backend.as_ref(), &here, &logs.join(name)).await;
+                        }
+                        let teardown = backend.teardown(keep).await;
+                        (steps, teardown.err().map(|e| format!("teardown: {e}")))
                     }
-                    // The slot goes to the next scenario now: removing this one's instances
-                    // (awaited here, its errors this scenario's) overlaps that one's start.
-                    drop(permit);
-                    let teardown = backend.teardown(keep).await;
-                    (steps, teardown.err().map(|e| format!("teardown: {e}")))
+                    Err(e) => (Vec::new(), Some(e)),
+                };
+                let failed = error.is_some() || steps.iter().any(|s| s.status == Status::Failed);
+                let category = steps
+                    .iter()
+                    .find(|s| s.status == Status::Failed)
+                    .and_then(|s| s.category)
+                    .or_else(|| error.as_deref().map(crate::run::evidence::of_error));
+                let mut result = ScenarioResult {
+                    id: scenario.id.clone(),
+                    file: scenario.file.display().to_string(),
+                    description: scenario.description.clone(),
+                    status: if failed { Status::Failed } else { Status::Passed },
+                    duration_ms: t.elapsed().as_millis() as u64,
+                    error,
+                    steps,
+                    category: if failed { category } else { None },
+                    attempts: Vec::new(),
+                };
+                // Only infrastructure is retried (`--retries`): never an assertion.
+                if failed && attempts.len() < retries && category.is_some_and(|c| c.is_infrastructure()) {
+                    let c = category.map(|c| c.name()).unwrap_or_default();
+                    progress.line(&format!(
+                        "RETRY {} ({c}, attempt {} of {})",
+                        scenario.id,
+                        attempts.len() + 2,
+                        retries + 1
+                    ));
+                    attempts.push(Attempt {
+                        status: Status::Failed,
+                        category,
+                        duration_ms: tried.elapsed().as_millis() as u64,
+                        failure: result.failure_summary(),
+                    });
+                    continue;
                 }
-                Err(e) => (Vec::new(), Some(e)),
-            };
-            let failed = error.is_some() || steps.iter().any(|s| s.status == Status::Failed);
-            let status = if failed { Status::Failed } else { Status::Passed };
-            let result = ScenarioResult {
-                id: scenario.id.clone(),
-                file: scenario.file.display().to_string(),
-                description: scenario.description.clone(),
-                status,
-                duration_ms: t.elapsed().as_millis() as u64,
-                error,
-                steps,
-            };
-            let line = format!("{} {} ({} ms)", verdict_line(&result), scenario.id, result.duration_ms);
-            progress.scenario_finished(&scenario.id, &line);
-            result
+                if !failed && !attempts.is_empty() {
+                    result.status = Status::Flaky;
+                    result.category = attempts.last().and_then(|a| a.category);
+                }
+                result.attempts = attempts;
+                let line = format!("{} {} ({} ms)", verdict_line(&result), scenario.id, result.duration_ms);
+                progress.scenario_finished(&scenario.id, &line);
+                break result;
+            }
         });
         tasks.push((id, file, description, handle));
     }
@@ -364,6 +421,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 duration_ms: 0,
                 error: Some(format!("the harness panicked while running this scenario: {e}")),
                 steps: Vec::new(),
+                category: Some(crate::reports::category::Category::OperationFailed),
+                attempts: Vec::new(),
             }),
         }
     }
@@ -401,6 +460,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 manifest_digest: i.manifest_digest.clone(),
                 engine_image_id: prepared.engine_image_id(&i.reference),
                 source: i.source.display().to_string(),
+                substituted_by: opts.image_sources.get(&i.reference).cloned(),
                 findings: i.compat.clone(),
                 binaries: i.binaries.clone(),
             })
@@ -419,6 +479,33 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     drop(store);
     let kept = guard.finish();
     Ok(RunOutcome { report, report_files, kept })
+}
+
+/// Every `*.log` under a scenario's directory (local: each instance's `postgres.log`), else
+/// each instance's server log as the backend reads it (container: the engine's log).
+async fn collect_logs(backend: &dyn Backend, dir: &std::path::Path, dest: &std::path::Path) {
+    let mut copied = 0;
+    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
+        if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "log") {
+            if let Ok(rel) = e.path().strip_prefix(dir) {
+                let to = dest.join(rel);
+                if to.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
+                    && std::fs::copy(e.path(), &to).is_ok()
+                {
+                    copied += 1;
+                }
+            }
+        }
+    }
+    if copied == 0 {
+        for inst in backend.instances().await.unwrap_or_default() {
+            if let Some(log) = backend.server_log(&inst.name).await {
+                if std::fs::create_dir_all(dest).is_ok() {
+                    let _ = std::fs::write(dest.join(format!("{}.log", inst.name)), log + "\n");
+                }
+            }
+        }
+    }
 }
 
 /// Tells the supervisor (and the owner record) which engine holds this run's containers.
@@ -506,6 +593,7 @@ pub(crate) fn verdict_line(r: &ScenarioResult) -> String {
         Status::Passed => "PASS".into(),
         Status::Skipped => "SKIP".into(),
         Status::Failed => "FAIL".into(),
+        Status::Flaky => "FLAKY".into(),
     }
 }
 

@@ -101,6 +101,13 @@ impl Harness {
         self
     }
 
+    /// Retries a scenario that failed on infrastructure (image-pull, container-create,
+    /// timeout) up to `n` more times; a pass after a retry is `flaky`.
+    pub fn retries(mut self, n: usize) -> Harness {
+        self.opts.retries = n;
+        self
+    }
+
     /// Wraps each scenario's backend, e.g. to inject faults in the harness's own tests.
     pub fn wrap_backend(
         mut self,

@@ -2,8 +2,10 @@
 //! steps driven (`runner`), the report assembled (`app`); `harness` is the library face.
 
 pub(crate) mod app;
+pub(crate) mod evidence;
 pub(crate) mod harness;
 pub(crate) mod runner;
+pub(crate) mod substitute;
 
 pub use crate::reports::run::{Status, StepResult};
 pub use app::{locate_postgres, run, BackendKind, BackendWrap, RunOptions, RunOutcome, WrapFn};

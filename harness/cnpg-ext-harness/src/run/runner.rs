@@ -65,6 +65,8 @@ impl<'a> ScenarioRun<'a> {
                 actual: Some(findings.join("; ")),
                 message: Some(findings.join("\n")),
                 checks: Vec::new(),
+                category: Some(crate::reports::category::Category::EnvironmentUnsupported),
+                evidence: vec![crate::reports::category::Evidence::new("unsupported", None, findings.join("\n"))],
             });
         }
         for ls in &self.scenario.steps {
@@ -80,6 +82,8 @@ impl<'a> ScenarioRun<'a> {
                 actual: None,
                 message: None,
                 checks: Vec::new(),
+                category: None,
+                evidence: Vec::new(),
             };
             if failed {
                 results.push(r);
@@ -89,6 +93,7 @@ impl<'a> ScenarioRun<'a> {
             let started = Instant::now();
             let outcome = self.step(ls).await;
             r.duration_ms = started.elapsed().as_millis() as u64;
+            let unusable = matches!(outcome, Err(BackendError::Unusable(_)));
             match outcome {
                 Ok(o) if o.checks.is_empty() => {
                     r.status = Status::Failed;
@@ -115,6 +120,9 @@ impl<'a> ScenarioRun<'a> {
                 }
             }
             failed = r.status == Status::Failed;
+            if failed {
+                super::evidence::attach(&mut r, unusable, &*self.backend, self.applied.as_ref()).await;
+            }
             results.push(r);
         }
         results

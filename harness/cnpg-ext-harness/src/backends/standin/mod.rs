@@ -288,6 +288,11 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
         self.runtime.observe(&slot, plan, &client).await
     }
 
+    async fn server_log(&self, instance: &str) -> Option<String> {
+        let slot = self.slot(instance).ok()?;
+        Some(self.runtime.log_tail(slot).await)
+    }
+
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
         let mut slots = self.slots.clone();
         slots.reverse();
