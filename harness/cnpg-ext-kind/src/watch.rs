@@ -265,8 +265,7 @@ impl RolloutObserver {
                     at,
                 });
             }
-            Some(_) => {}
-            None => {}
+            _ => {}
         }
         self.known_start.insert(name.to_string(), state.started.clone());
         self.postmasters_now.insert(name.to_string(), state);
@@ -524,10 +523,11 @@ pub enum Expect {
     /// a change the pods already match needs nothing and ends at once.
     ///
     /// With `settings` (the watch reads the postmasters, [`RolloutWatch::with_postmasters`])
-    /// every postmaster must also show them, wait for no restart, and, where it did not
-    /// show them before the change, have loaded its configuration since: a reload-only
-    /// change is over when the instance managers have reloaded, and a change that needs a
-    /// restart the operator does in place (no pod changes) when the postmasters restarted.
+    /// every postmaster must also have taken the settings the change touches
+    /// ([`SettingsTarget::check`]: a new value, no restart pending, the configuration
+    /// loaded again): a reload-only change is over when the instance managers have
+    /// reloaded, and a change that needs a restart the operator does in place (no pod
+    /// changes) when the postmasters restarted.
     Converge {
         image_volumes: Vec<(String, String, String)>,
         settings: Option<SettingsTarget>,
