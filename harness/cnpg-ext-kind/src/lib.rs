@@ -17,8 +17,9 @@
 //!   annotation, YAML output.
 //! * `exec`: commands in pods. `postmaster`: what each postmaster says about itself
 //!   (start, configuration load, settings), through `psql` in the pod.
-//! * `watch`: rollout observation from watches and postmaster readings. `sql`: SQL
-//!   through a port-forward.
+//! * `pods`: what an instance pod says (role, readiness, image volumes, container).
+//!   `observer`: the pure rollout observer and what a wait expects. `watch`: the observer
+//!   fed from watches and postmaster readings. `sql`: SQL through a port-forward.
 //! * `operator`: order and server-side apply of the release manifest, readiness, the
 //!   installed version. `preflight`: what the cluster must offer.
 //! * `node_mirror`: `--registry`, a local registry container as the nodes' containerd mirror
@@ -50,8 +51,10 @@ internal!(
     exec,
     inspect,
     node_mirror,
+    observer,
     operator,
     options,
+    pods,
     postmaster,
     preflight,
     sql,

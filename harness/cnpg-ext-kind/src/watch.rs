@@ -22,8 +22,8 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use cnpg_ext_model::backend::{BackendError, InstanceRestart, Role, RolloutRecord};
+use chrono::Utc;
+use cnpg_ext_model::backend::{BackendError, RolloutRecord};
 use futures::stream::BoxStream;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -34,449 +34,15 @@ use serde_json::Value;
 
 use crate::errors::kube_error;
 use crate::exec::PodExec;
-use crate::postmaster::{probe, PostmasterState, SettingsTarget};
+pub use crate::observer::{Expect, RolloutObserver};
+pub use crate::pods::{fatal_in_log, is_instance_pod, pod_view, PodView};
+use crate::postmaster::probe;
 use crate::wait::HEALTHY;
 
 /// `api/v1/cluster_types.go` `PhaseWaitingForUser`: with `primaryUpdateStrategy:
 /// supervised` the operator stops before the primary until the user acts.
 pub const WAITING_FOR_USER: &str = "Waiting for user action";
 
-/// The part of an instance pod the observer needs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PodView {
-    pub name: String,
-    pub uid: String,
-    pub role: Option<Role>,
-    pub ready: bool,
-    pub deleting: bool,
-    /// The extension image volumes of the pod's spec, sorted: (volume name, image
-    /// reference, mount path in the `postgres` container).
-    pub image_volumes: Vec<(String, String, String)>,
-    /// The `postgres` container is in `CrashLoopBackOff`: its restart count.
-    pub crash_looping: Option<i32>,
-    /// The `postgres` container's `restartCount` (0 when not reported yet).
-    pub restart_count: i32,
-}
-
-/// The extension image volumes of a pod, as [`PodView::image_volumes`]: what the operator
-/// put in the pod for `spec.postgresql.extensions` (cloudnative-pg `pkg/specs/volumes.go`,
-/// `CreateExtensionVolumes` / `CreateExtensionVolumeMounts`).
-pub fn pod_image_volumes(pod: &Pod) -> Vec<(String, String, String)> {
-    let Some(spec) = pod.spec.as_ref() else {
-        return Vec::new();
-    };
-    let mounts = spec
-        .containers
-        .iter()
-        .find(|c| c.name == crate::inspect::POSTGRES_CONTAINER)
-        .and_then(|c| c.volume_mounts.clone())
-        .unwrap_or_default();
-    let mut out: Vec<(String, String, String)> = spec
-        .volumes
-        .iter()
-        .flatten()
-        .filter_map(|v| {
-            let reference = v.image.as_ref()?.reference.clone().unwrap_or_default();
-            let path = mounts
-                .iter()
-                .find(|m| m.name == v.name)
-                .map(|m| m.mount_path.clone())
-                .unwrap_or_default();
-            Some((v.name.clone(), reference, path))
-        })
-        .collect();
-    out.sort();
-    out
-}
-
-/// Role from `cnpg.io/instanceRole` (or the older `role` label).
-pub fn pod_role(pod: &Pod) -> Option<Role> {
-    let labels = pod.metadata.labels.as_ref()?;
-    let r = labels
-        .get("cnpg.io/instanceRole")
-        .or_else(|| labels.get("role"))?;
-    match r.as_str() {
-        "primary" => Some(Role::Primary),
-        "replica" => Some(Role::Replica),
-        _ => None,
-    }
-}
-
-/// Instance pods of a Cluster (not the initdb/join job pods).
-pub fn is_instance_pod(pod: &Pod) -> bool {
-    let Some(labels) = pod.metadata.labels.as_ref() else {
-        return false;
-    };
-    if labels.contains_key("cnpg.io/jobRole") {
-        return false;
-    }
-    match labels.get("cnpg.io/podRole") {
-        Some(r) => r == "instance",
-        None => {
-            labels.contains_key("cnpg.io/instanceRole")
-                || labels.contains_key("role")
-                || labels.contains_key("cnpg.io/instanceName")
-        }
-    }
-}
-
-pub fn pod_view(pod: &Pod) -> PodView {
-    let ready = pod
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.as_ref())
-        .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
-    PodView {
-        name: pod.metadata.name.clone().unwrap_or_default(),
-        uid: pod.metadata.uid.clone().unwrap_or_default(),
-        role: pod_role(pod),
-        ready,
-        deleting: pod.metadata.deletion_timestamp.is_some(),
-        image_volumes: pod_image_volumes(pod),
-        crash_looping: postgres_crash_loop(pod),
-        restart_count: postgres_restart_count(pod),
-    }
-}
-
-/// The `postgres` container's `restartCount` (0 when not reported yet).
-pub fn postgres_restart_count(pod: &Pod) -> i32 {
-    pod.status
-        .as_ref()
-        .and_then(|s| s.container_statuses.as_ref())
-        .and_then(|cs| cs.iter().find(|c| c.name == crate::inspect::POSTGRES_CONTAINER))
-        .map(|c| c.restart_count)
-        .unwrap_or(0)
-}
-
-/// The restart count of the pod's `postgres` container when it is waiting in
-/// `CrashLoopBackOff` (a postmaster that cannot start: the rollout will never converge).
-pub fn postgres_crash_loop(pod: &Pod) -> Option<i32> {
-    let statuses = pod.status.as_ref()?.container_statuses.as_ref()?;
-    let c = statuses.iter().find(|c| c.name == "postgres")?;
-    let waiting = c.state.as_ref()?.waiting.as_ref()?;
-    (waiting.reason.as_deref() == Some("CrashLoopBackOff")).then_some(c.restart_count)
-}
-
-/// The postmaster's own reason in a container log: the last FATAL or PANIC, from the
-/// instance manager's JSON records (`record.error_severity`, `record.message`) or plain
-/// lines, as `FATAL:  <message>`.
-pub fn fatal_in_log(log: &str) -> Option<String> {
-    log.lines().rev().find_map(|line| {
-        let plain = |text: &str| {
-            ["FATAL:", "PANIC:"].iter().find_map(|m| text.split_once(m).map(|(_, r)| format!("{m}{r}")))
-        };
-        match serde_json::from_str::<serde_json::Value>(line) {
-            // The instance manager's records: a parsed csvlog record, or a line the postmaster
-            // wrote to stderr before its logging collector ran (`msg`).
-            Ok(v) => {
-                if let Some(rec) = v.get("record") {
-                    let sev = rec.get("error_severity")?.as_str()?;
-                    return (sev == "FATAL" || sev == "PANIC")
-                        .then(|| format!("{sev}:  {}", rec.get("message").and_then(|m| m.as_str()).unwrap_or("")));
-                }
-                v.get("msg").and_then(|m| m.as_str()).and_then(plain)
-            }
-            Err(_) => plain(line),
-        }
-    })
-}
-
-#[derive(Debug, Clone)]
-pub struct RolloutObserver {
-    /// instance → (uid, role) when the rollout began.
-    baseline: BTreeMap<String, (String, Option<Role>)>,
-    /// instance → last uid seen.
-    current: BTreeMap<String, String>,
-    restarts: Vec<InstanceRestart>,
-    phases: Vec<String>,
-    /// The instance pods that exist now (by name), as last reported.
-    pods: BTreeMap<String, PodView>,
-    last_phase: Option<String>,
-    /// instance → (uid, `postgres` container restartCount) last seen.
-    containers: BTreeMap<String, (String, i32)>,
-    /// The postmasters before the change (read through SQL), by instance.
-    postmasters_before: BTreeMap<String, PostmasterState>,
-    /// The last reading of each instance's current postmaster (dropped when its pod or
-    /// container is replaced).
-    postmasters_now: BTreeMap<String, PostmasterState>,
-    /// instance → start time of its current postmaster, when known.
-    known_start: BTreeMap<String, String>,
-}
-
-impl RolloutObserver {
-    /// Starts from the pods and phase seen before the change was applied.
-    pub fn new(pods: &[PodView], phase: Option<&str>) -> Self {
-        let baseline = pods
-            .iter()
-            .map(|p| (p.name.clone(), (p.uid.clone(), p.role)))
-            .collect();
-        let current = pods
-            .iter()
-            .map(|p| (p.name.clone(), p.uid.clone()))
-            .collect();
-        RolloutObserver {
-            baseline,
-            current,
-            restarts: Vec::new(),
-            phases: phase.map(|p| vec![p.to_string()]).unwrap_or_default(),
-            pods: pods.iter().map(|p| (p.name.clone(), p.clone())).collect(),
-            last_phase: phase.map(String::from),
-            containers: pods.iter().map(|p| (p.name.clone(), (p.uid.clone(), p.restart_count))).collect(),
-            postmasters_before: BTreeMap::new(),
-            postmasters_now: BTreeMap::new(),
-            known_start: BTreeMap::new(),
-        }
-    }
-
-    /// The postmasters before the change.
-    pub fn postmasters_before(&mut self, states: BTreeMap<String, PostmasterState>) {
-        self.known_start = states.iter().map(|(n, s)| (n.clone(), s.started.clone())).collect();
-        self.postmasters_before = states;
-    }
-
-    /// The last phase reported.
-    pub fn phase(&self) -> Option<&str> {
-        self.last_phase.as_deref()
-    }
-
-    /// The role an instance had when the rollout began (else its pod's, else replica).
-    fn role_at_start(&self, name: &str, now: Option<Role>) -> Role {
-        self.baseline.get(name).and_then(|(_, r)| *r).or(now).unwrap_or(Role::Replica)
-    }
-
-    /// The instance's postmaster is a new one (new pod or container): what was read of
-    /// the old one no longer applies.
-    fn new_postmaster(&mut self, name: &str) {
-        self.known_start.remove(name);
-        self.postmasters_now.remove(name);
-    }
-
-    /// A reading of `name`'s postmaster: a start time other than the one known for the
-    /// current pod and container is a restart in place.
-    pub fn postmaster_seen(&mut self, name: &str, state: PostmasterState, at: DateTime<Utc>) {
-        match self.known_start.get(name) {
-            Some(old) if *old != state.started => {
-                let role = self.role_at_start(name, self.pods.get(name).and_then(|p| p.role));
-                self.restarts.push(InstanceRestart {
-                    instance: name.to_string(),
-                    role,
-                    old_id: format!("postmaster started {old}"),
-                    new_id: format!("postmaster started {}", state.started),
-                    at,
-                });
-            }
-            Some(_) => {}
-            None => {}
-        }
-        self.known_start.insert(name.to_string(), state.started.clone());
-        self.postmasters_now.insert(name.to_string(), state);
-    }
-
-    /// A postmaster read before the change has loaded its configuration again since,
-    /// without restarting.
-    pub fn reloaded(&self) -> bool {
-        self.postmasters_now.iter().any(|(name, now)| {
-            self.postmasters_before
-                .get(name)
-                .is_some_and(|b| b.started == now.started && now.conf_loaded > b.conf_loaded)
-        })
-    }
-
-    /// Every present instance's last reading has taken the change `target` describes
-    /// ([`SettingsTarget::check`], against its reading before the change): `Err` with what
-    /// is still missing, by instance.
-    pub fn postmasters_converged(&self, target: &SettingsTarget) -> Result<(), Vec<String>> {
-        let mut off = Vec::new();
-        for name in self.pods.keys() {
-            let Some(now) = self.postmasters_now.get(name) else {
-                off.push(format!("{name}: postmaster not read since it settled"));
-                continue;
-            };
-            if let Err(e) = target.check(self.postmasters_before.get(name), now) {
-                off.push(format!("{name}: {e}"));
-            }
-        }
-        if off.is_empty() {
-            Ok(())
-        } else {
-            Err(off)
-        }
-    }
-
-    pub fn instances(&self) -> usize {
-        self.baseline.len()
-    }
-
-    /// The Cluster's phase as reported now (`None`: no phase, or the Cluster is gone).
-    pub fn phase_seen(&mut self, phase: Option<&str>) {
-        if let Some(p) = phase {
-            if self.phases.last().map(String::as_str) != Some(p) {
-                self.phases.push(p.to_string());
-            }
-        }
-        self.last_phase = phase.map(String::from);
-    }
-
-    /// An instance pod was added or modified: a new UID for a known instance is a restart.
-    pub fn pod_seen(&mut self, pod: &PodView, at: DateTime<Utc>) {
-        if pod.uid.is_empty() {
-            return;
-        }
-        match self.current.get(&pod.name) {
-            Some(old) if *old != pod.uid => {
-                let role = self.role_at_start(&pod.name, pod.role);
-                self.restarts.push(InstanceRestart {
-                    instance: pod.name.clone(),
-                    role,
-                    old_id: old.clone(),
-                    new_id: pod.uid.clone(),
-                    at,
-                });
-                self.current.insert(pod.name.clone(), pod.uid.clone());
-                self.new_postmaster(&pod.name);
-            }
-            Some(_) => {
-                // The same pod: its postgres container restarted (the kubelet's count).
-                if let Some((uid, count)) = self.containers.get(&pod.name).cloned() {
-                    if uid == pod.uid && pod.restart_count > count {
-                        let role = self.role_at_start(&pod.name, pod.role);
-                        self.restarts.push(InstanceRestart {
-                            instance: pod.name.clone(),
-                            role,
-                            old_id: format!("{uid} container restarts {count}"),
-                            new_id: format!("{uid} container restarts {}", pod.restart_count),
-                            at,
-                        });
-                        self.new_postmaster(&pod.name);
-                    }
-                }
-            }
-            None => {
-                self.current.insert(pod.name.clone(), pod.uid.clone());
-            }
-        }
-        self.containers.insert(pod.name.clone(), (pod.uid.clone(), pod.restart_count));
-        self.pods.insert(pod.name.clone(), pod.clone());
-    }
-
-    /// An instance pod was deleted. The restart is recorded when its successor appears.
-    pub fn pod_gone(&mut self, pod: &PodView) {
-        if self
-            .pods
-            .get(&pod.name)
-            .is_some_and(|p| p.uid == pod.uid || pod.uid.is_empty())
-        {
-            self.pods.remove(&pod.name);
-        }
-    }
-
-    /// A whole snapshot (a poll, or a watcher's relist): the phase, and exactly these pods.
-    #[cfg(feature = "testing")]
-    pub fn observe(&mut self, phase: Option<&str>, pods: &[PodView], at: DateTime<Utc>) {
-        self.phase_seen(phase);
-        self.replace_pods(pods, at);
-    }
-
-    /// The pods are exactly `pods` now (a relist): UID changes are recorded, absent pods
-    /// are gone.
-    pub fn replace_pods(&mut self, pods: &[PodView], at: DateTime<Utc>) {
-        for pod in pods {
-            self.pod_seen(pod, at);
-        }
-        self.pods
-            .retain(|name, _| pods.iter().any(|p| &p.name == name));
-    }
-
-    /// Every instance present at the start has been replaced or restarted at least once.
-    pub fn replaced_all(&self) -> bool {
-        self.baseline
-            .keys()
-            .all(|name| self.restarts.iter().any(|r| &r.instance == name))
-    }
-
-    pub fn any_restart(&self) -> bool {
-        !self.restarts.is_empty()
-    }
-
-    /// Healthy phase, `instances` pods all ready and none being deleted.
-    pub fn settled(&self, instances: usize) -> bool {
-        self.last_phase.as_deref() == Some(HEALTHY)
-            && self.pods.len() == instances
-            && self.pods.values().all(|p| p.ready && !p.deleting)
-    }
-
-    pub fn record(&self) -> RolloutRecord {
-        RolloutRecord {
-            restarts: self.restarts.clone(),
-            phases: self.phases.clone(),
-        }
-    }
-
-    /// The last state, for timeout messages.
-    pub fn summary(&self) -> String {
-        let replaced: Vec<String> = self.restarts.iter().map(|r| r.instance.clone()).collect();
-        let waiting: Vec<&str> = self
-            .baseline
-            .keys()
-            .filter(|n| !self.restarts.iter().any(|r| &r.instance == *n))
-            .map(String::as_str)
-            .collect();
-        let pods: Vec<String> = self
-            .pods
-            .values()
-            .map(|p| {
-                let role = match p.role {
-                    Some(Role::Primary) => "primary",
-                    Some(Role::Replica) => "replica",
-                    None => "no role",
-                };
-                let state = if p.deleting {
-                    "terminating"
-                } else if p.ready {
-                    "ready"
-                } else {
-                    "not ready"
-                };
-                format!("{} {role} {state} uid {}", p.name, short(&p.uid))
-            })
-            .collect();
-        format!(
-            "phase \"{}\"; replaced [{}]; not yet replaced [{}]; pods [{}]; phases seen [{}]",
-            self.last_phase.as_deref().unwrap_or("<none>"),
-            replaced.join(", "),
-            waiting.join(", "),
-            pods.join(", "),
-            self.phases.join(" → ")
-        )
-    }
-
-    /// Pods whose extension image volumes are not `target` yet.
-    pub fn pods_not_matching(&self, target: &[(String, String, String)]) -> Vec<String> {
-        self.pods
-            .values()
-            .filter(|p| p.image_volumes != target)
-            .map(|p| p.name.clone())
-            .collect()
-    }
-
-    /// Is what `expect` waits for there?
-    pub fn done(&self, expect: &Expect) -> bool {
-        let instances = self.instances();
-        match expect {
-            Expect::Rollout => self.replaced_all() && self.settled(instances),
-            Expect::Converge { image_volumes, settings } => {
-                self.settled(instances)
-                    && self.pods_not_matching(image_volumes).is_empty()
-                    && (!self.any_restart() || self.replaced_all())
-                    && settings.as_ref().is_none_or(|t| self.postmasters_converged(t).is_ok())
-            }
-        }
-    }
-}
-
-fn short(uid: &str) -> &str {
-    &uid[..uid.len().min(8)]
-}
 
 fn phase_of(c: &DynamicObject) -> Option<String> {
     c.data
@@ -509,50 +75,6 @@ pub async fn snapshot(
         .collect();
     views.sort_by(|a, b| a.name.cmp(&b.name));
     Ok((phase, views))
-}
-
-/// What the rollout watcher waits for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Expect {
-    /// Every instance replaced once, then healthy (a restart).
-    Rollout,
-    /// The operator has acted on an applied Cluster: every instance pod carries exactly
-    /// these extension image volumes (sorted, as [`PodView::image_volumes`]), the Cluster
-    /// is healthy with every pod ready, and a rollout, if one began, replaced every
-    /// instance. No fixed window: a rollout the operator starts late is waited for (up to
-    /// the rollout timeout) because the old pods do not match until it has replaced them;
-    /// a change the pods already match needs nothing and ends at once.
-    ///
-    /// With `settings` (the watch reads the postmasters, [`RolloutWatch::with_postmasters`])
-    /// every postmaster must also show them, wait for no restart, and, where it did not
-    /// show them before the change, have loaded its configuration since: a reload-only
-    /// change is over when the instance managers have reloaded, and a change that needs a
-    /// restart the operator does in place (no pod changes) when the postmasters restarted.
-    Converge {
-        image_volumes: Vec<(String, String, String)>,
-        settings: Option<SettingsTarget>,
-    },
-}
-
-impl Expect {
-    /// [`Expect::Converge`] on the pod spec a plan asks for (no settings).
-    #[cfg(feature = "testing")]
-    pub fn converge_on(plan: &cnpg_ext_model::plan::ClusterPlan) -> Expect {
-        let mut image_volumes = plan.pod_spec_fingerprint();
-        image_volumes.sort();
-        Expect::Converge { image_volumes, settings: None }
-    }
-
-    /// [`Expect::converge_on`] and the settings the plan asks for (see
-    /// [`SettingsTarget::of`]; `previous`: the plan of the Cluster applied before).
-    pub fn converge_with(
-        plan: &cnpg_ext_model::plan::ClusterPlan,
-        previous: Option<&cnpg_ext_model::plan::ClusterPlan>,
-    ) -> Expect {
-        let mut image_volumes = plan.pod_spec_fingerprint();
-        image_volumes.sort();
-        Expect::Converge { image_volumes, settings: Some(SettingsTarget::of(plan, previous)) }
-    }
 }
 
 /// What a watch saw, in the end.
@@ -709,7 +231,7 @@ impl RolloutWatch {
     ) -> Result<Self, BackendError> {
         let namespace = pods_namespace(&self.pods);
         let mut before = BTreeMap::new();
-        for name in self.observer.pods.keys() {
+        for name in self.observer.pods().keys() {
             before.insert(name.clone(), probe(exec.as_ref(), &namespace, name).await?);
         }
         self.observer.postmasters_before(before);
@@ -726,7 +248,7 @@ impl RolloutWatch {
     /// Reads every present instance's postmaster.
     async fn read_postmasters(&mut self) {
         let Some(pm) = self.postmasters.as_mut() else { return };
-        let names: Vec<String> = self.observer.pods.keys().cloned().collect();
+        let names: Vec<String> = self.observer.pods().keys().cloned().collect();
         for name in names {
             match probe(pm.exec.as_ref(), &pm.namespace, &name).await {
                 Ok(state) => self.observer.postmaster_seen(&name, state, Utc::now()),
@@ -860,7 +382,7 @@ impl RolloutWatch {
     /// A pod whose postgres container crash-loops: (its name, restarts, the last state).
     fn crash_looping(&self) -> Option<(String, i32, String)> {
         self.observer
-            .pods
+            .pods()
             .values()
             .find_map(|p| p.crash_looping.map(|n| (p.name.clone(), n, self.observer.summary())))
     }
@@ -923,30 +445,4 @@ fn pods_namespace(pods: &Api<Pod>) -> String {
         .and_then(|s| s.split('/').next())
         .unwrap_or("?")
         .to_string()
-}
-
-#[cfg(test)]
-mod crash_tests {
-    use super::fatal_in_log;
-
-    #[test]
-    fn the_postmasters_fatal_line_from_instance_manager_records() {
-        let log = concat!(
-            r#"{"level":"info","msg":"starting"}"#, "\n",
-            r#"{"level":"info","logger":"postgres","msg":"record","record":{"error_severity":"FATAL","message":"could not access file \"preloadprobe\": No such file or directory"}}"#, "\n",
-            r#"{"level":"info","logger":"postgres","msg":"record","record":{"error_severity":"LOG","message":"database system is shut down"}}"#, "\n",
-        );
-        assert_eq!(
-            fatal_in_log(log).as_deref(),
-            Some(r#"FATAL:  could not access file "preloadprobe": No such file or directory"#)
-        );
-        assert_eq!(fatal_in_log("2026 [1] FATAL:  x\n").as_deref(), Some("FATAL:  x"));
-        // Written to stderr before the logging collector ran (seen on the real node).
-        let stderr = r#"{"level":"info","logger":"postgres","msg":"2026-12-03 08:16:46.343 UTC [22] FATAL:  could not access file \"preloadprobe\": No such file or directory","pipe":"stderr"}"#;
-        assert_eq!(
-            fatal_in_log(stderr).as_deref(),
-            Some(r#"FATAL:  could not access file "preloadprobe": No such file or directory"#)
-        );
-        assert_eq!(fatal_in_log("LOG: fine\n"), None);
-    }
 }
