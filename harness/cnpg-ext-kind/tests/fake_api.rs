@@ -114,7 +114,8 @@ async fn rollout_replicas_then_primary_is_recorded_in_order() {
     );
     let frames = fixtures::three_instance_rollout();
     let checks = judge_frames(&record, &frames, &vols(true));
-    assert_eq!(checks.len(), 7, "{checks:?}");
+    // Per instance: restarted once, start time moved; the record's order; the measured order.
+    assert_eq!(checks.len(), 8, "{checks:?}");
     assert!(failed(checks).is_empty());
 }
 
@@ -321,11 +322,13 @@ async fn pod_replaced_twice_between_two_lists_is_recorded_twice() {
         pod("c-3", "3b", "replica", true),
     ]);
     let bad = failed(verify_rollout(&record, &before, &after));
-    assert_eq!(bad.len(), 1, "{bad:?}");
+    assert_eq!(bad.len(), 2, "{bad:?}");
     assert_eq!(
         (bad[0].what.as_str(), bad[0].instance.as_deref(), bad[0].expected.as_str(), bad[0].actual.as_str()),
         ("restarted exactly once", Some("c-2"), "1", "2")
     );
+    // Its second replacement started after the primary's: the measured order says so too.
+    assert_eq!(bad[1].what, "replicas restarted before the primary (measured start times)");
 
     // The pods were watched with the Cluster's label, the Cluster by name, each from the
     // resourceVersion of its initial list.

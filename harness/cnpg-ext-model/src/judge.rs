@@ -80,12 +80,8 @@ pub fn verify_rollout(
     }
     let order: Vec<String> =
         record.restarts.iter().map(|r| format!("{}({:?})", r.instance, r.role).to_lowercase()).collect();
-    let first_primary = record.restarts.iter().position(|r| r.role == Role::Primary);
-    let last_replica = record.restarts.iter().rposition(|r| r.role == Role::Replica);
-    let ok = match (first_primary, last_replica) {
-        (Some(p), Some(r)) => r < p,
-        _ => true,
-    };
+    // No replica after the first primary entry.
+    let ok = record.restarts.iter().skip_while(|r| r.role != Role::Primary).all(|r| r.role != Role::Replica);
     checks.push(Check::that(
         "replicas restarted before the primary",
         None,
