@@ -24,6 +24,7 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
                 }
                 for (r, pinned) in f.pinned() {
                     if !args.images.iter().any(|i| i.starts_with(&format!("{r}="))) {
+                        println!("image {r} from {pinned} (as in the bundle)");
                         args.images.push(format!("{r}={pinned}"));
                     }
                 }
