@@ -223,6 +223,43 @@ pub(crate) fn write_run_bundle(
     Ok(())
 }
 
+/// `run --backend kind --dry-run --bundle FILE`: the rendered manifests and the scenarios
+/// (verdict `rendered`: nothing ran).
+pub(crate) fn write_rendered_bundle(
+    out: &Path,
+    report_dir: &Path,
+    scenarios: &[Scenario],
+    args: &crate::cli::RunArgs,
+) -> Result<(), String> {
+    let Parts { dirs, fixtures, origins } = scenario_parts(scenarios);
+    let mut environment = bundle::host_environment();
+    environment.insert("backend".into(), "kind (rendered, --dry-run)".into());
+    environment.insert("cnpg_modelled".into(), args.cnpg_version.to_string());
+    let images = origins
+        .iter()
+        .map(|(r, o)| BundleImage {
+            reference: r.clone(),
+            manifest_digest: "not built (--dry-run)".into(),
+            origin: origin_text(Some(o)),
+        })
+        .collect();
+    let input = BundleInput {
+        of: "run".into(),
+        verdict: "rendered".into(),
+        exit_code: Exit::Passed.code(),
+        command: std::env::args().collect(),
+        environment,
+        images,
+        report_dir: report_dir.to_path_buf(),
+        scenarios: dirs,
+        fixtures,
+        extra: Vec::new(),
+    };
+    let m = bundle::write(&input, out)?;
+    println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+    Ok(())
+}
+
 /// `matrix … --bundle FILE`: the aggregate and every cell, the matrix file, every scenario set.
 pub(crate) fn write_matrix_bundle(
     out: &Path,

@@ -316,5 +316,12 @@ fn dry_run(args: &RunArgs) -> Exit {
             }
         }
     }
+    // `--dry-run --bundle`: what would be applied, with the scenarios, as one bundle.
+    if let Some(bundle) = &args.bundle {
+        if let Err(e) = crate::cli::bundle::write_rendered_bundle(bundle, &opts.report_dir, &scenarios, args) {
+            eprintln!("error: {e}");
+            return Exit::Environment;
+        }
+    }
     Exit::Passed
 }
