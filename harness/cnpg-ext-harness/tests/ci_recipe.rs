@@ -58,10 +58,24 @@ fn the_nightly_matrix_is_valid_and_renders_for_kind() {
     args.extend(upstream.scenarios.paths.iter().cloned());
     args.extend(["--backend", "kind", "--dry-run", "--cnpg-version", "1.28.4", "--report-dir"].map(String::from));
     args.push(out.path().display().to_string());
+    let bundle = out.path().join("rendered.tar.gz");
+    args.extend(["--bundle".to_string(), bundle.display().to_string()]);
     let o = bin().args(&args).output().unwrap();
     assert_eq!(o.status.code(), Some(0), "{}", text(&o));
     let rendered = walk(out.path());
     assert!(rendered.iter().any(|f| f.contains("single-extension")), "{rendered:?}");
+    // The rendering as a bundle: the manifests that would be applied, the scenarios.
+    let o = bin().args(["bundle", "show", bundle.to_str().unwrap(), "--files"]).output().unwrap();
+    let shown = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{shown}");
+    assert!(
+        shown.contains("verdict: rendered (exit 0)") && shown.contains("backend: kind (rendered, --dry-run)"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("  reports/manifests/") && shown.contains("  scenarios/single-extension/cluster.yaml"),
+        "{shown}"
+    );
 }
 
 fn walk(dir: &Path) -> Vec<String> {

@@ -320,3 +320,55 @@ fn the_image_axis_substitutes_images_per_cell() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("no scenario uses the image `ghcr.io/example/nope:1`"), "{}", text(&o));
 }
+
+/// `--image REF=<registry reference>`: pulled through the registry code, the digest recorded;
+/// `--from-bundle` pulls it again by that digest and the verdict reproduces.
+#[test]
+fn a_substituted_image_is_pulled_by_reference_and_rerun_by_digest() {
+    use cnpg_ext_testutil::registry::{require, Registry, TOOLS};
+    let Some(()) = require(TOOLS) else { return };
+    let reg = Registry::start(None);
+    let scratch = tempfile::tempdir().unwrap();
+    let pg = cnpg_ext_harness::run::locate_postgres(None).expect("PostgreSQL 18");
+    let tree = scratch.path().join("tree");
+    let built = cnpg_ext_images::fixture::build_fixture(&repo().join("fixtures/pgvector"), &pg.fixture_target(), &tree)
+        .unwrap();
+    let pulled = format!("{}/vendor/pgvector:0.8.6-rebuilt", reg.addr);
+    let mut opts = cnpg_ext_images::BuildOptions::new(pulled.clone());
+    opts.labels = built.labels;
+    let layout = scratch.path().join("oci");
+    let digest = cnpg_ext_images::build_layout(&tree, &opts, &layout).unwrap().manifest_digest;
+    reg.push(&layout, "vendor/pgvector", "0.8.6-rebuilt");
+
+    let seed = "ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie";
+    let bundle = scratch.path().join("pulled.tar.gz");
+    let parent = workdir_parent("pulled");
+    let o = bin()
+        .args(["--insecure-registry", &reg.addr, "run", "scenarios/single-extension", "--no-progress"])
+        .args(["--workdir", parent.path().to_str().unwrap(), "--bundle", bundle.to_str().unwrap()])
+        .args(["--report-dir", scratch.path().join("r").to_str().unwrap()])
+        .arg("--image")
+        .arg(format!("{seed}={pulled}"))
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o));
+    let r = json(&scratch.path().join("r/report.json"));
+    assert_eq!(r["images"][0]["reference"], seed);
+    assert_eq!(r["images"][0]["manifest_digest"], digest.as_str(), "the digest that ran is the pulled one");
+    assert_eq!(r["images"][0]["substituted_by"], pulled.as_str());
+
+    let o = bin()
+        .args(["--insecure-registry", &reg.addr, "run", "--from-bundle", bundle.to_str().unwrap(), "--no-progress"])
+        .args(["--workdir", parent.path().to_str().unwrap()])
+        .env_remove("REGISTRY_AUTH_FILE")
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    assert!(
+        out.contains(&format!("image {seed} from {}/vendor/pgvector@{digest}", reg.addr)),
+        "pinned by digest: {out}"
+    );
+    assert!(out.contains("verdict reproduced: passed as in the bundle"), "{out}");
+}

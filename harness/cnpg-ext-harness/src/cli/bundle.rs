@@ -192,7 +192,10 @@ pub(crate) fn write_run_bundle(
         .map(|i| BundleImage {
             reference: i.reference.clone(),
             manifest_digest: i.manifest_digest.clone(),
-            origin: origin_text(origins.get(&i.reference)),
+            origin: match &i.substituted_by {
+                Some(src) => format!("substituted {src}"),
+                None => origin_text(origins.get(&i.reference)),
+            },
         })
         .collect();
     let t = &report.totals;
@@ -208,6 +211,43 @@ pub(crate) fn write_run_bundle(
         verdict: verdict.into(),
         exit_code: exit.code(),
         command: report.command.clone(),
+        environment,
+        images,
+        report_dir: report_dir.to_path_buf(),
+        scenarios: dirs,
+        fixtures,
+        extra: Vec::new(),
+    };
+    let m = bundle::write(&input, out)?;
+    println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+    Ok(())
+}
+
+/// `run --backend kind --dry-run --bundle FILE`: the rendered manifests and the scenarios
+/// (verdict `rendered`: nothing ran).
+pub(crate) fn write_rendered_bundle(
+    out: &Path,
+    report_dir: &Path,
+    scenarios: &[Scenario],
+    args: &crate::cli::RunArgs,
+) -> Result<(), String> {
+    let Parts { dirs, fixtures, origins } = scenario_parts(scenarios);
+    let mut environment = bundle::host_environment();
+    environment.insert("backend".into(), "kind (rendered, --dry-run)".into());
+    environment.insert("cnpg_modelled".into(), args.cnpg_version.to_string());
+    let images = origins
+        .iter()
+        .map(|(r, o)| BundleImage {
+            reference: r.clone(),
+            manifest_digest: "not built (--dry-run)".into(),
+            origin: origin_text(Some(o)),
+        })
+        .collect();
+    let input = BundleInput {
+        of: "run".into(),
+        verdict: "rendered".into(),
+        exit_code: Exit::Passed.code(),
+        command: std::env::args().collect(),
         environment,
         images,
         report_dir: report_dir.to_path_buf(),
@@ -388,19 +428,32 @@ impl FromBundle {
         self.bundle.manifest.environment.get("cnpg_modelled").and_then(|v| v.parse().ok())
     }
 
-    /// Pulled images are pinned to the digest the bundle recorded (`reference` → `repo@digest`).
+    /// `REF=SOURCE` for every image the bundled run did not build from a bundled fixture:
+    /// pulled images (by their reference or a substitution) pinned to the digest the bundle
+    /// recorded (`repo@sha256:…`), other substitutions as they were given.
     pub(crate) fn pinned(&self) -> BTreeMap<String, String> {
-        self.bundle
-            .manifest
-            .images
-            .iter()
-            .filter(|i| i.origin == "pull" && i.manifest_digest.starts_with("sha256:"))
-            .map(|i| {
-                let repo = i.reference.split('@').next().unwrap_or(&i.reference);
-                let name_end = repo.rfind(':').filter(|c| !repo[*c..].contains('/')).unwrap_or(repo.len());
-                (i.reference.clone(), format!("{}@{}", &repo[..name_end], i.manifest_digest))
-            })
-            .collect()
+        let by_digest = |reference: &str, digest: &str| {
+            let repo = reference.split('@').next().unwrap_or(reference);
+            let name_end = repo.rfind(':').filter(|c| !repo[*c..].contains('/')).unwrap_or(repo.len());
+            format!("{}@{digest}", &repo[..name_end])
+        };
+        let mut out = BTreeMap::new();
+        for i in &self.bundle.manifest.images {
+            let pinned = match i.origin.strip_prefix("substituted ") {
+                Some(src) => match crate::run::substitute::parse_source(src) {
+                    crate::run::substitute::Source::Pull(r) if i.manifest_digest.starts_with("sha256:") => {
+                        by_digest(&r, &i.manifest_digest)
+                    }
+                    _ => src.to_string(),
+                },
+                None if i.origin == "pull" && i.manifest_digest.starts_with("sha256:") => {
+                    by_digest(&i.reference, &i.manifest_digest)
+                }
+                None => continue,
+            };
+            out.insert(i.reference.clone(), pinned);
+        }
+        out
     }
 
     /// Compares the new report with the bundled one: `(reproduced, lines)`.

@@ -24,6 +24,7 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
                 }
                 for (r, pinned) in f.pinned() {
                     if !args.images.iter().any(|i| i.starts_with(&format!("{r}="))) {
+                        println!("image {r} from {pinned} (as in the bundle)");
                         args.images.push(format!("{r}={pinned}"));
                     }
                 }
@@ -313,6 +314,13 @@ fn dry_run(args: &RunArgs) -> Exit {
                 eprintln!("error: {}: {e}", s.file.display());
                 return Exit::Invalid;
             }
+        }
+    }
+    // `--dry-run --bundle`: what would be applied, with the scenarios, as one bundle.
+    if let Some(bundle) = &args.bundle {
+        if let Err(e) = crate::cli::bundle::write_rendered_bundle(bundle, &opts.report_dir, &scenarios, args) {
+            eprintln!("error: {e}");
+            return Exit::Environment;
         }
     }
     Exit::Passed

@@ -351,3 +351,25 @@ impl MatrixReport {
         md
     }
 }
+
+#[cfg(test)]
+mod rerun_tests {
+    use super::CellStatus;
+
+    #[test]
+    fn rerun_failed_reruns_failed_errored_timed_out_and_flaky_cells() {
+        let rerun: Vec<&str> = [
+            CellStatus::Passed,
+            CellStatus::Failed,
+            CellStatus::Unsupported,
+            CellStatus::Error,
+            CellStatus::Timeout,
+            CellStatus::Flaky,
+        ]
+        .into_iter()
+        .filter(|s| s.rerun())
+        .map(CellStatus::name)
+        .collect();
+        assert_eq!(rerun, ["failed", "error", "timeout", "flaky"]);
+    }
+}
