@@ -528,7 +528,7 @@ fn describe_rollout(r: &cnpg_ext_model::backend::RolloutRecord) -> String {
 }
 
 #[cfg(test)]
-mod expect_failure_tests {
+mod tests {
     use super::*;
 
     fn c(actual: &str, ok: bool) -> Check {

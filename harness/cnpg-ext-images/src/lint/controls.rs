@@ -1,6 +1,6 @@
 //! Extension control files: each one parsed, its install script reachable, its module found.
 
-use super::{codes, safe_rel, Ctx};
+use super::types::{codes, safe_rel, Ctx};
 use crate::control::parse_control;
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::path::{Path, PathBuf};

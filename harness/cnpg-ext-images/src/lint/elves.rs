@@ -1,7 +1,7 @@
 //! The ELF files of an image: architecture, class, PostgreSQL magic block, symbol versions
 //! against the operand, needed libraries.
 
-use super::{codes, Ctx, NeededVersion};
+use super::types::{codes, Ctx, NeededVersion};
 use crate::compat::{self, Runtime};
 use crate::elf::{arch_machine, is_elf, machine_name, read_elf, read_header};
 use crate::platform::normalize_arch;

@@ -2,7 +2,7 @@
 //! and top-level layout.
 
 use super::controls::sorted_names;
-use super::{codes, Ctx, Severity, REQUIRED_LABELS};
+use super::types::{codes, Ctx, Severity, REQUIRED_LABELS};
 use crate::compat::{self, FileOwner, Ownership, DISTROS};
 use crate::platform::normalize_arch;
 use crate::unpack::ImageConfigSummary;
