@@ -218,8 +218,7 @@ pub(crate) fn write_run_bundle(
         fixtures,
         extra: Vec::new(),
     };
-    let m = bundle::write(&input, out)?;
-    println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+    write_and_say(&input, out)?;
     Ok(())
 }
 
@@ -255,8 +254,7 @@ pub(crate) fn write_rendered_bundle(
         fixtures,
         extra: Vec::new(),
     };
-    let m = bundle::write(&input, out)?;
-    println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+    write_and_say(&input, out)?;
     Ok(())
 }
 
@@ -325,8 +323,7 @@ pub(crate) fn write_matrix_bundle(
         fixtures,
         extra: vec![matrix_file.to_path_buf()],
     };
-    let m = bundle::write(&input, out)?;
-    println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+    write_and_say(&input, out)?;
     Ok(())
 }
 
@@ -382,8 +379,7 @@ pub(crate) fn after_certify(out: &Path, dir: &Path, exit: Exit) -> Exit {
             report_dir: dir.to_path_buf(),
             ..BundleInput::default()
         };
-        let m = bundle::write(&input, out)?;
-        println!("bundle: {} ({} files)", out.display(), m.files.len() + 4);
+        write_and_say(&input, out)?;
         Ok(())
     })();
     match written {
@@ -503,4 +499,11 @@ impl FromBundle {
         }
         (same, lines)
     }
+}
+
+/// Write the bundle and say where, with every file it holds.
+fn write_and_say(input: &BundleInput, out: &Path) -> Result<(), String> {
+    let m = bundle::write(input, out)?;
+    println!("bundle: {} ({} files)", out.display(), m.files.len() + bundle::GENERATED.len());
+    Ok(())
 }

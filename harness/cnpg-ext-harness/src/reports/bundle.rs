@@ -160,6 +160,9 @@ fn files_of(dir: &Path, prefix: &str) -> Vec<(String, PathBuf)> {
     out
 }
 
+/// The files `write` makes itself, besides the ones its manifest lists.
+pub const GENERATED: [&str; 4] = [MANIFEST, "command.txt", "environment.json", "images.json"];
+
 /// Writes the bundle to `out`; returns its manifest.
 pub fn write(input: &BundleInput, out: &Path) -> Result<BundleManifest, String> {
     // Lexically: a scenario copy may reach its fixtures through a symlink, and
@@ -201,7 +204,7 @@ pub fn write(input: &BundleInput, out: &Path) -> Result<BundleManifest, String> 
         entries.push((rel(&root, e), e.clone()));
     }
     for (p, _) in &entries {
-        if [MANIFEST, "command.txt", "environment.json", "images.json"].contains(&p.as_str()) {
+        if GENERATED.contains(&p.as_str()) {
             return Err(format!("{p}: a scenario or fixture file would overwrite the bundle's own {p}"));
         }
     }
