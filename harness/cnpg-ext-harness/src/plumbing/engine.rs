@@ -1,6 +1,7 @@
 //! The container engine as far as cleanup needs it, written once for the container backend
 //! (a run's own cleanup) and the supervisor (a dead run's): which kind of engine a program is,
-//! the label that names a run, and the removal of a run's containers and volumes.
+//! the label that names a run, the removal of a run's containers and volumes, and the lock
+//! that keeps loads and removals of images apart.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -98,10 +99,49 @@ pub(crate) fn remove_run_objects(
     }
 }
 
+/// Held while a harness process loads images into an engine or removes a run's images from it.
+///
+/// podman commits a loaded image on layers it found in its store; another process removing an
+/// image of the same layers at that moment (a run's cleanup: the same pgvector image loaded by
+/// two tests under run-private names) leaves the load failing with "layer not known" (seen in
+/// CI; reproduced with `podman load` of one name against `podman rmi` of another). Loads and
+/// removals therefore take one lock: a lock file in the harness cache, shared by every harness
+/// process and supervisor of the host, and a thread lock when no cache directory can hold it.
+pub(crate) struct ImageStoreLock {
+    _file: Option<std::fs::File>,
+    _thread: std::sync::MutexGuard<'static, ()>,
+}
+
+/// Waits for and takes the [`ImageStoreLock`].
+pub(crate) fn image_store_lock() -> ImageStoreLock {
+    static IN_PROCESS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let thread = IN_PROCESS.lock().unwrap_or_else(|e| e.into_inner());
+    let file = (|| {
+        let dir = cnpg_ext_pg::ProvisionOptions::from_env().cache_dir?;
+        std::fs::create_dir_all(&dir).ok()?;
+        let file =
+            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("engine-images.lock")).ok()?;
+        file.lock().ok()?;
+        Some(file)
+    })();
+    ImageStoreLock { _file: file, _thread: thread }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::cell::RefCell;
+
+    #[test]
+    fn the_image_lock_is_held_on_the_host_until_dropped() {
+        let dir = cnpg_ext_pg::ProvisionOptions::from_env().cache_dir.expect("HOME or CNPG_EXT_HARNESS_CACHE");
+        let held = image_store_lock();
+        // Another process (here: another open file description) cannot take it meanwhile.
+        let other = std::fs::OpenOptions::new().write(true).open(dir.join("engine-images.lock")).unwrap();
+        assert!(matches!(other.try_lock(), Err(std::fs::TryLockError::WouldBlock)));
+        drop(held);
+        other.try_lock().expect("free once dropped");
+    }
 
     /// A scripted engine: answers listings from its state, records removals.
     struct Fake {

@@ -5,6 +5,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::engine::{strings, Engine, EngineKind};
+use crate::plumbing::engine::image_store_lock;
 use crate::error::HarnessError;
 use crate::images::store::ImageStore;
 
@@ -13,7 +14,8 @@ use crate::images::store::ImageStore;
 pub(super) type LoadedImage = crate::plumbing::supervisor::EngineImage;
 
 /// Loads every image of the store from an archive the harness writes (a pulled `@sha256:`
-/// reference: pulled by the engine from the same registry), several at once.
+/// reference: pulled by the engine from the same registry); archives are written several at
+/// once, loaded one at a time (see [`load_archive`]).
 pub(super) fn load_images(
     engine: &Engine,
     run_id: &str,
@@ -107,7 +109,7 @@ pub(super) fn load_one(
             HarnessError::Environment(format!("cannot pull image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
     } else {
-        engine.run_sync(&strings(&["load", "-q", "-i", &archive.display().to_string()])).map_err(|e| {
+        load_archive(engine, archive).map_err(|e| {
             HarnessError::Failed(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
     }
@@ -136,6 +138,33 @@ pub(super) fn load_one(
     }
     let _ = std::fs::remove_file(archive);
     Ok(())
+}
+
+/// `load -i archive` under the engine's image lock ([`image_store_lock`]), and a load that
+/// lost a race in the engine's store anyway (another program removing an image of the same
+/// layers) tried again.
+fn load_archive(engine: &Engine, archive: &Path) -> Result<String, String> {
+    let _store = image_store_lock();
+    let args = strings(&["load", "-q", "-i", &archive.display().to_string()]);
+    let mut attempt = 1;
+    loop {
+        match engine.run_sync(&args) {
+            Err(e) if attempt < LOAD_ATTEMPTS && lost_store_race(&e) => {
+                tracing::warn!(archive = %archive.display(), attempt, "the engine's store lost a race while loading; loading again: {e}");
+                attempt += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How many times a load that lost a race in the engine's store is tried.
+const LOAD_ATTEMPTS: u32 = 3;
+
+/// Whether an engine error is a race in its image store (the layers removed under the load
+/// while it committed the image), not a bad archive.
+fn lost_store_race(error: &str) -> bool {
+    error.contains("layer not known")
 }
 
 /// The engine's image under `reference`: its id and (podman) the digest of the manifest it
@@ -210,7 +239,7 @@ pub(super) fn normalize_reference(r: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::same_image;
+    use super::{lost_store_race, same_image};
     use crate::plumbing::engine::EngineKind;
 
     const CONFIG: &str = "sha256:c0";
@@ -219,6 +248,16 @@ mod tests {
 
     fn check(kind: EngineKind, pulled: bool, id: &str, engine_manifest: Option<&str>) -> Result<(), String> {
         same_image(kind, pulled, PINNED, id, engine_manifest, (CONFIG, MANIFEST))
+    }
+
+    #[test]
+    fn only_a_race_in_the_store_is_loaded_again() {
+        // As podman 5 printed it in CI, two loads of the pgvector archive at once.
+        let race = "Error: payload does not match any of the supported image formats:\n * oci: parsing \"localhost/dev/shm/x/0.tar\": invalid reference format\n * docker-archive: committing the finished image: creating image \"2e98\": layer not known";
+        assert!(lost_store_race(race));
+        for bad in ["Error: payload does not match any of the supported image formats:\n * docker-archive: unexpected EOF", "no space left on device"] {
+            assert!(!lost_store_race(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -35,7 +35,13 @@ pub struct EngineImage {
 /// load leaves one missing), then each borrowed reference tagged back and the run's image
 /// removed. Used by the container backend at the end of a run and by the cleanup after a
 /// dead one.
+///
+/// Under the engine's image lock: a removal never races another run's load.
 pub(crate) fn restore_images(images: &[EngineImage], mut run: impl FnMut(&[String]) -> bool) {
+    if images.is_empty() {
+        return;
+    }
+    let _store = crate::plumbing::engine::image_store_lock();
     let ours: Vec<String> = images.iter().filter(|i| i.previous.is_none()).map(|i| i.reference.clone()).collect();
     if !ours.is_empty() {
         let batch: Vec<String> = std::iter::once("rmi".to_string()).chain(ours.iter().cloned()).collect();
