@@ -31,7 +31,6 @@ fn options(paths: Vec<PathBuf>, workdir: &Path, engine: EngineOptions) -> RunOpt
         progress: false,
         command: vec!["cargo test".into()],
         engine,
-        kind: Default::default(),
         operand: Default::default(),
         wrap: None,
         registries: Default::default(),

@@ -236,7 +236,6 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             progress: !args.no_progress,
             command: command.clone(),
             engine: crate::backends::container::EngineOptions::from_env(),
-            kind: Default::default(),
             operand: args.operand,
             wrap: None,
             registries: args.registries.clone(),

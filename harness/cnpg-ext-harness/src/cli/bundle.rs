@@ -224,6 +224,7 @@ pub(crate) fn write_run_bundle(
 
 /// `run --backend kind --dry-run --bundle FILE`: the rendered manifests and the scenarios
 /// (verdict `rendered`: nothing ran).
+#[cfg(feature = "kind")]
 pub(crate) fn write_rendered_bundle(
     out: &Path,
     report_dir: &Path,

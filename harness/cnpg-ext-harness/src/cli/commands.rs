@@ -13,56 +13,43 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
     if args.dry_run {
         return dry_run(&args);
     }
-    // `--from-bundle`: the bundle's scenarios (and fixtures) as they were run, its release,
-    // pulled images pinned to the digests it recorded.
-    let from = match &args.from_bundle {
-        Some(path) => match crate::cli::bundle::FromBundle::open(path) {
-            Ok(f) => {
-                args.paths = f.paths();
-                if let Some(c) = f.cnpg() {
-                    args.cnpg_version = c;
-                }
-                for (r, pinned) in f.pinned() {
-                    if !args.images.iter().any(|i| i.starts_with(&format!("{r}="))) {
-                        println!("image {r} from {pinned} (as in the bundle)");
-                        args.images.push(format!("{r}={pinned}"));
-                    }
-                }
-                println!(
-                    "rerunning {} scenario(s) of {} (verdict then: {}; CNPG {})",
-                    f.bundle.manifest.scenarios.len(),
-                    path.display(),
-                    f.bundle.manifest.verdict,
-                    args.cnpg_version
-                );
-                Some(f)
-            }
+    match prepare_run(&mut args) {
+        Ok((opts, run)) => match app::run(opts).await {
+            Ok(out) => after_run(&args, &run, &out),
             Err(e) => {
                 eprintln!("error: {e}");
-                return Exit::Invalid;
+                e.exit_code()
             }
         },
+        Err(exit) => exit,
+    }
+}
+
+/// What `run` keeps beside the options for after the run.
+struct RunContext {
+    /// `--from-bundle`: the bundle rerun, to compare the verdict with.
+    from: Option<crate::cli::bundle::FromBundle>,
+    /// A report directory made only for the bundle (removed when dropped).
+    scratch: Option<tempfile::TempDir>,
+    /// The scenarios as loaded, for the bundle.
+    bundle_scenarios: Vec<Scenario>,
+}
+
+/// The run's options from its flags (and from the bundle it reruns); an error is printed and
+/// its exit code returned.
+fn prepare_run(args: &mut RunArgs) -> Result<(RunOptions, RunContext), Exit> {
+    let from = match &args.from_bundle {
+        Some(path) => Some(from_bundle(args, &path.clone())?),
         None => None,
     };
-    let mut image_sources = std::collections::BTreeMap::new();
-    for i in &args.images {
-        match crate::run::substitute::parse_pair(i) {
-            Ok((r, s)) => {
-                image_sources.insert(r, s);
-            }
-            Err(e) => {
-                eprintln!("error: --image {e}");
-                return Exit::Invalid;
-            }
-        }
-    }
+    let image_sources = image_sources(&args.images)?;
     // A bundle needs the report files: into a scratch directory when none is named.
     let scratch = match (&args.bundle, &args.report_dir) {
         (Some(_), None) => match tempfile::Builder::new().prefix("cnpg-ext-reports-").tempdir() {
             Ok(d) => Some(d),
             Err(e) => {
                 eprintln!("error: cannot create a report directory for the bundle: {e}");
-                return Exit::Environment;
+                return Err(Exit::Environment);
             }
         },
         _ => None,
@@ -71,21 +58,16 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
         args.report_dir = Some(d.path().to_path_buf());
     }
     let bundle_scenarios = match &args.bundle {
-        Some(_) => match app::load_scenarios(&args.paths, args.cnpg_version) {
-            Ok(s) => s,
-            Err(e) => {
-                eprintln!("error: {e}");
-                return e.exit_code();
-            }
-        },
+        Some(_) => app::load_scenarios(&args.paths, args.cnpg_version).map_err(|e| {
+            eprintln!("error: {e}");
+            e.exit_code()
+        })?,
         None => Vec::new(),
     };
-    let kind = kind_options(&args);
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
     let opts = RunOptions {
         paths: args.paths.clone(),
         backend: args.backend,
-        jobs,
+        jobs: args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2)),
         report_dir: args.report_dir.clone(),
         keep: args.keep,
         cnpg: args.cnpg_version,
@@ -94,7 +76,8 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
         workdir: args.workdir.clone(),
         progress: !args.no_progress,
         command: std::env::args().collect(),
-        kind,
+        #[cfg(feature = "kind")]
+        kind: kind_options(args),
         operand: args.operand,
         wrap: None,
         registries: args.registries.clone(),
@@ -109,76 +92,114 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
             pg_bindir: None,
         },
     };
-    match app::run(opts).await {
-        Ok(out) => {
-            let r = &out.report;
-            // Verdicts were printed as scenarios finished; the failures once more, in full.
-            let failed: Vec<_> =
-                r.scenarios.iter().filter(|s| matches!(s.status, Status::Failed | Status::Skipped)).collect();
-            if !failed.is_empty() {
-                println!();
-                for s in failed {
-                    println!("FAIL {} ({} ms)", s.id, s.duration_ms);
-                    if let Some(f) = s.failure_summary() {
-                        println!("  {}", f.replace('\n', "\n  "));
-                    }
-                }
-            }
-            println!();
-            // The run's page beside its records (failures with category and evidence).
-            let mut files = out.report_files.clone();
-            if let Some(dir) = &args.report_dir {
-                let view = crate::reports::view::RunView::of(r);
-                let page = dir.join("index.html");
-                if let Err(e) = std::fs::write(&page, crate::reports::html::run_page(&view, "cnpg-ext-harness run")) {
-                    eprintln!("error: {}: {e}", page.display());
-                    return Exit::Environment;
-                }
-                files.push(page);
-            }
-            // A scratch report directory (only for the bundle) is not worth naming.
-            for f in files.iter().filter(|_| scratch.is_none()) {
-                println!("report: {}", f.display());
-            }
-            if let Some(dir) = &out.kept {
-                println!("kept: {}", dir.display());
-            }
-            if r.totals.flaky > 0 {
-                println!(
-                    "{} passed, {} failed, {} flaky (passed after a retry)",
-                    r.totals.passed, r.totals.failed, r.totals.flaky
-                );
-            } else {
-                println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
-            }
-            let exit = if r.totals.failed == 0 { Exit::Passed } else { Exit::Failed };
-            if let (Some(out), Some(dir)) = (&args.bundle, &args.report_dir) {
-                if let Err(e) = crate::cli::bundle::write_run_bundle(out, r, dir, &bundle_scenarios, exit) {
-                    eprintln!("error: {e}");
-                    return Exit::Environment;
-                }
-            }
-            if let Some(f) = &from {
-                let (same, lines) = f.compare(r);
-                for l in &lines {
-                    println!("  {l}");
-                }
-                if same {
-                    println!(
-                        "verdict reproduced: {} as in the bundle",
-                        if exit == Exit::Passed { "passed" } else { "failed" }
-                    );
-                } else {
-                    println!("verdict NOT reproduced (differences above)");
-                }
-            }
-            exit
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            e.exit_code()
+    Ok((opts, RunContext { from, scratch, bundle_scenarios }))
+}
+
+/// `--from-bundle`: the bundle's scenarios (and fixtures) as they were run, its release,
+/// pulled images pinned to the digests it recorded.
+fn from_bundle(args: &mut RunArgs, path: &Path) -> Result<crate::cli::bundle::FromBundle, Exit> {
+    let f = crate::cli::bundle::FromBundle::open(path).map_err(|e| {
+        eprintln!("error: {e}");
+        Exit::Invalid
+    })?;
+    args.paths = f.paths();
+    if let Some(c) = f.cnpg() {
+        args.cnpg_version = c;
+    }
+    for (r, pinned) in f.pinned() {
+        if !args.images.iter().any(|i| i.starts_with(&format!("{r}="))) {
+            println!("image {r} from {pinned} (as in the bundle)");
+            args.images.push(format!("{r}={pinned}"));
         }
     }
+    println!(
+        "rerunning {} scenario(s) of {} (verdict then: {}; CNPG {})",
+        f.bundle.manifest.scenarios.len(),
+        path.display(),
+        f.bundle.manifest.verdict,
+        args.cnpg_version
+    );
+    Ok(f)
+}
+
+/// `--image REF=SOURCE`, every one.
+fn image_sources(images: &[String]) -> Result<std::collections::BTreeMap<String, String>, Exit> {
+    images
+        .iter()
+        .map(|i| {
+            crate::run::substitute::parse_pair(i).map_err(|e| {
+                eprintln!("error: --image {e}");
+                Exit::Invalid
+            })
+        })
+        .collect()
+}
+
+/// After the run: the failures in full, the page, the report files, the totals, the bundle,
+/// and (`--from-bundle`) whether the verdict reproduced.
+fn after_run(args: &RunArgs, run: &RunContext, out: &app::RunOutcome) -> Exit {
+    let r = &out.report;
+    print_failures(r);
+    // The run's page beside its records (failures with category and evidence).
+    let mut files = out.report_files.clone();
+    if let Some(dir) = &args.report_dir {
+        let view = crate::reports::view::RunView::of(r);
+        let page = dir.join("index.html");
+        if let Err(e) = std::fs::write(&page, crate::reports::html::run_page(&view, "cnpg-ext-harness run")) {
+            eprintln!("error: {}: {e}", page.display());
+            return Exit::Environment;
+        }
+        files.push(page);
+    }
+    // A scratch report directory (only for the bundle) is not worth naming.
+    for f in files.iter().filter(|_| run.scratch.is_none()) {
+        println!("report: {}", f.display());
+    }
+    if let Some(dir) = &out.kept {
+        println!("kept: {}", dir.display());
+    }
+    if r.totals.flaky > 0 {
+        println!(
+            "{} passed, {} failed, {} flaky (passed after a retry)",
+            r.totals.passed, r.totals.failed, r.totals.flaky
+        );
+    } else {
+        println!("{} passed, {} failed", r.totals.passed, r.totals.failed);
+    }
+    let exit = if r.totals.failed == 0 { Exit::Passed } else { Exit::Failed };
+    if let (Some(bundle), Some(dir)) = (&args.bundle, &args.report_dir) {
+        if let Err(e) = crate::cli::bundle::write_run_bundle(bundle, r, dir, &run.bundle_scenarios, exit) {
+            eprintln!("error: {e}");
+            return Exit::Environment;
+        }
+    }
+    if let Some(f) = &run.from {
+        let (same, lines) = f.compare(r);
+        for l in &lines {
+            println!("  {l}");
+        }
+        if same {
+            println!("verdict reproduced: {} as in the bundle", if exit == Exit::Passed { "passed" } else { "failed" });
+        } else {
+            println!("verdict NOT reproduced (differences above)");
+        }
+    }
+    exit
+}
+
+/// Verdicts were printed as scenarios finished; the failures once more, in full.
+fn print_failures(r: &crate::reports::run::RunReport) {
+    let failed: Vec<_> = r.scenarios.iter().filter(|s| matches!(s.status, Status::Failed | Status::Skipped)).collect();
+    if !failed.is_empty() {
+        println!();
+        for s in failed {
+            println!("FAIL {} ({} ms)", s.id, s.duration_ms);
+            if let Some(f) = s.failure_summary() {
+                println!("  {}", f.replace('\n', "\n  "));
+            }
+        }
+    }
+    println!();
 }
 
 /// `plan`: a scenario (its manifests in step order) or plain manifest files, derived as
@@ -275,6 +296,7 @@ pub(crate) fn plan(paths: &[PathBuf], cnpg: CnpgVersion, json: bool, inherited_e
     }
 }
 
+#[cfg(feature = "kind")]
 fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
     let mut opts = cnpg_ext_kind::KindOptions {
         kind_cluster: args.kind_cluster.clone(),
@@ -292,7 +314,18 @@ fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
     opts
 }
 
+/// `--dry-run` in a build without the kind backend.
+#[cfg(not(feature = "kind"))]
+fn dry_run(_: &RunArgs) -> Exit {
+    eprintln!(
+        "error: --dry-run renders the kind backend's manifests, and this cnpg-ext-harness was built without it \
+         (cargo feature `kind`, on by default)"
+    );
+    Exit::Environment
+}
+
 /// `--dry-run`: the manifests the kind backend would apply, written out; no cluster contacted.
+#[cfg(feature = "kind")]
 fn dry_run(args: &RunArgs) -> Exit {
     let scenarios = match app::load_scenarios(&args.paths, args.cnpg_version) {
         Ok(s) => s,

@@ -20,6 +20,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // The node outlives this command (`k8s up` returns with it running) and has its own
     // supervisor: it runs outside the harness's process tracking and runtime.
+    #[cfg(feature = "kind")]
     let cli = match cli.command {
         Command::K8s(args) => return ExitCode::from(cnpg_ext_node::cli::run(args).clamp(0, 255) as u8),
         _ => cli,
@@ -70,7 +71,16 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
         Command::Plan { paths, cnpg_version, format, inherited_env } => {
             commands::plan(&paths, cnpg_version, format == "json", &inherited_env)
         }
+        #[cfg(feature = "kind")]
         Command::Kind(cmd) => cnpg_ext_kind::cli::run(cmd).await,
+        #[cfg(not(feature = "kind"))]
+        Command::Kind(_) | Command::K8s(_) => {
+            eprintln!(
+                "error: this cnpg-ext-harness was built without the kind backend and the node (cargo feature `kind`, \
+                 on by default): build it with the default features"
+            );
+            Exit::Environment
+        }
         Command::Matrix(mut args) => {
             args.registries = registries;
             let (bundle, dir, file) = (args.bundle.clone(), args.report_dir.clone(), args.file.clone());
@@ -95,6 +105,7 @@ async fn dispatch(cmd: Command, registries: Registries) -> Exit {
             }
         }
         // Routed in `main` before the runtime starts.
+        #[cfg(feature = "kind")]
         Command::K8s(args) => Exit::from_code(cnpg_ext_node::cli::run(args)).unwrap_or(Exit::Failed),
         Command::Image(cmd) => {
             // `image unpack|lint <registry reference>`: pulled first, then read as a layout.

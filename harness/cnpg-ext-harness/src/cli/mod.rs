@@ -15,6 +15,15 @@ use cnpg_ext_model::CnpgVersion;
 
 use crate::run::app::BackendKind;
 
+/// The arguments of a subcommand this build does not have: taken whole, so that the error
+/// says which feature is missing rather than that the subcommand does not exist.
+#[cfg(not(feature = "kind"))]
+#[derive(Debug, clap::Args)]
+pub struct NotBuilt {
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub args: Vec<String>,
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "cnpg-ext-harness", version, about = "Conformance harness for CloudNativePG image-volume extensions")]
 pub struct Cli {
@@ -67,12 +76,20 @@ pub enum Command {
         inherited_env: Vec<String>,
     },
     /// Create, delete or show a kind cluster for the kind backend (ImageVolume gate on).
+    #[cfg(feature = "kind")]
     #[command(subcommand)]
     Kind(cnpg_ext_kind::cli::KindCommand),
+    /// Not in this build (cargo feature `kind`, on by default).
+    #[cfg(not(feature = "kind"))]
+    Kind(NotBuilt),
     /// A single-node Kubernetes built here from Go modules, with the real CloudNativePG
     /// operator: `k8s build|up|status|push|down` (docs/k8s-node.md). `up` prints the
     /// kubeconfig path as its last line, for `run --backend kind --kubeconfig`.
+    #[cfg(feature = "kind")]
     K8s(cnpg_ext_node::cli::K8sArgs),
+    /// Not in this build (cargo feature `kind`, on by default).
+    #[cfg(not(feature = "kind"))]
+    K8s(NotBuilt),
     /// Build, unpack or lint extension images.
     #[command(subcommand)]
     Image(cnpg_ext_images::cli::ImageCommand),
@@ -151,6 +168,7 @@ pub struct RunArgs {
     #[arg(long)]
     pub dry_run: bool,
     /// kind backend: a local registry mirror instead of `kind load` (--registry, --registry-port, --registry-image).
+    #[cfg(feature = "kind")]
     #[command(flatten)]
     pub registry: cnpg_ext_kind::cli::RegistryArgs,
     /// Container engine of `--backend container`: podman or docker ≥ 28 (or a path); default: podman, then docker.

@@ -52,6 +52,7 @@ pub struct RunOptions {
     pub progress: bool,
     pub command: Vec<String>,
     pub engine: EngineOptions,
+    #[cfg(feature = "kind")]
     pub kind: cnpg_ext_kind::KindOptions,
     /// The CNPG operand image the stand-ins imitate (local, container).
     pub operand: OperandFlavor,
@@ -85,6 +86,7 @@ impl Default for RunOptions {
             progress: false,
             command: vec!["cnpg-ext-harness (library)".into()],
             engine: EngineOptions::default(),
+            #[cfg(feature = "kind")]
             kind: Default::default(),
             operand: OperandFlavor::default(),
             wrap: None,
@@ -109,11 +111,25 @@ impl std::fmt::Debug for BackendWrap {
     }
 }
 
+/// `--backend kind` asked of a build without the kind backend.
+#[cfg(not(feature = "kind"))]
+fn kind_not_built() -> HarnessError {
+    HarnessError::Environment(
+        "this cnpg-ext-harness was built without the kind backend (cargo feature `kind`, on by default): \
+         build it with the default features, e.g. `cargo run --release -p cnpg-ext-harness -- run …`"
+            .into(),
+    )
+}
+
 /// What a run prepared once for its backend; makes one backend per scenario.
 enum Prepared {
     Local(Arc<LocalEnv>),
     Container(Arc<ContainerEnv>),
-    Kind { env: Option<Arc<cnpg_ext_kind::KindEnvironment>>, archives: Vec<(String, PathBuf)> },
+    #[cfg(feature = "kind")]
+    Kind {
+        env: Option<Arc<cnpg_ext_kind::KindEnvironment>>,
+        archives: Vec<(String, PathBuf)>,
+    },
 }
 
 impl Prepared {
@@ -127,6 +143,7 @@ impl Prepared {
         Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
             Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
+            #[cfg(feature = "kind")]
             Prepared::Kind { env, .. } => {
                 let env = env.as_ref().ok_or("the kind environment was not prepared")?;
                 env.check_scenario(scenario).map_err(|e| e.to_string())?;
@@ -148,6 +165,7 @@ impl Prepared {
     fn runtime(&self) -> Option<String> {
         match self {
             Prepared::Container(env) => Some(env.runtime_description()),
+            #[cfg(feature = "kind")]
             Prepared::Kind { env: Some(env), .. } => {
                 let mut runtimes: Vec<&str> = env.preflight.nodes.iter().map(|(_, r)| r.as_str()).collect();
                 runtimes.sort_unstable();
@@ -161,6 +179,7 @@ impl Prepared {
     /// The API server's version (kind), as it answered.
     fn kubernetes(&self) -> Option<String> {
         match self {
+            #[cfg(feature = "kind")]
             Prepared::Kind { env: Some(env), .. } => Some(env.preflight.server_version.clone()),
             _ => None,
         }
@@ -211,6 +230,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let started_at = chrono::Utc::now();
     let t0 = Instant::now();
     let scenarios = load_scenarios(&opts.paths, opts.cnpg)?;
+    #[cfg(not(feature = "kind"))]
+    if opts.backend == BackendKind::Kind {
+        return Err(kind_not_built());
+    }
     let progress = Arc::new(Progress::new(opts.progress));
     let run_as = RunAs::resolve(opts.run_as.as_deref()).map_err(HarnessError::Environment)?;
 
@@ -262,6 +285,9 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 BackendKind::Local => Prepared::Local(Arc::new(
                     LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,
                 )),
+                #[cfg(not(feature = "kind"))]
+                BackendKind::Kind => return Err(kind_not_built()),
+                #[cfg(feature = "kind")]
                 BackendKind::Kind => {
                     // Docker archives for `kind load image-archive`; the cluster is contacted below.
                     let mut archives = Vec::new();
@@ -293,6 +319,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     }
     let store = Arc::new(store);
     let prepared = match prepared {
+        #[cfg(feature = "kind")]
         Prepared::Kind { archives, .. } => {
             let mut kopts = opts.kind.clone();
             kopts.cnpg_version = opts.cnpg;

@@ -49,6 +49,7 @@ impl Harness {
     /// The real CloudNativePG operator on a Kubernetes cluster: a kind cluster the harness
     /// loads images into (`options.kind_cluster`), or any existing cluster whose nodes can
     /// pull the images (`kind_cluster: None`, the kubeconfig's context).
+    #[cfg(feature = "kind")]
     pub fn kind(options: cnpg_ext_kind::KindOptions) -> Harness {
         Harness { opts: RunOptions { backend: BackendKind::Kind, kind: options, ..RunOptions::default() } }
     }
