@@ -6,191 +6,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cnpg_ext_model::{CnpgVersion, Scenario};
-use cnpg_ext_pg::{OperandFlavor, PgInstall, ProvisionOptions};
+use cnpg_ext_pg::{PgInstall, ProvisionOptions};
 
-use cnpg_ext_backend::Backend;
-
-use crate::backends::container::{ContainerBackend, ContainerEnv, EngineOptions};
-use crate::backends::local::{LocalBackend, LocalEnv};
+use super::attempts::{run_scenario, Shared};
+pub use super::options::{BackendKind, BackendWrap, RunOptions, WrapFn};
+use super::prepared::{prepare, report_swept, Prepared};
 use crate::error::HarnessError;
 use crate::images::store::ImageStore;
 use crate::plumbing::progress::Progress;
 use crate::plumbing::run_as::RunAs;
 use crate::plumbing::{fsutil, procs};
-use crate::reports::run::Status;
-use crate::reports::run::{Attempt, Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult};
-use crate::run::runner::ScenarioRun;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum BackendKind {
-    Local,
-    Container,
-    Kind,
-}
-
-impl BackendKind {
-    pub fn name(self) -> &'static str {
-        match self {
-            BackendKind::Local => "local",
-            BackendKind::Container => "container",
-            BackendKind::Kind => "kind",
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    pub paths: Vec<PathBuf>,
-    pub backend: BackendKind,
-    pub jobs: usize,
-    pub report_dir: Option<PathBuf>,
-    pub keep: bool,
-    pub cnpg: CnpgVersion,
-    pub pg_config: Option<PathBuf>,
-    pub run_as: Option<String>,
-    pub workdir: Option<PathBuf>,
-    pub progress: bool,
-    pub command: Vec<String>,
-    pub engine: EngineOptions,
-    #[cfg(feature = "kind")]
-    pub kind: cnpg_ext_kind::KindOptions,
-    /// The CNPG operand image the stand-ins imitate (local, container).
-    pub operand: OperandFlavor,
-    /// Wraps every scenario's backend (tests: a backend that tampers with what it runs).
-    pub wrap: Option<BackendWrap>,
-    /// How images named by reference are pulled (`--insecure-registry`).
-    pub registries: crate::images::pull::Registries,
-    /// Attempts after the first for a scenario that failed on infrastructure (`image-pull`,
-    /// `container-create`, `timeout`); a pass after a retry is `flaky`.
-    pub retries: usize,
-    /// Every instance's server log is copied here (`<scenario>/<file>`) before teardown
-    /// (`--bundle`).
-    pub logs_dir: Option<PathBuf>,
-    /// `--image REF=SOURCE`: the image mounted under REF comes from SOURCE (a registry
-    /// reference, `fixture:DIR`, `oci:PATH`).
-    pub image_sources: std::collections::BTreeMap<String, String>,
-}
-
-impl Default for RunOptions {
-    fn default() -> Self {
-        RunOptions {
-            paths: Vec::new(),
-            backend: BackendKind::Local,
-            jobs: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
-            report_dir: None,
-            keep: false,
-            cnpg: CnpgVersion::DEFAULT,
-            pg_config: None,
-            run_as: None,
-            workdir: None,
-            progress: false,
-            command: vec!["cnpg-ext-harness (library)".into()],
-            engine: EngineOptions::default(),
-            #[cfg(feature = "kind")]
-            kind: Default::default(),
-            operand: OperandFlavor::default(),
-            wrap: None,
-            registries: Default::default(),
-            retries: 0,
-            logs_dir: None,
-            image_sources: Default::default(),
-        }
-    }
-}
-
-/// Wraps the backend of a scenario, given the scenario id (e.g. to tamper with it in tests).
-pub type WrapFn = dyn Fn(&str, Box<dyn Backend>) -> Box<dyn Backend> + Send + Sync;
-
-/// A function that wraps the backend of each scenario (given the scenario id).
-#[derive(Clone)]
-pub struct BackendWrap(pub Arc<WrapFn>);
-
-impl std::fmt::Debug for BackendWrap {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("BackendWrap(..)")
-    }
-}
-
-/// `--backend kind` asked of a build without the kind backend.
-#[cfg(not(feature = "kind"))]
-fn kind_not_built() -> HarnessError {
-    HarnessError::Environment(
-        "this cnpg-ext-harness was built without the kind backend (cargo feature `kind`, on by default): \
-         build it with the default features, e.g. `cargo run --release -p cnpg-ext-harness -- run …`"
-            .into(),
-    )
-}
-
-/// What a run prepared once for its backend; makes one backend per scenario.
-enum Prepared {
-    Local(Arc<LocalEnv>),
-    Container(Arc<ContainerEnv>),
-    #[cfg(feature = "kind")]
-    Kind {
-        env: Option<Arc<cnpg_ext_kind::KindEnvironment>>,
-        archives: Vec<(String, PathBuf)>,
-    },
-}
-
-impl Prepared {
-    fn backend(
-        &self,
-        store: &Arc<ImageStore>,
-        cnpg: CnpgVersion,
-        dir: PathBuf,
-        scenario: &Scenario,
-    ) -> Result<Box<dyn Backend>, String> {
-        Ok(match self {
-            Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
-            Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
-            #[cfg(feature = "kind")]
-            Prepared::Kind { env, .. } => {
-                let env = env.as_ref().ok_or("the kind environment was not prepared")?;
-                env.check_scenario(scenario).map_err(|e| e.to_string())?;
-                Box::new(env.backend(scenario))
-            }
-        })
-    }
-
-    /// The engine's id of the image mounted under `reference` (container backend).
-    fn engine_image_id(&self, reference: &str) -> Option<String> {
-        match self {
-            Prepared::Container(env) => env.engine_image_id(reference),
-            _ => None,
-        }
-    }
-
-    /// The container runtime the instances ran on, as the environment reported it when
-    /// probed: the engine and its version, or the kind nodes' runtimes.
-    fn runtime(&self) -> Option<String> {
-        match self {
-            Prepared::Container(env) => Some(env.runtime_description()),
-            #[cfg(feature = "kind")]
-            Prepared::Kind { env: Some(env), .. } => {
-                let mut runtimes: Vec<&str> = env.preflight.nodes.iter().map(|(_, r)| r.as_str()).collect();
-                runtimes.sort_unstable();
-                runtimes.dedup();
-                Some(runtimes.join(", ")).filter(|r| !r.is_empty())
-            }
-            _ => None,
-        }
-    }
-
-    /// The API server's version (kind), as it answered.
-    fn kubernetes(&self) -> Option<String> {
-        match self {
-            #[cfg(feature = "kind")]
-            Prepared::Kind { env: Some(env), .. } => Some(env.preflight.server_version.clone()),
-            _ => None,
-        }
-    }
-
-    fn finish(&self, keep: bool) {
-        if let Prepared::Container(env) = self {
-            env.finish(keep);
-        }
-    }
-}
+use crate::reports::run::{Environment, ImageRecord, OperandRecord, RunReport, ScenarioResult, Status};
 
 pub struct RunOutcome {
     pub report: RunReport,
@@ -232,11 +58,85 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let scenarios = load_scenarios(&opts.paths, opts.cnpg)?;
     #[cfg(not(feature = "kind"))]
     if opts.backend == BackendKind::Kind {
-        return Err(kind_not_built());
+        return Err(super::prepared::kind_not_built());
     }
     let progress = Arc::new(Progress::new(opts.progress));
     let run_as = RunAs::resolve(opts.run_as.as_deref()).map_err(HarnessError::Environment)?;
+    let (workdir, guard) = make_workdir(&opts)?;
 
+    let pg_config = opts.pg_config.clone();
+    let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
+    progress.line(&format!(
+        "running {} scenario(s) on the {} backend, {} from {}",
+        scenarios.len(),
+        opts.backend.name(),
+        pg.version.text,
+        describe_origin(&pg)
+    ));
+    let operand = pg.operand(opts.operand).map_err(|e| {
+        HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display()))
+    })?;
+    let (store, prepared) = prepare(&opts, &scenarios, &pg, &operand.exclusions, &workdir, run_as, &progress).await?;
+    let (store, prepared) = (Arc::new(store), Arc::new(prepared));
+
+    let shared = Arc::new(Shared {
+        sem: tokio::sync::Semaphore::new(opts.jobs.max(1)),
+        store: store.clone(),
+        prepared: prepared.clone(),
+        progress,
+        measured: Default::default(),
+        cnpg: opts.cnpg,
+        keep: opts.keep,
+        wrap: opts.wrap.clone(),
+        retries: opts.retries,
+        logs_dir: opts.logs_dir.clone(),
+    });
+    let results = run_all(&shared, scenarios, &workdir).await;
+    let measured = shared.measured.lock().unwrap().iter().cloned().collect::<Vec<_>>();
+    let report = RunReport {
+        schema_version: crate::reports::run::REPORT_SCHEMA_VERSION,
+        harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        git_revision: crate::plumbing::shell::git_revision(),
+        started_at: started_at.to_rfc3339(),
+        duration_ms: t0.elapsed().as_millis() as u64,
+        command: opts.command.clone(),
+        environment: Environment {
+            backend: opts.backend.name().into(),
+            postgresql: if measured.is_empty() {
+                format!("{} (not measured: no instance ran; the install the harness found)", pg.version.text)
+            } else {
+                measured.join(", ")
+            },
+            postgresql_source: describe_origin(&pg),
+            cnpg_modelled: opts.cnpg.to_string(),
+            kubernetes: prepared.kubernetes(),
+            runtime: prepared.runtime(),
+            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
+                flavor: operand.flavor.as_str().into(),
+                extensions: operand.extensions.clone(),
+            }),
+        },
+        images: image_records(&store, &prepared, &opts),
+        totals: RunReport::totals_of(&results),
+        scenarios: results,
+    };
+    let report_files = match &opts.report_dir {
+        Some(dir) => report
+            .write(dir)
+            .map_err(|e| HarnessError::Environment(format!("cannot write the report into {}: {e}", dir.display())))?,
+        None => Vec::new(),
+    };
+    prepared.finish(opts.keep);
+    drop(shared);
+    drop(prepared);
+    drop(store);
+    let kept = guard.finish();
+    Ok(RunOutcome { report, report_files, kept })
+}
+
+/// The run's work directory, claimed (removed by the supervisor if the harness dies) and
+/// removed by the guard unless `--keep`; stale ones of dead runs swept first.
+fn make_workdir(opts: &RunOptions) -> Result<(PathBuf, WorkdirGuard), HarnessError> {
     let parent = opts.workdir.clone().unwrap_or_else(default_workdir_parent);
     std::fs::create_dir_all(&parent).map_err(|e| HarnessError::Environment(format!("{}: {e}", parent.display())))?;
     report_swept(&crate::plumbing::supervisor::sweep_stale(std::slice::from_ref(&parent)));
@@ -256,184 +156,17 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         std::fs::set_permissions(&workdir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| HarnessError::Environment(e.to_string()))?;
     }
+    Ok((workdir, guard))
+}
 
-    let pg_config = opts.pg_config.clone();
-    let pg = tokio::task::spawn_blocking(move || locate_postgres(pg_config)).await.expect("locate task")?;
-    progress.line(&format!(
-        "running {} scenario(s) on the {} backend, {} from {}",
-        scenarios.len(),
-        opts.backend.name(),
-        pg.version.text,
-        describe_origin(&pg)
-    ));
-
-    let operand = pg.operand(opts.operand).map_err(|e| {
-        HarnessError::Environment(format!("cannot list the extensions of {}: {e}", pg.extension_dir().display()))
-    })?;
-    let specs: Vec<_> = scenarios.iter().flat_map(|s| s.images.iter().cloned()).collect();
-    let (store, prepared) = {
-        let pg = pg.clone();
-        let dir = workdir.clone();
-        let run_as = run_as.clone();
-        let (backend, engine) = (opts.backend, opts.engine.clone());
-        let without = operand.exclusions.clone();
-        let sources = opts.image_sources.clone();
-        tokio::task::spawn_blocking(move || -> Result<(ImageStore, Prepared), HarnessError> {
-            let specs = crate::run::substitute::apply(specs, &sources, &opts.registries)?;
-            let store = ImageStore::prepare(&specs, &pg, &dir.join("images"), &opts.registries)?;
-            let prepared = match backend {
-                BackendKind::Local => Prepared::Local(Arc::new(
-                    LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,
-                )),
-                #[cfg(not(feature = "kind"))]
-                BackendKind::Kind => return Err(kind_not_built()),
-                #[cfg(feature = "kind")]
-                BackendKind::Kind => {
-                    // Docker archives for `kind load image-archive`; the cluster is contacted below.
-                    let mut archives = Vec::new();
-                    for (n, img) in store.all().enumerate() {
-                        let tar = dir.join("images").join(format!("{n}.docker.tar"));
-                        cnpg_ext_images::write_docker_archive(&img.source, &img.reference, &tar)
-                            .map_err(|e| HarnessError::Input(format!("image `{}`: {e}", img.reference)))?;
-                        archives.push((img.reference.clone(), tar));
-                    }
-                    Prepared::Kind { env: None, archives }
-                }
-                BackendKind::Container => {
-                    let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                    watch_containers(&dir, &engine)?;
-                    Prepared::Container(Arc::new(ContainerEnv::prepare(&pg, &store, &without, &dir, &run_id, &engine)?))
-                }
-            };
-            Ok((store, prepared))
-        })
-        .await
-        .expect("prepare task")?
-    };
-    // Shown, recorded in report.json, never fatal: a scenario may use a broken image on purpose.
-    for img in store.all() {
-        for f in img.compat.iter().filter(|f| f.severity != cnpg_ext_images::lint::Severity::Info) {
-            let path = f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default();
-            progress.line(&format!("image {}: {:?} {}: {path}{}", img.reference, f.severity, f.code, f.message));
-        }
-    }
-    let store = Arc::new(store);
-    let prepared = match prepared {
-        #[cfg(feature = "kind")]
-        Prepared::Kind { archives, .. } => {
-            let mut kopts = opts.kind.clone();
-            kopts.cnpg_version = opts.cnpg;
-            kopts.keep = opts.keep;
-            if let Some(dir) = &opts.report_dir {
-                kopts.report_dir = dir.clone();
-            }
-            let env = cnpg_ext_kind::prepare(&kopts).await.map_err(|e| match e {
-                cnpg_ext_model::backend::BackendError::Unusable(m) => HarnessError::Environment(m),
-                other => HarnessError::Environment(other.to_string()),
-            })?;
-            // Every archive into the nodes once, before any scenario starts.
-            env.load_images(&archives).await.map_err(|e| HarnessError::Environment(e.to_string()))?;
-            Prepared::Kind { env: Some(Arc::new(env)), archives }
-        }
-        other => other,
-    };
-    let prepared = Arc::new(prepared);
-
-    let sem = Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1)));
-    // `server_version` as the instances answered it (environment.postgresql).
-    let measured: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+/// Every scenario on a fresh backend, `jobs` at a time; a task that panicked is a failure.
+async fn run_all(shared: &Arc<Shared>, scenarios: Vec<Scenario>, workdir: &std::path::Path) -> Vec<ScenarioResult> {
     let mut tasks = Vec::new();
     for scenario in scenarios {
-        let (sem, store, prepared, progress) = (sem.clone(), store.clone(), prepared.clone(), progress.clone());
+        let (id, file, description) =
+            (scenario.id.clone(), scenario.file.display().to_string(), scenario.description.clone());
         let dir = workdir.join("s").join(&scenario.id);
-        let (cnpg, keep) = (opts.cnpg, opts.keep);
-        let id = scenario.id.clone();
-        let file = scenario.file.display().to_string();
-        let description = scenario.description.clone();
-        let wrap = opts.wrap.clone();
-        let measured = measured.clone();
-        let retries = opts.retries;
-        let logs_dir = opts.logs_dir.clone();
-        let handle = tokio::spawn(async move {
-            let t = Instant::now();
-            let mut attempts: Vec<Attempt> = Vec::new();
-            loop {
-                let permit = sem.clone().acquire_owned().await.expect("semaphore");
-                progress.scenario_started(&scenario.id);
-                let tried = Instant::now();
-                // A retry gets fresh instances in a directory of its own.
-                let here = match attempts.len() {
-                    0 => dir.clone(),
-                    n => dir.with_file_name(format!("{}.retry{n}", scenario.id)),
-                };
-                let made = prepared.backend(&store, cnpg, here.clone(), &scenario);
-                let made = match &wrap {
-                    Some(w) => made.map(|b| (w.0)(&scenario.id, b)),
-                    None => made,
-                };
-                let (steps, error) = match made {
-                    Ok(mut backend) => {
-                        let on_step = |title: &str| progress.step(&scenario.id, title);
-                        let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
-                        if let Some(v) = server_version(backend.as_ref()).await {
-                            measured.lock().unwrap().insert(v);
-                        }
-                        // The slot goes to the next scenario now: removing this one's instances
-                        // (awaited here, its errors this scenario's) overlaps that one's start.
-                        drop(permit);
-                        if let Some(logs) = &logs_dir {
-                            let name = here.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-                            collect_logs(backend.as_ref(), &here, &logs.join(name)).await;
-                        }
-                        let teardown = backend.teardown(keep).await;
-                        (steps, teardown.err().map(|e| format!("teardown: {e}")))
-                    }
-                    Err(e) => (Vec::new(), Some(e)),
-                };
-                let failed = error.is_some() || steps.iter().any(|s| s.status == Status::Failed);
-                let category = steps
-                    .iter()
-                    .find(|s| s.status == Status::Failed)
-                    .and_then(|s| s.category)
-                    .or_else(|| error.as_deref().map(crate::run::evidence::of_error));
-                let mut result = ScenarioResult {
-                    id: scenario.id.clone(),
-                    file: scenario.file.display().to_string(),
-                    description: scenario.description.clone(),
-                    status: if failed { Status::Failed } else { Status::Passed },
-                    duration_ms: t.elapsed().as_millis() as u64,
-                    error,
-                    steps,
-                    category: if failed { category } else { None },
-                    attempts: Vec::new(),
-                };
-                // Only infrastructure is retried (`--retries`): never an assertion.
-                if failed && attempts.len() < retries && category.is_some_and(|c| c.is_infrastructure()) {
-                    let c = category.map(|c| c.name()).unwrap_or_default();
-                    progress.line(&format!(
-                        "RETRY {} ({c}, attempt {} of {})",
-                        scenario.id,
-                        attempts.len() + 2,
-                        retries + 1
-                    ));
-                    attempts.push(Attempt {
-                        status: Status::Failed,
-                        category,
-                        duration_ms: tried.elapsed().as_millis() as u64,
-                        failure: result.failure_summary(),
-                    });
-                    continue;
-                }
-                if !failed && !attempts.is_empty() {
-                    result.status = Status::Flaky;
-                    result.category = attempts.last().and_then(|a| a.category);
-                }
-                result.attempts = attempts;
-                let line = format!("{} {} ({} ms)", verdict_line(&result), scenario.id, result.duration_ms);
-                progress.scenario_finished(&scenario.id, &line);
-                break result;
-            }
-        });
+        let handle = tokio::spawn(run_scenario(shared.clone(), scenario, dir));
         tasks.push((id, file, description, handle));
     }
     let mut results = Vec::new();
@@ -453,124 +186,24 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             }),
         }
     }
-
-    let report = RunReport {
-        schema_version: crate::reports::run::REPORT_SCHEMA_VERSION,
-        harness_version: env!("CARGO_PKG_VERSION").to_string(),
-        git_revision: crate::plumbing::shell::git_revision(),
-        started_at: started_at.to_rfc3339(),
-        duration_ms: t0.elapsed().as_millis() as u64,
-        command: opts.command.clone(),
-        environment: Environment {
-            backend: opts.backend.name().into(),
-            postgresql: {
-                let measured = measured.lock().unwrap();
-                if measured.is_empty() {
-                    format!("{} (not measured: no instance ran; the install the harness found)", pg.version.text)
-                } else {
-                    measured.iter().cloned().collect::<Vec<_>>().join(", ")
-                }
-            },
-            postgresql_source: describe_origin(&pg),
-            cnpg_modelled: opts.cnpg.to_string(),
-            kubernetes: prepared.kubernetes(),
-            runtime: prepared.runtime(),
-            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
-                flavor: operand.flavor.as_str().into(),
-                extensions: operand.extensions.clone(),
-            }),
-        },
-        images: store
-            .all()
-            .map(|i| ImageRecord {
-                reference: i.reference.clone(),
-                manifest_digest: i.manifest_digest.clone(),
-                engine_image_id: prepared.engine_image_id(&i.reference),
-                source: i.source.display().to_string(),
-                substituted_by: opts.image_sources.get(&i.reference).cloned(),
-                findings: i.compat.clone(),
-                binaries: i.binaries.clone(),
-            })
-            .collect(),
-        totals: RunReport::totals_of(&results),
-        scenarios: results,
-    };
-    let report_files = match &opts.report_dir {
-        Some(dir) => report
-            .write(dir)
-            .map_err(|e| HarnessError::Environment(format!("cannot write the report into {}: {e}", dir.display())))?,
-        None => Vec::new(),
-    };
-    prepared.finish(opts.keep);
-    drop(prepared);
-    drop(store);
-    let kept = guard.finish();
-    Ok(RunOutcome { report, report_files, kept })
+    results
 }
 
-/// Every `*.log` under a scenario's directory (local: each instance's `postgres.log`), else
-/// each instance's server log as the backend reads it (container: the engine's log).
-async fn collect_logs(backend: &dyn Backend, dir: &std::path::Path, dest: &std::path::Path) {
-    let mut copied = 0;
-    for e in walkdir::WalkDir::new(dir).into_iter().flatten() {
-        if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "log") {
-            if let Ok(rel) = e.path().strip_prefix(dir) {
-                let to = dest.join(rel);
-                if to.parent().is_some_and(|p| std::fs::create_dir_all(p).is_ok())
-                    && std::fs::copy(e.path(), &to).is_ok()
-                {
-                    copied += 1;
-                }
-            }
-        }
-    }
-    if copied == 0 {
-        for inst in backend.instances().await.unwrap_or_default() {
-            if let Some(log) = backend.server_log(&inst.name).await {
-                if std::fs::create_dir_all(dest).is_ok() {
-                    let _ = std::fs::write(dest.join(format!("{}.log", inst.name)), log + "\n");
-                }
-            }
-        }
-    }
-}
-
-/// Tells the supervisor (and the owner record) which engine holds this run's containers.
-fn watch_containers(
-    workdir: &std::path::Path,
-    engine: &crate::backends::container::EngineOptions,
-) -> Result<(), HarnessError> {
-    let o = engine.resolved();
-    let global = crate::backends::container::split_flags(o.engine_flags.as_deref().unwrap_or(""))
-        .map_err(|e| HarnessError::Input(format!("{}: {e}", crate::backends::container::ENV_ENGINE_FLAGS)))?;
-    let on_path =
-        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
-    let program = o.engine.unwrap_or_else(|| {
-        if on_path("podman") || !on_path("docker") {
-            "podman".into()
-        } else {
-            "docker".into()
-        }
-    });
-    let target = crate::plumbing::supervisor::EngineTarget {
-        program: program.into(),
-        global,
-        run_id: crate::plumbing::supervisor::run_id_of(workdir),
-    };
-    // Containers and volumes labelled with a dead owner (beside the run's): in the background.
-    let (p, g) = (target.program.clone(), target.global.clone());
-    std::thread::spawn(move || report_swept(&crate::plumbing::supervisor::sweep_stale_engine(&p, &g)));
-    crate::plumbing::supervisor::watch_engine(workdir, target)
-        .map_err(|e| HarnessError::Environment(format!("{}: {e}", workdir.display())))
-}
-
-fn report_swept(s: &crate::plumbing::supervisor::Swept) {
-    for d in &s.dirs {
-        eprintln!("removed {} (left by a run whose harness died)", d.display());
-    }
-    if s.containers + s.volumes > 0 {
-        eprintln!("removed {} container(s) and {} volume(s) left by runs whose harness died", s.containers, s.volumes);
-    }
+/// What report.json records of every image: its digest, where it came from, what the engine
+/// holds, the lint findings.
+fn image_records(store: &ImageStore, prepared: &Prepared, opts: &RunOptions) -> Vec<ImageRecord> {
+    store
+        .all()
+        .map(|i| ImageRecord {
+            reference: i.reference.clone(),
+            manifest_digest: i.manifest_digest.clone(),
+            engine_image_id: prepared.engine_image_id(&i.reference),
+            source: i.source.display().to_string(),
+            substituted_by: opts.image_sources.get(&i.reference).cloned(),
+            findings: i.compat.clone(),
+            binaries: i.binaries.clone(),
+        })
+        .collect()
 }
 
 /// Data directories are copied for every instance: in memory (`/dev/shm`) when it is there
@@ -614,16 +247,6 @@ impl Drop for WorkdirGuard {
     }
 }
 
-/// `PASS` / `FAIL` / `SKIP`; the finish line is `<verdict> <id> (<ms> ms)`.
-pub(crate) fn verdict_line(r: &ScenarioResult) -> String {
-    match r.status {
-        Status::Passed => "PASS".into(),
-        Status::Skipped => "SKIP".into(),
-        Status::Failed => "FAIL".into(),
-        Status::Flaky => "FLAKY".into(),
-    }
-}
-
 pub(crate) fn describe_origin(pg: &PgInstall) -> String {
     match &pg.origin {
         cnpg_ext_pg::PgOrigin::PgConfig(p) => format!("PG_CONFIG {}", p.display()),
@@ -634,12 +257,3 @@ pub(crate) fn describe_origin(pg: &PgInstall) -> String {
     }
 }
 
-/// `server_version` of the first instance a backend runs, if one answers.
-async fn server_version(backend: &dyn Backend) -> Option<String> {
-    let first = backend.instances().await.ok()?.into_iter().next()?;
-    let client = backend.connect(&first.name, "postgres", "postgres").await.ok()?;
-    let rows = crate::plumbing::sql::query_text(&client, "SELECT 'PostgreSQL ' || current_setting('server_version')")
-        .await
-        .ok()?;
-    rows.first().and_then(|r| r.first().cloned().flatten())
-}

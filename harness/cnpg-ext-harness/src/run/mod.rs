@@ -1,9 +1,14 @@
 //! The run pipeline: scenarios loaded, images prepared, a backend set up, each scenario's
-//! steps driven (`runner`), the report assembled (`app`); `harness` is the library face.
+//! steps driven (`runner`, one attempt after another in `attempts`), the report assembled
+//! (`app`); `options` says what a run is asked, `prepared` what it sets up once; `harness` is
+//! the library face.
 
 pub(crate) mod app;
+mod attempts;
 pub(crate) mod evidence;
 pub(crate) mod harness;
+mod options;
+mod prepared;
 pub(crate) mod runner;
 pub(crate) mod substitute;
 
