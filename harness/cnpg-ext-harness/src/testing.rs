@@ -1,9 +1,15 @@
 //! Internals this crate's own integration tests and benchmarks reach (cleanup after a dead
 //! run, the container engine, process ownership). Not part of the public API.
 
+#[cfg(feature = "container")]
 pub use crate::backends::container::{
     engine_available, engine_reference_of, split_flags, start_api_service, ApiService, LABEL_RUN,
 };
+/// A build without the container backend can use no engine.
+#[cfg(not(feature = "container"))]
+pub fn engine_available(_: &crate::EngineOptions) -> bool {
+    false
+}
 pub use crate::matrix::parse_duration;
 pub use crate::plumbing::exe::harness_binary;
 pub use crate::plumbing::fsutil::remove_tree;

@@ -235,7 +235,7 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             workdir: keep_parent.as_ref().map(|k| k.path().to_path_buf()),
             progress: !args.no_progress,
             command: command.clone(),
-            engine: crate::backends::container::EngineOptions::from_env(),
+            engine: crate::plumbing::engine::EngineOptions::from_env(),
             operand: args.operand,
             wrap: None,
             registries: args.registries.clone(),

@@ -84,7 +84,7 @@ fn prepare_run(args: &mut RunArgs) -> Result<(RunOptions, RunContext), Exit> {
         retries: args.retries,
         logs_dir: args.bundle.as_ref().and(args.report_dir.as_ref()).map(|d| d.join("logs")),
         image_sources,
-        engine: crate::backends::container::EngineOptions {
+        engine: crate::plumbing::engine::EngineOptions {
             engine: args.engine.clone(),
             pg_image: args.pg_image.clone(),
             engine_flags: args.engine_flags.clone(),

@@ -1,13 +1,61 @@
 //! The container engine as far as cleanup needs it, written once for the container backend
 //! (a run's own cleanup) and the supervisor (a dead run's): which kind of engine a program is,
 //! the label that names a run, the removal of a run's containers and volumes, and the lock
-//! that keeps loads and removals of images apart.
+//! that keeps loads and removals of images apart; and which engine a run asks for
+//! (`EngineOptions`, also known to builds without the container backend).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 /// The label every container (and labelled volume) of a run carries, valued with its run id.
 pub const LABEL_RUN: &str = "io.cnpg-ext-harness.run";
+
+/// Global engine flags (before the subcommand), e.g. `--runtime runc --cgroup-manager cgroupfs`.
+pub(crate) const ENV_ENGINE_FLAGS: &str = "CNPG_EXT_HARNESS_ENGINE_FLAGS";
+/// Extra flags of every `run`, e.g. `--ulimit nofile=20000:20000`.
+pub(crate) const ENV_RUN_FLAGS: &str = "CNPG_EXT_HARNESS_RUN_FLAGS";
+/// Engine to use (`podman`, `docker`, or a path to either).
+pub(crate) const ENV_ENGINE: &str = "CNPG_EXT_HARNESS_ENGINE";
+/// PostgreSQL operand image to use instead of building one.
+pub(crate) const ENV_PG_IMAGE: &str = "CNPG_EXT_HARNESS_PG_IMAGE";
+/// Directory of `postgres`/`initdb`/`pg_basebackup` inside `--pg-image`.
+pub(crate) const ENV_PG_BINDIR: &str = "CNPG_EXT_HARNESS_PG_BINDIR";
+
+/// Engine selection and flags (see README: some hosts need extra flags). `None` fields are
+/// read from the environment (`CNPG_EXT_HARNESS_ENGINE`, `…_PG_IMAGE`, `…_ENGINE_FLAGS`,
+/// `…_RUN_FLAGS`, `…_PG_BINDIR`).
+#[derive(Debug, Clone, Default)]
+pub struct EngineOptions {
+    /// `podman`, `docker` or a path to either; default: podman, then docker.
+    pub engine: Option<String>,
+    /// PostgreSQL operand image to use (pulled when missing) instead of building one.
+    pub pg_image: Option<String>,
+    /// Global engine flags, split like a shell: `--runtime runc --cgroup-manager cgroupfs`.
+    pub engine_flags: Option<String>,
+    /// Flags added to every `run`, split like a shell: `--ulimit nofile=20000:20000`.
+    pub run_flags: Option<String>,
+    /// Directory of the PostgreSQL programs inside `pg_image` (default: its PATH).
+    pub pg_bindir: Option<String>,
+}
+
+impl EngineOptions {
+    /// Every field from its environment variable.
+    pub fn from_env() -> EngineOptions {
+        EngineOptions::default().resolved()
+    }
+
+    /// Fills unset fields from the environment.
+    pub fn resolved(&self) -> EngineOptions {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.trim().is_empty());
+        EngineOptions {
+            engine: self.engine.clone().or_else(|| var(ENV_ENGINE)),
+            pg_image: self.pg_image.clone().or_else(|| var(ENV_PG_IMAGE)),
+            engine_flags: self.engine_flags.clone().or_else(|| var(ENV_ENGINE_FLAGS)),
+            run_flags: self.run_flags.clone().or_else(|| var(ENV_RUN_FLAGS)),
+            pg_bindir: self.pg_bindir.clone().or_else(|| var(ENV_PG_BINDIR)),
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EngineKind {

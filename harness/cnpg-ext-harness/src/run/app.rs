@@ -58,7 +58,11 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let scenarios = load_scenarios(&opts.paths, opts.cnpg)?;
     #[cfg(not(feature = "kind"))]
     if opts.backend == BackendKind::Kind {
-        return Err(super::prepared::kind_not_built());
+        return Err(super::prepared::not_built("kind", "kind"));
+    }
+    #[cfg(not(feature = "container"))]
+    if opts.backend == BackendKind::Container {
+        return Err(super::prepared::not_built("container", "container"));
     }
     let progress = Arc::new(Progress::new(opts.progress));
     let run_as = RunAs::resolve(opts.run_as.as_deref()).map_err(HarnessError::Environment)?;
@@ -256,4 +260,3 @@ pub(crate) fn describe_origin(pg: &PgInstall) -> String {
         }
     }
 }
-

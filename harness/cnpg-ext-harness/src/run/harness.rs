@@ -15,8 +15,8 @@ use cnpg_ext_backend::Backend;
 use cnpg_ext_model::CnpgVersion;
 use cnpg_ext_pg::OperandFlavor;
 
-use crate::backends::container::EngineOptions;
 use crate::error::HarnessError;
+use crate::plumbing::engine::EngineOptions;
 use crate::reports::run::RunReport;
 use crate::reports::run::Status;
 use crate::run::app::{self, BackendKind, BackendWrap, RunOptions};

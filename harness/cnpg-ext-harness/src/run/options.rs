@@ -8,7 +8,7 @@ use cnpg_ext_backend::Backend;
 use cnpg_ext_model::CnpgVersion;
 use cnpg_ext_pg::OperandFlavor;
 
-use crate::backends::container::EngineOptions;
+use crate::plumbing::engine::EngineOptions;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum BackendKind {

@@ -11,6 +11,7 @@ use cnpg_ext_model::{CnpgVersion, Scenario};
 use cnpg_ext_pg::PgInstall;
 
 use super::options::{BackendKind, RunOptions};
+#[cfg(feature = "container")]
 use crate::backends::container::{ContainerBackend, ContainerEnv};
 use crate::backends::local::{LocalBackend, LocalEnv};
 use crate::error::HarnessError;
@@ -21,6 +22,7 @@ use crate::plumbing::run_as::RunAs;
 /// What a run prepared once for its backend; makes one backend per scenario.
 pub(super) enum Prepared {
     Local(Arc<LocalEnv>),
+    #[cfg(feature = "container")]
     Container(Arc<ContainerEnv>),
     #[cfg(feature = "kind")]
     Kind {
@@ -39,6 +41,7 @@ impl Prepared {
     ) -> Result<Box<dyn Backend>, String> {
         Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
+            #[cfg(feature = "container")]
             Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
             #[cfg(feature = "kind")]
             Prepared::Kind { env, .. } => {
@@ -52,6 +55,7 @@ impl Prepared {
     /// The engine's id of the image mounted under `reference` (container backend).
     pub(super) fn engine_image_id(&self, reference: &str) -> Option<String> {
         match self {
+            #[cfg(feature = "container")]
             Prepared::Container(env) => env.engine_image_id(reference),
             _ => None,
         }
@@ -61,6 +65,7 @@ impl Prepared {
     /// probed: the engine and its version, or the kind nodes' runtimes.
     pub(super) fn runtime(&self) -> Option<String> {
         match self {
+            #[cfg(feature = "container")]
             Prepared::Container(env) => Some(env.runtime_description()),
             #[cfg(feature = "kind")]
             Prepared::Kind { env: Some(env), .. } => {
@@ -83,12 +88,13 @@ impl Prepared {
     }
 
     pub(super) fn finish(&self, keep: bool) {
+        #[cfg(feature = "container")]
         if let Prepared::Container(env) = self {
             env.finish(keep);
         }
+        let _ = keep;
     }
 }
-
 
 /// The images and the backend's environment, prepared once for the run.
 pub(super) async fn prepare(
@@ -112,9 +118,12 @@ pub(super) async fn prepare(
                 LocalEnv::prepare(&pg, &without, &dir, run_as).map_err(HarnessError::Environment)?,
             )),
             #[cfg(not(feature = "kind"))]
-            BackendKind::Kind => return Err(kind_not_built()),
+            BackendKind::Kind => return Err(not_built("kind", "kind")),
             #[cfg(feature = "kind")]
             BackendKind::Kind => Prepared::Kind { env: None, archives: kind_archives(&store, &dir)? },
+            #[cfg(not(feature = "container"))]
+            BackendKind::Container => return Err(not_built("container", "container")),
+            #[cfg(feature = "container")]
             BackendKind::Container => {
                 let run_id = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
                 watch_containers(&dir, &engine)?;
@@ -173,13 +182,14 @@ async fn connect_kind(opts: &RunOptions, archives: Vec<(String, PathBuf)>) -> Re
 }
 
 /// Tells the supervisor (and the owner record) which engine holds this run's containers.
+#[cfg(feature = "container")]
 fn watch_containers(
     workdir: &std::path::Path,
     engine: &crate::backends::container::EngineOptions,
 ) -> Result<(), HarnessError> {
     let o = engine.resolved();
     let global = crate::backends::container::split_flags(o.engine_flags.as_deref().unwrap_or(""))
-        .map_err(|e| HarnessError::Input(format!("{}: {e}", crate::backends::container::ENV_ENGINE_FLAGS)))?;
+        .map_err(|e| HarnessError::Input(format!("{}: {e}", crate::plumbing::engine::ENV_ENGINE_FLAGS)))?;
     let on_path =
         |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
     let program = o.engine.unwrap_or_else(|| {
@@ -210,14 +220,11 @@ pub(super) fn report_swept(s: &crate::plumbing::supervisor::Swept) {
     }
 }
 
-
-/// `--backend kind` asked of a build without the kind backend.
-#[cfg(not(feature = "kind"))]
-pub(super) fn kind_not_built() -> HarnessError {
-    HarnessError::Environment(
-        "this cnpg-ext-harness was built without the kind backend (cargo feature `kind`, on by default): \
+/// `--backend <backend>` asked of a build without it (cargo feature `feature`).
+#[cfg(not(all(feature = "kind", feature = "container")))]
+pub(super) fn not_built(backend: &str, feature: &str) -> HarnessError {
+    HarnessError::Environment(format!(
+        "this cnpg-ext-harness was built without the {backend} backend (cargo feature `{feature}`, on by default): \
          build it with the default features, e.g. `cargo run --release -p cnpg-ext-harness -- run …`"
-            .into(),
-    )
+    ))
 }
-

@@ -8,16 +8,7 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-/// Global engine flags (before the subcommand), e.g. `--runtime runc --cgroup-manager cgroupfs`.
-pub(crate) const ENV_ENGINE_FLAGS: &str = "CNPG_EXT_HARNESS_ENGINE_FLAGS";
-/// Extra flags of every `run`, e.g. `--ulimit nofile=20000:20000`.
-pub(crate) const ENV_RUN_FLAGS: &str = "CNPG_EXT_HARNESS_RUN_FLAGS";
-/// Engine to use (`podman`, `docker`, or a path to either).
-pub(crate) const ENV_ENGINE: &str = "CNPG_EXT_HARNESS_ENGINE";
-/// PostgreSQL operand image to use instead of building one.
-pub(crate) const ENV_PG_IMAGE: &str = "CNPG_EXT_HARNESS_PG_IMAGE";
-/// Directory of `postgres`/`initdb`/`pg_basebackup` inside `--pg-image`.
-pub(crate) const ENV_PG_BINDIR: &str = "CNPG_EXT_HARNESS_PG_BINDIR";
+pub(crate) use crate::plumbing::engine::{ENV_ENGINE_FLAGS, ENV_RUN_FLAGS};
 
 /// Longest an engine command of a scenario may take (a hung engine fails the step).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);

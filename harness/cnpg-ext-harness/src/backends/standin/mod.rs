@@ -20,6 +20,8 @@ use cnpg_ext_model::plan::{ClusterPlan, PlanOptions};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, CnpgVersion, DatabaseDoc};
 
 pub(crate) use operator::{classify, operator_conf, reconcile_database, Action, INSTANCE_CONF};
+// Used by the container backend (cargo feature `container`).
+#[cfg_attr(not(feature = "container"), allow(unused_imports))]
 pub(crate) use runtime::{environ_map, fatal_reason, ld_library_path_of, InstanceRuntime, Slot};
 
 /// How long an instance may take to accept connections after a start.

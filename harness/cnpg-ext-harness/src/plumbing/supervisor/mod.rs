@@ -28,8 +28,11 @@ pub(crate) use fault::{fault_after_postmaster_start, rollout_primary_first};
 pub(crate) use main_loop::supervise_main;
 pub(crate) use owner::SUPERVISE_ARG;
 pub use owner::{Owner, LABEL_OWNER, OWNER_FILE};
+// Used by the container backend (cargo feature `container`).
+#[cfg_attr(not(feature = "container"), allow(unused_imports))]
 pub(crate) use procscan::kill_orphaned_monitors;
 pub use records::{read_record, EngineImage, EngineTarget, OwnerRecord};
+#[cfg_attr(not(feature = "container"), allow(unused_imports))]
 pub(crate) use records::{restore_images, run_id_of};
 pub(crate) use sweep::Swept;
 pub use sweep::{sweep_stale, sweep_stale_engine};
