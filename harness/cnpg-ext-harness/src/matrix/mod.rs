@@ -29,6 +29,7 @@
 //! passed or is unsupported, 1 a cell failed or errored, 2 invalid matrix file, 3 no cell ran.
 
 mod file;
+mod load;
 
 mod run;
 
