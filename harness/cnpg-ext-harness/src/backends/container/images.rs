@@ -5,9 +5,9 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::engine::{strings, Engine, EngineKind};
-use crate::plumbing::engine::image_store_lock;
 use crate::error::HarnessError;
 use crate::images::store::ImageStore;
+use crate::plumbing::engine::image_store_lock;
 
 /// An extension image this run loaded into the engine (also known to the run's supervisor).
 /// `loaded`: the id (bare hex) the engine holds under the reference once loaded and checked.
@@ -255,7 +255,10 @@ mod tests {
         // As podman 5 printed it in CI, two loads of the pgvector archive at once.
         let race = "Error: payload does not match any of the supported image formats:\n * oci: parsing \"localhost/dev/shm/x/0.tar\": invalid reference format\n * docker-archive: committing the finished image: creating image \"2e98\": layer not known";
         assert!(lost_store_race(race));
-        for bad in ["Error: payload does not match any of the supported image formats:\n * docker-archive: unexpected EOF", "no space left on device"] {
+        for bad in [
+            "Error: payload does not match any of the supported image formats:\n * docker-archive: unexpected EOF",
+            "no space left on device",
+        ] {
             assert!(!lost_store_race(bad), "{bad}");
         }
     }

@@ -319,7 +319,10 @@ impl InstanceRuntime for ContainerRuntime {
         // podman 4.3 can lose the race between two containers mounting the same image
         // (`error mounting …/merged … no such file or directory`): a transient failure of the
         // engine, retried a few times; any other failure is the instance's own.
-        let mut started = api::start(&spec).await;
+        let mut started = match crate::plumbing::supervisor::container_create_refused(&self.scenario, &cname) {
+            Some(refused) => Err(refused),
+            None => api::start(&spec).await,
+        };
         for _ in 0..3 {
             match &started {
                 Err(e) if e.contains("error mounting") && e.contains("no such file or directory") => {
