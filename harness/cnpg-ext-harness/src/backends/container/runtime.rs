@@ -340,6 +340,7 @@ impl InstanceRuntime for ContainerRuntime {
                 // A postmaster that stops at once (a preload library that cannot load) makes
                 // the start itself fail; its own words are in the container's log.
                 let log = api::log_tail(&cname, 15).await;
+                super::logs::keep(&self.inst(slot)?.dir, self.inst(slot)?.generation, &cname).await;
                 let _ = self.engine().run(&strings(&["rm", "-f", &cname])).await;
                 let reason = crate::backends::standin::fatal_reason(&e)
                     .or_else(|| crate::backends::standin::fatal_reason(&log))
@@ -375,6 +376,10 @@ impl InstanceRuntime for ContainerRuntime {
         self.logs(&id).await
     }
 
+    async fn server_log(&self, slot: &Slot) -> Option<String> {
+        self.whole_log(slot).await
+    }
+
     /// Stops the container (fast shutdown, SIGKILL after the grace); the volume stays. The
     /// stopped container is removed in the background while the next one starts under a
     /// name of its own; teardown waits for that removal.
@@ -383,6 +388,7 @@ impl InstanceRuntime for ContainerRuntime {
         let (Some(id), handle) = (inst.container.take(), inst.handle.take()) else { return Ok(()) };
         let name = slot.name.clone();
         api::stop(&id, STOP_GRACE).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        super::logs::keep(&inst.dir, inst.generation, &id).await;
         inst.generation += 1;
         if let Some(h) = handle {
             self.removals.push(tokio::spawn(async move {
