@@ -3,6 +3,8 @@
 
 pub(crate) mod app;
 pub(crate) mod evidence;
+#[cfg(test)]
+mod evidence_kind;
 pub(crate) mod harness;
 pub(crate) mod runner;
 pub(crate) mod substitute;
