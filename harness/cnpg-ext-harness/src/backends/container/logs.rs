@@ -7,8 +7,6 @@
 use std::path::Path;
 
 use super::api;
-use super::runtime::ContainerRuntime;
-use crate::backends::standin::Slot;
 
 /// The file a removed container of generation `generation` leaves its log in.
 fn kept_name(generation: u32) -> String {
@@ -24,26 +22,30 @@ pub(super) async fn keep(dir: &Path, generation: u32, id: &str) {
     }
 }
 
-impl ContainerRuntime {
-    /// Every kept log of the instance, then the running container's, each headed by the
-    /// container it came from when there is more than one.
-    pub(super) async fn whole_log(&self, slot: &Slot) -> Option<String> {
-        let inst = self.instances.get(&slot.name)?;
-        let mut parts: Vec<(String, String)> = Vec::new();
-        for g in 0..=inst.generation {
-            if let Ok(text) = std::fs::read_to_string(inst.dir.join(kept_name(g))) {
-                let name = match g {
-                    0 => inst.cname.clone(),
-                    g => format!("{}-{g}", inst.cname),
-                };
-                parts.push((format!("{name} (removed)"), text));
-            }
+/// The whole log of the instance whose host directory is `dir`, containers named from
+/// `cname` up to generation `generation`: every kept log, then the running container's
+/// (`running`: its id and name), each headed by the container it came from when there is
+/// more than one.
+pub(super) async fn whole_log(
+    dir: &Path,
+    cname: &str,
+    generation: u32,
+    running: Option<(&str, &str)>,
+) -> Option<String> {
+    let mut parts: Vec<(String, String)> = Vec::new();
+    for g in 0..=generation {
+        if let Ok(text) = std::fs::read_to_string(dir.join(kept_name(g))) {
+            let name = match g {
+                0 => cname.to_string(),
+                g => format!("{cname}-{g}"),
+            };
+            parts.push((format!("{name} (removed)"), text));
         }
-        if let Some(id) = &inst.container {
-            parts.push((format!("{} (running)", inst.container_name()), api::log_all(id).await));
-        }
-        Some(join(parts)).filter(|l| !l.trim().is_empty())
     }
+    if let Some((id, name)) = running {
+        parts.push((format!("{name} (running)"), api::log_all(id).await));
+    }
+    Some(join(parts)).filter(|l| !l.trim().is_empty())
 }
 
 /// One log from the logs of several containers, in order.

@@ -377,7 +377,10 @@ impl InstanceRuntime for ContainerRuntime {
     }
 
     async fn server_log(&self, slot: &Slot) -> Option<String> {
-        self.whole_log(slot).await
+        let inst = self.instances.get(&slot.name)?;
+        let name = inst.container_name();
+        let running = inst.container.as_deref().map(|id| (id, name.as_str()));
+        super::logs::whole_log(&inst.dir, &inst.cname, inst.generation, running).await
     }
 
     /// Stops the container (fast shutdown, SIGKILL after the grace); the volume stays. The
