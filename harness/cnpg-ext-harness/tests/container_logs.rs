@@ -63,3 +63,50 @@ fn a_failed_container_runs_bundle_holds_each_instances_whole_server_log() {
     assert!(processes_mentioning(parent.path().to_str().unwrap()).is_empty(), "processes left behind");
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
 }
+
+/// A rolling update replaces every container: each instance's log in the bundle still begins
+/// with its first container's (kept before that container was removed), headed, then the
+/// running one's with the failing ERROR line.
+#[test]
+fn a_replaced_containers_log_stays_in_the_instances_log() {
+    let (_root, dir) = scenario_copy("add-extension");
+    let file = dir.join("scenario.yaml");
+    let mut yaml = std::fs::read_to_string(&file).unwrap();
+    yaml += "  - sql:\n      query: SELECT cnpg_ext_no_such_function()\n      rows: [[\"never\"]]\n";
+    std::fs::write(&file, yaml).unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let reports = scratch.path().join("r");
+    let bundle = scratch.path().join("run.tar.gz");
+    let parent = workdir_parent("container-logs-rollout");
+    let o = bin()
+        .args(["run", dir.to_str().unwrap(), "--backend", "container", "--no-progress"])
+        .args(["--report-dir", reports.to_str().unwrap(), "--workdir", parent.path().to_str().unwrap()])
+        .args(["--bundle", bundle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    if o.status.code() == Some(3) {
+        cannot_run(&format!("no usable container engine:\n{out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    }
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let logs_dir = reports.join("logs/add-extension");
+    let mut logs: Vec<(String, String)> = std::fs::read_dir(&logs_dir)
+        .unwrap_or_else(|e| panic!("{}: {e}\n{out}", logs_dir.display()))
+        .flatten()
+        .map(|e| (e.file_name().to_string_lossy().into_owned(), std::fs::read_to_string(e.path()).unwrap()))
+        .collect();
+    logs.sort();
+    assert_eq!(logs.len(), 3, "one log per instance: {logs:?}");
+    for (name, log) in &logs {
+        let removed = log.find(" (removed) --").unwrap_or_else(|| panic!("{name}: no replaced container:\n{log}"));
+        let running = log.find(" (running) --").unwrap_or_else(|| panic!("{name}: no running container:\n{log}"));
+        assert!(removed < running, "{name}:\n{log}");
+        assert_eq!(log.matches("LOG:  starting PostgreSQL").count(), 2, "both containers' starts, {name}:\n{log}");
+    }
+    assert!(
+        logs.iter().any(|(_, l)| l.rfind("cnpg_ext_no_such_function() does not exist") > l.find(" (running) --")),
+        "the ERROR line in a running container's part: {logs:?}"
+    );
+    assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
+}
