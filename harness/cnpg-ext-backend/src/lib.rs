@@ -43,9 +43,19 @@ pub trait Backend: Send + Sync {
     /// Environment and mounts of `instance`, as the instance sees them.
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError>;
 
-    /// The last lines of `instance`'s server log (the postmaster's), when the backend can
-    /// read it: the evidence of a failure. Default: not available.
+    /// `instance`'s server log (the postmaster's, whole where the backend can read it
+    /// whole), when the backend can read it: the evidence of a failure. Default: not
+    /// available.
     async fn server_log(&self, instance: &str) -> Option<String> {
+        let _ = instance;
+        None
+    }
+
+    /// The extension settings (`extension_control_path`, `dynamic_library_path`,
+    /// `shared_preload_libraries`) as `instance`'s postmaster has them, read without a SQL
+    /// session of the harness's own (kind: `psql` in the pod), for evidence when no session
+    /// can be opened. Default: not available.
+    async fn settings(&self, instance: &str) -> Option<Vec<(String, String)>> {
         let _ = instance;
         None
     }

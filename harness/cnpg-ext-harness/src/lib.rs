@@ -13,7 +13,7 @@
 #![warn(unreachable_pub)]
 // Plumbing the container backend uses (engine locks, cleanup hooks, image records) is unused
 // in a build without it; the default build (every feature, linted in CI) still flags dead code.
-#![cfg_attr(not(feature = "container"), allow(dead_code, unused_variables, unreachable_pub))]
+#![cfg_attr(not(feature = "container"), allow(dead_code, unused_imports, unused_variables, unreachable_pub))]
 
 mod backends;
 pub mod certify;

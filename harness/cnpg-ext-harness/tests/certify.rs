@@ -364,3 +364,53 @@ fn a_certification_is_bundled_with_its_generated_scenario() {
         assert!(shown.contains(&format!("  {f}\n")), "{f}:\n{shown}");
     }
 }
+
+/// `run --from-bundle` of a certify bundle: the certification again with the recorded
+/// command; the same image reproduces the verdict, another build at the same path is named
+/// as a different digest and verdict, and an image that is gone is invalid input.
+#[test]
+fn a_certify_bundle_is_rerun_against_its_recorded_digest() {
+    let scratch = tempfile::tempdir().unwrap();
+    let image = sql_only_image(scratch.path(), "SELECT 1;");
+    let report = scratch.path().join("report");
+    let bundle = scratch.path().join("certify.tar.gz");
+    let (code, out, cert) = certify_with(&image, &report, &["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    let digest = cert["manifest_digest"].as_str().unwrap().to_string();
+    assert!(digest.starts_with("sha256:"), "{cert:#}");
+    let rerun = |dir: &str| {
+        let again = scratch.path().join(dir);
+        let o = bin()
+            .args(["run", "--from-bundle", bundle.to_str().unwrap(), "--no-progress"])
+            .args(["--report-dir", again.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (o.status.code(), text(&o), again)
+    };
+
+    let (code, out, again) = rerun("again");
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains(&format!("image: {digest} as in the bundle")), "{out}");
+    assert!(out.contains("verdict reproduced: pass as in the bundle"), "{out}");
+    let record: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(again.join("certification.json")).unwrap()).unwrap();
+    assert_eq!(record["verdict"], "pass");
+    assert_eq!(record["manifest_digest"], digest.as_str());
+
+    // Another build where the image was: a different digest, and its verdict.
+    std::fs::remove_dir_all(scratch.path().join("tree")).unwrap();
+    std::fs::remove_dir_all(scratch.path().join("oci")).unwrap();
+    let rebuilt = sql_only_image(scratch.path(), "CREATE OR REPLACE FUNCTION certdemo_version( RETURNS int;\n");
+    assert_eq!(rebuilt, image);
+    let (code, out, _) = rerun("changed");
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("verdict: pass in the bundle, fail now"), "{out}");
+    assert!(out.contains(&format!("image: {digest} in the bundle, sha256:")), "{out}");
+    assert!(out.contains("verdict NOT reproduced (differences above)"), "{out}");
+
+    // The image gone: exit 2, naming the digest the bundle recorded.
+    std::fs::remove_dir_all(scratch.path().join("oci")).unwrap();
+    let (code, out, _) = rerun("gone");
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("is not here; the bundle records only its digest") && out.contains(&digest), "{out}");
+}

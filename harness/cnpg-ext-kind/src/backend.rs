@@ -395,7 +395,11 @@ impl Backend for KindBackend {
     async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
         match self.apply_cluster_inner(doc).await {
             Ok(o) => Ok(o),
-            Err(e) => Err(self.failed(e).await),
+            Err(e) => {
+                // A first apply that failed still names the pods whose logs are the evidence.
+                self.cluster.get_or_insert_with(|| doc.cluster.clone());
+                Err(self.failed(e).await)
+            }
         }
     }
 
@@ -474,6 +478,14 @@ impl Backend for KindBackend {
         plan: &ClusterPlan,
     ) -> Result<InstanceObservation, BackendError> {
         self.inspect_inner(instance, plan).await
+    }
+
+    async fn server_log(&self, instance: &str) -> Option<String> {
+        crate::podlog::server_log(&self.client, &self.namespace, instance).await
+    }
+
+    async fn settings(&self, instance: &str) -> Option<Vec<(String, String)>> {
+        crate::podlog::settings(self.exec.as_ref(), &self.namespace, instance).await
     }
 
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {

@@ -24,7 +24,9 @@
 //!   installed version. `preflight`: what the cluster must offer.
 //! * `node_mirror`: `--registry`, a local registry container as the nodes' containerd mirror
 //!   (not the registry client: that is the `cnpg-ext-registry` crate).
-//! * `diagnostics`: the failure bundle. `render`: `--dry-run`.
+//! * `diagnostics`: the failure bundle. `podlog`: an instance's server log (the pod log
+//!   API, the instance manager's JSON records as PostgreSQL lines) and settings as evidence.
+//!   `render`: `--dry-run`.
 //! * `backend`: [`KindBackend`], [`KindEnvironment`], [`prepare`]. `cli`: the subcommands.
 //!
 //! With the `testing` feature (this crate's tests and benchmark only) the internal modules
@@ -55,6 +57,7 @@ internal!(
     operator,
     options,
     pods,
+    podlog,
     postmaster,
     preflight,
     sql,

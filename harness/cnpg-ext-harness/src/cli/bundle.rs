@@ -392,6 +392,12 @@ pub(crate) fn after_certify(out: &Path, dir: &Path, exit: Exit) -> Exit {
     }
 }
 
+/// The bundle at `path` when it is a `certify` bundle (`run --from-bundle` reruns the
+/// certification).
+pub(crate) fn certify_bundle(path: &Path) -> Option<(PathBuf, Bundle)> {
+    Bundle::open(path).ok().filter(|b| b.manifest.of == "certify").map(|b| (path.to_path_buf(), b))
+}
+
 /// The scenarios of an unpacked bundle, and whether a new run reproduced its verdict.
 pub(crate) struct FromBundle {
     pub bundle: Bundle,
@@ -403,7 +409,7 @@ impl FromBundle {
         let bundle = Bundle::open(path)?;
         if bundle.manifest.of != "run" {
             return Err(format!(
-                "{}: a bundle of a `{}`; --from-bundle reruns `run` bundles (a matrix: `matrix --rerun-failed`)",
+                "{}: a bundle of a `{}`; --from-bundle reruns `run` and `certify` bundles (a matrix: `matrix --rerun-failed`)",
                 path.display(),
                 bundle.manifest.of
             ));

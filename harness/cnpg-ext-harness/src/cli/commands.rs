@@ -13,6 +13,10 @@ pub(crate) async fn run(mut args: RunArgs) -> Exit {
     if args.dry_run {
         return dry_run(&args);
     }
+    // `--from-bundle` of a `certify` bundle: the certification again (`bundle_certify`).
+    if let Some((path, b)) = args.from_bundle.as_deref().and_then(crate::cli::bundle::certify_bundle) {
+        return crate::cli::bundle_certify::rerun(&path, b, &args).await;
+    }
     match prepare_run(&mut args) {
         Ok((opts, run)) => match app::run(opts).await {
             Ok(out) => after_run(&args, &run, &out),

@@ -2,6 +2,7 @@
 //! (`commands`).
 
 pub(crate) mod bundle;
+mod bundle_certify;
 pub(crate) mod commands;
 mod diff;
 mod entry;
@@ -194,7 +195,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE.tar.gz")]
     pub bundle: Option<PathBuf>,
     /// Rerun the scenarios of a bundle (as they were run, against the same image digests)
-    /// and say whether its verdict reproduced. The scenario PATHs are not used.
+    /// and say whether its verdict reproduced. The scenario PATHs are not used. A `certify`
+    /// bundle: its certification again, with its recorded command, against the image digest
+    /// it recorded (exit as `certify`).
     #[arg(long, value_name = "FILE.tar.gz")]
     pub from_bundle: Option<PathBuf>,
     /// The image mounted under REF comes from SOURCE instead: a registry reference (pulled and

@@ -136,7 +136,7 @@ fn retried(
 }
 
 /// Every `*.log` under a scenario's directory (local: each instance's `postgres.log`), else
-/// each instance's server log as the backend reads it (container: the engine's log).
+/// each instance's whole server log as the backend reads it (container: every container's log).
 async fn collect_logs(backend: &dyn Backend, dir: &std::path::Path, dest: &std::path::Path) {
     let mut copied = 0;
     for e in walkdir::WalkDir::new(dir).into_iter().flatten() {

@@ -1,6 +1,7 @@
 //! After a step fails: its category, and the evidence a person would otherwise dig for — the
 //! postmaster's log lines around the failure, the instances' `SHOW` values, the mounts they
-//! see, the library or symbol named, and on kind where the pod's diagnostics were written.
+//! see, the library or symbol named, and on kind the pod's events and where the pod's
+//! diagnostics were written.
 
 use cnpg_ext_backend::Backend;
 use cnpg_ext_model::Cluster;
@@ -50,6 +51,9 @@ pub(crate) async fn attach(r: &mut StepResult, unusable: bool, backend: &dyn Bac
         ev.push(Evidence::new("symbol", None, sym));
     }
     if let Some(dir) = diagnostics_dir(&text) {
+        if let Some(events) = pod_events(std::path::Path::new(&dir)) {
+            ev.push(Evidence::new("events", None, events));
+        }
         ev.push(Evidence::new("diagnostics", None, dir));
     }
     if category == Category::EnvironmentUnsupported {
@@ -68,7 +72,18 @@ pub(crate) async fn attach(r: &mut StepResult, unusable: bool, backend: &dyn Bac
             backend.connect(&inst.name, "postgres", "postgres"),
         )
         .await;
-        if let Ok(Ok(client)) = session {
+        let session = match session {
+            Ok(Ok(client)) => Some(client),
+            _ => None,
+        };
+        if session.is_none() {
+            // No session of our own (kind: the port-forward failed): as the postmaster says.
+            if let Some(settings) = backend.settings(&inst.name).await {
+                let shown: Vec<String> = settings.iter().map(|(k, v)| format!("{k} = {v}")).collect();
+                ev.push(Evidence::new("show", Some(&inst.name), shown.join("\n")));
+            }
+        }
+        if let Some(client) = session {
             let mut shown = Vec::new();
             for guc in SHOWN {
                 if let Ok(rows) = client.simple_query(&format!("SHOW {guc}")).await {
@@ -112,6 +127,18 @@ fn diagnostics_dir(text: &str) -> Option<String> {
     let rest = &text[at + "(diagnostics: ".len()..];
     rest.find(')').map(|end| rest[..end].to_string())
 }
+
+/// The pod events of a kind failure's diagnostics (`events.txt`: one line per event, oldest
+/// first), the last [`EVENTS`] of them.
+fn pod_events(dir: &std::path::Path) -> Option<String> {
+    let text = std::fs::read_to_string(dir.join("events.txt")).ok()?;
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains(" Pod/")).collect();
+    let shown = &lines[lines.len().saturating_sub(EVENTS)..];
+    (!shown.is_empty()).then(|| shown.join("\n"))
+}
+
+/// Most pod events in the evidence.
+const EVENTS: usize = 20;
 
 /// The category of a scenario that could not run at all (its error text).
 pub(crate) fn of_error(error: &str) -> Category {

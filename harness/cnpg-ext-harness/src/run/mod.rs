@@ -6,6 +6,8 @@
 pub(crate) mod app;
 mod attempts;
 pub(crate) mod evidence;
+#[cfg(test)]
+mod evidence_kind;
 pub(crate) mod harness;
 mod options;
 mod prepared;

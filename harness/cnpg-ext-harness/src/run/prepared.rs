@@ -42,7 +42,11 @@ impl Prepared {
         Ok(match self {
             Prepared::Local(env) => Box::new(LocalBackend::local(env.clone(), store.clone(), cnpg, dir)),
             #[cfg(feature = "container")]
-            Prepared::Container(env) => Box::new(ContainerBackend::container(env.clone(), cnpg, &scenario.id)),
+            // A retry (`<id>.retryN`) gets containers, volumes and directories of its own.
+            Prepared::Container(env) => {
+                let attempt = dir.file_name().map(|n| n.to_string_lossy().into_owned());
+                Box::new(ContainerBackend::container(env.clone(), cnpg, attempt.as_deref().unwrap_or(&scenario.id)))
+            }
             #[cfg(feature = "kind")]
             Prepared::Kind { env, .. } => {
                 let env = env.as_ref().ok_or("the kind environment was not prepared")?;

@@ -22,6 +22,9 @@
 //!   A client that applies before it watches therefore sees the end state as its baseline
 //!   and no events: the order of watch and apply is observable.
 //!
+//! * **Texts** ([`FakeApi::serve_text`]): a GET path answered with plain text, as the pod
+//!   log API answers (`/api/v1/namespaces/<ns>/pods/<pod>/log`; [`FakeApi::serve_pod_log`]).
+//!
 //! A sequence route wins over a collection for the same method and path. Requests are
 //! recorded (with their JSON bodies) so tests can check what was sent. Unrouted requests
 //! get a 404 `Status`.
@@ -62,6 +65,8 @@ struct Route {
 struct State {
     routes: BTreeMap<(String, String), Route>,
     collections: BTreeMap<String, Collection>,
+    /// Plain-text answers by path (GET), keyed also by `previous=true` for pod logs.
+    texts: BTreeMap<String, String>,
     log: Vec<RecordedRequest>,
     /// Bumped when a gate opens: open watches look for newly released events.
     released: tokio::sync::watch::Sender<u64>,
@@ -72,6 +77,7 @@ impl Default for State {
         State {
             routes: BTreeMap::new(),
             collections: BTreeMap::new(),
+            texts: BTreeMap::new(),
             log: Vec::new(),
             released: tokio::sync::watch::channel(0).0,
         }
@@ -91,6 +97,7 @@ type Body = UnsyncBoxBody<Bytes, Infallible>;
 
 enum Answer {
     Json(u16, Value),
+    Text(String),
     /// Newline-delimited watch events of the collection at `path` after resourceVersion
     /// `from`, as they are released; the connection stays open.
     Watch {
@@ -186,6 +193,23 @@ impl FakeApi {
         self
     }
 
+    /// GET `path` answers 200 with `text` as `text/plain`.
+    pub fn serve_text(&self, path: &str, text: &str) -> &Self {
+        self.state.lock().unwrap().texts.insert(path.to_string(), text.to_string());
+        self
+    }
+
+    /// The pod log API of `pod`: its `postgres` container's log is `current`, and its
+    /// previous container's (`previous=true`) is `previous` when given (else 400, as the
+    /// API answers for a container that never restarted).
+    pub fn serve_pod_log(&self, namespace: &str, pod: &str, current: &str, previous: Option<&str>) -> &Self {
+        let path = format!("/api/v1/namespaces/{namespace}/pods/{pod}/log");
+        if let Some(p) = previous {
+            self.serve_text(&format!("{path}?previous"), p);
+        }
+        self.serve_text(&path, current)
+    }
+
     pub fn requests(&self) -> Vec<RecordedRequest> {
         self.state.lock().unwrap().log.clone()
     }
@@ -235,7 +259,22 @@ impl FakeApi {
                 return Answer::Json(code, body);
             }
         }
+        if key.0 == "GET" && key.1.ends_with("/log") {
+            let previous = query_param(&query, "previous").is_some_and(|v| v == "true");
+            let at = if previous { format!("{}?previous", key.1) } else { key.1.clone() };
+            return match st.texts.get(&at) {
+                Some(t) => Answer::Text(t.clone()),
+                None if previous => Answer::Json(
+                    400,
+                    status_body(400, "BadRequest", "previous terminated container \"postgres\" not found"),
+                ),
+                None => Answer::Json(404, status_body(404, "NotFound", &format!("fake API: no log at {}", key.1))),
+            };
+        }
         if key.0 == "GET" {
+            if let Some(text) = st.texts.get(&key.1) {
+                return Answer::Text(text.clone());
+            }
             if let Some(c) = st.collections.get_mut(&key.1) {
                 let now = c.delivered.max(c.happened);
                 if watch {
@@ -331,7 +370,12 @@ impl FakeApi {
                 let bytes = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                 let body = if bytes.is_empty() { None } else { serde_json::from_slice(&bytes).ok() };
                 let answer = fake.answer(RecordedRequest { method, path, query, content_type, body });
+                let mut content_type = "application/json";
                 let (code, body): (u16, Body) = match answer {
+                    Answer::Text(text) => {
+                        content_type = "text/plain";
+                        (200, Full::new(Bytes::from(text)).boxed_unsync())
+                    }
                     Answer::Json(code, value) => {
                         (code, Full::new(Bytes::from(serde_json::to_vec(&value).expect("json"))).boxed_unsync())
                     }
@@ -342,11 +386,8 @@ impl FakeApi {
                         (200, StreamBody::new(frames).boxed_unsync())
                     }
                 };
-                let resp = Response::builder()
-                    .status(code)
-                    .header("content-type", "application/json")
-                    .body(body)
-                    .expect("response");
+                let resp =
+                    Response::builder().status(code).header("content-type", content_type).body(body).expect("response");
                 Ok::<_, Infallible>(resp)
             }
         });

@@ -415,11 +415,20 @@ pub(crate) async fn stop(id: &str, grace: Duration) -> Result<(), String> {
 
 /// The last `lines` lines of the container's output (stdout and stderr as they came).
 pub(crate) async fn log_tail(id: &str, lines: usize) -> String {
+    logs(id, &lines.to_string()).await
+}
+
+/// The container's whole output (stdout and stderr as they came): its server log.
+pub(crate) async fn log_all(id: &str) -> String {
+    logs(id, "all").await
+}
+
+async fn logs(id: &str, tail: &str) -> String {
     let docker = match client().await {
         Ok(d) => d,
         Err(e) => return e,
     };
-    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(&lines.to_string()).build();
+    let opts = LogsOptionsBuilder::new().stdout(true).stderr(true).tail(tail).build();
     let mut stream = docker.logs(id, Some(opts));
     let mut out = String::new();
     while let Some(item) = stream.next().await {

@@ -15,6 +15,7 @@ mod engine;
 mod env;
 mod hostflags;
 mod images;
+mod logs;
 mod mounts;
 mod operand;
 mod runtime;

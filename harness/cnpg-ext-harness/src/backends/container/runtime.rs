@@ -319,7 +319,10 @@ impl InstanceRuntime for ContainerRuntime {
         // podman 4.3 can lose the race between two containers mounting the same image
         // (`error mounting …/merged … no such file or directory`): a transient failure of the
         // engine, retried a few times; any other failure is the instance's own.
-        let mut started = api::start(&spec).await;
+        let mut started = match crate::plumbing::supervisor::container_create_refused(&self.scenario, &cname) {
+            Some(refused) => Err(refused),
+            None => api::start(&spec).await,
+        };
         for _ in 0..3 {
             match &started {
                 Err(e) if e.contains("error mounting") && e.contains("no such file or directory") => {
@@ -337,6 +340,7 @@ impl InstanceRuntime for ContainerRuntime {
                 // A postmaster that stops at once (a preload library that cannot load) makes
                 // the start itself fail; its own words are in the container's log.
                 let log = api::log_tail(&cname, 15).await;
+                super::logs::keep(&self.inst(slot)?.dir, self.inst(slot)?.generation, &cname).await;
                 let _ = self.engine().run(&strings(&["rm", "-f", &cname])).await;
                 let reason = crate::backends::standin::fatal_reason(&e)
                     .or_else(|| crate::backends::standin::fatal_reason(&log))
@@ -372,6 +376,13 @@ impl InstanceRuntime for ContainerRuntime {
         self.logs(&id).await
     }
 
+    async fn server_log(&self, slot: &Slot) -> Option<String> {
+        let inst = self.instances.get(&slot.name)?;
+        let name = inst.container_name();
+        let running = inst.container.as_deref().map(|id| (id, name.as_str()));
+        super::logs::whole_log(&inst.dir, &inst.cname, inst.generation, running).await
+    }
+
     /// Stops the container (fast shutdown, SIGKILL after the grace); the volume stays. The
     /// stopped container is removed in the background while the next one starts under a
     /// name of its own; teardown waits for that removal.
@@ -380,6 +391,7 @@ impl InstanceRuntime for ContainerRuntime {
         let (Some(id), handle) = (inst.container.take(), inst.handle.take()) else { return Ok(()) };
         let name = slot.name.clone();
         api::stop(&id, STOP_GRACE).await.map_err(|e| failed(format!("stopping {name}: {e}")))?;
+        super::logs::keep(&inst.dir, inst.generation, &id).await;
         inst.generation += 1;
         if let Some(h) = handle {
             self.removals.push(tokio::spawn(async move {

@@ -167,6 +167,11 @@ impl InstanceRuntime for LocalRuntime {
         postmaster::log_tail(&self.run_dir(slot).join("postgres.log"), 15)
     }
 
+    /// `postgres.log`, which every postmaster of the instance appends to.
+    async fn server_log(&self, slot: &Slot) -> Option<String> {
+        std::fs::read_to_string(self.run_dir(slot).join("postgres.log")).ok()
+    }
+
     async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError> {
         self.stop_now(&slot.name);
         Ok(())

@@ -292,7 +292,7 @@ impl<R: InstanceRuntime> Backend for StandIn<R> {
 
     async fn server_log(&self, instance: &str) -> Option<String> {
         let slot = self.slot(instance).ok()?;
-        Some(self.runtime.log_tail(slot).await)
+        self.runtime.server_log(slot).await
     }
 
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {

@@ -40,6 +40,12 @@ pub(crate) trait InstanceRuntime: Send + Sync {
     /// The last lines of the instance's server log.
     async fn log_tail(&self, slot: &Slot) -> String;
 
+    /// The instance's whole server log, every replaced process or container included, when
+    /// it can be read (evidence, bundles). Default: the last lines.
+    async fn server_log(&self, slot: &Slot) -> Option<String> {
+        Some(self.log_tail(slot).await)
+    }
+
     /// Stops the instance (fast shutdown, then kill); its data is kept.
     async fn stop(&mut self, slot: &Slot) -> Result<(), BackendError>;
 

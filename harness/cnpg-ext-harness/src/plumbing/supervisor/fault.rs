@@ -4,7 +4,10 @@
 /// Test-only fault injection: `panic-after-postmasters=N` panics right after the Nth
 /// postmaster of this process started (before its handle exists); `rollout-primary-first`
 /// makes the stand-in operator replace the primary first while its record still lists the
-/// replicas first (a lying record, for the tests of the rollout judgment).
+/// replicas first (a lying record, for the tests of the rollout judgment);
+/// `fail-container-create=ID[,ID…]` fails the first instance-container create of each named
+/// scenario in this process the way an engine refuses one (an infrastructure failure, for
+/// the `--retries` tests on the container backend).
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
@@ -23,4 +26,21 @@ pub(crate) fn fault_after_postmaster_start() {
 /// the planned order.
 pub(crate) fn rollout_primary_first() -> bool {
     std::env::var(ENV_FAULT).is_ok_and(|v| v == "rollout-primary-first")
+}
+
+/// Test-only (see [`ENV_FAULT`]): the engine's refusal to create `container`, once per
+/// scenario named in `fail-container-create=…`; `None` otherwise.
+pub(crate) fn container_create_refused(scenario: &str, container: &str) -> Option<String> {
+    static FIRED: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let spec = std::env::var(ENV_FAULT).ok()?;
+    let ids = spec.strip_prefix("fail-container-create=")?;
+    if !ids.split(',').any(|id| id.trim() == scenario) {
+        return None;
+    }
+    let mut fired = FIRED.lock().unwrap_or_else(|e| e.into_inner());
+    if fired.iter().any(|s| s == scenario) {
+        return None;
+    }
+    fired.push(scenario.to_string());
+    Some(format!("creating container {container}: {ENV_FAULT}: injected refusal of the engine (fail-container-create)"))
 }
