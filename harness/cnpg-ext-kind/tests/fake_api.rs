@@ -1078,6 +1078,21 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         matches!(operator_action(Some(&op(Some(old))), &skip).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains("modelling the installed 1.28.1"))
     );
     assert!(operator_action(None, &skip).is_err());
+    // Existing-cluster mode without --cnpg-version: the installed operator is adopted,
+    // older or newer, and named; of unknown release: refused, saying what to pass.
+    let adopt = KindOptions { cnpg_version_explicit: false, ..want(new) };
+    for have in [old, CnpgVersion::new(1, 29, 0)] {
+        assert!(
+            matches!(operator_action(Some(&op(Some(have))), &adopt).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains(&format!("installed operator {have}"))),
+        );
+    }
+    let err = operator_action(Some(&op(None)), &adopt).unwrap_err();
+    assert!(matches!(&err, BackendError::Unusable(m) if m.contains("--cnpg-version")), "{err}");
+    // None installed: the requested release is installed as before.
+    assert_eq!(operator_action(None, &adopt).unwrap(), OperatorAction::Install { notice: None });
+    // A kind cluster the harness manages keeps the requested release (upgraded to it).
+    let kind = KindOptions { kind_cluster: Some("x".into()), ..adopt.clone() };
+    assert!(matches!(operator_action(Some(&op(Some(old))), &kind).unwrap(), OperatorAction::Install { .. }));
 }
 
 /// The backend models the installed operator: across 1.28.1 → 1.28.2 the pod volume names
@@ -1103,6 +1118,7 @@ async fn environment_backend_uses_the_installed_release() {
         },
         notices: vec![],
         registry: None,
+        advertised: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let sdir = tmp.path().join("s");
