@@ -475,8 +475,14 @@ fn prepare(state: &Path) -> Result<()> {
     util::mkdir(&kubelet)?;
     util::run(Command::new("mount").arg("--bind").arg(&kubelet).arg(&kubelet))?;
     util::run(Command::new("mount").arg("--make-rshared").arg(&kubelet))?;
+    // Not `/sys/class/net/eth0`: /sys is the host's sysfs (mounted in the host's network
+    // namespace), where an `eth0` usually exists — the node then went on before its veth end
+    // arrived, failed (`Cannot find device "eth0"`), and took the pair with its namespace
+    // (the outer side then saw `RTNETLINK answers: No such process`). /proc/self/net is this
+    // namespace's.
     let eth0 = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        Path::new("/sys/class/net/eth0").exists().then_some(())
+        let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+        has_interface(&dev, "eth0").then_some(())
     });
     if eth0.is_none() {
         return Err(NodeError::failed("the veth end eth0 did not arrive in the node's namespace within 10 s"));
@@ -500,6 +506,11 @@ fn prepare(state: &Path) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether `/proc/<pid>/net/dev` text lists interface `name` (lines `  name: counters…`).
+fn has_interface(net_dev: &str, name: &str) -> bool {
+    net_dev.lines().skip(2).any(|l| l.split_once(':').is_some_and(|(n, _)| n.trim() == name))
 }
 
 /// The inner supervisor: PID 1 of the node's namespaces.
@@ -536,6 +547,17 @@ pub fn inner(args: &NodeArgs) -> Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The node waits for its veth end in its own namespace's interface list.
+    #[test]
+    fn interfaces_are_read_from_proc_net_dev() {
+        let dev = "Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n    lo: 1 2 3\n  eth0: 4 5 6\nveth1eth0: 7\n";
+        assert!(has_interface(dev, "eth0") && has_interface(dev, "lo"));
+        assert!(!has_interface(dev, "eth1") && !has_interface(dev, "eth"));
+        assert!(!has_interface(&dev.replace("  eth0: 4 5 6\n", ""), "eth0"));
+        // This process's own namespace: its loopback is listed.
+        assert!(has_interface(&std::fs::read_to_string("/proc/self/net/dev").unwrap(), "lo"));
+    }
 
     /// A step that fails twice (the veth race) succeeds on the third attempt; one that keeps
     /// failing returns its last error after the bounded number of attempts.
