@@ -465,7 +465,6 @@ async fn webhook_rejection_is_rejected_with_the_webhook_message() {
 }
 
 const MERGE: &str = "application/merge-patch+json";
-const APPLY: &str = "application/apply-patch+yaml";
 
 /// The baseline of the rollout watch was taken before the request that caused the
 /// rollout: the Cluster and its pods were listed before it, and watched from the
@@ -555,28 +554,9 @@ async fn restart_patch_that_changes_nothing_fails_fast() {
     assert!(err.contains("not the value sent"), "{err}");
 }
 
-/// The update path: a Cluster whose pgvector image changed is applied to a running
-/// Cluster. The rollout (hand-written frames, `three_instance_rollout`) happens only once
-/// the apply carrying the new image has arrived; the backend reports what it saw.
-#[tokio::test(start_paused = true)]
-async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
-    const NEW: &str = "ghcr.io/cloudnative-pg/pgvector:0.8.2-18-trixie";
-    let api = FakeApi::new();
-    route_namespace(&api);
-    let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
-        r.method == "PATCH" && r.content_type == APPLY && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
-    });
-    route_cluster_patch(&api);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), postmasters(&api));
-    let changed = cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW));
-    let outcome = b.apply_cluster(&changed).await.unwrap();
-    let ApplyOutcome::RolledOut { record } = outcome else { panic!("expected a rollout, got {outcome:?}") };
-    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-3", "c-2", "c-1"]);
-    assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
-    assert_listed_before(&api, |r| r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c"));
-}
+// The update path (a changed Cluster applied to a running one, the rollout followed to its
+// end, the baseline listed before the apply) is replayed from frames recorded on the real
+// cluster: `tests/recorded.rs`, `add_extension_rollout_recorded_on_the_real_cluster`.
 
 /// The same rollout started by the operator 30 s after the apply (a loaded runner):
 /// still followed, where a fixed 15 s window saw nothing and reported "no restart".

@@ -16,7 +16,7 @@ use cnpg_ext_backend::Backend;
 use cnpg_ext_kind::options::Timeouts;
 use cnpg_ext_kind::testing::fixtures::{self, instance_states};
 use cnpg_ext_kind::testing::recorded::{self, Frame};
-use cnpg_ext_kind::testing::{FakeApi, FakeExec, RecordedRequest};
+use cnpg_ext_kind::testing::{query_param, FakeApi, FakeExec, RecordedRequest};
 use cnpg_ext_kind::{KindBackend, KindOptions};
 use cnpg_ext_model::backend::ApplyOutcome;
 use cnpg_ext_model::judge::verify_rollout;
@@ -126,6 +126,16 @@ async fn add_extension_rollout_recorded_on_the_real_cluster() {
     let ApplyOutcome::RolledOut { record } = outcome else { panic!("expected a rollout, got {outcome:?}") };
     let order: Vec<&str> = record.restarts.iter().map(|r| r.instance.as_str()).collect();
     assert_eq!(order, ["cluster-add-3", "cluster-add-2", "cluster-add-1"]);
+    // The baseline was listed before the apply that caused the rollout, and watched from
+    // the resourceVersion of those lists.
+    let log = api.requests();
+    let apply_at = log.iter().position(applied).expect("the apply");
+    for path in [fixtures::pods_path(ns), fixtures::clusters_path(ns)] {
+        let list_at = log.iter().position(|r| r.method == "GET" && !r.is_watch() && r.path == path).expect("a list");
+        assert!(list_at < apply_at, "list of {path} at {list_at}, apply at {apply_at}");
+        let watch = log.iter().find(|r| r.is_watch() && r.path == path).expect("a watch");
+        assert_eq!(query_param(&watch.query, "resourceVersion").as_deref(), Some("100"), "{path}");
+    }
     let last: Vec<Value> = last_pods.into_values().collect();
     let checks = verify_rollout(&record, &instance_states(&first_pods), &instance_states(&last));
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
