@@ -29,6 +29,7 @@ use crate::operator::{self, InstalledOperator};
 use crate::options::KindOptions;
 use crate::preflight::{self, PreflightReport, PREFLIGHT_NAMESPACE};
 use crate::node_mirror::{prepare_registry, LocalRegistry};
+use crate::registry_hosting::AdvertisedMirror;
 use crate::versions::{fetch_manifest, VersionsFile};
 use crate::wait::{await_database, await_object, cluster_ready, poll_until, Probe};
 use crate::watch::{snapshot, Expect, Observed, RolloutWatch};
@@ -533,6 +534,9 @@ pub struct KindEnvironment {
     pub notices: Vec<String>,
     /// The local registry mirror (`--registry`).
     pub registry: Option<LocalRegistry>,
+    /// Existing-cluster mode: the mirror the cluster advertises (see `registry_hosting`);
+    /// the run's images are pushed there.
+    pub advertised: Option<AdvertisedMirror>,
 }
 
 impl KindEnvironment {
@@ -551,7 +555,8 @@ impl KindEnvironment {
     /// Puts the run's extension images into the nodes, each archive once (the same
     /// archive listed twice is loaded once), before any scenario starts: `kind load
     /// image-archive`, or with `--registry` a push to the local mirror and the nodes'
-    /// `hosts.toml`. Existing-cluster mode loads nothing (the nodes must pull them).
+    /// `hosts.toml`. Existing-cluster mode pushes them to the registry the cluster advertises
+    /// as its nodes' mirror (`registry_hosting`), else loads nothing (the nodes must pull them).
     pub async fn load_images(&self, images: &[(String, PathBuf)]) -> Result<(), BackendError> {
         let mut unique: Vec<(String, PathBuf)> = Vec::new();
         for (r, p) in images {
@@ -570,6 +575,17 @@ impl KindEnvironment {
                 Ok(())
             }
             (Some(name), None) => load_images(name, &unique).await,
+            (None, _) if self.advertised.is_some() => {
+                let mirror = self.advertised.as_ref().expect("checked");
+                let pushed = mirror.push(&unique).await?;
+                tracing::info!(
+                    "pushed {} image(s) to {}, the registry the cluster pulls {} through",
+                    pushed.len(),
+                    mirror.host,
+                    mirror.mirrors.join(", ")
+                );
+                Ok(())
+            }
             (None, _) => {
                 tracing::warn!(
                     "existing-cluster mode: {} extension image(s) are not loaded by the harness; the nodes must be able to pull them",
@@ -619,9 +635,15 @@ pub async fn kube_config(opts: &KindOptions) -> Result<kube::Config, BackendErro
     })
 }
 
-/// A client from [`kube_config`].
+/// A client from [`kube_config`]; a recording one (see the `record` module) when
+/// `CNPG_EXT_KIND_RECORD` names a directory.
 pub async fn connect(opts: &KindOptions) -> Result<kube::Client, BackendError> {
     let config = kube_config(opts).await?;
+    if let Some(dir) = std::env::var_os(crate::record::ENV_RECORD).filter(|d| !d.is_empty()) {
+        tracing::info!("recording the API server's GET and watch responses into {}", dir.to_string_lossy());
+        return crate::record::recording_client(config, std::path::Path::new(&dir))
+            .map_err(|e| BackendError::Unusable(format!("cannot build a recording Kubernetes client: {e}")));
+    }
     kube::Client::try_from(config)
         .map_err(|e| BackendError::Unusable(format!("cannot build a Kubernetes client: {e}")))
 }
@@ -689,6 +711,17 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
         reg.publish_configmap(&client).await?;
     }
     let operator = ensure_operator(&client, opts, &mut notices).await?;
+    let advertised = match (&opts.kind_cluster, &registry) {
+        (None, None) => crate::registry_hosting::discover(&client).await?,
+        _ => None,
+    };
+    if let Some(m) = &advertised {
+        notices.push(format!(
+            "images go to {}, the registry the cluster pulls {} through (ConfigMap kube-public/local-registry-hosting)",
+            m.host,
+            m.mirrors.join(", ")
+        ));
+    }
     Ok(KindEnvironment {
         client,
         opts: opts.clone(),
@@ -696,6 +729,7 @@ pub async fn prepare(opts: &KindOptions) -> Result<KindEnvironment, BackendError
         operator,
         notices,
         registry,
+        advertised,
     })
 }
 
@@ -720,6 +754,22 @@ pub fn operator_action(
     if let Some(op) = installed {
         if op.version == Some(want) {
             return Ok(OperatorAction::UseInstalled { notice: None });
+        }
+        // Existing-cluster mode without --cnpg-version: the cluster's operator is the one
+        // under test, whatever its release (never replaced by the harness's default).
+        if opts.kind_cluster.is_none() && !opts.cnpg_version_explicit {
+            let place = format!("{}/{}", op.namespace, op.deployment);
+            return match op.version {
+                Some(have) => Ok(OperatorAction::UseInstalled {
+                    notice: Some(format!(
+                        "existing cluster: testing and modelling the installed operator {have} ({place}); pass --cnpg-version to require a release"
+                    )),
+                }),
+                None => Err(BackendError::Unusable(format!(
+                    "existing cluster: the installed operator's image {} ({place}) does not tell its release; pass it as --cnpg-version (with --skip-operator-install to use the operator as is)",
+                    op.image
+                ))),
+            };
         }
     }
     if opts.skip_operator_install {

@@ -298,3 +298,33 @@ async fn status(name: &str) -> Result<(), BackendError> {
     }
     Ok(())
 }
+
+/// Whether the command line gives `flag` (`--flag value` or `--flag=value`) before a `--`:
+/// tells a value the user chose from a clap default (e.g. `--cnpg-version`, see
+/// [`crate::KindOptions::cnpg_version_explicit`]).
+pub fn flag_given<I, S>(args: I, flag: &str) -> bool
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    let with_value = format!("{flag}=");
+    args.into_iter()
+        .map(|a| a.as_ref().to_string_lossy().into_owned())
+        .take_while(|a| a != "--")
+        .any(|a| a == flag || a.starts_with(&with_value))
+}
+
+#[cfg(test)]
+mod flag_tests {
+    use super::flag_given;
+
+    #[test]
+    fn flags_given_or_not() {
+        let f = |args: &[&str]| flag_given(args.iter(), "--cnpg-version");
+        assert!(f(&["h", "run", "--cnpg-version", "1.30.0", "s/"]));
+        assert!(f(&["h", "run", "--cnpg-version=1.30.0"]));
+        assert!(!f(&["h", "run", "s/", "--backend", "kind"]));
+        assert!(!f(&["h", "run", "--cnpg-versions-file", "x"]));
+        assert!(!f(&["h", "run", "--", "--cnpg-version"]));
+    }
+}

@@ -23,7 +23,11 @@
 //! * `operator`: order and server-side apply of the release manifest, readiness, the
 //!   installed version. `preflight`: what the cluster must offer.
 //! * `node_mirror`: `--registry`, a local registry container as the nodes' containerd mirror
-//!   (not the registry client: that is the `cnpg-ext-registry` crate).
+//!   (not the registry client: that is the `cnpg-ext-registry` crate). `registry_hosting`:
+//!   existing-cluster mode, the mirror a cluster advertises (KEP-1755 ConfigMap + annotation),
+//!   images pushed there.
+//! * `record`: `CNPG_EXT_KIND_RECORD=<dir>`, every GET and watch response written as JSON
+//!   frames (what the fake API's recorded replays read).
 //! * `diagnostics`: the failure bundle. `podlog`: an instance's server log (the pod log
 //!   API, the instance manager's JSON records as PostgreSQL lines) and settings as evidence.
 //!   `render`: `--dry-run`.
@@ -60,6 +64,8 @@ internal!(
     podlog,
     postmaster,
     preflight,
+    record,
+    registry_hosting,
     sql,
     versions,
     wait,

@@ -397,6 +397,11 @@ pub fn split_reference(
 }
 
 pub fn mirror_target(reference: &str, cfg: &RegistryConfig) -> Result<MirrorTarget, BackendError> {
+    mirror_target_at(reference, &cfg.host())
+}
+
+/// [`mirror_target`] for a registry this machine reaches at `registry_host` (`host:port`).
+pub fn mirror_target_at(reference: &str, registry_host: &str) -> Result<MirrorTarget, BackendError> {
     let (host, path, tag, digest) = split_reference(reference)?;
     let tag = match (&tag, &digest) {
         (Some(t), _) => t.clone(),
@@ -410,7 +415,7 @@ pub fn mirror_target(reference: &str, cfg: &RegistryConfig) -> Result<MirrorTarg
     });
     Ok(MirrorTarget {
         reference: reference.into(),
-        push: format!("{}/{host}/{path}:{tag}", cfg.host()),
+        push: format!("{registry_host}/{host}/{path}:{tag}"),
         host,
         note,
     })
@@ -615,31 +620,12 @@ impl LocalRegistry {
         &self,
         images: &[(String, PathBuf)],
     ) -> Result<Vec<MirrorTarget>, BackendError> {
-        let skopeo = answers(&["skopeo", "--version"]).await;
-        let mut out = Vec::new();
-        for (reference, archive) in images {
-            let target = mirror_target(reference, &self.cfg)?;
-            if let Some(n) = &target.note {
-                tracing::warn!("{n}");
-            }
-            if skopeo {
-                run_ok(&skopeo_push_args(archive, &target), None).await?;
-            } else {
-                let load = self
-                    .cli
-                    .argv(&["load", "-i", &archive.display().to_string()]);
-                let loaded = parse_loaded_image(&run_ok(&load, None).await?)
-                    .unwrap_or_else(|| reference.clone());
-                for step in engine_push_steps(&self.cli, archive, &loaded, &target)
-                    .into_iter()
-                    .skip(1)
-                {
-                    run_ok(&step, None).await?;
-                }
-            }
-            out.push(target);
-        }
-        Ok(out)
+        let targets = images
+            .iter()
+            .map(|(reference, archive)| Ok((mirror_target(reference, &self.cfg)?, archive.clone())))
+            .collect::<Result<Vec<_>, BackendError>>()?;
+        push_with(&targets, Some(&self.cli)).await?;
+        Ok(targets.into_iter().map(|(t, _)| t).collect())
     }
 
     /// Applies the `local-registry-hosting` ConfigMap (server-side apply).
@@ -654,6 +640,48 @@ impl LocalRegistry {
             .await?;
         Ok(())
     }
+}
+
+/// Pushes each docker archive to its target: skopeo when installed, else the container
+/// engine (detected only then).
+pub async fn push_archives(targets: &[(MirrorTarget, PathBuf)]) -> Result<(), BackendError> {
+    push_with(targets, None).await
+}
+
+async fn push_with(targets: &[(MirrorTarget, PathBuf)], engine: Option<&EngineCli>) -> Result<(), BackendError> {
+    if targets.is_empty() {
+        return Ok(());
+    }
+    let skopeo = answers(&["skopeo", "--version"]).await;
+    let detected;
+    let cli = match (skopeo, engine) {
+        (true, _) => None,
+        (false, Some(cli)) => Some(cli),
+        (false, None) => {
+            detected = detect_engine().await.map_err(|e| {
+                unusable(format!("pushing images to the cluster's registry needs skopeo or a container engine: {e}"))
+            })?;
+            Some(&detected)
+        }
+    };
+    for (target, archive) in targets {
+        if let Some(n) = &target.note {
+            tracing::warn!("{n}");
+        }
+        match cli {
+            None => {
+                run_ok(&skopeo_push_args(archive, target), None).await?;
+            }
+            Some(cli) => {
+                let load = cli.argv(&["load", "-i", &archive.display().to_string()]);
+                let loaded = parse_loaded_image(&run_ok(&load, None).await?).unwrap_or_else(|| target.reference.clone());
+                for step in engine_push_steps(cli, archive, &loaded, target).into_iter().skip(1) {
+                    run_ok(&step, None).await?;
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// For a run with `--registry` on kind cluster `cluster`: the engine, the registry (started

@@ -62,6 +62,10 @@ pub struct KindOptions {
     pub context: Option<String>,
     /// `--cnpg-version`: the operator release to install / expect.
     pub cnpg_version: CnpgVersion,
+    /// Whether `cnpg_version` was asked for (`--cnpg-version` given). When not, existing-cluster
+    /// mode adopts an installed operator of any release instead of replacing it with the
+    /// default release. Default `true` (library callers name the release they want).
+    pub cnpg_version_explicit: bool,
     /// `--cnpg-versions-file` (default: the `kind-config/cnpg-versions.yaml` built in).
     pub versions_file: Option<PathBuf>,
     /// `--operator-manifest`: a local copy of the release manifest (checked against the pin).
@@ -101,6 +105,7 @@ impl Default for KindOptions {
             kubeconfig: None,
             context: None,
             cnpg_version: CnpgVersion::DEFAULT,
+            cnpg_version_explicit: true,
             versions_file: None,
             operator_manifest: None,
             allow_unpinned_operator: false,

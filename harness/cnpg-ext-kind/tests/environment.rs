@@ -28,6 +28,7 @@ fn environment(kind_cluster: Option<&str>) -> KindEnvironment {
         },
         notices: vec![],
         registry: None,
+        advertised: None,
     }
 }
 

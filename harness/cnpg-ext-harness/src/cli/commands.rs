@@ -307,6 +307,8 @@ fn kind_options(args: &RunArgs) -> cnpg_ext_kind::KindOptions {
         kubeconfig: args.kubeconfig.clone(),
         context: args.context.clone(),
         cnpg_version: args.cnpg_version,
+        cnpg_version_explicit: args.from_bundle.is_some()
+            || cnpg_ext_kind::cli::flag_given(std::env::args_os(), "--cnpg-version"),
         allow_unpinned_operator: args.allow_unpinned_operator,
         skip_operator_install: args.skip_operator_install,
         allow_operator_downgrade: args.allow_operator_downgrade,

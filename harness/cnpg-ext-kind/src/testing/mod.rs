@@ -33,6 +33,7 @@ mod collection;
 mod exec;
 pub mod fixtures;
 mod query;
+pub mod recorded;
 mod request;
 
 use std::collections::BTreeMap;
