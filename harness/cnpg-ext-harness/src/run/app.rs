@@ -112,7 +112,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                 measured.join(", ")
             },
             postgresql_source: describe_origin(&pg),
-            cnpg_modelled: opts.cnpg.to_string(),
+            cnpg_modelled: prepared.cnpg_modelled(opts.cnpg).to_string(),
             kubernetes: prepared.kubernetes(),
             runtime: prepared.runtime(),
             operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {

@@ -36,16 +36,18 @@ pub(super) struct Shared {
 /// The scenario, tried until it passes, fails on anything but infrastructure, or has used
 /// its retries.
 pub(super) async fn run_scenario(shared: Arc<Shared>, scenario: Scenario, dir: PathBuf) -> ScenarioResult {
-    let t = Instant::now();
+    // From the first attempt's start (a slot free), not from the run's: the wait for a slot
+    // is no part of the scenario's duration.
+    let mut first: Option<Instant> = None;
     let mut attempts: Vec<Attempt> = Vec::new();
     loop {
-        let tried = Instant::now();
         // A retry gets fresh instances in a directory of its own.
         let here = match attempts.len() {
             0 => dir.clone(),
             n => dir.with_file_name(format!("{}.retry{n}", scenario.id)),
         };
-        let (steps, error) = attempt(&shared, &scenario, &here).await;
+        let (tried, steps, error) = attempt(&shared, &scenario, &here).await;
+        let t = *first.get_or_insert(tried);
         let failed = error.is_some() || steps.iter().any(|s| s.status == Status::Failed);
         let category = steps
             .iter()
@@ -77,9 +79,11 @@ pub(super) async fn run_scenario(shared: Arc<Shared>, scenario: Scenario, dir: P
     }
 }
 
-/// One attempt in `here`: the steps, and an error of the backend (made, torn down) if any.
-async fn attempt(shared: &Shared, scenario: &Scenario, here: &Path) -> (Vec<StepResult>, Option<String>) {
+/// One attempt in `here`: when it got its slot, the steps, and an error of the backend (made,
+/// torn down) if any.
+async fn attempt(shared: &Shared, scenario: &Scenario, here: &Path) -> (Instant, Vec<StepResult>, Option<String>) {
     let permit = shared.sem.acquire().await.expect("semaphore");
+    let started = Instant::now();
     shared.progress.scenario_started(&scenario.id);
     let made = shared.prepared.backend(&shared.store, shared.cnpg, here.to_path_buf(), scenario);
     let made = match &shared.wrap {
@@ -88,7 +92,7 @@ async fn attempt(shared: &Shared, scenario: &Scenario, here: &Path) -> (Vec<Step
     };
     let mut backend = match made {
         Ok(b) => b,
-        Err(e) => return (Vec::new(), Some(e)),
+        Err(e) => return (started, Vec::new(), Some(e)),
     };
     let on_step = |title: &str| shared.progress.step(&scenario.id, title);
     let steps = ScenarioRun::new(scenario, &shared.store, backend.as_mut()).run(&on_step).await;
@@ -103,7 +107,7 @@ async fn attempt(shared: &Shared, scenario: &Scenario, here: &Path) -> (Vec<Step
         collect_logs(backend.as_ref(), here, &logs.join(name)).await;
     }
     let teardown = backend.teardown(shared.keep).await;
-    (steps, teardown.err().map(|e| format!("teardown: {e}")))
+    (started, steps, teardown.err().map(|e| format!("teardown: {e}")))
 }
 
 /// Whether a failed attempt is tried again: only infrastructure (`--retries`), never an

@@ -82,6 +82,16 @@ impl Prepared {
         }
     }
 
+    /// The CloudNativePG release the backend modelled: on kind, the installed operator's
+    /// (existing-cluster mode adopts it), else the run's.
+    pub(super) fn cnpg_modelled(&self, asked: CnpgVersion) -> CnpgVersion {
+        match self {
+            #[cfg(feature = "kind")]
+            Prepared::Kind { env: Some(env), .. } => env.operator_version(),
+            _ => asked,
+        }
+    }
+
     /// The API server's version (kind), as it answered.
     pub(super) fn kubernetes(&self) -> Option<String> {
         match self {
