@@ -93,29 +93,74 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
             )));
         }
     }
-    // `certify <registry reference>`: pulled into the cache, certified from its layout, and
-    // the Cluster names the reference as given.
-    let mut pulled_args = args.clone();
+    let (args, pinned) = &resolve_image(args).await?;
+    let image = args.image.canonicalize().map_err(|e| HarnessError::Input(format!("{}: {e}", args.image.display())))?;
+    let report_dir = fresh_report_dir(&args.report_dir)?;
+    let (mut inferred, notes, problems) = read_image(&image, args)?;
+    if let Some(os) = &args.os {
+        inferred.image_name = operand_image(&os.to_ascii_lowercase());
+    }
+    let lint = lint_image(&image, &inferred, args, &report_dir)?;
+    let mut findings = static_findings(&lint, &problems, &inferred);
+    let generated = if inferred.extensions.iter().any(|e| e.default_version.is_some()) {
+        let generated = generate_scenario(&inferred, &image, pinned.as_deref(), args, &report_dir)?;
+        Some((generated.clone(), run_scenario(&generated, args, &report_dir, command, &mut findings).await))
+    } else {
+        None
+    };
+    let (scenario, (run_summary, run_view)) = match generated {
+        Some((dir, run)) => (Some(dir.display().to_string()), run),
+        None => (None, (None, None)),
+    };
+    let (verdict, decided_by) = decide(&findings);
+    let decided_by = decided_by.cloned();
+    let reasons = findings.iter().map(|f| f.reason.clone()).collect();
+    let cert = Certification {
+        image: image.display().to_string(),
+        manifest_digest: lint.manifest_digest.clone(),
+        verdict,
+        decided_by,
+        findings,
+        reasons,
+        notes,
+        inferred: Some(inferred),
+        lint,
+        scenario,
+        run: run_summary,
+    };
+    let files = write_record(&report_dir, &cert, run_view.as_ref())?;
+    Ok(CertifyOutcome { certification: cert, files })
+}
+
+/// `certify <registry reference>`: pulled into the cache, certified from its layout, and the
+/// Cluster names the reference as given. Also the reference when it pins a digest.
+async fn resolve_image(args: &CertifyArgs) -> Result<(CertifyArgs, Option<String>), HarnessError> {
+    let mut pulled = args.clone();
     let mut pinned = None;
     if let Some(r) = args.image.to_str().filter(|r| cnpg_ext_registry::looks_like_reference(r)) {
-        pulled_args.image = args.registries.pull(r, !args.no_progress).await?.layout;
-        pulled_args.reference.get_or_insert_with(|| r.to_string());
+        pulled.image = args.registries.pull(r, !args.no_progress).await?.layout;
+        pulled.reference.get_or_insert_with(|| r.to_string());
         pinned = r.contains('@').then(|| r.to_string());
     }
-    let args = &pulled_args;
-    let image = args.image.canonicalize().map_err(|e| HarnessError::Input(format!("{}: {e}", args.image.display())))?;
-    let report_dir = args.report_dir.clone();
-    std::fs::create_dir_all(&report_dir)
-        .map_err(|e| HarnessError::Environment(format!("{}: {e}", report_dir.display())))?;
-    let report_dir = report_dir.canonicalize().unwrap_or(report_dir);
-    for stale in ["report.json", "junit.xml", "summary.md", "index.html", "certification.json", "lint.json"] {
-        let _ = std::fs::remove_file(report_dir.join(stale));
-    }
-    let _ = crate::plumbing::fsutil::remove_tree(&report_dir.join("logs"));
+    Ok((pulled, pinned))
+}
 
-    // Read the image (hardened unpack into a scratch dir).
+/// The report directory, without the records of an earlier certification.
+fn fresh_report_dir(dir: &Path) -> Result<PathBuf, HarnessError> {
+    std::fs::create_dir_all(dir).map_err(|e| HarnessError::Environment(format!("{}: {e}", dir.display())))?;
+    let dir = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
+    for stale in ["report.json", "junit.xml", "summary.md", "index.html", "certification.json", "lint.json"] {
+        let _ = std::fs::remove_file(dir.join(stale));
+    }
+    let _ = crate::plumbing::fsutil::remove_tree(&dir.join("logs"));
+    Ok(dir)
+}
+
+/// The image unpacked (hardened) into a scratch directory and read: how CNPG must mount it,
+/// with notes and layout problems.
+fn read_image(image: &Path, args: &CertifyArgs) -> Result<(Inferred, Vec<String>, Vec<String>), HarnessError> {
     let summary =
-        cnpg_ext_images::inspect(&image, None).map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
+        cnpg_ext_images::inspect(image, None).map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
     let scratch = tempfile::Builder::new()
         .prefix("cnpg-ext-certify-")
         .tempdir()
@@ -123,11 +168,10 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     // Removed by the run's supervisor if the harness dies before the TempDir drops.
     let _ = crate::plumbing::procs::claim_dir(scratch.path());
     let rootfs = scratch.path().join("rootfs");
-    cnpg_ext_images::unpack(&image, &rootfs, &cnpg_ext_images::UnpackOptions::default())
+    cnpg_ext_images::unpack(image, &rootfs, &cnpg_ext_images::UnpackOptions::default())
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
-
     let (mut notes, mut problems) = (Vec::new(), Vec::new());
-    let mut inferred = infer(
+    let inferred = infer(
         &rootfs,
         &summary.config.labels,
         &summary.reference_names,
@@ -135,11 +179,16 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
         &mut notes,
         &mut problems,
     );
-    drop(scratch);
-    if let Some(os) = &args.os {
-        inferred.image_name = operand_image(&os.to_ascii_lowercase());
-    }
+    Ok((inferred, notes, problems))
+}
 
+/// The image linted as inferred, against the chosen operand; `lint.json` written.
+fn lint_image(
+    image: &Path,
+    inferred: &Inferred,
+    args: &CertifyArgs,
+    report_dir: &Path,
+) -> Result<cnpg_ext_images::lint::LintReport, HarnessError> {
     let lint_opts = LintOptions {
         pg_major: args.pg_major,
         extension_control_path: inferred.extension_control_path.clone(),
@@ -154,31 +203,35 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
         operand: args.operand.as_str().to_string(),
         ..LintOptions::default()
     };
-    let lint = cnpg_ext_images::lint::lint(&image, &lint_opts)
+    let lint = cnpg_ext_images::lint::lint(image, &lint_opts)
         .map_err(|e| HarnessError::Input(format!("{}: {e}", image.display())))?;
     std::fs::write(report_dir.join("lint.json"), lint.to_json())
         .map_err(|e| HarnessError::Environment(e.to_string()))?;
+    Ok(lint)
+}
 
+/// What decides before anything runs: lint errors, shadowing by the chosen operand (a
+/// warning for `image lint`, which may target another operand; here the image's copy would
+/// never be used), layout problems, extensions without a default version.
+fn static_findings(
+    lint: &cnpg_ext_images::lint::LintReport,
+    problems: &[String],
+    inferred: &Inferred,
+) -> Vec<VerdictFinding> {
     let mut findings: Vec<VerdictFinding> = Vec::new();
     let mut found = |kind: FindingKind, reason: String| findings.push(VerdictFinding { kind, reason });
+    let text = |f: &cnpg_ext_images::lint::Finding| {
+        format!("lint {}: {}{}", f.code, f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message)
+    };
     for f in lint.findings.iter().filter(|f| f.severity == Severity::Error) {
-        found(
-            FindingKind::of_lint_code(&f.code),
-            format!("lint {}: {}{}", f.code, f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message),
-        );
+        found(FindingKind::of_lint_code(&f.code), text(f));
     }
-    // Shadowing is a warning for `image lint` (the image may target another operand) but
-    // certify judges against the chosen operand: the image's copy would never be used.
     for f in lint.findings.iter().filter(|f| f.code == cnpg_ext_images::lint::codes::SHADOWED_BY_OPERAND) {
-        found(
-            FindingKind::ShadowedByOperand,
-            format!("lint {}: {}{}", f.code, f.path.as_ref().map(|p| format!("{p}: ")).unwrap_or_default(), f.message),
-        );
+        found(FindingKind::ShadowedByOperand, text(f));
     }
-    for p in &problems {
+    for p in problems {
         found(FindingKind::ImageLayout, p.clone());
     }
-    let certifiable: Vec<&ExtensionPlan> = inferred.extensions.iter().filter(|e| e.default_version.is_some()).collect();
     if inferred.extensions.is_empty() {
         found(
             FindingKind::ImageLayout,
@@ -188,131 +241,137 @@ pub async fn certify(args: &CertifyArgs, command: Vec<String>) -> Result<Certify
     for e in inferred.extensions.iter().filter(|e| e.default_version.is_none()) {
         found(FindingKind::ImageLayout, format!("{}: the control file has no default_version", e.control_file));
     }
+    findings
+}
 
-    // Generate and run the scenario.
+/// `<report-dir>/scenario/{cluster.yaml,scenario.yaml}` for the extensions that can be
+/// created. A Cluster naming the image by digest can only mount a pulled pin off the local
+/// backend.
+fn generate_scenario(
+    inferred: &Inferred,
+    image: &Path,
+    pinned: Option<&str>,
+    args: &CertifyArgs,
+    report_dir: &Path,
+) -> Result<PathBuf, HarnessError> {
     let scen_dir = report_dir.join("scenario");
     let _ = crate::plumbing::fsutil::remove_tree(&scen_dir);
     std::fs::create_dir_all(&scen_dir).map_err(|e| HarnessError::Environment(e.to_string()))?;
-    let mut run_summary = None;
-    let mut run_view: Option<RunView> = None;
-    let mut scenario_written = None;
-    if !certifiable.is_empty() {
-        std::fs::write(scen_dir.join("cluster.yaml"), cluster_yaml(&inferred))
-            .map_err(|e| HarnessError::Environment(e.to_string()))?;
-        // The pulled pin is named by reference alone (see `scenario_yaml`). Any other digest
-        // reference can only come from the layout, which no engine loads under a digest.
-        let by_reference = pinned.as_deref() == Some(inferred.reference.as_str());
-        if !by_reference && inferred.reference.contains('@') && args.backend != BackendKind::Local {
-            return Err(HarnessError::Input(format!(
-                "the Cluster's image reference `{r}` names a digest: the {b} backend mounts an image named by digest only by pulling it from its registry; certify that reference itself (`certify {r} --backend {b}`) or give --reference a tag",
-                r = inferred.reference,
-                b = args.backend.name(),
-            )));
-        }
-        let source = (!by_reference).then_some(image.as_path());
-        std::fs::write(scen_dir.join("scenario.yaml"), scenario_yaml(&inferred, source))
-            .map_err(|e| HarnessError::Environment(e.to_string()))?;
-        scenario_written = Some(scen_dir.display().to_string());
-        let keep_parent = if args.backend == BackendKind::Local {
-            let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
-            tempfile::Builder::new().prefix("cnpg-ext-certify-run-").tempdir_in(parent).ok()
-        } else {
-            None
-        };
-        if let Some(k) = &keep_parent {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(k.path(), std::fs::Permissions::from_mode(0o755));
-        }
-        let opts = RunOptions {
-            paths: vec![scen_dir.clone()],
-            backend: args.backend,
-            jobs: 1,
-            report_dir: Some(report_dir.clone()),
-            keep: keep_parent.is_some(),
-            cnpg: args.cnpg_version,
-            pg_config: args.pg_config.clone(),
-            run_as: Some("nobody".into()),
-            workdir: keep_parent.as_ref().map(|k| k.path().to_path_buf()),
-            progress: !args.no_progress,
-            command: command.clone(),
-            engine: crate::plumbing::engine::EngineOptions::from_env(),
-            operand: args.operand,
-            wrap: None,
-            registries: args.registries.clone(),
-            ..RunOptions::default()
-        };
-        match app::run(opts).await {
-            Ok(out) => {
-                let view = RunView::of(&out.report);
-                let failed = view.count("failed");
-                if failed > 0 {
-                    for s in &view.scenarios {
-                        if let Some(f) = s.failure() {
-                            let text = f.text();
-                            let kind = if text.contains("shadowed") {
-                                FindingKind::ShadowedByOperand
-                            } else if text.contains("origin of ") && text.contains("(/proc/self/maps)") {
-                                FindingKind::ModuleNotLoadedFromImage
-                            } else if f.locator.contains("CREATE EXTENSION") {
-                                FindingKind::CreateExtensionFailed
-                            } else {
-                                FindingKind::ScenarioFailed
-                            };
-                            found(kind, format!("run: {}", f.text()));
-                        }
-                    }
-                    if let Some(k) = &keep_parent {
-                        crate::matrix::keep_log_tails(k.path(), &report_dir.join("logs"));
-                    }
-                }
-                run_summary = Some(RunSummary {
-                    backend: view.environment.backend.clone(),
-                    postgresql: view.environment.postgresql.clone(),
-                    passed: view.count("passed"),
-                    failed,
-                    duration_ms: view.duration_ms,
-                });
-                run_view = Some(view);
-                if let Some(kept) = &out.kept {
-                    let _ = crate::plumbing::fsutil::remove_tree(kept);
-                }
-            }
-            Err(HarnessError::Environment(m)) => found(
-                FindingKind::EnvironmentUnusable,
-                format!("the extension could not be run here: environment unusable: {m}"),
-            ),
-            // The engine answered its probe, then refused or mangled the image: a failure.
-            Err(HarnessError::Failed(m)) => found(FindingKind::ScenarioFailed, format!("run failed: {m}")),
-            Err(HarnessError::Input(m)) => {
-                // The generated scenario was refused: the image cannot be mounted as inferred.
-                found(
-                    FindingKind::ImageLayout,
-                    format!("the image cannot be mounted by CloudNativePG as inferred: {m}"),
-                )
-            }
-        }
-        if let Some(k) = keep_parent {
-            let _ = crate::plumbing::fsutil::remove_tree(k.path());
-        }
+    std::fs::write(scen_dir.join("cluster.yaml"), cluster_yaml(inferred))
+        .map_err(|e| HarnessError::Environment(e.to_string()))?;
+    // The pulled pin is named by reference alone (see `scenario_yaml`). Any other digest
+    // reference can only come from the layout, which no engine loads under a digest.
+    let by_reference = pinned == Some(inferred.reference.as_str());
+    if !by_reference && inferred.reference.contains('@') && args.backend != BackendKind::Local {
+        return Err(HarnessError::Input(format!(
+            "the Cluster's image reference `{r}` names a digest: the {b} backend mounts an image named by digest only by pulling it from its registry; certify that reference itself (`certify {r} --backend {b}`) or give --reference a tag",
+            r = inferred.reference,
+            b = args.backend.name(),
+        )));
     }
-    let (verdict, decided_by) = decide(&findings);
-    let decided_by = decided_by.cloned();
-    let reasons = findings.iter().map(|f| f.reason.clone()).collect();
-    let cert = Certification {
-        image: image.display().to_string(),
-        manifest_digest: lint.manifest_digest.clone(),
-        verdict,
-        decided_by,
-        findings,
-        reasons,
-        notes,
-        inferred: Some(inferred),
-        lint,
-        scenario: scenario_written,
-        run: run_summary,
+    let source = (!by_reference).then_some(image);
+    std::fs::write(scen_dir.join("scenario.yaml"), scenario_yaml(inferred, source))
+        .map_err(|e| HarnessError::Environment(e.to_string()))?;
+    Ok(scen_dir)
+}
+
+/// The generated scenario run through the same pipeline as `run`; what failed becomes a
+/// finding (and, local backend, the failed instances' log tails are kept).
+async fn run_scenario(
+    scen_dir: &Path,
+    args: &CertifyArgs,
+    report_dir: &Path,
+    command: Vec<String>,
+    findings: &mut Vec<VerdictFinding>,
+) -> (Option<RunSummary>, Option<RunView>) {
+    let keep_parent = if args.backend == BackendKind::Local {
+        let parent = if Path::new("/dev/shm").is_dir() { PathBuf::from("/dev/shm") } else { std::env::temp_dir() };
+        tempfile::Builder::new().prefix("cnpg-ext-certify-run-").tempdir_in(parent).ok()
+    } else {
+        None
     };
-    let files = write_record(&report_dir, &cert, run_view.as_ref())?;
-    Ok(CertifyOutcome { certification: cert, files })
+    if let Some(k) = &keep_parent {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(k.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    let opts = RunOptions {
+        paths: vec![scen_dir.to_path_buf()],
+        backend: args.backend,
+        jobs: 1,
+        report_dir: Some(report_dir.to_path_buf()),
+        keep: keep_parent.is_some(),
+        cnpg: args.cnpg_version,
+        pg_config: args.pg_config.clone(),
+        run_as: Some("nobody".into()),
+        workdir: keep_parent.as_ref().map(|k| k.path().to_path_buf()),
+        progress: !args.no_progress,
+        command,
+        engine: crate::plumbing::engine::EngineOptions::from_env(),
+        operand: args.operand,
+        wrap: None,
+        registries: args.registries.clone(),
+        ..RunOptions::default()
+    };
+    let mut found = |kind: FindingKind, reason: String| findings.push(VerdictFinding { kind, reason });
+    let outcome = match app::run(opts).await {
+        Ok(out) => {
+            let view = RunView::of(&out.report);
+            let failed = view.count("failed");
+            if failed > 0 {
+                for f in view.scenarios.iter().filter_map(|s| s.failure()) {
+                    found(failure_kind(&f), format!("run: {}", f.text()));
+                }
+                if let Some(k) = &keep_parent {
+                    crate::matrix::keep_log_tails(k.path(), &report_dir.join("logs"));
+                }
+            }
+            if let Some(kept) = &out.kept {
+                let _ = crate::plumbing::fsutil::remove_tree(kept);
+            }
+            let summary = RunSummary {
+                backend: view.environment.backend.clone(),
+                postgresql: view.environment.postgresql.clone(),
+                passed: view.count("passed"),
+                failed,
+                duration_ms: view.duration_ms,
+            };
+            (Some(summary), Some(view))
+        }
+        Err(e) => {
+            let (kind, reason) = match e {
+                HarnessError::Environment(m) => (
+                    FindingKind::EnvironmentUnusable,
+                    format!("the extension could not be run here: environment unusable: {m}"),
+                ),
+                // The engine answered its probe, then refused or mangled the image: a failure.
+                HarnessError::Failed(m) => (FindingKind::ScenarioFailed, format!("run failed: {m}")),
+                // The generated scenario was refused: the image cannot be mounted as inferred.
+                HarnessError::Input(m) => {
+                    (FindingKind::ImageLayout, format!("the image cannot be mounted by CloudNativePG as inferred: {m}"))
+                }
+            };
+            found(kind, reason);
+            (None, None)
+        }
+    };
+    if let Some(k) = keep_parent {
+        let _ = crate::plumbing::fsutil::remove_tree(k.path());
+    }
+    outcome
+}
+
+/// What a failed step of the generated scenario says about the image.
+fn failure_kind(f: &crate::reports::view::Failure) -> FindingKind {
+    let text = f.text();
+    if text.contains("shadowed") {
+        FindingKind::ShadowedByOperand
+    } else if text.contains("origin of ") && text.contains("(/proc/self/maps)") {
+        FindingKind::ModuleNotLoadedFromImage
+    } else if f.locator.contains("CREATE EXTENSION") {
+        FindingKind::CreateExtensionFailed
+    } else {
+        FindingKind::ScenarioFailed
+    }
 }
 
 /// `cnpg-ext-harness certify`: the verdict, its reasons, and where the record is.
