@@ -119,8 +119,12 @@ pub(crate) fn image_store_lock() -> ImageStoreLock {
     let file = (|| {
         let dir = cnpg_ext_pg::ProvisionOptions::from_env().cache_dir?;
         std::fs::create_dir_all(&dir).ok()?;
-        let file =
-            std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(dir.join("engine-images.lock")).ok()?;
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join("engine-images.lock"))
+            .ok()?;
         file.lock().ok()?;
         Some(file)
     })();

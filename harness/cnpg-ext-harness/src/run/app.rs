@@ -315,6 +315,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
     let sem = Arc::new(tokio::sync::Semaphore::new(opts.jobs.max(1)));
     // `server_version` as the instances answered it (environment.postgresql).
     let measured: Arc<std::sync::Mutex<std::collections::BTreeSet<String>>> = Arc::default();
+    // The operand's extensions as the instances list them (environment.operand).
+    let measured_operand: Arc<std::sync::Mutex<Option<Vec<String>>>> = Arc::default();
     let mut tasks = Vec::new();
     for scenario in scenarios {
         let (sem, store, prepared, progress) = (sem.clone(), store.clone(), prepared.clone(), progress.clone());
@@ -325,6 +327,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         let description = scenario.description.clone();
         let wrap = opts.wrap.clone();
         let measured = measured.clone();
+        let measured_operand = measured_operand.clone();
         let retries = opts.retries;
         let logs_dir = opts.logs_dir.clone();
         let handle = tokio::spawn(async move {
@@ -350,6 +353,10 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
                         let steps = ScenarioRun::new(&scenario, &store, backend.as_mut()).run(&on_step).await;
                         if let Some(v) = server_version(backend.as_ref()).await {
                             measured.lock().unwrap().insert(v);
+                        }
+                        if measured_operand.lock().unwrap().is_none() {
+                            let listed = crate::verify::operand_extensions(backend.as_ref()).await;
+                            measured_operand.lock().unwrap().get_or_insert_with(|| listed.unwrap_or_default());
                         }
                         // The slot goes to the next scenario now: removing this one's instances
                         // (awaited here, its errors this scenario's) overlaps that one's start.
@@ -448,10 +455,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             cnpg_modelled: opts.cnpg.to_string(),
             kubernetes: prepared.kubernetes(),
             runtime: prepared.runtime(),
-            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
-                flavor: operand.flavor.as_str().into(),
-                extensions: operand.extensions.clone(),
-            }),
+            operand: (opts.backend != BackendKind::Kind)
+                .then(|| operand_record(opts.backend, &opts.engine, &operand, &measured_operand)),
         },
         images: store
             .all()
@@ -604,6 +609,25 @@ pub(crate) fn describe_origin(pg: &PgInstall) -> String {
         cnpg_ext_pg::PgOrigin::Wheel { wheel_sha256, .. } => {
             format!("{} (sha256 {wheel_sha256})", cnpg_ext_pg::WHEEL_SPEC)
         }
+    }
+}
+
+/// environment.operand: the flavour, or the `--pg-image` the instances ran from, and the
+/// extensions measured on an instance (the install's list only when no instance answered).
+fn operand_record(
+    backend: BackendKind,
+    engine: &crate::EngineOptions,
+    operand: &cnpg_ext_pg::OperandContents,
+    measured: &std::sync::Mutex<Option<Vec<String>>>,
+) -> OperandRecord {
+    let pg_image = (backend == BackendKind::Container).then(|| engine.resolved().pg_image).flatten();
+    let measured = measured.lock().unwrap().clone().filter(|m| !m.is_empty());
+    OperandRecord {
+        flavor: match &pg_image {
+            Some(image) => format!("image {image} (--pg-image)"),
+            None => operand.flavor.as_str().into(),
+        },
+        extensions: measured.unwrap_or_else(|| operand.extensions.clone()),
     }
 }
 

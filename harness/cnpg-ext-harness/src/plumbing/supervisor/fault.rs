@@ -4,7 +4,11 @@
 /// Test-only fault injection: `panic-after-postmasters=N` panics right after the Nth
 /// postmaster of this process started (before its handle exists); `rollout-primary-first`
 /// makes the stand-in operator replace the primary first while its record still lists the
-/// replicas first (a lying record, for the tests of the rollout judgment).
+/// replicas first (a lying record, for the tests of the rollout judgment);
+/// `image-archive-truncated` cuts every extension image archive in half before the engine
+/// loads it (the engine refuses it); `image-replaced-after-load` removes each image the
+/// engine just loaded and puts another image of the engine under its reference (what another
+/// program re-tagging the name would leave), before the harness checks what it holds.
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
@@ -23,4 +27,20 @@ pub(crate) fn fault_after_postmaster_start() {
 /// the planned order.
 pub(crate) fn rollout_primary_first() -> bool {
     std::env::var(ENV_FAULT).is_ok_and(|v| v == "rollout-primary-first")
+}
+
+/// Test-only (see [`ENV_FAULT`]): a fault of the container engine's image store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImageFault {
+    ArchiveTruncated,
+    ReplacedAfterLoad,
+}
+
+/// Test-only (see [`ENV_FAULT`]): the image fault asked for, if any.
+pub(crate) fn image_fault() -> Option<ImageFault> {
+    match std::env::var(ENV_FAULT).ok()?.as_str() {
+        "image-archive-truncated" => Some(ImageFault::ArchiveTruncated),
+        "image-replaced-after-load" => Some(ImageFault::ReplacedAfterLoad),
+        _ => None,
+    }
 }
