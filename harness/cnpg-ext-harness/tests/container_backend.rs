@@ -303,7 +303,6 @@ async fn the_report_describes_the_pg_image_that_ran() {
         app::run(options(vec![file], parent.path(), engine.clone())).await.expect("a first run builds the operand");
     }
     let base = built().expect("the harness's operand image");
-    let pg = cnpg_ext_harness::run::locate_postgres(None).unwrap();
     let control = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(control.path(), "comment = 'only in this image'\ndefault_version = '1.0'\n").unwrap();
     {
@@ -312,16 +311,48 @@ async fn the_report_describes_the_pg_image_that_ran() {
     }
     let pid = std::process::id();
     let (name, image) = (format!("cnpg-ext-test-pgimage-{pid}"), format!("localhost/cnpg-ext-test/pg-image:{pid}"));
-    let target = format!("{name}:{}/cnpgexttestonly.control", pg.extension_dir().display());
+    // Where the operand image keeps its control files, as the image says.
+    let run_flags = split_flags(engine.run_flags.as_deref().unwrap_or("")).unwrap();
+    let found = engine_cli(&engine)
+        .args(["run", "--rm"])
+        .args(&run_flags)
+        .args(["--entrypoint", "/usr/bin/find", &base, "/", "-name", "plpgsql.control", "-path", "*/extension/*"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    let sharedir =
+        found.strip_suffix("/plpgsql.control").unwrap_or_else(|| panic!("no plpgsql.control in {base}: {found:?}"));
+    let target = format!("{name}:{sharedir}/cnpgexttestonly.control");
     let from_before = operands("from-");
-    for args in [
-        vec!["create", "--name", &name, &base],
-        vec!["cp", control.path().to_str().unwrap(), &target],
-        vec!["commit", "-q", &name, &image],
-        vec!["rm", &name],
-    ] {
-        let o = engine_cli(&engine).args(&args).output().unwrap();
-        assert!(o.status.success(), "{args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let run_flags_ref: Vec<&str> = run_flags.iter().map(String::as_str).collect();
+    let mkdir = std::fs::canonicalize("/bin/mkdir").unwrap().display().to_string();
+    let made = (|| -> Result<(), String> {
+        for args in [
+            // Without the data directory the harness baked into its own operand: a CNPG image
+            // has none.
+            [
+                &["run", "--name", &name, "--user", "0"][..],
+                &run_flags_ref,
+                &[&base, "/usr/bin/find", "/var/lib/postgresql/data/pgdata", "-delete"],
+            ]
+            .concat(),
+            vec!["cp", control.path().to_str().unwrap(), &target],
+            // A CNPG image ships coreutils, which `--pg-image` relies on; the harness's own
+            // operand has only find and cat (their libraries cover this host's mkdir).
+            vec!["cp", &mkdir, &format!("{name}:/usr/bin/mkdir")],
+            vec!["commit", "-q", "--change", "USER 26:26", &name, &image],
+        ] {
+            let o = engine_cli(&engine).args(&args).output().unwrap();
+            if !o.status.success() {
+                return Err(format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)));
+            }
+        }
+        Ok(())
+    })();
+    let _ = engine_cli(&engine).args(["rm", "-f", &name]).output();
+    if let Err(e) = made {
+        let _ = engine_cli(&engine).args(["rmi", &image]).output();
+        panic!("{e}");
     }
     let parent = common::workdir_parent("container-pgimage");
     let file = common::repo().join("scenarios/single-extension");
