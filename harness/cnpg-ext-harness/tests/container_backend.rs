@@ -233,3 +233,141 @@ async fn an_unknown_engine_run_flag_is_invalid_input() {
         Ok(_) => panic!("a run with an unknown engine-run flag must not start"),
     }
 }
+
+/// The engine refuses an extension image, or holds another image under the run's reference
+/// when the harness checks it (`CNPG_EXT_HARNESS_FAULT`, through the binary so that the fault
+/// stays in its process): a product failure, exit 1, never exit 3 ("no usable engine", which a
+/// test may skip). The engine is probed first, so that an exit 3 cannot hide here.
+#[rstest::rstest]
+#[case::archive_refused(
+    "image-archive-truncated",
+    "cannot load image `ghcr.io/cloudnative-pg/pgvector:0.8.6-18-trixie`"
+)]
+#[case::another_image_under_the_reference("image-replaced-after-load", "not the image the harness verified")]
+#[test]
+fn an_image_the_engine_does_not_hold_as_verified_fails_the_run(#[case] fault: &str, #[case] says: &str) {
+    let engine = EngineOptions::from_env();
+    let probe = engine_cli(&engine).args(["info", "--format", "{{.Host.Arch}}"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        common::cannot_run(&format!("no usable container engine ({probe:?})"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    }
+    let parent = common::workdir_parent("container-image-fault");
+    let child = common::bin()
+        .args(["run", "--backend", "container", "--jobs", "1", "--no-progress", "--workdir"])
+        .arg(parent.path())
+        .arg(common::repo().join("scenarios/single-extension"))
+        .env(cnpg_ext_harness::testing::ENV_FAULT, fault)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let o = child.wait_with_output().unwrap();
+    let out = common::text(&o);
+    assert_eq!(o.status.code(), Some(1), "{fault}: {out}");
+    assert!(out.contains(says), "{fault}: {out}");
+    // Nothing of the run is left: no image under its private names, no work directory.
+    let private = format!("cnpg-ext-run/{pid}-");
+    let images = listed(&engine, &["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.iter().all(|i| !i.contains(&private)), "{fault}: images left: {images:?}");
+    let left: Vec<_> = std::fs::read_dir(parent.path()).unwrap().flatten().map(|e| e.file_name()).collect();
+    assert!(left.is_empty(), "{fault}: work directory left: {left:?}");
+}
+
+/// Under `--pg-image` the report's `environment.operand` describes the image the instances
+/// ran from, measured on them: an image made here from the harness's own operand plus one
+/// control file the local install does not have; that extension must be listed, and the
+/// flavour names the image.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_report_describes_the_pg_image_that_ran() {
+    let engine = EngineOptions::from_env();
+    let probe = engine_cli(&engine).args(["info", "--format", "{{.Host.Arch}}"]).output();
+    if !probe.as_ref().is_ok_and(|o| o.status.success()) {
+        common::cannot_run(&format!("no usable container engine ({probe:?})"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    }
+    let operands = |prefix: &str| -> Vec<String> {
+        listed(&engine, &["images", "--format", "{{.Repository}}:{{.Tag}}"])
+            .into_iter()
+            .filter(|i| i.strip_prefix("localhost/cnpg-ext-harness/postgres:").is_some_and(|t| t.starts_with(prefix)))
+            .collect()
+    };
+    // The operand image a run of the harness builds from the local install (made by a first run).
+    let built =
+        || operands("").into_iter().find(|i| i.rsplit(':').next().is_some_and(|t| t.starts_with(char::is_numeric)));
+    if built().is_none() {
+        let parent = common::workdir_parent("container-pgimage-first");
+        let file = common::repo().join("scenarios/single-extension");
+        app::run(options(vec![file], parent.path(), engine.clone())).await.expect("a first run builds the operand");
+    }
+    let base = built().expect("the harness's operand image");
+    let control = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(control.path(), "comment = 'only in this image'\ndefault_version = '1.0'\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(control.path(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    }
+    let pid = std::process::id();
+    let (name, image) = (format!("cnpg-ext-test-pgimage-{pid}"), format!("localhost/cnpg-ext-test/pg-image:{pid}"));
+    // Where the operand image keeps its control files, as the image says.
+    let run_flags = split_flags(engine.run_flags.as_deref().unwrap_or("")).unwrap();
+    let found = engine_cli(&engine)
+        .args(["run", "--rm"])
+        .args(&run_flags)
+        .args(["--entrypoint", "/usr/bin/find", &base, "/", "-name", "plpgsql.control", "-path", "*/extension/*"])
+        .output()
+        .unwrap();
+    let found = String::from_utf8_lossy(&found.stdout).trim().to_string();
+    let sharedir =
+        found.strip_suffix("/plpgsql.control").unwrap_or_else(|| panic!("no plpgsql.control in {base}: {found:?}"));
+    let target = format!("{name}:{sharedir}/cnpgexttestonly.control");
+    let from_before = operands("from-");
+    let run_flags_ref: Vec<&str> = run_flags.iter().map(String::as_str).collect();
+    let mkdir = std::fs::canonicalize("/bin/mkdir").unwrap().display().to_string();
+    let made = (|| -> Result<(), String> {
+        for args in [
+            // Without the data directory the harness baked into its own operand: a CNPG image
+            // has none.
+            [
+                &["run", "--name", &name, "--user", "0"][..],
+                &run_flags_ref,
+                &[&base, "/usr/bin/find", "/var/lib/postgresql/data/pgdata", "-delete"],
+            ]
+            .concat(),
+            vec!["cp", control.path().to_str().unwrap(), &target],
+            // A CNPG image ships coreutils, which `--pg-image` relies on; the harness's own
+            // operand has only find and cat (their libraries cover this host's mkdir).
+            vec!["cp", &mkdir, &format!("{name}:/usr/bin/mkdir")],
+            vec!["commit", "-q", "--change", "USER 26:26", &name, &image],
+        ] {
+            let o = engine_cli(&engine).args(&args).output().unwrap();
+            if !o.status.success() {
+                return Err(format!("{args:?}: {}", String::from_utf8_lossy(&o.stderr)));
+            }
+        }
+        Ok(())
+    })();
+    let _ = engine_cli(&engine).args(["rm", "-f", &name]).output();
+    if let Err(e) = made {
+        let _ = engine_cli(&engine).args(["rmi", &image]).output();
+        panic!("{e}");
+    }
+    let parent = common::workdir_parent("container-pgimage");
+    let file = common::repo().join("scenarios/single-extension");
+    let with_image = EngineOptions { pg_image: Some(image.clone()), ..engine.clone() };
+    let result = app::run(options(vec![file], parent.path(), with_image)).await;
+    // What this test made goes whatever the run said: the image, and the operand derived from it.
+    let made: Vec<String> = operands("from-").into_iter().filter(|i| !from_before.contains(i)).collect();
+    for i in made.iter().chain(std::iter::once(&image)) {
+        let _ = engine_cli(&engine).args(["rmi", i]).output();
+    }
+    let out = result.unwrap_or_else(|e| panic!("the run with --pg-image {image} failed (exit {}): {e}", e.exit_code()));
+    let r = &out.report;
+    assert!(r.passed(), "{}", r.failures());
+    let operand = r.environment.operand.as_ref().expect("environment.operand");
+    assert_eq!(operand.flavor, format!("image {image} (--pg-image)"));
+    assert!(operand.extensions.iter().any(|e| e == "cnpgexttestonly"), "{operand:?}");
+    assert!(operand.extensions.iter().any(|e| e == "plpgsql"), "{operand:?}");
+    assert!(r.environment.postgresql.starts_with("PostgreSQL 18."), "{:?}", r.environment);
+}

@@ -59,6 +59,22 @@ enum Tampering {
     ModuleInOperand,
     /// After the rolling update: one replica loads libraries from the primary's mount (local).
     ReplicaLoadsFromElsewhere,
+    /// After the rolling update: some of the extension's C functions name a library nobody
+    /// ships (their `probin` changed on the primary, replayed by the replicas): loading it fails.
+    ModuleLoadFails,
+    /// After creation: one instance's image mount is unmounted inside its container; the
+    /// empty directory stays (container).
+    Unmounted,
+    /// After creation: a writable copy of one instance's `lib/` is mounted over it, inside
+    /// the image mount (container): same files, a mount nobody asked for.
+    NestedMount,
+    /// Preload scenario, after creation: the preloaded module is copied into the operand's
+    /// `$libdir` (searched first) and the instance restarted, so the postmaster loads that copy.
+    PreloadFromOperand,
+    /// Preload scenario, after creation: `shared_preload_libraries` names the module by its
+    /// absolute path in the mount (`ALTER SYSTEM` + restart): the same file is loaded, but the
+    /// setting is not the one CNPG writes.
+    PreloadListWrong,
 }
 
 struct Tamper {
@@ -155,6 +171,36 @@ impl Tamper {
                 self.set_and_reload(&primary, "extension_control_path", "$system").await
             }
             (Tampering::MountGone, On::Local) => cnpg_ext_harness::testing::remove_tree(&mount).unwrap(),
+            (Tampering::Unmounted, On::Container) => {
+                let pid = self.postmaster_pid(&primary).await;
+                unmount_in(pid, &plan.extensions[0].mount_path);
+            }
+            (Tampering::NestedMount, On::Container) => {
+                let pid = self.postmaster_pid(&primary).await;
+                let copy = self.scratch.join("nested-lib");
+                copy_tree(&mount.join("lib"), &copy);
+                mount_over(pid, &copy, &format!("{}/lib", plan.extensions[0].mount_path));
+            }
+            (Tampering::PreloadFromOperand, on) => {
+                let libdir =
+                    self.sql(&primary, "postgres", "SELECT setting FROM pg_config WHERE name = 'PKGLIBDIR'").await;
+                let libdir = self.host_path(&primary, &libdir).await;
+                std::fs::copy(mount.join("lib/preloadprobe.so"), libdir.join("preloadprobe.so")).unwrap();
+                if on == On::Container {
+                    // The copy is in this container's own filesystem: the same container
+                    // restarts (a replacement would start from the image again).
+                    let host = self.sql(&primary, "postgres", "SELECT pg_read_file('/etc/hostname')").await;
+                    let o = engine_cli().args(["restart", host.trim()]).output().unwrap();
+                    assert!(o.status.success(), "restart: {}", String::from_utf8_lossy(&o.stderr));
+                    let up =
+                        poll(|| async { self.inner.connect(&primary, "postgres", "postgres").await.is_ok() }).await;
+                    assert!(up, "{primary} did not come back after its restart");
+                }
+            }
+            (Tampering::PreloadListWrong, _) => {
+                let path = format!("{}/lib/preloadprobe", plan.extensions[0].mount_path);
+                self.sql(&primary, "postgres", &format!("ALTER SYSTEM SET shared_preload_libraries = '{path}'")).await;
+            }
             (Tampering::StrayMountDir, _) => {
                 let root = self.host_path(&primary, &plan.mount_root).await;
                 std::fs::create_dir(root.join("stray")).unwrap();
@@ -201,6 +247,11 @@ impl Tamper {
             Tampering::TruncateSentinel => {
                 let primary = self.instances_with(Role::Primary).await.remove(0);
                 self.sql(&primary, "app", "TRUNCATE cnpg_ext_harness_sentinel").await;
+            }
+            Tampering::ModuleLoadFails => {
+                let primary = self.instances_with(Role::Primary).await.remove(0);
+                let q = "UPDATE pg_proc SET probin = '$libdir/vector_gone' WHERE proname = 'vector_dims' AND probin IS NOT NULL";
+                self.sql(&primary, "app", q).await;
             }
             Tampering::ReplicaLoadsFromElsewhere => {
                 let primary = self.instances_with(Role::Primary).await.remove(0);
@@ -254,6 +305,43 @@ fn copy_tree(src: &Path, dst: &Path) {
             std::fs::copy(e.path(), &to).unwrap();
             chmod(&to, 0o644);
         }
+    }
+}
+
+/// The container engine's command line, with the global flags the harness gets.
+fn engine_cli() -> std::process::Command {
+    let opts = cnpg_ext_harness::EngineOptions::from_env();
+    let on_path =
+        |p: &str| std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default()).any(|d| d.join(p).is_file());
+    let program =
+        opts.engine.clone().unwrap_or_else(|| if on_path("podman") { "podman".into() } else { "docker".into() });
+    let mut c = std::process::Command::new(program);
+    c.args(cnpg_ext_harness::testing::split_flags(opts.engine_flags.as_deref().unwrap_or("")).unwrap());
+    c
+}
+
+/// Unmounts `target` inside the mount namespace of process `pid` (a child enters it).
+fn unmount_in(pid: u32, target: &str) {
+    use nix::libc;
+    use std::os::fd::AsRawFd;
+    let target_c = std::ffi::CString::new(target).unwrap();
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/mnt")).unwrap();
+    // SAFETY: plain system calls on a valid C string; the child only makes system calls.
+    unsafe {
+        let child = libc::fork();
+        assert!(child >= 0, "fork: {}", std::io::Error::last_os_error());
+        if child == 0 {
+            if libc::setns(ns.as_raw_fd(), libc::CLONE_NEWNS) != 0 {
+                libc::_exit(2);
+            }
+            libc::_exit(if libc::umount2(target_c.as_ptr(), libc::MNT_DETACH) == 0 { 0 } else { 3 });
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "unmounting {target} in the namespace of {pid} failed (status {status})"
+        );
     }
 }
 
@@ -326,7 +414,16 @@ impl Backend for Tamper {
         }
         let outcome = self.inner.apply_cluster(&doc).await?;
         match &outcome {
-            ApplyOutcome::Created => self.after_create().await,
+            ApplyOutcome::Created => {
+                self.after_create().await;
+                // A real restart of every instance (the stand-in's own rolling restart), so
+                // that the postmasters start with what was tampered.
+                if self.how == Tampering::PreloadListWrong
+                    || (self.how == Tampering::PreloadFromOperand && self.on() == On::Local)
+                {
+                    self.inner.restart().await?;
+                }
+            }
             ApplyOutcome::RolledOut { .. } => self.after_rollout().await,
             _ => {}
         }
@@ -517,6 +614,15 @@ async fn untampered_it_passes_with_origin_proven_on_every_instance_it_ran_on(#[c
     3,
     "origin of vector: module vector.so"
 )]
+#[case::module_load_fails(On::Local, Tampering::ModuleLoadFails, 5, "origin of vector: module vector_gone.so")]
+#[case::module_load_fails_container(
+    On::Container,
+    Tampering::ModuleLoadFails,
+    5,
+    "origin of vector: module vector_gone.so"
+)]
+#[case::unmounted_container(On::Container, Tampering::Unmounted, 2, "")]
+#[case::nested_mount_container(On::Container, Tampering::NestedMount, 2, "mount points under /extensions")]
 #[case::replica_loads_from_elsewhere(
     On::Local,
     Tampering::ReplicaLoadsFromElsewhere,
@@ -542,8 +648,32 @@ async fn each_tampering_fails_exactly_its_check(
             assert_eq!(bad.len(), 1, "{bad:#?}");
             assert!(bad[0].1.as_deref().is_some_and(|i| i != "tamper-1"), "{bad:#?}");
         }
+        // Replayed by both replicas, where the scenario's query runs.
+        Tampering::ModuleLoadFails => {
+            assert_eq!(bad.len(), 2, "{bad:#?}");
+            assert!(bad.iter().all(|(_, i)| i.as_deref() != Some("tamper-1")), "{bad:#?}");
+            assert!(r.failures().contains("loading $libdir/vector_gone failed"), "{}", r.failures());
+        }
+        // Presence and the set of mount points see it (the directory stays); its files are
+        // gone, and whether it is read-only nobody can tell any more.
+        Tampering::Unmounted => {
+            let what: std::collections::BTreeSet<&str> = bad.iter().map(|(w, _)| w.as_str()).collect();
+            for must in
+                ["mount /extensions/pgvector", "mount points under /extensions", "files in /extensions/pgvector"]
+            {
+                assert!(what.contains(must), "{must}: {bad:#?}");
+            }
+            let may = ["/extensions/pgvector read-only"];
+            assert!(
+                what.len() <= 4
+                    && what.iter().all(|w| w.starts_with("mount") || w.starts_with("files") || may.contains(w)),
+                "{bad:#?}"
+            );
+            assert!(bad.iter().all(|(_, i)| i.as_deref() == Some("tamper-1")), "{bad:#?}");
+        }
         // Tampered on the primary alone.
-        Tampering::OwnerWritableMount
+        Tampering::NestedMount
+        | Tampering::OwnerWritableMount
         | Tampering::WrongGuc
         | Tampering::WrongControlPath
         | Tampering::StrayMountDir
@@ -686,4 +816,54 @@ async fn two_mounts_shipping_the_same_path(#[case] on: On) {
     assert_eq!(bad.len(), 1, "{bad:#?}");
     assert!(bad[0].0.starts_with("origin of vector: module vector.so"), "{bad:#?}");
     assert!(r.failures().contains("2 mounts of this instance ship /lib/vector.so"), "{}", r.failures());
+}
+
+/// A scenario directory with the preload fixture: two instances that preload its module.
+fn preload_scenario() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    std::fs::create_dir_all(&s).unwrap();
+    let fixture = common::repo().join("fixtures/preload");
+    std::fs::write(
+        s.join("scenario.yaml"),
+        format!(
+            "description: target of the preload tampering tests\nimages:\n  - reference: ghcr.io/example/preloadprobe:1.0-18-trixie\n    fixture: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - verify: {{}}\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let cluster = std::fs::read_to_string(common::repo().join("scenarios/preload-library/cluster.yaml")).unwrap();
+    assert!(cluster.contains("name: cluster-preload") && cluster.contains("shared_preload_libraries"));
+    std::fs::write(s.join("cluster.yaml"), cluster.replace("name: cluster-preload", "name: tamper")).unwrap();
+    dir
+}
+
+/// The preloaded module's checks, tampered on the instances: the postmaster really loads
+/// another copy, or really starts with another `shared_preload_libraries`.
+#[rstest::rstest]
+#[case::preloaded_from_the_operand(On::Local, Tampering::PreloadFromOperand)]
+#[case::preloaded_from_the_operand_container(On::Container, Tampering::PreloadFromOperand)]
+#[case::preload_setting(On::Local, Tampering::PreloadListWrong)]
+#[case::preload_setting_container(On::Container, Tampering::PreloadListWrong)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_preload_tampering_fails_exactly_its_check(#[case] on: On, #[case] how: Tampering) {
+    let dir = preload_scenario();
+    let Some(r) = run(on, Some(how), dir.path(), OperandFlavor::Minimal).await else { return };
+    let (index, bad) = failures(&r);
+    assert_eq!(index, 2, "{how:?}: {}", r.failures());
+    let (check, tampered): (&str, &[&str]) = match (how, on) {
+        // Local instances share one operand install: every one of them loads the copy.
+        (Tampering::PreloadFromOperand, On::Local) => {
+            ("origin of preloaded preloadprobe.so", &["tamper-1", "tamper-2"])
+        }
+        (Tampering::PreloadFromOperand, On::Container) => ("origin of preloaded preloadprobe.so", &["tamper-1"]),
+        _ => ("SHOW shared_preload_libraries", &["tamper-1"]),
+    };
+    assert!(bad.iter().all(|(what, _)| what.starts_with(check)), "{how:?}: other checks failed too: {bad:#?}");
+    let mut instances: Vec<&str> = bad.iter().filter_map(|(_, i)| i.as_deref()).collect();
+    instances.sort();
+    assert_eq!(instances, tampered, "{bad:#?}");
+    if how == Tampering::PreloadFromOperand {
+        assert!(r.failures().contains("shadowed by the operand's $libdir"), "{}", r.failures());
+    }
 }

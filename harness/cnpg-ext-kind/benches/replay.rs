@@ -1,8 +1,11 @@
-//! Harness CPU for observing and inspecting a recorded 3-instance rolling update, offline:
-//! the rollout watcher lists and watches a fake API replaying hand-written frames (initial LIST of
-//! the Cluster and its pods, then the newline-delimited watch events, JSON decoding
-//! included), then every instance is inspected (pod spec check + parsing of recorded exec
-//! output).
+//! Harness CPU for *observing* a recorded 3-instance rolling update, offline: the rollout
+//! watcher lists and watches a fake API replaying hand-written frames (initial LIST of the
+//! Cluster and its pods, then the newline-delimited watch events, JSON decoding included),
+//! then every instance is inspected (pod spec check + parsing of recorded exec output).
+//! Observation only: the verifier's judgment needs start times and SQL answers from live
+//! instances, which a replay does not have, so it is not run here and not measured. Every
+//! run's record and observations are checked; a run that fails them panics before any
+//! figure is printed.
 //!
 //! `cargo bench -p cnpg-ext-kind --bench replay`
 
@@ -67,6 +70,11 @@ fn main() {
         let watch = RolloutWatch::start(&clusters, &pods, "c", Duration::from_secs(60)).await.unwrap();
         let record = watch.finish(Expect::Rollout, Duration::from_secs(60)).await.unwrap();
         assert_eq!(record.restarts.len(), 3);
+        let names: Vec<&str> = record.restarts.iter().map(|r| r.instance.as_str()).collect();
+        let mut distinct = names.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct, ["c-1", "c-2", "c-3"], "{names:?}");
         let exec = FakeExec::default();
         for i in 1..=3 {
             exec.set(&format!("c-{i}"), exec_out);
@@ -74,6 +82,8 @@ fn main() {
         let b = KindBackend::new(client, NS, KindOptions::default()).with_exec(Arc::new(exec));
         for i in 1..=3 {
             let o = b.inspect(&format!("c-{i}"), &plan).await.unwrap();
+            assert_eq!(o.mounts.len(), 1);
+            assert!(o.mounts[0].present && o.mounts[0].path == "/extensions/pgvector", "{o:?}");
             assert_eq!(o.mounts[0].files.len(), 3);
         }
         record
@@ -90,7 +100,7 @@ fn main() {
     let cpu = (cpu_time() - cpu0) / n;
     let wall = wall0.elapsed() / n;
     println!(
-        "replay of a 3-instance rolling update (watch of {} hand-written frames, 3 inspections): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
+        "observation of a replayed 3-instance rolling update (watch of {} hand-written frames, 3 inspections; no judgment): {:.3} ms harness CPU per run ({:.3} ms wall), mean of {n} runs; budget 10 ms",
         fixtures::three_instance_rollout().len(),
         cpu.as_secs_f64() * 1e3,
         wall.as_secs_f64() * 1e3

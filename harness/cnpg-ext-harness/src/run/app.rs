@@ -89,6 +89,7 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
         prepared: prepared.clone(),
         progress,
         measured: Default::default(),
+        measured_operand: Default::default(),
         cnpg: opts.cnpg,
         keep: opts.keep,
         wrap: opts.wrap.clone(),
@@ -115,10 +116,8 @@ pub async fn run(opts: RunOptions) -> Result<RunOutcome, HarnessError> {
             cnpg_modelled: prepared.cnpg_modelled(opts.cnpg).to_string(),
             kubernetes: prepared.kubernetes(),
             runtime: prepared.runtime(),
-            operand: (opts.backend != BackendKind::Kind).then(|| OperandRecord {
-                flavor: operand.flavor.as_str().into(),
-                extensions: operand.extensions.clone(),
-            }),
+            operand: (opts.backend != BackendKind::Kind)
+                .then(|| operand_record(opts.backend, &opts.engine, &operand, &shared.measured_operand)),
         },
         images: image_records(&store, &prepared, &opts),
         totals: RunReport::totals_of(&results),
@@ -248,6 +247,25 @@ impl Drop for WorkdirGuard {
         if !self.keep {
             let _ = fsutil::remove_tree(&self.dir);
         }
+    }
+}
+
+/// environment.operand: the flavour, or the `--pg-image` the instances ran from, and the
+/// extensions measured on an instance (the install's list only when no instance answered).
+fn operand_record(
+    backend: BackendKind,
+    engine: &crate::EngineOptions,
+    operand: &cnpg_ext_pg::OperandContents,
+    measured: &std::sync::Mutex<Option<Vec<String>>>,
+) -> OperandRecord {
+    let pg_image = (backend == BackendKind::Container).then(|| engine.resolved().pg_image).flatten();
+    let measured = measured.lock().unwrap().clone().filter(|m| !m.is_empty());
+    OperandRecord {
+        flavor: match &pg_image {
+            Some(image) => format!("image {image} (--pg-image)"),
+            None => operand.flavor.as_str().into(),
+        },
+        extensions: measured.unwrap_or_else(|| operand.extensions.clone()),
     }
 }
 

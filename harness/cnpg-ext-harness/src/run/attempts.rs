@@ -26,6 +26,8 @@ pub(super) struct Shared {
     pub progress: Arc<Progress>,
     /// `server_version` as the instances answered it (environment.postgresql).
     pub measured: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// The operand's extensions as the instances list them (environment.operand).
+    pub measured_operand: std::sync::Mutex<Option<Vec<String>>>,
     pub cnpg: CnpgVersion,
     pub keep: bool,
     pub wrap: Option<BackendWrap>,
@@ -98,6 +100,10 @@ async fn attempt(shared: &Shared, scenario: &Scenario, here: &Path) -> (Instant,
     let steps = ScenarioRun::new(scenario, &shared.store, backend.as_mut()).run(&on_step).await;
     if let Some(v) = server_version(backend.as_ref()).await {
         shared.measured.lock().unwrap().insert(v);
+    }
+    if shared.measured_operand.lock().unwrap().is_none() {
+        let listed = crate::verify::operand_extensions(backend.as_ref()).await;
+        shared.measured_operand.lock().unwrap().get_or_insert_with(|| listed.unwrap_or_default());
     }
     // The slot goes to the next scenario now: removing this one's instances (awaited here,
     // its errors this scenario's) overlaps that one's start.

@@ -66,9 +66,18 @@ pub(crate) async fn verify_plan(
         want.sort();
         checks.push(Check::new(format!("mounts under {root}"), Some(name), want.join(","), got));
         let obs = backend.inspect(name, &plan).await?;
-        // Read-only is judged from the mount as the instance sees it.
+        // Read-only, and where image volumes are mounts (every backend but local, whose
+        // trees are plain directories) presence and the exact set, are judged from the
+        // mounts as the instance sees them.
         let mounts = sql::query_text(&client, "SELECT pg_read_file('/proc/self/mountinfo')").await.map_err(db)?;
         let mounts = mounts.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+        let mounted = backend.name() != "local";
+        if mounted {
+            let mut want: Vec<&str> = plan.extensions.iter().map(|e| e.mount_path.trim_end_matches('/')).collect();
+            want.sort();
+            let got = mountinfo::points_under(&mounts, root);
+            checks.push(Check::new(format!("mount points under {root}"), Some(name), want.join(","), got.join(",")));
+        }
         let show = |v: &Option<String>| v.clone().unwrap_or_else(|| "(unset)".into());
         checks.push(Check::new(
             "postmaster LD_LIBRARY_PATH",
@@ -98,12 +107,7 @@ pub(crate) async fn verify_plan(
                 checks.push(Check::new(format!("mount {}", ext.mount_path), Some(name), "present", "not reported"));
                 continue;
             };
-            checks.push(Check::new(
-                format!("mount {}", m.path),
-                Some(name),
-                "present",
-                if m.present { "present" } else { "missing" },
-            ));
+            checks.push(presence(&mounts, m, mounted, name));
             let want = images.get(&ext.image).map(|i| i.files.clone()).unwrap_or_default();
             let summary = |files: &[String]| format!("{} files: {}", files.len(), preview(files));
             // An empty mount (seen with some runtimes) must fail even if the image were empty.
@@ -134,6 +138,17 @@ fn read_only(mountinfo: &str, m: &MountObservation, instance: &str) -> Option<Ch
     Some(Check::that(what, Some(instance), "read-only", actual, ok))
 }
 
+/// "mount … present": the backend saw the directory, and where image volumes are mounts
+/// (`mounted`), the instance's `mountinfo` has a mount at that path.
+fn presence(mountinfo: &str, m: &MountObservation, mounted: bool, instance: &str) -> Check {
+    let actual = match (m.present, mounted && mountinfo::mount_at(mountinfo, &m.path).is_none()) {
+        (false, _) => "missing",
+        (true, true) => "a directory, not a mount point",
+        (true, false) => "present",
+    };
+    Check::new(format!("mount {}", m.path), Some(instance), "present", actual)
+}
+
 fn preview(files: &[String]) -> String {
     let mut s: Vec<&str> = files.iter().take(4).map(String::as_str).collect();
     if files.len() > 4 {
@@ -156,6 +171,21 @@ pub(crate) async fn start_times(backend: &dyn Backend) -> Result<BTreeMap<String
         out.insert(name, InstanceState { role, started });
     }
     Ok(out)
+}
+
+/// The extensions the operand an instance runs from ships (its `SHAREDIR/extension/*.control`),
+/// as the first instance that answers sees them: what ran, even from a `--pg-image`.
+pub(crate) async fn operand_extensions(backend: &dyn Backend) -> Option<Vec<String>> {
+    const SQL: &str = "SELECT coalesce(string_agg(left(f, -length('.control')), ',' ORDER BY f), '') \
+         FROM pg_ls_dir((SELECT setting FROM pg_config WHERE name = 'SHAREDIR') || '/extension') f \
+         WHERE f LIKE '%.control'";
+    for inst in backend.instances().await.ok()? {
+        let Ok(client) = backend.connect(&inst.name, "postgres", "postgres").await else { continue };
+        let Ok(rows) = sql::query_text(&client, SQL).await else { continue };
+        let listed = rows.first().and_then(|r| r.first().cloned().flatten()).unwrap_or_default();
+        return Some(listed.split(',').filter(|e| !e.is_empty()).map(str::to_string).collect());
+    }
+    None
 }
 
 /// A row that must survive every rollout.
@@ -228,6 +258,24 @@ mod tests {
             );
             let c = read_only(RW, &mount(true, probe), "i").unwrap();
             assert!(!c.ok && c.actual.starts_with("writable (mount options"), "{c:?}");
+        }
+    }
+
+    #[test]
+    fn where_volumes_are_mounts_a_bare_directory_is_not_present() {
+        let c = presence(RO, &mount(true, None), true, "i");
+        assert!(c.ok && c.actual == "present", "{c:?}");
+        assert_eq!(
+            (c.what.as_str(), c.instance.as_deref(), c.expected.as_str()),
+            ("mount /extensions/a", Some("i"), "present")
+        );
+        let other = "1 0 8:1 / / rw - ext4 /dev/vda rw";
+        let c = presence(other, &mount(true, None), true, "i");
+        assert!(!c.ok && c.actual == "a directory, not a mount point", "{c:?}");
+        assert!(presence(other, &mount(true, None), false, "i").ok);
+        for mounted in [true, false] {
+            let c = presence(RO, &mount(false, None), mounted, "i");
+            assert!(!c.ok && c.actual == "missing", "{c:?}");
         }
     }
 

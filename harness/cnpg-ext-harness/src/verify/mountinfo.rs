@@ -61,6 +61,21 @@ pub(crate) fn mount_at(mountinfo: &str, path: &str) -> Option<MountAccess> {
     found
 }
 
+/// Mount points strictly below `root` (unescaped, sorted, each once): a mount nested in an
+/// image mount counts as much as one beside it.
+pub(crate) fn points_under(mountinfo: &str, root: &str) -> Vec<String> {
+    let prefix = format!("{}/", root.trim_end_matches('/'));
+    let mut out: Vec<String> = mountinfo
+        .lines()
+        .filter_map(|l| l.split_once(" - ").and_then(|(head, _)| head.split(' ').nth(4)).map(unescape))
+        .filter(|p| p.strip_prefix(&prefix).is_some_and(|below| !below.is_empty()))
+        .map(|p| p.trim_end_matches('/').to_string())
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +126,20 @@ mod tests {
         assert_eq!(unescape("t\\011n\\012"), "t\tn\n");
         let root = "1 0 8:1 / / rw - ext4 /dev/vda rw";
         assert!(!mount_at(root, "/").unwrap().read_only());
+    }
+
+    #[test]
+    fn mount_points_below_a_root_nested_ones_included() {
+        let info = format!(
+            "{RO}\n{}\n1 0 8:1 / / rw - ext4 /dev/vda rw\n5 1 0:9 / /extensions rw - tmpfs t rw\n6 5 0:9 / /extensionsx rw - tmpfs t rw\n8 1 0:9 / /var/lib/postgresql/data rw - tmpfs t rw\n7 5 0:9 / /extensions/a\\040b rw - tmpfs t rw\n{RO}",
+            RW.replace("/extensions/pgvector ", "/extensions/pgvector/lib ")
+        );
+        assert_eq!(
+            points_under(&info, "/extensions/"),
+            ["/extensions/a b", "/extensions/pgvector", "/extensions/pgvector/lib"]
+        );
+        assert!(points_under("1 0 8:1 / / rw - ext4 /dev/vda rw", "/extensions").is_empty());
+        // The root itself is not below it, whichever way it is written.
+        assert!(points_under("5 1 0:9 / /extensions/ rw - tmpfs t rw", "/extensions").is_empty());
     }
 }

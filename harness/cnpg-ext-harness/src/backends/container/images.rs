@@ -8,6 +8,7 @@ use super::engine::{strings, Engine, EngineKind};
 use crate::error::HarnessError;
 use crate::images::store::ImageStore;
 use crate::plumbing::engine::image_store_lock;
+use crate::plumbing::supervisor::ImageFault;
 
 /// An extension image this run loaded into the engine (also known to the run's supervisor).
 /// `loaded`: the id (bare hex) the engine holds under the reference once loaded and checked.
@@ -109,9 +110,16 @@ pub(super) fn load_one(
             HarnessError::Environment(format!("cannot pull image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
     } else {
+        let fault = crate::plumbing::supervisor::image_fault();
+        if fault == Some(ImageFault::ArchiveTruncated) {
+            truncate_half(archive);
+        }
         load_archive(engine, archive).map_err(|e| {
             HarnessError::Failed(format!("cannot load image `{}` into {}: {e}", img.reference, engine.name()))
         })?;
+        if fault == Some(ImageFault::ReplacedAfterLoad) {
+            replace_under(engine, &reference);
+        }
     }
     // Proof of origin: what the engine now holds under the reference — and so what every
     // image mount of it shows — is the image the harness verified, unpacked and judges.
@@ -155,6 +163,32 @@ fn load_archive(engine: &Engine, archive: &Path) -> Result<String, String> {
             }
             other => return other,
         }
+    }
+}
+
+/// Test-only fault (`image-archive-truncated`): the archive cut in half.
+fn truncate_half(archive: &Path) {
+    let len = std::fs::metadata(archive).map(|m| m.len()).unwrap_or(0);
+    if let Err(e) = std::fs::OpenOptions::new().write(true).open(archive).and_then(|f| f.set_len(len / 2)) {
+        tracing::warn!("fault injection: truncating {}: {e}", archive.display());
+    }
+}
+
+/// Test-only fault (`image-replaced-after-load`): the image just loaded removed, and another
+/// image the engine holds named `reference` instead.
+fn replace_under(engine: &Engine, reference: &str) {
+    let _store = image_store_lock();
+    let other = engine.image_ids().and_then(|ids| {
+        let ours = ids.get(&normalize_reference(reference)).cloned();
+        ids.into_values().find(|id| Some(id) != ours.as_ref())
+    });
+    let Some(other) = other else {
+        tracing::warn!("fault injection: the engine holds no other image to put under {reference}");
+        return;
+    };
+    let _ = engine.run_quiet(&strings(&["rmi", reference]));
+    if engine.run_quiet(&strings(&["tag", &other, reference])).is_none() {
+        tracing::warn!("fault injection: tagging {other} as {reference} failed");
     }
 }
 

@@ -200,6 +200,14 @@ impl ContainerRuntime {
     }
 }
 
+/// An instance after its volume was (or failed to be) created: whether teardown must remove
+/// the volume, and whether a replica's first container runs its own base backup (with a
+/// host template its volume holds an empty PGDATA owned by the postgres uid).
+fn provisioned(inst: Instance, volume_created: bool, host_template: bool) -> Instance {
+    let bootstrap = inst.role == Role::Replica && host_template;
+    Instance { volume: volume_created, bootstrap, ..inst }
+}
+
 pub(super) fn prepare_dirs(inst: &Instance) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;
     let (run, conf) = (inst.socket_dir(), inst.conf_dir());
@@ -267,11 +275,9 @@ impl InstanceRuntime for ContainerRuntime {
         };
         prepare_dirs(&inst).map_err(failed)?;
         let created = self.create_volume(&inst).await;
-        let volume = created.is_ok();
-        // With a host template the replica's volume holds an empty PGDATA owned by the
-        // postgres uid: its first container runs the base backup itself.
-        let bootstrap = slot.role == Role::Replica && self.env.template.is_some();
-        self.instances.insert(slot.name.clone(), Instance { volume, bootstrap, ..inst });
+        let inst = provisioned(inst, created.is_ok(), self.env.template.is_some());
+        let bootstrap = inst.bootstrap;
+        self.instances.insert(slot.name.clone(), inst);
         created.map_err(|e| failed(format!("creating the volume of {}: {e}", slot.name)))?;
         if slot.role == Role::Replica && !bootstrap {
             self.base_backup(slot, primary).await?;
@@ -523,7 +529,37 @@ impl Drop for ContainerRuntime {
 
 #[cfg(test)]
 mod tests {
-    use super::write_probe_answer;
+    use super::{provisioned, write_probe_answer, Instance};
+    use cnpg_ext_model::backend::Role;
+
+    fn fresh(role: Role) -> Instance {
+        Instance {
+            name: "c-2".into(),
+            role,
+            dir: "/w/2".into(),
+            cname: "run-s-c-2".into(),
+            generation: 0,
+            container: None,
+            handle: None,
+            volume: false,
+            bootstrap: false,
+        }
+    }
+
+    #[test]
+    fn a_provisioned_instance_knows_its_volume_and_who_runs_the_base_backup() {
+        for (role, template, created) in [Role::Replica, Role::Primary]
+            .into_iter()
+            .flat_map(|r| [(r, true, true), (r, true, false), (r, false, true), (r, false, false)])
+        {
+            let i = provisioned(fresh(role), created, template);
+            // Teardown removes the volume exactly when it was created.
+            assert_eq!(i.volume, created, "{role:?} template={template} created={created}");
+            // Only a replica over a host template runs its own base backup.
+            assert_eq!(i.bootstrap, role == Role::Replica && template, "{role:?} template={template}");
+            assert_eq!((i.name.as_str(), i.role, i.cname.as_str(), i.generation), ("c-2", role, "run-s-c-2", 0));
+        }
+    }
 
     #[test]
     fn only_erofs_says_read_only() {

@@ -8,6 +8,10 @@
 /// `fail-container-create=ID[,ID…]` fails the first instance-container create of each named
 /// scenario in this process the way an engine refuses one (an infrastructure failure, for
 /// the `--retries` tests on the container backend).
+/// `image-archive-truncated` cuts every extension image archive in half before the engine
+/// loads it (the engine refuses it); `image-replaced-after-load` removes each image the
+/// engine just loaded and puts another image of the engine under its reference (what another
+/// program re-tagging the name would leave), before the harness checks what it holds.
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
@@ -43,4 +47,20 @@ pub(crate) fn container_create_refused(scenario: &str, container: &str) -> Optio
     }
     fired.push(scenario.to_string());
     Some(format!("creating container {container}: {ENV_FAULT}: injected refusal of the engine (fail-container-create)"))
+}
+
+/// Test-only (see [`ENV_FAULT`]): a fault of the container engine's image store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ImageFault {
+    ArchiveTruncated,
+    ReplacedAfterLoad,
+}
+
+/// Test-only (see [`ENV_FAULT`]): the image fault asked for, if any.
+pub(crate) fn image_fault() -> Option<ImageFault> {
+    match std::env::var(ENV_FAULT).ok()?.as_str() {
+        "image-archive-truncated" => Some(ImageFault::ArchiveTruncated),
+        "image-replaced-after-load" => Some(ImageFault::ReplacedAfterLoad),
+        _ => None,
+    }
 }

@@ -24,7 +24,9 @@ mod shm;
 mod sweep;
 
 pub use fault::ENV_FAULT;
-pub(crate) use fault::{container_create_refused, fault_after_postmaster_start, rollout_primary_first};
+pub(crate) use fault::{
+    container_create_refused, fault_after_postmaster_start, image_fault, rollout_primary_first, ImageFault,
+};
 pub(crate) use main_loop::supervise_main;
 pub(crate) use owner::SUPERVISE_ARG;
 pub use owner::{Owner, LABEL_OWNER, OWNER_FILE};
