@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 pub(crate) use crate::plumbing::engine::{ENV_ENGINE_FLAGS, ENV_RUN_FLAGS};
+pub(crate) use crate::plumbing::shell::split_flags;
 
 /// Longest an engine command of a scenario may take (a hung engine fails the step).
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(180);
@@ -322,71 +323,6 @@ fn find_in_path(name: &str) -> Option<PathBuf> {
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
-}
-
-/// Splits flags the way a POSIX shell splits words: whitespace separates, single quotes are
-/// literal, double quotes allow `\"`, `\\`, `\$` and `` \` ``, a backslash outside quotes
-/// escapes the next character. No expansion of any kind.
-pub fn split_flags(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut in_word = false;
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            c if c.is_whitespace() => {
-                if in_word {
-                    out.push(std::mem::take(&mut cur));
-                    in_word = false;
-                }
-            }
-            '\'' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('\'') => break,
-                        Some(ch) => cur.push(ch),
-                        None => return Err(format!("unterminated single quote in {s:?}")),
-                    }
-                }
-            }
-            '"' => {
-                in_word = true;
-                loop {
-                    match chars.next() {
-                        Some('"') => break,
-                        Some('\\') => match chars.next() {
-                            Some(ch @ ('"' | '\\' | '$' | '`')) => cur.push(ch),
-                            Some('\n') => {}
-                            Some(ch) => {
-                                cur.push('\\');
-                                cur.push(ch);
-                            }
-                            None => return Err(format!("unterminated double quote in {s:?}")),
-                        },
-                        Some(ch) => cur.push(ch),
-                        None => return Err(format!("unterminated double quote in {s:?}")),
-                    }
-                }
-            }
-            '\\' => {
-                in_word = true;
-                match chars.next() {
-                    Some('\n') => {}
-                    Some(ch) => cur.push(ch),
-                    None => return Err(format!("trailing backslash in {s:?}")),
-                }
-            }
-            c => {
-                in_word = true;
-                cur.push(c);
-            }
-        }
-    }
-    if in_word {
-        out.push(cur);
-    }
-    Ok(out)
 }
 
 #[cfg(test)]

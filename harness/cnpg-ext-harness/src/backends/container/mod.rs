@@ -24,7 +24,7 @@ mod template;
 pub(crate) use crate::plumbing::engine::EngineOptions;
 pub use api::ApiService;
 pub use argv::LABEL_RUN;
-pub use engine::split_flags;
+pub(crate) use engine::split_flags;
 pub use env::start_api_service;
 pub(crate) use env::ContainerEnv;
 pub use images::engine_reference_of;
