@@ -204,7 +204,7 @@ async fn up(
         reg.connect_kind_network().await?;
         let nodes = reg.configure_nodes(name, &[(reg.cfg.host(), hosts_toml_local(&reg.cfg))]).await?;
         let opts = KindOptions { kind_cluster: Some(name.to_string()), ..Default::default() };
-        let client = crate::backend::connect(&opts).await?;
+        let client = crate::environment::connect(&opts).await?;
         reg.publish_configmap(&client).await?;
         println!(
             "registry {} (container {} on the kind network) is the containerd mirror of {} node(s); ConfigMap kube-public/local-registry-hosting written",
@@ -260,7 +260,7 @@ async fn status(name: &str) -> Result<(), BackendError> {
         )));
     }
     let opts = KindOptions { kind_cluster: Some(name.to_string()), ..Default::default() };
-    let client = crate::backend::connect(&opts).await?;
+    let client = crate::environment::connect(&opts).await?;
     let report = crate::preflight::run(
         &client,
         crate::preflight::PREFLIGHT_NAMESPACE,

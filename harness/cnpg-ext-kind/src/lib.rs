@@ -31,7 +31,8 @@
 //! * `diagnostics`: the failure bundle. `podlog`: an instance's server log (the pod log
 //!   API, the instance manager's JSON records as PostgreSQL lines) and settings as evidence.
 //!   `render`: `--dry-run`.
-//! * `backend`: [`KindBackend`], [`KindEnvironment`], [`prepare`]. `cli`: the subcommands.
+//! * `backend`: [`KindBackend`]. `environment`: [`KindEnvironment`], [`prepare`]. `cli`: the
+//!   subcommands.
 //!
 //! With the `testing` feature (this crate's tests and benchmark only) the internal modules
 //! are public and `testing` holds an in-process fake Kubernetes API.
@@ -53,6 +54,7 @@ internal!(
     backend,
     config,
     diagnostics,
+    environment,
     errors,
     exec,
     inspect,
@@ -77,7 +79,8 @@ pub mod render;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use backend::{prepare, KindBackend, KindEnvironment};
+pub use backend::KindBackend;
+pub use environment::{prepare, KindEnvironment};
 pub use options::{KindOptions, Timeouts};
 
 /// Field manager of every server-side apply.

@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use cnpg_ext_kind::backend::kube_config;
+use cnpg_ext_kind::environment::kube_config;
 use cnpg_ext_kind::operator::InstalledOperator;
 use cnpg_ext_kind::preflight::PreflightReport;
 use cnpg_ext_kind::testing::FakeApi;

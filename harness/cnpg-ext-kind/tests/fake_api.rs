@@ -1020,7 +1020,7 @@ fn inspect_script_runs_in_sh() {
 /// Which operator is used and which release is modelled, from what is installed.
 #[test]
 fn installed_operator_is_modelled_and_never_silently_downgraded() {
-    use cnpg_ext_kind::backend::{operator_action, OperatorAction};
+    use cnpg_ext_kind::environment::{operator_action, OperatorAction};
     use cnpg_ext_kind::operator::InstalledOperator;
     let op = |v: Option<CnpgVersion>| InstalledOperator {
         namespace: "cnpg-system".into(),
