@@ -23,22 +23,9 @@ fn a_failed_container_runs_bundle_holds_each_instances_whole_server_log() {
       rows: [["never"]]
 "#;
     std::fs::write(&file, yaml).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let reports = scratch.path().join("r");
-    let bundle = scratch.path().join("run.tar.gz");
-    let parent = workdir_parent("container-logs");
-    let o = bin()
-        .args(["run", dir.to_str().unwrap(), "--backend", "container", "--no-progress"])
-        .args(["--report-dir", reports.to_str().unwrap(), "--workdir", parent.path().to_str().unwrap()])
-        .args(["--bundle", bundle.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let out = text(&o);
-    if o.status.code() == Some(3) {
-        cannot_run(&format!("no usable container engine:\n{out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+    let Some(FailedRun { _scratch, reports, bundle, parent, .. }) = failed_container_run(&dir, "container-logs") else {
         return;
-    }
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    };
 
     let o = run(&["bundle", "show", bundle.to_str().unwrap(), "--files"]);
     let shown = text(&o);
@@ -74,22 +61,10 @@ fn a_replaced_containers_log_stays_in_the_instances_log() {
     let mut yaml = std::fs::read_to_string(&file).unwrap();
     yaml += "  - sql:\n      query: SELECT cnpg_ext_no_such_function()\n      rows: [[\"never\"]]\n";
     std::fs::write(&file, yaml).unwrap();
-    let scratch = tempfile::tempdir().unwrap();
-    let reports = scratch.path().join("r");
-    let bundle = scratch.path().join("run.tar.gz");
-    let parent = workdir_parent("container-logs-rollout");
-    let o = bin()
-        .args(["run", dir.to_str().unwrap(), "--backend", "container", "--no-progress"])
-        .args(["--report-dir", reports.to_str().unwrap(), "--workdir", parent.path().to_str().unwrap()])
-        .args(["--bundle", bundle.to_str().unwrap()])
-        .output()
-        .unwrap();
-    let out = text(&o);
-    if o.status.code() == Some(3) {
-        cannot_run(&format!("no usable container engine:\n{out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+    let Some(FailedRun { _scratch, reports, parent, out, .. }) = failed_container_run(&dir, "container-logs-rollout")
+    else {
         return;
-    }
-    assert_eq!(o.status.code(), Some(1), "{out}");
+    };
     let logs_dir = reports.join("logs/add-extension");
     let mut logs: Vec<(String, String)> = std::fs::read_dir(&logs_dir)
         .unwrap_or_else(|e| panic!("{}: {e}\n{out}", logs_dir.display()))
@@ -109,4 +84,34 @@ fn a_replaced_containers_log_stays_in_the_instances_log() {
         "the ERROR line in a running container's part: {logs:?}"
     );
     assert_eq!(std::fs::read_dir(parent.path()).unwrap().count(), 0, "work directory left behind");
+}
+
+/// A container run of the scenario in `dir` that must fail (exit 1), with its reports and a
+/// bundle; `None` when no engine is usable (skipped, or failed under CI).
+struct FailedRun {
+    _scratch: tempfile::TempDir,
+    reports: std::path::PathBuf,
+    bundle: std::path::PathBuf,
+    parent: tempfile::TempDir,
+    out: String,
+}
+
+fn failed_container_run(dir: &std::path::Path, name: &str) -> Option<FailedRun> {
+    let scratch = tempfile::tempdir().unwrap();
+    let reports = scratch.path().join("r");
+    let bundle = scratch.path().join("run.tar.gz");
+    let parent = workdir_parent(name);
+    let o = bin()
+        .args(["run", dir.to_str().unwrap(), "--backend", "container", "--no-progress"])
+        .args(["--report-dir", reports.to_str().unwrap(), "--workdir", parent.path().to_str().unwrap()])
+        .args(["--bundle", bundle.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let out = text(&o);
+    if o.status.code() == Some(3) {
+        cannot_run(&format!("no usable container engine:\n{out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return None;
+    }
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    Some(FailedRun { _scratch: scratch, reports, bundle, parent, out })
 }
