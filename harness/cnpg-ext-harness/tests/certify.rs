@@ -59,7 +59,7 @@ fn sql_only_image(scratch: &Path, update_script: &str) -> PathBuf {
     .unwrap();
     std::fs::write(ext.join("certdemo--1.0--1.1.sql"), update_script).unwrap();
     let labels: BTreeMap<String, String> = [
-        (cnpg_ext_images::LABEL_BASE_NAME, "certdemo"),
+        (cnpg_ext_images::LABEL_BASE_NAME, "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie"),
         (cnpg_ext_images::LABEL_BASE_PGMAJOR, "18"),
         (cnpg_ext_images::LABEL_BASE_OS, "trixie"),
         (cnpg_ext_images::LABEL_SQL_VERSION, "1.1"),

@@ -7,7 +7,7 @@
 //! ```yaml
 //! description: free text                    # optional
 //! image:
-//!   name: pgvector                          # label io.cloudnativepg.image.base.name
+//!   name: pgvector                          # first word of org.opencontainers.image.title
 //!   os: ${host_os}                          # label ...image.base.os (default ${host_os})
 //!   sql_version: ${control:vector}          # label ...image.sql.version
 //! labels:                                   # optional extra labels (not the four above)
@@ -33,7 +33,10 @@
 //! Label values (and `image.*`) may use `${pg_major}`, `${host_os}` (`VERSION_CODENAME` of
 //! `/etc/os-release`, e.g. `bookworm`) and `${control:<name>}` (the `default_version` of
 //! `<name>.control` anywhere in the built tree). `io.cloudnativepg.image.base.pgmajor` is always
-//! the major version of the PostgreSQL the tree was built against. Unknown fields are errors;
+//! the major version of the PostgreSQL the tree was built against, and, as the extension
+//! containers project labels its images, `io.cloudnativepg.image.base.name` is the operand image
+//! the extension is built for (`ghcr.io/cloudnative-pg/postgresql:<major>-minimal-<os>`) and
+//! `org.opencontainers.image.title` is `<name> <sql_version> <major> <os>`. Unknown fields are errors;
 //! every error ([`ImageError::Fixture`]) names the recipe file and the field (e.g.
 //! `steps[2].compile.sources[0]`). The compiler is `$CC` or `cc`.
 
@@ -47,7 +50,7 @@ use serde::Deserialize;
 
 use crate::source::normalize_rel;
 use crate::{control, util, ImageError};
-use crate::{LABEL_BASE_NAME, LABEL_BASE_OS, LABEL_BASE_PGMAJOR, LABEL_SQL_VERSION};
+use crate::{LABEL_BASE_NAME, LABEL_BASE_OS, LABEL_BASE_PGMAJOR, LABEL_SQL_VERSION, LABEL_TITLE};
 
 /// File name of a recipe inside a fixture directory.
 pub const RECIPE_FILE: &str = "fixture.yaml";
@@ -239,11 +242,12 @@ pub fn build_fixture(fixture_dir: &Path, pg: &TargetPg, out_tree: &Path) -> Resu
 }
 
 fn validate(ctx: &Ctx, r: &Recipe) -> Result<(), ImageError> {
-    if r.image.name.trim().is_empty() {
-        return Err(ctx.err("image.name", "must not be empty"));
+    if r.image.name.split_whitespace().count() != 1 {
+        return Err(ctx.err("image.name", "must be one word (the extension's name, first word of the image title)"));
     }
     for key in r.labels.keys() {
-        if [LABEL_BASE_NAME, LABEL_BASE_PGMAJOR, LABEL_BASE_OS, LABEL_SQL_VERSION].contains(&key.as_str()) {
+        if [LABEL_BASE_NAME, LABEL_BASE_PGMAJOR, LABEL_BASE_OS, LABEL_SQL_VERSION, LABEL_TITLE].contains(&key.as_str())
+        {
             return Err(
                 ctx.err(format!("labels.{key}"), "set through image.name/os/sql_version (pgmajor is automatic)")
             );
@@ -445,11 +449,15 @@ fn create_dir_all(path: &Path) -> Result<(), ImageError> {
 
 fn labels(ctx: &Ctx, r: &Recipe) -> Result<BTreeMap<String, String>, ImageError> {
     let mut out = BTreeMap::new();
-    out.insert(LABEL_BASE_NAME.to_string(), expand(ctx, "image.name", &r.image.name)?);
-    out.insert(LABEL_BASE_PGMAJOR.to_string(), ctx.pg.major.to_string());
-    let os = r.image.os.as_deref().unwrap_or("${host_os}");
-    out.insert(LABEL_BASE_OS.to_string(), expand(ctx, "image.os", os)?);
-    out.insert(LABEL_SQL_VERSION.to_string(), expand(ctx, "image.sql_version", &r.image.sql_version)?);
+    let major = ctx.pg.major;
+    let os = expand(ctx, "image.os", r.image.os.as_deref().unwrap_or("${host_os}"))?;
+    let name = expand(ctx, "image.name", &r.image.name)?;
+    let sql_version = expand(ctx, "image.sql_version", &r.image.sql_version)?;
+    out.insert(LABEL_BASE_NAME.to_string(), format!("ghcr.io/cloudnative-pg/postgresql:{major}-minimal-{os}"));
+    out.insert(LABEL_TITLE.to_string(), format!("{name} {sql_version} {major} {os}"));
+    out.insert(LABEL_BASE_PGMAJOR.to_string(), major.to_string());
+    out.insert(LABEL_BASE_OS.to_string(), os);
+    out.insert(LABEL_SQL_VERSION.to_string(), sql_version);
     for (k, v) in &r.labels {
         out.insert(k.clone(), expand(ctx, &format!("labels.{k}"), v)?);
     }

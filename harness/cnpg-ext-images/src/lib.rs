@@ -45,8 +45,12 @@ pub use unpack::{
     DEFAULT_MAX_TOTAL_BYTES,
 };
 
-/// Label: base image name.
+/// Label: the operand image the extension is built for
+/// (`ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie`), not the extension's name.
 pub const LABEL_BASE_NAME: &str = "io.cloudnativepg.image.base.name";
+/// Label (OCI): the image's title; the extension containers project writes
+/// `<name> <version> <pg major> <os>`, whose first word names the extension entry.
+pub const LABEL_TITLE: &str = "org.opencontainers.image.title";
 /// Label: PostgreSQL major version.
 pub const LABEL_BASE_PGMAJOR: &str = "io.cloudnativepg.image.base.pgmajor";
 /// Label: OS distribution (e.g. `trixie`).

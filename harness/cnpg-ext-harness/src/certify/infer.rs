@@ -118,6 +118,36 @@ fn cnpg_name(s: &str) -> String {
     }
 }
 
+/// The name of the Cluster's `extensions[]` entry (the mount directory) for an image: the
+/// first word of `org.opencontainers.image.title` (the extension containers project writes
+/// `<name> <version> <pg major> <os>` there), else the last path component of the image's
+/// repository (`…/pgvector:0.8.1-18-trixie` → `pgvector`), else its first extension's control
+/// file. Never `io.cloudnativepg.image.base.name`: that label names the operand image the
+/// extension was built for (`ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie`).
+fn entry_name(
+    labels: &BTreeMap<String, String>,
+    ref_names: &[String],
+    reference: Option<&str>,
+    extensions: &[ExtensionPlan],
+) -> String {
+    let title = labels.get(cnpg_ext_images::LABEL_TITLE).and_then(|t| t.split_whitespace().next()).map(str::to_string);
+    let repository = reference
+        .into_iter()
+        .chain(ref_names.iter().map(String::as_str))
+        .filter(|r| r.contains('/') && cnpg_ext_images::validate_reference(r).is_ok())
+        .find_map(|r| repository_name(r));
+    let first = extensions.first().map(|e| e.name.clone());
+    cnpg_name(title.or(repository).or(first).as_deref().unwrap_or("extension"))
+}
+
+/// `registry/path/name:tag@digest` → `name`.
+fn repository_name(reference: &str) -> Option<String> {
+    let without_digest = reference.split('@').next()?;
+    let last = without_digest.rsplit('/').next()?;
+    let name = last.split(':').next()?;
+    (!name.is_empty()).then(|| name.to_string())
+}
+
 /// Reads the unpacked image: where control files, modules and system libraries live, and
 /// each extension's install and update scripts.
 pub fn infer(
@@ -264,10 +294,7 @@ pub fn infer(
     let ld_path: Vec<String> =
         if files.iter().any(|f| f.starts_with("system/")) { vec!["system".into()] } else { Vec::new() };
 
-    let label_name = labels.get(cnpg_ext_images::LABEL_BASE_NAME).filter(|n| !n.trim().is_empty());
-    let name = cnpg_name(
-        label_name.map(String::as_str).or(extensions.first().map(|e| e.name.as_str())).unwrap_or("extension"),
-    );
+    let name = entry_name(labels, ref_names, reference, &extensions);
     let reference = match reference {
         Some(r) => r.to_string(),
         None => {
@@ -305,5 +332,51 @@ pub fn infer(
         ld_library_path: ld_path,
         extensions,
         image_name: operand_image(os),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(name: &str) -> ExtensionPlan {
+        ExtensionPlan {
+            name: name.into(),
+            control_file: format!("share/extension/{name}.control"),
+            default_version: None,
+            requires: Vec::new(),
+            module_pathname: None,
+            install_versions: Vec::new(),
+            update_scripts: Vec::new(),
+            create_version: None,
+            update_path: Vec::new(),
+        }
+    }
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    /// An upstream-labelled image: `base.name` is the operand, not the extension (a certify of
+    /// such an image once named its extension `ghcr-io-cloudnative-pg-postgresql-18-minimal-trixie`).
+    #[test]
+    fn the_base_name_label_is_the_operand_never_the_entry_name() {
+        let upstream =
+            labels(&[(cnpg_ext_images::LABEL_BASE_NAME, "ghcr.io/cloudnative-pg/postgresql:18-minimal-trixie")]);
+        let exts = [plan("vector")];
+        assert_eq!(entry_name(&upstream, &[], None, &exts), "vector");
+        let reference = "ghcr.io/cloudnative-pg/pgvector:0.8.1-18-trixie";
+        assert_eq!(entry_name(&upstream, &[], Some(reference), &exts), "pgvector");
+        assert_eq!(entry_name(&upstream, &[reference.to_string()], None, &exts), "pgvector");
+        let titled = labels(&[(cnpg_ext_images::LABEL_TITLE, "pgvector 0.8.1 18 trixie")]);
+        assert_eq!(entry_name(&titled, &[], Some("localhost/x/other:1"), &exts), "pgvector");
+        assert_eq!(entry_name(&BTreeMap::new(), &[], None, &[]), "extension");
+    }
+
+    #[test]
+    fn repository_names() {
+        assert_eq!(repository_name("ghcr.io/a/b/pg_ivm:1.0@sha256:00").as_deref(), Some("pg_ivm"));
+        assert_eq!(repository_name("localhost:5000/postgis").as_deref(), Some("postgis"));
+        assert_eq!(repository_name("x/").as_deref(), None);
     }
 }

@@ -435,12 +435,24 @@ async fn logs(id: &str, tail: &str) -> String {
         match item {
             Ok(chunk) => out.push_str(&String::from_utf8_lossy(&chunk.into_bytes())),
             Err(e) => {
-                out.push_str(&format!("(logs of {id}: {e})"));
+                out.push_str(&log_error(id, &e));
                 break;
             }
         }
     }
     out
+}
+
+/// What stands in a message where a container's log could not be read: a container the
+/// engine never created (its create failed) has no log, which is said as such, not as the
+/// engine's 404.
+fn log_error(id: &str, e: &testcontainers::bollard::errors::Error) -> String {
+    match e {
+        testcontainers::bollard::errors::Error::DockerResponseServerError { status_code: 404, .. } => {
+            format!("(no log: container {id} was never created)")
+        }
+        e => format!("(logs of {id}: {e})"),
+    }
 }
 
 /// `POST /volumes/create` with labels, and bind-backed by `device` when given.
@@ -477,7 +489,24 @@ pub(crate) async fn remove_volume(name: &str) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
-    use super::{split_reference, unknown_state};
+    use super::{log_error, split_reference, unknown_state};
+
+    /// A container whose create failed has no log: said so, not as the engine's 404 (seen in a
+    /// create-failure message: "(logs of X: … 404 … no such container)").
+    #[test]
+    fn a_container_never_created_has_no_log_said_plainly() {
+        let gone = testcontainers::bollard::errors::Error::DockerResponseServerError {
+            status_code: 404,
+            message: "no container with name or ID \"c-1\" found: no such container".into(),
+        };
+        assert_eq!(log_error("c-1", &gone), "(no log: container c-1 was never created)");
+        let other = testcontainers::bollard::errors::Error::DockerResponseServerError {
+            status_code: 500,
+            message: "boom".into(),
+        };
+        let text = log_error("c-1", &other);
+        assert!(text.starts_with("(logs of c-1: ") && text.contains("boom"), "{text}");
+    }
 
     #[test]
     fn podman_only_states_are_read_from_the_decoding_error() {
