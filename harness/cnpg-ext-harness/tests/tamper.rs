@@ -451,6 +451,9 @@ impl Backend for Tamper {
         self.while_inspected(instance).await;
         obs
     }
+    async fn server_log(&self, instance: &str) -> Option<String> {
+        self.inner.server_log(instance).await
+    }
     async fn teardown(&mut self, keep: bool) -> Result<(), BackendError> {
         if self.how == Tampering::ControlEarlierOnPath && self.on() == On::Local {
             let _ = cnpg_ext_harness::testing::remove_tree(Path::new(&format!(
@@ -742,14 +745,11 @@ async fn the_standard_operand_shadows_the_pgvector_image() {
     assert!(operand.extensions.iter().any(|e| e == "vector") && operand.extensions.iter().any(|e| e == "cube"));
 }
 
-/// A stand-in that replaces the primary first but records the replicas first (a lying
-/// record, `CNPG_EXT_HARNESS_FAULT=rollout-primary-first`, through the binary so that the
-/// fault stays in its process): the start times measured on the instances must fail it.
-#[rstest::rstest]
-#[case::local("local")]
-#[case::container("container")]
-#[test]
-fn a_primary_replaced_first_fails_the_measured_order_whatever_the_record_says(#[case] backend: &str) {
+/// The checks of the one step that failed in a run of the tampering scenario by the binary
+/// on `backend` under `CNPG_EXT_HARNESS_FAULT=fault` (so that the fault stays in its
+/// process): the rolling update (step 4), with the run's output; `None` when the container
+/// engine is not usable here (and that may be skipped: `common::cannot_run`).
+fn faulted_rollout(backend: &str, fault: &str) -> Option<(Vec<serde_json::Value>, String)> {
     let dir = scenario(|r| r.to_string());
     let reports = dir.path().join("reports");
     let parent = common::workdir_parent("tamper-order");
@@ -760,13 +760,13 @@ fn a_primary_replaced_first_fails_the_measured_order_whatever_the_record_says(#[
         .arg("--workdir")
         .arg(parent.path())
         .arg(dir.path().join("s"))
-        .env(cnpg_ext_harness::testing::ENV_FAULT, "rollout-primary-first")
+        .env(cnpg_ext_harness::testing::ENV_FAULT, fault)
         .output()
         .unwrap();
     let out = common::text(&o);
     if backend == "container" && o.status.code() == Some(3) {
         common::cannot_run(&format!("no usable container engine: {out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
-        return;
+        return None;
     }
     assert_eq!(o.status.code(), Some(1), "{out}");
     let report: serde_json::Value =
@@ -775,14 +775,62 @@ fn a_primary_replaced_first_fails_the_measured_order_whatever_the_record_says(#[
     let failed: Vec<&serde_json::Value> = steps.iter().filter(|s| s["status"] == "failed").collect();
     assert_eq!(failed.len(), 1, "{out}");
     assert_eq!(failed[0]["index"], 4, "{out}");
-    let bad: Vec<&serde_json::Value> =
-        failed[0]["checks"].as_array().unwrap().iter().filter(|c| c["ok"] == false).collect();
+    Some((failed[0]["checks"].as_array().unwrap().clone(), out))
+}
+
+/// A stand-in that replaces the primary first but records the replicas first (a lying
+/// record, `CNPG_EXT_HARNESS_FAULT=rollout-primary-first`): the start times measured on the
+/// instances must fail it.
+#[rstest::rstest]
+#[case::local("local")]
+#[case::container("container")]
+#[test]
+fn a_primary_replaced_first_fails_the_measured_order_whatever_the_record_says(#[case] backend: &str) {
+    let Some((checks, _)) = faulted_rollout(backend, "rollout-primary-first") else { return };
+    let bad: Vec<&serde_json::Value> = checks.iter().filter(|c| c["ok"] == false).collect();
     assert_eq!(bad.len(), 1, "{bad:#?}");
     assert_eq!(bad[0]["what"], "replicas restarted before the primary (measured start times)");
     // The record itself claims the planned order.
-    let record_order =
-        failed[0]["checks"].as_array().unwrap().iter().find(|c| c["what"] == "replicas restarted before the primary");
-    assert_eq!(record_order.unwrap()["ok"], true, "{:#?}", failed[0]);
+    let record_order = checks.iter().find(|c| c["what"] == "replicas restarted before the primary");
+    assert_eq!(record_order.unwrap()["ok"], true, "{checks:#?}");
+}
+
+/// A stand-in whose record lists each instance once while it restarted replica `tamper-2`
+/// twice (`CNPG_EXT_HARNESS_FAULT=rollout-restart-twice=tamper-2`) or not at all
+/// (`rollout-not-restarted=tamper-2`): the postmaster starts `tamper-2`'s server log shows
+/// must fail "restarted exactly once", the record notwithstanding.
+#[rstest::rstest]
+#[case::twice_local("local", "rollout-restart-twice=tamper-2")]
+#[case::twice_container("container", "rollout-restart-twice=tamper-2")]
+#[case::never_local("local", "rollout-not-restarted=tamper-2")]
+#[case::never_container("container", "rollout-not-restarted=tamper-2")]
+#[test]
+fn a_restart_the_record_miscounts_fails_restarted_exactly_once(#[case] backend: &str, #[case] fault: &str) {
+    let Some((checks, out)) = faulted_rollout(backend, fault) else { return };
+    let bad: Vec<(&str, &str, &str, &str)> = checks
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .map(|c| {
+            let field = |k: &str| c[k].as_str().unwrap_or_default();
+            (field("what"), field("instance"), field("expected"), field("actual"))
+        })
+        .collect();
+    let (what, instance, expected, actual) = bad[0];
+    assert_eq!((what, instance, expected), ("restarted exactly once", "tamper-2", "1"), "{bad:#?}\n{out}");
+    if fault.starts_with("rollout-restart-twice") {
+        assert_eq!(bad.len(), 1, "{bad:#?}");
+        assert!(actual.starts_with("2 (logged: ") && actual.ends_with("); the backend's record lists 1"), "{actual}");
+    } else {
+        assert_eq!(actual, "0; the backend's record lists 1");
+        // Its start time did not move either (measured before this change too).
+        assert_eq!(bad.len(), 2, "{bad:#?}");
+        assert_eq!((bad[1].0, bad[1].1), ("pg_postmaster_start_time() moved forward", "tamper-2"));
+    }
+    // Every other instance: one start logged, as recorded.
+    let others: Vec<&serde_json::Value> =
+        checks.iter().filter(|c| c["what"] == "restarted exactly once" && c["instance"] != "tamper-2").collect();
+    assert_eq!(others.len(), 2, "{checks:#?}");
+    assert!(others.iter().all(|c| c["ok"] == true && c["actual"].as_str().unwrap().starts_with("1 (logged: ")));
 }
 
 /// Two mounts of one instance ship `lib/vector.so`. Where the kernel names a mapped file by

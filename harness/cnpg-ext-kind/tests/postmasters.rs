@@ -140,7 +140,7 @@ fn judge(record: &RolloutRecord, frames: &[Frame], edit: &dyn Fn(usize, &mut Val
             })
             .collect()
     };
-    let checks = verify_rollout(record, &states(&pods[0]), &states(pods.last().unwrap()));
+    let checks = verify_rollout(record, &states(&pods[0]), &states(pods.last().unwrap()), &BTreeMap::new());
     checks.into_iter().filter(|c| !c.ok).collect()
 }
 

@@ -137,7 +137,7 @@ async fn add_extension_rollout_recorded_on_the_real_cluster() {
         assert_eq!(query_param(&watch.query, "resourceVersion").as_deref(), Some("100"), "{path}");
     }
     let last: Vec<Value> = last_pods.into_values().collect();
-    let checks = verify_rollout(&record, &instance_states(&first_pods), &instance_states(&last));
+    let checks = verify_rollout(&record, &instance_states(&first_pods), &instance_states(&last), &Default::default());
     let failed: Vec<_> = checks.iter().filter(|c| !c.ok).collect();
     assert!(failed.is_empty(), "{failed:?}");
 }

@@ -15,6 +15,7 @@ pub mod judge;
 pub mod plan;
 mod resolve;
 pub mod scenario;
+pub mod serverlog;
 pub mod validate;
 pub mod version;
 mod yaml;

@@ -12,6 +12,7 @@ pub(crate) mod harness;
 mod options;
 mod prepared;
 pub(crate) mod runner;
+mod serverlogs;
 pub(crate) mod substitute;
 
 pub use crate::reports::run::{Status, StepResult};

@@ -10,6 +10,7 @@ use cnpg_ext_model::cluster::Manifest;
 use cnpg_ext_model::scenario::{ApplyStep, DatabaseExpect, LocatedStep, Rollout, SqlStep, Step, Target};
 use cnpg_ext_model::{Change, Cluster, ClusterDoc, ClusterPlan, DatabaseDoc, PlanOptions, Scenario};
 
+use super::serverlogs;
 use crate::images::store::ImageStore;
 use crate::plumbing::sql;
 use crate::reports::run::{Status, StepResult};
@@ -300,27 +301,29 @@ impl<'a> ScenarioRun<'a> {
         let change = Change::between(&derive(&prev), &derive(cluster));
         let expected = rollout.unwrap_or(if change.restarts() { Rollout::Expected } else { Rollout::None });
         let before = verify::start_times(&*self.backend).await?;
+        let logs_before = serverlogs::read(&*self.backend).await?;
         let token = format!("{}-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         verify::write_sentinel(&*self.backend, &token).await?;
         let outcome = self.backend.apply_cluster(doc).await?;
         self.applied = Some(cluster.clone());
         let after = verify::start_times(&*self.backend).await?;
+        let starts = serverlogs::starts(&logs_before, &serverlogs::read(&*self.backend).await?);
         match (expected, &outcome) {
             (Rollout::Expected, ApplyOutcome::RolledOut { record }) => {
-                o.checks(verify::verify_rollout(record, &before, &after));
+                o.checks(verify::verify_rollout(record, &before, &after, &starts));
                 o.message = Some(describe_rollout(record));
             }
             (Rollout::Expected, other) => {
                 o.check(Check::new("rolling update", None, "rolled_out", outcome_name(other)));
                 let none = cnpg_ext_model::backend::RolloutRecord::default();
-                o.checks(verify::verify_rollout(&none, &before, &after));
+                o.checks(verify::verify_rollout(&none, &before, &after, &starts));
             }
             (Rollout::None, ApplyOutcome::RolledOut { record }) => {
                 o.check(Check::new("no rolling update", None, "no restart", describe_rollout(record)));
             }
             (Rollout::None, _) => {
                 o.message = Some(format!("applied: {}", outcome_name(&outcome)));
-                o.checks(verify::verify_no_restart(&before, &after));
+                o.checks(verify::verify_no_restart(&before, &after, &starts));
             }
         }
         o.checks(verify::check_sentinel(&*self.backend, &token).await?);
@@ -330,12 +333,14 @@ impl<'a> ScenarioRun<'a> {
     async fn restart(&mut self) -> Result<Outcome, BackendError> {
         let mut o = Outcome::default();
         let before = verify::start_times(&*self.backend).await?;
+        let logs_before = serverlogs::read(&*self.backend).await?;
         let token =
             format!("{}-restart-{}", self.scenario.id, chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default());
         verify::write_sentinel(&*self.backend, &token).await?;
         let record = self.backend.restart().await?;
         let after = verify::start_times(&*self.backend).await?;
-        o.checks(verify::verify_rollout(&record, &before, &after));
+        let starts = serverlogs::starts(&logs_before, &serverlogs::read(&*self.backend).await?);
+        o.checks(verify::verify_rollout(&record, &before, &after, &starts));
         o.checks(verify::check_sentinel(&*self.backend, &token).await?);
         o.message = Some(describe_rollout(&record));
         Ok(o)

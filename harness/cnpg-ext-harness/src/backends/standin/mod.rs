@@ -134,8 +134,10 @@ impl<R: InstanceRuntime> StandIn<R> {
         for idx in order {
             let slot = self.slots[idx].clone();
             let old_id = self.runtime.identity(&slot);
-            self.runtime.stop(&slot).await?;
-            self.start(idx, cluster).await?;
+            for _ in 0..crate::plumbing::supervisor::rollout_restarts_of(&slot.name) {
+                self.runtime.stop(&slot).await?;
+                self.start(idx, cluster).await?;
+            }
             record.restarts.push(InstanceRestart {
                 instance: slot.name.clone(),
                 role: slot.role,

@@ -5,6 +5,8 @@
 /// postmaster of this process started (before its handle exists); `rollout-primary-first`
 /// makes the stand-in operator replace the primary first while its record still lists the
 /// replicas first (a lying record, for the tests of the rollout judgment);
+/// `rollout-restart-twice=NAME` makes it restart instance NAME twice and record it once,
+/// `rollout-not-restarted=NAME` leave NAME running and record its restart all the same;
 /// `fail-container-create=ID[,ID…]` fails the first instance-container create of each named
 /// scenario in this process the way an engine refuses one (an infrastructure failure, for
 /// the `--retries` tests on the container backend).
@@ -30,6 +32,20 @@ pub(crate) fn fault_after_postmaster_start() {
 /// the planned order.
 pub(crate) fn rollout_primary_first() -> bool {
     std::env::var(ENV_FAULT).is_ok_and(|v| v == "rollout-primary-first")
+}
+
+/// Test-only (see [`ENV_FAULT`]): how many times the stand-in restarts `instance` in a
+/// rollout that records it once: 2 under `rollout-restart-twice=<instance>`, 0 under
+/// `rollout-not-restarted=<instance>`, else 1.
+pub(crate) fn rollout_restarts_of(instance: &str) -> usize {
+    let spec = std::env::var(ENV_FAULT).unwrap_or_default();
+    if spec.strip_prefix("rollout-restart-twice=") == Some(instance) {
+        2
+    } else if spec.strip_prefix("rollout-not-restarted=") == Some(instance) {
+        0
+    } else {
+        1
+    }
 }
 
 /// Test-only (see [`ENV_FAULT`]): the engine's refusal to create `container`, once per
