@@ -43,7 +43,8 @@ impl ContainerRuntime {
         }
         let id = inst.container.clone()?;
         let (_, pid) = api::state(&id).await.ok()?;
-        let pid: u32 = u32::try_from(pid).ok().filter(|p| *p > 0)?;
+        // A container that is not running has no pid (0): `/proc/0/root` does not exist.
+        let pid: u32 = u32::try_from(pid).ok()?;
         let root = PathBuf::from(format!("/proc/{pid}/root"));
         std::fs::read_dir(&root).ok()?;
         let mut out = BTreeMap::new();
