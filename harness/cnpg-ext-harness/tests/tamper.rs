@@ -75,7 +75,19 @@ enum Tampering {
     /// absolute path in the mount (`ALTER SYSTEM` + restart): the same file is loaded, but the
     /// setting is not the one CNPG writes.
     PreloadListWrong,
+    /// Environment scenario: every postmaster really starts with the image's `share/`
+    /// appended to its `PATH` instead of the `bin_path` the Cluster asks for.
+    WrongBinPath,
+    /// Environment scenario: every postmaster really starts with another value of one `env`
+    /// variable than the Cluster asks for.
+    WrongEnv,
+    /// After the rolling update: each replica refuses its first session to `app` (still
+    /// starting, say), then answers: the check of the row written before polls, and passes.
+    ReplicaAnswersLate,
 }
+
+/// Sessions refused by `ReplicaAnswersLate` (only its test uses it).
+static REFUSED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 struct Tamper {
     inner: Box<dyn Backend>,
@@ -87,6 +99,8 @@ struct Tamper {
     scratch: PathBuf,
     /// Whether the tampering during `inspect` happened already.
     inspected: Mutex<bool>,
+    /// Instances whose next session to `app` is refused (`ReplicaAnswersLate`).
+    refuse_once: Mutex<Vec<String>>,
 }
 
 impl Tamper {
@@ -253,6 +267,9 @@ impl Tamper {
                 let q = "UPDATE pg_proc SET probin = '$libdir/vector_gone' WHERE proname = 'vector_dims' AND probin IS NOT NULL";
                 self.sql(&primary, "app", q).await;
             }
+            Tampering::ReplicaAnswersLate => {
+                *self.refuse_once.lock().unwrap() = self.instances_with(Role::Replica).await;
+            }
             Tampering::ReplicaLoadsFromElsewhere => {
                 let primary = self.instances_with(Role::Primary).await.remove(0);
                 let replica = self.instances_with(Role::Replica).await.remove(0);
@@ -405,11 +422,18 @@ impl Backend for Tamper {
     async fn apply_cluster(&mut self, doc: &ClusterDoc) -> Result<ApplyOutcome, BackendError> {
         *self.cluster.lock().unwrap() = Some(doc.cluster.clone());
         let mut doc = doc.clone();
-        if self.how == Tampering::WrongLdLibraryPath {
-            // What the instances run with; the plan the verifier derives comes from the
-            // scenario's own Cluster (`plan_for`).
-            for ext in &mut doc.cluster.spec.postgresql.extensions {
-                ext.ld_library_path = Some(vec!["lib".into()]);
+        // What the instances run with; the plan the verifier derives comes from the
+        // scenario's own Cluster (`plan_for`).
+        for ext in &mut doc.cluster.spec.postgresql.extensions {
+            match self.how {
+                Tampering::WrongLdLibraryPath => ext.ld_library_path = Some(vec!["lib".into()]),
+                Tampering::WrongBinPath => ext.bin_path = Some(vec!["share".into()]),
+                Tampering::WrongEnv => {
+                    for var in ext.env.iter_mut().flatten().filter(|v| v.name == "ENVPROBE_HOME") {
+                        var.value = "/elsewhere".into();
+                    }
+                }
+                _ => {}
             }
         }
         let outcome = self.inner.apply_cluster(&doc).await?;
@@ -444,6 +468,14 @@ impl Backend for Tamper {
         database: &str,
         user: &str,
     ) -> Result<tokio_postgres::Client, BackendError> {
+        if database == "app" {
+            let mut refused = self.refuse_once.lock().unwrap();
+            if let Some(i) = refused.iter().position(|r| r == instance) {
+                refused.remove(i);
+                REFUSED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                return Err(BackendError::Failed(format!("{instance}: refused once by the tampering")));
+            }
+        }
         self.inner.connect(instance, database, user).await
     }
     async fn inspect(&self, instance: &str, plan: &ClusterPlan) -> Result<InstanceObservation, BackendError> {
@@ -533,6 +565,7 @@ async fn run(on: On, how: Option<Tampering>, dir: &Path, operand: OperandFlavor)
                 module: module.clone(),
                 scratch: scratch.clone(),
                 inspected: Mutex::new(false),
+                refuse_once: Mutex::new(Vec::new()),
             }) as Box<dyn Backend>
         });
     }
@@ -914,4 +947,92 @@ async fn each_preload_tampering_fails_exactly_its_check(#[case] on: On, #[case] 
     if how == Tampering::PreloadFromOperand {
         assert!(r.failures().contains("shadowed by the operand's $libdir"), "{}", r.failures());
     }
+}
+
+/// A scenario directory with the envprobe fixture (CloudNativePG 1.29+ `bin_path` and `env`):
+/// two instances, created and verified.
+fn env_scenario() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let s = dir.path().join("s");
+    std::fs::create_dir_all(&s).unwrap();
+    let fixture = common::repo().join("fixtures/envprobe");
+    std::fs::write(
+        s.join("scenario.yaml"),
+        format!(
+            "description: target of the environment tampering tests\nimages:\n  - reference: ghcr.io/example/envprobe:1.0-18-trixie\n    fixture: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - verify: {{}}\n",
+            fixture.display()
+        ),
+    )
+    .unwrap();
+    let cluster = std::fs::read_to_string(common::repo().join("scenarios/bin-path-and-env/cluster.yaml")).unwrap();
+    assert!(cluster.contains("name: cluster-env") && cluster.contains("bin_path: [bin]"));
+    std::fs::write(s.join("cluster.yaml"), cluster.replace("name: cluster-env", "name: tamper")).unwrap();
+    dir
+}
+
+/// `bin_path` and `env` (1.29+), tampered in what the postmasters really start with: the
+/// check of each fails on every instance, and nothing else does.
+#[rstest::rstest]
+#[case::bin_path(On::Local, Tampering::WrongBinPath, "postmaster PATH (bin_path appended)")]
+#[case::bin_path_container(On::Container, Tampering::WrongBinPath, "postmaster PATH (bin_path appended)")]
+#[case::env(On::Local, Tampering::WrongEnv, "postmaster environment ENVPROBE_HOME")]
+#[case::env_container(On::Container, Tampering::WrongEnv, "postmaster environment ENVPROBE_HOME")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_environment_tampering_fails_exactly_its_check(
+    #[case] on: On,
+    #[case] how: Tampering,
+    #[case] check: &str,
+) {
+    let dir = env_scenario();
+    let Some(r) = run(on, Some(how), dir.path(), OperandFlavor::Minimal).await else { return };
+    let (index, bad) = failures(&r);
+    assert_eq!(index, 2, "{how:?}: {}", r.failures());
+    assert!(bad.iter().all(|(what, _)| what == check), "{how:?}: other checks failed too: {bad:#?}");
+    let mut instances: Vec<&str> = bad.iter().filter_map(|(_, i)| i.as_deref()).collect();
+    instances.sort();
+    assert_eq!(instances, ["tamper-1", "tamper-2"], "{bad:#?}");
+}
+
+/// A replica that refuses its first session after the rolling update is asked again: the row
+/// written before the update is found there, and the run passes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_answers_late_is_asked_again() {
+    let dir = scenario(|r| r.to_string());
+    let r = run(On::Local, Some(Tampering::ReplicaAnswersLate), dir.path(), OperandFlavor::Minimal).await.unwrap();
+    assert!(r.passed(), "{}", r.failures());
+    assert_eq!(REFUSED.load(std::sync::atomic::Ordering::SeqCst), 2, "each replica refused one session");
+}
+
+/// Without the host view of a container's mounts (no root, a remote engine: here
+/// `CNPG_EXT_HARNESS_FAULT=mounts-by-exec`, through the binary so that the fault stays in its
+/// process), the files of every mount are listed by `find` in the container, and the
+/// untampered scenario passes with the same checks.
+#[test]
+fn mounts_listed_inside_the_container_pass_the_same_checks() {
+    let dir = scenario(|r| r.to_string());
+    let reports = dir.path().join("reports");
+    let parent = common::workdir_parent("tamper-exec");
+    let o = common::bin()
+        .args(["run", "--backend", "container", "--jobs", "1", "--no-progress"])
+        .arg("--report-dir")
+        .arg(&reports)
+        .arg("--workdir")
+        .arg(parent.path())
+        .arg(dir.path().join("s"))
+        .env(cnpg_ext_harness::testing::ENV_FAULT, "mounts-by-exec")
+        .output()
+        .unwrap();
+    let out = common::text(&o);
+    if o.status.code() == Some(3) {
+        common::cannot_run(&format!("no usable container engine: {out}"), Some("CNPG_EXT_HARNESS_REQUIRE_ENGINE"));
+        return;
+    }
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(reports.join("report.json")).unwrap()).unwrap();
+    let verify = &report["scenarios"][0]["steps"][1];
+    let files: Vec<&serde_json::Value> =
+        verify["checks"].as_array().unwrap().iter().filter(|c| c["what"] == "files in /extensions/pgvector").collect();
+    assert_eq!(files.len(), 3, "{verify:#}");
+    assert!(files.iter().all(|c| c["ok"] == true && c["actual"] == c["expected"]), "{files:#?}");
 }

@@ -88,7 +88,7 @@ pub(crate) async fn verify_plan(
         // 1.29+ `bin_path`: appended after the PATH the instance manager inherited.
         if let Some(bins) = &plan.bin_path {
             let path = obs.environment.get("PATH").cloned().unwrap_or_else(|| "(unset)".into());
-            let ok = path == *bins || path.ends_with(&format!(":{bins}"));
+            let ok = bins_appended(&path, bins);
             checks.push(Check::that(
                 "postmaster PATH (bin_path appended)",
                 Some(name),
@@ -110,8 +110,7 @@ pub(crate) async fn verify_plan(
             checks.push(presence(&mounts, m, mounted, name));
             let want = images.get(&ext.image).map(|i| i.files.clone()).unwrap_or_default();
             let summary = |files: &[String]| format!("{} files: {}", files.len(), preview(files));
-            // An empty mount (seen with some runtimes) must fail even if the image were empty.
-            let ok = !m.files.is_empty() && m.files == want;
+            let ok = same_files(&m.files, &want);
             checks.push(Check::that(format!("files in {}", m.path), Some(name), summary(&want), summary(&m.files), ok));
             if let Some(ro) = read_only(&mounts, m, name) {
                 checks.push(ro);
@@ -147,6 +146,17 @@ fn presence(mountinfo: &str, m: &MountObservation, mounted: bool, instance: &str
         (true, false) => "present",
     };
     Check::new(format!("mount {}", m.path), Some(instance), "present", actual)
+}
+
+/// Whether `PATH` is `bins` appended to what the instance manager inherited (or `bins` alone).
+fn bins_appended(path: &str, bins: &str) -> bool {
+    path == bins || path.ends_with(&format!(":{bins}"))
+}
+
+/// Whether a mount holds exactly the image's files. An empty mount (seen with some runtimes)
+/// fails even if the image were empty.
+fn same_files(mounted: &[String], image: &[String]) -> bool {
+    !mounted.is_empty() && mounted == image
 }
 
 fn preview(files: &[String]) -> String {
@@ -277,6 +287,32 @@ mod tests {
             let c = presence(RO, &mount(false, None), mounted, "i");
             assert!(!c.ok && c.actual == "missing", "{c:?}");
         }
+    }
+
+    #[test]
+    fn bin_path_is_appended_to_the_inherited_path() {
+        assert!(bins_appended("/usr/bin:/bin:/extensions/a/bin", "/extensions/a/bin"));
+        assert!(bins_appended("/extensions/a/bin", "/extensions/a/bin"));
+        assert!(!bins_appended("/usr/bin:/extensions/a/share", "/extensions/a/bin"));
+        assert!(!bins_appended("/extensions/a/bin:/usr/bin", "/extensions/a/bin"));
+        assert!(!bins_appended("/usr/bin:/x/extensions/a/bin", "/extensions/a/bin"));
+    }
+
+    #[test]
+    fn a_mount_holds_exactly_the_image_files_and_never_none() {
+        let v = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(same_files(&v(&["a", "b"]), &v(&["a", "b"])));
+        assert!(!same_files(&v(&["a"]), &v(&["a", "b"])));
+        assert!(!same_files(&v(&["a", "c"]), &v(&["a", "b"])));
+        assert!(!same_files(&[], &[]));
+    }
+
+    #[test]
+    fn the_preview_names_four_files_then_an_ellipsis() {
+        let v = |n: usize| (0..n).map(|i| format!("f{i}")).collect::<Vec<_>>();
+        assert_eq!(preview(&v(0)), "");
+        assert_eq!(preview(&v(4)), "f0, f1, f2, f3");
+        assert_eq!(preview(&v(5)), "f0, f1, f2, f3, …");
     }
 
     #[test]

@@ -221,26 +221,15 @@ pub(crate) async fn check_origins(
             continue;
         }
         let operand_copy = format!("{}/extension/{name}.control", sharedir.trim_end_matches('/'));
-        let (expected, actual, ok) = match (&by_control, &resolved) {
-            (Some(want), Some(got)) if *got == want.path => (want.path.clone(), got.clone(), true),
-            (Some(want), Some(got)) if *got == operand_copy => (
-                want.path.clone(),
-                format!("{got} — shadowed: the operand ships its own {name}.control and $system is searched first, so the image's copy ({}) is never used", want.path),
-                false,
-            ),
-            (Some(want), Some(got)) => (want.path.clone(), format!("{got} (another location earlier on extension_control_path)"), false),
-            (Some(want), None) => (want.path.clone(), "no control file found along extension_control_path".into(), false),
-            (None, got) => (
-                format!("{name}.control in the image that ships its module ({})", by_module.as_ref().map(|m| m.image.as_str()).unwrap_or("")),
-                match got {
-                    Some(g) if *g == operand_copy => format!("{g} — shadowed: only the operand ships {name}.control"),
-                    Some(g) => g.clone(),
-                    None => "no control file found".into(),
-                },
-                false,
-            ),
-        };
-        checks.push(Check::that(format!("origin of {name}: control file"), Some(instance), expected, actual, ok));
+        let module_image = by_module.as_ref().map(|m| m.image.as_str()).unwrap_or("");
+        checks.push(judge_control(
+            instance,
+            name,
+            by_control.as_ref(),
+            module_image,
+            resolved.as_deref(),
+            &operand_copy,
+        ));
         for (probin, function) in &modules {
             let module = module_basename(probin);
             let want = expected_module(plan, &files, module);
@@ -261,6 +250,40 @@ pub(crate) async fn check_origins(
         }
     }
     Ok(checks)
+}
+
+/// Judges the control file PostgreSQL found for `name` (`resolved`, the first along the
+/// live `extension_control_path`) against the one the scenario's images ship (`want`); when no
+/// image ships one, the extension still comes from an image (`module_image` ships its module),
+/// and whatever was found is not the image's. `operand_copy` is where the operand keeps its own.
+fn judge_control(
+    instance: &str,
+    name: &str,
+    want: Option<&Expected>,
+    module_image: &str,
+    resolved: Option<&str>,
+    operand_copy: &str,
+) -> Check {
+    let (expected, actual, ok) = match (want, resolved) {
+        (Some(want), Some(got)) if got == want.path => (want.path.clone(), got.to_string(), true),
+        (Some(want), Some(got)) if got == operand_copy => (
+            want.path.clone(),
+            format!("{got} — shadowed: the operand ships its own {name}.control and $system is searched first, so the image's copy ({}) is never used", want.path),
+            false,
+        ),
+        (Some(want), Some(got)) => (want.path.clone(), format!("{got} (another location earlier on extension_control_path)"), false),
+        (Some(want), None) => (want.path.clone(), "no control file found along extension_control_path".into(), false),
+        (None, got) => (
+            format!("{name}.control in the image that ships its module ({module_image})"),
+            match got {
+                Some(g) if g == operand_copy => format!("{g} — shadowed: only the operand ships {name}.control"),
+                Some(g) => g.to_string(),
+                None => "no control file found".into(),
+            },
+            false,
+        ),
+    };
+    Check::that(format!("origin of {name}: control file"), Some(instance), expected, actual, ok)
 }
 
 /// Judges which `<module>.so` file a backend has mapped (`got`) against the file the
@@ -627,6 +650,36 @@ mod tests {
         let c = judge_module(&p, &files, "c-1", "w", "vector", None, &Loaded { mapped: vec![op], with_expected: None });
         assert!(!c.ok && c.actual.contains("the image does not ship vector.so"), "{c:?}");
         assert_eq!(c.expected, "vector.so from an image of the Cluster");
+    }
+
+    #[test]
+    fn the_control_file_found_first_must_be_the_images() {
+        let want = Expected {
+            mount: "a".into(),
+            image: "r/a:1".into(),
+            path: "/extensions/a/share/extension/vector.control".into(),
+        };
+        let operand = "/usr/share/postgresql/18/extension/vector.control";
+        let judge =
+            |want: Option<&Expected>, got: Option<&str>| judge_control("c-1", "vector", want, "r/m:1", got, operand);
+        let c = judge(Some(&want), Some(&want.path));
+        assert!(c.ok && c.actual == want.path && c.expected == want.path, "{c:?}");
+        assert_eq!((c.what.as_str(), c.instance.as_deref()), ("origin of vector: control file", Some("c-1")));
+        let c = judge(Some(&want), Some(operand));
+        assert!(!c.ok && c.actual.starts_with(operand) && c.actual.contains("shadowed: the operand ships"), "{c:?}");
+        let c = judge(Some(&want), Some("/tmp/x/extension/vector.control"));
+        assert!(!c.ok && c.actual.ends_with("(another location earlier on extension_control_path)"), "{c:?}");
+        assert!(!c.actual.contains("shadowed"), "{c:?}");
+        let c = judge(Some(&want), None);
+        assert!(!c.ok && c.actual == "no control file found along extension_control_path", "{c:?}");
+        // No image ships the control file: whatever is found is not the image's.
+        let c = judge(None, Some(operand));
+        assert!(!c.ok && c.actual.ends_with("shadowed: only the operand ships vector.control"), "{c:?}");
+        assert_eq!(c.expected, "vector.control in the image that ships its module (r/m:1)");
+        let c = judge(None, Some("/tmp/x/extension/vector.control"));
+        assert!(!c.ok && c.actual == "/tmp/x/extension/vector.control", "{c:?}");
+        let c = judge(None, None);
+        assert!(!c.ok && c.actual == "no control file found", "{c:?}");
     }
 
     #[test]

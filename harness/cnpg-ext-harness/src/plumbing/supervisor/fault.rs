@@ -14,6 +14,8 @@
 /// loads it (the engine refuses it); `image-replaced-after-load` removes each image the
 /// engine just loaded and puts another image of the engine under its reference (what another
 /// program re-tagging the name would leave), before the harness checks what it holds.
+/// `mounts-by-exec` makes the container backend list image mounts with `find` run in the
+/// container, the way it must without root or with a remote engine (no host view).
 pub const ENV_FAULT: &str = "CNPG_EXT_HARNESS_FAULT";
 
 /// Test-only fault injection in the spawn path of a postmaster (see [`ENV_FAULT`]).
@@ -63,6 +65,11 @@ pub(crate) fn container_create_refused(scenario: &str, container: &str) -> Optio
     }
     fired.push(scenario.to_string());
     Some(format!("creating container {container}: {ENV_FAULT}: injected refusal of the engine (fail-container-create)"))
+}
+
+/// Test-only (see [`ENV_FAULT`]): whether image mounts must be listed without the host view.
+pub(crate) fn mounts_by_exec() -> bool {
+    std::env::var(ENV_FAULT).is_ok_and(|v| v == "mounts-by-exec")
 }
 
 /// Test-only (see [`ENV_FAULT`]): a fault of the container engine's image store.

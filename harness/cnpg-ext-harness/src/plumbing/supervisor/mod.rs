@@ -25,8 +25,8 @@ mod sweep;
 
 pub use fault::ENV_FAULT;
 pub(crate) use fault::{
-    container_create_refused, fault_after_postmaster_start, image_fault, rollout_primary_first, rollout_restarts_of,
-    ImageFault,
+    container_create_refused, fault_after_postmaster_start, image_fault, mounts_by_exec, rollout_primary_first,
+    rollout_restarts_of, ImageFault,
 };
 pub(crate) use main_loop::supervise_main;
 pub(crate) use owner::SUPERVISE_ARG;
