@@ -2,7 +2,7 @@
 //! rules a rolling update must satisfy. Every backend's observations — local postmasters,
 //! containers, kind pods recorded offline — are judged by these functions and no copy of them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
@@ -67,7 +67,7 @@ pub fn verify_rollout(
     after: &BTreeMap<String, InstanceState>,
     starts: &BTreeMap<String, MeasuredStarts>,
 ) -> Vec<Check> {
-    let mut checks = Vec::new();
+    let mut checks = observed(record.restarts.iter().map(|r| &r.instance).chain(starts.keys()), before);
     for (name, state) in before {
         let recorded = record.restarts.iter().filter(|r| &r.instance == name).count();
         checks.push(exactly_once(name, recorded, &starts_of(starts, name)));
@@ -93,6 +93,27 @@ pub fn verify_rollout(
         ok,
     ));
     checks.push(measured_order(before, after));
+    checks
+}
+
+/// The per-instance checks judge the instances observed before the operation; one that the
+/// observation left out (or an observation of none) must fail, not make its checks vanish.
+/// `named` are the instances the record or the server logs speak of.
+fn observed<'a>(named: impl Iterator<Item = &'a String>, before: &BTreeMap<String, InstanceState>) -> Vec<Check> {
+    let mut checks = Vec::new();
+    if before.is_empty() {
+        checks.push(Check::that("instances observed before the operation", None, "at least one", "none", false));
+    }
+    let missing: BTreeSet<&String> = named.filter(|n| !before.contains_key(*n)).collect();
+    for name in missing {
+        checks.push(Check::that(
+            "postmaster start time observed before the operation",
+            Some(name),
+            "observed",
+            "not observed (named by the record or the server logs)",
+            false,
+        ));
+    }
     checks
 }
 
@@ -162,7 +183,7 @@ pub fn verify_no_restart(
     after: &BTreeMap<String, InstanceState>,
     starts: &BTreeMap<String, MeasuredStarts>,
 ) -> Vec<Check> {
-    let mut checks = Vec::new();
+    let mut checks = observed(starts.keys(), before);
     for (name, state) in before {
         let now = after.get(name).map(|s| s.started.clone()).unwrap_or_else(|| "(gone)".into());
         checks.push(Check::new(
@@ -185,6 +206,33 @@ mod tests {
     use super::*;
     use crate::backend::InstanceRestart;
     use chrono::Utc;
+
+    /// An observation that left instances out fails; it does not make their checks vanish.
+    #[test]
+    fn instances_left_out_of_the_observation_fail() {
+        let record = RolloutRecord { restarts: vec![restart("c-1", Role::Primary)], ..RolloutRecord::default() };
+        let none = BTreeMap::new();
+        let failed = |checks: Vec<Check>| -> Vec<(String, Option<String>)> {
+            checks.into_iter().filter(|c| !c.ok).map(|c| (c.what, c.instance)).collect()
+        };
+        let rollout = failed(verify_rollout(&record, &none, &none, &BTreeMap::new()));
+        assert!(rollout.contains(&("instances observed before the operation".into(), None)), "{rollout:?}");
+        assert!(
+            rollout.contains(&("postmaster start time observed before the operation".into(), Some("c-1".into()))),
+            "{rollout:?}"
+        );
+        let starts = BTreeMap::from([("c-2".to_string(), MeasuredStarts::Logged(Vec::new()))]);
+        let quiet = failed(verify_no_restart(&none, &none, &starts));
+        assert!(quiet.contains(&("instances observed before the operation".into(), None)), "{quiet:?}");
+        assert!(
+            quiet.contains(&("postmaster start time observed before the operation".into(), Some("c-2".into()))),
+            "{quiet:?}"
+        );
+        // Observed: no such check.
+        let before = BTreeMap::from([("c-1".to_string(), state(Role::Primary, "2026-01-01 00:00:00"))]);
+        let ok = failed(verify_no_restart(&before, &before, &BTreeMap::new()));
+        assert!(ok.is_empty(), "{ok:?}");
+    }
 
     fn state(role: Role, t: &str) -> InstanceState {
         InstanceState { role, started: t.into() }
