@@ -899,24 +899,45 @@ async fn two_mounts_shipping_the_same_path(#[case] on: On) {
     assert!(r.failures().contains("2 mounts of this instance ship /lib/vector.so"), "{}", r.failures());
 }
 
-/// A scenario directory with the preload fixture: two instances that preload its module.
-fn preload_scenario() -> tempfile::TempDir {
+/// A scenario directory of one repository scenario's `cluster.yaml` with its Cluster renamed
+/// `tamper` (`cluster` names it; `marker` must be in the manifest) and one fixture image:
+/// created and verified.
+fn scenario_of(
+    what: &str,
+    reference: &str,
+    fixture: &str,
+    from: &str,
+    cluster: &str,
+    marker: &str,
+) -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
     let s = dir.path().join("s");
     std::fs::create_dir_all(&s).unwrap();
-    let fixture = common::repo().join("fixtures/preload");
+    let fixture = common::repo().join(fixture);
     std::fs::write(
         s.join("scenario.yaml"),
         format!(
-            "description: target of the preload tampering tests\nimages:\n  - reference: ghcr.io/example/preloadprobe:1.0-18-trixie\n    fixture: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - verify: {{}}\n",
+            "description: target of the {what} tampering tests\nimages:\n  - reference: {reference}\n    fixture: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - verify: {{}}\n",
             fixture.display()
         ),
     )
     .unwrap();
-    let cluster = std::fs::read_to_string(common::repo().join("scenarios/preload-library/cluster.yaml")).unwrap();
-    assert!(cluster.contains("name: cluster-preload") && cluster.contains("shared_preload_libraries"));
-    std::fs::write(s.join("cluster.yaml"), cluster.replace("name: cluster-preload", "name: tamper")).unwrap();
+    let manifest = std::fs::read_to_string(common::repo().join(from)).unwrap();
+    assert!(manifest.contains(&format!("name: {cluster}")) && manifest.contains(marker), "{from}");
+    std::fs::write(s.join("cluster.yaml"), manifest.replace(&format!("name: {cluster}"), "name: tamper")).unwrap();
     dir
+}
+
+/// A scenario directory with the preload fixture: two instances that preload its module.
+fn preload_scenario() -> tempfile::TempDir {
+    scenario_of(
+        "preload",
+        "ghcr.io/example/preloadprobe:1.0-18-trixie",
+        "fixtures/preload",
+        "scenarios/preload-library/cluster.yaml",
+        "cluster-preload",
+        "shared_preload_libraries",
+    )
 }
 
 /// The preloaded module's checks, tampered on the instances: the postmaster really loads
@@ -952,22 +973,14 @@ async fn each_preload_tampering_fails_exactly_its_check(#[case] on: On, #[case] 
 /// A scenario directory with the envprobe fixture (CloudNativePG 1.29+ `bin_path` and `env`):
 /// two instances, created and verified.
 fn env_scenario() -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let s = dir.path().join("s");
-    std::fs::create_dir_all(&s).unwrap();
-    let fixture = common::repo().join("fixtures/envprobe");
-    std::fs::write(
-        s.join("scenario.yaml"),
-        format!(
-            "description: target of the environment tampering tests\nimages:\n  - reference: ghcr.io/example/envprobe:1.0-18-trixie\n    fixture: {}\nsteps:\n  - apply: {{file: cluster.yaml}}\n  - verify: {{}}\n",
-            fixture.display()
-        ),
+    scenario_of(
+        "environment",
+        "ghcr.io/example/envprobe:1.0-18-trixie",
+        "fixtures/envprobe",
+        "scenarios/bin-path-and-env/cluster.yaml",
+        "cluster-env",
+        "bin_path: [bin]",
     )
-    .unwrap();
-    let cluster = std::fs::read_to_string(common::repo().join("scenarios/bin-path-and-env/cluster.yaml")).unwrap();
-    assert!(cluster.contains("name: cluster-env") && cluster.contains("bin_path: [bin]"));
-    std::fs::write(s.join("cluster.yaml"), cluster.replace("name: cluster-env", "name: tamper")).unwrap();
-    dir
 }
 
 /// `bin_path` and `env` (1.29+), tampered in what the postmasters really start with: the
