@@ -135,7 +135,7 @@ fn entry_name(
         .into_iter()
         .chain(ref_names.iter().map(String::as_str))
         .filter(|r| r.contains('/') && cnpg_ext_images::validate_reference(r).is_ok())
-        .find_map(|r| repository_name(r));
+        .find_map(repository_name);
     let first = extensions.first().map(|e| e.name.clone());
     cnpg_name(title.or(repository).or(first).as_deref().unwrap_or("extension"))
 }
