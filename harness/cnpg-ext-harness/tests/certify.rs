@@ -345,14 +345,20 @@ fn a_digest_reference_for_a_layout_is_refused_on_the_container_backend() {
     assert!(!report.join("report.json").exists(), "a run was started: {out}");
 }
 
+/// A passing certification of a SQL-only image in `scratch`, bundled: the image, the bundle,
+/// the output and `certification.json`.
+fn bundled_certification(scratch: &Path) -> (PathBuf, PathBuf, String, serde_json::Value) {
+    let image = sql_only_image(scratch, "SELECT 1;");
+    let bundle = scratch.join("certify.tar.gz");
+    let (code, out, cert) = certify_with(&image, &scratch.join("report"), &["--bundle", bundle.to_str().unwrap()]);
+    assert_eq!(code, Some(0), "{out}");
+    (image, bundle, out, cert)
+}
+
 #[test]
 fn a_certification_is_bundled_with_its_generated_scenario() {
     let scratch = tempfile::tempdir().unwrap();
-    let image = sql_only_image(scratch.path(), "SELECT 1;");
-    let report = scratch.path().join("report");
-    let bundle = scratch.path().join("certify.tar.gz");
-    let (code, out, cert) = certify_with(&image, &report, &["--bundle", bundle.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{out}");
+    let (_, bundle, out, cert) = bundled_certification(scratch.path());
     assert_eq!(cert["verdict"], "pass");
     assert!(out.contains(&format!("bundle: {}", bundle.display())), "{out}");
     let o = bin().args(["bundle", "show", bundle.to_str().unwrap(), "--files"]).output().unwrap();
@@ -371,11 +377,7 @@ fn a_certification_is_bundled_with_its_generated_scenario() {
 #[test]
 fn a_certify_bundle_is_rerun_against_its_recorded_digest() {
     let scratch = tempfile::tempdir().unwrap();
-    let image = sql_only_image(scratch.path(), "SELECT 1;");
-    let report = scratch.path().join("report");
-    let bundle = scratch.path().join("certify.tar.gz");
-    let (code, out, cert) = certify_with(&image, &report, &["--bundle", bundle.to_str().unwrap()]);
-    assert_eq!(code, Some(0), "{out}");
+    let (image, bundle, _, cert) = bundled_certification(scratch.path());
     let digest = cert["manifest_digest"].as_str().unwrap().to_string();
     assert!(digest.starts_with("sha256:"), "{cert:#}");
     let rerun = |dir: &str| {
